@@ -1,0 +1,41 @@
+# Sterling — the two commands the README promises:
+#   make demo   set everything up from nothing, then run the three-hospital scenario
+#   make test   set everything up, then run the whole test suite
+# Set-up is idempotent: stamps under .make-stamps/ skip work already done.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .make-stamps
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test artifacts clean
+
+setup: $(STAMPS)/python $(STAMPS)/npm
+
+$(STAMPS)/python: pyproject.toml
+	@mkdir -p $(STAMPS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+$(STAMPS)/npm: package.json package-lock.json
+	@mkdir -p $(STAMPS)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/sterling demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Recompile the contracts and rewrite the committed ABI + bytecode artifacts.
+artifacts: setup
+	$(PY) -m marketplace.compile
+
+clean:
+	rm -rf $(STAMPS) .pytest_cache .hypothesis

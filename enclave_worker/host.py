@@ -1,0 +1,113 @@
+"""The untrusted host's handle on one trusted process: start it, send requests, read replies."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .trusted import protocol
+from .trusted.roles import Role
+from .trusted.errors import ProtocolError, SterlingError
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class EnclaveRequestFailed(SterlingError):
+    """The trusted process answered a request with an error."""
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(f"{error}: {message}")
+        self.error = error
+        self.message = message
+
+
+class EnclaveProcess:
+    """A running trusted process (``python -m enclave_worker.trusted.main``) and its pipes.
+
+    Example:
+        >>> with EnclaveProcess.start(Role.TRAINER) as enclave:  # doctest: +SKIP
+        ...     enclave.request("hello")["signer"]
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], role: Role) -> None:
+        self._process = process
+        self._lock = threading.Lock()
+        self.role = role
+        hello = self.request("hello")
+        self.signer: bytes = hello["signer"]
+        self.encryption_key: bytes = hello["encryption_key"]
+
+    @classmethod
+    def start(cls, role: Role) -> EnclaveProcess:
+        """Launch a trusted process of ``role`` from this repository's code."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "enclave_worker.trusted.main", "--role", "trainer" if role is Role.TRAINER else "key_manager"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=REPO_ROOT,
+        )
+        logger.info("started %s enclave process pid %d", role.name.lower(), process.pid)
+        return cls(process, role)
+
+    def request(self, op: str, *, progress: ProgressFn | None = None, **fields: Any) -> dict[str, Any]:
+        """Send one request and wait for its result, passing progress frames to ``progress``.
+
+        Raises:
+            EnclaveRequestFailed: the enclave refused or failed the request.
+            ProtocolError: the process died or answered out of protocol.
+        """
+        assert self._process.stdin is not None and self._process.stdout is not None
+        with self._lock:
+            try:
+                protocol.write_frame(self._process.stdin, {"v": protocol.PROTOCOL_VERSION, "op": op, **fields})
+            except BrokenPipeError as e:
+                raise ProtocolError(f"{self.role.name.lower()} enclave process has exited") from e
+            while True:
+                reply = protocol.read_frame(self._process.stdout)
+                if reply is None:
+                    raise ProtocolError(f"{self.role.name.lower()} enclave process closed its output")
+                if not isinstance(reply, dict) or "type" not in reply:
+                    raise ProtocolError("enclave reply is not a typed map")
+                kind = reply.pop("type")
+                reply.pop("v", None)
+                if kind == "progress":
+                    if progress is not None:
+                        progress(reply)
+                    continue
+                if kind == "error":
+                    raise EnclaveRequestFailed(str(reply.get("error")), str(reply.get("message")))
+                if kind == "result":
+                    return reply
+                raise ProtocolError(f"unknown enclave reply type {kind!r}")
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def close(self) -> None:
+        """Close the pipes and wait for the process to exit."""
+        if self._process.poll() is None:
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+    def __enter__(self) -> EnclaveProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

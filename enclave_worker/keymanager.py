@@ -1,0 +1,132 @@
+"""Host side of the key-manager enclave: keeps providers' wrapped data keys and serves releases.
+
+The trusted key manager holds the X25519 key that providers wrap their data keys to. On a
+release request the host reads the job, the dataset and the requesting trainer from the chain
+and hands them, with the wrapped key, to the trusted part, which re-wraps the data key to the
+trainer enclave's attested key only if the job is Claimed by that enclave, includes the dataset,
+and is not past its deadline. Every decision is appended to an audit log.
+
+Known limit (walking skeleton): the trusted part takes the host's word for chain state; verifying
+it inside the enclave (state proofs against a finalised header) is future work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_utils import to_canonical_address, to_checksum_address
+
+from marketplace.contracts import MarketClient, RegistryClient
+from marketplace.errors import KeyReleaseRefused, KeyUnwrapFailed
+
+from .host import EnclaveRequestFailed
+from .sim_platform import LaunchedEnclave
+from .trusted.roles import Role
+
+logger = logging.getLogger(__name__)
+
+MAX_WRAPPED_KEY_BYTES = 512
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One key-release decision."""
+
+    time: float
+    job_id: int
+    dataset_id: int
+    content_hash: str
+    trainer: str
+    released: bool
+    reason: str
+
+
+class KeyManagerService:
+    """The key manager's untrusted host: storage of wrapped keys, chain reads, audit log."""
+
+    def __init__(self, enclave: LaunchedEnclave, *, market: MarketClient, registry: RegistryClient, state_dir: Path) -> None:
+        if enclave.process.role is not Role.KEY_MANAGER:
+            raise ValueError("KeyManagerService needs a key-manager enclave")
+        self.enclave = enclave
+        self.market = market
+        self.registry = registry
+        self._deposits = state_dir / "deposits"
+        self._deposits.mkdir(parents=True, exist_ok=True)
+        self._audit = state_dir / "audit.jsonl"
+
+    @property
+    def signer(self) -> str:
+        return str(to_checksum_address(self.enclave.process.signer))
+
+    def deposit(self, content_hash: bytes, wrapped_key: bytes) -> None:
+        """Accept a provider's data key wrapped to this key manager for the dataset ``content_hash``.
+
+        Raises:
+            KeyUnwrapFailed: the wrapped key does not open under this key manager and binding.
+        """
+        if len(content_hash) != 32 or len(wrapped_key) > MAX_WRAPPED_KEY_BYTES:
+            raise KeyUnwrapFailed("deposit needs a 32-byte content hash and a wrapped key of at most 512 bytes")
+        try:
+            self.enclave.process.request("check_deposit", content_hash=content_hash, wrapped_key=wrapped_key)
+        except EnclaveRequestFailed as e:
+            raise KeyUnwrapFailed(f"deposit for {content_hash.hex()} refused: {e.message}") from e
+        (self._deposits / f"{content_hash.hex()}.key").write_bytes(wrapped_key)
+        logger.info("deposited wrapped key for dataset %s", content_hash.hex())
+
+    def release(self, *, job_id: int, dataset_id: int, trainer: str) -> bytes:
+        """Release a dataset's key, re-wrapped to ``trainer``'s attested key, for one job.
+
+        Raises:
+            KeyReleaseRefused: the chain does not show ``trainer`` holding this job over this dataset.
+        """
+        dataset = self.market.dataset(dataset_id)
+        job = self.market.job(job_id)
+        record = self.registry.enclave_of(trainer)
+        wrapped_path = self._deposits / f"{dataset.content_hash.hex()}.key"
+        try:
+            if not wrapped_path.exists():
+                raise KeyReleaseRefused(f"no wrapped key was deposited for dataset {dataset_id}")
+            content_hashes = [self.market.dataset(i).content_hash for i in job.dataset_ids]
+            reply = self.enclave.process.request(
+                "release",
+                chain_id=self.market.chain.chain_id,
+                market=self.market.address_bytes,
+                job_id=job_id,
+                job_status=int(job.status),
+                job_enclave=to_canonical_address(job.enclave),
+                job_content_hashes=content_hashes,
+                job_completion_deadline=job.completion_deadline,
+                now=self.market.chain.now(),
+                content_hash=dataset.content_hash,
+                wrapped_key=wrapped_path.read_bytes(),
+                trainer_signer=to_canonical_address(trainer),
+                trainer_encryption_key=record.encryption_key,
+                trainer_active=self.registry.is_active(trainer, Role.TRAINER),
+            )
+        except EnclaveRequestFailed as e:
+            self._log(job_id, dataset_id, dataset.content_hash, trainer, released=False, reason=e.message)
+            raise KeyReleaseRefused(e.message) from e
+        except KeyReleaseRefused as e:
+            self._log(job_id, dataset_id, dataset.content_hash, trainer, released=False, reason=str(e))
+            raise
+        self._log(job_id, dataset_id, dataset.content_hash, trainer, released=True, reason="claimed by this trainer")
+        return bytes(reply["released_key"])
+
+    def audit_log(self, *, content_hash: bytes | None = None) -> list[AuditEntry]:
+        """Release decisions, optionally only those for one dataset."""
+        if not self._audit.exists():
+            return []
+        entries = [AuditEntry(**json.loads(line)) for line in self._audit.read_text().splitlines() if line]
+        if content_hash is None:
+            return entries
+        return [e for e in entries if e.content_hash == content_hash.hex()]
+
+    def _log(self, job_id: int, dataset_id: int, content_hash: bytes, trainer: str, *, released: bool, reason: str) -> None:
+        entry = AuditEntry(time.time(), job_id, dataset_id, content_hash.hex(), trainer, released, reason)
+        with self._audit.open("a") as f:
+            f.write(json.dumps(entry.__dict__) + "\n")
+        logger.info("key release job %d dataset %d to %s: %s (%s)", job_id, dataset_id, trainer, released, reason)

@@ -1,0 +1,243 @@
+"""Sterling's chunked authenticated-encryption format (STREAM construction over AES-256-GCM).
+
+Layout of a ciphertext (all integers big-endian)::
+
+    header (52 bytes)
+      magic        4  b"STRL"
+      version      1  1
+      kind         1  1 = dataset, 2 = model
+      reserved     2  0
+      chunk_size   4  plaintext bytes per chunk (every chunk but the last is full)
+      nonce_prefix 8  random per object
+      context     32  what the object is bound to (e.g. a dataset uid or a job binding)
+    chunk 0 .. n-1: AES-256-GCM(ciphertext || 16-byte tag) of up to chunk_size plaintext bytes
+
+Chunk ``i`` uses nonce ``nonce_prefix || uint32(i)`` and associated data
+``header || uint64(i) || final_flag``; the last chunk (possibly empty) has ``final_flag = 1``.
+So a flipped bit, a reordered or duplicated chunk, a wrong key or a wrong context fails
+authentication, a stream cut at a chunk boundary is detected as truncated, and bytes after the
+final chunk are rejected. A fresh random data key is used for every object, so counter nonces
+never repeat under one key. See ``docs/formats.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import os
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import (
+    CiphertextMalformed,
+    CiphertextTampered,
+    CiphertextTrailingData,
+    CiphertextTruncated,
+)
+
+MAGIC = b"STRL"
+VERSION = 1
+HEADER_LEN = 52
+TAG_LEN = 16
+KEY_LEN = 32
+DEFAULT_CHUNK_SIZE = 1 << 20
+MIN_CHUNK_SIZE = 1 << 10
+MAX_CHUNK_SIZE = 1 << 24
+_HEADER = struct.Struct(">4sBBHI8s32s")
+
+
+class Kind(enum.IntEnum):
+    """What a ciphertext holds; checked on decryption so one kind cannot stand in for another."""
+
+    DATASET = 1
+    MODEL = 2
+
+
+@dataclass(frozen=True)
+class Header:
+    """The parsed fixed header of a Sterling ciphertext."""
+
+    kind: Kind
+    chunk_size: int
+    nonce_prefix: bytes
+    context: bytes
+
+    def encode(self) -> bytes:
+        return _HEADER.pack(MAGIC, VERSION, int(self.kind), 0, self.chunk_size, self.nonce_prefix, self.context)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Header:
+        """Parse and validate a header.
+
+        Raises:
+            CiphertextMalformed: wrong length, magic, version, kind or chunk size.
+        """
+        if len(raw) != HEADER_LEN:
+            raise CiphertextMalformed(f"ciphertext header is {len(raw)} bytes, expected {HEADER_LEN}")
+        magic, version, kind, reserved, chunk_size, prefix, context = _HEADER.unpack(raw)
+        if magic != MAGIC:
+            raise CiphertextMalformed("not a Sterling ciphertext (bad magic)")
+        if version != VERSION:
+            raise CiphertextMalformed(f"unsupported ciphertext version {version} (this build reads {VERSION})")
+        if kind not in (k.value for k in Kind):
+            raise CiphertextMalformed(f"unknown ciphertext kind {kind}")
+        if reserved != 0:
+            raise CiphertextMalformed("reserved header bits are set")
+        if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+            raise CiphertextMalformed(f"chunk size {chunk_size} outside [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]")
+        return cls(kind=Kind(kind), chunk_size=chunk_size, nonce_prefix=prefix, context=context)
+
+
+def new_data_key() -> bytes:
+    """A fresh random 256-bit data key (one per object)."""
+    return AESGCM.generate_key(bit_length=256)
+
+
+def _nonce(prefix: bytes, index: int) -> bytes:
+    if index >= 1 << 32:
+        raise CiphertextMalformed("object has more than 2**32 chunks")
+    return prefix + struct.pack(">I", index)
+
+
+def _aad(header: bytes, index: int, final: bool) -> bytes:
+    return header + struct.pack(">QB", index, 1 if final else 0)
+
+
+def _check_key(key: bytes) -> None:
+    if len(key) != KEY_LEN:
+        raise ValueError(f"data key must be {KEY_LEN} bytes, got {len(key)}")
+
+
+def _check_context(context: bytes) -> None:
+    if len(context) != 32:
+        raise ValueError(f"context must be 32 bytes, got {len(context)}")
+
+
+def _read_full(src: BinaryIO, n: int) -> bytes:
+    parts: list[bytes] = []
+    remaining = n
+    while remaining:
+        part = src.read(remaining)
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
+
+def encrypt_stream(
+    src: BinaryIO,
+    dst: BinaryIO,
+    key: bytes,
+    *,
+    kind: Kind,
+    context: bytes,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> int:
+    """Encrypt everything readable from ``src`` into ``dst``; memory use is one chunk.
+
+    Returns:
+        The number of ciphertext bytes written.
+    """
+    _check_key(key)
+    _check_context(context)
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk size {chunk_size} outside [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]")
+    header = Header(kind=kind, chunk_size=chunk_size, nonce_prefix=os.urandom(8), context=context).encode()
+    aead = AESGCM(key)
+    dst.write(header)
+    written = len(header)
+    index = 0
+    current = _read_full(src, chunk_size)
+    while True:
+        following = _read_full(src, chunk_size) if len(current) == chunk_size else b""
+        final = not following
+        sealed = aead.encrypt(_nonce(header[12:20], index), current, _aad(header, index, final))
+        dst.write(sealed)
+        written += len(sealed)
+        if final:
+            return written
+        index += 1
+        current = following
+
+
+def decrypt_stream(
+    src: BinaryIO,
+    dst: BinaryIO,
+    key: bytes,
+    *,
+    kind: Kind,
+    context: bytes | None = None,
+) -> Header:
+    """Decrypt and authenticate a stream written by :func:`encrypt_stream`.
+
+    Plaintext of a chunk is written only after that chunk authenticated; a caller that must not
+    act on partial output should decrypt into a buffer it discards on error.
+
+    Raises:
+        CiphertextMalformed: header invalid, wrong kind, or wrong context.
+        CiphertextTampered: a chunk failed authentication.
+        CiphertextTruncated: the stream ended before its final chunk.
+        CiphertextTrailingData: bytes follow the final chunk.
+    """
+    _check_key(key)
+    header_bytes = _read_full(src, HEADER_LEN)
+    header = Header.decode(header_bytes)
+    if header.kind != kind:
+        raise CiphertextMalformed(f"ciphertext holds a {header.kind.name.lower()}, expected a {kind.name.lower()}")
+    if context is not None and header.context != context:
+        raise CiphertextMalformed("ciphertext is bound to another context than the one expected")
+    aead = AESGCM(key)
+    sealed_len = header.chunk_size + TAG_LEN
+    index = 0
+    current = _read_full(src, sealed_len)
+    while True:
+        if len(current) < TAG_LEN:
+            raise CiphertextTruncated(f"ciphertext ends inside chunk {index}")
+        following = _read_full(src, sealed_len) if len(current) == sealed_len else b""
+        nonce = _nonce(header.nonce_prefix, index)
+        final = not following
+        try:
+            plain = aead.decrypt(nonce, current, _aad(header_bytes, index, final))
+        except InvalidTag:
+            if final and _opens(aead, nonce, current, _aad(header_bytes, index, False)):
+                raise CiphertextTruncated(f"ciphertext ends after chunk {index}, before its final chunk") from None
+            if not final and _opens(aead, nonce, current, _aad(header_bytes, index, True)):
+                raise CiphertextTrailingData(f"data follows the final chunk {index}") from None
+            raise CiphertextTampered(f"chunk {index} failed authentication") from None
+        dst.write(plain)
+        if final:
+            return header
+        index += 1
+        current = following
+
+
+def _opens(aead: AESGCM, nonce: bytes, sealed: bytes, aad: bytes) -> bool:
+    try:
+        aead.decrypt(nonce, sealed, aad)
+    except InvalidTag:
+        return False
+    return True
+
+
+def encrypt_bytes(plaintext: bytes, key: bytes, *, kind: Kind, context: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
+    """Encrypt an in-memory buffer; see :func:`encrypt_stream`."""
+    out = io.BytesIO()
+    encrypt_stream(io.BytesIO(plaintext), out, key, kind=kind, context=context, chunk_size=chunk_size)
+    return out.getvalue()
+
+
+def decrypt_bytes(ciphertext: bytes, key: bytes, *, kind: Kind, context: bytes | None = None) -> bytes:
+    """Decrypt an in-memory buffer; see :func:`decrypt_stream`."""
+    out = io.BytesIO()
+    decrypt_stream(io.BytesIO(ciphertext), out, key, kind=kind, context=context)
+    return out.getvalue()
+
+
+def read_header(ciphertext_prefix: bytes) -> Header:
+    """Parse the header at the start of a ciphertext (for checks that hold no key)."""
+    return Header.decode(ciphertext_prefix[:HEADER_LEN])

@@ -1,0 +1,191 @@
+"""The trusted part's request handlers: one :class:`Enclave` per process, holding its keys in memory.
+
+An enclave has a role (trainer or key manager), a secp256k1 signing key (its on-chain identity)
+and an X25519 key (what data keys are wrapped to), both generated inside at start and never
+leaving it. It does no I/O of its own: the host passes every input, and everything is checked
+before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eth_account import Account
+from eth_utils import to_canonical_address
+from safetensors.torch import save as save_tensors
+
+from . import dataformat, keywrap, sealing
+from .dataset import DatasetPackage, canonical_json, join
+from .errors import CiphertextTampered, InvalidModelSpec, KeyReleaseRefused, ProtocolError
+from .models import ModelSpec
+from .report import report_data
+from .roles import Role
+from .receipt import DELTA_SCALE, EPSILON_SCALE, Receipt, datasets_hash, epsilon_to_units, sign_receipt
+from .training import train_dp
+
+JOB_STATUS_CLAIMED = 2
+"""``JobMarket.JobStatus.Claimed``."""
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+def model_context(chain_id: int, market: bytes, job_id: int) -> bytes:
+    """The 32-byte context a sealed model's ciphertext is bound to."""
+    return hashlib.sha256(keywrap.model_info(chain_id, market, job_id)).digest()
+
+
+class Enclave:
+    """State and handlers of one trusted process."""
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+        self._account = Account.create()
+        self._box = X25519PrivateKey.generate()
+        self.signer = to_canonical_address(self._account.address)
+        self.encryption_key = keywrap.public_key_bytes(self._box)
+
+    def handle(self, op: str, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Dispatch one validated request; returns the result map."""
+        handlers: dict[str, Callable[[dict[str, Any], Emit], dict[str, Any]]] = {
+            "hello": self._hello,
+            "attest": self._attest,
+        }
+        if self.role is Role.KEY_MANAGER:
+            handlers |= {"check_deposit": self._check_deposit, "release": self._release}
+        else:
+            handlers |= {"run": self._run}
+        if op not in handlers:
+            raise ProtocolError(f"op {op!r} is not served by a {self.role.name.lower()} enclave")
+        return handlers[op](fields, emit)
+
+    def _hello(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        return {"role": int(self.role), "signer": self.signer, "encryption_key": self.encryption_key}
+
+    def _attest(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        nonce: bytes = fields["nonce"]
+        return {
+            "role": int(self.role),
+            "signer": self.signer,
+            "encryption_key": self.encryption_key,
+            "nonce": nonce,
+            "report_data": report_data(self.role, self.signer, self.encryption_key, nonce),
+        }
+
+    # --- key manager -------------------------------------------------------------------------
+
+    def _check_deposit(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        keywrap.unwrap(fields["wrapped_key"], self._box, info=keywrap.datakey_info(fields["content_hash"]))
+        return {"ok": True}
+
+    def _release(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        if not fields["trainer_active"]:
+            raise KeyReleaseRefused("the requesting trainer enclave is not active in the registry")
+        if fields["job_status"] != JOB_STATUS_CLAIMED:
+            raise KeyReleaseRefused(f"job {fields['job_id']} is not in the Claimed state")
+        if fields["job_enclave"] != fields["trainer_signer"]:
+            raise KeyReleaseRefused(f"job {fields['job_id']} is not claimed by this trainer enclave")
+        if fields["content_hash"] not in fields["job_content_hashes"]:
+            raise KeyReleaseRefused(f"the dataset is not part of job {fields['job_id']}")
+        if fields["now"] > fields["job_completion_deadline"]:
+            raise KeyReleaseRefused(f"job {fields['job_id']} is past its completion deadline")
+        key = keywrap.unwrap(fields["wrapped_key"], self._box, info=keywrap.datakey_info(fields["content_hash"]))
+        info = keywrap.release_info(fields["chain_id"], fields["market"], fields["job_id"], fields["content_hash"])
+        return {"released_key": keywrap.wrap(key, fields["trainer_encryption_key"], info=info)}
+
+    # --- trainer -----------------------------------------------------------------------------
+
+    def _run(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        chain_id: int = fields["chain_id"]
+        market: bytes = fields["market"]
+        job_id: int = fields["job_id"]
+        raw_spec: bytes = fields["model_spec"]
+        if hashlib.sha256(raw_spec).digest() != fields["model_spec_hash"]:
+            raise InvalidModelSpec("model spec does not match the job's modelSpecHash")
+        spec = ModelSpec.from_bytes(raw_spec)
+        content_hashes: list[bytes] = []
+        packages: list[DatasetPackage] = []
+        for i, item in enumerate(fields["datasets"]):
+            content_hash: bytes = item["content_hash"]
+            if hashlib.sha256(item["ciphertext"]).digest() != content_hash:
+                raise CiphertextTampered(f"dataset {i}: ciphertext does not match its on-chain content hash")
+            key = keywrap.unwrap(
+                item["released_key"],
+                self._box,
+                info=keywrap.release_info(chain_id, market, job_id, content_hash),
+            )
+            plaintext = dataformat.decrypt_bytes(item["ciphertext"], key, kind=dataformat.Kind.DATASET)
+            packages.append(DatasetPackage.from_bytes(plaintext))
+            content_hashes.append(content_hash)
+        data = join(packages)
+        emit({"type": "progress", "stage": "training", "epoch": 0, "epochs": spec.epochs, "epsilon": 0.0})
+        result = train_dp(
+            spec,
+            data,
+            epsilon=fields["epsilon"] / EPSILON_SCALE,
+            delta=fields["delta"] / DELTA_SCALE,
+            progress=lambda epoch, epochs, eps: emit(
+                {"type": "progress", "stage": "training", "epoch": epoch, "epochs": epochs, "epsilon": eps}
+            ),
+        )
+        spent_units = epsilon_to_units(result.epsilon_spent)
+        if spent_units > fields["epsilon"]:
+            raise ProtocolError(f"accountant reports {result.epsilon_spent} above the job's epsilon; refusing to sign")
+        weights = save_tensors(
+            {k: v.detach().contiguous() for k, v in result.model.state_dict().items()},
+            metadata={"sterling_model_spec": raw_spec.decode(), "sterling_job_id": str(job_id)},
+        )
+        sealed = sealing.seal(
+            weights,
+            fields["consumer_key"],
+            info=keywrap.model_info(chain_id, market, job_id),
+            kind=dataformat.Kind.MODEL,
+            context=model_context(chain_id, market, job_id),
+        )
+        metrics = canonical_json(
+            {
+                "accountant": result.accountant,
+                "delta": result.delta,
+                "epochs": result.epochs,
+                "epsilon_spent": result.epsilon_spent,
+                "noise_multiplier": result.noise_multiplier,
+                "sample_rate": result.sample_rate,
+                "steps": result.steps,
+                "rows": data.rows,
+                "private_metrics": [],
+                "metrics_policy": "no statistic of the providers' data is released; evaluate on consumer-held data",
+            }
+        )
+        receipt = Receipt(
+            job_id=job_id,
+            datasets_hash=datasets_hash(content_hashes),
+            model_hash=hashlib.sha256(weights).digest(),
+            result_hash=hashlib.sha256(sealed).digest(),
+            metrics_hash=hashlib.sha256(metrics).digest(),
+            epsilon_spent=spent_units,
+        )
+        signature = sign_receipt(self._account, receipt, chain_id=chain_id, market=market)
+        return {
+            "sealed_model": sealed,
+            "metrics": metrics,
+            "receipt": {
+                "job_id": receipt.job_id,
+                "datasets_hash": receipt.datasets_hash,
+                "model_hash": receipt.model_hash,
+                "result_hash": receipt.result_hash,
+                "metrics_hash": receipt.metrics_hash,
+                "epsilon_spent": receipt.epsilon_spent,
+            },
+            "signature": signature,
+        }
+
+
+def describe_metrics(raw: bytes) -> dict[str, Any]:
+    """Parse a metrics document (host side convenience; the bytes are what the receipt hashes)."""
+    doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError("metrics document must be a JSON object")
+    return doc

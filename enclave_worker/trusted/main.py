@@ -1,0 +1,64 @@
+"""Entry point of a trusted process: ``python -m enclave_worker.trusted.main --role trainer|key_manager``.
+
+Reads request frames from stdin and writes reply frames to stdout (see :mod:`.protocol`); logs go
+to stderr and never contain keys, plaintext or weights. Errors are answered with an ``error``
+frame and the process keeps serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, BinaryIO
+
+from . import protocol
+from .enclave import Enclave
+from .roles import Role
+from .errors import SterlingError
+
+logger = logging.getLogger("enclave_worker.trusted")
+
+
+def serve(enclave: Enclave, src: BinaryIO, dst: BinaryIO) -> None:
+    """Answer requests until the host closes the stream."""
+
+    def emit(message: dict[str, Any]) -> None:
+        protocol.write_frame(dst, {"v": protocol.PROTOCOL_VERSION, **message})
+
+    while True:
+        try:
+            message = protocol.read_frame(src)
+        except SterlingError as e:
+            emit({"type": "error", "error": type(e).__name__, "message": str(e)})
+            return  # the stream is out of sync; the host must restart us
+        if message is None:
+            return
+        try:
+            op, fields = protocol.validate_request(message)
+            result = enclave.handle(op, fields, emit)
+            emit({"type": "result", **result})
+        except SterlingError as e:
+            logger.info("request refused: %s", type(e).__name__)
+            emit({"type": "error", "error": type(e).__name__, "message": str(e)})
+        except Exception as e:  # never let one bad request kill the enclave, never echo its data
+            logger.exception("internal error of type %s", type(e).__name__)
+            emit({"type": "error", "error": "InternalError", "message": f"internal error ({type(e).__name__})"})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--role", choices=["trainer", "key_manager"], required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("STERLING_ENCLAVE_LOG", "WARNING"), stream=sys.stderr)
+    # Frames own the real stdout; anything a library prints goes to stderr instead.
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    enclave = Enclave(Role.TRAINER if args.role == "trainer" else Role.KEY_MANAGER)
+    serve(enclave, sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    main()

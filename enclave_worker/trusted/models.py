@@ -1,0 +1,118 @@
+"""Registry of named model architectures and the JSON model spec that selects one.
+
+Consumers choose an architecture by name and set its sizes and training hyper-parameters in a
+JSON spec whose SHA-256 goes on-chain with the job; no consumer code runs in the enclave.
+The optional ``input_mean`` / ``input_scale`` standardisation is supplied by the consumer
+(computed on its own data), so no statistic of the providers' data is needed or released.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from torch import nn
+
+from .dataset import Schema, canonical_json
+from .errors import InvalidModelSpec
+
+MAX_SPEC_BYTES = 1 << 20
+
+
+class ModelSpec(BaseModel):
+    """A training job's model and hyper-parameters (ε and δ come from the job on-chain)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: Literal["logistic_regression", "mlp"]
+    hidden_sizes: tuple[int, ...] = Field(default=(), max_length=8)
+    input_mean: tuple[float, ...] | None = None
+    input_scale: tuple[float, ...] | None = None
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, le=65536, description="expected batch size; Poisson sampling rate = batch_size / rows")
+    learning_rate: float = Field(gt=0, le=10)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    max_grad_norm: float = Field(gt=0, le=1000)
+    accountant: Literal["rdp", "prv"] = "rdp"
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.architecture == "mlp" and not self.hidden_sizes:
+            raise ValueError("an mlp needs at least one hidden size")
+        if self.architecture == "logistic_regression" and self.hidden_sizes:
+            raise ValueError("logistic_regression takes no hidden sizes")
+        if any(h < 1 or h > 4096 for h in self.hidden_sizes):
+            raise ValueError("hidden sizes must be in [1, 4096]")
+        if (self.input_mean is None) != (self.input_scale is None):
+            raise ValueError("input_mean and input_scale go together")
+        if self.input_scale is not None and any(s <= 0 for s in self.input_scale):
+            raise ValueError("input_scale entries must be positive")
+        if self.input_mean is not None and self.input_scale is not None and len(self.input_mean) != len(self.input_scale):
+            raise ValueError("input_mean and input_scale differ in length")
+        return self
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON bytes; their SHA-256 is the on-chain ``modelSpecHash``."""
+        return canonical_json(self.model_dump(mode="json"))
+
+    def hash(self) -> bytes:
+        return hashlib.sha256(self.to_bytes()).digest()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ModelSpec:
+        """Parse and validate a spec.
+
+        Raises:
+            InvalidModelSpec: oversized, not JSON, or not a valid spec.
+        """
+        if len(raw) > MAX_SPEC_BYTES:
+            raise InvalidModelSpec(f"model spec is {len(raw)} bytes, limit {MAX_SPEC_BYTES}")
+        try:
+            return cls.model_validate(json.loads(raw))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidModelSpec(f"model spec is not JSON: {e}") from e
+        except ValidationError as e:
+            raise InvalidModelSpec(f"invalid model spec: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from e
+
+
+class Standardize(nn.Module):
+    """Fixed (non-trainable) ``(x - mean) / scale``, so the released model is self-contained."""
+
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.scale
+
+
+def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
+    """Instantiate the architecture a spec names for a dataset schema.
+
+    Raises:
+        InvalidModelSpec: the spec does not fit the schema.
+    """
+    if len(schema.feature_shape) != 1:
+        raise InvalidModelSpec(f"{spec.architecture} needs flat features, the schema has shape {schema.feature_shape}")
+    width = schema.feature_shape[0]
+    layers: list[nn.Module] = []
+    if spec.input_mean is not None and spec.input_scale is not None:
+        if len(spec.input_mean) != width:
+            raise InvalidModelSpec(f"input_mean has {len(spec.input_mean)} entries, the schema has {width} features")
+        layers.append(
+            Standardize(
+                torch.tensor(spec.input_mean, dtype=torch.float32),
+                torch.tensor(spec.input_scale, dtype=torch.float32),
+            )
+        )
+    previous = width
+    for hidden in spec.hidden_sizes:
+        layers += [nn.Linear(previous, hidden), nn.ReLU()]
+        previous = hidden
+    layers.append(nn.Linear(previous, schema.num_classes))
+    return nn.Sequential(*layers)

@@ -1,0 +1,171 @@
+"""The versioned, size-bounded message protocol between the untrusted host and the trusted part.
+
+Frames on the trusted process's stdin/stdout: ``uint32 big-endian length || CBOR map``. Every
+request is ``{"v": 1, "op": <name>, ...fields}``; every field is checked against the op's schema
+(type, exact or maximum length) before the enclave acts on it. Replies are maps with ``"type"``
+one of ``"progress"``, ``"result"`` or ``"error"``. See ``docs/enclave-protocol.md``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import cbor2
+
+from .errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 1 << 30
+"""Upper bound of one frame; a job's ciphertexts travel in one ``run`` frame in this version."""
+
+_LEN = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a message: its type and size bounds."""
+
+    kind: type
+    exact_len: int | None = None
+    max_len: int | None = None
+    items: dict[str, Field] | None = None  # for lists of maps
+    item_len: int | None = None  # for lists of bytes
+    max_items: int | None = None
+
+
+B20 = Field(bytes, exact_len=20)
+B32 = Field(bytes, exact_len=32)
+UINT = Field(int)
+
+REQUESTS: dict[str, dict[str, Field]] = {
+    "hello": {},
+    "attest": {"nonce": Field(bytes, max_len=64)},
+    "check_deposit": {"content_hash": B32, "wrapped_key": Field(bytes, max_len=512)},
+    "release": {
+        "chain_id": UINT,
+        "market": B20,
+        "job_id": UINT,
+        "job_status": UINT,
+        "job_enclave": B20,
+        "job_content_hashes": Field(list, item_len=32, max_items=16),
+        "job_completion_deadline": UINT,
+        "now": UINT,
+        "content_hash": B32,
+        "wrapped_key": Field(bytes, max_len=512),
+        "trainer_signer": B20,
+        "trainer_encryption_key": B32,
+        "trainer_active": Field(bool),
+    },
+    "run": {
+        "chain_id": UINT,
+        "market": B20,
+        "job_id": UINT,
+        "model_spec": Field(bytes, max_len=1 << 20),
+        "model_spec_hash": B32,
+        "epsilon": UINT,
+        "delta": UINT,
+        "consumer_key": B32,
+        "datasets": Field(
+            list,
+            max_items=16,
+            items={
+                "content_hash": B32,
+                "released_key": Field(bytes, max_len=512),
+                "ciphertext": Field(bytes, max_len=MAX_FRAME_BYTES),
+            },
+        ),
+    },
+}
+
+
+def _check(name: str, value: Any, spec: Field) -> None:
+    if spec.kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0 or value >= 2**256):
+        raise ProtocolError(f"field {name!r} must be an unsigned 256-bit integer")
+    if spec.kind is not int and not isinstance(value, spec.kind):
+        raise ProtocolError(f"field {name!r} must be {spec.kind.__name__}, got {type(value).__name__}")
+    if isinstance(value, (bytes, list)):
+        if spec.exact_len is not None and len(value) != spec.exact_len:
+            raise ProtocolError(f"field {name!r} must have length {spec.exact_len}, got {len(value)}")
+        if spec.max_len is not None and len(value) > spec.max_len:
+            raise ProtocolError(f"field {name!r} exceeds {spec.max_len} bytes")
+    if isinstance(value, list):
+        if spec.max_items is not None and not 1 <= len(value) <= spec.max_items:
+            raise ProtocolError(f"field {name!r} must hold 1..{spec.max_items} items, got {len(value)}")
+        for i, item in enumerate(value):
+            if spec.items is not None:
+                _check_map(f"{name}[{i}]", item, spec.items)
+            elif spec.item_len is not None and (not isinstance(item, bytes) or len(item) != spec.item_len):
+                raise ProtocolError(f"field {name}[{i}] must be {spec.item_len} bytes")
+
+
+def _check_map(name: str, value: Any, fields: dict[str, Field]) -> None:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{name} must be a map")
+    unknown = set(value) - set(fields)
+    missing = set(fields) - set(value)
+    if unknown or missing:
+        raise ProtocolError(f"{name}: unknown fields {sorted(map(str, unknown))}, missing fields {sorted(missing)}")
+    for key, spec in fields.items():
+        _check(f"{name}.{key}", value[key], spec)
+
+
+def validate_request(message: Any) -> tuple[str, dict[str, Any]]:
+    """Check a decoded request against its op's schema.
+
+    Returns:
+        ``(op, fields)`` without the envelope keys.
+
+    Raises:
+        ProtocolError: wrong version, unknown op, missing, extra or ill-typed fields.
+    """
+    if not isinstance(message, dict):
+        raise ProtocolError("request must be a map")
+    if message.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {message.get('v')!r} (this enclave speaks {PROTOCOL_VERSION})")
+    op = message.get("op")
+    if not isinstance(op, str) or op not in REQUESTS:
+        raise ProtocolError(f"unknown op {op!r}")
+    fields = {k: v for k, v in message.items() if k not in ("v", "op")}
+    _check_map(op, fields, REQUESTS[op])
+    return op, fields
+
+
+def encode_frame(message: dict[str, Any]) -> bytes:
+    body = cbor2.dumps(message)
+    if len(body) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    return _LEN.pack(len(body)) + body
+
+
+def decode_frame_body(body: bytes) -> Any:
+    try:
+        return cbor2.loads(body)
+    except Exception as e:  # cbor2 raises several decoder error types for malformed input
+        raise ProtocolError(f"frame is not valid CBOR: {type(e).__name__}") from e
+
+
+def read_frame(src: BinaryIO, *, limit: int = MAX_FRAME_BYTES) -> Any | None:
+    """Read one frame; ``None`` at a clean end of stream.
+
+    Raises:
+        ProtocolError: oversized, truncated or undecodable frame.
+    """
+    prefix = src.read(_LEN.size)
+    if not prefix:
+        return None
+    if len(prefix) < _LEN.size:
+        raise ProtocolError("stream ended inside a frame length")
+    (length,) = _LEN.unpack(prefix)
+    if length > limit:
+        raise ProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
+    body = src.read(length)
+    if len(body) != length:
+        raise ProtocolError(f"stream ended inside a frame ({len(body)} of {length} bytes)")
+    return decode_frame_body(body)
+
+
+def write_frame(dst: BinaryIO, message: dict[str, Any]) -> None:
+    dst.write(encode_frame(message))
+    dst.flush()

@@ -1,0 +1,124 @@
+"""A trainer worker: the untrusted host that claims jobs and runs them through its trainer enclave."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+
+from marketplace.blobstore import BlobStore
+from marketplace.chain import TxResult
+from marketplace.contracts import JobStatus, MarketClient
+from marketplace.errors import JobNotReady
+
+from .host import EnclaveRequestFailed
+from .keymanager import KeyManagerService
+from .sim_platform import LaunchedEnclave
+from .trusted.receipt import Receipt
+from .trusted.roles import Role
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What running one job produced."""
+
+    job_id: int
+    receipt: Receipt
+    signature: bytes
+    metrics: bytes
+    result_hash: str
+    claim: TxResult
+    submit: TxResult
+
+
+class TrainerWorker:
+    """Claims jobs for one trainer enclave and settles them on-chain."""
+
+    def __init__(
+        self,
+        enclave: LaunchedEnclave,
+        *,
+        operator: LocalAccount,
+        market: MarketClient,
+        key_manager: KeyManagerService,
+        blobs: BlobStore,
+    ) -> None:
+        if enclave.process.role is not Role.TRAINER:
+            raise ValueError("TrainerWorker needs a trainer enclave")
+        self.enclave = enclave
+        self.operator = operator
+        self.market = market
+        self.key_manager = key_manager
+        self.blobs = blobs
+
+    @property
+    def signer(self) -> str:
+        return str(to_checksum_address(self.enclave.process.signer))
+
+    def run_job(self, job_id: int, *, progress: ProgressFn | None = None) -> JobOutcome:
+        """Claim ``job_id``, obtain its data keys, train in the enclave, store the sealed model, submit the receipt.
+
+        Raises:
+            JobNotReady: the job is not Open.
+            KeyReleaseRefused, ContractReverted, EnclaveRequestFailed: a step was refused.
+        """
+        job = self.market.job(job_id)
+        if job.status is not JobStatus.OPEN:
+            raise JobNotReady(f"job {job_id} is {job.status.name}, not OPEN")
+        claim = self.market.claim_job(self.operator, job_id, self.signer)
+        if progress:
+            progress({"stage": "claimed", "job_id": job_id})
+        datasets = []
+        for dataset_id in job.dataset_ids:
+            record = self.market.dataset(dataset_id)
+            released = self.key_manager.release(job_id=job_id, dataset_id=dataset_id, trainer=self.signer)
+            datasets.append(
+                {
+                    "content_hash": record.content_hash,
+                    "released_key": released,
+                    "ciphertext": self.blobs.get(record.content_hash.hex()),
+                }
+            )
+        if progress:
+            progress({"stage": "keys released", "job_id": job_id, "datasets": len(datasets)})
+        try:
+            reply = self.enclave.process.request(
+                "run",
+                progress=progress,
+                chain_id=self.market.chain.chain_id,
+                market=self.market.address_bytes,
+                job_id=job_id,
+                model_spec=self.blobs.get(job.model_spec_hash.hex()),
+                model_spec_hash=job.model_spec_hash,
+                epsilon=job.epsilon,
+                delta=job.delta,
+                consumer_key=job.consumer_key,
+                datasets=datasets,
+            )
+        except EnclaveRequestFailed:
+            logger.error("enclave failed job %d", job_id)
+            raise
+        r = reply["receipt"]
+        receipt = Receipt(
+            job_id=r["job_id"],
+            datasets_hash=r["datasets_hash"],
+            model_hash=r["model_hash"],
+            result_hash=r["result_hash"],
+            metrics_hash=r["metrics_hash"],
+            epsilon_spent=r["epsilon_spent"],
+        )
+        result_hash = self.blobs.put(reply["sealed_model"])
+        self.blobs.put(reply["metrics"])
+        submit = self.market.submit_result(self.operator, receipt, reply["signature"])
+        if progress:
+            progress({"stage": "settled", "job_id": job_id, "epsilon_spent": receipt.epsilon_spent})
+        logger.info("job %d settled in tx %s", job_id, submit.tx_hash)
+        return JobOutcome(job_id, receipt, reply["signature"], reply["metrics"], result_hash, claim, submit)

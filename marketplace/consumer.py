@@ -1,0 +1,109 @@
+"""The consumer workflow: publish a model spec, create a job with escrow, fetch and decrypt the model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eth_account.signers.local import LocalAccount
+from safetensors.torch import load as load_tensors
+from torch import nn
+
+from enclave_worker.trusted import dataformat, keywrap, sealing
+from enclave_worker.trusted.dataset import Schema
+from enclave_worker.trusted.enclave import model_context
+from enclave_worker.trusted.models import ModelSpec, build_model
+
+from .blobstore import BlobStore
+from .chain import TxResult, Wei
+from .contracts import JobId, JobStatus, MarketClient, delta_units, epsilon_units
+from .errors import CiphertextTampered, JobNotReady
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CreatedJob:
+    """A job the consumer created."""
+
+    job_id: JobId
+    escrow: Wei
+    tx: TxResult
+
+
+class Consumer:
+    """A data consumer: an account plus the X25519 key its models are sealed to."""
+
+    def __init__(self, account: LocalAccount, *, market: MarketClient, blobs: BlobStore, key: X25519PrivateKey | None = None) -> None:
+        self.account = account
+        self.market = market
+        self.blobs = blobs
+        self._key = key or X25519PrivateKey.generate()
+
+    @property
+    def public_key(self) -> bytes:
+        return keywrap.public_key_bytes(self._key)
+
+    def create_job(
+        self,
+        dataset_ids: list[int],
+        spec: ModelSpec,
+        *,
+        epsilon: float,
+        delta: float,
+        worker_fee: Wei,
+        claim_window: int = 3600,
+        completion_window: int = 6 * 3600,
+    ) -> CreatedJob:
+        """Publish ``spec`` to the blob store and create a job paying the datasets' prices plus ``worker_fee``.
+
+        Raises:
+            ContractReverted: a dataset's terms refuse the job (its custom error says which).
+        """
+        spec_hash = bytes.fromhex(self.blobs.put(spec.to_bytes()))
+        escrow = Wei(self.market.price_of(dataset_ids) + worker_fee)
+        now = self.market.chain.now()
+        job_id, tx = self.market.create_job(
+            self.account,
+            dataset_ids=dataset_ids,
+            model_spec_hash=spec_hash,
+            epsilon=epsilon_units(epsilon),
+            delta=delta_units(delta),
+            consumer_key=self.public_key,
+            worker_fee=worker_fee,
+            claim_deadline=now + claim_window,
+            completion_deadline=now + completion_window,
+            value=escrow,
+        )
+        logger.info("created job %d over datasets %s, escrow %d wei", job_id, dataset_ids, escrow)
+        return CreatedJob(job_id, escrow, tx)
+
+    def fetch_model(self, job_id: int) -> nn.Module:
+        """Download, decrypt and load the model of a completed job.
+
+        Raises:
+            JobNotReady: the job has not completed.
+            CiphertextTampered: the stored result or the decrypted weights do not match the on-chain hashes.
+        """
+        job = self.market.job(job_id)
+        if job.status is not JobStatus.COMPLETED:
+            raise JobNotReady(f"job {job_id} is {job.status.name}, not COMPLETED")
+        sealed = self.blobs.get(job.result_hash.hex())
+        chain_id, market = self.market.chain.chain_id, self.market.address_bytes
+        weights = sealing.open_sealed(
+            sealed,
+            self._key,
+            info=keywrap.model_info(chain_id, market, job_id),
+            kind=dataformat.Kind.MODEL,
+            context=model_context(chain_id, market, job_id),
+        )
+        if hashlib.sha256(weights).digest() != job.model_hash:
+            raise CiphertextTampered(f"job {job_id}: decrypted model does not match the receipt's model hash")
+        spec = ModelSpec.from_bytes(self.blobs.get(job.model_spec_hash.hex()))
+        schema = Schema.from_json(json.loads(self.blobs.get(self.market.dataset(job.dataset_ids[0]).schema_hash.hex())))
+        model = build_model(spec, schema)
+        model.load_state_dict(load_tensors(weights))
+        return model.eval()

@@ -1,0 +1,80 @@
+"""The provider workflow: package → encrypt → store → wrap the key to the key manager → list."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from eth_account.signers.local import LocalAccount
+
+from enclave_worker.trusted import dataformat, keywrap
+from enclave_worker.trusted.dataset import DatasetPackage, canonical_json
+
+from .blobstore import BlobStore
+from .chain import TxResult
+from .contracts import DatasetId, MarketClient, RegistryClient, Terms
+
+logger = logging.getLogger(__name__)
+
+
+class KeyDepository(Protocol):
+    """Where a provider deposits its wrapped data key: a key manager enclave's host."""
+
+    @property
+    def signer(self) -> str: ...
+
+    def deposit(self, content_hash: bytes, wrapped_key: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class ListedDataset:
+    """A dataset after listing."""
+
+    dataset_id: DatasetId
+    content_hash: bytes
+    schema_hash: bytes
+    ciphertext_bytes: int
+    tx: TxResult
+
+
+def list_dataset(
+    package: DatasetPackage,
+    provider: LocalAccount,
+    *,
+    terms: Terms,
+    market: MarketClient,
+    registry: RegistryClient,
+    key_manager: KeyDepository,
+    blobs: BlobStore,
+    allowed_consumers: tuple[str, ...] = (),
+) -> ListedDataset:
+    """Encrypt ``package`` with a fresh data key, store it, hand the wrapped key to the key manager, list it.
+
+    The data key is wrapped to the key manager's *attested* key as recorded in the enclave
+    registry (never to a key the host merely claims), bound to the ciphertext's content hash.
+
+    Example:
+        >>> listed = list_dataset(pkg, hospital, terms=terms, market=market, registry=registry,
+        ...                       key_manager=km, blobs=blobs)  # doctest: +SKIP
+    """
+    key = dataformat.new_data_key()
+    uid = hashlib.sha256(provider.address.encode() + os.urandom(32)).digest()
+    ciphertext = dataformat.encrypt_bytes(package.to_bytes(), key, kind=dataformat.Kind.DATASET, context=uid)
+    content_hash = bytes.fromhex(blobs.put(ciphertext))
+    schema_hash = bytes.fromhex(blobs.put(canonical_json(package.schema.to_json())))
+    assert schema_hash == package.schema.hash()
+    km_key = registry.active_key_manager_key(key_manager.signer)
+    key_manager.deposit(content_hash, keywrap.wrap(key, km_key, info=keywrap.datakey_info(content_hash)))
+    dataset_id, tx = market.list_dataset(
+        provider,
+        content_hash=content_hash,
+        schema_hash=schema_hash,
+        uri=f"sterling-blob:sha256:{content_hash.hex()}",
+        terms=terms,
+        allowed_consumers=allowed_consumers,
+    )
+    logger.info("listed dataset %d (%d rows, content %s)", dataset_id, package.rows, content_hash.hex())
+    return ListedDataset(dataset_id, content_hash, schema_hash, len(ciphertext), tx)

@@ -1,0 +1,379 @@
+"""Fixtures and helpers for the contract tests: an embedded py-evm chain, the contracts deployed
+from the committed artifacts, EIP-712 signing, and custom-error decoding.
+
+Every test runs against a chain snapshot taken after the session-wide deployment and reverted
+afterwards, so tests are independent and deployment happens once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import function_signature_to_4byte_selector, keccak
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError
+from web3.providers.eth_tester import EthereumTesterProvider
+
+from marketplace.compile import load_artifact
+
+ROLE_TRAINER = 1
+ROLE_KEY_MANAGER = 2
+EPSILON_SCALE = 10**6
+DELTA_SCALE = 10**18
+ZERO_ADDRESS = "0x" + "00" * 20
+
+TRAINER_MEASUREMENT = keccak(b"sterling trainer v1")
+KEY_MANAGER_MEASUREMENT = keccak(b"sterling key manager v1")
+ONE_YEAR = 365 * 24 * 3600
+ETHER = 10**18
+
+CERTIFICATE_TYPES = {
+    "Certificate": [
+        {"name": "role", "type": "uint8"},
+        {"name": "measurement", "type": "bytes32"},
+        {"name": "signer", "type": "address"},
+        {"name": "encryptionKey", "type": "bytes32"},
+        {"name": "operator", "type": "address"},
+        {"name": "validUntil", "type": "uint64"},
+    ]
+}
+RECEIPT_TYPES = {
+    "Receipt": [
+        {"name": "jobId", "type": "uint256"},
+        {"name": "datasetsHash", "type": "bytes32"},
+        {"name": "modelHash", "type": "bytes32"},
+        {"name": "resultHash", "type": "bytes32"},
+        {"name": "metricsHash", "type": "bytes32"},
+        {"name": "epsilonSpent", "type": "uint64"},
+    ]
+}
+
+# Named after the JobStatus enum of IJobMarket.
+STATUS_NONE, STATUS_OPEN, STATUS_CLAIMED, STATUS_COMPLETED, STATUS_EXPIRED = range(5)
+
+
+# --------------------------------------------------------------------------- revert decoding
+
+
+def _error_table(abis: list[list[dict[str, Any]]]) -> dict[bytes, tuple[str, list[str]]]:
+    """Map 4-byte selectors to (error name, input types) over all custom errors in ``abis``."""
+    table: dict[bytes, tuple[str, list[str]]] = {}
+    for abi in abis:
+        for item in abi:
+            if item["type"] != "error":
+                continue
+            types = [i["type"] for i in item["inputs"]]
+            signature = f"{item['name']}({','.join(types)})"
+            table[function_signature_to_4byte_selector(signature)] = (item["name"], types)
+    # Solidity's built-in Error(string) and Panic(uint256).
+    table[function_signature_to_4byte_selector("Error(string)")] = ("Error", ["string"])
+    table[function_signature_to_4byte_selector("Panic(uint256)")] = ("Panic", ["uint256"])
+    return table
+
+
+def _all_abis() -> list[list[dict[str, Any]]]:
+    return [
+        load_artifact("EnclaveRegistry")["abi"],
+        load_artifact("JobMarket")["abi"],
+        load_artifact("PaymentReceiverMock", test=True)["abi"],
+    ]
+
+
+ERRORS = _error_table(_all_abis())
+
+
+def revert_data(exc: BaseException) -> bytes:
+    """Extract the raw revert data from an exception raised by web3 (eth-tester or JSON-RPC)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ContractLogicError) and isinstance(seen.data, str):
+            return bytes.fromhex(seen.data.removeprefix("0x"))
+        if seen.args:
+            first = seen.args[0]
+            if isinstance(first, Exception) and first.args and isinstance(first.args[0], bytes):
+                return first.args[0]
+            if isinstance(first, bytes):
+                return first
+        seen = seen.__cause__ or seen.__context__
+    raise AssertionError(f"no revert data in {exc!r}")
+
+
+def decode_revert(data: bytes) -> tuple[str, tuple[Any, ...]]:
+    """Decode revert ``data`` against every known error selector into (name, args)."""
+    try:
+        name, types = ERRORS[data[:4]]
+    except KeyError:
+        raise AssertionError(f"unknown revert selector in {data.hex()}") from None
+    return name, tuple(abi_decode(types, data[4:]))
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
+        return value.lower()
+    return value
+
+
+def expect_revert(send: Callable[[], Any], name: str, *args: Any) -> None:
+    """Assert that ``send()`` reverts with custom error ``name`` carrying exactly ``args``.
+
+    Addresses are compared case-insensitively.
+    """
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the type varies by provider
+        send()
+    got_name, got_args = decode_revert(revert_data(info.value))
+    assert (got_name, tuple(_normalise(a) for a in got_args)) == (
+        name,
+        tuple(_normalise(a) for a in args),
+    )
+
+
+# --------------------------------------------------------------------------- chain fixtures
+
+
+@dataclass(frozen=True)
+class Actors:
+    """Accounts of the test chain, by role."""
+
+    governance: str
+    operator: str
+    providers: tuple[str, str, str]
+    consumer: str
+    other_operator: str
+    stranger: str
+    verifier: LocalAccount
+    trainer: LocalAccount
+    other_trainer: LocalAccount
+    key_manager: LocalAccount
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The deployed contracts and the actors that set them up."""
+
+    w3: Web3
+    registry: Contract
+    market: Contract
+    actors: Actors
+
+    def now(self) -> int:
+        """Timestamp of the pending block (the one the next transaction lands in)."""
+        return int(self.w3.eth.get_block("pending")["timestamp"])
+
+    def travel_to(self, timestamp: int) -> None:
+        """Move the pending block's time to ``timestamp`` (forward only)."""
+        self.w3.provider.ethereum_tester.time_travel(timestamp)  # type: ignore[attr-defined]
+
+
+def transact(w3: Web3, call: Any, sender: str, value: int = 0) -> Any:
+    """Send ``call`` from ``sender`` and return the receipt, asserting success."""
+    tx_hash = call.transact({"from": sender, "value": value})
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    assert receipt["status"] == 1
+    return receipt
+
+
+def deploy(w3: Web3, name: str, sender: str, *args: Any, test: bool = False) -> Contract:
+    """Deploy contract ``name`` from its committed artifact."""
+    artifact = load_artifact(name, test=test)
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    receipt = transact(w3, factory.constructor(*args), sender)
+    return w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+
+
+def domain(w3: Web3, contract: Contract, name: str) -> dict[str, Any]:
+    """EIP-712 domain of ``contract``."""
+    return {
+        "name": name,
+        "version": "1",
+        "chainId": w3.eth.chain_id,
+        "verifyingContract": contract.address,
+    }
+
+
+def certificate(
+    signer: str,
+    operator: str,
+    valid_until: int,
+    *,
+    role: int = ROLE_TRAINER,
+    measurement: bytes = TRAINER_MEASUREMENT,
+    encryption_key: bytes = b"\x42" * 32,
+) -> dict[str, Any]:
+    """A Certificate as a dict keyed by the EIP-712 field names."""
+    return {
+        "role": role,
+        "measurement": measurement,
+        "signer": signer,
+        "encryptionKey": encryption_key,
+        "operator": operator,
+        "validUntil": valid_until,
+    }
+
+
+def cert_tuple(cert: dict[str, Any]) -> tuple[Any, ...]:
+    """The Certificate dict as the ABI tuple, in struct order."""
+    return tuple(cert[f["name"]] for f in CERTIFICATE_TYPES["Certificate"])
+
+
+def sign_certificate(d: Deployment, key: LocalAccount, cert: dict[str, Any]) -> bytes:
+    """EIP-712 signature of ``cert`` by ``key`` under the registry's domain."""
+    signed = Account.sign_typed_data(
+        key.key, domain(d.w3, d.registry, "SterlingEnclaveRegistry"), CERTIFICATE_TYPES, cert
+    )
+    return bytes(signed.signature)
+
+
+def register(d: Deployment, enclave: LocalAccount, operator: str, **kwargs: Any) -> Any:
+    """Register ``enclave`` (run by ``operator``) with a verifier-signed certificate."""
+    valid_until = kwargs.pop("valid_until", d.now() + ONE_YEAR)
+    cert = certificate(enclave.address, operator, valid_until, **kwargs)
+    signature = sign_certificate(d, d.actors.verifier, cert)
+    return transact(d.w3, d.registry.functions.register(cert_tuple(cert), signature), operator)
+
+
+def receipt_for(
+    d: Deployment, job_id: int, epsilon_spent: int, *, datasets_hash: bytes | None = None
+) -> dict[str, Any]:
+    """A Receipt dict for ``job_id`` with fixed model/result/metrics hashes."""
+    return {
+        "jobId": job_id,
+        "datasetsHash": datasets_hash
+        if datasets_hash is not None
+        else bytes(d.market.functions.datasetsHashOf(job_id).call()),
+        "modelHash": keccak(b"model"),
+        "resultHash": keccak(b"result"),
+        "metricsHash": keccak(b"metrics"),
+        "epsilonSpent": epsilon_spent,
+    }
+
+
+def receipt_tuple(receipt: dict[str, Any]) -> tuple[Any, ...]:
+    """The Receipt dict as the ABI tuple, in struct order."""
+    return tuple(receipt[f["name"]] for f in RECEIPT_TYPES["Receipt"])
+
+
+def sign_receipt(d: Deployment, key: LocalAccount, receipt: dict[str, Any]) -> bytes:
+    """EIP-712 signature of ``receipt`` by ``key`` under the market's domain."""
+    signed = Account.sign_typed_data(
+        key.key, domain(d.w3, d.market, "SterlingJobMarket"), RECEIPT_TYPES, receipt
+    )
+    return bytes(signed.signature)
+
+
+def terms(
+    *,
+    price: int = ETHER // 10,
+    max_epsilon: int = 2 * EPSILON_SCALE,
+    budget: int = 10 * EPSILON_SCALE,
+    max_delta: int = 10**13,
+    expiry: int = 0,
+) -> tuple[int, int, int, int, int]:
+    """A Terms tuple (pricePerJob, maxEpsilonPerJob, totalEpsilonBudget, maxDelta, expiry)."""
+    return (price, max_epsilon, budget, max_delta, expiry)
+
+
+def list_dataset(
+    d: Deployment,
+    provider: str,
+    *,
+    content: bytes = b"data",
+    allowed: list[str] | None = None,
+    **term_kwargs: Any,
+) -> int:
+    """List a dataset from ``provider`` and return its id."""
+    call = d.market.functions.listDataset(
+        keccak(content), keccak(b"schema"), "blob://" + content.hex(), terms(**term_kwargs), allowed or []
+    )
+    dataset_id = int(call.call({"from": provider}))
+    transact(d.w3, call, provider)
+    return dataset_id
+
+
+def create_job(
+    d: Deployment,
+    dataset_ids: list[int],
+    *,
+    epsilon: int = EPSILON_SCALE,
+    delta: int = 10**13,
+    worker_fee: int = ETHER // 100,
+    claim_window: int = 3600,
+    completion_window: int = 7200,
+    consumer: str | None = None,
+    value: int | None = None,
+) -> int:
+    """Create a job paying exactly the required amount (unless ``value``); return its id."""
+    consumer = consumer or d.actors.consumer
+    if value is None:
+        value = worker_fee + sum(
+            d.market.functions.dataset(i).call()[4][0] for i in dataset_ids
+        )
+    now = d.now()
+    call = d.market.functions.createJob(
+        dataset_ids,
+        keccak(b"model spec"),
+        epsilon,
+        delta,
+        keccak(b"consumer key"),
+        worker_fee,
+        now + claim_window,
+        now + completion_window,
+    )
+    job_id = int(call.call({"from": consumer, "value": value}))
+    transact(d.w3, call, consumer, value)
+    return job_id
+
+
+@pytest.fixture(scope="session")
+def w3() -> Web3:
+    """An in-process py-evm chain."""
+    return Web3(EthereumTesterProvider())
+
+
+@pytest.fixture(scope="session")
+def actors(w3: Web3) -> Actors:
+    """Funded chain accounts plus off-chain signing keys (verifier, enclaves)."""
+    a = w3.eth.accounts
+    return Actors(
+        governance=a[0],
+        operator=a[1],
+        providers=(a[2], a[3], a[4]),
+        consumer=a[5],
+        other_operator=a[6],
+        stranger=a[7],
+        verifier=Account.from_key(keccak(b"verifier")),
+        trainer=Account.from_key(keccak(b"trainer enclave")),
+        other_trainer=Account.from_key(keccak(b"other trainer enclave")),
+        key_manager=Account.from_key(keccak(b"key manager enclave")),
+    )
+
+
+@pytest.fixture(scope="session")
+def deployment(w3: Web3, actors: Actors) -> Deployment:
+    """Registry and market deployed from committed artifacts; trainer measurement approved,
+    one verifier granted and the trainer enclave registered to ``actors.operator``."""
+    registry = deploy(w3, "EnclaveRegistry", actors.governance, actors.governance)
+    market = deploy(w3, "JobMarket", actors.governance, registry.address)
+    d = Deployment(w3=w3, registry=registry, market=market, actors=actors)
+    gov = actors.governance
+    transact(w3, registry.functions.approveMeasurement(ROLE_TRAINER, TRAINER_MEASUREMENT), gov)
+    transact(w3, registry.functions.approveMeasurement(ROLE_KEY_MANAGER, KEY_MANAGER_MEASUREMENT), gov)
+    verifier_role = registry.functions.VERIFIER_ROLE().call()
+    transact(w3, registry.functions.grantRole(verifier_role, actors.verifier.address), gov)
+    register(d, actors.trainer, actors.operator)
+    return d
+
+
+@pytest.fixture(scope="function")
+def chain(deployment: Deployment) -> Iterator[Deployment]:
+    """The session deployment, reverted to its initial state after the test."""
+    tester = deployment.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+    snapshot = tester.take_snapshot()
+    yield deployment
+    tester.revert_to_snapshot(snapshot)
