@@ -7,6 +7,7 @@ contract's custom error name and arguments.
 
 from __future__ import annotations
 
+import ast
 import logging
 import shutil
 import socket
@@ -21,7 +22,7 @@ from typing import Any, Literal, NewType
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import function_signature_to_4byte_selector
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from web3 import EthereumTesterProvider, Web3
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted
@@ -74,7 +75,9 @@ class Chain:
         if raw is not None and len(raw) >= 4 and raw[:4] in self._errors:
             name, types = self._errors[raw[:4]]
             try:
-                values = tuple(abi_decode(types, raw[4:]))
+                values = tuple(
+                    to_checksum_address(v) if t == "address" else v for t, v in zip(types, abi_decode(types, raw[4:]), strict=True)
+                )
             except Exception:  # undecodable arguments still have a known name
                 values = ()
             return ContractReverted(name, values, function=function)
@@ -98,6 +101,10 @@ class Chain:
             )
         except ContractLogicError as e:
             raise self.decode_revert(e.data, function=label) from e
+        except Exception as e:
+            if type(e).__name__ != "TransactionFailed" or self.kind != "embedded":
+                raise
+            raise self.decode_revert(self._embedded_revert_data(account.address, fn, value), function=label) from e
         signed = account.sign_transaction(tx)
         tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
         try:
@@ -110,6 +117,28 @@ class Chain:
         self.gas_log.append((label, gas))
         logger.info("%s mined in tx %s, gas %d", label, tx_hash.hex(), gas)
         return TxResult(name=label, tx_hash="0x" + tx_hash.hex().removeprefix("0x"), gas_used=gas, receipt=receipt)
+
+    def _embedded_revert_data(self, sender: str, fn: ContractFunction, value: int) -> bytes | None:
+        """Raw revert bytes of a call on the embedded chain.
+
+        web3's tester provider renders custom-error data into a message string; eth-tester
+        itself raises with the raw bytes, so the call is repeated one level down.
+        """
+        from eth_tester.exceptions import TransactionFailed
+
+        tester = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+        call = {"from": sender, "to": fn.address, "data": fn._encode_transaction_data(), "value": value, "gas": 30_000_000}
+        try:
+            tester.call(call, "latest")
+        except TransactionFailed as e:
+            raw = e.args[0] if e.args else None
+            if isinstance(raw, Exception) and raw.args:
+                raw = raw.args[0]
+            if isinstance(raw, str) and raw[:2] in ("b'", 'b"'):
+                # py-evm reports the revert data as the repr of a bytes object.
+                raw = ast.literal_eval(raw)
+            return raw if isinstance(raw, bytes) else None
+        return None
 
     def call(self, fn: ContractFunction, *, name: str | None = None) -> Any:
         """Run a view function, decoding reverts like :meth:`transact`."""

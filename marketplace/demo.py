@@ -20,25 +20,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from eth_account.signers.local import LocalAccount
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from enclave_worker.keymanager import KeyManagerService
-from enclave_worker.sim_platform import LaunchedEnclave, SimPlatform
 from enclave_worker.trusted.dataset import DatasetPackage, Schema, join
 from enclave_worker.trusted.models import ModelSpec
-from enclave_worker.trusted.roles import Role
 from enclave_worker.trusted.training import predict, train_non_private
-from enclave_worker.worker import TrainerWorker
 from oracle.dispatcher import Dispatcher
-from oracle.verifier import AttestationVerifier
 
 from . import chain as chain_mod
-from .blobstore import BlobStore
 from .chain import Chain, TxResult, Wei
 from .consumer import Consumer
-from .contracts import EPSILON_SCALE, MarketClient, RegistryClient, Terms, delta_units, deploy, epsilon_units
+from .contracts import EPSILON_SCALE, Terms, delta_units, epsilon_units
+from .localnet import bring_up
 from .provider import list_dataset
 
 logger = logging.getLogger(__name__)
@@ -136,14 +130,6 @@ def open_chain(choice: ChainChoice, *, state_path: Path | None = None) -> Iterat
             yield chain
 
 
-def _attest_and_register(
-    launched: LaunchedEnclave, verifier: AttestationVerifier, registry: RegistryClient, operator: LocalAccount
-) -> TxResult:
-    claims, evidence = launched.attest(verifier.challenge())
-    certificate, signature = verifier.certify(evidence=evidence, claims=claims, operator=operator.address)
-    return registry.register(operator, certificate, signature)
-
-
 def run_demo(config: DemoConfig, *, progress: ProgressFn | None = None) -> DemoReport:
     """Run the scenario and return what it measured.
 
@@ -165,31 +151,12 @@ def run_demo(config: DemoConfig, *, progress: ProgressFn | None = None) -> DemoR
         chain = stack.enter_context(open_chain(config.chain))
         say({"stage": "chain", "detail": f"{config.chain} chain id {chain.chain_id}"})
 
-        governance, verifier_key, operator, consumer_account = (chain.new_account() for _ in range(4))
+        net = bring_up(chain, state, say=lambda stage, detail: say({"stage": stage, "detail": detail}))
+        stack.callback(net.close)
+        gas.update(net.gas)
+        market, registry, blobs, operator = net.market, net.registry, net.blobs, net.operator
+        consumer_account = chain.new_account()
         hospitals = [chain.new_account() for _ in HOSPITALS]
-        deployment = deploy(chain, governance)
-        gas.update({name: g for name, g in chain.gas_log if name.startswith("deploy")})
-        registry = RegistryClient(chain, deployment.registry)
-        market = MarketClient(chain, deployment.market)
-        blobs = BlobStore(state / "blobs")
-        say({"stage": "deployed", "detail": f"registry {deployment.registry}, market {deployment.market}"})
-
-        platform = SimPlatform.load_or_create(state / "sim-platform.pem")
-        key_manager_enclave = platform.launch(Role.KEY_MANAGER)
-        stack.callback(key_manager_enclave.close)
-        trainer_enclave = platform.launch(Role.TRAINER)
-        stack.callback(trainer_enclave.close)
-        measurement = trainer_enclave.measurement
-        record("approveMeasurement (trainer)", registry.approve_measurement(governance, Role.TRAINER, measurement))
-        record("approveMeasurement (key manager)", registry.approve_measurement(governance, Role.KEY_MANAGER, measurement))
-        record("grantRole (verifier)", registry.add_verifier(governance, verifier_key.address))
-        verifier = AttestationVerifier(signer=verifier_key, registry=registry, platform_public_key=platform.public_key)
-        record("register (key manager)", _attest_and_register(key_manager_enclave, verifier, registry, operator))
-        record("register (trainer)", _attest_and_register(trainer_enclave, verifier, registry, operator))
-        say({"stage": "attested", "detail": f"measurement {measurement.hex()[:16]}…, sim attestation (development only)"})
-
-        key_manager = KeyManagerService(key_manager_enclave, market=market, registry=registry, state_dir=state / "key-manager")
-        worker = TrainerWorker(trainer_enclave, operator=operator, market=market, key_manager=key_manager, blobs=blobs)
 
         shards, x_val, y_val = hospital_shards(config.seed)
         listed = []
@@ -201,7 +168,7 @@ def run_demo(config: DemoConfig, *, progress: ProgressFn | None = None) -> DemoR
                 max_delta=delta_units(TERMS_MAX_DELTA),
             )
             item = list_dataset(
-                shard, account, terms=terms, market=market, registry=registry, key_manager=key_manager, blobs=blobs
+                shard, account, terms=terms, market=market, registry=registry, key_manager=net.key_manager, blobs=blobs
             )
             record(f"listDataset ({name})", item.tx)
             listed.append(item)
@@ -214,7 +181,7 @@ def run_demo(config: DemoConfig, *, progress: ProgressFn | None = None) -> DemoR
         record("createJob", created.tx)
         say({"stage": "job created", "detail": f"job {created.job_id}, escrow {created.escrow / ETHER:.2f} ETH"})
 
-        dispatcher = Dispatcher(market, [worker], from_block=deployment.block)
+        dispatcher = Dispatcher(market, [net.worker], from_block=net.deployment.block)
         (outcome,) = dispatcher.poll_once(progress=say)
         record("claimJob", outcome.claim)
         record("submitResult", outcome.submit)
@@ -248,7 +215,7 @@ def run_demo(config: DemoConfig, *, progress: ProgressFn | None = None) -> DemoR
             baseline_accuracy=baseline_accuracy,
             budget_remaining={str(i.dataset_id): market.remaining_epsilon(i.dataset_id) / EPSILON_SCALE for i in listed},
             payments_wei={"providers": provider_payments, "worker": int(worker_amount), "consumer_refund": int(consumer_refund)},
-            measurement=measurement.hex(),
+            measurement=net.measurement.hex(),
             attestation_format="sim",
             gas=gas,
             wall_seconds=round(time.perf_counter() - started, 2),

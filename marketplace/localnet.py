@@ -1,0 +1,115 @@
+"""Bring up a complete local Sterling deployment on a connected chain.
+
+Deploys the contracts; starts a key-manager and a trainer enclave on the simulated platform;
+approves their measurement and a verifier as governance; attests and registers both enclaves;
+and wires the key-manager host and the trainer worker to the chain and a blob store. Used by
+``sterling demo`` and by the tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+
+from enclave_worker.keymanager import KeyManagerService
+from enclave_worker.sim_platform import LaunchedEnclave, SimPlatform
+from enclave_worker.trusted.roles import Role
+from enclave_worker.worker import TrainerWorker
+from oracle.verifier import AttestationVerifier
+
+from .blobstore import BlobStore
+from .chain import Chain, TxResult
+from .contracts import Deployment, MarketClient, RegistryClient, deploy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalNet:
+    """Everything a local deployment consists of; :meth:`close` stops the enclave processes."""
+
+    chain: Chain
+    deployment: Deployment
+    registry: RegistryClient
+    market: MarketClient
+    blobs: BlobStore
+    platform: SimPlatform
+    governance: LocalAccount
+    operator: LocalAccount
+    verifier: AttestationVerifier
+    key_manager: KeyManagerService
+    worker: TrainerWorker
+    measurement: bytes
+    gas: dict[str, int] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.worker.enclave.close()
+        self.key_manager.enclave.close()
+
+
+def attest_and_register(
+    launched: LaunchedEnclave, verifier: AttestationVerifier, registry: RegistryClient, operator: LocalAccount
+) -> TxResult:
+    """Challenge an enclave, have the verifier certify its evidence, and register it for ``operator``."""
+    claims, evidence = launched.attest(verifier.challenge())
+    certificate, signature = verifier.certify(evidence=evidence, claims=claims, operator=operator.address)
+    return registry.register(operator, certificate, signature)
+
+
+def bring_up(chain: Chain, state_dir: Path, *, say: Callable[[str, str], None] | None = None) -> LocalNet:
+    """Deploy and start a local Sterling on ``chain``, keeping files under ``state_dir``."""
+    note = say or (lambda stage, detail: None)
+    gas: dict[str, int] = {}
+
+    def record(label: str, tx: TxResult) -> None:
+        gas[label] = tx.gas_used
+
+    governance, verifier_key, operator = (chain.new_account() for _ in range(3))
+    deployment = deploy(chain, governance)
+    gas.update({name: used for name, used in chain.gas_log if name.startswith("deploy")})
+    registry = RegistryClient(chain, deployment.registry)
+    market = MarketClient(chain, deployment.market)
+    note("deployed", f"registry {deployment.registry}, market {deployment.market}")
+
+    platform = SimPlatform.load_or_create(state_dir / "sim-platform.pem")
+    key_manager_enclave = platform.launch(Role.KEY_MANAGER)
+    try:
+        trainer_enclave = platform.launch(Role.TRAINER)
+    except BaseException:
+        key_manager_enclave.close()
+        raise
+    try:
+        measurement = trainer_enclave.measurement
+        record("approveMeasurement (trainer)", registry.approve_measurement(governance, Role.TRAINER, measurement))
+        record("approveMeasurement (key manager)", registry.approve_measurement(governance, Role.KEY_MANAGER, measurement))
+        record("grantRole (verifier)", registry.add_verifier(governance, verifier_key.address))
+        verifier = AttestationVerifier(signer=verifier_key, registry=registry, platform_public_key=platform.public_key)
+        record("register (key manager)", attest_and_register(key_manager_enclave, verifier, registry, operator))
+        record("register (trainer)", attest_and_register(trainer_enclave, verifier, registry, operator))
+        note("attested", f"measurement {measurement.hex()[:16]}…, sim attestation (development only)")
+        blobs = BlobStore(state_dir / "blobs")
+        key_manager = KeyManagerService(key_manager_enclave, market=market, registry=registry, state_dir=state_dir / "key-manager")
+        worker = TrainerWorker(trainer_enclave, operator=operator, market=market, key_manager=key_manager, blobs=blobs)
+    except BaseException:
+        trainer_enclave.close()
+        key_manager_enclave.close()
+        raise
+    return LocalNet(
+        chain=chain,
+        deployment=deployment,
+        registry=registry,
+        market=market,
+        blobs=blobs,
+        platform=platform,
+        governance=governance,
+        operator=operator,
+        verifier=verifier,
+        key_manager=key_manager,
+        worker=worker,
+        measurement=measurement,
+        gas=gas,
+    )
