@@ -7,6 +7,8 @@ afterwards, so tests are independent and deployment happens once.
 
 from __future__ import annotations
 
+import ast
+
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +91,9 @@ def _all_abis() -> list[list[dict[str, Any]]]:
 ERRORS = _error_table(_all_abis())
 
 
+_REVERTED_BYTES = "execution reverted: b"
+
+
 def revert_data(exc: BaseException) -> bytes:
     """Extract the raw revert data from an exception raised by web3 (eth-tester or JSON-RPC)."""
     seen: BaseException | None = exc
@@ -101,6 +106,11 @@ def revert_data(exc: BaseException) -> bytes:
                 return first.args[0]
             if isinstance(first, bytes):
                 return first
+            # web3's eth-tester provider re-raises with the bytes' repr in the message.
+            if isinstance(first, str) and first.startswith(_REVERTED_BYTES):
+                data = ast.literal_eval(first.removeprefix("execution reverted: "))
+                if isinstance(data, bytes):
+                    return data
         seen = seen.__cause__ or seen.__context__
     raise AssertionError(f"no revert data in {exc!r}")
 

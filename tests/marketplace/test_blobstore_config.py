@@ -1,0 +1,37 @@
+"""Blob store integrity and configuration loading."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from marketplace import config
+from marketplace.blobstore import BlobStore
+from marketplace.errors import BlobNotFound, CiphertextTampered, ConfigError
+
+
+def test_blobs_are_content_addressed_and_verified(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put(b"ciphertext bytes")
+    assert store.get(digest) == b"ciphertext bytes"
+    assert store.put(b"ciphertext bytes") == digest
+    assert store.put_stream(io.BytesIO(b"x" * 3_000_000)) == store.put(b"x" * 3_000_000)
+    store.path(digest).write_bytes(b"altered")
+    with pytest.raises(CiphertextTampered):
+        store.get(digest)
+    with pytest.raises(BlobNotFound):
+        store.get("ab" * 32)
+    with pytest.raises(ValueError):
+        store.get("../../etc/passwd")
+
+
+def test_brownie_config_drives_compiler_and_networks() -> None:
+    settings = config.compiler_settings()
+    assert settings["solc_version"] == "0.8.37"
+    assert settings["evm_version"] == "prague"
+    assert config.network("embedded").kind == "embedded"
+    assert config.network().name == "anvil"
+    with pytest.raises(ConfigError, match="unknown network 'mainnet-typo'"):
+        config.network("mainnet-typo")
