@@ -9,6 +9,7 @@ and wires the key-manager host and the trainer worker to the chain and a blob st
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,12 +77,16 @@ def bring_up(chain: Chain, state_dir: Path, *, say: Callable[[str, str], None] |
     note("deployed", f"registry {deployment.registry}, market {deployment.market}")
 
     platform = SimPlatform.load_or_create(state_dir / "sim-platform.pem")
-    key_manager_enclave = platform.launch(Role.KEY_MANAGER)
-    try:
-        trainer_enclave = platform.launch(Role.TRAINER)
-    except BaseException:
-        key_manager_enclave.close()
-        raise
+    # Both trusted processes import torch on start; launching them side by side halves the wait.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        launches = [pool.submit(platform.launch, role) for role in (Role.KEY_MANAGER, Role.TRAINER)]
+    failures = [f.exception() for f in launches if f.exception() is not None]
+    if failures:
+        for f in launches:
+            if f.exception() is None:
+                f.result().close()
+        raise failures[0]  # type: ignore[misc]
+    key_manager_enclave, trainer_enclave = (f.result() for f in launches)
     try:
         measurement = trainer_enclave.measurement
         record("approveMeasurement (trainer)", registry.approve_measurement(governance, Role.TRAINER, measurement))

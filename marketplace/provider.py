@@ -19,6 +19,10 @@ from .contracts import DatasetId, MarketClient, RegistryClient, Terms
 
 logger = logging.getLogger(__name__)
 
+LOCAL_BLOB_URI = "sterling-blob:"
+"""Where the ciphertext lives: a Sterling blob store, looked up by the listing's content hash.
+Short on purpose (one storage slot); an S3 or HTTPS location would go here instead."""
+
 
 class KeyDepository(Protocol):
     """Where a provider deposits its wrapped data key: a key manager enclave's host."""
@@ -50,8 +54,12 @@ def list_dataset(
     key_manager: KeyDepository,
     blobs: BlobStore,
     allowed_consumers: tuple[str, ...] = (),
+    uri: str = LOCAL_BLOB_URI,
 ) -> ListedDataset:
     """Encrypt ``package`` with a fresh data key, store it, hand the wrapped key to the key manager, list it.
+
+    Args:
+        uri: where consumers' workers fetch the ciphertext; the content hash names the object.
 
     The data key is wrapped to the key manager's *attested* key as recorded in the enclave
     registry (never to a key the host merely claims), bound to the ciphertext's content hash.
@@ -72,7 +80,7 @@ def list_dataset(
         provider,
         content_hash=content_hash,
         schema_hash=schema_hash,
-        uri=f"sterling-blob:sha256:{content_hash.hex()}",
+        uri=uri,
         terms=terms,
         allowed_consumers=allowed_consumers,
     )

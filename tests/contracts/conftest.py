@@ -8,7 +8,6 @@ afterwards, so tests are independent and deployment happens once.
 from __future__ import annotations
 
 import ast
-
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,9 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 from web3.providers.eth_tester import EthereumTesterProvider
 
+from enclave_worker.trusted.receipt import RECEIPT_TYPES
 from marketplace.compile import load_artifact
+from marketplace.contracts import CERTIFICATE_TYPES
 
 ROLE_TRAINER = 1
 ROLE_KEY_MANAGER = 2
@@ -36,27 +37,7 @@ KEY_MANAGER_MEASUREMENT = keccak(b"sterling key manager v1")
 ONE_YEAR = 365 * 24 * 3600
 ETHER = 10**18
 
-CERTIFICATE_TYPES = {
-    "Certificate": [
-        {"name": "role", "type": "uint8"},
-        {"name": "measurement", "type": "bytes32"},
-        {"name": "signer", "type": "address"},
-        {"name": "encryptionKey", "type": "bytes32"},
-        {"name": "operator", "type": "address"},
-        {"name": "validUntil", "type": "uint64"},
-    ]
-}
-RECEIPT_TYPES = {
-    "Receipt": [
-        {"name": "jobId", "type": "uint256"},
-        {"name": "datasetsHash", "type": "bytes32"},
-        {"name": "modelHash", "type": "bytes32"},
-        {"name": "resultHash", "type": "bytes32"},
-        {"name": "metricsHash", "type": "bytes32"},
-        {"name": "epsilonSpent", "type": "uint64"},
-    ]
-}
-
+# The production EIP-712 type definitions, so these tests check them against the contracts.
 # Named after the JobStatus enum of IJobMarket.
 STATUS_NONE, STATUS_OPEN, STATUS_CLAIMED, STATUS_COMPLETED, STATUS_EXPIRED = range(5)
 
