@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMPS := .make-stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test artifacts clean
+.PHONY: setup demo test artifacts bench-crypto clean
 
 setup: $(STAMPS)/python $(STAMPS)/npm
 
@@ -32,6 +32,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Ciphertext format vs raw AES-256-GCM on a 1 GiB dataset; last line is the summary.
+bench-crypto: setup
+	$(PY) -m enclave_worker.bench_crypto --size-mib 1024
 
 # Recompile the contracts and rewrite the committed ABI + bytecode artifacts.
 artifacts: setup

@@ -33,7 +33,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import (
+    CiphertextError,
+    CiphertextDuplicated,
     CiphertextMalformed,
+    CiphertextReordered,
     CiphertextTampered,
     CiphertextTrailingData,
     CiphertextTruncated,
@@ -45,6 +48,8 @@ HEADER_LEN = 52
 TAG_LEN = 16
 KEY_LEN = 32
 DEFAULT_CHUNK_SIZE = 1 << 20
+DIAGNOSIS_WINDOW = 64
+"""How many positions around a failing chunk are tried to tell reordering and duplication from bit flips."""
 MIN_CHUNK_SIZE = 1 << 10
 MAX_CHUNK_SIZE = 1 << 24
 _HEADER = struct.Struct(">4sBBHI8s32s")
@@ -152,13 +157,16 @@ def encrypt_stream(
     dst.write(header)
     written = len(header)
     index = 0
+    out = bytearray(chunk_size + TAG_LEN)  # reused for every chunk: memory stays at two chunks
+    view = memoryview(out)
     current = _read_full(src, chunk_size)
     while True:
         following = _read_full(src, chunk_size) if len(current) == chunk_size else b""
         final = not following
-        sealed = aead.encrypt(_nonce(header[12:20], index), current, _aad(header, index, final))
-        dst.write(sealed)
-        written += len(sealed)
+        n = len(current) + TAG_LEN
+        aead.encrypt_into(_nonce(header[12:20], index), current, _aad(header, index, final), view[:n])
+        dst.write(view[:n])
+        written += n
         if final:
             return written
         index += 1
@@ -180,7 +188,8 @@ def decrypt_stream(
 
     Raises:
         CiphertextMalformed: header invalid, wrong kind, or wrong context.
-        CiphertextTampered: a chunk failed authentication.
+        CiphertextTampered: a chunk failed authentication (bit flips, wrong key).
+        CiphertextReordered / CiphertextDuplicated: a chunk authenticates at another position.
         CiphertextTruncated: the stream ended before its final chunk.
         CiphertextTrailingData: bytes follow the final chunk.
     """
@@ -194,6 +203,8 @@ def decrypt_stream(
     aead = AESGCM(key)
     sealed_len = header.chunk_size + TAG_LEN
     index = 0
+    out = bytearray(header.chunk_size)  # reused for every chunk
+    view = memoryview(out)
     current = _read_full(src, sealed_len)
     while True:
         if len(current) < TAG_LEN:
@@ -201,19 +212,38 @@ def decrypt_stream(
         following = _read_full(src, sealed_len) if len(current) == sealed_len else b""
         nonce = _nonce(header.nonce_prefix, index)
         final = not following
+        n = len(current) - TAG_LEN
         try:
-            plain = aead.decrypt(nonce, current, _aad(header_bytes, index, final))
+            aead.decrypt_into(nonce, current, _aad(header_bytes, index, final), view[:n])
         except InvalidTag:
-            if final and _opens(aead, nonce, current, _aad(header_bytes, index, False)):
-                raise CiphertextTruncated(f"ciphertext ends after chunk {index}, before its final chunk") from None
-            if not final and _opens(aead, nonce, current, _aad(header_bytes, index, True)):
-                raise CiphertextTrailingData(f"data follows the final chunk {index}") from None
-            raise CiphertextTampered(f"chunk {index} failed authentication") from None
-        dst.write(plain)
+            raise _diagnose(aead, header, header_bytes, current, index, final) from None
+        dst.write(view[:n])
         if final:
             return header
         index += 1
         current = following
+
+
+def _diagnose(aead: AESGCM, header: Header, header_bytes: bytes, sealed: bytes, index: int, final: bool) -> CiphertextError:
+    """Name what is wrong with a chunk that failed authentication at position ``index``.
+
+    Only runs on the error path: tries the chunk at its own position with the other final flag
+    (truncation, appended data), then at nearby positions (reordering, duplication).
+    """
+    own_nonce = _nonce(header.nonce_prefix, index)
+    if final and _opens(aead, own_nonce, sealed, _aad(header_bytes, index, False)):
+        return CiphertextTruncated(f"ciphertext ends after chunk {index}, before its final chunk")
+    if not final and _opens(aead, own_nonce, sealed, _aad(header_bytes, index, True)):
+        return CiphertextTrailingData(f"data follows the final chunk {index}")
+    for other in range(max(0, index - DIAGNOSIS_WINDOW), index + DIAGNOSIS_WINDOW + 1):
+        if other == index or other >= 1 << 32:
+            continue
+        nonce = _nonce(header.nonce_prefix, other)
+        if any(_opens(aead, nonce, sealed, _aad(header_bytes, other, flag)) for flag in (False, True)):
+            if other < index:
+                return CiphertextDuplicated(f"chunk {index} is a copy of chunk {other} (or chunks were reordered)")
+            return CiphertextReordered(f"chunk {index} belongs at position {other}: chunks were reordered or removed")
+    return CiphertextTampered(f"chunk {index} failed authentication (altered bytes, wrong key, or cut inside the chunk)")
 
 
 def _opens(aead: AESGCM, nonce: bytes, sealed: bytes, aad: bytes) -> bool:

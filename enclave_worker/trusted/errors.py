@@ -23,6 +23,14 @@ class CiphertextTampered(CiphertextError):
     """A chunk failed authentication: flipped bits, reordered or duplicated chunks, or a wrong key."""
 
 
+class CiphertextReordered(CiphertextTampered):
+    """A chunk authenticates, but at another position than the one it was found at."""
+
+
+class CiphertextDuplicated(CiphertextTampered):
+    """A chunk is a copy of an earlier chunk of the same object."""
+
+
 class CiphertextTruncated(CiphertextError):
     """The stream ended before its final chunk."""
 

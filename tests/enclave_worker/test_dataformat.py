@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 from enclave_worker.trusted import dataformat
 from enclave_worker.trusted.dataformat import HEADER_LEN, TAG_LEN, Kind
 from enclave_worker.trusted.errors import (
+    CiphertextDuplicated,
+    CiphertextError,
     CiphertextMalformed,
+    CiphertextReordered,
     CiphertextTampered,
     CiphertextTrailingData,
     CiphertextTruncated,
@@ -63,9 +66,13 @@ def test_chunk_reordering_and_duplication_are_rejected() -> None:
     header, chunks = ct[:HEADER_LEN], _chunks(ct)
     swapped = header + chunks[1] + chunks[0] + b"".join(chunks[2:])
     duplicated = header + chunks[0] + chunks[0] + b"".join(chunks[1:])
-    for damaged in (swapped, duplicated):
-        with pytest.raises(CiphertextTampered):
-            dataformat.decrypt_bytes(damaged, key, kind=Kind.DATASET)
+    dropped = header + chunks[0] + b"".join(chunks[2:])
+    with pytest.raises(CiphertextReordered, match="chunk 0 belongs at position 1"):
+        dataformat.decrypt_bytes(swapped, key, kind=Kind.DATASET)
+    with pytest.raises(CiphertextDuplicated, match="chunk 1 is a copy of chunk 0"):
+        dataformat.decrypt_bytes(duplicated, key, kind=Kind.DATASET)
+    with pytest.raises(CiphertextReordered, match="chunk 1 belongs at position 2"):
+        dataformat.decrypt_bytes(dropped, key, kind=Kind.DATASET)
 
 
 def test_truncation_at_a_chunk_boundary_is_reported_as_truncation() -> None:
@@ -81,8 +88,10 @@ def test_truncation_at_a_chunk_boundary_is_reported_as_truncation() -> None:
 def test_appended_data_is_rejected() -> None:
     key = dataformat.new_data_key()
     ct = _encrypt(bytes(2 * CHUNK), key)
-    with pytest.raises((CiphertextTrailingData, CiphertextTampered)):
+    with pytest.raises(CiphertextTrailingData, match="follows the final chunk 1"):
         dataformat.decrypt_bytes(ct + bytes(CHUNK + TAG_LEN), key, kind=Kind.DATASET)
+    with pytest.raises(CiphertextTrailingData):
+        dataformat.decrypt_bytes(ct + b"x", key, kind=Kind.DATASET)
 
 
 def test_wrong_key_kind_or_context_is_rejected() -> None:
@@ -112,3 +121,32 @@ def test_streaming_encrypt_uses_one_chunk_of_memory() -> None:
     back = io.BytesIO()
     dataformat.decrypt_stream(io.BytesIO(out.getvalue()), back, key, kind=Kind.DATASET)
     assert back.getvalue() == src.getvalue()
+
+
+_FUZZ_KEY = bytes(range(32))
+_FUZZ_PLAIN = bytes(range(256)) * 10  # 2.5 chunks
+_FUZZ_CT = dataformat.encrypt_bytes(_FUZZ_PLAIN, _FUZZ_KEY, kind=Kind.DATASET, context=CONTEXT, chunk_size=CHUNK)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=0, max_value=len(_FUZZ_CT) - 1), st.integers(min_value=1, max_value=255)),
+        max_size=4,
+    ),
+    st.integers(min_value=0, max_value=len(_FUZZ_CT) + 40),
+    st.binary(max_size=40),
+)
+@settings(max_examples=10_000, deadline=None)
+def test_fuzz_the_ciphertext_reader_damage_is_always_a_ciphertext_error(
+    flips: list[tuple[int, int]], cut: int, tail: bytes
+) -> None:
+    damaged = bytearray(_FUZZ_CT)
+    for position, mask in flips:
+        damaged[position] ^= mask
+    mutated = bytes(damaged[:cut]) + tail
+    try:
+        plain = dataformat.decrypt_bytes(mutated, _FUZZ_KEY, kind=Kind.DATASET)
+    except CiphertextError:
+        return
+    # Only the untouched ciphertext may decrypt, and then to the original plaintext.
+    assert mutated == _FUZZ_CT and plain == _FUZZ_PLAIN

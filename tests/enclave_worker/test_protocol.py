@@ -85,7 +85,7 @@ def test_frames_round_trip_and_oversized_or_truncated_frames_fail() -> None:
 
 
 @given(st.binary(max_size=200))
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=5000, deadline=None)
 def test_fuzz_arbitrary_frame_bytes_never_crash_the_parser(body: bytes) -> None:
     stream = io.BytesIO(struct.pack(">I", len(body)) + body)
     try:
@@ -103,7 +103,7 @@ _values = st.recursive(
 
 
 @given(st.sampled_from(sorted(protocol.REQUESTS)), st.dictionaries(st.sampled_from(sorted({k for f in protocol.REQUESTS.values() for k in f})), _values, max_size=8))
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=5000, deadline=None)
 def test_fuzz_structured_requests_are_accepted_or_refused_never_crash(op: str, fields: dict[str, object]) -> None:
     try:
         protocol.validate_request(cbor2.loads(cbor2.dumps({"v": 1, "op": op, **fields})))
