@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -47,14 +48,27 @@ class EnclaveProcess:
         self.encryption_key: bytes = hello["encryption_key"]
 
     @classmethod
-    def start(cls, role: Role) -> EnclaveProcess:
-        """Launch a trusted process of ``role`` from this repository's code."""
-        process = subprocess.Popen(
-            [sys.executable, "-m", "enclave_worker.trusted.main", "--role", "trainer" if role is Role.TRAINER else "key_manager"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=REPO_ROOT,
-        )
+    def start(cls, role: Role, *, code_root: Path = REPO_ROOT, seal_key: bytes | None = None) -> EnclaveProcess:
+        """Launch a trusted process of ``role`` from the code under ``code_root``.
+
+        Args:
+            code_root: the directory holding the ``enclave_worker`` package to run.
+            seal_key: the platform's sealing key for this code, passed through a private pipe.
+        """
+        args = [sys.executable, "-m", "enclave_worker.trusted.main", "--role", "trainer" if role is Role.TRAINER else "key_manager"]
+        pass_fds: tuple[int, ...] = ()
+        read_end = None
+        if seal_key is not None:
+            read_end, write_end = os.pipe()
+            os.write(write_end, seal_key)
+            os.close(write_end)
+            pass_fds = (read_end,)
+            args += ["--seal-fd", str(read_end)]
+        try:
+            process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=code_root, pass_fds=pass_fds)
+        finally:
+            if read_end is not None:
+                os.close(read_end)
         logger.info("started %s enclave process pid %d", role.name.lower(), process.pid)
         return cls(process, role)
 

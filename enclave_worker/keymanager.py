@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,12 @@ class AuditEntry:
     reason: str
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 class KeyManagerService:
     """The key manager's untrusted host: storage of wrapped keys, chain reads, audit log."""
 
@@ -54,6 +61,7 @@ class KeyManagerService:
         self.enclave = enclave
         self.market = market
         self.registry = registry
+        self.state_dir = state_dir
         self._deposits = state_dir / "deposits"
         self._deposits.mkdir(parents=True, exist_ok=True)
         self._audit = state_dir / "audit.jsonl"
@@ -65,16 +73,19 @@ class KeyManagerService:
     def deposit(self, content_hash: bytes, wrapped_key: bytes) -> None:
         """Accept a provider's data key wrapped to this key manager for the dataset ``content_hash``.
 
+        The trusted part opens it and returns it sealed to its own measurement; only that sealed
+        blob is stored, so it survives restarts of the same code and nothing else can open it.
+
         Raises:
             KeyUnwrapFailed: the wrapped key does not open under this key manager and binding.
         """
         if len(content_hash) != 32 or len(wrapped_key) > MAX_WRAPPED_KEY_BYTES:
             raise KeyUnwrapFailed("deposit needs a 32-byte content hash and a wrapped key of at most 512 bytes")
         try:
-            self.enclave.process.request("check_deposit", content_hash=content_hash, wrapped_key=wrapped_key)
+            reply = self.enclave.process.request("deposit", content_hash=content_hash, wrapped_key=wrapped_key)
         except EnclaveRequestFailed as e:
             raise KeyUnwrapFailed(f"deposit for {content_hash.hex()} refused: {e.message}") from e
-        (self._deposits / f"{content_hash.hex()}.key").write_bytes(wrapped_key)
+        _write_atomic(self._deposits / f"{content_hash.hex()}.sealed", reply["sealed_key"])
         logger.info("deposited wrapped key for dataset %s", content_hash.hex())
 
     def release(self, *, job_id: int, dataset_id: int, trainer: str) -> bytes:
@@ -86,9 +97,9 @@ class KeyManagerService:
         dataset = self.market.dataset(dataset_id)
         job = self.market.job(job_id)
         record = self.registry.enclave_of(trainer)
-        wrapped_path = self._deposits / f"{dataset.content_hash.hex()}.key"
+        sealed_path = self._deposits / f"{dataset.content_hash.hex()}.sealed"
         try:
-            if not wrapped_path.exists():
+            if not sealed_path.exists():
                 raise KeyReleaseRefused(f"no wrapped key was deposited for dataset {dataset_id}")
             content_hashes = [self.market.dataset(i).content_hash for i in job.dataset_ids]
             reply = self.enclave.process.request(
@@ -102,7 +113,7 @@ class KeyManagerService:
                 job_completion_deadline=job.completion_deadline,
                 now=self.market.chain.now(),
                 content_hash=dataset.content_hash,
-                wrapped_key=wrapped_path.read_bytes(),
+                sealed_key=sealed_path.read_bytes(),
                 trainer_signer=to_canonical_address(trainer),
                 trainer_encryption_key=record.encryption_key,
                 trainer_active=self.registry.is_active(trainer, Role.TRAINER),

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import cbor2
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import measurement
 from .host import EnclaveProcess
@@ -103,11 +104,23 @@ class SimPlatform:
     def public_key_bytes(self) -> bytes:
         return self._key.public_key().public_bytes_raw()
 
-    def launch(self, role: Role) -> LaunchedEnclave:
-        """Measure the trusted code, then start a trusted process running it."""
-        value = measurement.measure()
-        process = EnclaveProcess.start(role)
+    def launch(self, role: Role, *, code_root: Path | None = None) -> LaunchedEnclave:
+        """Measure the trusted code, then start a trusted process running it with its sealing key.
+
+        Args:
+            code_root: directory holding the ``enclave_worker`` package to run (this checkout by default).
+        """
+        root = code_root or measurement.PACKAGE_ROOT.parent
+        value = measurement.measure(root / "enclave_worker")
+        process = EnclaveProcess.start(role, code_root=root, seal_key=self.sealing_key(value))
         return LaunchedEnclave(process=process, measurement=value, platform=self)
+
+    def sealing_key(self, measurement_value: bytes) -> bytes:
+        """The key an enclave with this measurement gets on this platform (same code, same key)."""
+        secret = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sterling/sim/platform-secret/v1").derive(
+            self._key.private_bytes_raw()
+        )
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sterling/v1/seal/" + measurement_value).derive(secret)
 
     def quote(self, measurement_value: bytes, report_data: bytes) -> bytes:
         """Sign evidence binding ``report_data`` to ``measurement_value``."""

@@ -18,10 +18,11 @@ from eth_account import Account
 from eth_utils import to_canonical_address
 from safetensors.torch import save as save_tensors
 
-from . import dataformat, keywrap, sealing
+from . import dataformat, keywrap, platform_seal, sealing
 from .dataset import DatasetPackage, canonical_json, join
 from .errors import CiphertextTampered, InvalidModelSpec, KeyReleaseRefused, ProtocolError
 from .models import ModelSpec
+from .platform_seal import NoSealingKey
 from .report import report_data
 from .roles import Role
 from .receipt import DELTA_SCALE, EPSILON_SCALE, Receipt, datasets_hash, epsilon_to_units, sign_receipt
@@ -33,6 +34,10 @@ JOB_STATUS_CLAIMED = 2
 Emit = Callable[[dict[str, Any]], None]
 
 
+def _sealed_key_label(content_hash: bytes) -> bytes:
+    return b"sterling/v1/sealed-datakey/" + content_hash
+
+
 def model_context(chain_id: int, market: bytes, job_id: int) -> bytes:
     """The 32-byte context a sealed model's ciphertext is bound to."""
     return hashlib.sha256(keywrap.model_info(chain_id, market, job_id)).digest()
@@ -41,8 +46,9 @@ def model_context(chain_id: int, market: bytes, job_id: int) -> bytes:
 class Enclave:
     """State and handlers of one trusted process."""
 
-    def __init__(self, role: Role) -> None:
+    def __init__(self, role: Role, *, seal_key: bytes | None = None) -> None:
         self.role = role
+        self._seal_key = seal_key
         self._account = Account.create()
         self._box = X25519PrivateKey.generate()
         self.signer = to_canonical_address(self._account.address)
@@ -55,7 +61,7 @@ class Enclave:
             "attest": self._attest,
         }
         if self.role is Role.KEY_MANAGER:
-            handlers |= {"check_deposit": self._check_deposit, "release": self._release}
+            handlers |= {"deposit": self._deposit, "release": self._release}
         else:
             handlers |= {"run": self._run}
         if op not in handlers:
@@ -77,9 +83,16 @@ class Enclave:
 
     # --- key manager -------------------------------------------------------------------------
 
-    def _check_deposit(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        keywrap.unwrap(fields["wrapped_key"], self._box, info=keywrap.datakey_info(fields["content_hash"]))
-        return {"ok": True}
+    def _sealing_key(self) -> bytes:
+        if self._seal_key is None:
+            raise NoSealingKey("this enclave was started without a sealing key; it cannot keep data keys")
+        return self._seal_key
+
+    def _deposit(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Open a provider's wrapped data key and re-seal it for storage by the host."""
+        content_hash: bytes = fields["content_hash"]
+        key = keywrap.unwrap(fields["wrapped_key"], self._box, info=keywrap.datakey_info(content_hash))
+        return {"sealed_key": platform_seal.seal(self._sealing_key(), key, label=_sealed_key_label(content_hash))}
 
     def _release(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         if not fields["trainer_active"]:
@@ -92,7 +105,7 @@ class Enclave:
             raise KeyReleaseRefused(f"the dataset is not part of job {fields['job_id']}")
         if fields["now"] > fields["job_completion_deadline"]:
             raise KeyReleaseRefused(f"job {fields['job_id']} is past its completion deadline")
-        key = keywrap.unwrap(fields["wrapped_key"], self._box, info=keywrap.datakey_info(fields["content_hash"]))
+        key = platform_seal.unseal(self._sealing_key(), fields["sealed_key"], label=_sealed_key_label(fields["content_hash"]))
         info = keywrap.release_info(fields["chain_id"], fields["market"], fields["job_id"], fields["content_hash"])
         return {"released_key": keywrap.wrap(key, fields["trainer_encryption_key"], info=info)}
 

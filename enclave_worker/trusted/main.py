@@ -50,13 +50,20 @@ def serve(enclave: Enclave, src: BinaryIO, dst: BinaryIO) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--role", choices=["trainer", "key_manager"], required=True)
+    parser.add_argument("--seal-fd", type=int, default=None, help="file descriptor the platform writes the 32-byte sealing key to")
     args = parser.parse_args(argv)
+    seal_key = None
+    if args.seal_fd is not None:
+        with os.fdopen(args.seal_fd, "rb") as f:
+            seal_key = f.read(33)
+        if len(seal_key) != 32:
+            parser.error("the platform must provide exactly 32 bytes of sealing key")
     logging.basicConfig(level=os.environ.get("STERLING_ENCLAVE_LOG", "WARNING"), stream=sys.stderr)
     # Frames own the real stdout; anything a library prints goes to stderr instead.
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    enclave = Enclave(Role.TRAINER if args.role == "trainer" else Role.KEY_MANAGER)
+    enclave = Enclave(Role.TRAINER if args.role == "trainer" else Role.KEY_MANAGER, seal_key=seal_key)
     serve(enclave, sys.stdin.buffer, out)
 
 

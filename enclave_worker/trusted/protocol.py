@@ -42,7 +42,7 @@ UINT = Field(int)
 REQUESTS: dict[str, dict[str, Field]] = {
     "hello": {},
     "attest": {"nonce": Field(bytes, max_len=64)},
-    "check_deposit": {"content_hash": B32, "wrapped_key": Field(bytes, max_len=512)},
+    "deposit": {"content_hash": B32, "wrapped_key": Field(bytes, max_len=512)},
     "release": {
         "chain_id": UINT,
         "market": B20,
@@ -53,7 +53,7 @@ REQUESTS: dict[str, dict[str, Field]] = {
         "job_completion_deadline": UINT,
         "now": UINT,
         "content_hash": B32,
-        "wrapped_key": Field(bytes, max_len=512),
+        "sealed_key": Field(bytes, max_len=512),
         "trainer_signer": B20,
         "trainer_encryption_key": B32,
         "trainer_active": Field(bool),

@@ -75,7 +75,7 @@ def test_bad_requests_get_clear_errors_and_the_enclave_keeps_serving(key_manager
     with pytest.raises(EnclaveRequestFailed, match="exceeds 64"):
         key_manager_process.request("attest", nonce=bytes(65))
     with pytest.raises(EnclaveRequestFailed, match="KeyUnwrapFailed"):
-        key_manager_process.request("check_deposit", content_hash=bytes(32), wrapped_key=bytes(80))
+        key_manager_process.request("deposit", content_hash=bytes(32), wrapped_key=bytes(80))
     with pytest.raises(EnclaveRequestFailed, match="not served by a key_manager"):
         key_manager_process.request(
             "run", chain_id=1, market=bytes(20), job_id=1, model_spec=b"{}", model_spec_hash=bytes(32), epsilon=1, delta=1,
