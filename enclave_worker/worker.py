@@ -13,11 +13,12 @@ from eth_utils import to_checksum_address
 from marketplace.blobstore import BlobStore
 from marketplace.chain import TxResult
 from marketplace.contracts import JobStatus, MarketClient
-from marketplace.errors import JobNotReady
+from marketplace.errors import BlobNotFound, CiphertextTampered, InvalidModelSpec, JobNotReady, SchemaMismatch
 
 from .host import EnclaveRequestFailed
 from .keymanager import KeyManagerService
 from .sim_platform import LaunchedEnclave
+from .trusted.models import ModelSpec
 from .trusted.receipt import Receipt
 from .trusted.roles import Role
 
@@ -68,17 +69,21 @@ class TrainerWorker:
 
         Raises:
             JobNotReady: the job is not Open.
+            InvalidModelSpec, SchemaMismatch: the job cannot run; nothing was claimed or released.
             KeyReleaseRefused, ContractReverted, EnclaveRequestFailed: a step was refused.
         """
         job = self.market.job(job_id)
         if job.status is not JobStatus.OPEN:
             raise JobNotReady(f"job {job_id} is {job.status.name}, not OPEN")
+        raw_spec = self._checked_spec(job_id, job.model_spec_hash)
+        records = [self.market.dataset(i) for i in job.dataset_ids]
+        if len({r.schema_hash for r in records}) != 1:
+            raise SchemaMismatch(f"job {job_id} joins datasets with different schemas; refusing before any key is requested")
         claim = self.market.claim_job(self.operator, job_id, self.signer)
         if progress:
             progress({"stage": "claimed", "job_id": job_id})
         datasets = []
-        for dataset_id in job.dataset_ids:
-            record = self.market.dataset(dataset_id)
+        for dataset_id, record in zip(job.dataset_ids, records, strict=True):
             released = self.key_manager.release(job_id=job_id, dataset_id=dataset_id, trainer=self.signer)
             datasets.append(
                 {
@@ -96,7 +101,7 @@ class TrainerWorker:
                 chain_id=self.market.chain.chain_id,
                 market=self.market.address_bytes,
                 job_id=job_id,
-                model_spec=self.blobs.get(job.model_spec_hash.hex()),
+                model_spec=raw_spec,
                 model_spec_hash=job.model_spec_hash,
                 epsilon=job.epsilon,
                 delta=job.delta,
@@ -122,3 +127,18 @@ class TrainerWorker:
             progress({"stage": "settled", "job_id": job_id, "epsilon_spent": receipt.epsilon_spent})
         logger.info("job %d settled in tx %s", job_id, submit.tx_hash)
         return JobOutcome(job_id, receipt, reply["signature"], reply["metrics"], result_hash, claim, submit)
+
+    def _checked_spec(self, job_id: int, spec_hash: bytes) -> bytes:
+        """The job's model spec, validated before the job is claimed or any key is requested.
+
+        Raises:
+            InvalidModelSpec: missing from the blob store, or not a valid spec.
+        """
+        try:
+            raw = self.blobs.get(spec_hash.hex())
+        except BlobNotFound as e:
+            raise InvalidModelSpec(f"job {job_id}: model spec {spec_hash.hex()} is not in the blob store") from e
+        except CiphertextTampered as e:
+            raise InvalidModelSpec(f"job {job_id}: the stored model spec does not match the job's modelSpecHash") from e
+        ModelSpec.from_bytes(raw)
+        return raw

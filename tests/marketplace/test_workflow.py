@@ -161,9 +161,9 @@ def test_consumer_cannot_fetch_before_settlement_and_detects_a_swapped_result(lo
         stranger.fetch_model(created.job_id)
 
 
-def test_jobs_over_datasets_with_different_schemas_fail_in_the_enclave(localnet: LocalNet) -> None:
-    from enclave_worker.host import EnclaveRequestFailed
+def test_jobs_that_cannot_run_are_refused_before_any_claim_or_key_release(localnet: LocalNet) -> None:
     from enclave_worker.trusted.dataset import DatasetPackage, Schema
+    from marketplace.errors import InvalidModelSpec, SchemaMismatch
 
     net = localnet
     listed, _ = _list(net, 9)
@@ -172,7 +172,31 @@ def test_jobs_over_datasets_with_different_schemas_fail_in_the_enclave(localnet:
     provider = net.chain.new_account()
     other = list_dataset(package, provider, terms=toy_terms(), market=net.market, registry=net.registry, key_manager=net.key_manager, blobs=net.blobs)
     consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
-    created = consumer.create_job([listed.dataset_id, other.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
-    with pytest.raises(EnclaveRequestFailed) as err:
-        net.worker.run_job(created.job_id)
-    assert err.value.error == "SchemaMismatch"
+    mixed = consumer.create_job([listed.dataset_id, other.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
+    audit_before = len(net.key_manager.audit_log())
+    with pytest.raises(SchemaMismatch, match="different schemas"):
+        net.worker.run_job(mixed.job_id)
+    # A job whose published spec is not a valid spec (an architecture outside the registry).
+    bogus_hash = bytes.fromhex(net.blobs.put(b'{"architecture": "transformer", "code": "import os"}'))
+    now = net.chain.now()
+    bogus, _ = net.market.create_job(
+        consumer.account, dataset_ids=[listed.dataset_id], model_spec_hash=bogus_hash, epsilon=EPSILON_SCALE,
+        delta=10**13, consumer_key=consumer.public_key, worker_fee=0, claim_deadline=now + 3600,
+        completion_deadline=now + 7200, value=10**17,  # type: ignore[arg-type]
+    )
+    with pytest.raises(InvalidModelSpec, match="architecture"):
+        net.worker.run_job(bogus)
+    # A spec altered in the blob store after the job was created.
+    good = consumer.create_job([listed.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
+    spec_blob = net.blobs.path(net.market.job(good.job_id).model_spec_hash.hex())
+    original = spec_blob.read_bytes()
+    spec_blob.write_bytes(original.replace(b'"epochs":3', b'"epochs":9'))
+    try:
+        with pytest.raises(InvalidModelSpec, match="does not match"):
+            net.worker.run_job(good.job_id)
+    finally:
+        spec_blob.write_bytes(original)
+    assert net.market.job(bogus).status is JobStatus.OPEN
+    assert net.market.job(mixed.job_id).status is JobStatus.OPEN
+    assert net.market.job(good.job_id).status is JobStatus.OPEN
+    assert len(net.key_manager.audit_log()) == audit_before  # no key was asked for
