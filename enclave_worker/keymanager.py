@@ -12,11 +12,8 @@ it inside the enclave (state proofs against a finalised header) is future work.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from eth_utils import to_canonical_address, to_checksum_address
@@ -24,6 +21,7 @@ from eth_utils import to_canonical_address, to_checksum_address
 from marketplace.contracts import MarketClient, RegistryClient
 from marketplace.errors import KeyReleaseRefused, KeyUnwrapFailed
 
+from .audit import AuditEntry, AuditLog
 from .host import EnclaveRequestFailed
 from .sim_platform import LaunchedEnclave
 from .trusted.roles import Role
@@ -31,19 +29,6 @@ from .trusted.roles import Role
 logger = logging.getLogger(__name__)
 
 MAX_WRAPPED_KEY_BYTES = 512
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One key-release decision."""
-
-    time: float
-    job_id: int
-    dataset_id: int
-    content_hash: str
-    trainer: str
-    released: bool
-    reason: str
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -64,7 +49,7 @@ class KeyManagerService:
         self.state_dir = state_dir
         self._deposits = state_dir / "deposits"
         self._deposits.mkdir(parents=True, exist_ok=True)
-        self._audit = state_dir / "audit.jsonl"
+        self.audit = AuditLog(state_dir / "audit.jsonl")
 
     @property
     def signer(self) -> str:
@@ -128,16 +113,9 @@ class KeyManagerService:
         return bytes(reply["released_key"])
 
     def audit_log(self, *, content_hash: bytes | None = None) -> list[AuditEntry]:
-        """Release decisions, optionally only those for one dataset."""
-        if not self._audit.exists():
-            return []
-        entries = [AuditEntry(**json.loads(line)) for line in self._audit.read_text().splitlines() if line]
-        if content_hash is None:
-            return entries
-        return [e for e in entries if e.content_hash == content_hash.hex()]
+        """Release decisions (hash chain verified), optionally only those for one dataset."""
+        return self.audit.entries(content_hash=content_hash)
 
     def _log(self, job_id: int, dataset_id: int, content_hash: bytes, trainer: str, *, released: bool, reason: str) -> None:
-        entry = AuditEntry(time.time(), job_id, dataset_id, content_hash.hex(), trainer, released, reason)
-        with self._audit.open("a") as f:
-            f.write(json.dumps(entry.__dict__) + "\n")
+        self.audit.append(job_id=job_id, dataset_id=dataset_id, content_hash=content_hash, trainer=trainer, released=released, reason=reason)
         logger.info("key release job %d dataset %d to %s: %s (%s)", job_id, dataset_id, trainer, released, reason)
