@@ -15,6 +15,8 @@ from rich.table import Table
 app = typer.Typer(help="Sterling: a privacy-preserving data marketplace.", no_args_is_help=True, add_completion=False)
 enclave_app = typer.Typer(help="Inspect the trusted enclave code.", no_args_is_help=True)
 app.add_typer(enclave_app, name="enclave")
+attest_app = typer.Typer(help="Verify attestation evidence offline (aws-nitro, or sim for development).", no_args_is_help=True)
+app.add_typer(attest_app, name="attest")
 console = Console()
 ETHER = 10**18
 
@@ -91,6 +93,142 @@ def enclave_measure() -> None:
 
     console.print(f"measurement: 0x{measure().hex()}")
     console.print(f"files: {len(trusted_files())}; dependencies: " + ", ".join(f"{k}=={v}" for k, v in dependency_versions().items()))
+
+
+@attest_app.command("verify")
+def attest_verify(
+    file: Annotated[Path, typer.Argument(help="the evidence: raw bytes (COSE_Sign1 for aws-nitro) or base64", exists=True, dir_okay=False)],
+    format: Annotated[str, typer.Option("--format", help="aws-nitro or sim (development only)")] = "aws-nitro",
+    at: Annotated[float | None, typer.Option("--at", help="verification time T, Unix seconds (default: now)")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    allow_debug: Annotated[bool, typer.Option("--allow-debug", help="accept debug-mode Nitro enclaves (all-zero PCR0-2)")] = False,
+    expect_pcr0: Annotated[str | None, typer.Option("--expect-pcr0", help="required PCR0 (hex)")] = None,
+    expect_pcr1: Annotated[str | None, typer.Option("--expect-pcr1", help="required PCR1 (hex)")] = None,
+    expect_pcr2: Annotated[str | None, typer.Option("--expect-pcr2", help="required PCR2 (hex)")] = None,
+    expect_pcr: Annotated[list[str] | None, typer.Option("--expect-pcr", help="required PCR as INDEX=HEX (repeatable)")] = None,
+    max_age: Annotated[int | None, typer.Option("--max-age", help="refuse evidence older than this many seconds at T")] = None,
+    platform_key: Annotated[Path | None, typer.Option("--platform-key", help="sim only: the platform's Ed25519 key (PEM, raw 32 bytes or hex)")] = None,
+) -> None:
+    """Verify attestation evidence at time T and print what it attests.
+
+    Exit status 0 if valid; otherwise 1 and one line ``invalid: <reason>`` on stderr.
+    """
+    from oracle.attestation import ATTESTATION_FORMATS, NitroPolicy, verify_evidence
+
+    from .errors import AttestationRejected
+
+    if format not in ATTESTATION_FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(ATTESTATION_FORMATS)}", param_hint="--format")
+    expected = _expected_pcrs({0: expect_pcr0, 1: expect_pcr1, 2: expect_pcr2}, expect_pcr or [])
+    key = None
+    if format == "sim":
+        if platform_key is None:
+            raise typer.BadParameter("sim evidence needs the platform's public key", param_hint="--platform-key")
+        key = _load_platform_key(platform_key)
+    policy = NitroPolicy(allow_debug=allow_debug, expected_pcrs=expected or None, max_age_seconds=max_age)
+    try:
+        verified = verify_evidence(_read_evidence(file), format=format, at=at, policy=policy, platform_public_key=key)
+    except AttestationRejected as e:
+        reason = " ".join(str(e).split())
+        if json_output:
+            typer.echo(json.dumps({"valid": False, "reason": reason}))
+        typer.echo(f"invalid: {reason}", err=True)
+        raise typer.Exit(1) from e
+
+    result: dict[str, Any] = {
+        "valid": True,
+        "format": verified.format,
+        "module_id": verified.module_id,
+        "measurement": verified.measurement.hex(),
+        "pcrs": {str(i): v.hex() for i, v in sorted(verified.pcrs.items()) if any(v)},
+        "public_key": verified.bound_key.hex() if verified.bound_key is not None else None,
+        "user_data": verified.user_data.hex() if verified.user_data is not None else None,
+        "nonce": verified.nonce.hex() if verified.nonce is not None else None,
+        "timestamp_ms": verified.timestamp,
+    }
+    if json_output:
+        typer.echo(json.dumps(result, indent=1))
+        return
+    out = console if console.is_terminal else Console(width=200)  # keep long hex values on one line when piped
+    table = Table(title=f"VALID {verified.format} evidence" + (" (development only)" if verified.format == "sim" else ""), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("module_id", str(verified.module_id or "—"))
+    table.add_row("timestamp", f"{verified.timestamp} ms ({_utc(verified.timestamp)})")
+    table.add_row("measurement", result["measurement"])
+    for index, value in result["pcrs"].items():
+        table.add_row(f"PCR{index}", value)
+    zero = sorted(i for i, v in verified.pcrs.items() if not any(v))
+    if zero:
+        table.add_row("zero PCRs", ", ".join(map(str, zero)))
+    for name in ("public_key", "user_data", "nonce"):
+        table.add_row(name, result[name] or "—")
+    out.print(table)
+
+
+def _expected_pcrs(named: dict[int, str | None], pairs: list[str]) -> dict[int, bytes]:
+    """``--expect-pcrN HEX`` and ``--expect-pcr N=HEX`` as a PCR map."""
+    entries = [(str(i), v) for i, v in named.items() if v is not None]
+    for pair in pairs:
+        index, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{pair!r} is not INDEX=HEX", param_hint="--expect-pcr")
+        entries.append((index, value))
+    expected: dict[int, bytes] = {}
+    for index, value in entries:
+        try:
+            expected[int(index)] = bytes.fromhex(value.removeprefix("0x"))
+        except ValueError as e:
+            raise typer.BadParameter(f"PCR{index}: {value!r} is not hex", param_hint="--expect-pcr") from e
+    return expected
+
+
+def _read_evidence(path: Path) -> bytes:
+    """The file's bytes, base64-decoded if the file is base64 text (binary CBOR never is)."""
+    import base64
+    import binascii
+    import string
+
+    data = path.read_bytes()
+    text = data.strip()
+    if text and all(chr(b) in string.ascii_letters + string.digits + "+/=\n\r" for b in text):
+        try:
+            return base64.b64decode(text, validate=False)
+        except binascii.Error:
+            return data
+    return data
+
+
+def _load_platform_key(path: Path) -> Any:
+    """The sim platform's Ed25519 public key from a PEM (public or private), raw 32 bytes, or hex."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+    data = path.read_bytes()
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            if b"PRIVATE KEY" in data:
+                private = serialization.load_pem_private_key(data, password=None)
+                if isinstance(private, Ed25519PrivateKey):
+                    return private.public_key()
+            else:
+                public = serialization.load_pem_public_key(data)
+                if isinstance(public, Ed25519PublicKey):
+                    return public
+            raise ValueError("not an Ed25519 key")
+        raw = data if len(data) == 32 else bytes.fromhex(data.decode().strip().removeprefix("0x"))
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise typer.BadParameter(f"{path} is not an Ed25519 platform key: {e}", param_hint="--platform-key") from e
+
+
+def _utc(timestamp_ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def main() -> None:
