@@ -27,8 +27,9 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: Literal["logistic_regression", "mlp"]
-    hidden_sizes: tuple[int, ...] = Field(default=(), max_length=8)
+    architecture: Literal["logistic_regression", "mlp", "cnn"]
+    hidden_sizes: tuple[int, ...] = Field(default=(), max_length=8, description="dense layer widths (mlp; the cnn's head)")
+    channels: tuple[int, ...] = Field(default=(), max_length=4, description="conv layer widths (cnn only)")
     input_mean: tuple[float, ...] | None = None
     input_scale: tuple[float, ...] | None = None
     epochs: int = Field(ge=1, le=1000)
@@ -45,6 +46,12 @@ class ModelSpec(BaseModel):
             raise ValueError("an mlp needs at least one hidden size")
         if self.architecture == "logistic_regression" and self.hidden_sizes:
             raise ValueError("logistic_regression takes no hidden sizes")
+        if self.architecture == "cnn" and not self.channels:
+            raise ValueError("a cnn needs at least one conv channel width")
+        if self.architecture != "cnn" and self.channels:
+            raise ValueError("only a cnn takes channels")
+        if any(c < 1 or c > 512 for c in self.channels):
+            raise ValueError("channels must be in [1, 512]")
         if any(h < 1 or h > 4096 for h in self.hidden_sizes):
             raise ValueError("hidden sizes must be in [1, 4096]")
         if (self.input_mean is None) != (self.input_scale is None):
@@ -94,23 +101,45 @@ class Standardize(nn.Module):
 def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
     """Instantiate the architecture a spec names for a dataset schema.
 
+    - ``logistic_regression``: one linear layer on flat features;
+    - ``mlp``: linear + ReLU per hidden size, then a linear output layer;
+    - ``cnn``: for image features ``[channels, height, width]`` (8x8 digits, 28x28 images):
+      per entry of ``channels`` a 3x3 convolution (padding 1) + ReLU, with 2x2 max-pooling after
+      every second one and after the last, then the ``hidden_sizes`` dense head.
+
     Raises:
         InvalidModelSpec: the spec does not fit the schema.
     """
-    if len(schema.feature_shape) != 1:
-        raise InvalidModelSpec(f"{spec.architecture} needs flat features, the schema has shape {schema.feature_shape}")
-    width = schema.feature_shape[0]
     layers: list[nn.Module] = []
     if spec.input_mean is not None and spec.input_scale is not None:
-        if len(spec.input_mean) != width:
+        width = 1
+        for d in schema.feature_shape:
+            width *= d
+        if len(spec.input_mean) not in (width, schema.feature_shape[0]):
             raise InvalidModelSpec(f"input_mean has {len(spec.input_mean)} entries, the schema has {width} features")
+        shape = (-1, *([1] * (len(schema.feature_shape) - 1))) if len(spec.input_mean) != width else schema.feature_shape
         layers.append(
             Standardize(
-                torch.tensor(spec.input_mean, dtype=torch.float32),
-                torch.tensor(spec.input_scale, dtype=torch.float32),
+                torch.tensor(spec.input_mean, dtype=torch.float32).reshape(shape),
+                torch.tensor(spec.input_scale, dtype=torch.float32).reshape(shape),
             )
         )
-    previous = width
+    if spec.architecture == "cnn":
+        if len(schema.feature_shape) != 3:
+            raise InvalidModelSpec(f"a cnn needs image features [channels, height, width], the schema has {schema.feature_shape}")
+        channels, height, width = schema.feature_shape
+        for i, out in enumerate(spec.channels):
+            layers += [nn.Conv2d(channels, out, kernel_size=3, padding=1), nn.ReLU()]
+            channels = out
+            if (i % 2 == 1 or i == len(spec.channels) - 1) and height >= 2 and width >= 2:
+                layers.append(nn.MaxPool2d(2))
+                height, width = height // 2, width // 2
+        layers.append(nn.Flatten())
+        previous = channels * height * width
+    else:
+        if len(schema.feature_shape) != 1:
+            raise InvalidModelSpec(f"{spec.architecture} needs flat features, the schema has shape {schema.feature_shape}")
+        previous = schema.feature_shape[0]
     for hidden in spec.hidden_sizes:
         layers += [nn.Linear(previous, hidden), nn.ReLU()]
         previous = hidden

@@ -1,40 +1,39 @@
-"""Differentially private training (DP-SGD through Opacus) of a registered architecture.
+"""Differentially private training (DP-SGD) of a registered architecture.
 
 Noise is calibrated so that the job's (ε, δ) holds after ``epochs`` epochs of Poisson-sampled
 steps at rate ``batch_size / rows``; the ε actually spent, read from the accountant after the last
 step, is what the receipt reports. Only the epoch number and ε-so-far are reported as progress:
 no loss or accuracy computed on the providers' data leaves the enclave.
 
-Opacus's ``secure_mode`` needs torchcsprng, which is not installable on this platform; noise is
-drawn from torch's default generator and a warning says so (see README, "Security notes").
+Per-sample clipping runs on the book-keeping engine (:mod:`.dpsgd`) by default, or on Opacus's
+grad-sample modes; accounting is Opacus's (RDP or PRV). Opacus's ``secure_mode`` needs torchcsprng,
+which is not installable on this platform; noise is drawn from a torch generator and a warning
+says so (see README, "Security notes").
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from opacus import PrivacyEngine
-from opacus.accountants.utils import get_noise_multiplier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from . import accounting, dpsgd
+from .accounting import AccountantName
 from .dataset import DatasetPackage
 from .models import ModelSpec, build_model
 
 logger = logging.getLogger(__name__)
-
-RDP_ORDERS: tuple[float, ...] = tuple(
-    [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [64, 80, 96, 128, 160, 192, 256, 384, 512, 1024]
-)
-"""Explicit Rényi orders for the RDP accountant: Opacus's default grid, extended upwards because
-small-ε jobs with strong noise find their optimum above order 63."""
 
 ProgressFn = Callable[[int, int, float], None]
 """Called after each epoch with (epoch, epochs, ε spent so far)."""
@@ -54,22 +53,10 @@ class TrainingResult:
     accountant: str
 
 
-def _accountant_kwargs(accountant: str) -> dict[str, object]:
-    return {"alphas": list(RDP_ORDERS)} if accountant == "rdp" else {}
-
-
-def calibrate_noise(*, epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
-    """Smallest noise multiplier (to Opacus's tolerance) that keeps ``steps`` steps within (ε, δ)."""
-    return float(
-        get_noise_multiplier(
-            target_epsilon=epsilon,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant=accountant,
-            epsilon_tolerance=0.005,
-            **_accountant_kwargs(accountant),
-        )
+def calibrate_noise(*, epsilon: float, delta: float, sample_rate: float, steps: int, accountant: AccountantName) -> float:
+    """Smallest noise multiplier (to a tolerance of 0.005 in ε) that keeps ``steps`` steps within (ε, δ)."""
+    return accounting.noise_multiplier(
+        target_epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps, accountant=accountant
     )
 
 
@@ -99,6 +86,25 @@ def _tensors(data: DatasetPackage) -> TensorDataset:
     return TensorDataset(torch.from_numpy(data.features), torch.from_numpy(data.labels))
 
 
+DPEngine = Literal["bookkeeping", "opacus-hooks", "opacus-ew", "opacus-ghost"]
+"""How per-sample clipping is computed. ``bookkeeping`` (default) is :mod:`.dpsgd`; the Opacus
+grad-sample modes are kept for cross-checks and for layers the book-keeping engine lacks."""
+
+
+def _generator(spec: ModelSpec) -> torch.Generator:
+    """Randomness for sampling and noise: seeded from the spec for reproducible tests, else fresh."""
+    gen = torch.Generator()
+    gen.manual_seed(spec.seed if spec.seed is not None else int.from_bytes(os.urandom(8), "big") >> 1)
+    return gen
+
+
+def _schedule(spec: ModelSpec, rows: int) -> tuple[int, float, int]:
+    """(expected batch size, Poisson sample rate, steps per epoch) for ``rows`` rows."""
+    batch_size = min(spec.batch_size, rows)
+    steps_per_epoch = math.ceil(rows / batch_size)
+    return batch_size, 1 / steps_per_epoch, steps_per_epoch
+
+
 def train_dp(
     spec: ModelSpec,
     data: DatasetPackage,
@@ -106,8 +112,17 @@ def train_dp(
     epsilon: float,
     delta: float,
     progress: ProgressFn | None = None,
+    engine: DPEngine | None = None,
 ) -> TrainingResult:
     """Train ``spec`` on ``data`` with DP-SGD so that the whole run is (ε, δ)-DP.
+
+    Each epoch is ``ceil(rows / batch_size)`` steps on Poisson-sampled batches (rate
+    ``1 / steps per epoch``); the noise multiplier is the smallest that keeps all steps within
+    (ε, δ) under the spec's accountant, and the accountant's ε after the last step is reported.
+
+    Args:
+        engine: per-sample clipping implementation; ``None`` picks ``bookkeeping`` when the
+            model's layers allow it, else Opacus hooks.
 
     Example:
         >>> result = train_dp(spec, package, epsilon=1.0, delta=1e-5)  # doctest: +SKIP
@@ -118,61 +133,125 @@ def train_dp(
         raise ValueError(f"invalid privacy parameters epsilon={epsilon}, delta={delta}")
     _seed(spec)
     model = build_model(spec, data.schema)
-    batch_size = min(spec.batch_size, data.rows)
-    loader = DataLoader(_tensors(data), batch_size=batch_size, shuffle=False)
-    sample_rate = 1 / len(loader)
-    steps = epochs_steps = spec.epochs * len(loader)
+    batch_size, sample_rate, steps_per_epoch = _schedule(spec, data.rows)
+    steps = spec.epochs * steps_per_epoch
     sigma = calibrate_noise(epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps, accountant=spec.accountant)
-    logger.warning("Opacus secure_mode is off: torchcsprng is unavailable on this platform")
+    chosen: DPEngine = engine or ("bookkeeping" if dpsgd.supported(model) else "opacus-hooks")
+    logger.warning("DP noise uses torch's generator, not a CSPRNG: torchcsprng is unavailable on this platform")
+    curve = accounting.EpsilonCurve(sample_rate=sample_rate, noise_multiplier=sigma, delta=delta, accountant=spec.accountant)
+
+    def after_epoch(epoch: int) -> None:
+        spent = curve.at(epoch * steps_per_epoch)
+        logger.info("epoch %d/%d, epsilon spent %.4f", epoch, spec.epochs, spent)
+        if progress is not None:
+            progress(epoch, spec.epochs, spent)
+
+    if chosen == "bookkeeping":
+        trained = _train_bookkeeping(spec, model, data, sigma, sample_rate, steps_per_epoch, after_epoch)
+    else:
+        trained = _train_opacus(spec, model, data, sigma, batch_size, after_epoch, chosen)
+    return TrainingResult(
+        model=trained.eval(),
+        epsilon_spent=curve.at(steps),
+        delta=delta,
+        noise_multiplier=sigma,
+        sample_rate=sample_rate,
+        steps=steps,
+        epochs=spec.epochs,
+        accountant=spec.accountant,
+    )
+
+
+def _train_bookkeeping(
+    spec: ModelSpec,
+    model: nn.Module,
+    data: DatasetPackage,
+    sigma: float,
+    sample_rate: float,
+    steps_per_epoch: int,
+    after_epoch: Callable[[int], None],
+) -> nn.Module:
+    gen = _generator(spec)
+    features, labels = torch.from_numpy(data.features), torch.from_numpy(data.labels)
+    engine = dpsgd.BookKeepingDPSGD(
+        model,
+        _optimizer(spec, model),
+        max_grad_norm=spec.max_grad_norm,
+        noise_multiplier=sigma,
+        expected_batch_size=sample_rate * data.rows,
+        generator=gen,
+    )
+    model.train()
+    try:
+        for epoch in range(1, spec.epochs + 1):
+            for _ in range(steps_per_epoch):
+                picked = (torch.rand(data.rows, generator=gen) < sample_rate).nonzero().squeeze(1)
+                engine.step(features[picked], labels[picked])
+            after_epoch(epoch)
+    finally:
+        engine.close()
+    return model
+
+
+def _train_opacus(
+    spec: ModelSpec,
+    model: nn.Module,
+    data: DatasetPackage,
+    sigma: float,
+    batch_size: int,
+    after_epoch: Callable[[int], None],
+    engine: DPEngine,
+) -> nn.Module:
+    mode = {"opacus-hooks": "hooks", "opacus-ew": "ew", "opacus-ghost": "ghost"}[engine]
+    loader = DataLoader(_tensors(data), batch_size=batch_size, shuffle=False)
+    loss_fn: nn.Module = nn.CrossEntropyLoss()
     with _opacus_warnings_handled():
-        engine = PrivacyEngine(accountant=spec.accountant, secure_mode=False)
-        model, optimizer, private_loader = engine.make_private(
+        privacy = PrivacyEngine(accountant=spec.accountant, secure_mode=False)
+        made = privacy.make_private(
             module=model,
             optimizer=_optimizer(spec, model),
             data_loader=loader,
             noise_multiplier=sigma,
             max_grad_norm=spec.max_grad_norm,
             poisson_sampling=True,
+            grad_sample_mode=mode,
+            **({"criterion": loss_fn} if mode == "ghost" else {}),
         )
-        loss_fn = nn.CrossEntropyLoss()
-        spent = 0.0
-        model.train()
+        if mode == "ghost":
+            private_model, optimizer, loss_fn, private_loader = made
+        else:
+            private_model, optimizer, private_loader = made
+        private_model.train()
         for epoch in range(1, spec.epochs + 1):
             for features, labels in private_loader:
                 # Poisson sampling can draw an empty batch: still run forward/backward so that
                 # Opacus takes a noise-only step, as the accountant assumes.
                 optimizer.zero_grad()
-                loss_fn(model(features), labels).backward()
+                loss_fn(private_model(features), labels).backward()
                 optimizer.step()
-            spent = float(engine.accountant.get_epsilon(delta=delta, **_accountant_kwargs(spec.accountant)))
-            logger.info("epoch %d/%d, epsilon spent %.4f", epoch, spec.epochs, spent)
-            if progress is not None:
-                progress(epoch, spec.epochs, spent)
-    trained = model._module if hasattr(model, "_module") else model
-    return TrainingResult(
-        model=trained.eval(),
-        epsilon_spent=spent,
-        delta=delta,
-        noise_multiplier=sigma,
-        sample_rate=sample_rate,
-        steps=epochs_steps,
-        epochs=spec.epochs,
-        accountant=spec.accountant,
-    )
+            after_epoch(epoch)
+    return private_model._module if hasattr(private_model, "_module") else private_model
+
+
+def _shuffled_batches(rows: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    order = torch.randperm(rows, generator=gen)
+    return list(order.split(batch_size))
 
 
 def train_non_private(spec: ModelSpec, data: DatasetPackage) -> nn.Module:
-    """The same model and hyper-parameters trained without DP (a baseline, never run on private data in the clear outside a demo)."""
+    """The same model and hyper-parameters trained without DP, on shuffled batches taken by indexing (a baseline)."""
     _seed(spec)
     model = build_model(spec, data.schema)
     optimizer = _optimizer(spec, model)
-    loader = DataLoader(_tensors(data), batch_size=min(spec.batch_size, data.rows), shuffle=True)
+    gen = _generator(spec)
+    features, labels = torch.from_numpy(data.features), torch.from_numpy(data.labels)
+    batch_size, _, _ = _schedule(spec, data.rows)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     for _ in range(spec.epochs):
-        for features, labels in loader:
+        for picked in _shuffled_batches(data.rows, batch_size, gen):
             optimizer.zero_grad()
-            loss_fn(model(features), labels).backward()
+            loss_fn(model(features[picked]), labels[picked]).backward()
             optimizer.step()
     return model.eval()
 
