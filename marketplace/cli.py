@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import warnings
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +20,8 @@ enclave_app = typer.Typer(help="Inspect the trusted enclave code.", no_args_is_h
 app.add_typer(enclave_app, name="enclave")
 attest_app = typer.Typer(help="Verify attestation evidence offline (aws-nitro, or sim for development).", no_args_is_help=True)
 app.add_typer(attest_app, name="attest")
+privacy_app = typer.Typer(help="Privacy accounting (ε for DP-SGD, noise for a target ε) and empirical audits.", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
 console = Console()
 ETHER = 10**18
 
@@ -229,6 +234,177 @@ def _utc(timestamp_ms: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+class Accountant(str, Enum):
+    """The accountants of :mod:`enclave_worker.trusted.accounting`."""
+
+    rdp = "rdp"
+    prv = "prv"
+
+
+SampleRateOption = Annotated[float, typer.Option("--sample-rate", "-q", help="Poisson sampling rate q = batch size / rows, in (0, 1]")]
+StepsOption = Annotated[int | None, typer.Option("--steps", help="number of DP-SGD steps T (or give --epochs)")]
+EpochsOption = Annotated[float | None, typer.Option("--epochs", help="epochs E; steps = ceil(E / q) (or give --steps)")]
+DeltaOption = Annotated[float, typer.Option("--delta", help="δ, in (0, 1)")]
+AccountantOption = Annotated[Accountant, typer.Option("--accountant", help="rdp (Rényi DP) or prv (privacy random variables, tighter)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+
+
+def _check_accounting_inputs(sample_rate: float, delta: float) -> None:
+    if not 0 < sample_rate <= 1:
+        raise typer.BadParameter(f"must be in (0, 1], got {sample_rate}", param_hint="--sample-rate")
+    if not 0 < delta < 1:
+        raise typer.BadParameter(f"must be in (0, 1), got {delta}", param_hint="--delta")
+
+
+def _steps(steps: int | None, epochs: float | None, sample_rate: float) -> int:
+    """Steps from ``--steps`` or from ``--epochs`` (``ceil(E / q)``, as TF Privacy's epochs / batch-size interface)."""
+    if (steps is None) == (epochs is None):
+        raise typer.BadParameter("give exactly one of --steps and --epochs", param_hint="--steps / --epochs")
+    if steps is not None:
+        if steps < 0:
+            raise typer.BadParameter(f"must be non-negative, got {steps}", param_hint="--steps")
+        return steps
+    assert epochs is not None
+    if not epochs >= 0 or not math.isfinite(epochs):
+        raise typer.BadParameter(f"must be non-negative and finite, got {epochs}", param_hint="--epochs")
+    return math.ceil(round(epochs / sample_rate, 9))  # round first: 15 / 0.0025 is 6000.000000000001 in floats
+
+
+@privacy_app.command("epsilon")
+def privacy_epsilon(
+    sample_rate: SampleRateOption,
+    noise_multiplier: Annotated[float, typer.Option("--noise-multiplier", "-s", help="noise multiplier σ (> 0)")],
+    delta: DeltaOption,
+    steps: StepsOption = None,
+    epochs: EpochsOption = None,
+    accountant: AccountantOption = Accountant.rdp,
+    json_output: JsonOption = False,
+) -> None:
+    """ε of T Poisson-sampled DP-SGD steps at rate q and noise multiplier σ, for a given δ.
+
+    Example: sterling privacy epsilon -q 0.0025 -s 1.3 --epochs 15 --delta 1e-5
+    """
+    from enclave_worker.trusted import accounting
+
+    _check_accounting_inputs(sample_rate, delta)
+    if not noise_multiplier > 0 or not math.isfinite(noise_multiplier):
+        raise typer.BadParameter(f"must be positive and finite, got {noise_multiplier}", param_hint="--noise-multiplier")
+    count = _steps(steps, epochs, sample_rate)
+    try:
+        eps = accounting.epsilon(
+            sample_rate=sample_rate, noise_multiplier=noise_multiplier, steps=count, delta=delta, accountant=accountant.value
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    if json_output:
+        typer.echo(json.dumps({"epsilon": eps}))
+        return
+    table = Table(title=f"DP-SGD privacy ({accountant.value} accountant)", show_header=False)
+    table.add_row("sample rate q", f"{sample_rate:g}")
+    table.add_row("noise multiplier σ", f"{noise_multiplier:g}")
+    table.add_row("steps T", f"{count:,}" + (f" ({epochs:g} epochs)" if epochs is not None else ""))
+    table.add_row("δ", f"{delta:g}")
+    table.add_row("ε", f"[bold]{eps:.6g}[/bold]")
+    console.print(table)
+
+
+@privacy_app.command("noise")
+def privacy_noise(
+    target_epsilon: Annotated[float, typer.Option("--target-epsilon", "-e", help="target ε (> 0)")],
+    sample_rate: SampleRateOption,
+    delta: DeltaOption,
+    steps: StepsOption = None,
+    epochs: EpochsOption = None,
+    accountant: AccountantOption = Accountant.rdp,
+    json_output: JsonOption = False,
+) -> None:
+    """The smallest noise multiplier σ (to 0.005 in ε) keeping T steps at rate q within (ε, δ).
+
+    Example: sterling privacy noise -e 8 -q 0.04 --epochs 90 --delta 1e-5
+    """
+    from enclave_worker.trusted import accounting
+
+    _check_accounting_inputs(sample_rate, delta)
+    if not target_epsilon > 0 or not math.isfinite(target_epsilon):
+        raise typer.BadParameter(f"must be positive and finite, got {target_epsilon}", param_hint="--target-epsilon")
+    count = _steps(steps, epochs, sample_rate)
+    if count < 1:
+        raise typer.BadParameter("need at least one step", param_hint="--steps / --epochs")
+    try:
+        with warnings.catch_warnings():  # the search probes extreme σ, where Opacus notes the order grid's edge
+            warnings.filterwarnings("ignore", message="Optimal order is the")
+            sigma = accounting.noise_multiplier(
+                target_epsilon=target_epsilon, delta=delta, sample_rate=sample_rate, steps=count, accountant=accountant.value
+            )
+    except ValueError as e:
+        raise typer.BadParameter(" ".join(str(e).split()), param_hint="--target-epsilon") from e
+    if json_output:
+        typer.echo(json.dumps({"noise_multiplier": sigma}))
+        return
+    table = Table(title=f"Noise for a target ε ({accountant.value} accountant)", show_header=False)
+    table.add_row("target ε", f"{target_epsilon:g}")
+    table.add_row("sample rate q", f"{sample_rate:g}")
+    table.add_row("steps T", f"{count:,}" + (f" ({epochs:g} epochs)" if epochs is not None else ""))
+    table.add_row("δ", f"{delta:g}")
+    table.add_row("noise multiplier σ", f"[bold]{sigma:.6g}[/bold]")
+    console.print(table)
+
+
+AUDIT_JSON_KEYS = ("epsilon_lower_bound", "confidence", "canaries", "guesses", "correct", "epsilon_target", "delta")
+
+
+@privacy_app.command("audit")
+def privacy_audit(
+    epsilon: Annotated[float | None, typer.Option("--epsilon", help="train with DP-SGD at this ε (or give --non-private)")] = None,
+    non_private: Annotated[bool, typer.Option("--non-private", help="audit the non-private baseline instead")] = False,
+    delta: Annotated[float, typer.Option("--delta", help="δ of the training and of the audited claim")] = 1e-5,
+    canaries: Annotated[int, typer.Option("--canaries", "-m", help="number of canaries, each included with probability 1/2")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the canaries, their inclusion and the training")] = 0,
+    confidence: Annotated[float, typer.Option("--confidence", help="confidence of the lower bound")] = 0.95,
+    guess_included: Annotated[int | None, typer.Option("--guess-included", help="k+: guess 'included' for this many top scores (default 0)")] = None,
+    guess_excluded: Annotated[int | None, typer.Option("--guess-excluded", help="k-: guess 'excluded' for this many bottom scores (default m/4)")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Empirical ε lower bound from one training run on breast cancer + canaries (Steinke, Nasr & Jagielski 2023).
+
+    Example: sterling privacy audit --epsilon 2 --seed 1
+    """
+    from enclave_worker.trusted.privacy_audit import run_audit
+
+    from .datasets import breast_cancer
+
+    if (epsilon is None) == (not non_private):
+        raise typer.BadParameter("give exactly one of --epsilon and --non-private", param_hint="--epsilon / --non-private")
+    if epsilon is not None and (not epsilon > 0 or not math.isfinite(epsilon)):
+        raise typer.BadParameter(f"must be positive and finite, got {epsilon}", param_hint="--epsilon")
+    if not 0 < delta < 1:
+        raise typer.BadParameter(f"must be in (0, 1), got {delta}", param_hint="--delta")
+    if canaries < 1:
+        raise typer.BadParameter(f"need at least one canary, got {canaries}", param_hint="--canaries")
+    if not 0 < confidence < 1:
+        raise typer.BadParameter(f"must be in (0, 1), got {confidence}", param_hint="--confidence")
+    if seed < 0:
+        raise typer.BadParameter(f"must be non-negative, got {seed}", param_hint="--seed")
+    # train_dp warns on every run that noise comes from torch's generator (see docs/privacy.md).
+    logging.getLogger("enclave_worker").setLevel(logging.ERROR)
+    try:
+        result = run_audit(
+            breast_cancer(), epsilon=epsilon, delta=delta, canaries=canaries, seed=seed, confidence=confidence,
+            guess_included=guess_included, guess_excluded=guess_excluded,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(" ".join(str(e).split())) from e
+    doc = result.to_json()
+    if json_output:
+        typer.echo(json.dumps({key: doc[key] for key in AUDIT_JSON_KEYS}))
+        return
+    target = "non-private training" if result.epsilon_target is None else f"DP-SGD at ε = {result.epsilon_target:g}, δ = {result.delta:g}"
+    console.print(
+        f"empirical ε lower bound: [bold]{result.epsilon_lower_bound:.3f}[/bold] at {result.confidence:.0%} confidence "
+        f"({result.correct} of {result.guesses} guesses correct, {result.canaries} canaries; {target})"
+    )
 
 
 def main() -> None:

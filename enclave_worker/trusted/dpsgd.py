@@ -8,10 +8,10 @@ One step on a Poisson-sampled batch:
 3. per-sample squared gradient norms, layer by layer: for ``nn.Linear`` on flat inputs
    ``‖g_i‖²·‖a_i‖²`` (+ ``‖g_i‖²`` for the bias) — the per-sample gradient ``g_i a_iᵀ`` is never
    formed (Bu et al., "Automatic clipping / book-keeping", ICML 2023; Li et al. ghost clipping,
-   ICLR 2022); for ``nn.Conv2d`` the per-sample gradients are formed from the unfolded input
-   (small for the CNNs in the registry);
-4. clip factors ``c_i = min(1, C / ‖∇_i‖)`` and the clipped sum per layer in one product,
-   ``(c ⊙ g)ᵀ a``;
+   ICLR 2022); for ``nn.Conv2d`` the per-sample gradients come from one grouped convolution
+   backward (small for the CNNs in the registry);
+4. clip factors ``c_i = min(1, C / ‖∇_i‖)`` and the clipped sum per layer in one product:
+   ``(c ⊙ g)ᵀ a`` for dense layers, ``cᵀ G`` over the per-sample gradients ``G`` for convolutions;
 5. Gaussian noise ``N(0, σ²C²)`` on every summed gradient, division by the expected batch size
    ``q·n`` (Opacus's convention for Poisson sampling), and the wrapped optimizer's step.
 
@@ -40,6 +40,28 @@ class _Layer:
     module: nn.Linear | nn.Conv2d
     input: torch.Tensor | None = None
     output: torch.Tensor | None = None
+
+
+def poisson_sample(rows: int, rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of a Poisson-sampled batch: each of ``rows`` rows independently with probability ``rate``.
+
+    Draws the gaps between selected rows from a geometric distribution (exactly the gaps of
+    independent Bernoulli trials), so the cost follows the batch size, not the table size.
+    """
+    if not 0 < rate <= 1:
+        raise ValueError(f"sample rate must be in (0, 1], got {rate}")
+    if rate == 1:
+        return torch.arange(rows)
+    expected = rate * rows
+    chunk = int(expected + 8 * expected**0.5 + 16)
+    picked: list[torch.Tensor] = []
+    last = -1.0
+    while last < rows - 1:
+        gaps = torch.empty(chunk, dtype=torch.float64).geometric_(rate, generator=generator)
+        positions = gaps.cumsum(0) + last
+        picked.append(positions[positions < rows])
+        last = float(positions[-1])
+    return torch.cat(picked).long()
 
 
 def supported(model: nn.Module) -> bool:
@@ -96,6 +118,7 @@ class BookKeepingDPSGD:
         self._layers = [_Layer(m) for m in _trainable_layers(model)]
         self._by_module = {id(layer.module): layer for layer in self._layers}
         self._hooks = [layer.module.register_forward_hook(self._remember) for layer in self._layers]
+        self._size = sum(p.numel() for p in self._parameters())
 
     def _remember(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         layer = self._by_module[id(module)]
@@ -129,16 +152,16 @@ class BookKeepingDPSGD:
             if isinstance(layer.module, nn.Linear):
                 if a.dim() != 2:
                     raise UnsupportedLayer("the book-keeping engine handles nn.Linear on flat (2-D) inputs only")
-                norms_sq += (g * g).sum(1) * (a * a).sum(1)
-                if layer.module.bias is not None:
-                    norms_sq += (g * g).sum(1)
+                g_sq = torch.linalg.vector_norm(g, dim=1).square()
+                a_sq = torch.linalg.vector_norm(a, dim=1).square()
+                norms_sq += g_sq * (a_sq + 1.0) if layer.module.bias is not None else g_sq * a_sq
                 prepared.append((layer, g, None))
             else:
-                per_sample = self._conv_per_sample(layer.module, a, g)
-                norms_sq += per_sample.pow(2).flatten(1).sum(1)
+                per_sample = self._conv_per_sample(layer.module, a, g).flatten(1)
+                norms_sq += torch.linalg.vector_norm(per_sample, dim=1).square()
                 bias = g.sum(dim=(2, 3)) if layer.module.bias is not None else None
                 if bias is not None:
-                    norms_sq += (bias * bias).sum(1)
+                    norms_sq += torch.linalg.vector_norm(bias, dim=1).square()
                 prepared.append((layer, per_sample, bias))
         norms = norms_sq.sqrt()
         scale = (self.max_grad_norm / (norms + EPS)).clamp(max=1.0)
@@ -147,21 +170,29 @@ class BookKeepingDPSGD:
             module = layer.module
             if isinstance(module, nn.Linear):
                 scaled = g_or_ps * scale[:, None]
-                grads.append(scaled.t() @ layer.input)  # type: ignore[operator]
+                grads.append(torch.mm(scaled.t(), layer.input))  # type: ignore[arg-type]
                 if module.bias is not None:
                     grads.append(scaled.sum(0))
             else:
-                grads.append(torch.einsum("b,b...->...", scale, g_or_ps).view_as(module.weight))
+                # Per-sample gradients are at hand for the norms: the clipped sum is one GEMV.
+                grads.append(torch.mv(g_or_ps.t(), scale).view_as(module.weight))
                 if bias is not None:
-                    grads.append((bias * scale[:, None]).sum(0))
+                    grads.append(torch.mv(bias.t(), scale))
             layer.input = layer.output = None
         return grads, norms
 
     @staticmethod
     def _conv_per_sample(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        unfolded = F.unfold(a, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
-        # unfolded: [B, C_in·kh·kw, L]; g: [B, C_out, H_out, W_out] -> per-sample grads [B, C_out, C_in·kh·kw]
-        return torch.einsum("bol,bil->boi", g.flatten(2), unfolded)
+        """Per-sample weight gradients ``[B, C_out, C_in, kh, kw]`` as one grouped convolution backward."""
+        batch, c_in = a.shape[:2]
+        c_out = g.shape[1]
+        grouped = torch.nn.grad.conv2d_weight(
+            a.reshape(1, batch * c_in, *a.shape[2:]),
+            (batch * c_out, c_in, *module.kernel_size),
+            g.reshape(1, batch * c_out, *g.shape[2:]),
+            stride=module.stride, padding=module.padding, dilation=module.dilation, groups=batch,
+        )
+        return grouped.view(batch, c_out, c_in, *module.kernel_size)
 
     def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """One DP-SGD step on a Poisson-sampled batch (which may be empty)."""
@@ -171,10 +202,13 @@ class BookKeepingDPSGD:
         else:
             grads, _ = self.clipped_sum(features, labels)
         std = self.noise_multiplier * self.max_grad_norm
+        noise = torch.normal(0.0, std, size=(self._size,), generator=self.generator) if std > 0 else None
+        offset = 0
         for p, grad in zip(params, grads, strict=True):
-            if std > 0:
-                grad = grad + torch.normal(0.0, std, size=grad.shape, generator=self.generator, dtype=grad.dtype)
-            p.grad = grad / self.expected_batch_size
+            if noise is not None:
+                grad = grad.add_(noise[offset : offset + grad.numel()].view_as(grad))
+                offset += grad.numel()
+            p.grad = grad.div_(self.expected_batch_size)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

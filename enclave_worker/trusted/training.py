@@ -185,7 +185,7 @@ def _train_bookkeeping(
     try:
         for epoch in range(1, spec.epochs + 1):
             for _ in range(steps_per_epoch):
-                picked = (torch.rand(data.rows, generator=gen) < sample_rate).nonzero().squeeze(1)
+                picked = dpsgd.poisson_sample(data.rows, sample_rate, gen)
                 engine.step(features[picked], labels[picked])
             after_epoch(epoch)
     finally:

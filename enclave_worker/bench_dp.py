@@ -1,0 +1,248 @@
+"""DP-SGD against non-private training, side by side, and the cost of running a job in the enclave.
+
+``make bench-dp`` runs, for the MLP on the hospital table (ACTG 175 resampled to 20,000 rows) and
+the CNN on scikit-learn's digits, at batch sizes 64 and 256:
+
+- the same model, data, batch size and thread count, one epoch non-private (shuffled batches taken
+  by indexing) and one epoch DP (Poisson-sampled batches, the default book-keeping engine),
+  alternating, after one warm-up epoch each; medians of ``--epochs`` epochs each and their ratio;
+- the peak resident-memory growth of each mode, measured in a fresh subprocess per mode;
+
+and then one whole job through the trainer enclave process (decrypt, train, seal, sign) against
+the same DP training called directly on the plaintext, medians of ``--job-rounds`` runs.
+The last line reads ``dp/non-dp epoch time at batch 256: mlp X.XX, cnn Y.YY``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .trusted import dpsgd
+from .trusted.dataset import DatasetPackage
+from .trusted.models import ModelSpec, build_model
+
+THREADS = 2
+HOSPITAL_ROWS = 20_000
+
+
+def hospital_table(rows: int = HOSPITAL_ROWS, seed: int = 0) -> DatasetPackage:
+    """ACTG 175 resampled (with replacement) to ``rows`` rows, standardised per feature."""
+    from marketplace.datasets import actg175
+
+    base = actg175()
+    picked = np.random.default_rng(seed).integers(0, base.rows, rows)
+    features = base.features[picked]
+    features = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    return DatasetPackage(features.astype(np.float32), base.labels[picked], base.schema)
+
+
+def digits_images() -> DatasetPackage:
+    from marketplace.datasets import digits
+
+    return digits()
+
+
+def mlp_spec(batch_size: int) -> ModelSpec:
+    return ModelSpec(architecture="mlp", hidden_sizes=(128, 64), epochs=1, batch_size=batch_size, learning_rate=1e-3, max_grad_norm=1.0, seed=0)
+
+
+def cnn_spec(batch_size: int) -> ModelSpec:
+    return ModelSpec(architecture="cnn", channels=(16, 32), hidden_sizes=(64,), epochs=1, batch_size=batch_size, learning_rate=1e-3, max_grad_norm=1.0, seed=0)
+
+
+@dataclass(frozen=True)
+class EpochTiming:
+    """Median epoch times of one (model, batch size) pair."""
+
+    model: str
+    batch_size: int
+    non_private: float
+    dp: float
+    epochs: int
+
+    @property
+    def ratio(self) -> float:
+        return self.dp / self.non_private
+
+
+class _Trainers:
+    """A non-private and a DP trainer of the same architecture on the same tensors."""
+
+    def __init__(self, spec: ModelSpec, data: DatasetPackage) -> None:
+        self.features = torch.from_numpy(data.features)
+        self.labels = torch.from_numpy(data.labels)
+        self.rows = data.rows
+        self.batch = spec.batch_size
+        self.steps = int(np.ceil(self.rows / self.batch))
+        self.rate = 1 / self.steps
+        self.gen = torch.Generator().manual_seed(0)
+        torch.manual_seed(0)
+        self.plain = build_model(spec, data.schema)
+        self.plain_opt = torch.optim.Adam(self.plain.parameters(), lr=spec.learning_rate)
+        private = build_model(spec, data.schema)
+        self.engine = dpsgd.BookKeepingDPSGD(
+            private,
+            torch.optim.Adam(private.parameters(), lr=spec.learning_rate),
+            max_grad_norm=spec.max_grad_norm,
+            noise_multiplier=1.0,
+            expected_batch_size=self.rate * self.rows,
+            generator=self.gen,
+        )
+        self.loss = nn.CrossEntropyLoss()
+
+    def plain_epoch(self) -> None:
+        for picked in torch.randperm(self.rows, generator=self.gen).split(self.batch):
+            self.plain_opt.zero_grad()
+            self.loss(self.plain(self.features[picked]), self.labels[picked]).backward()
+            self.plain_opt.step()
+
+    def dp_epoch(self) -> None:
+        for _ in range(self.steps):
+            picked = dpsgd.poisson_sample(self.rows, self.rate, self.gen)
+            self.engine.step(self.features[picked], self.labels[picked])
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def time_epochs(name: str, spec: ModelSpec, data: DatasetPackage, *, epochs: int) -> EpochTiming:
+    """Alternate non-private and DP epochs after a warm-up; medians of ``epochs`` each."""
+    trainers = _Trainers(spec, data)
+    trainers.plain_epoch()
+    trainers.dp_epoch()
+    plain, dp = [], []
+    for i in range(epochs):
+        pair = [(plain, trainers.plain_epoch), (dp, trainers.dp_epoch)]
+        for bucket, fn in pair if i % 2 == 0 else pair[::-1]:
+            bucket.append(_timed(fn))
+    return EpochTiming(name, spec.batch_size, statistics.median(plain), statistics.median(dp), epochs)
+
+
+def _memory_child(model: str, batch_size: int, mode: str) -> None:
+    """Subprocess entry: print the peak-RSS growth (MiB) of two epochs of one mode."""
+    torch.set_num_threads(THREADS)
+    data = hospital_table() if model == "mlp" else digits_images()
+    spec = mlp_spec(batch_size) if model == "mlp" else cnn_spec(batch_size)
+    trainers = _Trainers(spec, data)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(2):
+        trainers.plain_epoch() if mode == "plain" else trainers.dp_epoch()
+    print(json.dumps({"growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+
+
+def memory_growth(model: str, batch_size: int, mode: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-m", "enclave_worker.bench_dp", "--memory-child", model, str(batch_size), mode],
+        capture_output=True, text=True, check=True,
+    )
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["growth_mib"])
+
+
+@dataclass(frozen=True)
+class JobTiming:
+    """Whole job through the enclave process vs DP training called directly."""
+
+    enclave: float
+    direct: float
+    rounds: int
+
+    @property
+    def ratio(self) -> float:
+        return self.enclave / self.direct
+
+
+def time_enclave_job(*, rounds: int, epochs: int = 3) -> JobTiming:
+    """Run the same DP job ``rounds`` times through a trainer enclave and directly, alternating."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from .host import EnclaveProcess
+    from .trusted import dataformat, keywrap
+    from .trusted.receipt import DELTA_SCALE, EPSILON_SCALE
+    from .trusted.roles import Role
+    from .trusted.training import train_dp
+
+    data = hospital_table()
+    spec = ModelSpec(architecture="mlp", hidden_sizes=(128, 64), epochs=epochs, batch_size=256, learning_rate=1e-3, max_grad_norm=1.0, seed=0)
+    raw_spec = spec.to_bytes()
+    key = dataformat.new_data_key()
+    ciphertext = dataformat.encrypt_bytes(data.to_bytes(), key, kind=dataformat.Kind.DATASET, context=bytes(32))
+    content_hash = hashlib.sha256(ciphertext).digest()
+    market, chain_id = bytes(20), 31337
+    consumer = keywrap.public_key_bytes(X25519PrivateKey.generate())
+    enclave_times, direct_times = [], []
+    with EnclaveProcess.start(Role.TRAINER) as enclave:
+        for job_id in range(1, rounds + 1):
+            released = keywrap.wrap(key, enclave.encryption_key, info=keywrap.release_info(chain_id, market, job_id, content_hash))
+
+            def through_enclave() -> None:
+                enclave.request(
+                    "run", chain_id=chain_id, market=market, job_id=job_id, model_spec=raw_spec,
+                    model_spec_hash=hashlib.sha256(raw_spec).digest(), epsilon=EPSILON_SCALE, delta=round(1e-5 * DELTA_SCALE),
+                    consumer_key=consumer, datasets=[{"content_hash": content_hash, "released_key": released, "ciphertext": ciphertext}],
+                )
+
+            def direct() -> None:
+                train_dp(spec, data, epsilon=1.0, delta=1e-5)
+
+            pair = [(enclave_times, through_enclave), (direct_times, direct)]
+            for bucket, fn in pair if job_id % 2 else pair[::-1]:
+                bucket.append(_timed(fn))
+    return JobTiming(statistics.median(enclave_times), statistics.median(direct_times), rounds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=7, help="timed epochs per mode (median)")
+    parser.add_argument("--job-rounds", type=int, default=3)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-job", action="store_true")
+    parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "BATCH", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        model, batch, mode = args.memory_child
+        _memory_child(model, int(batch), mode)
+        return
+    torch.set_num_threads(THREADS)
+    tables = {"mlp": (hospital_table(), mlp_spec), "cnn": (digits_images(), cnn_spec)}
+    at_256: dict[str, float] = {}
+    print(f"threads {THREADS}; medians of {args.epochs} epochs per mode; DP = book-keeping engine, Poisson sampling")
+    print(f"{'model':5s} {'batch':>5s} {'non-private s':>13s} {'dp s':>8s} {'ratio':>6s} {'mem np MiB':>10s} {'mem dp MiB':>10s}")
+    for name, (data, make_spec) in tables.items():
+        if name not in args.models:
+            continue
+        for batch in args.batch_sizes:
+            timing = time_epochs(name, make_spec(batch), data, epochs=args.epochs)
+            if args.skip_memory:
+                mem = ""
+            else:
+                mem = f"{memory_growth(name, batch, 'plain'):10.1f} {memory_growth(name, batch, 'dp'):10.1f}"
+            print(f"{name:5s} {batch:5d} {timing.non_private:13.4f} {timing.dp:8.4f} {timing.ratio:6.2f} {mem}")
+            if batch == 256:
+                at_256[name] = timing.ratio
+    if not args.skip_job:
+        job = time_enclave_job(rounds=args.job_rounds)
+        print(f"whole job through the enclave {job.enclave:.2f} s vs direct DP training {job.direct:.2f} s: ratio {job.ratio:.2f} (median of {job.rounds})")
+    if "mlp" in at_256 and "cnn" in at_256:
+        print(f"dp/non-dp epoch time at batch 256: mlp {at_256['mlp']:.2f}, cnn {at_256['cnn']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
