@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMPS := .make-stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test artifacts bench-crypto clean
+.PHONY: setup demo test artifacts bench-crypto bench-dp clean
 
 setup: $(STAMPS)/python $(STAMPS)/npm
 
@@ -32,6 +32,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# DP vs non-private epoch time (MLP, CNN; batch 64 and 256) and the enclave job overhead.
+bench-dp: setup
+	$(PY) -m enclave_worker.bench_dp
 
 # Ciphertext format vs raw AES-256-GCM on a 1 GiB dataset; last line is the summary.
 bench-crypto: setup

@@ -6,7 +6,8 @@ the CNN on scikit-learn's digits, at batch sizes 64 and 256:
 - the same model, data, batch size and thread count, one epoch non-private (shuffled batches taken
   by indexing) and one epoch DP (Poisson-sampled batches, the default book-keeping engine),
   alternating, after one warm-up epoch each; medians of ``--epochs`` epochs each and their ratio;
-- the peak resident-memory growth of each mode, measured in a fresh subprocess per mode;
+- the peak resident memory of a fresh process per mode that loads the data and trains two epochs
+  (so the ratio includes the interpreter, torch and the data, which both modes share);
 
 and then one whole job through the trainer enclave process (decrypt, train, seal, sign) against
 the same DP training called directly on the plaintext, medians of ``--job-rounds`` runs.
@@ -135,23 +136,23 @@ def time_epochs(name: str, spec: ModelSpec, data: DatasetPackage, *, epochs: int
 
 
 def _memory_child(model: str, batch_size: int, mode: str) -> None:
-    """Subprocess entry: print the peak-RSS growth (MiB) of two epochs of one mode."""
+    """Subprocess entry: print the peak RSS (MiB) of a process that trains two epochs of one mode."""
     torch.set_num_threads(THREADS)
     data = hospital_table() if model == "mlp" else digits_images()
     spec = mlp_spec(batch_size) if model == "mlp" else cnn_spec(batch_size)
     trainers = _Trainers(spec, data)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(2):
         trainers.plain_epoch() if mode == "plain" else trainers.dp_epoch()
-    print(json.dumps({"growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def memory_growth(model: str, batch_size: int, mode: str) -> float:
+def peak_memory(model: str, batch_size: int, mode: str) -> float:
+    """Peak RSS (MiB) of a fresh process loading the data and training two epochs in ``mode``."""
     out = subprocess.run(
         [sys.executable, "-m", "enclave_worker.bench_dp", "--memory-child", model, str(batch_size), mode],
         capture_output=True, text=True, check=True,
     )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["growth_mib"])
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"])
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ class JobTiming:
         return self.enclave / self.direct
 
 
-def time_enclave_job(*, rounds: int, epochs: int = 3) -> JobTiming:
+def time_enclave_job(*, rounds: int, epochs: int = 10) -> JobTiming:
     """Run the same DP job ``rounds`` times through a trainer enclave and directly, alternating."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     tables = {"mlp": (hospital_table(), mlp_spec), "cnn": (digits_images(), cnn_spec)}
     at_256: dict[str, float] = {}
     print(f"threads {THREADS}; medians of {args.epochs} epochs per mode; DP = book-keeping engine, Poisson sampling")
-    print(f"{'model':5s} {'batch':>5s} {'non-private s':>13s} {'dp s':>8s} {'ratio':>6s} {'mem np MiB':>10s} {'mem dp MiB':>10s}")
+    print(f"{'model':5s} {'batch':>5s} {'non-private s':>13s} {'dp s':>8s} {'ratio':>6s} {'peak np MiB':>11s} {'peak dp MiB':>11s} {'mem ratio':>9s}")
     for name, (data, make_spec) in tables.items():
         if name not in args.models:
             continue
@@ -233,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.skip_memory:
                 mem = ""
             else:
-                mem = f"{memory_growth(name, batch, 'plain'):10.1f} {memory_growth(name, batch, 'dp'):10.1f}"
+                plain_mib, dp_mib = peak_memory(name, batch, "plain"), peak_memory(name, batch, "dp")
+                mem = f"{plain_mib:11.1f} {dp_mib:11.1f} {dp_mib / plain_mib:9.2f}"
             print(f"{name:5s} {batch:5d} {timing.non_private:13.4f} {timing.dp:8.4f} {timing.ratio:6.2f} {mem}")
             if batch == 256:
                 at_256[name] = timing.ratio

@@ -1,0 +1,112 @@
+"""The book-keeping DP-SGD engine computes what Opacus computes, samples like Poisson, and noises right."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from opacus import GradSampleModule
+from torch import nn
+
+from enclave_worker.trusted import dpsgd
+from enclave_worker.trusted.models import Standardize
+
+
+def _reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Opacus per-sample gradients (hooks mode), clipped and summed by hand."""
+    ref = GradSampleModule(copy.deepcopy(model), loss_reduction="sum")
+    nn.functional.cross_entropy(ref(x), y, reduction="sum").backward()
+    per_sample = [p.grad_sample for p in ref.parameters() if p.requires_grad]
+    norms = torch.stack([g.flatten(1).norm(dim=1) for g in per_sample], dim=1).norm(dim=1)
+    scale = (clip / (norms + dpsgd.EPS)).clamp(max=1.0)
+    return [torch.einsum("b,b...->...", scale, g) for g in per_sample], norms
+
+
+MODELS = {
+    "logistic": lambda: nn.Sequential(nn.Linear(6, 3)),
+    "mlp": lambda: nn.Sequential(Standardize(torch.full((6,), 0.5), torch.full((6,), 2.0)), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)),
+    "mlp_no_bias": lambda: nn.Sequential(nn.Linear(6, 16, bias=False), nn.ReLU(), nn.Linear(16, 3)),
+    "cnn": lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(8 * 3 * 3, 3),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("clip", [0.05, 1.0, 100.0])
+def test_clipped_sums_and_norms_match_opacus(name: str, clip: float) -> None:
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    x = torch.randn(23, 1, 6, 6) if name == "cnn" else torch.randn(23, 6)
+    y = torch.randint(0, 3, (23,))
+    expected, expected_norms = _reference(model, x, y, clip)
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), max_grad_norm=clip, noise_multiplier=0.0, expected_batch_size=23)
+    got, norms = engine.clipped_sum(x, y)
+    torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-5)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+    # Every per-sample contribution is clipped: the summed gradient's norm is at most batch * C.
+    assert torch.cat([g.flatten() for g in got]).norm() <= 23 * clip * (1 + 1e-4)
+
+
+def test_step_adds_gaussian_noise_of_the_calibrated_scale_and_divides_by_the_expected_batch() -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(50, 40))
+    x, y = torch.randn(8, 50), torch.randint(0, 40, (8,))
+    sigma, clip, expected_batch = 2.0, 0.5, 16.0
+    twin = copy.deepcopy(model)  # before any engine hooks the model
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.0), max_grad_norm=clip,
+                                    noise_multiplier=sigma, expected_batch_size=expected_batch, generator=torch.Generator().manual_seed(3))
+    clean, _ = dpsgd.BookKeepingDPSGD(twin, torch.optim.SGD(twin.parameters(), lr=0.0), max_grad_norm=clip,
+                                      noise_multiplier=0.0, expected_batch_size=expected_batch).clipped_sum(x, y)
+    weight = model[0].weight
+    captured: list[torch.Tensor] = []
+    original_step = engine.optimizer.step
+
+    def spy(*args: object, **kwargs: object) -> None:
+        captured.append(weight.grad.detach().clone())  # type: ignore[union-attr]
+        original_step()
+
+    engine.optimizer.step = spy  # type: ignore[method-assign]
+    engine.step(x, y)
+    noise = captured[0] * expected_batch - clean[0]
+    assert abs(float(noise.mean())) < 0.1
+    assert float(noise.std()) == pytest.approx(sigma * clip, rel=0.05)
+
+
+def test_an_empty_batch_is_a_noise_only_step() -> None:
+    model = nn.Sequential(nn.Linear(4, 2))
+    before = [p.detach().clone() for p in model.parameters()]
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=1.0), max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=4)
+    engine.step(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def test_poisson_sampling_has_the_binomial_distribution() -> None:
+    gen = torch.Generator().manual_seed(0)
+    rows, rate = 5000, 0.02
+    sizes, hits = [], torch.zeros(rows)
+    for _ in range(2000):
+        picked = dpsgd.poisson_sample(rows, rate, gen)
+        assert picked.unique().numel() == picked.numel()
+        assert picked.numel() == 0 or (int(picked.min()) >= 0 and int(picked.max()) < rows)
+        sizes.append(picked.numel())
+        hits[picked] += 1
+    assert np.mean(sizes) == pytest.approx(rows * rate, rel=0.01)
+    assert np.var(sizes) == pytest.approx(rows * rate * (1 - rate), rel=0.1)
+    # Every row is equally likely: first and last rows are not favoured.
+    assert hits[:500].mean() == pytest.approx(2000 * rate, rel=0.1) and hits[-500:].mean() == pytest.approx(2000 * rate, rel=0.1)
+    assert dpsgd.poisson_sample(10, 1.0).tolist() == list(range(10))
+    with pytest.raises(ValueError):
+        dpsgd.poisson_sample(10, 0.0)
+
+
+def test_unsupported_layers_are_detected() -> None:
+    assert dpsgd.supported(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
+    assert not dpsgd.supported(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)))
+    with pytest.raises(dpsgd.UnsupportedLayer):
+        dpsgd.BookKeepingDPSGD(nn.Sequential(nn.Embedding(4, 3)), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1), max_grad_norm=1, noise_multiplier=1, expected_batch_size=1)
