@@ -18,6 +18,7 @@ from marketplace.errors import BlobNotFound, CiphertextTampered, InvalidModelSpe
 from .host import EnclaveRequestFailed
 from .keymanager import KeyManagerService
 from .sim_platform import LaunchedEnclave
+from .status import JobStatusBoard
 from .trusted.models import ModelSpec
 from .trusted.receipt import Receipt
 from .trusted.roles import Role
@@ -51,6 +52,7 @@ class TrainerWorker:
         market: MarketClient,
         key_manager: KeyManagerService,
         blobs: BlobStore,
+        status: JobStatusBoard | None = None,
     ) -> None:
         if enclave.process.role is not Role.TRAINER:
             raise ValueError("TrainerWorker needs a trainer enclave")
@@ -59,6 +61,7 @@ class TrainerWorker:
         self.market = market
         self.key_manager = key_manager
         self.blobs = blobs
+        self.status = status
 
     @property
     def signer(self) -> str:
@@ -72,6 +75,7 @@ class TrainerWorker:
             InvalidModelSpec, SchemaMismatch: the job cannot run; nothing was claimed or released.
             KeyReleaseRefused, ContractReverted, EnclaveRequestFailed: a step was refused.
         """
+        progress = self._with_status(job_id, progress)
         job = self.market.job(job_id)
         if job.status is not JobStatus.OPEN:
             raise JobNotReady(f"job {job_id} is {job.status.name}, not OPEN")
@@ -127,6 +131,19 @@ class TrainerWorker:
             progress({"stage": "settled", "job_id": job_id, "epsilon_spent": receipt.epsilon_spent})
         logger.info("job %d settled in tx %s", job_id, submit.tx_hash)
         return JobOutcome(job_id, receipt, reply["signature"], reply["metrics"], result_hash, claim, submit)
+
+    def _with_status(self, job_id: int, progress: ProgressFn | None) -> ProgressFn | None:
+        """Record every progress event on the status board too."""
+        if self.status is None:
+            return progress
+        board = self.status
+
+        def report(event: dict[str, Any]) -> None:
+            board.update(job_id, event)
+            if progress is not None:
+                progress(event)
+
+        return report
 
     def _checked_spec(self, job_id: int, spec_hash: bytes) -> bytes:
         """The job's model spec, validated before the job is claimed or any key is requested.

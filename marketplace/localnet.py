@@ -18,6 +18,7 @@ from eth_account.signers.local import LocalAccount
 
 from enclave_worker.keymanager import KeyManagerService
 from enclave_worker.sim_platform import LaunchedEnclave, SimPlatform
+from enclave_worker.status import JobStatusBoard
 from enclave_worker.trusted.roles import Role
 from enclave_worker.worker import TrainerWorker
 from oracle.verifier import AttestationVerifier
@@ -98,7 +99,10 @@ def bring_up(chain: Chain, state_dir: Path, *, say: Callable[[str, str], None] |
         note("attested", f"measurement {measurement.hex()[:16]}…, sim attestation (development only)")
         blobs = BlobStore(state_dir / "blobs")
         key_manager = KeyManagerService(key_manager_enclave, market=market, registry=registry, state_dir=state_dir / "key-manager")
-        worker = TrainerWorker(trainer_enclave, operator=operator, market=market, key_manager=key_manager, blobs=blobs)
+        worker = TrainerWorker(
+            trainer_enclave, operator=operator, market=market, key_manager=key_manager, blobs=blobs,
+            status=JobStatusBoard(state_dir / "status"),
+        )
     except BaseException:
         trainer_enclave.close()
         key_manager_enclave.close()

@@ -47,6 +47,10 @@ def test_two_provider_job_settles_pays_and_debits_budgets(localnet: LocalNet) ->
     assert job.status is JobStatus.COMPLETED
     assert 0 < job.epsilon_spent <= EPSILON_SCALE
     assert [e["epoch"] for e in events if e.get("stage") == "training"] == [0, 1, 2, 3]
+    # The same progress is on the worker's status board for the UI: stage, epoch and ε only.
+    status = net.worker.status.get(created.job_id) if net.worker.status else None
+    assert status is not None and status["stage"] == "settled" and status["epoch"] == status["epochs"] == 3
+    assert status["epsilon"] <= 1.0 and set(status) <= {"job_id", "stage", "epoch", "epochs", "epsilon", "datasets", "epsilon_spent", "updated_at"}
     # The unspent part of the reservation is released; only the ε spent is debited.
     assert net.market.remaining_epsilon(a.dataset_id) == 10 * EPSILON_SCALE - job.epsilon_spent
     assert net.market.dataset(b.dataset_id).epsilon_reserved == 0

@@ -1,0 +1,45 @@
+"""Live job status for the UI and CLI: the latest stage, epoch and ε spent of each job a worker runs.
+
+Only what the enclave reports as progress is recorded (stage, epoch, ε spent so far), nothing
+derived from the providers' data beyond that. One small JSON file per job, replaced atomically,
+so a gateway in another process can read it at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+_FIELDS = ("stage", "epoch", "epochs", "epsilon", "datasets", "epsilon_spent")
+
+
+class JobStatusBoard:
+    """Latest progress per job, under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, job_id: int) -> Path:
+        return self.root / f"job-{int(job_id)}.json"
+
+    def update(self, job_id: int, event: dict[str, Any]) -> dict[str, Any]:
+        """Merge a progress event into the job's status and write it atomically."""
+        status = self.get(job_id) or {"job_id": int(job_id)}
+        status.update({k: event[k] for k in _FIELDS if k in event})
+        status["updated_at"] = time.time()
+        tmp = self._path(job_id).with_suffix(".tmp")
+        tmp.write_text(json.dumps(status, sort_keys=True))
+        os.replace(tmp, self._path(job_id))
+        return status
+
+    def get(self, job_id: int) -> dict[str, Any] | None:
+        """The job's latest status, or ``None`` if this worker never ran it."""
+        try:
+            doc = json.loads(self._path(job_id).read_text())
+        except FileNotFoundError:
+            return None
+        return doc if isinstance(doc, dict) else None
