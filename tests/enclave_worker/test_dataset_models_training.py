@@ -97,3 +97,19 @@ def test_invalid_privacy_parameters_are_refused() -> None:
     for eps, delta in ((0.0, 1e-5), (float("inf"), 1e-5), (1.0, 0.0), (1.0, 1.0)):
         with pytest.raises(ValueError):
             train_dp(toy_spec(), toy_package(20, 1), epsilon=eps, delta=delta)
+
+
+@pytest.mark.parametrize("side", [8, 28])
+def test_cnn_builds_for_8x8_and_28x28_images_and_trains_privately(side: int) -> None:
+    schema = Schema("classification", tuple(f"p{i}" for i in range(side * side)), (1, side, side), tuple("0123456789"))
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 64).astype(np.int64)
+    images = (rng.random((64, 1, side, side)) * 0.1).astype(np.float32)
+    images[np.arange(64), 0, labels % side, :] = 1.0  # a learnable stripe per class
+    spec = toy_spec(architecture="cnn", channels=[4, 8], hidden_sizes=[16], activation="tanh", epochs=2, batch_size=16)
+    model = build_model(spec, schema)
+    assert model(__import__("torch").zeros(3, 1, side, side)).shape == (3, 10)
+    result = train_dp(spec, DatasetPackage(images, labels, schema), epsilon=3.0, delta=1e-5)
+    assert result.epsilon_spent <= 3.0
+    with pytest.raises(InvalidModelSpec, match="image features"):
+        build_model(spec, TOY_SCHEMA)
