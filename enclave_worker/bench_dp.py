@@ -6,8 +6,8 @@ the CNN on scikit-learn's digits, at batch sizes 64 and 256:
 - the same model, data, batch size and thread count, one epoch non-private (shuffled batches taken
   by indexing) and one epoch DP (Poisson-sampled batches, the default book-keeping engine),
   alternating, after one warm-up epoch each; medians of ``--epochs`` epochs each and their ratio;
-- the peak resident memory of a fresh process per mode that loads the data and trains two epochs
-  (so the ratio includes the interpreter, torch and the data, which both modes share);
+- the training working set of each mode in a fresh process: the highest resident memory sampled
+  after every step of two epochs, minus the resident memory just before training;
 
 and then one whole job through the trainer enclave process (decrypt, train, seal, sign) against
 the same DP training called directly on the plaintext, medians of ``--job-rounds`` runs.
@@ -135,24 +135,42 @@ def time_epochs(name: str, spec: ModelSpec, data: DatasetPackage, *, epochs: int
     return EpochTiming(name, spec.batch_size, statistics.median(plain), statistics.median(dp), epochs)
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / (1 << 20)
+
+
 def _memory_child(model: str, batch_size: int, mode: str) -> None:
-    """Subprocess entry: print the peak RSS (MiB) of a process that trains two epochs of one mode."""
+    """Subprocess entry: print the training working set (MiB): the highest resident memory
+    sampled after every step of two epochs, minus the resident memory just before training."""
     torch.set_num_threads(THREADS)
     data = hospital_table() if model == "mlp" else digits_images()
     spec = mlp_spec(batch_size) if model == "mlp" else cnn_spec(batch_size)
     trainers = _Trainers(spec, data)
-    for _ in range(2):
-        trainers.plain_epoch() if mode == "plain" else trainers.dp_epoch()
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    before = _rss_mib()
+    peak = before
+    if mode == "plain":
+        for _ in range(2):
+            for picked in torch.randperm(trainers.rows, generator=trainers.gen).split(trainers.batch):
+                trainers.plain_opt.zero_grad()
+                trainers.loss(trainers.plain(trainers.features[picked]), trainers.labels[picked]).backward()
+                trainers.plain_opt.step()
+                peak = max(peak, _rss_mib())
+    else:
+        for _ in range(2 * trainers.steps):
+            picked = dpsgd.poisson_sample(trainers.rows, trainers.rate, trainers.gen)
+            trainers.engine.step(trainers.features[picked], trainers.labels[picked])
+            peak = max(peak, _rss_mib())
+    print(json.dumps({"working_set_mib": peak - before}))
 
 
-def peak_memory(model: str, batch_size: int, mode: str) -> float:
-    """Peak RSS (MiB) of a fresh process loading the data and training two epochs in ``mode``."""
+def training_memory(model: str, batch_size: int, mode: str) -> float:
+    """Working set (MiB) of two epochs of ``mode`` in a fresh process (see :func:`_memory_child`)."""
     out = subprocess.run(
         [sys.executable, "-m", "enclave_worker.bench_dp", "--memory-child", model, str(batch_size), mode],
         capture_output=True, text=True, check=True,
     )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"])
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["working_set_mib"])
 
 
 @dataclass(frozen=True)
@@ -225,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     tables = {"mlp": (hospital_table(), mlp_spec), "cnn": (digits_images(), cnn_spec)}
     at_256: dict[str, float] = {}
     print(f"threads {THREADS}; medians of {args.epochs} epochs per mode; DP = book-keeping engine, Poisson sampling")
-    print(f"{'model':5s} {'batch':>5s} {'non-private s':>13s} {'dp s':>8s} {'ratio':>6s} {'peak np MiB':>11s} {'peak dp MiB':>11s} {'mem ratio':>9s}")
+    print(f"{'model':5s} {'batch':>5s} {'non-private s':>13s} {'dp s':>8s} {'ratio':>6s} {'mem np MiB':>10s} {'mem dp MiB':>10s} {'mem ratio':>9s}")
     for name, (data, make_spec) in tables.items():
         if name not in args.models:
             continue
@@ -234,8 +252,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.skip_memory:
                 mem = ""
             else:
-                plain_mib, dp_mib = peak_memory(name, batch, "plain"), peak_memory(name, batch, "dp")
-                mem = f"{plain_mib:11.1f} {dp_mib:11.1f} {dp_mib / plain_mib:9.2f}"
+                plain_mib, dp_mib = training_memory(name, batch, "plain"), training_memory(name, batch, "dp")
+                mem = f"{plain_mib:10.1f} {dp_mib:10.1f} {dp_mib / max(plain_mib, 0.1):9.2f}"
             print(f"{name:5s} {batch:5d} {timing.non_private:13.4f} {timing.dp:8.4f} {timing.ratio:6.2f} {mem}")
             if batch == 256:
                 at_256[name] = timing.ratio

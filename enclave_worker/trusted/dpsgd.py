@@ -29,6 +29,8 @@ from torch import nn
 from torch.nn import functional as F
 
 EPS = 1e-6
+CONV_CHUNK = 64
+"""Samples per grouped-convolution call when forming per-sample conv gradients."""
 
 
 class UnsupportedLayer(ValueError):
@@ -183,16 +185,20 @@ class BookKeepingDPSGD:
 
     @staticmethod
     def _conv_per_sample(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Per-sample weight gradients ``[B, C_out, C_in, kh, kw]`` as one grouped convolution backward."""
-        batch, c_in = a.shape[:2]
-        c_out = g.shape[1]
-        grouped = torch.nn.grad.conv2d_weight(
-            a.reshape(1, batch * c_in, *a.shape[2:]),
-            (batch * c_out, c_in, *module.kernel_size),
-            g.reshape(1, batch * c_out, *g.shape[2:]),
-            stride=module.stride, padding=module.padding, dilation=module.dilation, groups=batch,
-        )
-        return grouped.view(batch, c_out, c_in, *module.kernel_size)
+        """Per-sample weight gradients ``[B, C_out, C_in, kh, kw]``, by grouped convolution backward
+        over chunks of ``CONV_CHUNK`` samples (bounds the convolution's workspace memory)."""
+        c_in, c_out = a.shape[1], g.shape[1]
+        parts = []
+        for a_part, g_part in zip(a.split(CONV_CHUNK), g.split(CONV_CHUNK), strict=True):
+            batch = a_part.shape[0]
+            grouped = torch.nn.grad.conv2d_weight(
+                a_part.reshape(1, batch * c_in, *a.shape[2:]),
+                (batch * c_out, c_in, *module.kernel_size),
+                g_part.reshape(1, batch * c_out, *g.shape[2:]),
+                stride=module.stride, padding=module.padding, dilation=module.dilation, groups=batch,
+            )
+            parts.append(grouped.view(batch, c_out, c_in, *module.kernel_size))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """One DP-SGD step on a Poisson-sampled batch (which may be empty)."""
