@@ -4,25 +4,55 @@ Example:
     >>> from marketplace import BlobStore, Consumer, Terms, list_dataset  # doctest: +SKIP
 """
 
-from .blobstore import BlobStore
-from .chain import Chain, TxResult, Wei
-from .consumer import Consumer, CreatedJob
-from .contracts import (
-    DatasetId,
-    DatasetRecord,
-    Deployment,
-    JobId,
-    JobRecord,
-    JobStatus,
-    MarketClient,
-    RegistryClient,
-    Terms,
-    delta_units,
-    deploy,
-    epsilon_units,
-)
-from .errors import SterlingError
-from .provider import ListedDataset, list_dataset
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .blobstore import BlobStore
+    from .chain import Chain, TxResult, Wei
+    from .consumer import Consumer, CreatedJob
+    from .contracts import (
+        DatasetId,
+        DatasetRecord,
+        Deployment,
+        JobId,
+        JobRecord,
+        JobStatus,
+        MarketClient,
+        RegistryClient,
+        Terms,
+        delta_units,
+        deploy,
+        epsilon_units,
+    )
+    from .errors import SterlingError
+    from .provider import ListedDataset, list_dataset
+
+_EXPORTS: dict[str, str] = {
+    "BlobStore": "blobstore",
+    "Chain": "chain",
+    "TxResult": "chain",
+    "Wei": "chain",
+    "Consumer": "consumer",
+    "CreatedJob": "consumer",
+    "DatasetId": "contracts",
+    "DatasetRecord": "contracts",
+    "Deployment": "contracts",
+    "JobId": "contracts",
+    "JobRecord": "contracts",
+    "JobStatus": "contracts",
+    "MarketClient": "contracts",
+    "RegistryClient": "contracts",
+    "Terms": "contracts",
+    "delta_units": "contracts",
+    "deploy": "contracts",
+    "epsilon_units": "contracts",
+    "SterlingError": "errors",
+    "ListedDataset": "provider",
+    "list_dataset": "provider",
+}
 
 __all__ = [
     "BlobStore",
@@ -47,3 +77,10 @@ __all__ = [
     "epsilon_units",
     "list_dataset",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public API on first use, so light submodules (errors, config) stay light."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'marketplace' has no attribute {name!r}")

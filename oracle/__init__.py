@@ -1,6 +1,26 @@
-"""The bridge between the chain and the off-chain world: attestation verification and job dispatch."""
+"""The bridge between the chain and the off-chain world: attestation verification and job dispatch.
 
-from .dispatcher import Dispatcher
-from .verifier import AttestationVerifier
+Submodules are imported on first use, so ``sterling attest verify`` does not load the training stack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .dispatcher import Dispatcher
+    from .verifier import AttestationVerifier
 
 __all__ = ["AttestationVerifier", "Dispatcher"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Dispatcher":
+        from .dispatcher import Dispatcher
+
+        return Dispatcher
+    if name == "AttestationVerifier":
+        from .verifier import AttestationVerifier
+
+        return AttestationVerifier
+    raise AttributeError(f"module 'oracle' has no attribute {name!r}")

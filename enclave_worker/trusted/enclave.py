@@ -105,6 +105,8 @@ class Enclave:
             raise KeyReleaseRefused(f"the dataset is not part of job {fields['job_id']}")
         if fields["now"] > fields["job_completion_deadline"]:
             raise KeyReleaseRefused(f"job {fields['job_id']} is past its completion deadline")
+        if fields["trainer_encryption_key"] == bytes(32):
+            raise KeyReleaseRefused("the trainer enclave registered no encryption key")
         key = platform_seal.unseal(self._sealing_key(), fields["sealed_key"], label=_sealed_key_label(fields["content_hash"]))
         info = keywrap.release_info(fields["chain_id"], fields["market"], fields["job_id"], fields["content_hash"])
         return {"released_key": keywrap.wrap(key, fields["trainer_encryption_key"], info=info)}

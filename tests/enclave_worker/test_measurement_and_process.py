@@ -81,6 +81,15 @@ def test_bad_requests_get_clear_errors_and_the_enclave_keeps_serving(key_manager
             "run", chain_id=1, market=bytes(20), job_id=1, model_spec=b"{}", model_spec_hash=bytes(32), epsilon=1, delta=1,
             consumer_key=bytes(32), datasets=[{"content_hash": bytes(32), "released_key": b"", "ciphertext": b""}],
         )
+    release = {
+        "chain_id": 1, "market": bytes(20), "job_id": 1, "job_status": 2, "job_enclave": b"\x01" * 20,
+        "job_content_hashes": [b"\x02" * 32], "job_completion_deadline": 10, "now": 5, "content_hash": b"\x02" * 32,
+        "sealed_key": bytes(80), "trainer_signer": b"\x01" * 20, "trainer_encryption_key": bytes(32), "trainer_active": True,
+    }
+    with pytest.raises(EnclaveRequestFailed, match="registered no encryption key"):
+        key_manager_process.request("release", **release)
+    with pytest.raises(EnclaveRequestFailed, match="past its completion deadline"):
+        key_manager_process.request("release", **{**release, "now": 11})
     assert key_manager_process.request("hello")["role"] == int(Role.KEY_MANAGER)
 
 
