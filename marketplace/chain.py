@@ -181,10 +181,6 @@ class Chain:
         else:
             raise ChainUnavailable("cannot move time on an external network")
 
-    def gas_by_name(self) -> dict[str, int]:
-        """Gas per transaction name (the last transaction of each name)."""
-        return dict(self.gas_log)
-
 
 def _abi_type(item: dict[str, Any]) -> str:
     if item["type"].startswith("tuple"):

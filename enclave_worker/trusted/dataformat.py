@@ -266,8 +266,3 @@ def decrypt_bytes(ciphertext: bytes, key: bytes, *, kind: Kind, context: bytes |
     out = io.BytesIO()
     decrypt_stream(io.BytesIO(ciphertext), out, key, kind=kind, context=context)
     return out.getvalue()
-
-
-def read_header(ciphertext_prefix: bytes) -> Header:
-    """Parse the header at the start of a ciphertext (for checks that hold no key)."""
-    return Header.decode(ciphertext_prefix[:HEADER_LEN])

@@ -9,7 +9,6 @@ before use.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -196,11 +195,3 @@ class Enclave:
             },
             "signature": signature,
         }
-
-
-def describe_metrics(raw: bytes) -> dict[str, Any]:
-    """Parse a metrics document (host side convenience; the bytes are what the receipt hashes)."""
-    doc = json.loads(raw)
-    if not isinstance(doc, dict):
-        raise ValueError("metrics document must be a JSON object")
-    return doc

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
@@ -80,11 +79,3 @@ def sign_receipt(account: LocalAccount, receipt: Receipt, *, chain_id: int, mark
     """Sign a receipt with the enclave's key; returns the 65-byte signature."""
     signed = account.sign_typed_data(domain(chain_id, market), RECEIPT_TYPES, receipt.message())
     return bytes(signed.signature)
-
-
-def recover_receipt_signer(receipt: Receipt, signature: bytes, *, chain_id: int, market: bytes) -> str:
-    """The address that signed a receipt (for host-side checks before sending a transaction)."""
-    from eth_account.messages import encode_typed_data
-
-    signable = encode_typed_data(domain(chain_id, market), RECEIPT_TYPES, receipt.message())
-    return str(Account.recover_message(signable, signature=signature))

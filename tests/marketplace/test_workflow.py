@@ -204,3 +204,27 @@ def test_jobs_that_cannot_run_are_refused_before_any_claim_or_key_release(localn
     assert net.market.job(mixed.job_id).status is JobStatus.OPEN
     assert net.market.job(good.job_id).status is JobStatus.OPEN
     assert len(net.key_manager.audit_log()) == audit_before  # no key was asked for
+
+
+def test_unclaimed_and_unfinished_jobs_expire_with_refunds(fresh_localnet: LocalNet) -> None:
+    net = fresh_localnet
+    listed, _ = _list(net, 11)
+    consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
+    open_job = consumer.create_job([listed.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=10**16,  # type: ignore[arg-type]
+                                   claim_window=600, completion_window=1200)
+    claimed = consumer.create_job([listed.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=0,  # type: ignore[arg-type]
+                                  claim_window=600, completion_window=1200)
+    net.market.claim_job(net.operator, claimed.job_id, net.worker.signer)
+    with pytest.raises(ContractReverted) as err:
+        net.market.expire_job(consumer.account, open_job.job_id)
+    assert err.value.error == "JobMarketNotExpirable"
+    net.chain.advance_time(1300)
+    net.market.expire_job(consumer.account, open_job.job_id)
+    net.market.expire_job(consumer.account, claimed.job_id)
+    assert net.market.job(open_job.job_id).status is JobStatus.EXPIRED
+    assert net.market.pending_withdrawal(consumer.account.address) == open_job.escrow + claimed.escrow
+    # The open job's reservation is released; the claimed one's stays consumed (data may have been decrypted).
+    assert net.market.remaining_epsilon(listed.dataset_id) == 9 * EPSILON_SCALE
+    # The key manager no longer releases keys for an expired job.
+    with pytest.raises(KeyReleaseRefused):
+        net.key_manager.release(job_id=claimed.job_id, dataset_id=listed.dataset_id, trainer=net.worker.signer)
