@@ -197,7 +197,7 @@ def time_enclave_job(*, rounds: int, epochs: int = 10) -> JobTiming:
     from .trusted.training import train_dp
 
     data = hospital_table()
-    spec = ModelSpec(architecture="mlp", hidden_sizes=(128, 64), epochs=epochs, batch_size=256, learning_rate=1e-3, max_grad_norm=1.0, seed=0)
+    spec = mlp_spec(256).model_copy(update={"epochs": epochs})
     raw_spec = spec.to_bytes()
     key = dataformat.new_data_key()
     ciphertext = dataformat.encrypt_bytes(data.to_bytes(), key, kind=dataformat.Kind.DATASET, context=bytes(32))

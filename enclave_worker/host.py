@@ -13,8 +13,8 @@ from types import TracebackType
 from typing import Any
 
 from .trusted import protocol
-from .trusted.roles import Role
 from .trusted.errors import ProtocolError, SterlingError
+from .trusted.roles import Role
 
 logger = logging.getLogger(__name__)
 

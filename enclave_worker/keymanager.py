@@ -13,11 +13,11 @@ it inside the enclave (state proofs against a finalised header) is future work.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from eth_utils import to_canonical_address, to_checksum_address
 
+from marketplace._files import write_atomic
 from marketplace.contracts import MarketClient, RegistryClient
 from marketplace.errors import KeyReleaseRefused, KeyUnwrapFailed
 
@@ -29,12 +29,6 @@ from .trusted.roles import Role
 logger = logging.getLogger(__name__)
 
 MAX_WRAPPED_KEY_BYTES = 512
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class KeyManagerService:
@@ -70,7 +64,7 @@ class KeyManagerService:
             reply = self.enclave.process.request("deposit", content_hash=content_hash, wrapped_key=wrapped_key)
         except EnclaveRequestFailed as e:
             raise KeyUnwrapFailed(f"deposit for {content_hash.hex()} refused: {e.message}") from e
-        _write_atomic(self._deposits / f"{content_hash.hex()}.sealed", reply["sealed_key"])
+        write_atomic(self._deposits / f"{content_hash.hex()}.sealed", reply["sealed_key"])
         logger.info("deposited wrapped key for dataset %s", content_hash.hex())
 
     def release(self, *, job_id: int, dataset_id: int, trainer: str) -> bytes:
@@ -86,7 +80,9 @@ class KeyManagerService:
         try:
             if not sealed_path.exists():
                 raise KeyReleaseRefused(f"no wrapped key was deposited for dataset {dataset_id}")
-            content_hashes = [self.market.dataset(i).content_hash for i in job.dataset_ids]
+            content_hashes = [
+                dataset.content_hash if i == dataset_id else self.market.dataset(i).content_hash for i in job.dataset_ids
+            ]
             reply = self.enclave.process.request(
                 "release",
                 chain_id=self.market.chain.chain_id,

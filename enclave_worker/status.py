@@ -8,10 +8,11 @@ so a gateway in another process can read it at any time.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from marketplace._files import write_atomic
 
 _FIELDS = ("stage", "epoch", "epochs", "epsilon", "datasets", "epsilon_spent")
 
@@ -31,9 +32,7 @@ class JobStatusBoard:
         status = self.get(job_id) or {"job_id": int(job_id)}
         status.update({k: event[k] for k in _FIELDS if k in event})
         status["updated_at"] = time.time()
-        tmp = self._path(job_id).with_suffix(".tmp")
-        tmp.write_text(json.dumps(status, sort_keys=True))
-        os.replace(tmp, self._path(job_id))
+        write_atomic(self._path(job_id), json.dumps(status, sort_keys=True).encode())
         return status
 
     def get(self, job_id: int) -> dict[str, Any] | None:

@@ -13,7 +13,13 @@ from eth_utils import to_checksum_address
 from marketplace.blobstore import BlobStore
 from marketplace.chain import TxResult
 from marketplace.contracts import JobStatus, MarketClient
-from marketplace.errors import BlobNotFound, CiphertextTampered, InvalidModelSpec, JobNotReady, SchemaMismatch
+from marketplace.errors import (
+    BlobNotFound,
+    CiphertextTampered,
+    InvalidModelSpec,
+    JobNotReady,
+    SchemaMismatch,
+)
 
 from .host import EnclaveRequestFailed
 from .keymanager import KeyManagerService

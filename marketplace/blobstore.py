@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from ._files import write_atomic
 from .errors import BlobNotFound, CiphertextTampered
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class BlobStore:
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if not target.exists():
-            self._write_atomic(target, data)
+            write_atomic(target, data)
             logger.info("stored blob %s (%d bytes)", digest, len(data))
         return digest
 
@@ -93,14 +94,3 @@ class BlobStore:
 
     def has(self, digest: str) -> bool:
         return self.path(digest).exists()
-
-    def _write_atomic(self, target: Path, data: bytes) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, NewType
 
@@ -57,8 +58,9 @@ class Chain:
     gas_log: list[tuple[str, int]] = field(default_factory=list)
     _errors: dict[bytes, tuple[str, list[str]]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def chain_id(self) -> int:
+        """The chain id (asked once: it never changes for a connection)."""
         return int(self.w3.eth.chain_id)
 
     def register_errors(self, abi: Iterable[dict[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""Configuration: compiler and network settings from ``brownie-config.yaml``, runtime settings from the environment."""
+"""Network settings from ``brownie-config.yaml`` (its compiler section is read by :mod:`marketplace.compile`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
 
@@ -16,19 +15,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BROWNIE_CONFIG = REPO_ROOT / "brownie-config.yaml"
 
 NetworkKind = Literal["embedded", "anvil", "rpc"]
-
-
-class Settings(BaseSettings):
-    """Runtime settings, from ``STERLING_*`` environment variables."""
-
-    model_config = SettingsConfigDict(env_prefix="STERLING_")
-
-    state_dir: Path = REPO_ROOT / ".sterling"
-    """Where deployments, the blob store, keys and node state live."""
-
-
-def get_settings() -> Settings:
-    return Settings()
 
 
 @dataclass(frozen=True)
@@ -51,21 +37,6 @@ def _load(path: Path = BROWNIE_CONFIG) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ConfigError(f"{path} is not a mapping")
     return doc
-
-
-def compiler_settings() -> dict[str, Any]:
-    """The ``compiler`` section of ``brownie-config.yaml``."""
-    try:
-        section = _load()["compiler"]
-        return {
-            "evm_version": str(section["evm_version"]),
-            "solc_version": str(section["solc"]["version"]),
-            "optimizer_enabled": bool(section["solc"]["optimizer"]["enabled"]),
-            "optimizer_runs": int(section["solc"]["optimizer"]["runs"]),
-            "remappings": [str(r) for r in section["solc"].get("remappings", [])],
-        }
-    except (KeyError, TypeError) as e:
-        raise ConfigError(f"brownie-config.yaml: incomplete compiler section ({e})") from e
 
 
 def network(name: str | None = None) -> NetworkConfig:

@@ -17,7 +17,7 @@ from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 from web3.logs import DISCARD
 
-from enclave_worker.trusted.receipt import Receipt
+from enclave_worker.trusted.receipt import DELTA_SCALE, EPSILON_SCALE, Receipt
 from enclave_worker.trusted.roles import Role
 
 from .chain import Chain, TxResult, Wei
@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 DatasetId = NewType("DatasetId", int)
 JobId = NewType("JobId", int)
-EPSILON_SCALE = 10**6
-DELTA_SCALE = 10**18
 
 
 def epsilon_units(epsilon: float) -> int:

@@ -30,6 +30,7 @@ from oracle.dispatcher import Dispatcher
 
 from . import chain as chain_mod
 from .chain import Chain, TxResult, Wei
+from .config import network
 from .consumer import Consumer
 from .contracts import EPSILON_SCALE, Terms, delta_units, epsilon_units
 from .localnet import bring_up
@@ -121,12 +122,16 @@ def consumer_spec(x_val: np.ndarray, seed: int) -> ModelSpec:
 
 
 @contextmanager
-def open_chain(choice: ChainChoice, *, state_path: Path | None = None) -> Iterator[Chain]:
-    """The embedded py-evm chain, or an anvil node started for the duration of the block."""
+def open_chain(choice: ChainChoice) -> Iterator[Chain]:
+    """The embedded py-evm chain, or an anvil node started for the duration of the block.
+
+    Anvil runs with the hardfork of the ``anvil`` network in ``brownie-config.yaml``, on a free
+    port so that a demo never collides with a node already running.
+    """
     if choice == "embedded":
         yield chain_mod.embedded()
     else:
-        with chain_mod.anvil(state_path=state_path) as chain:
+        with chain_mod.anvil(hardfork=network("anvil").hardfork or "prague") as chain:
             yield chain
 
 

@@ -33,8 +33,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import (
-    CiphertextError,
     CiphertextDuplicated,
+    CiphertextError,
     CiphertextMalformed,
     CiphertextReordered,
     CiphertextTampered,

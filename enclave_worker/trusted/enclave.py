@@ -19,12 +19,24 @@ from safetensors.torch import save as save_tensors
 
 from . import dataformat, keywrap, platform_seal, sealing
 from .dataset import DatasetPackage, canonical_json, join
-from .errors import CiphertextTampered, InvalidModelSpec, KeyReleaseRefused, ProtocolError
+from .errors import (
+    CiphertextTampered,
+    InvalidModelSpec,
+    KeyReleaseRefused,
+    ProtocolError,
+)
 from .models import ModelSpec
 from .platform_seal import NoSealingKey
+from .receipt import (
+    DELTA_SCALE,
+    EPSILON_SCALE,
+    Receipt,
+    datasets_hash,
+    epsilon_to_units,
+    sign_receipt,
+)
 from .report import report_data
 from .roles import Role
-from .receipt import DELTA_SCALE, EPSILON_SCALE, Receipt, datasets_hash, epsilon_to_units, sign_receipt
 from .training import train_dp
 
 JOB_STATUS_CLAIMED = 2

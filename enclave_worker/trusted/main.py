@@ -15,8 +15,8 @@ from typing import Any, BinaryIO
 
 from . import protocol
 from .enclave import Enclave
-from .roles import Role
 from .errors import SterlingError
+from .roles import Role
 
 logger = logging.getLogger("enclave_worker.trusted")
 

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from eth_utils import keccak
 
-from .conftest import EPSILON_SCALE, ETHER, Deployment, list_dataset, receipt_for, receipt_tuple, sign_receipt, transact
+from .conftest import (
+    EPSILON_SCALE,
+    ETHER,
+    Deployment,
+    list_dataset,
+    receipt_for,
+    receipt_tuple,
+    sign_receipt,
+    transact,
+)
 
 FEE = ETHER // 100
 PRICE = ETHER // 10

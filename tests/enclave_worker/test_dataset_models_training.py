@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from enclave_worker.trusted.dataset import DatasetPackage, Schema, join
-from enclave_worker.trusted.errors import InvalidDataset, InvalidModelSpec, SchemaMismatch
+from enclave_worker.trusted.errors import (
+    InvalidDataset,
+    InvalidModelSpec,
+    SchemaMismatch,
+)
 from enclave_worker.trusted.models import ModelSpec, build_model
 from enclave_worker.trusted.training import calibrate_noise, predict, train_dp
 from tests.conftest import TOY_SCHEMA, toy_package, toy_spec

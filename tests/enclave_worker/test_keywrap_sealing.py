@@ -6,7 +6,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from enclave_worker.trusted import dataformat, keywrap, sealing
-from enclave_worker.trusted.errors import CiphertextMalformed, CiphertextTampered, KeyUnwrapFailed
+from enclave_worker.trusted.errors import (
+    CiphertextMalformed,
+    CiphertextTampered,
+    KeyUnwrapFailed,
+)
 
 MARKET = bytes(range(20))
 

@@ -13,7 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enclave_worker.trusted.dataset import DatasetPackage
-from enclave_worker.trusted.privacy_audit import AuditResult, epsilon_lower_bound, p_value, run_audit
+from enclave_worker.trusted.privacy_audit import (
+    AuditResult,
+    epsilon_lower_bound,
+    p_value,
+    run_audit,
+)
 from marketplace.datasets import breast_cancer
 
 

@@ -12,7 +12,12 @@ from enclave_worker.trusted.receipt import Receipt, datasets_hash, sign_receipt
 from enclave_worker.trusted.training import predict
 from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE, JobStatus
-from marketplace.errors import CiphertextTampered, ContractReverted, JobNotReady, KeyReleaseRefused
+from marketplace.errors import (
+    CiphertextTampered,
+    ContractReverted,
+    JobNotReady,
+    KeyReleaseRefused,
+)
 from marketplace.localnet import LocalNet
 from marketplace.provider import ListedDataset, list_dataset
 from tests.conftest import toy_package, toy_spec, toy_terms
