@@ -5,9 +5,12 @@ the CNN on scikit-learn's digits, at batch sizes 64 and 256:
 
 - the same model, data, batch size and thread count, one epoch non-private (shuffled batches taken
   by indexing) and one epoch DP (Poisson-sampled batches, the default book-keeping engine),
-  alternating, after one warm-up epoch each; medians of ``--epochs`` epochs each and their ratio;
+  alternating, after three warm-up epochs each; medians of ``--epochs`` epochs each and their ratio;
 - the training working set of each mode in a fresh process: the highest resident memory sampled
   after every step of two epochs, minus the resident memory just before training;
+
+both under the allocator tuning the trainer enclave uses (:mod:`.trusted.runtime`; ``--allocator
+default`` measures glibc's defaults instead),
 
 and then one whole job through the trainer enclave process (decrypt, train, seal, sign) against
 the same DP training called directly on the plaintext, medians of ``--job-rounds`` runs.
@@ -31,11 +34,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .trusted import dpsgd
+from .trusted import dpsgd, runtime
 from .trusted.dataset import DatasetPackage
 from .trusted.models import ModelSpec, build_model
 
 THREADS = 2
+WARM_UP_EPOCHS = 3
+"""Untimed epochs first: a DP run meets a new Poisson batch size on most early steps, and oneDNN
+builds its convolution kernels per shape (about 0.05 of the CNN's ratio on this machine)."""
 HOSPITAL_ROWS = 20_000
 
 
@@ -123,10 +129,11 @@ def _timed(fn: Callable[[], None]) -> float:
 
 
 def time_epochs(name: str, spec: ModelSpec, data: DatasetPackage, *, epochs: int) -> EpochTiming:
-    """Alternate non-private and DP epochs after a warm-up; medians of ``epochs`` each."""
+    """Alternate non-private and DP epochs after ``WARM_UP_EPOCHS`` of each; medians of ``epochs`` each."""
     trainers = _Trainers(spec, data)
-    trainers.plain_epoch()
-    trainers.dp_epoch()
+    for _ in range(WARM_UP_EPOCHS):
+        trainers.plain_epoch()
+        trainers.dp_epoch()
     plain, dp = [], []
     for i in range(epochs):
         pair = [(plain, trainers.plain_epoch), (dp, trainers.dp_epoch)]
@@ -140,10 +147,12 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / (1 << 20)
 
 
-def _memory_child(model: str, batch_size: int, mode: str) -> None:
+def _memory_child(model: str, batch_size: int, mode: str, allocator: str) -> None:
     """Subprocess entry: print the training working set (MiB): the highest resident memory
     sampled after every step of two epochs, minus the resident memory just before training."""
     torch.set_num_threads(THREADS)
+    if allocator == "tuned":
+        runtime.keep_freed_memory()
     data = hospital_table() if model == "mlp" else digits_images()
     spec = mlp_spec(batch_size) if model == "mlp" else cnn_spec(batch_size)
     trainers = _Trainers(spec, data)
@@ -164,10 +173,10 @@ def _memory_child(model: str, batch_size: int, mode: str) -> None:
     print(json.dumps({"working_set_mib": peak - before}))
 
 
-def training_memory(model: str, batch_size: int, mode: str) -> float:
+def training_memory(model: str, batch_size: int, mode: str, allocator: str = "tuned") -> float:
     """Working set (MiB) of two epochs of ``mode`` in a fresh process (see :func:`_memory_child`)."""
     out = subprocess.run(
-        [sys.executable, "-m", "enclave_worker.bench_dp", "--memory-child", model, str(batch_size), mode],
+        [sys.executable, "-m", "enclave_worker.bench_dp", "--memory-child", model, str(batch_size), mode, allocator],
         capture_output=True, text=True, check=True,
     )
     return float(json.loads(out.stdout.strip().splitlines()[-1])["working_set_mib"])
@@ -233,16 +242,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-job", action="store_true")
-    parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "BATCH", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                        help="tuned: keep freed memory in the heap, as the trainer enclave does; default: glibc's defaults")
+    parser.add_argument("--memory-child", nargs=4, metavar=("MODEL", "BATCH", "MODE", "ALLOCATOR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
-        model, batch, mode = args.memory_child
-        _memory_child(model, int(batch), mode)
+        model, batch, mode, allocator = args.memory_child
+        _memory_child(model, int(batch), mode, allocator)
         return
     torch.set_num_threads(THREADS)
+    if args.allocator == "tuned":
+        runtime.keep_freed_memory()
     tables = {"mlp": (hospital_table(), mlp_spec), "cnn": (digits_images(), cnn_spec)}
     at_256: dict[str, float] = {}
-    print(f"threads {THREADS}; medians of {args.epochs} epochs per mode; DP = book-keeping engine, Poisson sampling")
+    print(f"threads {THREADS}; allocator {args.allocator}; medians of {args.epochs} epochs per mode; DP = book-keeping engine, Poisson sampling")
     print(f"{'model':5s} {'batch':>5s} {'non-private s':>13s} {'dp s':>8s} {'ratio':>6s} {'mem np MiB':>10s} {'mem dp MiB':>10s} {'mem ratio':>9s}")
     for name, (data, make_spec) in tables.items():
         if name not in args.models:
@@ -252,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.skip_memory:
                 mem = ""
             else:
-                plain_mib, dp_mib = training_memory(name, batch, "plain"), training_memory(name, batch, "dp")
+                plain_mib, dp_mib = training_memory(name, batch, "plain", args.allocator), training_memory(name, batch, "dp", args.allocator)
                 mem = f"{plain_mib:10.1f} {dp_mib:10.1f} {dp_mib / max(plain_mib, 0.1):9.2f}"
             print(f"{name:5s} {batch:5d} {timing.non_private:13.4f} {timing.dp:8.4f} {timing.ratio:6.2f} {mem}")
             if batch == 256:

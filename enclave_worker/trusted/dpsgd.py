@@ -29,8 +29,12 @@ from torch import nn
 from torch.nn import functional as F
 
 EPS = 1e-6
-CONV_CHUNK = 64
-"""Samples per grouped-convolution call when forming per-sample conv gradients."""
+CONV_CHUNK = 128
+"""Samples per call when forming per-sample conv gradients. It trades time for memory; measured on
+the digits CNN at batch 256 (DP/non-private epoch time, working set): 64 → 1.54, 1.5–1.7;
+128 → 1.46, 1.7; 256 → 1.40, 2.0–2.1."""
+IM2COL_MAX_WIDTH = 16
+"""Convolutions with at most this many inputs per output (``C_in · kh · kw``) use im2col + bmm."""
 
 
 class UnsupportedLayer(ValueError):
@@ -83,11 +87,27 @@ def _trainable_layers(model: nn.Module) -> list[nn.Linear | nn.Conv2d]:
             continue
         if isinstance(module, nn.Linear):
             layers.append(module)
-        elif isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros":
+        elif isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str):
             layers.append(module)
         else:
             raise UnsupportedLayer(f"{type(module).__name__} has trainable parameters the book-keeping engine cannot clip")
     return layers
+
+
+def _im2col(module: nn.Conv2d, a: torch.Tensor, out_hw: torch.Size) -> torch.Tensor:
+    """Columns ``[b, C_in · kh · kw, H_out · W_out]`` of a zero-padded input, ordered like the
+    conv weight's ``[C_in, kh, kw]``: one strided view and one copy (``F.unfold`` is slower)."""
+    ph, pw = module.padding  # type: ignore[misc]
+    padded = F.pad(a, (pw, pw, ph, ph)) if ph or pw else a
+    kh, kw = module.kernel_size
+    (sh, sw), (dh, dw) = module.stride, module.dilation
+    h_out, w_out = out_hw
+    s_b, s_c, s_h, s_w = padded.stride()
+    view = padded.as_strided(
+        (a.shape[0], a.shape[1], kh, kw, h_out, w_out),
+        (s_b, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
+    )
+    return view.reshape(a.shape[0], a.shape[1] * kh * kw, h_out * w_out)
 
 
 class BookKeepingDPSGD:
@@ -147,7 +167,7 @@ class BookKeepingDPSGD:
         output_grads = torch.autograd.grad(loss, outputs)  # type: ignore[arg-type]
         batch = features.shape[0]
         norms_sq = torch.zeros(batch, dtype=features.dtype)
-        prepared: list[tuple[_Layer, torch.Tensor, torch.Tensor | None]] = []
+        prepared: list[tuple[_Layer, torch.Tensor | list[torch.Tensor], torch.Tensor | None]] = []
         for layer, g in zip(self._layers, output_grads, strict=True):
             a = layer.input
             assert a is not None
@@ -159,8 +179,9 @@ class BookKeepingDPSGD:
                 norms_sq += g_sq * (a_sq + 1.0) if layer.module.bias is not None else g_sq * a_sq
                 prepared.append((layer, g, None))
             else:
-                per_sample = self._conv_per_sample(layer.module, a, g).flatten(1)
-                norms_sq += torch.linalg.vector_norm(per_sample, dim=1).square()
+                per_sample = self._conv_per_sample(layer.module, a, g)
+                part_norms = [torch.linalg.vector_norm(part, dim=1) for part in per_sample]
+                norms_sq += (part_norms[0] if len(part_norms) == 1 else torch.cat(part_norms)).square()
                 bias = g.sum(dim=(2, 3)) if layer.module.bias is not None else None
                 if bias is not None:
                     norms_sq += torch.linalg.vector_norm(bias, dim=1).square()
@@ -176,29 +197,45 @@ class BookKeepingDPSGD:
                 if module.bias is not None:
                     grads.append(scaled.sum(0))
             else:
-                # Per-sample gradients are at hand for the norms: the clipped sum is one GEMV.
-                grads.append(torch.mv(g_or_ps.t(), scale).view_as(module.weight))
+                # Per-sample gradients are at hand for the norms: the clipped sum is one GEMV per chunk.
+                weight = None
+                for part, part_scale in zip(g_or_ps, scale.split(CONV_CHUNK), strict=True):
+                    summed = torch.mv(part.t(), part_scale)
+                    weight = summed if weight is None else weight.add_(summed)
+                assert weight is not None
+                grads.append(weight.view_as(module.weight))
                 if bias is not None:
                     grads.append(torch.mv(bias.t(), scale))
             layer.input = layer.output = None
         return grads, norms
 
     @staticmethod
-    def _conv_per_sample(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Per-sample weight gradients ``[B, C_out, C_in, kh, kw]``, by grouped convolution backward
-        over chunks of ``CONV_CHUNK`` samples (bounds the convolution's workspace memory)."""
+    def _conv_per_sample(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> list[torch.Tensor]:
+        """Per-sample weight gradients, ``[b, C_out · C_in · kh · kw]`` per chunk of at most ``CONV_CHUNK``
+        samples (chunks bound the workspace memory and are never concatenated).
+
+        Narrow inputs (``C_in · kh · kw ≤ IM2COL_MAX_WIDTH``, e.g. a first layer on grey images) go
+        through an explicit im2col view and one batched matrix product; wider ones through one
+        grouped convolution backward per chunk (oneDNN), which is faster there (measured on this
+        machine at batch 256: 0.19 vs 0.51 ms for 1→16 channels, 1.18 vs 1.89 ms for 16→32).
+        """
         c_in, c_out = a.shape[1], g.shape[1]
+        kh, kw = module.kernel_size
         parts = []
         for a_part, g_part in zip(a.split(CONV_CHUNK), g.split(CONV_CHUNK), strict=True):
             batch = a_part.shape[0]
-            grouped = torch.nn.grad.conv2d_weight(
-                a_part.reshape(1, batch * c_in, *a.shape[2:]),
-                (batch * c_out, c_in, *module.kernel_size),
-                g_part.reshape(1, batch * c_out, *g.shape[2:]),
-                stride=module.stride, padding=module.padding, dilation=module.dilation, groups=batch,
-            )
-            parts.append(grouped.view(batch, c_out, c_in, *module.kernel_size))
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+            if c_in * kh * kw <= IM2COL_MAX_WIDTH:
+                columns = _im2col(module, a_part, g_part.shape[2:])
+                parts.append(torch.bmm(g_part.flatten(2), columns.transpose(1, 2)).flatten(1))
+            else:
+                grouped = torch.nn.grad.conv2d_weight(
+                    a_part.reshape(1, batch * c_in, *a.shape[2:]),
+                    (batch * c_out, c_in, kh, kw),
+                    g_part.reshape(1, batch * c_out, *g.shape[2:]),
+                    stride=module.stride, padding=module.padding, dilation=module.dilation, groups=batch,
+                )
+                parts.append(grouped.view(batch, -1))
+        return parts
 
     def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """One DP-SGD step on a Poisson-sampled batch (which may be empty)."""
@@ -208,13 +245,12 @@ class BookKeepingDPSGD:
         else:
             grads, _ = self.clipped_sum(features, labels)
         std = self.noise_multiplier * self.max_grad_norm
-        noise = torch.normal(0.0, std, size=(self._size,), generator=self.generator) if std > 0 else None
-        offset = 0
+        if std > 0:
+            noise = torch.normal(0.0, std, size=(self._size,), generator=self.generator)
+            torch._foreach_add_(grads, [part.view_as(g) for part, g in zip(noise.split([g.numel() for g in grads]), grads, strict=True)])
+        torch._foreach_div_(grads, self.expected_batch_size)
         for p, grad in zip(params, grads, strict=True):
-            if noise is not None:
-                grad = grad.add_(noise[offset : offset + grad.numel()].view_as(grad))
-                offset += grad.numel()
-            p.grad = grad.div_(self.expected_batch_size)
+            p.grad = grad
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

@@ -28,7 +28,7 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import accounting, dpsgd
+from . import accounting, dpsgd, runtime
 from .accounting import AccountantName
 from .dataset import DatasetPackage
 from .models import ModelSpec, build_model
@@ -132,6 +132,7 @@ def train_dp(
     if not (epsilon > 0 and math.isfinite(epsilon)) or not 0 < delta < 1:
         raise ValueError(f"invalid privacy parameters epsilon={epsilon}, delta={delta}")
     _seed(spec)
+    runtime.keep_freed_memory()
     model = build_model(spec, data.schema)
     batch_size, sample_rate, steps_per_epoch = _schedule(spec, data.rows)
     steps = spec.epochs * steps_per_epoch
@@ -241,6 +242,7 @@ def _shuffled_batches(rows: int, batch_size: int, gen: torch.Generator) -> list[
 def train_non_private(spec: ModelSpec, data: DatasetPackage) -> nn.Module:
     """The same model and hyper-parameters trained without DP, on shuffled batches taken by indexing (a baseline)."""
     _seed(spec)
+    runtime.keep_freed_memory()
     model = build_model(spec, data.schema)
     optimizer = _optimizer(spec, model)
     gen = _generator(spec)

@@ -32,6 +32,13 @@ MODELS = {
         nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(8 * 3 * 3, 3),
     ),
+    # Stride, dilation, asymmetric kernels and padding, no bias: the im2col path (1·3·3 ≤ 16
+    # inputs per output) and the grouped-convolution path (3·2·3 > 16).
+    "cnn_strided": lambda: nn.Sequential(
+        nn.Conv2d(1, 3, 3, stride=2, padding=2, dilation=2, bias=False), nn.ReLU(),
+        nn.Conv2d(3, 5, (2, 3), stride=(1, 2), padding=(1, 0)), nn.Tanh(),
+        nn.Flatten(), nn.Linear(5 * 4 * 1, 3),
+    ),
 }
 
 
@@ -40,7 +47,7 @@ MODELS = {
 def test_clipped_sums_and_norms_match_opacus(name: str, clip: float) -> None:
     torch.manual_seed(0)
     model = MODELS[name]()
-    x = torch.randn(23, 1, 6, 6) if name == "cnn" else torch.randn(23, 6)
+    x = torch.randn(23, 1, 6, 6) if name.startswith("cnn") else torch.randn(23, 6)
     y = torch.randint(0, 3, (23,))
     expected, expected_norms = _reference(model, x, y, clip)
     engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), max_grad_norm=clip, noise_multiplier=0.0, expected_batch_size=23)
@@ -51,6 +58,19 @@ def test_clipped_sums_and_norms_match_opacus(name: str, clip: float) -> None:
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
     # Every per-sample contribution is clipped: the summed gradient's norm is at most batch * C.
     assert torch.cat([g.flatten() for g in got]).norm() <= 23 * clip * (1 + 1e-4)
+
+
+def test_conv_batches_larger_than_one_chunk_match_opacus() -> None:
+    torch.manual_seed(2)
+    batch = 2 * dpsgd.CONV_CHUNK + 7  # three chunks, the last one partial
+    model = MODELS["cnn"]()
+    x, y = torch.randn(batch, 1, 6, 6), torch.randint(0, 3, (batch,))
+    expected, expected_norms = _reference(model, x, y, 0.5)
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), max_grad_norm=0.5, noise_multiplier=0.0, expected_batch_size=batch)
+    got, norms = engine.clipped_sum(x, y)
+    torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-5)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
 
 
 def test_step_adds_gaussian_noise_of_the_calibrated_scale_and_divides_by_the_expected_batch() -> None:
@@ -108,5 +128,7 @@ def test_poisson_sampling_has_the_binomial_distribution() -> None:
 def test_unsupported_layers_are_detected() -> None:
     assert dpsgd.supported(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
     assert not dpsgd.supported(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)))
+    assert not dpsgd.supported(nn.Sequential(nn.Conv2d(1, 2, 3, padding="same")))
+    assert not dpsgd.supported(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)))
     with pytest.raises(dpsgd.UnsupportedLayer):
         dpsgd.BookKeepingDPSGD(nn.Sequential(nn.Embedding(4, 3)), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1), max_grad_norm=1, noise_multiplier=1, expected_batch_size=1)
