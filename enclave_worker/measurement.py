@@ -28,6 +28,7 @@ TRUSTED_DEPENDENCIES: tuple[str, ...] = (
     "eth-account",
     "numpy",
     "opacus",
+    "opendp",
     "pydantic",
     "safetensors",
     "torch",

@@ -26,7 +26,7 @@ from .keymanager import KeyManagerService
 from .sim_platform import LaunchedEnclave
 from .status import JobStatusBoard
 from .trusted.models import ModelSpec
-from .trusted.receipt import Receipt
+from .trusted.receipt import EPSILON_SCALE, Receipt
 from .trusted.roles import Role
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class TrainerWorker:
         job = self.market.job(job_id)
         if job.status is not JobStatus.OPEN:
             raise JobNotReady(f"job {job_id} is {job.status.name}, not OPEN")
-        raw_spec = self._checked_spec(job_id, job.model_spec_hash)
+        raw_spec = self._checked_spec(job_id, job.model_spec_hash, job.epsilon)
         records = [self.market.dataset(i) for i in job.dataset_ids]
         if len({r.schema_hash for r in records}) != 1:
             raise SchemaMismatch(f"job {job_id} joins datasets with different schemas; refusing before any key is requested")
@@ -151,11 +151,12 @@ class TrainerWorker:
 
         return report
 
-    def _checked_spec(self, job_id: int, spec_hash: bytes) -> bytes:
+    def _checked_spec(self, job_id: int, spec_hash: bytes, epsilon_units: int) -> bytes:
         """The job's model spec, validated before the job is claimed or any key is requested.
 
         Raises:
-            InvalidModelSpec: missing from the blob store, or not a valid spec.
+            InvalidModelSpec: missing from the blob store, not a valid spec, or its metrics ε
+                leaves none of the job's ε for training.
         """
         try:
             raw = self.blobs.get(spec_hash.hex())
@@ -163,5 +164,5 @@ class TrainerWorker:
             raise InvalidModelSpec(f"job {job_id}: model spec {spec_hash.hex()} is not in the blob store") from e
         except CiphertextTampered as e:
             raise InvalidModelSpec(f"job {job_id}: the stored model spec does not match the job's modelSpecHash") from e
-        ModelSpec.from_bytes(raw)
+        ModelSpec.from_bytes(raw).training_epsilon(epsilon_units / EPSILON_SCALE)
         return raw

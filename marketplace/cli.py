@@ -365,6 +365,9 @@ def privacy_audit(
     confidence: Annotated[float, typer.Option("--confidence", help="confidence of the lower bound")] = 0.95,
     guess_included: Annotated[int | None, typer.Option("--guess-included", help="k+: guess 'included' for this many top scores (default 0)")] = None,
     guess_excluded: Annotated[int | None, typer.Option("--guess-excluded", help="k-: guess 'excluded' for this many bottom scores (default m/4)")] = None,
+    canary_kind: Annotated[
+        str, typer.Option("--canary-kind", help="mislabelled: near-copies of data rows; random: Gaussian inputs, as in-job audits use")
+    ] = "mislabelled",
     json_output: JsonOption = False,
 ) -> None:
     """Empirical ε lower bound from one training run on breast cancer + canaries (Steinke, Nasr & Jagielski 2023).
@@ -387,12 +390,14 @@ def privacy_audit(
         raise typer.BadParameter(f"must be in (0, 1), got {confidence}", param_hint="--confidence")
     if seed < 0:
         raise typer.BadParameter(f"must be non-negative, got {seed}", param_hint="--seed")
+    if canary_kind not in ("mislabelled", "random"):
+        raise typer.BadParameter(f"must be mislabelled or random, got {canary_kind!r}", param_hint="--canary-kind")
     # train_dp warns on every run that noise comes from torch's generator (see docs/privacy.md).
     logging.getLogger("enclave_worker").setLevel(logging.ERROR)
     try:
         result = run_audit(
             breast_cancer(), epsilon=epsilon, delta=delta, canaries=canaries, seed=seed, confidence=confidence,
-            guess_included=guess_included, guess_excluded=guess_excluded,
+            guess_included=guess_included, guess_excluded=guess_excluded, canary_kind=canary_kind,  # type: ignore[arg-type]
         )
     except ValueError as e:
         raise typer.BadParameter(" ".join(str(e).split())) from e

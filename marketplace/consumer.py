@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
@@ -61,8 +62,10 @@ class Consumer:
         """Publish ``spec`` to the blob store and create a job paying the datasets' prices plus ``worker_fee``.
 
         Raises:
+            InvalidModelSpec: the spec's ``metrics_epsilon`` leaves no ε for training (nothing is sent).
             ContractReverted: a dataset's terms refuse the job (its custom error says which).
         """
+        spec.training_epsilon(epsilon)
         spec_hash = bytes.fromhex(self.blobs.put(spec.to_bytes()))
         escrow = Wei(self.market.price_of(dataset_ids) + worker_fee)
         now = self.market.chain.now()
@@ -80,6 +83,26 @@ class Consumer:
         )
         logger.info("created job %d over datasets %s, escrow %d wei", job_id, dataset_ids, escrow)
         return CreatedJob(job_id, escrow, tx)
+
+    def fetch_metrics(self, job_id: int) -> dict[str, Any]:
+        """The metrics document of a completed job, checked against the receipt's ``metricsHash``.
+
+        It holds the ε spent (training and private metrics), the DP-noised training statistics the
+        spec asked for, and the privacy audit's result when the spec asked for one.
+
+        Raises:
+            JobNotReady: the job has not completed.
+            CiphertextTampered: the stored document does not match the receipt.
+        """
+        job = self.market.job(job_id)
+        if job.status is not JobStatus.COMPLETED:
+            raise JobNotReady(f"job {job_id} is {job.status.name}, not COMPLETED")
+        metrics_hash = self.market.result_submitted(job_id).metrics_hash
+        raw = self.blobs.get(metrics_hash.hex())
+        if hashlib.sha256(raw).digest() != metrics_hash:
+            raise CiphertextTampered(f"job {job_id}: stored metrics do not match the receipt's metrics hash")
+        document: dict[str, Any] = json.loads(raw)
+        return document
 
     def fetch_model(self, job_id: int) -> nn.Module:
         """Download, decrypt and load the model of a completed job.

@@ -22,7 +22,7 @@ from enclave_worker.trusted.roles import Role
 
 from .chain import Chain, TxResult, Wei
 from .compile import load_artifact
-from .errors import ConfigError
+from .errors import ConfigError, JobNotReady
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,19 @@ class DatasetRecord:
     @property
     def epsilon_remaining(self) -> int:
         return self.terms.total_epsilon_budget - self.epsilon_spent - self.epsilon_reserved
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """A job's ``ResultSubmitted`` event."""
+
+    job_id: JobId
+    enclave: str
+    model_hash: bytes
+    result_hash: bytes
+    metrics_hash: bytes
+    epsilon_spent: int
+    block_number: int
 
 
 @dataclass(frozen=True)
@@ -360,6 +373,26 @@ class MarketClient:
             model_hash=bytes(j[13]),
             result_hash=bytes(j[14]),
             dataset_ids=tuple(DatasetId(int(i)) for i in j[15]),
+        )
+
+    def result_submitted(self, job_id: int) -> ResultRecord:
+        """The ``ResultSubmitted`` event of ``job_id``: what its receipt committed to.
+
+        Raises:
+            JobNotReady: no result has been submitted for the job.
+        """
+        logs = self.contract.events.ResultSubmitted().get_logs(from_block=0, argument_filters={"jobId": job_id})
+        if not logs:
+            raise JobNotReady(f"job {job_id} has no submitted result")
+        args = logs[-1]["args"]
+        return ResultRecord(
+            job_id=JobId(int(args["jobId"])),
+            enclave=str(args["enclave"]),
+            model_hash=bytes(args["modelHash"]),
+            result_hash=bytes(args["resultHash"]),
+            metrics_hash=bytes(args["metricsHash"]),
+            epsilon_spent=int(args["epsilonSpent"]),
+            block_number=int(logs[-1]["blockNumber"]),
         )
 
     def job_count(self) -> int:

@@ -9,15 +9,17 @@ before use.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account import Account
 from eth_utils import to_canonical_address
 from safetensors.torch import save as save_tensors
 
-from . import dataformat, keywrap, platform_seal, sealing
+from . import dataformat, dp_metrics, keywrap, platform_seal, privacy_audit, sealing
 from .dataset import DatasetPackage, canonical_json, join
 from .errors import (
     CiphertextTampered,
@@ -132,6 +134,12 @@ class Enclave:
         if hashlib.sha256(raw_spec).digest() != fields["model_spec_hash"]:
             raise InvalidModelSpec("model spec does not match the job's modelSpecHash")
         spec = ModelSpec.from_bytes(raw_spec)
+        spec.training_epsilon(fields["epsilon"] / EPSILON_SCALE)  # refuses a metrics ε that leaves none for training
+        metrics_units = epsilon_to_units(spec.metrics_epsilon) if spec.metrics_epsilon else 0
+        training_epsilon = (fields["epsilon"] - metrics_units) / EPSILON_SCALE
+        if training_epsilon <= 0:
+            raise InvalidModelSpec("metrics_epsilon leaves no ε for training")
+        delta = fields["delta"] / DELTA_SCALE
         content_hashes: list[bytes] = []
         packages: list[DatasetPackage] = []
         for i, item in enumerate(fields["datasets"]):
@@ -147,19 +155,27 @@ class Enclave:
             packages.append(DatasetPackage.from_bytes(plaintext))
             content_hashes.append(content_hash)
         data = join(packages)
+        canaries = None
+        if spec.audit_canaries:
+            # Random-input canaries and secret coin flips: nothing about them comes from the
+            # providers' rows, so the audit below is post-processing of the DP model.
+            rng = np.random.default_rng(secrets.randbits(128))
+            features, labels = privacy_audit.random_canaries(data.schema, spec, count=spec.audit_canaries, rng=rng)
+            canaries = privacy_audit.CanaryPlan.draw(features, labels, rng)
         emit({"type": "progress", "stage": "training", "epoch": 0, "epochs": spec.epochs, "epsilon": 0.0})
         result = train_dp(
             spec,
-            data,
-            epsilon=fields["epsilon"] / EPSILON_SCALE,
-            delta=fields["delta"] / DELTA_SCALE,
+            canaries.training_set(data) if canaries is not None else data,
+            epsilon=training_epsilon,
+            delta=delta,
             progress=lambda epoch, epochs, eps: emit(
                 {"type": "progress", "stage": "training", "epoch": epoch, "epochs": epochs, "epsilon": eps}
             ),
         )
-        spent_units = epsilon_to_units(result.epsilon_spent)
+        epsilon_spent = result.epsilon_spent + spec.metrics_epsilon
+        spent_units = epsilon_to_units(result.epsilon_spent) + metrics_units
         if spent_units > fields["epsilon"]:
-            raise ProtocolError(f"accountant reports {result.epsilon_spent} above the job's epsilon; refusing to sign")
+            raise ProtocolError(f"accountant reports {epsilon_spent} above the job's epsilon; refusing to sign")
         weights = save_tensors(
             {k: v.detach().contiguous() for k, v in result.model.state_dict().items()},
             metadata={"sterling_model_spec": raw_spec.decode(), "sterling_job_id": str(job_id)},
@@ -171,18 +187,34 @@ class Enclave:
             kind=dataformat.Kind.MODEL,
             context=model_context(chain_id, market, job_id),
         )
+        private = dp_metrics.release(result.model, data, spec.private_metrics, spec.metrics_epsilon) if spec.private_metrics else None
+        audit = None
+        if canaries is not None:
+            audit = canaries.evaluate(
+                result.model,
+                epsilon_target=result.epsilon_spent,
+                delta=delta,
+                guess_included=0,
+                guess_excluded=spec.audit_canaries // 4,
+            ).to_json()
         metrics = canonical_json(
             {
                 "accountant": result.accountant,
                 "delta": result.delta,
                 "epochs": result.epochs,
-                "epsilon_spent": result.epsilon_spent,
+                "epsilon_spent": epsilon_spent,
+                "epsilon_training": result.epsilon_spent,
                 "noise_multiplier": result.noise_multiplier,
                 "sample_rate": result.sample_rate,
                 "steps": result.steps,
                 "rows": data.rows,
-                "private_metrics": [],
-                "metrics_policy": "no statistic of the providers' data is released; evaluate on consumer-held data",
+                "private_metrics": private,
+                "privacy_audit": audit,
+                "metrics_policy": (
+                    "statistics of the providers' rows are released only as private_metrics, with DP noise and their ε "
+                    "counted in epsilon_spent; rows is public (it follows from the ciphertext sizes); privacy_audit uses "
+                    "random canaries independent of the data and costs no ε; evaluate accuracy on consumer-held data"
+                ),
             }
         )
         receipt = Receipt(

@@ -42,6 +42,20 @@ class ModelSpec(BaseModel):
     max_grad_norm: float = Field(gt=0, le=1000)
     accountant: Literal["rdp", "prv"] = "rdp"
     seed: int | None = Field(default=None, ge=0, lt=2**63)
+    private_metrics: tuple[Literal["class_counts", "train_accuracy", "train_loss"], ...] = Field(
+        default=(),
+        max_length=3,
+        description="statistics of the providers' rows to release with DP (discrete Laplace); needs metrics_epsilon",
+    )
+    metrics_epsilon: float = Field(
+        default=0.0, ge=0, le=10, description="ε spent on private_metrics, taken from the job's ε (training gets the rest)"
+    )
+    audit_canaries: int = Field(
+        default=0,
+        ge=0,
+        le=10000,
+        description="random-input canaries for a one-run privacy audit (Steinke et al. 2023) reported with the receipt; 0: none",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -63,7 +77,24 @@ class ModelSpec(BaseModel):
             raise ValueError("input_scale entries must be positive")
         if self.input_mean is not None and self.input_scale is not None and len(self.input_mean) != len(self.input_scale):
             raise ValueError("input_mean and input_scale differ in length")
+        if len(set(self.private_metrics)) != len(self.private_metrics):
+            raise ValueError("private_metrics has a repeated name")
+        if bool(self.private_metrics) != (self.metrics_epsilon > 0):
+            raise ValueError("private_metrics and a positive metrics_epsilon go together")
+        if self.audit_canaries and self.audit_canaries < 20:
+            raise ValueError("an audit needs at least 20 canaries")
         return self
+
+    def training_epsilon(self, job_epsilon: float) -> float:
+        """The part of a job's ε left for training once the private metrics have theirs.
+
+        Raises:
+            InvalidModelSpec: ``metrics_epsilon`` leaves nothing for training.
+        """
+        left = job_epsilon - self.metrics_epsilon
+        if not left > 0:
+            raise InvalidModelSpec(f"metrics_epsilon {self.metrics_epsilon} leaves no ε for training out of the job's {job_epsilon}")
+        return left
 
     def to_bytes(self) -> bytes:
         """Canonical JSON bytes; their SHA-256 is the on-chain ``modelSpecHash``."""

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from .dataset import DatasetPackage
+from .dataset import DatasetPackage, Schema
 from .models import ModelSpec
 from .training import train_dp, train_non_private
 
@@ -122,7 +122,7 @@ class AuditResult:
     included: int
     guessed_included: int
     guessed_excluded: int
-    seed: int
+    seed: int | None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
@@ -133,7 +133,9 @@ def make_canaries(base: DatasetPackage, *, count: int, rng: np.random.Generator,
     """Mislabelled near-copies of base rows: ``x_j + noise · std ⊙ N(0, I)`` with a label other than ``y_j``.
 
     A model that leaves a canary out predicts roughly ``y_j`` for it (low score); a model that
-    memorises it predicts the wrong label it was given (high score).
+    memorises it predicts the wrong label it was given (high score). These canaries are derived
+    from the base rows, so an audit that uses them is for data one may look at (the CLI's
+    public data sets); audits inside a job use :func:`random_canaries`.
     """
     rows = rng.integers(0, base.rows, size=count)
     scale = base.features.std(axis=0, dtype=np.float64)
@@ -141,6 +143,82 @@ def make_canaries(base: DatasetPackage, *, count: int, rng: np.random.Generator,
     shift = rng.integers(1, base.schema.num_classes, size=count)
     labels = (base.labels[rows] + shift) % base.schema.num_classes
     return features.astype(np.float32), labels.astype(np.int64)
+
+
+def random_canaries(schema: Schema, spec: ModelSpec, *, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Canaries that depend on no data row: Gaussian inputs with uniformly random labels.
+
+    Inputs are ``input_mean + input_scale · N(0, I)`` in the consumer's standardisation when the
+    spec has one (so they land where the model's inputs live), else ``N(0, I)``. Because nothing
+    about them comes from the providers' rows, the audit computed from them is post-processing
+    of the DP-trained model and costs no ε.
+    """
+    shape = tuple(schema.feature_shape)
+    z = rng.normal(size=(count, *shape))
+    if spec.input_mean is not None and spec.input_scale is not None:
+        width = int(np.prod(shape))
+        stats_shape = shape if len(spec.input_mean) == width else (-1, *([1] * (len(shape) - 1)))
+        mean = np.asarray(spec.input_mean, dtype=np.float64).reshape(stats_shape)
+        scale = np.asarray(spec.input_scale, dtype=np.float64).reshape(stats_shape)
+        z = mean + scale * z
+    labels = rng.integers(0, schema.num_classes, size=count)
+    return z.astype(np.float32), labels.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class CanaryPlan:
+    """Canaries and the secret coin flips that decide which of them are trained on."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    included: np.ndarray
+
+    @classmethod
+    def draw(cls, features: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> CanaryPlan:
+        """Include each canary independently with probability 1/2."""
+        return cls(features, labels, rng.random(len(labels)) < 0.5)
+
+    def training_set(self, base: DatasetPackage) -> DatasetPackage:
+        """``base`` with the included canaries appended."""
+        return DatasetPackage(
+            features=np.concatenate([base.features, self.features[self.included]]),
+            labels=np.concatenate([base.labels, self.labels[self.included]]),
+            schema=base.schema,
+        )
+
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        *,
+        epsilon_target: float | None,
+        delta: float,
+        guess_included: int,
+        guess_excluded: int,
+        confidence: float = 0.95,
+        seed: int | None = None,
+    ) -> AuditResult:
+        """Guess "included" for the ``guess_included`` highest scores and "excluded" for the
+        ``guess_excluded`` lowest, count the correct guesses and bound ε from below."""
+        canaries = len(self.labels)
+        if guess_included < 0 or guess_excluded < 0 or guess_included + guess_excluded > canaries:
+            raise ValueError(f"guesses ({guess_included} included + {guess_excluded} excluded) must be non-negative and at most {canaries}")
+        model.eval()
+        order = np.argsort(-canary_scores(model, self.features, self.labels), kind="stable")
+        correct = int(self.included[order[:guess_included]].sum()) + int((~self.included[order[canaries - guess_excluded :]]).sum())
+        guesses = guess_included + guess_excluded
+        return AuditResult(
+            epsilon_lower_bound=epsilon_lower_bound(canaries=canaries, guesses=guesses, correct=correct, delta=delta, confidence=confidence),
+            confidence=confidence,
+            canaries=canaries,
+            guesses=guesses,
+            correct=correct,
+            epsilon_target=epsilon_target,
+            delta=delta,
+            included=int(self.included.sum()),
+            guessed_included=guess_included,
+            guessed_excluded=guess_excluded,
+            seed=seed,
+        )
 
 
 def audit_spec(base: DatasetPackage, *, seed: int) -> ModelSpec:
@@ -182,6 +260,7 @@ def run_audit(
     seed: int = 0,
     confidence: float = 0.95,
     spec: ModelSpec | None = None,
+    canary_kind: Literal["mislabelled", "random"] = "mislabelled",
 ) -> AuditResult:
     """Audit one training run: DP-SGD at ``epsilon`` (and ``delta``), or non-private if ``epsilon`` is None.
 
@@ -211,33 +290,17 @@ def run_audit(
         raise ValueError(f"guesses ({k_in} included + {k_out} excluded) must be non-negative and at most {canaries}")
 
     rng = np.random.default_rng(seed)
-    features, labels = make_canaries(base, count=canaries, rng=rng)
-    included = rng.random(canaries) < 0.5
-    training = DatasetPackage(
-        features=np.concatenate([base.features, features[included]]),
-        labels=np.concatenate([base.labels, labels[included]]),
-        schema=base.schema,
-    )
     model_spec = spec if spec is not None else audit_spec(base, seed=seed)
+    if canary_kind == "random":
+        features, labels = random_canaries(base.schema, model_spec, count=canaries, rng=rng)
+    else:
+        features, labels = make_canaries(base, count=canaries, rng=rng)
+    plan = CanaryPlan.draw(features, labels, rng)
+    training = plan.training_set(base)
     if epsilon is None:
         model = train_non_private(model_spec, training)
     else:
         model = train_dp(model_spec, training, epsilon=epsilon, delta=delta).model
-    model.eval()
-
-    order = np.argsort(-canary_scores(model, features, labels), kind="stable")
-    correct = int(included[order[:k_in]].sum()) + int((~included[order[canaries - k_out :]]).sum())
-    guesses = k_in + k_out
-    return AuditResult(
-        epsilon_lower_bound=epsilon_lower_bound(canaries=canaries, guesses=guesses, correct=correct, delta=delta, confidence=confidence),
-        confidence=confidence,
-        canaries=canaries,
-        guesses=guesses,
-        correct=correct,
-        epsilon_target=epsilon,
-        delta=delta,
-        included=int(included.sum()),
-        guessed_included=k_in,
-        guessed_excluded=k_out,
-        seed=seed,
+    return plan.evaluate(
+        model, epsilon_target=epsilon, delta=delta, guess_included=k_in, guess_excluded=k_out, confidence=confidence, seed=seed
     )

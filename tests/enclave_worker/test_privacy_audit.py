@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import scipy.stats
 import torch
@@ -136,3 +137,33 @@ def test_audit_refuses_impossible_guess_counts(base: DatasetPackage) -> None:
         run_audit(base, epsilon=None, canaries=10, guess_included=6, guess_excluded=6)
     with pytest.raises(ValueError, match="epsilon"):
         run_audit(base, epsilon=0.0, canaries=10)
+
+
+@pytest.mark.slow
+def test_random_canaries_have_power_against_non_private_training(base: DatasetPackage) -> None:
+    # Measured (seed 1, 500 canaries): the 125 lowest-scoring were all left out, ε ≥ 3.705.
+    result = run_audit(base, epsilon=None, canaries=500, seed=1, canary_kind="random")
+    assert (result.guesses, result.correct) == (125, 125)
+    assert result.epsilon_lower_bound >= 2.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_canaries_do_not_contradict_epsilon_two(base: DatasetPackage, seed: int) -> None:
+    # Measured: 0.09 at seed 1 (75 of 125 right).
+    result = run_audit(base, epsilon=2.0, canaries=500, seed=seed, canary_kind="random")
+    assert result.epsilon_lower_bound <= 2.0
+
+
+def test_random_canaries_depend_on_no_data_row(base: DatasetPackage) -> None:
+    from enclave_worker.trusted.privacy_audit import audit_spec, random_canaries
+
+    spec = audit_spec(base, seed=0)
+    shifted = DatasetPackage(features=base.features + 1000.0, labels=base.labels, schema=base.schema)
+    a = random_canaries(base.schema, spec, count=50, rng=np.random.default_rng(4))
+    b = random_canaries(shifted.schema, spec, count=50, rng=np.random.default_rng(4))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    # They land in the consumer's standardised input space: about mean ± scale per feature.
+    z = (a[0] - np.asarray(spec.input_mean, dtype=np.float32)) / np.asarray(spec.input_scale, dtype=np.float32)
+    assert abs(float(z.mean())) < 0.1 and float(z.std()) == pytest.approx(1.0, rel=0.1)
+    assert set(a[1].tolist()) <= set(range(base.schema.num_classes))
