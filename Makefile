@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test artifacts bench-crypto bench-dp clean
 
-setup: $(STAMPS)/python $(STAMPS)/npm
+setup: $(STAMPS)/python $(STAMPS)/npm $(STAMPS)/chromium
 
 $(STAMPS)/python: pyproject.toml
 	@mkdir -p $(STAMPS)
@@ -27,11 +27,20 @@ $(STAMPS)/npm: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# Debian's Chromium drives the browser tests (tests/web); Playwright's own browser download is not
+# used, so nothing is fetched at test time. Installing needs root (as in CI).
+CHROMIUM ?= /usr/bin/chromium
+$(STAMPS)/chromium:
+	@mkdir -p $(STAMPS)
+	test -x $(CHROMIUM) || { apt-get update && apt-get install -y --no-install-recommends chromium; } \
+		|| { echo "install Debian's chromium as root: apt-get install chromium" >&2; exit 1; }
+	@touch $@
+
 demo: setup
 	$(VENV)/bin/sterling demo
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	STERLING_CHROMIUM=$(CHROMIUM) $(PY) -m pytest $(PYTEST_ARGS)
 
 # DP vs non-private epoch time (MLP, CNN; batch 64 and 256) and the enclave job overhead.
 bench-dp: setup
@@ -46,4 +55,4 @@ artifacts: setup
 	$(PY) -m marketplace.compile
 
 clean:
-	rm -rf $(STAMPS) .pytest_cache .hypothesis
+	rm -rf $(STAMPS) .pytest_cache .hypothesis screenshots
