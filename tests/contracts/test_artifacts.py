@@ -12,7 +12,9 @@ from marketplace.compile import (
     CompilationError,
     compile_contracts,
     compile_test_contracts,
+    WEB_ABI_PATH,
     load_artifact,
+    render_web_abi,
 )
 
 
@@ -24,6 +26,13 @@ def test_committed_artifacts_match_fresh_compile() -> None:
         assert committed["abi"] == artifact["abi"], name
         assert committed["bytecode"] == artifact["bytecode"], name
         assert committed["deployedBytecode"] == artifact["deployedBytecode"], name
+
+
+def test_the_browsers_abi_copy_matches_the_committed_artifacts() -> None:
+    committed = {name: load_artifact(name) for name in ("EnclaveRegistry", "JobMarket")}
+    assert (PROJECT_ROOT / WEB_ABI_PATH).read_text(encoding="utf-8") == render_web_abi(committed), (
+        "web/js/abi.js is stale: run `python -m marketplace.compile`"
+    )
 
 
 def test_committed_test_artifacts_match_fresh_compile() -> None:
