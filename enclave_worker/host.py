@@ -65,7 +65,11 @@ class EnclaveProcess:
             pass_fds = (read_end,)
             args += ["--seal-fd", str(read_end)]
         try:
-            process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=code_root, pass_fds=pass_fds)
+            # Own session: a terminal's Ctrl-C reaches the host, which closes the enclave itself
+            # (stdin EOF ends the trusted process, also if the host dies).
+            process = subprocess.Popen(
+                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=code_root, pass_fds=pass_fds, start_new_session=True
+            )
         finally:
             if read_end is not None:
                 os.close(read_end)

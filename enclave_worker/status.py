@@ -35,6 +35,16 @@ class JobStatusBoard:
         write_atomic(self._path(job_id), json.dumps(status, sort_keys=True).encode())
         return status
 
+    def versions(self) -> dict[int, int]:
+        """Every job on the board with its file's modification time (ns), to notice updates cheaply."""
+        found: dict[int, int] = {}
+        for path in self.root.glob("job-*.json"):
+            try:
+                found[int(path.stem.removeprefix("job-"))] = path.stat().st_mtime_ns
+            except (ValueError, FileNotFoundError):
+                continue
+        return found
+
     def get(self, job_id: int) -> dict[str, Any] | None:
         """The job's latest status, or ``None`` if this worker never ran it."""
         try:

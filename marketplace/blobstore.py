@@ -76,6 +76,25 @@ class BlobStore:
             raise
         return digest
 
+    def staging_file(self) -> Path:
+        """A new empty file on the store's file system, to stream an upload into before :meth:`commit`."""
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tmp_dir)
+        os.close(fd)
+        return Path(tmp)
+
+    def commit(self, staged: Path, digest: str) -> str:
+        """Move a staged file whose SHA-256 the caller computed into place (atomically); returns the digest.
+
+        The caller hashes while it writes (one pass over a large upload); reads still verify.
+        """
+        target = self.path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+        logger.info("stored blob %s (%d bytes)", _check_hex(digest), target.stat().st_size)
+        return _check_hex(digest)
+
     def get(self, digest: str) -> bytes:
         """Read a blob and check it still hashes to ``digest``.
 

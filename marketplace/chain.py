@@ -8,10 +8,12 @@ contract's custom error name and arguments.
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -131,7 +133,8 @@ class Chain:
         tester = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
         call = {"from": sender, "to": fn.address, "data": fn._encode_transaction_data(), "value": value, "gas": 30_000_000}
         try:
-            tester.call(call, "latest")
+            with embedded_lock(self) or contextlib.nullcontext():
+                tester.call(call, "latest")
         except TransactionFailed as e:
             raw = e.args[0] if e.args else None
             if isinstance(raw, Exception) and raw.args:
@@ -175,8 +178,9 @@ class Chain:
         """Move chain time forward and mine a block (embedded and anvil only)."""
         if self.kind == "embedded":
             tester = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
-            tester.time_travel(self.now() + seconds)
-            tester.mine_blocks(1)
+            with embedded_lock(self) or contextlib.nullcontext():
+                tester.time_travel(self.now() + seconds)
+                tester.mine_blocks(1)
         elif self.kind == "anvil":
             self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
             self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
@@ -204,9 +208,32 @@ def _revert_bytes(data: Any) -> bytes | None:
     return None
 
 
+class SerializedTesterProvider(EthereumTesterProvider):
+    """web3's ``EthereumTesterProvider`` with one lock around every request.
+
+    py-evm is not thread-safe; ``sterling up`` reads and writes the embedded chain from the
+    gateway, the indexer and the dispatcher at once, so requests take turns. Code that reaches
+    past the provider to ``ethereum_tester`` holds :attr:`lock` too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.RLock()
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        with self.lock:
+            return super().make_request(method, params)
+
+
 def embedded() -> Chain:
-    """A fresh in-process py-evm chain (web3's ``EthereumTesterProvider``)."""
-    return Chain(w3=Web3(EthereumTesterProvider()), kind="embedded")
+    """A fresh in-process py-evm chain (web3's ``EthereumTesterProvider``, requests serialized)."""
+    return Chain(w3=Web3(SerializedTesterProvider()), kind="embedded")
+
+
+def embedded_lock(chain: Chain) -> contextlib.AbstractContextManager[Any] | None:
+    """The lock serializing access to an embedded chain's tester, if it has one."""
+    provider = chain.w3.provider
+    return provider.lock if isinstance(provider, SerializedTesterProvider) else None
 
 
 def connect_rpc(url: str, *, kind: ChainKind = "rpc", timeout: float = 30.0) -> Chain:
@@ -247,13 +274,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def anvil(*, port: int | None = None, state_path: Path | None = None, hardfork: str = "prague") -> Iterator[Chain]:
+def anvil(
+    *, port: int | None = None, state_path: Path | None = None, hardfork: str = "prague", state_interval: int | None = None
+) -> Iterator[Chain]:
     """Start a local anvil node for the duration of the block, then stop it.
+
+    The node runs in its own session, so a Ctrl-C in the terminal reaches only Sterling, which
+    stops the node last (anvil dumps its state on SIGTERM).
 
     Args:
         port: TCP port on 127.0.0.1 (a free one if ``None``).
         state_path: file anvil loads its state from and dumps it to on exit, so a restart loses nothing.
         hardfork: EVM hardfork, matching the compiler's ``evmVersion``.
+        state_interval: also dump the state every this many seconds (survives a hard kill).
     """
     port = port or free_port()
     args = [
@@ -269,7 +302,9 @@ def anvil(*, port: int | None = None, state_path: Path | None = None, hardfork: 
     if state_path is not None:
         state_path.parent.mkdir(parents=True, exist_ok=True)
         args += ["--state", str(state_path)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if state_interval is not None:
+            args += ["--state-interval", str(state_interval)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     logger.info("started anvil pid %d on port %d", process.pid, port)
     try:
         try:

@@ -91,6 +91,54 @@ def _print_report(r: dict[str, Any]) -> None:
     console.print(gas)
 
 
+@app.command()
+def up(
+    chain: Annotated[str, typer.Option(help="anvil (state kept in --state-dir) or embedded (py-evm in process, nothing kept)")] = "anvil",
+    rpc_url: Annotated[str | None, typer.Option("--rpc-url", help="use the JSON-RPC node at this URL instead of starting a chain")] = None,
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="chain state, keys, deployment, index, blobs")] = Path(".sterling"),
+    host: Annotated[str, typer.Option(help="address the gateway listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port the gateway listens on")] = 8000,
+    database_url: Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL of the chain index (default: SQLite in --state-dir)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each step")] = False,
+) -> None:
+    """Start the chain, contracts, oracle, key manager, a worker and the gateway; print the URL; Ctrl-C stops all."""
+    from .errors import SterlingError
+    from .up import UpConfig, run_up
+
+    if chain not in ("anvil", "embedded"):
+        raise typer.BadParameter("must be anvil or embedded", param_hint="--chain")
+    if not 0 < port < 65536:
+        raise typer.BadParameter(f"must be in 1…65535, got {port}", param_hint="--port")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    config = UpConfig(chain=chain, rpc_url=rpc_url, state_dir=state_dir, host=host, port=port, database_url=database_url)  # type: ignore[arg-type]
+
+    def on_ready(url: str) -> None:
+        console.print(f"[bold green]Sterling is up:[/bold green] {url}  (API docs {url}/docs, Ctrl-C stops)", highlight=False)
+
+    with console.status("starting Sterling…") as status:
+
+        def say(stage: str, detail: str) -> None:
+            status.update(f"{stage}: {detail}")
+            console.print(f"  {stage}: {detail}", highlight=False)
+
+        started = [False]
+
+        def ready(url: str) -> None:
+            started[0] = True
+            status.stop()
+            on_ready(url)
+
+        try:
+            run_up(config, on_ready=ready, say=say)
+        except KeyboardInterrupt:
+            pass
+        except SterlingError as e:
+            status.stop()
+            console.print(f"[red]cannot start Sterling:[/red] {e}", highlight=False)
+            raise typer.Exit(1) from e
+    console.print("Sterling stopped." if started[0] else "Sterling did not start.")
+
+
 @enclave_app.command("measure")
 def enclave_measure() -> None:
     """Print the measurement of the trusted code and pinned dependencies in this checkout."""

@@ -242,6 +242,11 @@ class RegistryClient:
         role = self.chain.call(self.contract.functions.VERIFIER_ROLE())
         return self.chain.transact(governance, self.contract.functions.grantRole(role, verifier), name="grantRole(VERIFIER)")
 
+    def is_verifier(self, account: str) -> bool:
+        """Whether ``account`` holds ``VERIFIER_ROLE`` (its certificates are accepted)."""
+        role = self.chain.call(self.contract.functions.VERIFIER_ROLE())
+        return bool(self.chain.call(self.contract.functions.hasRole(role, account)))
+
     def register(self, operator: LocalAccount, certificate: Certificate, signature: bytes) -> TxResult:
         name = f"register {'trainer' if certificate.role is Role.TRAINER else 'key manager'}"
         return self.chain.transact(operator, self.contract.functions.register(certificate.as_tuple(), signature), name=name)

@@ -3,7 +3,8 @@
 Deploys the contracts; starts a key-manager and a trainer enclave on the simulated platform;
 approves their measurement and a verifier as governance; attests and registers both enclaves;
 and wires the key-manager host and the trainer worker to the chain and a blob store. Used by
-``sterling demo`` and by the tests.
+``sterling demo``, ``sterling up`` (which reuses a persisted deployment through
+:func:`start_enclaves`) and by the tests.
 """
 
 from __future__ import annotations
@@ -65,18 +66,39 @@ def attest_and_register(
 def bring_up(chain: Chain, state_dir: Path, *, say: Callable[[str, str], None] | None = None) -> LocalNet:
     """Deploy and start a local Sterling on ``chain``, keeping files under ``state_dir``."""
     note = say or (lambda stage, detail: None)
+    governance, verifier_key, operator = (chain.new_account() for _ in range(3))
+    deployment = deploy(chain, governance)
+    gas = {name: used for name, used in chain.gas_log if name.startswith("deploy")}
+    note("deployed", f"registry {deployment.registry}, market {deployment.market}")
+    net = start_enclaves(chain, deployment, state_dir, governance=governance, verifier_key=verifier_key, operator=operator, say=say)
+    net.gas = gas | net.gas
+    return net
+
+
+def start_enclaves(
+    chain: Chain,
+    deployment: Deployment,
+    state_dir: Path,
+    *,
+    governance: LocalAccount,
+    verifier_key: LocalAccount,
+    operator: LocalAccount,
+    say: Callable[[str, str], None] | None = None,
+) -> LocalNet:
+    """Start a key-manager and a trainer enclave for an existing deployment and register both.
+
+    Idempotent on-chain set-up: the measurement is approved and the verifier granted its role
+    only if they are not already, so ``sterling up`` can run this again on a persisted chain
+    (every start launches fresh enclaves, which register their new keys).
+    """
+    note = say or (lambda stage, detail: None)
     gas: dict[str, int] = {}
 
     def record(label: str, tx: TxResult) -> None:
         gas[label] = tx.gas_used
 
-    governance, verifier_key, operator = (chain.new_account() for _ in range(3))
-    deployment = deploy(chain, governance)
-    gas.update({name: used for name, used in chain.gas_log if name.startswith("deploy")})
     registry = RegistryClient(chain, deployment.registry)
     market = MarketClient(chain, deployment.market)
-    note("deployed", f"registry {deployment.registry}, market {deployment.market}")
-
     platform = SimPlatform.load_or_create(state_dir / "sim-platform.pem")
     # Both trusted processes import torch on start; launching them side by side halves the wait.
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -90,9 +112,11 @@ def bring_up(chain: Chain, state_dir: Path, *, say: Callable[[str, str], None] |
     key_manager_enclave, trainer_enclave = (f.result() for f in launches)
     try:
         measurement = trainer_enclave.measurement
-        record("approveMeasurement (trainer)", registry.approve_measurement(governance, Role.TRAINER, measurement))
-        record("approveMeasurement (key manager)", registry.approve_measurement(governance, Role.KEY_MANAGER, measurement))
-        record("grantRole (verifier)", registry.add_verifier(governance, verifier_key.address))
+        for role, label in ((Role.TRAINER, "trainer"), (Role.KEY_MANAGER, "key manager")):
+            if not registry.is_measurement_approved(role, measurement):
+                record(f"approveMeasurement ({label})", registry.approve_measurement(governance, role, measurement))
+        if not registry.is_verifier(verifier_key.address):
+            record("grantRole (verifier)", registry.add_verifier(governance, verifier_key.address))
         verifier = AttestationVerifier(signer=verifier_key, registry=registry, platform_public_key=platform.public_key)
         record("register (key manager)", attest_and_register(key_manager_enclave, verifier, registry, operator))
         record("register (trainer)", attest_and_register(trainer_enclave, verifier, registry, operator))

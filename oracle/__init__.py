@@ -1,4 +1,4 @@
-"""The bridge between the chain and the off-chain world: attestation verification and job dispatch.
+"""The bridge between the chain and the off-chain world: attestation verification, the chain indexer, job dispatch.
 
 Submodules are imported on first use, so ``sterling attest verify`` does not load the training stack.
 """
@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher
+    from .indexer import Indexer
     from .verifier import AttestationVerifier
 
-__all__ = ["AttestationVerifier", "Dispatcher"]
+__all__ = ["AttestationVerifier", "Dispatcher", "Indexer"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,6 +20,10 @@ def __getattr__(name: str) -> Any:
         from .dispatcher import Dispatcher
 
         return Dispatcher
+    if name == "Indexer":
+        from .indexer import Indexer
+
+        return Indexer
     if name == "AttestationVerifier":
         from .verifier import AttestationVerifier
 

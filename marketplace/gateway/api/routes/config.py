@@ -1,0 +1,44 @@
+"""``GET /api/config``: what the browser needs to talk to this deployment."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from enclave_worker.trusted.receipt import DELTA_SCALE, EPSILON_SCALE
+from enclave_worker.trusted.roles import Role
+
+from ...schemas import ConfigPublic, ContractsPublic, DevAccountPublic, KeyManagerPublic
+from ..deps import ServicesDep, SettingsDep
+
+router = APIRouter(tags=["config"])
+
+RPC_PATH = "/api/rpc"
+
+
+@router.get("/config", response_model=ConfigPublic)
+def config(services: ServicesDep, settings: SettingsDep) -> ConfigPublic:
+    """Chain id, contract addresses, the key manager's attested key, units, and dev accounts (local chains only)."""
+    key_manager = None
+    if services.key_manager is not None:
+        signer = services.key_manager.signer
+        record = services.registry.enclave_of(signer)
+        key_manager = KeyManagerPublic(
+            signer=signer,
+            encryption_key="0x" + record.encryption_key.hex(),
+            measurement="0x" + record.measurement.hex(),
+            valid_until=record.valid_until,
+            active=services.registry.is_active(signer, Role.KEY_MANAGER),
+        )
+    local = services.chain.kind in ("embedded", "anvil")
+    return ConfigPublic(
+        chain_id=services.chain.chain_id,
+        chain_kind=services.chain.kind,
+        rpc_path=RPC_PATH,
+        deployment_block=services.deployment_block,
+        contracts=ContractsPublic(job_market=services.market.address, enclave_registry=services.registry.address),
+        key_manager=key_manager,
+        epsilon_scale=EPSILON_SCALE,
+        delta_scale=DELTA_SCALE,
+        max_blob_bytes=settings.max_blob_bytes,
+        dev_accounts=[DevAccountPublic(address=a.address, private_key="0x" + bytes(a.key).hex()) for a in services.dev_accounts] if local else [],
+    )

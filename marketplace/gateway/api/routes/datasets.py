@@ -1,0 +1,47 @@
+"""``/api/datasets``: listed datasets with their terms and ε ledger, from the chain index."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from ...queries import DatasetFilter, dataset_detail, list_datasets
+from ...schemas import (
+    ADDRESS_PATTERN,
+    HEX32_PATTERN,
+    DatasetDetailPublic,
+    DatasetListPublic,
+    DatasetSort,
+)
+from ..deps import BlobsDep, SessionDep
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+MAX_ID = 2**63 - 1
+MAX_WEI = 2**256 - 1
+DatasetIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="dataset id (from 1)")]
+
+
+@router.get("", response_model=DatasetListPublic)
+def datasets(
+    session: SessionDep,
+    sort: Annotated[DatasetSort, Query(description="order; a leading - reverses it")] = "-listed",
+    schema_hash: Annotated[str | None, Query(pattern=HEX32_PATTERN, description="only datasets with this schema")] = None,
+    provider: Annotated[str | None, Query(pattern=ADDRESS_PATTERN)] = None,
+    min_price: Annotated[int | None, Query(ge=0, le=MAX_WEI, description="wei")] = None,
+    max_price: Annotated[int | None, Query(ge=0, le=MAX_WEI, description="wei")] = None,
+    min_remaining_epsilon: Annotated[float | None, Query(ge=0, le=1e12, allow_inf_nan=False, description="ε left in the budget")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> DatasetListPublic:
+    """Datasets, filtered by schema, provider, price and remaining ε, sorted by price, remaining ε or listing."""
+    f = DatasetFilter(schema_hash=schema_hash, provider=provider, min_price=min_price, max_price=max_price, min_remaining_epsilon=min_remaining_epsilon)
+    items, total = list_datasets(session, f, sort=sort, limit=limit, offset=offset)
+    return DatasetListPublic(items=items, total=total)
+
+
+@router.get("/{dataset_id}", response_model=DatasetDetailPublic, responses={404: {"description": "no such dataset"}})
+def dataset(dataset_id: DatasetIdPath, session: SessionDep, blobs: BlobsDep) -> DatasetDetailPublic:
+    """One dataset with its schema, its ε budget history and the jobs that used it."""
+    return dataset_detail(session, dataset_id, blobs)

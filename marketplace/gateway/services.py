@@ -1,0 +1,65 @@
+"""What the gateway is wired to: the chain, the contracts, the blob store, the index, the key manager."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from eth_account.signers.local import LocalAccount
+
+from enclave_worker.status import JobStatusBoard
+from oracle.index_db import IndexDatabase, cursor_key
+
+from ..blobstore import BlobStore
+from ..chain import Chain
+from ..contracts import MarketClient, RegistryClient
+from ..provider import KeyDepository
+
+if TYPE_CHECKING:
+    from ..localnet import LocalNet
+
+
+@dataclass(frozen=True)
+class GatewayServices:
+    """The gateway's collaborators, built by ``sterling up`` (or a test) and handed to ``create_app``.
+
+    Attributes:
+        deployment_block: the block the index starts from.
+        key_manager: the key-manager host deposits are forwarded to (``None``: deposits refused).
+        status: the worker status board (``None``: no progress events).
+        dev_accounts: funded development accounts shown to the UI (local chains only).
+        attestation_formats: verifier address → evidence format it checks (``sim``, ``aws-nitro``).
+    """
+
+    chain: Chain
+    market: MarketClient
+    registry: RegistryClient
+    blobs: BlobStore
+    index: IndexDatabase
+    deployment_block: int
+    key_manager: KeyDepository | None = None
+    status: JobStatusBoard | None = None
+    dev_accounts: tuple[LocalAccount, ...] = ()
+    attestation_formats: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def cursor_key(self) -> str:
+        return cursor_key(self.chain.chain_id, self.market.address, self.registry.address)
+
+    @classmethod
+    def from_localnet(cls, net: LocalNet, index: IndexDatabase, *, dev_accounts: tuple[LocalAccount, ...] = ()) -> GatewayServices:
+        """Services for a :class:`~marketplace.localnet.LocalNet` (its verifier checks ``sim`` evidence)."""
+        return cls(
+            chain=net.chain,
+            market=net.market,
+            registry=net.registry,
+            blobs=net.blobs,
+            index=index,
+            deployment_block=net.deployment.block,
+            key_manager=net.key_manager,
+            status=net.worker.status,
+            dev_accounts=dev_accounts,
+            attestation_formats=MappingProxyType({net.verifier.signer.address: "sim"}),
+        )

@@ -1,0 +1,135 @@
+"""A Python client of the gateway that does what the browser does, over its HTTP API only:
+encrypt locally, upload, deposit the wrapped key, sign locally, relay with ``eth_sendRawTransaction``.
+
+Works with any ``httpx.Client`` (the in-process ``TestClient`` or a client of ``sterling up``);
+used by the gateway tests and ``make bench-api``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from enclave_worker.trusted import dataformat, keywrap
+from enclave_worker.trusted.dataset import DatasetPackage, canonical_json
+from enclave_worker.trusted.models import ModelSpec
+
+from .compile import load_artifact
+from .contracts import Terms
+from .errors import SterlingError
+
+_MARKET = Web3().eth.contract(abi=load_artifact("JobMarket")["abi"])
+RECEIPT_TIMEOUT_SECONDS = 60
+
+
+class GatewayRequestFailed(SterlingError):
+    """The gateway answered an HTTP error, a JSON-RPC error, or a reverted transaction."""
+
+
+def _expect(response: httpx.Response, status: int) -> httpx.Response:
+    if response.status_code != status:
+        raise GatewayRequestFailed(f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}: {response.text[:300]}")
+    return response
+
+
+def rpc(client: httpx.Client, method: str, params: list[Any] | None = None) -> Any:
+    """One JSON-RPC call through the gateway's relay; its ``result``.
+
+    Raises:
+        GatewayRequestFailed: an HTTP or JSON-RPC error.
+    """
+    response = _expect(client.post("/api/rpc", json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}), 200)
+    body = response.json()
+    if "error" in body:
+        raise GatewayRequestFailed(f"{method}: {body['error']}")
+    return body["result"]
+
+
+def send_transaction(client: httpx.Client, account: LocalAccount, *, to: str, data: str, value: int = 0) -> dict[str, Any]:
+    """Sign a transaction locally and relay it with ``eth_sendRawTransaction``; returns the receipt."""
+    chain_id = int(rpc(client, "eth_chainId"), 16)
+    nonce = int(rpc(client, "eth_getTransactionCount", [account.address, "pending"]), 16)
+    call = {"from": account.address, "to": to, "data": data, "value": hex(value)}
+    gas = int(rpc(client, "eth_estimateGas", [call]), 16)
+    base_fee = int(rpc(client, "eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
+    tip = 10**9
+    tx: dict[str, Any] = {
+        "type": 2, "chainId": chain_id, "nonce": nonce, "to": Web3.to_checksum_address(to), "data": data, "value": value,
+        "gas": gas * 2, "maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base_fee + tip,
+    }  # fmt: skip
+    signed = account.sign_transaction(tx)
+    tx_hash = rpc(client, "eth_sendRawTransaction", ["0x" + bytes(signed.raw_transaction).hex()])
+    return wait_for_receipt(client, tx_hash)
+
+
+def wait_for_receipt(client: httpx.Client, tx_hash: str, *, timeout: float = RECEIPT_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """Poll until ``tx_hash`` is mined; its receipt.
+
+    Raises:
+        GatewayRequestFailed: the transaction reverted or was not mined within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        receipt = rpc(client, "eth_getTransactionReceipt", [tx_hash])
+        if receipt is not None:
+            if int(receipt["status"], 16) != 1:
+                raise GatewayRequestFailed(f"transaction {tx_hash} reverted")
+            return dict(receipt)
+        time.sleep(0.1)
+    raise GatewayRequestFailed(f"transaction {tx_hash} was not mined within {timeout} s")
+
+
+@dataclass(frozen=True)
+class HttpListing:
+    """What the provider keeps (the data key never leaves it, except HPKE-wrapped)."""
+
+    content_hash: str
+    schema_hash: str
+    data_key: bytes
+    ciphertext: bytes
+    receipt: dict[str, Any]
+
+
+def list_dataset_over_http(client: httpx.Client, provider: LocalAccount, package: DatasetPackage, terms: Terms) -> HttpListing:
+    """The provider flow of the UI: schema and ciphertext to the gateway, wrapped key to the key manager, tx relayed."""
+    config = client.get("/api/config").json()
+    schema = _expect(
+        client.post("/api/schemas", content=canonical_json(package.schema.to_json()), headers={"content-type": "application/json"}), 201
+    )
+    key = dataformat.new_data_key()
+    uid = hashlib.sha256(provider.address.encode() + os.urandom(32)).digest()
+    ciphertext = dataformat.encrypt_bytes(package.to_bytes(), key, kind=dataformat.Kind.DATASET, context=uid)
+    digest = hashlib.sha256(ciphertext).hexdigest()
+    upload = _expect(
+        client.post("/api/blobs", content=ciphertext, headers={"content-type": "application/octet-stream", "x-content-sha256": digest}), 201
+    )
+    content_hash = upload.json()["sha256"]
+    km_key = bytes.fromhex(config["key_manager"]["encryption_key"][2:])
+    wrapped = keywrap.wrap(key, km_key, info=keywrap.datakey_info(bytes.fromhex(content_hash)))
+    _expect(client.post("/api/key-manager/deposits", json={"content_hash": content_hash, "wrapped_key": wrapped.hex()}), 201)
+    data = _MARKET.encode_abi(
+        "listDataset", args=[bytes.fromhex(content_hash), bytes.fromhex(schema.json()["sha256"]), "sterling-blob:", terms.as_tuple(), []]
+    )
+    receipt = send_transaction(client, provider, to=config["contracts"]["job_market"], data=data)
+    return HttpListing(content_hash, schema.json()["sha256"], key, ciphertext, receipt)
+
+
+def create_job_over_http(
+    client: httpx.Client, consumer: LocalAccount, *, dataset_ids: list[int], spec: ModelSpec, consumer_key: bytes, price_wei: int, epsilon_units: int
+) -> dict[str, Any]:
+    """The consumer flow of the UI: spec published, ``createJob`` signed locally and relayed."""
+    config = client.get("/api/config").json()
+    published = _expect(client.post("/api/specs", content=spec.to_bytes(), headers={"content-type": "application/json"}), 201)
+    now = int(rpc(client, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+    data = _MARKET.encode_abi(
+        "createJob",
+        args=[dataset_ids, bytes.fromhex(published.json()["sha256"]), epsilon_units, 10**13, consumer_key, 0, now + 3600, now + 7200],
+    )
+    return send_transaction(client, consumer, to=config["contracts"]["job_market"], data=data, value=price_wei)

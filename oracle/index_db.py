@@ -1,0 +1,341 @@
+"""The chain index: SQL tables the indexer writes and the gateway reads (SQLAlchemy 2 ORM).
+
+SQLite under the state directory by default; any SQLAlchemy URL works (``postgresql://…``
+with a driver installed). On-chain unsigned integers (wei, micro-ε, δ units, deadlines) can
+exceed a signed 64-bit column, so they are stored by :class:`UInt` as zero-padded decimal
+strings: exact, and still ordered and compared correctly by SQL.
+
+Every row derived from a log carries the log's ``(tx_hash, log_index)`` under a unique
+constraint, and :class:`ChainEvent` records each applied log once, which is what makes
+replaying a block range harmless (see :mod:`oracle.indexer`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeDecorator
+
+logger = logging.getLogger(__name__)
+
+UINT256_DIGITS = 78
+"""Decimal digits of 2**256 - 1: every on-chain unsigned integer fits."""
+DEFAULT_DB_NAME = "index.db"
+
+
+class UInt(TypeDecorator[int]):
+    """A non-negative integer up to 2**256 - 1, stored as a zero-padded decimal string."""
+
+    impl = String(UINT256_DIGITS)
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        number = int(value)
+        if not 0 <= number < 2**256:
+            raise ValueError(f"{number} is not an unsigned 256-bit integer")
+        return f"{number:0{UINT256_DIGITS}d}"
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the index tables."""
+
+
+class Cursor(Base):
+    """How far the index has got, per (chain, deployment)."""
+
+    __tablename__ = "indexer_cursor"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    market_address: Mapped[str] = mapped_column(String(42))
+    registry_address: Mapped[str] = mapped_column(String(42))
+    start_block: Mapped[int] = mapped_column(BigInteger)
+    start_block_hash: Mapped[str] = mapped_column(String(66))
+    last_block: Mapped[int] = mapped_column(BigInteger)
+    last_block_timestamp: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ChainEvent(Base):
+    """Every applied log, once: the replay guard and the feed of live updates."""
+
+    __tablename__ = "chain_events"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_chain_events_log"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    block: Mapped[int] = mapped_column(BigInteger, index=True)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    contract: Mapped[str] = mapped_column(String(42))
+    name: Mapped[str] = mapped_column(String(64))
+    dataset_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    account: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Dataset(Base):
+    """A listed dataset: its terms and its current ε ledger."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    provider: Mapped[str] = mapped_column(String(42), index=True)
+    content_hash: Mapped[str] = mapped_column(String(66))
+    schema_hash: Mapped[str] = mapped_column(String(66), index=True)
+    uri: Mapped[str] = mapped_column(String(2048))
+    price_wei: Mapped[int] = mapped_column(UInt, index=True)
+    max_epsilon_per_job: Mapped[int] = mapped_column(UInt)
+    total_epsilon: Mapped[int] = mapped_column(UInt)
+    spent_epsilon: Mapped[int] = mapped_column(UInt, default=0)
+    reserved_epsilon: Mapped[int] = mapped_column(UInt, default=0)
+    remaining_epsilon: Mapped[int] = mapped_column(UInt, index=True)
+    max_delta: Mapped[int] = mapped_column(UInt)
+    expiry: Mapped[int] = mapped_column(UInt)
+    listed_block: Mapped[int] = mapped_column(BigInteger, index=True)
+    listed_at: Mapped[int] = mapped_column(BigInteger)
+    listed_tx: Mapped[str] = mapped_column(String(66))
+
+    consumers: Mapped[list[AllowedConsumer]] = relationship(
+        order_by="AllowedConsumer.log_index", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+
+class AllowedConsumer(Base):
+    """One entry of a dataset's consumer allow-list (empty list: anyone may buy)."""
+
+    __tablename__ = "dataset_consumers"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_dataset_consumers_log"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    consumer: Mapped[str] = mapped_column(String(42))
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+
+
+class BudgetEvent(Base):
+    """One change of a dataset's ε ledger: listed, reserved, released or debited."""
+
+    __tablename__ = "dataset_budget_events"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_budget_events_log"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    epsilon: Mapped[int] = mapped_column(UInt)
+    remaining_epsilon: Mapped[int] = mapped_column(UInt)
+    block: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+
+
+class Job(Base):
+    """A training job and its current state."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    consumer: Mapped[str] = mapped_column(String(42), index=True)
+    status: Mapped[int] = mapped_column(Integer, index=True)
+    model_spec_hash: Mapped[str] = mapped_column(String(66))
+    epsilon: Mapped[int] = mapped_column(UInt)
+    delta: Mapped[int] = mapped_column(UInt)
+    consumer_key: Mapped[str] = mapped_column(String(66))
+    escrow_wei: Mapped[int] = mapped_column(UInt)
+    worker_fee_wei: Mapped[int] = mapped_column(UInt)
+    claim_deadline: Mapped[int] = mapped_column(UInt)
+    completion_deadline: Mapped[int] = mapped_column(UInt)
+    enclave: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    operator: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    epsilon_spent: Mapped[int | None] = mapped_column(UInt, nullable=True)
+    model_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    result_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    metrics_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    created_block: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_block: Mapped[int] = mapped_column(BigInteger)
+
+    datasets: Mapped[list[JobDataset]] = relationship(order_by="JobDataset.position", lazy="selectin", cascade="all, delete-orphan")
+
+
+class JobDataset(Base):
+    """A dataset of a job, in job order."""
+
+    __tablename__ = "job_datasets"
+    __table_args__ = (UniqueConstraint("job_id", "position", name="uq_job_datasets_position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    dataset_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class JobEvent(Base):
+    """One stage of a job's timeline: created, claimed, settled or expired."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_job_events_log"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    block: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    enclave: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    operator: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    epsilon_spent: Mapped[int | None] = mapped_column(UInt, nullable=True)
+    amount_wei: Mapped[int | None] = mapped_column(UInt, nullable=True)
+
+
+class Enclave(Base):
+    """A registered enclave (trainer worker or key manager), latest certificate."""
+
+    __tablename__ = "enclaves"
+
+    signer: Mapped[str] = mapped_column(String(42), primary_key=True)
+    role: Mapped[int] = mapped_column(Integer, index=True)
+    measurement: Mapped[str] = mapped_column(String(66))
+    encryption_key: Mapped[str] = mapped_column(String(66))
+    operator: Mapped[str] = mapped_column(String(42))
+    valid_until: Mapped[int] = mapped_column(UInt)
+    verifier: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    registered_block: Mapped[int] = mapped_column(BigInteger)
+    registered_at: Mapped[int] = mapped_column(BigInteger)
+    registered_tx: Mapped[str] = mapped_column(String(66))
+
+
+class Measurement(Base):
+    """Governance's decision on one (role, measurement)."""
+
+    __tablename__ = "measurements"
+    __table_args__ = (UniqueConstraint("role", "measurement", name="uq_measurements_role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    role: Mapped[int] = mapped_column(Integer)
+    measurement: Mapped[str] = mapped_column(String(66))
+    approved: Mapped[bool] = mapped_column(Boolean)
+    block: Mapped[int] = mapped_column(BigInteger)
+
+
+class Payment(Base):
+    """Money credited to an account (provider price, worker fee, refund) or withdrawn by it."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        UniqueConstraint("tx_hash", "log_index", name="uq_payments_log"),
+        Index("ix_payments_account_block", "account", "block"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(42))
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount_wei: Mapped[int] = mapped_column(UInt)
+    block: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+
+
+def cursor_key(chain_id: int, market: str, registry: str) -> str:
+    """The cursor of one deployment on one chain."""
+    return f"{chain_id}:{market}:{registry}"
+
+
+def default_url(state_dir: Path) -> str:
+    """The default database: SQLite in ``state_dir``."""
+    return f"sqlite:///{(state_dir / DEFAULT_DB_NAME).resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
+    """WAL lets the gateway read while the indexer writes; wait for a lock instead of failing."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class IndexDatabase:
+    """Engine and sessions of the chain index.
+
+    Example:
+        >>> db = IndexDatabase(default_url(Path(".sterling")))  # doctest: +SKIP
+        >>> db.create_schema()
+        >>> with db.session() as session:
+        ...     session.query(Dataset).count()
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        connect_args: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            connect_args = {"check_same_thread": False, "timeout": 10}
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, connect_args=connect_args)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        """Create missing tables (existing ones are kept)."""
+        Base.metadata.create_all(self.engine)
+
+    def reset(self) -> None:
+        """Drop and recreate every table (the chain under the index was replaced)."""
+        logger.info("resetting the chain index at %s", self.engine.url.render_as_string(hide_password=True))
+        Base.metadata.drop_all(self.engine)
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session for reading; nothing is committed."""
+        with self._sessions() as session:
+            yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work is committed on success and rolled back on any error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()

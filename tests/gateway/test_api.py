@@ -1,0 +1,198 @@
+"""The REST API over the index: filters, sorts, details, timelines, workers, payments, health, 404s."""
+
+from __future__ import annotations
+
+import hashlib
+
+from enclave_worker.trusted import dataformat, keywrap
+from enclave_worker.trusted.roles import Role
+from marketplace.consumer import Consumer
+from marketplace.contracts import EPSILON_SCALE
+from tests.conftest import toy_spec
+from tests.gateway.conftest import Gateway, list_toy, run_toy_job, unique_schema
+
+
+def test_datasets_filter_and_sort_by_price_and_remaining_epsilon(gateway: Gateway) -> None:
+    net, client = gateway.net, gateway.client
+    schema = unique_schema("sortable")
+    cheap, _ = list_toy(net, 41, schema=schema, price=10**16, total=4.0)
+    pricey, _ = list_toy(net, 42, schema=schema, price=3 * 10**17, total=9.0)
+    middle, provider = list_toy(net, 43, schema=schema, price=10**17, total=6.0)
+    gateway.sync()
+    base = {"schema_hash": "0x" + schema.hash().hex()}
+
+    def ids(**params: object) -> list[int]:
+        response = client.get("/api/datasets", params={**base, **params})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["total"] >= len(body["items"])
+        return [d["id"] for d in body["items"]]
+
+    assert ids(sort="price") == [cheap.dataset_id, middle.dataset_id, pricey.dataset_id]
+    assert ids(sort="-price") == [pricey.dataset_id, middle.dataset_id, cheap.dataset_id]
+    assert ids(sort="remaining_epsilon") == [cheap.dataset_id, middle.dataset_id, pricey.dataset_id]
+    assert ids(sort="-remaining_epsilon") == [pricey.dataset_id, middle.dataset_id, cheap.dataset_id]
+    assert ids(sort="listed") == [cheap.dataset_id, pricey.dataset_id, middle.dataset_id]
+    assert ids(sort="price", min_price=5 * 10**16, max_price=2 * 10**17) == [middle.dataset_id]
+    assert ids(sort="price", min_remaining_epsilon=5.5) == [middle.dataset_id, pricey.dataset_id]
+    assert ids(provider=provider.address) == [middle.dataset_id]
+    assert ids(sort="price", limit=1, offset=1) == [middle.dataset_id]
+    assert client.get("/api/datasets", params={**base, "limit": 1}).json()["total"] == 3
+    item = client.get("/api/datasets", params={**base, "sort": "price"}).json()["items"][0]
+    assert item["price_wei"] == str(10**16) and item["total_epsilon"] == 4.0 and item["remaining_epsilon"] == 4.0
+    assert item["schema_hash"] == base["schema_hash"] and item["content_hash"] == "0x" + cheap.content_hash.hex()
+
+    # Bad parameters are refused with a message, never a 5xx.
+    for params in ({"sort": "cheapest"}, {"min_price": -1}, {"schema_hash": "xyz"}, {"provider": "0x12"}, {"limit": 0}, {"min_remaining_epsilon": "nan"}):
+        response = client.get("/api/datasets", params=params)
+        assert response.status_code == 422 and response.json()["detail"], params
+
+
+def test_dataset_and_job_details_show_budget_history_timeline_and_payments(gateway: Gateway) -> None:
+    net, client = gateway.net, gateway.client
+    schema = unique_schema("detail")
+    listed, provider = list_toy(net, 44, schema=schema, price=2 * 10**17)
+    consumer, created = run_toy_job(net, [listed.dataset_id], fee=10**16)
+    job = net.market.job(created.job_id)
+    gateway.sync()
+
+    detail = client.get(f"/api/datasets/{listed.dataset_id}").json()
+    assert detail["schema"] == schema.to_json()
+    assert [(e["kind"], e["job_id"]) for e in detail["budget_history"]] == [
+        ("listed", None), ("reserved", created.job_id), ("debited", created.job_id),
+    ]  # fmt: skip
+    assert detail["budget_history"][1]["epsilon"] == 1.0
+    assert detail["remaining_epsilon"] == detail["budget_history"][-1]["remaining_epsilon"] == net.market.remaining_epsilon(listed.dataset_id) / EPSILON_SCALE
+    assert detail["job_ids"] == [created.job_id]
+
+    body = client.get(f"/api/jobs/{created.job_id}").json()
+    assert body["status"] == "completed" and body["dataset_ids"] == [listed.dataset_id]
+    assert [t["stage"] for t in body["timeline"]] == ["created", "claimed", "settled"]
+    assert body["timeline"][0]["amount_wei"] == str(created.escrow)
+    assert body["timeline"][1]["enclave"] == net.worker.signer and body["timeline"][1]["operator"] == net.operator.address
+    assert body["epsilon_spent"] == body["timeline"][2]["epsilon_spent"] == job.epsilon_spent / EPSILON_SCALE
+    assert 0 < body["epsilon_spent"] <= body["epsilon"] == 1.0
+    assert sorted((p["account"], p["amount_wei"]) for p in body["payments"]) == sorted(
+        [(provider.address, str(2 * 10**17)), (net.operator.address, str(10**16))]
+    )
+    assert body["model_spec"]["architecture"] == "logistic_regression"
+    assert body["metrics"] is not None and body["metrics_hash"] is not None
+    assert body["progress"]["stage"] == "settled" and body["progress"]["epsilon_spent"] == body["epsilon_spent"]
+    assert body["result_hash"] == "0x" + job.result_hash.hex()
+
+    result = client.get(f"/api/jobs/{created.job_id}/result")
+    assert result.status_code == 200 and result.headers["content-type"] == "application/octet-stream"
+    assert result.content[:4] == b"STRS" and hashlib.sha256(result.content).digest() == job.result_hash
+
+    listing = client.get("/api/jobs", params={"consumer": consumer.account.address}).json()
+    assert [j["id"] for j in listing["items"]] == [created.job_id] and listing["total"] == 1
+    assert created.job_id in [j["id"] for j in client.get("/api/jobs", params={"dataset_id": listed.dataset_id, "status": "completed"}).json()["items"]]
+    assert client.get("/api/jobs", params={"dataset_id": listed.dataset_id, "status": "open"}).json()["items"] == []
+
+
+def test_payments_show_pending_balance_until_withdrawn(gateway: Gateway) -> None:
+    net, client = gateway.net, gateway.client
+    listed, provider = list_toy(net, 45, price=5 * 10**16)
+    _, created = run_toy_job(net, [listed.dataset_id], fee=0)
+    gateway.sync()
+    body = client.get("/api/payments", params={"account": provider.address}).json()
+    assert body["pending_wei"] == str(5 * 10**16)
+    assert [(p["kind"], p["job_id"], p["amount_wei"]) for p in body["items"]] == [("credited", created.job_id, str(5 * 10**16))]
+    net.market.withdraw(provider)
+    gateway.sync()
+    body = client.get("/api/payments", params={"account": provider.address}).json()
+    assert body["pending_wei"] == "0" and body["total"] == 2
+    assert [(p["kind"], p["job_id"]) for p in body["items"]] == [("withdrawn", None), ("credited", created.job_id)]
+    assert client.get("/api/payments").json()["pending_wei"] is None
+
+
+def test_workers_show_measurement_and_attestation(gateway: Gateway) -> None:
+    net, client = gateway.net, gateway.client
+    gateway.sync()
+    workers = {w["signer"]: w for w in client.get("/api/workers").json()}
+    trainer, key_manager = workers[net.worker.signer], workers[net.key_manager.signer]
+    assert trainer["role"] == "trainer" and key_manager["role"] == "key_manager"
+    for worker in (trainer, key_manager):
+        assert worker["measurement"] == "0x" + net.measurement.hex()
+        assert worker["measurement_approved"] and worker["active"]
+        assert worker["operator"] == net.operator.address
+        assert worker["attestation"]["format"] == "sim"
+        assert worker["attestation"]["verifier"] == net.verifier.signer.address
+        assert worker["attestation"]["valid_until"] == worker["valid_until"] > worker["attestation"]["verified_at"]
+    assert key_manager["encryption_key"] == "0x" + net.registry.enclave_of(net.key_manager.signer).encryption_key.hex()
+
+
+def test_health_config_and_not_found(gateway: Gateway) -> None:
+    net, client = gateway.net, gateway.client
+    gateway.sync()
+    health = client.get("/api/health").json()
+    assert health == {
+        "status": "ok", "chain_id": net.chain.chain_id, "head_block": net.chain.w3.eth.block_number,
+        "indexed_block": net.chain.w3.eth.block_number, "lag_blocks": 0,
+    }  # fmt: skip
+    config = client.get("/api/config").json()
+    assert config["contracts"] == {"job_market": net.market.address, "enclave_registry": net.registry.address}
+    assert config["rpc_path"] == "/api/rpc" and config["epsilon_scale"] == 10**6 and config["delta_scale"] == 10**18
+    record = net.registry.enclave_of(net.key_manager.signer)
+    assert config["key_manager"]["encryption_key"] == "0x" + record.encryption_key.hex()
+    assert config["key_manager"]["measurement"] == "0x" + net.measurement.hex() and config["key_manager"]["active"]
+    assert net.registry.is_active(config["key_manager"]["signer"], Role.KEY_MANAGER)
+    (dev,) = config["dev_accounts"]
+    assert dev["address"] == gateway.services.dev_accounts[0].address and net.chain.balance(dev["address"]) > 0
+
+    for path, fragment in (
+        ("/api/datasets/999999", "dataset 999999"),
+        ("/api/jobs/999999", "job 999999"),
+        ("/api/jobs/999999/result", "job 999999"),
+        ("/api/blobs/" + "00" * 32, "no blob"),
+        ("/api/nothing-here", "Not Found"),
+    ):
+        response = client.get(path)
+        assert response.status_code == 404 and fragment in response.json()["detail"], path
+    listed, _ = list_toy(net, 46)
+    open_job = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs).create_job(
+        [listed.dataset_id], toy_spec(), epsilon=0.5, delta=1e-5, worker_fee=0  # type: ignore[arg-type]
+    )
+    gateway.sync()
+    response = client.get(f"/api/jobs/{open_job.job_id}/result")
+    assert response.status_code == 404 and "no result yet" in response.json()["detail"]
+    assert client.get(f"/api/jobs/{open_job.job_id}").json()["status"] == "open"
+
+
+def test_deposits_reach_the_key_manager_only_as_wrapped_keys(gateway: Gateway) -> None:
+    net, client = gateway.net, gateway.client
+    stored = net.blobs.put(dataformat.encrypt_bytes(b"rows", dataformat.new_data_key(), kind=dataformat.Kind.DATASET, context=bytes(32)))
+    km_key = bytes.fromhex(client.get("/api/config").json()["key_manager"]["encryption_key"][2:])
+    wrapped = keywrap.wrap(dataformat.new_data_key(), km_key, info=keywrap.datakey_info(bytes.fromhex(stored)))
+    ok = client.post("/api/key-manager/deposits", json={"content_hash": stored, "wrapped_key": wrapped.hex()})
+    assert ok.status_code == 201 and ok.json() == {"content_hash": "0x" + stored, "key_manager": net.key_manager.signer}
+    assert (net.key_manager.state_dir / "deposits" / f"{stored}.sealed").is_file()
+
+    wrong_binding = keywrap.wrap(dataformat.new_data_key(), km_key, info=keywrap.datakey_info(bytes(32)))
+    refused = client.post("/api/key-manager/deposits", json={"content_hash": stored, "wrapped_key": wrong_binding.hex()})
+    assert refused.status_code == 400 and "refused" in refused.json()["detail"]
+    unknown = client.post("/api/key-manager/deposits", json={"content_hash": "11" * 32, "wrapped_key": wrapped.hex()})
+    assert unknown.status_code == 404 and "upload it before" in unknown.json()["detail"]
+    malformed = client.post("/api/key-manager/deposits", json={"content_hash": stored, "wrapped_key": "xyz"})
+    assert malformed.status_code == 422 and "wrapped_key" in malformed.json()["detail"]
+
+
+def test_specs_and_schemas_are_validated_and_stored_canonically(gateway: Gateway) -> None:
+    client = gateway.client
+    spec = toy_spec()
+    published = client.post("/api/specs", content=b'{"architecture": "logistic_regression", "epochs": 3, "batch_size": 32, '
+                             b'"learning_rate": 0.1, "max_grad_norm": 1.0, "seed": 0}', headers={"content-type": "application/json"})  # fmt: skip
+    assert published.status_code == 201 and published.json()["sha256"] == spec.hash().hex()
+    assert client.get(f"/api/blobs/{spec.hash().hex()}").content == spec.to_bytes()
+    invalid = client.post("/api/specs", json={"architecture": "transformer", "epochs": 1})
+    assert invalid.status_code == 422 and "architecture" in invalid.json()["detail"]
+    # py-evm raises the recursion limit to 100 000: without the depth guard this body would crash the process.
+    for path in ("/api/specs", "/api/schemas", "/api/key-manager/deposits", "/api/rpc"):
+        deep = client.post(path, content=b"[" * 200_000, headers={"content-type": "application/json"})
+        assert deep.status_code == 400 and "nests deeper than" in deep.json()["detail"], path
+    assert client.post("/api/specs", content=b'{"a": "' + b"[" * 1000 + b'"}', headers={"content-type": "application/json"}).status_code == 422
+    schema = unique_schema("published")
+    stored = client.post("/api/schemas", json=schema.to_json())
+    assert stored.status_code == 201 and stored.json()["sha256"] == schema.hash().hex()
+    bad = client.post("/api/schemas", json={**schema.to_json(), "class_names": ["only"]})
+    assert bad.status_code == 422 and "two classes" in bad.json()["detail"]

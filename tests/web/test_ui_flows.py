@@ -1,0 +1,191 @@
+"""Every marketplace flow in a real browser against ``sterling up`` on anvil.
+
+A provider lists a dataset from the browser (the CSV is packaged and encrypted in the page), a
+consumer creates a job, watches it settle, downloads and decrypts the model in the page, and the
+provider withdraws. Screenshots of every page (desktop and phone widths) go to ``screenshots/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+from safetensors.numpy import load as load_safetensors
+from sklearn.datasets import load_breast_cancer
+
+from tests.gateway.test_up import sterling_up, wait_until
+from tests.web.conftest import SCREENSHOTS
+
+pytestmark = [pytest.mark.browser, pytest.mark.anvil, pytest.mark.slow]
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    root = tmp_path_factory.mktemp("ui-up")
+    with sterling_up(root / "state", root / "up.log") as (client, _):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def hospital_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400 rows of breast cancer with named columns and a text label, as a data officer would export it."""
+    data = load_breast_cancer()
+    path = tmp_path_factory.mktemp("csv") / "hospital.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*data.feature_names, "diagnosis"])
+        for x, y in zip(data.data[:400], data.target[:400], strict=True):
+            writer.writerow([f"{v:.6g}" for v in x] + [data.target_names[y]])
+    return path
+
+
+def shoot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+def use_account(page: Page, index: int) -> str:
+    page.select_option("#account-select", f"dev:{index}")
+    return page.locator("#account-select").input_value()
+
+
+def test_list_train_settle_decrypt_withdraw_in_the_browser(up: httpx.Client, browser: Browser, hospital_csv: Path) -> None:
+    base = str(up.base_url)
+    config = up.get("/api/config").json()
+    provider, consumer = config["dev_accounts"][0]["address"], config["dev_accounts"][1]["address"]
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # The provider lists a dataset: packaged and encrypted in the page.
+    page.goto(f"{base}/#/list")
+    use_account(page, 0)
+    page.wait_for_selector("#file")
+    page.set_input_files("#file", hospital_csv)
+    expect(page.locator("#label-column")).to_be_enabled()
+    page.select_option("#label-column", "diagnosis")
+    page.fill("#price", "0.5")
+    shoot(page, "list-a-dataset")
+    page.click("#list-submit")
+    page.wait_for_selector("#listed-link", timeout=90_000)
+    assert page.locator("[data-step=list]").get_attribute("class") == "done"
+    shoot(page, "list-a-dataset-done")
+    dataset_id = int(str(page.get_attribute("#listed-link", "href")).rsplit("/", 1)[1])
+    dataset = up.get(f"/api/datasets/{dataset_id}").json()
+    assert dataset["provider"] == provider and dataset["price_wei"] == str(5 * 10**17)
+    assert dataset["schema"]["class_names"] == ["benign", "malignant"] and len(dataset["schema"]["feature_names"]) == 30
+    stored = up.get(f"/api/blobs/{dataset['content_hash'][2:]}").content
+    assert stored[:4] == b"STRL" and hashlib.sha256(stored).hexdigest() == dataset["content_hash"][2:]
+    assert b"mean radius" not in stored and hospital_csv.read_bytes()[:200] not in stored
+
+    page.click("#listed-link")
+    expect(page.locator("h1")).to_have_text(f"Dataset #{dataset_id}")
+    expect(page.locator("svg.chart")).to_be_visible()
+    shoot(page, "dataset-detail")
+    page.goto(f"{base}/#/")
+    expect(page.locator(f"[data-dataset-id='{dataset_id}']")).to_be_visible()
+    shoot(page, "marketplace")
+
+    # The consumer picks it; the form checks eligibility and price live.
+    use_account(page, 1)
+    page.goto(f"{base}/#/jobs/new?datasets={dataset_id}")
+    page.wait_for_selector("#job-form")
+    page.fill("#epsilon", "5")
+    expect(page.locator(f"[data-check='{dataset_id}']")).to_contain_text("ε above 2.000")
+    expect(page.locator("#create-submit")).to_be_disabled()
+    page.fill("#epsilon", "1")
+    page.fill("#epochs", "3")
+    page.fill("#hidden", "16")
+    expect(page.locator("#summary")).to_contain_text("0.51 ETH")
+    expect(page.locator("#create-submit")).to_be_enabled()
+    shoot(page, "create-a-job")
+    page.click("#create-submit")
+    page.wait_for_selector("#job-link", timeout=60_000)
+    job_id = int(str(page.get_attribute("#job-link", "href")).rsplit("/", 1)[1])
+
+    # The job page follows it live to settlement.
+    page.click("#job-link")
+    page.wait_for_selector("li.done[data-stage=settled]", timeout=180_000)
+    job = up.get(f"/api/jobs/{job_id}").json()
+    assert job["consumer"] == consumer and job["status"].upper() == "COMPLETED"
+    assert 0 < job["epsilon_spent"] <= 1.0
+    expect(page.locator("#eps-spent")).to_have_text(f"{job['epsilon_spent']:.3f}")
+    shoot(page, "job-settled")
+
+    # The model is downloaded sealed and decrypted in the page with the key that never left it.
+    with page.expect_download() as download:
+        page.click("#download-model")
+    weights = Path(download.value.path()).read_bytes()
+    page.wait_for_selector("#model-ok")
+    assert hashlib.sha256(weights).hexdigest() == job["model_hash"][2:]
+    tensors = load_safetensors(weights)
+    assert any(t.ndim == 2 for t in tensors.values())
+
+    page.goto(f"{base}/#/jobs")
+    expect(page.locator(f"a[href='#/jobs/{job_id}']")).to_be_visible()
+    shoot(page, "jobs")
+    page.goto(f"{base}/#/workers")
+    expect(page.locator("tbody tr")).to_have_count(2)
+    expect(page.locator("tbody")).to_contain_text("active")
+    shoot(page, "workers")
+
+    # The provider withdraws what the job paid.
+    use_account(page, 0)
+    page.goto(f"{base}/#/account")
+    expect(page.locator("#pending")).to_have_text("0.5 ETH")
+    page.click("#withdraw")
+    page.wait_for_selector("#withdraw-status .ok-box", timeout=60_000)
+    expect(page.locator("#pending")).to_have_text("0 ETH", timeout=30_000)
+    shoot(page, "account-withdrawn")
+    wait_until(lambda: up.get("/api/payments", params={"account": provider}).json()["pending_wei"] == "0", timeout=30)
+
+    # Readable on a phone: no page is wider than the screen.
+    page.set_viewport_size(PHONE)
+    for route, name, heading in [
+        ("#/", "marketplace", "Datasets"),
+        (f"#/datasets/{dataset_id}", "dataset-detail", f"Dataset #{dataset_id}"),
+        ("#/jobs/new", "create-a-job", "Create a training job"),
+        (f"#/jobs/{job_id}", "job-settled", f"Job #{job_id}"),
+        ("#/workers", "workers", "Workers and key managers"),
+        ("#/account", "account", "My account"),
+    ]:
+        page.goto(f"{base}/{route}")
+        expect(page.locator("main h1")).to_contain_text(heading)
+        page.wait_for_timeout(300)
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{route} is {overflow}px wider than a phone screen"
+        shoot(page, f"phone-{name}")
+    context.close()
+    assert not errors, errors
+
+
+def test_errors_show_where_they_happen(up: httpx.Client, page: Page, tmp_path: Path) -> None:
+    base = str(up.base_url)
+    page.goto(f"{base}/#/list")
+    page.wait_for_selector("#file")
+    page.click("#list-submit")
+    expect(page.locator("#file-error")).to_have_text("Choose a CSV file.")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("age,weight,outcome\n41,70,yes\n38,heavy,no\n")
+    page.set_input_files("#file", bad)
+    expect(page.locator("#label-column")).to_be_enabled()
+    page.select_option("#label-column", "outcome")
+    page.fill("#max-eps", "20")
+    page.click("#list-submit")
+    expect(page.locator("#terms-error")).to_contain_text("cannot exceed the total")
+    page.fill("#max-eps", "2")
+    page.click("#list-submit")
+    expect(page.locator("#outcome .error-box")).to_contain_text('"heavy" is not a number')
+    assert page.locator("[data-step=package]").get_attribute("class") == "failed"
+    shoot(page, "list-a-dataset-error")
+    page.goto(f"{base}/#/nowhere")
+    expect(page.locator("h1")).to_have_text("Not found")

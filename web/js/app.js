@@ -1,0 +1,72 @@
+// The single-page app: hash routes, the account selector, and live updates.
+import { subscribe } from "./api.js";
+import { esc } from "./format.js";
+import * as wallet from "./wallet.js";
+
+const routes = [
+  { pattern: /^\/$/, nav: "marketplace", load: () => import("./pages/marketplace.js") },
+  { pattern: /^\/datasets\/(\d+)$/, nav: "marketplace", load: () => import("./pages/dataset.js") },
+  { pattern: /^\/list$/, nav: "list", load: () => import("./pages/list.js") },
+  { pattern: /^\/jobs\/new$/, nav: "create-job", load: () => import("./pages/create-job.js") },
+  { pattern: /^\/jobs$/, nav: "jobs", load: () => import("./pages/jobs.js") },
+  { pattern: /^\/jobs\/(\d+)$/, nav: "jobs", load: () => import("./pages/job.js") },
+  { pattern: /^\/workers$/, nav: "workers", load: () => import("./pages/workers.js") },
+  { pattern: /^\/account$/, nav: "account", load: () => import("./pages/account.js") },
+];
+
+const view = document.getElementById("view");
+let cleanup = null;
+let renderToken = 0;
+
+async function route() {
+  const path = location.hash.replace(/^#/, "").split("?")[0] || "/";
+  const match = routes.map((r) => ({ r, m: path.match(r.pattern) })).find((x) => x.m);
+  if (cleanup) {
+    cleanup();
+    cleanup = null;
+  }
+  const token = ++renderToken;
+  document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", match && a.dataset.nav === match.r.nav));
+  if (!match) {
+    view.innerHTML = `<h1>Not found</h1><p>No page at <span class="mono">${esc(path)}</span>. <a href="#/">Back to the marketplace</a>.</p>`;
+    return;
+  }
+  view.innerHTML = `<p class="muted">Loading…</p>`;
+  try {
+    const page = await match.r.load();
+    if (token !== renderToken) return;
+    const result = await page.render(view, match.m.slice(1));
+    if (token === renderToken) cleanup = typeof result === "function" ? result : null;
+    else if (typeof result === "function") result();
+    view.focus({ preventScroll: true });
+  } catch (error) {
+    if (token === renderToken) view.innerHTML = `<div class="error-box" role="alert">${esc(error.message || error)}</div>`;
+  }
+}
+
+async function setUpAccounts() {
+  const select = document.getElementById("account-select");
+  const status = document.getElementById("chain-status");
+  try {
+    const cfg = await wallet.loadConfig();
+    const choices = await wallet.accountChoices();
+    select.innerHTML = choices.map((c) => `<option value="${esc(c.value)}">${esc(c.label)}</option>`).join("") || `<option value="">no account</option>`;
+    const current = wallet.selectedChoice();
+    if (choices.some((c) => c.value === current)) select.value = current;
+    else if (choices.length) wallet.select(choices[0].value);
+    select.addEventListener("change", () => {
+      wallet.select(select.value);
+      route();
+    });
+    status.textContent = `chain ${cfg.chain_id}`;
+    subscribe((type, data) => {
+      if (type === "block" && data && data.indexed_block !== undefined) status.textContent = `chain ${cfg.chain_id} · block ${data.indexed_block}`;
+    });
+  } catch (error) {
+    status.textContent = "gateway unreachable";
+    status.classList.add("bad");
+  }
+}
+
+window.addEventListener("hashchange", route);
+setUpAccounts().then(route);

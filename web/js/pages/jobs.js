@@ -1,0 +1,35 @@
+// Jobs: every job, newest first; "mine" for the selected account.
+import { getJSON, subscribe } from "../api.js";
+import { chip, esc, eps, eth, short } from "../format.js";
+import * as wallet from "../wallet.js";
+
+const TONES = { OPEN: "warn", CLAIMED: "warn", COMPLETED: "ok", EXPIRED: "bad" };
+
+export async function render(root) {
+  root.innerHTML = `<h1>Training jobs</h1>
+    <div class="toolbar"><div class="field"><label for="mine">Show</label>
+      <select id="mine"><option value="all">All jobs</option><option value="mine">My jobs</option></select></div>
+      <a class="button" href="#/jobs/new">Create a job</a></div><div id="list"></div>`;
+  const mine = root.querySelector("#mine");
+  const list = root.querySelector("#list");
+  async function load() {
+    const params = new URLSearchParams({ limit: "100" });
+    if (mine.value === "mine") {
+      const me = await wallet.address();
+      if (me) params.set("consumer", me);
+    }
+    const { items } = await getJSON(`/api/jobs?${params}`);
+    for (const j of items) j.status = String(j.status).toUpperCase();
+    list.innerHTML = items.length
+      ? `<div class="table-wrap"><table><thead><tr><th>Job</th><th>Status</th><th>Datasets</th><th>ε target</th><th>ε spent</th><th>Escrow</th><th>Consumer</th></tr></thead><tbody>
+        ${items
+          .map((j) => `<tr><td><a href="#/jobs/${j.id}">#${j.id}</a></td><td>${chip(j.status, TONES[j.status] || "")}</td>
+            <td>${j.dataset_ids.map((d) => `<a href="#/datasets/${d}">#${d}</a>`).join(", ")}</td><td>${eps(j.epsilon)}</td>
+            <td>${j.status === "COMPLETED" ? eps(j.epsilon_spent) : "—"}</td><td>${eth(j.escrow_wei)}</td><td>${short(j.consumer)}</td></tr>`)
+          .join("")}</tbody></table></div>`
+      : `<p class="muted">No jobs yet.</p>`;
+  }
+  mine.addEventListener("change", () => load().catch((e) => (list.innerHTML = `<div class="error-box">${esc(e.message)}</div>`)));
+  await load();
+  return subscribe((type) => (type === "job" || type === "progress") && load().catch(() => {}));
+}
