@@ -48,14 +48,29 @@ class EnclaveProcess:
         self.encryption_key: bytes = hello["encryption_key"]
 
     @classmethod
-    def start(cls, role: Role, *, code_root: Path = REPO_ROOT, seal_key: bytes | None = None) -> EnclaveProcess:
+    def start(
+        cls,
+        role: Role,
+        *,
+        code_root: Path = REPO_ROOT,
+        seal_key: bytes | None = None,
+        threads: int | None = None,
+        niceness: int = 0,
+    ) -> EnclaveProcess:
         """Launch a trusted process of ``role`` from the code under ``code_root``.
 
         Args:
             code_root: the directory holding the ``enclave_worker`` package to run.
             seal_key: the platform's sealing key for this code, passed through a private pipe.
+            threads: compute threads for training (default: torch's, one per core).
+            niceness: added to the process's scheduling niceness, so that services sharing the
+                machine (the gateway of ``sterling up``) stay responsive while it trains.
         """
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
         args = [sys.executable, "-m", "enclave_worker.trusted.main", "--role", "trainer" if role is Role.TRAINER else "key_manager"]
+        if threads is not None:
+            args += ["--threads", str(threads)]
         pass_fds: tuple[int, ...] = ()
         read_end = None
         if seal_key is not None:
@@ -73,6 +88,8 @@ class EnclaveProcess:
         finally:
             if read_end is not None:
                 os.close(read_end)
+        if niceness:
+            os.setpriority(os.PRIO_PROCESS, process.pid, os.getpriority(os.PRIO_PROCESS, process.pid) + niceness)
         logger.info("started %s enclave process pid %d", role.name.lower(), process.pid)
         return cls(process, role)
 

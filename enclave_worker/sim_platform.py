@@ -107,15 +107,16 @@ class SimPlatform:
     def public_key_bytes(self) -> bytes:
         return self._key.public_key().public_bytes_raw()
 
-    def launch(self, role: Role, *, code_root: Path | None = None) -> LaunchedEnclave:
+    def launch(self, role: Role, *, code_root: Path | None = None, threads: int | None = None, niceness: int = 0) -> LaunchedEnclave:
         """Measure the trusted code, then start a trusted process running it with its sealing key.
 
         Args:
             code_root: directory holding the ``enclave_worker`` package to run (this checkout by default).
+            threads, niceness: passed to :meth:`EnclaveProcess.start`.
         """
         root = code_root or measurement.PACKAGE_ROOT.parent
         value = measurement.measure(root / "enclave_worker")
-        process = EnclaveProcess.start(role, code_root=root, seal_key=self.sealing_key(value))
+        process = EnclaveProcess.start(role, code_root=root, seal_key=self.sealing_key(value), threads=threads, niceness=niceness)
         return LaunchedEnclave(process=process, measurement=value, platform=self)
 
     def sealing_key(self, measurement_value: bytes) -> bytes:

@@ -34,11 +34,12 @@ from .compile import load_artifact
 from .contracts import Terms, delta_units, epsilon_units
 from .gateway_client import (
     create_job_over_http,
+    indexed_id,
     list_dataset_over_http,
     rpc,
     wait_for_receipt,
 )
-from .loadgen import open_loop
+from .loadgen import open_loop_in_subprocess
 from .up import spawned
 
 DATASETS = 1000
@@ -82,15 +83,13 @@ def _start_training_job(client: httpx.Client, provider: LocalAccount, consumer: 
 
     terms = Terms(price_per_job=10**16, max_epsilon_per_job=epsilon_units(5), total_epsilon_budget=epsilon_units(50), max_delta=delta_units(1e-4))  # type: ignore[arg-type]
     listing = list_dataset_over_http(client, provider, hospital_table(), terms)
-    dataset_id = int(client.get("/api/datasets", params={"sort": "-listed", "limit": 1}).json()["items"][0]["id"])
+    dataset_id = indexed_id(listing.receipt, "DatasetListed")
     spec = mlp_spec(64).model_copy(update={"epochs": TRAINING_EPOCHS})
     consumer_key = keywrap.public_key_bytes(X25519PrivateKey.generate())
     receipt = create_job_over_http(
         client, consumer, dataset_ids=[dataset_id], spec=spec, consumer_key=consumer_key, price_wei=10**16, epsilon_units=epsilon_units(2)
     )
-    del listing, receipt
-    jobs = client.get("/api/jobs", params={"consumer": consumer.address}).json()["items"]
-    return int(jobs[0]["id"])
+    return indexed_id(receipt, "JobCreated")
 
 
 def _training(client: httpx.Client, job_id: int) -> bool:
@@ -99,7 +98,7 @@ def _training(client: httpx.Client, job_id: int) -> bool:
     return bool(job["status"] == "claimed" and progress.get("stage") == "training")
 
 
-def run(*, rate: float, duration: float, datasets: int, state_dir: Path) -> None:
+def run(*, rate: float, duration: float, datasets: int, state_dir: Path, train: bool = True) -> None:
     log = state_dir / "up.log"
     with spawned(state_dir / "state", log=log, chain="anvil") as (url, _), httpx.Client(base_url=url, timeout=120) as client:
         config = client.get("/api/config").json()
@@ -107,19 +106,21 @@ def run(*, rate: float, duration: float, datasets: int, state_dir: Path) -> None
         consumer = Account.from_key(config["dev_accounts"][1]["private_key"])
         started = time.perf_counter()
         _seed_listings(client, provider, count=datasets, market=config["contracts"]["job_market"])
-        job_id = _start_training_job(client, provider, consumer)
+        job_id = _start_training_job(client, provider, consumer) if train else None
         head = int(rpc(client, "eth_blockNumber"), 16)
         _wait(lambda: client.get("/api/health").json()["indexed_block"] >= head, timeout=300, what="index did not catch up")
         total = client.get("/api/datasets", params={"limit": 1}).json()["total"]
         print(f"seeded {total} indexed datasets in {time.perf_counter() - started:.1f} s; job {job_id} created")
-        _wait(lambda: _training(client, job_id), timeout=300, what=f"job {job_id} did not start training")
-        print(f"job {job_id} is training; loading GET /api/datasets at {rate:g} req/s for {duration:g} s (open loop)")
-        result = open_loop(f"{url}/api/datasets", rate=rate, duration=duration)
-        still = _training(client, job_id)
-        progress = client.get(f"/api/jobs/{job_id}").json().get("progress") or {}
+        if job_id is not None:
+            _wait(lambda: _training(client, job_id), timeout=300, what=f"job {job_id} did not start training")
+            print(f"job {job_id} is training; loading GET /api/datasets at {rate:g} req/s for {duration:g} s (open loop)")
+        result = open_loop_in_subprocess(f"{url}/api/datasets", rate=rate, duration=duration)
+        still = job_id is not None and _training(client, job_id)
+        progress = client.get(f"/api/jobs/{job_id}").json().get("progress") or {} if job_id is not None else {}
     print(f"requests {result.requests}, errors {result.errors}, achieved {result.achieved_rps:.1f} req/s")
     print(f"latency ms: p50 {result.percentile(50):.1f}, p90 {result.percentile(90):.1f}, p99 {result.percentile(99):.1f}, max {max(result.latencies_ms, default=float('nan')):.1f}")
-    print(f"job {job_id} {'still training' if still else 'no longer training'} at the end (epoch {progress.get('epoch')} of {progress.get('epochs')})")
+    if job_id is not None:
+        print(f"job {job_id} {'still training' if still else 'no longer training'} at the end (epoch {progress.get('epoch')} of {progress.get('epochs')})")
     print(f"bench-api: p50 {result.percentile(50):.1f} ms, p99 {result.percentile(99):.1f} ms, errors {result.errors}, rps {result.achieved_rps:.1f}")
 
 
@@ -128,9 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     parser.add_argument("--datasets", type=int, default=DATASETS, help="datasets to list before the load")
+    parser.add_argument("--no-job", action="store_true", help="measure without a job training (a baseline)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sterling-bench-api-") as tmp:
-        run(rate=args.rate, duration=args.duration, datasets=args.datasets, state_dir=Path(tmp))
+        run(rate=args.rate, duration=args.duration, datasets=args.datasets, state_dir=Path(tmp), train=not args.no_job)
 
 
 if __name__ == "__main__":

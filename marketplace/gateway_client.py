@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
+from eth_utils import event_abi_to_log_topic
 from web3 import Web3
 
 from enclave_worker.trusted import dataformat, keywrap
@@ -31,6 +32,21 @@ RECEIPT_TIMEOUT_SECONDS = 60
 
 class GatewayRequestFailed(SterlingError):
     """The gateway answered an HTTP error, a JSON-RPC error, or a reverted transaction."""
+
+
+def indexed_id(receipt: dict[str, Any], event: str) -> int:
+    """The first indexed argument (an id) of ``event`` in a raw JSON-RPC receipt, e.g. ``DatasetListed``'s dataset id.
+
+    Raises:
+        GatewayRequestFailed: the receipt holds no such event.
+    """
+    abi = next(item for item in _MARKET.abi if item.get("type") == "event" and item.get("name") == event)
+    topic = "0x" + event_abi_to_log_topic(abi).hex()  # type: ignore[arg-type]
+    for log in receipt.get("logs", []):
+        topics = [t if isinstance(t, str) else "0x" + bytes(t).hex() for t in log["topics"]]
+        if topics and topics[0].lower() == topic:
+            return int(topics[1], 16)
+    raise GatewayRequestFailed(f"transaction {receipt.get('transactionHash')} emitted no {event}")
 
 
 def _expect(response: httpx.Response, status: int) -> httpx.Response:

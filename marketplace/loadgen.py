@@ -7,9 +7,14 @@ omission"). Used by ``make bench-api``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import gc
+import json
 import math
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -50,12 +55,8 @@ async def _run(url: str, *, rate: float, duration: float, timeout: float, connec
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         start = time.perf_counter() + 0.05
 
-        async def one(i: int) -> None:
+        async def one(due: float) -> None:
             nonlocal errors
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
             try:
                 response = await client.get(url)
                 ok = response.status_code == 200
@@ -66,7 +67,18 @@ async def _run(url: str, *, rate: float, duration: float, timeout: float, connec
             else:
                 errors += 1
 
-        await asyncio.gather(*(one(i) for i in range(total)))
+        # One scheduler starts each request at its due time (not thousands of sleeping tasks).
+        running: set[asyncio.Task[None]] = set()
+        for i in range(total):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(due))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        if running:
+            await asyncio.gather(*running)
         elapsed = time.perf_counter() - start
     return LoadResult(requests=total, errors=errors, duration_s=max(elapsed, duration), latencies_ms=tuple(latencies))
 
@@ -83,4 +95,35 @@ def open_loop(url: str, *, rate: float, duration: float, timeout: float = 5.0, c
     """
     if rate <= 0 or duration <= 0:
         raise ValueError(f"rate and duration must be positive, got {rate} and {duration}")
-    return asyncio.run(_run(url, rate=rate, duration=duration, timeout=timeout, connections=connections))
+    gc.collect()
+    gc.freeze()  # the objects alive now are never scanned again: no long collector pauses mid-run
+    try:
+        return asyncio.run(_run(url, rate=rate, duration=duration, timeout=timeout, connections=connections))
+    finally:
+        gc.unfreeze()
+
+
+def open_loop_in_subprocess(url: str, *, rate: float, duration: float, timeout: float = 5.0) -> LoadResult:
+    """:func:`open_loop` in a fresh, lightweight Python process, as ``wrk`` would be: the caller's
+    own heap (web3, torch) and threads then cannot stall the generator and inflate latencies."""
+    out = subprocess.run(
+        [sys.executable, "-m", "marketplace.loadgen", url, "--rate", str(rate), "--duration", str(duration), "--timeout", str(timeout)],
+        capture_output=True, text=True, check=True, timeout=duration + 10 * timeout + 60,
+    )
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    return LoadResult(requests=doc["requests"], errors=doc["errors"], duration_s=doc["duration_s"], latencies_ms=tuple(doc["latencies_ms"]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Open-loop GET load; prints one JSON line with every latency.")
+    parser.add_argument("url")
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    result = open_loop(args.url, rate=args.rate, duration=args.duration, timeout=args.timeout)
+    print(json.dumps({"requests": result.requests, "errors": result.errors, "duration_s": result.duration_s, "latencies_ms": result.latencies_ms}))
+
+
+if __name__ == "__main__":
+    main()

@@ -84,8 +84,13 @@ def start_enclaves(
     verifier_key: LocalAccount,
     operator: LocalAccount,
     say: Callable[[str, str], None] | None = None,
+    trainer_threads: int | None = None,
+    trainer_niceness: int = 0,
 ) -> LocalNet:
     """Start a key-manager and a trainer enclave for an existing deployment and register both.
+
+    ``trainer_threads`` and ``trainer_niceness`` bound the trainer's share of a machine it shares
+    with other services (see :meth:`EnclaveProcess.start`).
 
     Idempotent on-chain set-up: the measurement is approved and the verifier granted its role
     only if they are not already, so ``sterling up`` can run this again on a persisted chain
@@ -102,7 +107,10 @@ def start_enclaves(
     platform = SimPlatform.load_or_create(state_dir / "sim-platform.pem")
     # Both trusted processes import torch on start; launching them side by side halves the wait.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        launches = [pool.submit(platform.launch, role) for role in (Role.KEY_MANAGER, Role.TRAINER)]
+        launches = [
+            pool.submit(platform.launch, Role.KEY_MANAGER),
+            pool.submit(platform.launch, Role.TRAINER, threads=trainer_threads, niceness=trainer_niceness),
+        ]
     failures = [f.exception() for f in launches if f.exception() is not None]
     if failures:
         for f in launches:

@@ -56,6 +56,8 @@ StageFn = Callable[[str, str], None]
 MIN_BALANCE = Wei(10**18)
 FUNDING = Wei(10**21)
 ANVIL_STATE_INTERVAL_SECONDS = 5
+TRAINER_NICENESS = 10
+"""The trainer enclave runs at a lower priority than the gateway it shares the machine with."""
 THREAD_JOIN_SECONDS = 10.0
 GRACEFUL_SHUTDOWN_SECONDS = 3
 
@@ -73,6 +75,8 @@ class UpConfig:
     dev_accounts: int = 3
     indexer_interval: float = 0.5
     dispatcher_interval: float = 1.0
+    trainer_threads: int = max(1, (os.cpu_count() or 2) - 1)
+    """Training leaves one core to the gateway, indexer and chain that share the machine."""
 
 
 @dataclass(frozen=True)
@@ -251,16 +255,17 @@ def run_up(config: UpConfig, *, on_ready: Callable[[str], None], say: StageFn | 
             net = start_enclaves(
                 chain, deployment, state_dir,
                 governance=accounts.governance, verifier_key=accounts.verifier, operator=accounts.operator, say=note,
+                trainer_threads=config.trainer_threads, trainer_niceness=TRAINER_NICENESS,
             )  # fmt: skip
             stack.callback(net.close)
             settings = get_settings(host=config.host, port=config.port, state_dir=state_dir, database_url=config.database_url)
             index = IndexDatabase(settings.index_url)
             index.create_schema()
             stack.callback(index.close)
-            _start_indexer(index, net, fresh=fresh, interval=config.indexer_interval, stack=stack)
+            indexer = _start_indexer(index, net, fresh=fresh, interval=config.indexer_interval, stack=stack)
             dispatcher = Dispatcher(net.market, [net.worker], from_block=deployment.block)
             _start_thread(stack, "sterling-dispatcher", lambda stop: dispatcher.run(stop, interval=config.dispatcher_interval))
-            services = GatewayServices.from_localnet(net, index, dev_accounts=accounts.dev)
+            services = GatewayServices.from_localnet(net, index, dev_accounts=accounts.dev, index_version=lambda: indexer.committed_block)
             app = create_app(settings, services=services)
             server = _Server(
                 uvicorn.Config(

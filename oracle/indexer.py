@@ -140,6 +140,8 @@ class Indexer:
         self.start_block = start_block
         self.batch_blocks = batch_blocks
         self.confirmations = confirmations
+        self.committed_block: int | None = None
+        """The last block this indexer committed (or found committed); an in-process version of the index."""
         self.key = cursor_key(self.chain.chain_id, market.address, registry.address)
         self._events: dict[tuple[str, str], BaseContractEvent] = {}
         for client in (market, registry):
@@ -212,6 +214,7 @@ class Indexer:
     def poll_once(self) -> list[IndexedRange]:
         """Index everything from the cursor to the head (minus confirmations), batch by batch."""
         cursor = self.cursor()
+        self.committed_block = max(self.committed_block or -1, cursor.last_block)
         head = int(self.chain.w3.eth.block_number) - self.confirmations
         ranges = []
         start = cursor.last_block + 1
@@ -253,6 +256,7 @@ class Indexer:
                     applied += 1
             cursor.last_block = end
             cursor.last_block_timestamp = end_time
+        self.committed_block = end  # after the commit: a reader never sees a version ahead of the data
         if logs:
             logger.info("indexed blocks %d-%d: %d events", start, end, applied)
         return IndexedRange(start, end, applied)

@@ -51,7 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--role", choices=["trainer", "key_manager"], required=True)
     parser.add_argument("--seal-fd", type=int, default=None, help="file descriptor the platform writes the 32-byte sealing key to")
+    parser.add_argument("--threads", type=int, default=None, help="compute threads for training (default: one per core)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if not 1 <= args.threads <= 1024:
+            parser.error("--threads must be between 1 and 1024")
+        import torch
+
+        torch.set_num_threads(args.threads)
     seal_key = None
     if args.seal_fd is not None:
         with os.fdopen(args.seal_fd, "rb") as f:

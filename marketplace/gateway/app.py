@@ -25,6 +25,7 @@ from .api.routes import (
     workers,
 )
 from .errors import status_of
+from .cache import ResponseCache
 from .feed import EventFeed
 from .limits import RequestGuardMiddleware
 from .rpc import RpcGateway, backend_for
@@ -70,6 +71,7 @@ def create_app(settings: GatewaySettings, *, services: GatewayServices) -> FastA
     app.state.settings = settings
     app.state.services = services
     app.state.feed = EventFeed(services.index, cursor_key=services.cursor_key, status=services.status, poll_seconds=settings.events_poll_seconds)
+    app.state.cache = ResponseCache(max_entries=settings.response_cache_entries)
     app.state.rpc = RpcGateway(backend_for(services.chain.w3, timeout=settings.rpc_timeout_seconds), max_batch=settings.rpc_max_batch)
 
     for module in (health, config, datasets, jobs, workers, payments, blobs, specs, deposits, rpc, events):

@@ -9,7 +9,7 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from enclave_worker.trusted.receipt import DELTA_SCALE, EPSILON_SCALE
 from enclave_worker.trusted.roles import Role
@@ -133,7 +133,8 @@ def _dataset_fields(row: Dataset) -> dict[str, Any]:
 def list_datasets(session: Session, f: DatasetFilter, *, sort: DatasetSort, limit: int, offset: int) -> tuple[list[DatasetPublic], int]:
     query = _filtered_datasets(f)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(*_DATASET_ORDER[sort]).limit(limit).offset(offset)).all()
+    page = query.options(selectinload(Dataset.consumers)).order_by(*_DATASET_ORDER[sort]).limit(limit).offset(offset)
+    rows = session.scalars(page).all()
     return [dataset_public(r) for r in rows], total
 
 

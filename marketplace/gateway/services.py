@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -31,6 +31,8 @@ class GatewayServices:
         status: the worker status board (``None``: no progress events).
         dev_accounts: funded development accounts shown to the UI (local chains only).
         attestation_formats: verifier address → evidence format it checks (``sim``, ``aws-nitro``).
+        index_version: the block the index has reached, known in memory because the only indexer
+            writing it runs in this process (``sterling up``); ``None``: read it from the database.
     """
 
     chain: Chain
@@ -43,13 +45,21 @@ class GatewayServices:
     status: JobStatusBoard | None = None
     dev_accounts: tuple[LocalAccount, ...] = ()
     attestation_formats: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    index_version: Callable[[], int | None] | None = None
 
     @property
     def cursor_key(self) -> str:
         return cursor_key(self.chain.chain_id, self.market.address, self.registry.address)
 
     @classmethod
-    def from_localnet(cls, net: LocalNet, index: IndexDatabase, *, dev_accounts: tuple[LocalAccount, ...] = ()) -> GatewayServices:
+    def from_localnet(
+        cls,
+        net: LocalNet,
+        index: IndexDatabase,
+        *,
+        dev_accounts: tuple[LocalAccount, ...] = (),
+        index_version: Callable[[], int | None] | None = None,
+    ) -> GatewayServices:
         """Services for a :class:`~marketplace.localnet.LocalNet` (its verifier checks ``sim`` evidence)."""
         return cls(
             chain=net.chain,
@@ -62,4 +72,5 @@ class GatewayServices:
             status=net.worker.status,
             dev_accounts=dev_accounts,
             attestation_formats=MappingProxyType({net.verifier.signer.address: "sim"}),
+            index_version=index_version,
         )

@@ -33,6 +33,7 @@ class GatewaySettings(BaseSettings):
     rpc_max_batch: int = Field(default=100, ge=1, le=10_000, description="largest JSON-RPC batch forwarded")
     rpc_timeout_seconds: float = Field(default=30.0, gt=0)
     events_poll_seconds: float = Field(default=0.5, gt=0, description="how often an event stream looks for news")
+    response_cache_entries: int = Field(default=512, ge=1, le=100_000, description="rendered index queries kept until the index moves")
     web_dir: Path | None = Field(default=REPO_ROOT / "web", description="static UI served at / (if it exists)")
     vendor_dir: Path | None = Field(default=REPO_ROOT / "node_modules", description="npm packages served at /vendor (if it exists)")
 

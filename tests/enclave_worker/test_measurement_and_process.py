@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 from pathlib import Path
 
@@ -106,3 +107,15 @@ def test_a_corrupt_frame_ends_the_session_without_leaking() -> None:
             process.request("hello")
     finally:
         process.close()
+
+
+def test_a_trainer_sharing_the_machine_runs_niced_with_the_threads_it_is_given() -> None:
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    process = EnclaveProcess.start(Role.TRAINER, threads=1, niceness=7)
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, process._process.pid) == min(19, before + 7)
+        assert "--threads" in process._process.args and process.request("hello")["signer"]
+    finally:
+        process.close()
+    with pytest.raises(ValueError):
+        EnclaveProcess.start(Role.TRAINER, threads=0)

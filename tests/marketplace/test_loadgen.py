@@ -65,3 +65,10 @@ def test_percentiles_use_nearest_rank() -> None:
     assert result.percentile(50) == 50.0 and result.percentile(99) == 99.0 and result.percentile(100) == 100.0
     with pytest.raises(ValueError):
         open_loop("http://127.0.0.1:9/", rate=0, duration=1)
+
+
+def test_the_subprocess_generator_reports_the_same_way(server: str) -> None:
+    from marketplace.loadgen import open_loop_in_subprocess
+
+    result = open_loop_in_subprocess(f"{server}/ok", rate=50, duration=0.4)
+    assert result.requests == 20 and result.errors == 0 and len(result.latencies_ms) == 20

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from ...blobstore import BlobStore
+from ..cache import ResponseCache
 from ..feed import EventFeed
 from ..rpc import RpcGateway
 from ..services import GatewayServices
@@ -30,6 +31,11 @@ def get_feed(request: Request) -> EventFeed:
     return feed
 
 
+def get_cache(request: Request) -> ResponseCache:
+    cache: ResponseCache = request.app.state.cache
+    return cache
+
+
 def get_rpc(request: Request) -> RpcGateway:
     rpc: RpcGateway = request.app.state.rpc
     return rpc
@@ -39,6 +45,7 @@ ServicesDep = Annotated[GatewayServices, Depends(get_services)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_gateway_settings)]
 FeedDep = Annotated[EventFeed, Depends(get_feed)]
 RpcDep = Annotated[RpcGateway, Depends(get_rpc)]
+CacheDep = Annotated[ResponseCache, Depends(get_cache)]
 
 
 def get_session(services: ServicesDep) -> Iterator[Session]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from ...queries import DatasetFilter, dataset_detail, list_datasets
 from ...schemas import (
@@ -14,7 +15,8 @@ from ...schemas import (
     DatasetListPublic,
     DatasetSort,
 )
-from ..deps import BlobsDep, SessionDep
+from ...cache import index_version
+from ..deps import BlobsDep, CacheDep, ServicesDep, SessionDep
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -24,8 +26,9 @@ DatasetIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="dataset id (fr
 
 
 @router.get("", response_model=DatasetListPublic)
-def datasets(
-    session: SessionDep,
+async def datasets(
+    services: ServicesDep,
+    cache: CacheDep,
     sort: Annotated[DatasetSort, Query(description="order; a leading - reverses it")] = "-listed",
     schema_hash: Annotated[str | None, Query(pattern=HEX32_PATTERN, description="only datasets with this schema")] = None,
     provider: Annotated[str | None, Query(pattern=ADDRESS_PATTERN)] = None,
@@ -34,11 +37,32 @@ def datasets(
     min_remaining_epsilon: Annotated[float | None, Query(ge=0, le=1e12, allow_inf_nan=False, description="ε left in the budget")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-) -> DatasetListPublic:
-    """Datasets, filtered by schema, provider, price and remaining ε, sorted by price, remaining ε or listing."""
+) -> Response:
+    """Datasets, filtered by schema, provider, price and remaining ε, sorted by price, remaining ε or listing.
+
+    The most-read page of the marketplace: a rendered answer is reused until the index moves
+    (:mod:`marketplace.gateway.cache`), and a reused one is served without a database session
+    or a worker thread when the index's version is known in memory.
+    """
     f = DatasetFilter(schema_hash=schema_hash, provider=provider, min_price=min_price, max_price=max_price, min_remaining_epsilon=min_remaining_epsilon)
-    items, total = list_datasets(session, f, sort=sort, limit=limit, offset=offset)
-    return DatasetListPublic(items=items, total=total)
+
+    def version_from_database() -> int:
+        with services.index.session() as session:
+            return index_version(session, services.cursor_key)
+
+    def render() -> bytes:
+        with services.index.session() as session:
+            items, total = list_datasets(session, f, sort=sort, limit=limit, offset=offset)
+        return DatasetListPublic(items=items, total=total).model_dump_json().encode()
+
+    version = services.index_version() if services.index_version is not None else None
+    if version is None:
+        version = await run_in_threadpool(version_from_database)
+    key = ("datasets", version, f, sort, limit, offset)
+    body = cache.get(key)
+    if body is None:
+        body = await run_in_threadpool(cache.get_or_render, key, render)
+    return Response(content=body, media_type="application/json")
 
 
 @router.get("/{dataset_id}", response_model=DatasetDetailPublic, responses={404: {"description": "no such dataset"}})
