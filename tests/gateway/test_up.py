@@ -22,7 +22,7 @@ from marketplace.up import spawned
 from tests.conftest import toy_package, toy_spec, toy_terms
 from tests.gateway.http_flow import create_job_over_http, list_dataset_over_http, rpc
 
-pytestmark = [pytest.mark.anvil, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 START_TIMEOUT = 240
 STOP_TIMEOUT = 90
@@ -48,6 +48,7 @@ def wait_until(fetch: Any, *, timeout: float = 120) -> Any:
     raise AssertionError("condition not reached in time")
 
 
+@pytest.mark.anvil
 def test_sterling_up_serves_stops_and_resumes_with_its_state(tmp_path: Path) -> None:
     state_dir, log = tmp_path / "state", tmp_path / "up.log"
     with sterling_up(state_dir, log) as (client, _):
@@ -89,3 +90,19 @@ def test_sterling_up_serves_stops_and_resumes_with_its_state(tmp_path: Path) -> 
         detail = client.get(f"/api/jobs/{job['id']}").json()
         assert [t["stage"] for t in detail["timeline"]] == ["created", "claimed", "settled"]
     assert log.read_text().count("Sterling stopped.") == 2
+
+
+def test_sterling_up_on_the_embedded_chain_serves_the_api_and_the_ui(tmp_path: Path) -> None:
+    with (
+        spawned(tmp_path / "state", log=tmp_path / "up.log", chain="embedded", start_timeout=START_TIMEOUT, stop_timeout=STOP_TIMEOUT) as (url, _),
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        config = client.get("/api/config").json()
+        assert config["chain_kind"] == "embedded" and config["dev_accounts"]
+        assert config["key_manager"]["active"] is True
+        health = client.get("/api/health").json()
+        assert health["status"] == "ok" and health["lag_blocks"] >= 0
+        assert len(client.get("/api/workers").json()) == 2
+        page = client.get("/")
+        assert page.status_code == 200 and "Sterling" in page.text
+        assert client.get("/vendor/ethers/dist/ethers.min.js").status_code == 200
