@@ -26,7 +26,7 @@ from .keymanager import KeyManagerService
 from .sim_platform import LaunchedEnclave
 from .status import JobStatusBoard
 from .trusted.models import ModelSpec
-from .trusted.receipt import EPSILON_SCALE, Receipt
+from .trusted.receipt import Receipt
 from .trusted.roles import Role
 
 logger = logging.getLogger(__name__)
@@ -164,5 +164,5 @@ class TrainerWorker:
             raise InvalidModelSpec(f"job {job_id}: model spec {spec_hash.hex()} is not in the blob store") from e
         except CiphertextTampered as e:
             raise InvalidModelSpec(f"job {job_id}: the stored model spec does not match the job's modelSpecHash") from e
-        ModelSpec.from_bytes(raw).training_epsilon(epsilon_units / EPSILON_SCALE)
+        ModelSpec.from_bytes(raw).training_epsilon(epsilon_units)
         return raw

@@ -20,6 +20,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -33,9 +34,11 @@ from enclave_worker.trusted import keywrap
 from .compile import load_artifact
 from .contracts import Terms, delta_units, epsilon_units
 from .gateway_client import (
+    chain_fees,
     create_job_over_http,
     indexed_id,
     list_dataset_over_http,
+    relay_signed,
     rpc,
     wait_for_receipt,
 )
@@ -49,9 +52,8 @@ TRAINING_EPOCHS = 400
 def _seed_listings(client: httpx.Client, provider: LocalAccount, *, count: int, market: str) -> None:
     """``count`` listDataset transactions, signed locally with consecutive nonces and relayed."""
     contract = Web3().eth.contract(abi=load_artifact("JobMarket")["abi"])
-    chain_id = int(rpc(client, "eth_chainId"), 16)
+    chain_id, base_fee = chain_fees(client)
     nonce = int(rpc(client, "eth_getTransactionCount", [provider.address, "pending"]), 16)
-    base_fee = int(rpc(client, "eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
     last = ""
     for i in range(count):
         terms = Terms(
@@ -61,17 +63,13 @@ def _seed_listings(client: httpx.Client, provider: LocalAccount, *, count: int, 
             max_delta=delta_units(1e-4),
         )
         data = contract.encode_abi("listDataset", args=[os.urandom(32), os.urandom(32), "sterling-blob:", terms.as_tuple(), []])
-        tx = {
-            "type": 2, "chainId": chain_id, "nonce": nonce + i, "to": Web3.to_checksum_address(market), "data": data, "value": 0,
-            "gas": 400_000, "maxPriorityFeePerGas": 10**9, "maxFeePerGas": 4 * base_fee + 10**9,
-        }  # fmt: skip
-        last = rpc(client, "eth_sendRawTransaction", ["0x" + bytes(provider.sign_transaction(tx).raw_transaction).hex()])
+        last = relay_signed(client, provider, to=market, data=data, nonce=nonce + i, gas=400_000, chain_id=chain_id, base_fee=base_fee)
     wait_for_receipt(client, last, timeout=300)
 
 
-def _wait(predicate: object, *, timeout: float, what: str) -> None:
+def _wait(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} within {timeout} s")
         time.sleep(0.5)

@@ -65,7 +65,7 @@ class Consumer:
             InvalidModelSpec: the spec's ``metrics_epsilon`` leaves no ε for training (nothing is sent).
             ContractReverted: a dataset's terms refuse the job (its custom error says which).
         """
-        spec.training_epsilon(epsilon)
+        spec.training_epsilon(epsilon_units(epsilon))
         spec_hash = bytes.fromhex(self.blobs.put(spec.to_bytes()))
         escrow = Wei(self.market.price_of(dataset_ids) + worker_fee)
         now = self.market.chain.now()

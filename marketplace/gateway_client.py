@@ -68,20 +68,31 @@ def rpc(client: httpx.Client, method: str, params: list[Any] | None = None) -> A
     return body["result"]
 
 
-def send_transaction(client: httpx.Client, account: LocalAccount, *, to: str, data: str, value: int = 0) -> dict[str, Any]:
-    """Sign a transaction locally and relay it with ``eth_sendRawTransaction``; returns the receipt."""
-    chain_id = int(rpc(client, "eth_chainId"), 16)
-    nonce = int(rpc(client, "eth_getTransactionCount", [account.address, "pending"]), 16)
-    call = {"from": account.address, "to": to, "data": data, "value": hex(value)}
-    gas = int(rpc(client, "eth_estimateGas", [call]), 16)
-    base_fee = int(rpc(client, "eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
+def relay_signed(
+    client: httpx.Client, account: LocalAccount, *, to: str, data: str, value: int = 0, nonce: int, gas: int, chain_id: int, base_fee: int
+) -> str:
+    """Sign one EIP-1559 transaction locally and relay it with ``eth_sendRawTransaction``; its hash (not waited for)."""
     tip = 10**9
     tx: dict[str, Any] = {
         "type": 2, "chainId": chain_id, "nonce": nonce, "to": Web3.to_checksum_address(to), "data": data, "value": value,
-        "gas": gas * 2, "maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base_fee + tip,
+        "gas": gas, "maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base_fee + tip,
     }  # fmt: skip
     signed = account.sign_transaction(tx)
-    tx_hash = rpc(client, "eth_sendRawTransaction", ["0x" + bytes(signed.raw_transaction).hex()])
+    return str(rpc(client, "eth_sendRawTransaction", ["0x" + bytes(signed.raw_transaction).hex()]))
+
+
+def chain_fees(client: httpx.Client) -> tuple[int, int]:
+    """(chain id, latest base fee) through the relay."""
+    return int(rpc(client, "eth_chainId"), 16), int(rpc(client, "eth_getBlockByNumber", ["latest", False])["baseFeePerGas"], 16)
+
+
+def send_transaction(client: httpx.Client, account: LocalAccount, *, to: str, data: str, value: int = 0) -> dict[str, Any]:
+    """Sign a transaction locally and relay it with ``eth_sendRawTransaction``; returns the receipt."""
+    chain_id, base_fee = chain_fees(client)
+    nonce = int(rpc(client, "eth_getTransactionCount", [account.address, "pending"]), 16)
+    call = {"from": account.address, "to": to, "data": data, "value": hex(value)}
+    gas = int(rpc(client, "eth_estimateGas", [call]), 16)
+    tx_hash = relay_signed(client, account, to=to, data=data, value=value, nonce=nonce, gas=gas * 2, chain_id=chain_id, base_fee=base_fee)
     return wait_for_receipt(client, tx_hash)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
+import httpx
 import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -314,8 +315,6 @@ def spawned(
         UpFailed: the process exited before it was healthy, was not healthy within ``start_timeout``
             seconds, or did not exit cleanly within ``stop_timeout`` seconds of Ctrl-C.
     """
-    import httpx
-
     port = port or chain_mod.free_port()
     url = f"http://127.0.0.1:{port}"
     args = [sys.executable, "-m", "marketplace.cli", "up", "--chain", chain, "--state-dir", str(state_dir), "--port", str(port)]

@@ -31,7 +31,6 @@ from .models import ModelSpec
 from .platform_seal import NoSealingKey
 from .receipt import (
     DELTA_SCALE,
-    EPSILON_SCALE,
     Receipt,
     datasets_hash,
     epsilon_to_units,
@@ -134,11 +133,7 @@ class Enclave:
         if hashlib.sha256(raw_spec).digest() != fields["model_spec_hash"]:
             raise InvalidModelSpec("model spec does not match the job's modelSpecHash")
         spec = ModelSpec.from_bytes(raw_spec)
-        spec.training_epsilon(fields["epsilon"] / EPSILON_SCALE)  # refuses a metrics ε that leaves none for training
-        metrics_units = epsilon_to_units(spec.metrics_epsilon) if spec.metrics_epsilon else 0
-        training_epsilon = (fields["epsilon"] - metrics_units) / EPSILON_SCALE
-        if training_epsilon <= 0:
-            raise InvalidModelSpec("metrics_epsilon leaves no ε for training")
+        training_epsilon = spec.training_epsilon(fields["epsilon"])
         delta = fields["delta"] / DELTA_SCALE
         content_hashes: list[bytes] = []
         packages: list[DatasetPackage] = []
@@ -173,7 +168,7 @@ class Enclave:
             ),
         )
         epsilon_spent = result.epsilon_spent + spec.metrics_epsilon
-        spent_units = epsilon_to_units(result.epsilon_spent) + metrics_units
+        spent_units = epsilon_to_units(result.epsilon_spent) + epsilon_to_units(spec.metrics_epsilon)
         if spent_units > fields["epsilon"]:
             raise ProtocolError(f"accountant reports {epsilon_spent} above the job's epsilon; refusing to sign")
         weights = save_tensors(

@@ -18,6 +18,7 @@ from torch import nn
 
 from .dataset import Schema, canonical_json
 from .errors import InvalidModelSpec
+from .receipt import EPSILON_SCALE, epsilon_to_units
 
 MAX_SPEC_BYTES = 1 << 20
 
@@ -85,16 +86,21 @@ class ModelSpec(BaseModel):
             raise ValueError("an audit needs at least 20 canaries")
         return self
 
-    def training_epsilon(self, job_epsilon: float) -> float:
-        """The part of a job's ε left for training once the private metrics have theirs.
+    def training_epsilon(self, job_epsilon_units: int) -> float:
+        """The part of a job's ε (on-chain micro-ε) left for training once the private metrics have theirs.
+
+        Computed in micro-ε with the metrics' share rounded up, as the receipt counts it, so that
+        training spent + metrics never exceeds the job's ε.
 
         Raises:
             InvalidModelSpec: ``metrics_epsilon`` leaves nothing for training.
         """
-        left = job_epsilon - self.metrics_epsilon
-        if not left > 0:
-            raise InvalidModelSpec(f"metrics_epsilon {self.metrics_epsilon} leaves no ε for training out of the job's {job_epsilon}")
-        return left
+        left = job_epsilon_units - epsilon_to_units(self.metrics_epsilon)
+        if left <= 0:
+            raise InvalidModelSpec(
+                f"metrics_epsilon {self.metrics_epsilon} leaves no ε for training out of the job's {job_epsilon_units / EPSILON_SCALE}"
+            )
+        return left / EPSILON_SCALE
 
     def to_bytes(self) -> bytes:
         """Canonical JSON bytes; their SHA-256 is the on-chain ``modelSpecHash``."""
