@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .contracts import (
         DatasetId,
         DatasetRecord,
+        DatasetStatus,
         Deployment,
         JobId,
         JobRecord,
@@ -39,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "CreatedJob": "consumer",
     "DatasetId": "contracts",
     "DatasetRecord": "contracts",
+    "DatasetStatus": "contracts",
     "Deployment": "contracts",
     "JobId": "contracts",
     "JobRecord": "contracts",
@@ -61,6 +63,7 @@ __all__ = [
     "CreatedJob",
     "DatasetId",
     "DatasetRecord",
+    "DatasetStatus",
     "Deployment",
     "JobId",
     "JobRecord",

@@ -62,7 +62,7 @@ def _seed_listings(client: httpx.Client, provider: LocalAccount, *, count: int, 
             total_epsilon_budget=epsilon_units(10 + i % 17),
             max_delta=delta_units(1e-4),
         )
-        data = contract.encode_abi("listDataset", args=[os.urandom(32), os.urandom(32), "sterling-blob:", terms.as_tuple(), []])
+        data = contract.encode_abi("listDataset", args=[os.urandom(32), os.urandom(32), "sterling-blob:", terms.as_tuple(), [], []])
         last = relay_signed(client, provider, to=market, data=data, nonce=nonce + i, gas=400_000, chain_id=chain_id, base_fee=base_fee)
     wait_for_receipt(client, last, timeout=300)
 
@@ -85,7 +85,8 @@ def _start_training_job(client: httpx.Client, provider: LocalAccount, consumer: 
     spec = mlp_spec(64).model_copy(update={"epochs": TRAINING_EPOCHS})
     consumer_key = keywrap.public_key_bytes(X25519PrivateKey.generate())
     receipt = create_job_over_http(
-        client, consumer, dataset_ids=[dataset_id], spec=spec, consumer_key=consumer_key, price_wei=10**16, epsilon_units=epsilon_units(2)
+        client, consumer, dataset_ids=[dataset_id], spec=spec, consumer_key=consumer_key, max_total_price=10**16,
+        epsilon_units=epsilon_units(2),
     )
     return indexed_id(receipt, "JobCreated")
 

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+import sys
 import logging
 from pathlib import Path
 from typing import Any
@@ -301,9 +302,34 @@ def load_artifact(name: str, *, project_root: Path = PROJECT_ROOT, test: bool = 
     return artifact
 
 
-def main() -> int:
-    """Entry point of ``python -m marketplace.compile``: write the artifacts, list them."""
+def slither_input(*, project_root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """The standard-JSON compiler input of ``contracts/src`` for Slither (``make lint``).
+
+    The settings are the ones the artifacts are built with; ``outputSelection`` is left out so
+    that crytic-compile asks for the ASTs and source maps it needs.
+    """
+    config = _read_config(project_root)
+    src, _build = _folders(config)
+    settings = _solc_settings(config)
+    settings.pop("outputSelection", None)
+    return {"language": "Solidity", "sources": _sources(project_root, [src]), "settings": settings}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m marketplace.compile``: write the artifacts, list them.
+
+    ``--slither-input PATH`` writes the standard-JSON input for Slither to PATH instead.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--slither-input"] and len(args) == 2:
+        out = Path(args[1])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(slither_input()), encoding="utf-8")
+        return 0
+    if args:
+        print("usage: python -m marketplace.compile [--slither-input PATH]", file=sys.stderr)
+        return 2
     try:
         written = write_artifacts()
     except CompilationError as e:

@@ -1,10 +1,15 @@
-"""The consumer workflow: publish a model spec, create a job with escrow, fetch and decrypt the model."""
+"""The consumer workflow: publish a model spec, create a job with escrow, fetch and decrypt the model.
+
+The job's on-chain record (``job()``) carries no result; what the trainer enclave's receipt
+committed to (model, result bundle and metrics hashes) is read from its ``ResultSubmitted`` event.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CreatedJob:
-    """A job the consumer created."""
+    """A job the consumer created; ``escrow`` is what the market locked (Σ price snapshots + worker fee)."""
 
     job_id: JobId
     escrow: Wei
@@ -50,7 +55,7 @@ class Consumer:
 
     def create_job(
         self,
-        dataset_ids: list[int],
+        dataset_ids: Sequence[int],
         spec: ModelSpec,
         *,
         epsilon: float,
@@ -58,16 +63,21 @@ class Consumer:
         worker_fee: Wei,
         claim_window: int = 3600,
         completion_window: int = 6 * 3600,
+        max_total_price: Wei | None = None,
     ) -> CreatedJob:
         """Publish ``spec`` to the blob store and create a job paying the datasets' prices plus ``worker_fee``.
 
+        Args:
+            max_total_price: the most the job may cost (prices + fee); default the current price,
+                so a price raised meanwhile makes the job revert instead of costing more.
+
         Raises:
             InvalidModelSpec: the spec's ``metrics_epsilon`` leaves no ε for training (nothing is sent).
-            ContractReverted: a dataset's terms refuse the job (its custom error says which).
+            ContractReverted: a dataset's terms refuse the job (its custom error says which), or
+                ``JobMarketPriceAboveLimit`` when the price exceeds ``max_total_price``.
         """
         spec.training_epsilon(epsilon_units(epsilon))
         spec_hash = bytes.fromhex(self.blobs.put(spec.to_bytes()))
-        escrow = Wei(self.market.price_of(dataset_ids) + worker_fee)
         now = self.market.chain.now()
         job_id, tx = self.market.create_job(
             self.account,
@@ -79,10 +89,21 @@ class Consumer:
             worker_fee=worker_fee,
             claim_deadline=now + claim_window,
             completion_deadline=now + completion_window,
-            value=escrow,
+            max_total_price=max_total_price,
         )
-        logger.info("created job %d over datasets %s, escrow %d wei", job_id, dataset_ids, escrow)
+        escrow = self.market.job(job_id).escrow
+        logger.info("created job %d over datasets %s, escrow %d", job_id, dataset_ids, escrow)
         return CreatedJob(job_id, escrow, tx)
+
+    def cancel_job(self, job_id: int) -> TxResult:
+        """Cancel an Open (unclaimed) job: its ε is released and the escrow credited back (see :meth:`withdraw`)."""
+        tx = self.market.cancel_job(self.account, job_id)
+        logger.info("cancelled job %d in tx %s", job_id, tx.tx_hash)
+        return tx
+
+    def withdraw(self) -> tuple[Wei, TxResult]:
+        """Withdraw the consumer's refunds and change from the market."""
+        return self.market.withdraw(self.account)
 
     def fetch_metrics(self, job_id: int) -> dict[str, Any]:
         """The metrics document of a completed job, checked against the receipt's ``metricsHash``.
@@ -114,7 +135,8 @@ class Consumer:
         job = self.market.job(job_id)
         if job.status is not JobStatus.COMPLETED:
             raise JobNotReady(f"job {job_id} is {job.status.name}, not COMPLETED")
-        sealed = self.blobs.get(job.result_hash.hex())
+        result = self.market.result_submitted(job_id)
+        sealed = self.blobs.get(result.result_hash.hex())
         chain_id, market = self.market.chain.chain_id, self.market.address_bytes
         weights = sealing.open_sealed(
             sealed,
@@ -123,7 +145,7 @@ class Consumer:
             kind=dataformat.Kind.MODEL,
             context=model_context(chain_id, market, job_id),
         )
-        if hashlib.sha256(weights).digest() != job.model_hash:
+        if hashlib.sha256(weights).digest() != result.model_hash:
             raise CiphertextTampered(f"job {job_id}: decrypted model does not match the receipt's model hash")
         spec = ModelSpec.from_bytes(self.blobs.get(job.model_spec_hash.hex()))
         schema = Schema.from_json(json.loads(self.blobs.get(self.market.dataset(job.dataset_ids[0]).schema_hash.hex())))

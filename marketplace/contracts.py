@@ -2,18 +2,23 @@
 
 The clients read the committed ABI + bytecode artifacts (no compiler needed at run time),
 return dataclasses instead of raw tuples, and send transactions through :class:`~marketplace.chain.Chain`.
+A market pays in the native currency or in one ERC-20 token fixed at deployment
+(:meth:`MarketClient.payment_token`); amounts are always in the smallest unit of that currency.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NewType
 
 from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
 from web3.contract import Contract
 from web3.logs import DISCARD
 
@@ -29,6 +34,57 @@ logger = logging.getLogger(__name__)
 DatasetId = NewType("DatasetId", int)
 JobId = NewType("JobId", int)
 
+DEFAULT_ADMIN_DELAY = 2 * 24 * 3600
+"""Seconds a governance handover must wait before the new admin accepts it (two days), the
+``adminDelay`` of both contracts' ``AccessControlDefaultAdminRules`` unless :func:`deploy` is told otherwise."""
+MAX_ADMIN_DELAY = 2**48 - 1
+"""``adminDelay`` is a ``uint48``."""
+ZERO_ADDRESS = "0x" + "00" * 20
+"""``paymentToken`` of a market that pays in the native currency."""
+MAX_PRICE_PER_JOB = 2**96 - 1
+"""Largest ``pricePerJob`` the market accepts (jobs store price snapshots in 96 bits)."""
+
+_ERC20_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function", "name": "approve", "stateMutability": "nonpayable",
+        "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "type": "function", "name": "allowance", "stateMutability": "view",
+        "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "function", "name": "balanceOf", "stateMutability": "view",
+        "inputs": [{"name": "account", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {"type": "function", "name": "decimals", "stateMutability": "view", "inputs": [], "outputs": [{"name": "", "type": "uint8"}]},
+    {"type": "function", "name": "symbol", "stateMutability": "view", "inputs": [], "outputs": [{"name": "", "type": "string"}]},
+]  # fmt: skip
+"""The part of ERC-20 the clients use (the payment token's own artifact is not needed)."""
+
+
+def _error(name: str, *types: str) -> dict[str, Any]:
+    return {"type": "error", "name": name, "inputs": [{"name": f"arg{i}", "type": t} for i, t in enumerate(types)]}
+
+
+_TOKEN_ERRORS: list[dict[str, Any]] = [
+    # OpenZeppelin ERC-20 (ERC-6093 IERC20Errors): what a payment token's transferFrom or
+    # approve reverts with; SafeERC20 bubbles them up through the market.
+    _error("ERC20InsufficientBalance", "address", "uint256", "uint256"),
+    _error("ERC20InvalidSender", "address"),
+    _error("ERC20InvalidReceiver", "address"),
+    _error("ERC20InsufficientAllowance", "address", "uint256", "uint256"),
+    _error("ERC20InvalidApprover", "address"),
+    _error("ERC20InvalidSpender", "address"),
+    # Solidity's built-in errors: require(…, "reason") in older tokens, and panics.
+    _error("Error", "string"),
+    _error("Panic", "uint256"),
+]
+"""Errors a market call can revert with that are not in the market's own ABI."""
+
 
 def epsilon_units(epsilon: float) -> int:
     """ε as the contracts' fixed-point integer (micro-ε)."""
@@ -41,13 +97,22 @@ def delta_units(delta: float) -> int:
 
 
 class JobStatus(enum.IntEnum):
-    """Mirror of ``JobMarket.JobStatus``."""
+    """Mirror of ``IJobMarket.JobStatus``."""
 
     NONE = 0
     OPEN = 1
     CLAIMED = 2
     COMPLETED = 3
     EXPIRED = 4
+    CANCELLED = 5
+
+
+class DatasetStatus(enum.IntEnum):
+    """Mirror of ``IDatasetRegistry.DatasetStatus``: whether new jobs may use a dataset."""
+
+    ACTIVE = 0
+    PAUSED = 1
+    DELISTED = 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +142,10 @@ class DatasetRecord:
     epsilon_spent: int
     epsilon_reserved: int
     restricted: bool
+    """Only allow-listed consumers may buy."""
+    models_restricted: bool
+    """Only allow-listed model specs may be trained."""
+    status: DatasetStatus
 
     @property
     def epsilon_remaining(self) -> int:
@@ -98,7 +167,7 @@ class ResultRecord:
 
 @dataclass(frozen=True)
 class JobRecord:
-    """``JobMarket.job(id)``."""
+    """``JobMarket.job(id)``; the result hashes are in :class:`ResultRecord` (the ``ResultSubmitted`` event)."""
 
     job_id: JobId
     consumer: str
@@ -114,9 +183,9 @@ class JobRecord:
     claim_deadline: int
     completion_deadline: int
     epsilon_spent: int
-    model_hash: bytes
-    result_hash: bytes
     dataset_ids: tuple[DatasetId, ...]
+    prices: tuple[Wei, ...]
+    """Each dataset's price snapshot at creation, in ``dataset_ids`` order (what its provider is paid)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +198,8 @@ class EnclaveRecord:
     encryption_key: bytes
     operator: str
     valid_until: int
+    revoked: bool
+    """Governance revoked this enclave instance for good."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +249,10 @@ class Deployment:
     market: str
     governance: str
     block: int
+    payment_token: str | None = None
+    """The ERC-20 token the market pays in; ``None`` for the native currency."""
+    code_version: str = ""
+    """:func:`code_version` of the artifacts deployed (empty in records from before it existed)."""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +266,14 @@ class Deployment:
             raise ConfigError(f"cannot read deployment {path}: {e}") from e
 
 
+def code_version() -> str:
+    """A short hash of the committed contract bytecode: a recorded deployment of other code is stale."""
+    digest = hashlib.sha256()
+    for name in ("EnclaveRegistry", "JobMarket"):
+        digest.update(bytes.fromhex(load_artifact(name)["bytecode"].removeprefix("0x")))
+    return digest.hexdigest()[:16]
+
+
 def _deploy_one(chain: Chain, account: LocalAccount, name: str, *args: Any) -> tuple[str, TxResult]:
     artifact = load_artifact(name)
     factory = chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
@@ -201,18 +284,50 @@ def _deploy_one(chain: Chain, account: LocalAccount, name: str, *args: Any) -> t
     return str(address), result
 
 
-def deploy(chain: Chain, governance: LocalAccount) -> Deployment:
-    """Deploy the enclave registry and the job market, governed by ``governance``."""
-    registry, _ = _deploy_one(chain, governance, "EnclaveRegistry", governance.address)
-    market, result = _deploy_one(chain, governance, "JobMarket", registry)
+def deploy(
+    chain: Chain, governance: LocalAccount, *, payment_token: str | None = None, admin_delay: int = DEFAULT_ADMIN_DELAY
+) -> Deployment:
+    """Deploy the enclave registry and the job market, governed by ``governance``.
+
+    Args:
+        payment_token: address of the ERC-20 token all payments use; ``None`` for the native currency.
+        admin_delay: seconds a governance handover (``beginDefaultAdminTransfer``) must wait.
+
+    Raises:
+        ConfigError: ``admin_delay`` is not a ``uint48`` or ``payment_token`` has no code.
+        ContractReverted: a constructor reverted.
+
+    Example:
+        >>> deployment = deploy(chain, governance, payment_token=usdc.address)  # doctest: +SKIP
+    """
+    if not 0 <= admin_delay <= MAX_ADMIN_DELAY:
+        raise ConfigError(f"admin_delay must fit 48 bits, got {admin_delay}")
+    if payment_token is not None:
+        try:
+            payment_token = str(to_checksum_address(payment_token))
+        except ValueError as e:
+            raise ConfigError(f"payment token {payment_token!r} is not an address") from e
+        if payment_token == ZERO_ADDRESS:
+            payment_token = None
+        elif not chain.w3.eth.get_code(payment_token):  # type: ignore[arg-type]
+            raise ConfigError(f"payment token {payment_token} is not a contract on chain {chain.chain_id}")
+    registry, _ = _deploy_one(chain, governance, "EnclaveRegistry", admin_delay, governance.address)
+    market, result = _deploy_one(
+        chain, governance, "JobMarket", registry, payment_token or ZERO_ADDRESS, admin_delay, governance.address
+    )
     deployment = Deployment(
         chain_id=chain.chain_id,
         registry=registry,
         market=market,
         governance=governance.address,
         block=int(result.receipt["blockNumber"]),
+        payment_token=payment_token,
+        code_version=code_version(),
     )
-    logger.info("deployed registry %s and market %s on chain %d", registry, market, deployment.chain_id)
+    logger.info(
+        "deployed registry %s and market %s on chain %d, paying in %s",
+        registry, market, deployment.chain_id, payment_token or "the native currency",
+    )  # fmt: skip
     return deployment
 
 
@@ -235,6 +350,10 @@ class RegistryClient:
     def revoke_measurement(self, governance: LocalAccount, role: Role, measurement: bytes) -> TxResult:
         return self.chain.transact(governance, self.contract.functions.revokeMeasurement(int(role), measurement))
 
+    def revoke_enclave(self, governance: LocalAccount, signer: str) -> TxResult:
+        """Revoke one enclave instance for good (e.g. its key leaked): it stops being active and cannot register again."""
+        return self.chain.transact(governance, self.contract.functions.revokeEnclave(signer))
+
     def is_measurement_approved(self, role: Role, measurement: bytes) -> bool:
         return bool(self.chain.call(self.contract.functions.isMeasurementApproved(int(role), measurement)))
 
@@ -252,11 +371,16 @@ class RegistryClient:
         return self.chain.transact(operator, self.contract.functions.register(certificate.as_tuple(), signature), name=name)
 
     def enclave_of(self, signer: str) -> EnclaveRecord:
-        role, measurement, key, operator, valid_until = self.chain.call(self.contract.functions.enclaveOf(signer))
-        return EnclaveRecord(signer, int(role), bytes(measurement), bytes(key), str(operator), int(valid_until))
+        role, measurement, key, operator, valid_until, revoked = self.chain.call(self.contract.functions.enclaveOf(signer))
+        return EnclaveRecord(signer, int(role), bytes(measurement), bytes(key), str(operator), int(valid_until), bool(revoked))
 
     def is_active(self, signer: str, role: Role) -> bool:
         return bool(self.chain.call(self.contract.functions.isActive(signer, int(role))))
+
+    def active_operator(self, signer: str, role: Role) -> str | None:
+        """The operator of ``signer`` if it is active in ``role``, else ``None``."""
+        operator = str(self.chain.call(self.contract.functions.activeOperator(signer, int(role))))
+        return None if int(operator, 16) == 0 else operator
 
     def active_key_manager_key(self, signer: str) -> bytes:
         """The attested X25519 key of an active key manager (what providers wrap data keys to)."""
@@ -266,19 +390,64 @@ class RegistryClient:
 
 
 class MarketClient:
-    """Typed access to ``JobMarket`` (dataset registry, jobs, privacy-budget ledger, payments)."""
+    """Typed access to ``JobMarket`` (dataset registry, jobs, privacy-budget ledger, payments).
+
+    Amounts (:data:`~marketplace.chain.Wei`) are in the market's payment unit: wei, or the
+    smallest unit of its ERC-20 token (see :meth:`payment_token`).
+    """
 
     def __init__(self, chain: Chain, address: str) -> None:
         artifact = load_artifact("JobMarket")
         chain.register_errors(artifact["abi"])
         chain.register_errors(load_artifact("EnclaveRegistry")["abi"])
+        chain.register_errors(_TOKEN_ERRORS)
         self.chain = chain
         self.contract: Contract = chain.w3.eth.contract(address=address, abi=artifact["abi"])  # type: ignore[call-overload]
         self.address = address
+        self._token: tuple[Contract | None] | None = None  # asked once: the token is immutable
 
     @property
     def address_bytes(self) -> bytes:
         return bytes.fromhex(self.address[2:])
+
+    # --- payment currency -------------------------------------------------------------------
+
+    def payment_token(self) -> str | None:
+        """The ERC-20 token all payments use, or ``None`` when the market pays in the native currency."""
+        token = self._token_contract()
+        return None if token is None else str(token.address)
+
+    def _token_contract(self) -> Contract | None:
+        if self._token is None:
+            address = str(self.chain.call(self.contract.functions.paymentToken()))
+            token = None if int(address, 16) == 0 else self.chain.w3.eth.contract(address=address, abi=_ERC20_ABI)  # type: ignore[call-overload]
+            self._token = (token,)
+        return self._token[0]
+
+    def payment_balance(self, account: str) -> Wei:
+        """``account``'s balance in the payment currency (native balance, or token ``balanceOf``)."""
+        token = self._token_contract()
+        if token is None:
+            return self.chain.balance(account)
+        return Wei(int(self.chain.call(token.functions.balanceOf(account))))
+
+    def payment_allowance(self, owner: str) -> Wei:
+        """Tokens ``owner`` lets the market pull (0 in native mode, where nothing is pulled)."""
+        token = self._token_contract()
+        if token is None:
+            return Wei(0)
+        return Wei(int(self.chain.call(token.functions.allowance(owner, self.address))))
+
+    def approve_payment(self, owner: LocalAccount, amount: Wei) -> TxResult:
+        """Let the market pull up to ``amount`` tokens from ``owner`` (ERC-20 ``approve``).
+
+        Raises:
+            ConfigError: the market pays in the native currency.
+        """
+        token = self._token_contract()
+        if token is None:
+            raise ConfigError("this market pays in the native currency; there is nothing to approve")
+        return self.chain.transact(owner, token.functions.approve(self.address, amount), name="approve (payment token)")
 
     # --- datasets ---------------------------------------------------------------------------
 
@@ -291,15 +460,58 @@ class MarketClient:
         uri: str,
         terms: Terms,
         allowed_consumers: tuple[str, ...] = (),
+        allowed_models: tuple[bytes, ...] = (),
     ) -> tuple[DatasetId, TxResult]:
-        fn = self.contract.functions.listDataset(content_hash, schema_hash, uri, terms.as_tuple(), list(allowed_consumers))
+        """List a dataset; empty ``allowed_consumers`` lets anyone buy, empty ``allowed_models`` allows any model spec hash."""
+        fn = self.contract.functions.listDataset(
+            content_hash, schema_hash, uri, terms.as_tuple(), list(allowed_consumers), list(allowed_models)
+        )
         result = self.chain.transact(provider, fn)
         (event,) = self.contract.events.DatasetListed().process_receipt(result.receipt, errors=DISCARD)
         return DatasetId(int(event["args"]["datasetId"])), result
 
+    def update_terms(self, provider: LocalAccount, dataset_id: int, terms: Terms) -> TxResult:
+        """Replace the dataset's terms; jobs already created keep the price they paid."""
+        return self.chain.transact(provider, self.contract.functions.updateTerms(dataset_id, terms.as_tuple()))
+
+    def top_up_budget(self, provider: LocalAccount, dataset_id: int, amount: int) -> TxResult:
+        """Add ``amount`` ε (micro-units) to the dataset's total budget."""
+        return self.chain.transact(provider, self.contract.functions.topUpBudget(dataset_id, amount))
+
+    def set_dataset_paused(self, provider: LocalAccount, dataset_id: int, paused: bool) -> TxResult:
+        """Pause (no new jobs; running jobs finish) or resume the dataset."""
+        return self.chain.transact(provider, self.contract.functions.setDatasetPaused(dataset_id, paused))
+
+    def delist_dataset(self, provider: LocalAccount, dataset_id: int) -> TxResult:
+        """Delist the dataset for good: no new jobs, no further changes; running jobs finish."""
+        return self.chain.transact(provider, self.contract.functions.delistDataset(dataset_id))
+
+    def set_access_restrictions(self, provider: LocalAccount, dataset_id: int, *, consumers: bool, models: bool) -> TxResult:
+        """Whether only allow-listed consumers (``consumers``) and model specs (``models``) may use the dataset."""
+        return self.chain.transact(provider, self.contract.functions.setAccessRestrictions(dataset_id, consumers, models))
+
+    def set_consumers_allowed(self, provider: LocalAccount, dataset_id: int, consumers: Sequence[str], allowed: bool) -> TxResult:
+        """Add (``allowed``) or remove accounts on the dataset's consumer allow-list."""
+        return self.chain.transact(provider, self.contract.functions.setConsumersAllowed(dataset_id, list(consumers), allowed))
+
+    def set_models_allowed(
+        self, provider: LocalAccount, dataset_id: int, model_spec_hashes: Sequence[bytes], allowed: bool
+    ) -> TxResult:
+        """Add (``allowed``) or remove model-spec hashes on the dataset's model allow-list."""
+        fn = self.contract.functions.setModelsAllowed(dataset_id, list(model_spec_hashes), allowed)
+        return self.chain.transact(provider, fn)
+
+    def is_consumer_allowed(self, dataset_id: int, consumer: str) -> bool:
+        """Whether ``consumer`` may create jobs on the dataset (``False`` for unknown datasets)."""
+        return bool(self.chain.call(self.contract.functions.isConsumerAllowed(dataset_id, consumer)))
+
+    def is_model_allowed(self, dataset_id: int, model_spec_hash: bytes) -> bool:
+        """Whether jobs training ``model_spec_hash`` may use the dataset (``False`` for unknown datasets)."""
+        return bool(self.chain.call(self.contract.functions.isModelAllowed(dataset_id, model_spec_hash)))
+
     def dataset(self, dataset_id: int) -> DatasetRecord:
         d = self.chain.call(self.contract.functions.dataset(dataset_id))
-        provider, content_hash, schema_hash, uri, terms, spent, reserved, restricted = d
+        provider, content_hash, schema_hash, uri, terms, spent, reserved, restricted, models_restricted, status = d
         return DatasetRecord(
             dataset_id=DatasetId(dataset_id),
             provider=str(provider),
@@ -310,10 +522,15 @@ class MarketClient:
             epsilon_spent=int(spent),
             epsilon_reserved=int(reserved),
             restricted=bool(restricted),
+            models_restricted=bool(models_restricted),
+            status=DatasetStatus(int(status)),
         )
 
     def remaining_epsilon(self, dataset_id: int) -> int:
         return int(self.chain.call(self.contract.functions.remainingEpsilon(dataset_id)))
+
+    def dataset_count(self) -> int:
+        return int(self.chain.call(self.contract.functions.datasetCount()))
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -321,7 +538,7 @@ class MarketClient:
         self,
         consumer: LocalAccount,
         *,
-        dataset_ids: list[int],
+        dataset_ids: Sequence[int],
         model_spec_hash: bytes,
         epsilon: int,
         delta: int,
@@ -329,16 +546,40 @@ class MarketClient:
         worker_fee: Wei,
         claim_deadline: int,
         completion_deadline: int,
-        value: Wei,
+        max_total_price: Wei | None = None,
     ) -> tuple[JobId, TxResult]:
-        fn = self.contract.functions.createJob(
-            dataset_ids, model_spec_hash, epsilon, delta, consumer_key, worker_fee, claim_deadline, completion_deadline
-        )
-        result = self.chain.transact(consumer, fn, value=value)
+        """Create a job (``IJobMarket.createJob``), paying at most ``max_total_price``.
+
+        ``max_total_price`` defaults to the datasets' current prices plus ``worker_fee``, so a price
+        raised before the transaction lands makes it revert instead of paying more. In native
+        mode the transaction sends ``max_total_price`` and the market credits any change to the
+        consumer's pending withdrawal; in token mode the market is first approved for
+        ``max_total_price`` (if its allowance is lower) and pulls exactly the price.
+
+        Raises:
+            ContractReverted: a dataset's terms refuse the job, or ``JobMarketPriceAboveLimit``
+                when the price exceeds ``max_total_price`` (nothing is paid or reserved).
+        """
+        if max_total_price is None:
+            max_total_price = Wei(self.price_of(dataset_ids) + worker_fee)
+        request = (
+            list(dataset_ids), model_spec_hash, epsilon, delta, consumer_key, worker_fee, max_total_price,
+            claim_deadline, completion_deadline,
+        )  # fmt: skip
+        value = 0
+        if self._token_contract() is None:
+            value = max_total_price
+        elif self.payment_allowance(consumer.address) < max_total_price:
+            self.approve_payment(consumer, max_total_price)
+        result = self.chain.transact(consumer, self.contract.functions.createJob(request), value=value)
         (event,) = self.contract.events.JobCreated().process_receipt(result.receipt, errors=DISCARD)
         return JobId(int(event["args"]["jobId"])), result
 
-    def price_of(self, dataset_ids: list[int]) -> Wei:
+    def cancel_job(self, consumer: LocalAccount, job_id: int) -> TxResult:
+        """Cancel an Open job: its ε is released and the full escrow credited back to the consumer."""
+        return self.chain.transact(consumer, self.contract.functions.cancelJob(job_id))
+
+    def price_of(self, dataset_ids: Sequence[int]) -> Wei:
         """Sum of the datasets' current prices per job."""
         return Wei(sum(self.dataset(i).terms.price_per_job for i in dataset_ids))
 
@@ -352,8 +593,17 @@ class MarketClient:
         return self.chain.transact(sender, self.contract.functions.expireJob(job_id))
 
     def withdraw(self, account: LocalAccount) -> tuple[Wei, TxResult]:
-        amount = self.pending_withdrawal(account.address)
-        return amount, self.chain.transact(account, self.contract.functions.withdraw())
+        """Send ``account`` all its pending payments (native currency or the payment token).
+
+        Returns:
+            The amount withdrawn (from the ``Withdrawn`` event) and the transaction.
+
+        Raises:
+            ContractReverted: ``JobMarketNothingToWithdraw`` when nothing is pending.
+        """
+        result = self.chain.transact(account, self.contract.functions.withdraw())
+        (event,) = self.contract.events.Withdrawn().process_receipt(result.receipt, errors=DISCARD)
+        return Wei(int(event["args"]["amount"])), result
 
     def pending_withdrawal(self, account: str) -> Wei:
         return Wei(int(self.chain.call(self.contract.functions.pendingWithdrawal(account))))
@@ -375,9 +625,8 @@ class MarketClient:
             claim_deadline=int(j[10]),
             completion_deadline=int(j[11]),
             epsilon_spent=int(j[12]),
-            model_hash=bytes(j[13]),
-            result_hash=bytes(j[14]),
-            dataset_ids=tuple(DatasetId(int(i)) for i in j[15]),
+            dataset_ids=tuple(DatasetId(int(i)) for i in j[13]),
+            prices=tuple(Wei(int(p)) for p in j[14]),
         )
 
     def result_submitted(self, job_id: int) -> ResultRecord:
@@ -402,6 +651,23 @@ class MarketClient:
 
     def job_count(self) -> int:
         return int(self.chain.call(self.contract.functions.jobCount()))
+
+    def locked_escrow(self) -> Wei:
+        """Sum of the escrow of all Open and Claimed jobs."""
+        return Wei(int(self.chain.call(self.contract.functions.lockedEscrow())))
+
+    # --- emergency stop ---------------------------------------------------------------------
+
+    def pause(self, account: LocalAccount) -> TxResult:
+        """Emergency stop (``PAUSER_ROLE``): no new listings, jobs, claims or settlements."""
+        return self.chain.transact(account, self.contract.functions.pause())
+
+    def unpause(self, account: LocalAccount) -> TxResult:
+        """End an emergency stop (``DEFAULT_ADMIN_ROLE``)."""
+        return self.chain.transact(account, self.contract.functions.unpause())
+
+    def paused(self) -> bool:
+        return bool(self.chain.call(self.contract.functions.paused()))
 
     def open_jobs(self, from_block: int = 0) -> list[JobId]:
         """Ids of jobs created since ``from_block`` that are still Open."""

@@ -49,6 +49,11 @@ def indexed_id(receipt: dict[str, Any], event: str) -> int:
     raise GatewayRequestFailed(f"transaction {receipt.get('transactionHash')} emitted no {event}")
 
 
+def encode_market_call(function: str, args: list[Any]) -> str:
+    """Calldata of a ``JobMarket`` function, e.g. ``encode_market_call("cancelJob", [job_id])``, to sign and relay."""
+    return str(_MARKET.encode_abi(function, args=args))
+
+
 def _expect(response: httpx.Response, status: int) -> httpx.Response:
     if response.status_code != status:
         raise GatewayRequestFailed(f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}: {response.text[:300]}")
@@ -142,21 +147,34 @@ def list_dataset_over_http(client: httpx.Client, provider: LocalAccount, package
     wrapped = keywrap.wrap(key, km_key, info=keywrap.datakey_info(bytes.fromhex(content_hash)))
     _expect(client.post("/api/key-manager/deposits", json={"content_hash": content_hash, "wrapped_key": wrapped.hex()}), 201)
     data = _MARKET.encode_abi(
-        "listDataset", args=[bytes.fromhex(content_hash), bytes.fromhex(schema.json()["sha256"]), "sterling-blob:", terms.as_tuple(), []]
+        "listDataset", args=[bytes.fromhex(content_hash), bytes.fromhex(schema.json()["sha256"]), "sterling-blob:", terms.as_tuple(), [], []]
     )
     receipt = send_transaction(client, provider, to=config["contracts"]["job_market"], data=data)
     return HttpListing(content_hash, schema.json()["sha256"], key, ciphertext, receipt)
 
 
 def create_job_over_http(
-    client: httpx.Client, consumer: LocalAccount, *, dataset_ids: list[int], spec: ModelSpec, consumer_key: bytes, price_wei: int, epsilon_units: int
+    client: httpx.Client,
+    consumer: LocalAccount,
+    *,
+    dataset_ids: list[int],
+    spec: ModelSpec,
+    consumer_key: bytes,
+    max_total_price: int,
+    epsilon_units: int,
+    worker_fee: int = 0,
 ) -> dict[str, Any]:
-    """The consumer flow of the UI: spec published, ``createJob`` signed locally and relayed."""
+    """The consumer flow of the UI (native-currency market): spec published, ``createJob`` signed locally and relayed.
+
+    ``max_total_price`` (the prices plus ``worker_fee`` the consumer agreed to) is sent as the
+    value; the market credits back whatever the job costs less.
+    """
     config = client.get("/api/config").json()
     published = _expect(client.post("/api/specs", content=spec.to_bytes(), headers={"content-type": "application/json"}), 201)
     now = int(rpc(client, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
-    data = _MARKET.encode_abi(
-        "createJob",
-        args=[dataset_ids, bytes.fromhex(published.json()["sha256"]), epsilon_units, 10**13, consumer_key, 0, now + 3600, now + 7200],
-    )
-    return send_transaction(client, consumer, to=config["contracts"]["job_market"], data=data, value=price_wei)
+    request = (
+        dataset_ids, bytes.fromhex(published.json()["sha256"]), epsilon_units, 10**13, consumer_key, worker_fee, max_total_price,
+        now + 3600, now + 7200,
+    )  # fmt: skip
+    data = _MARKET.encode_abi("createJob", args=[request])
+    return send_transaction(client, consumer, to=config["contracts"]["job_market"], data=data, value=max_total_price)

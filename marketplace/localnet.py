@@ -63,11 +63,18 @@ def attest_and_register(
     return registry.register(operator, certificate, signature)
 
 
-def bring_up(chain: Chain, state_dir: Path, *, say: Callable[[str, str], None] | None = None) -> LocalNet:
-    """Deploy and start a local Sterling on ``chain``, keeping files under ``state_dir``."""
+def bring_up(
+    chain: Chain, state_dir: Path, *, say: Callable[[str, str], None] | None = None, payment_token: str | None = None
+) -> LocalNet:
+    """Deploy and start a local Sterling on ``chain``, keeping files under ``state_dir``.
+
+    Args:
+        payment_token: an ERC-20 token already deployed on ``chain`` for the market to pay in;
+            ``None`` for the native currency.
+    """
     note = say or (lambda stage, detail: None)
     governance, verifier_key, operator = (chain.new_account() for _ in range(3))
-    deployment = deploy(chain, governance)
+    deployment = deploy(chain, governance, payment_token=payment_token)
     gas = {name: used for name, used in chain.gas_log if name.startswith("deploy")}
     note("deployed", f"registry {deployment.registry}, market {deployment.market}")
     net = start_enclaves(chain, deployment, state_dir, governance=governance, verifier_key=verifier_key, operator=operator, say=say)

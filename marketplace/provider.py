@@ -54,11 +54,14 @@ def list_dataset(
     key_manager: KeyDepository,
     blobs: BlobStore,
     allowed_consumers: tuple[str, ...] = (),
+    allowed_models: tuple[bytes, ...] = (),
     uri: str = LOCAL_BLOB_URI,
 ) -> ListedDataset:
     """Encrypt ``package`` with a fresh data key, store it, hand the wrapped key to the key manager, list it.
 
     Args:
+        allowed_consumers: the only accounts that may buy; empty for anyone.
+        allowed_models: hashes of the only model specs jobs may train on it; empty for any.
         uri: where consumers' workers fetch the ciphertext; the content hash names the object.
 
     The data key is wrapped to the key manager's *attested* key as recorded in the enclave
@@ -83,6 +86,7 @@ def list_dataset(
         uri=uri,
         terms=terms,
         allowed_consumers=allowed_consumers,
+        allowed_models=allowed_models,
     )
     logger.info("listed dataset %d (%d rows, content %s)", dataset_id, package.rows, content_hash.hex())
     return ListedDataset(dataset_id, content_hash, schema_hash, len(ciphertext), tx)

@@ -45,7 +45,7 @@ from . import chain as chain_mod
 from ._files import write_atomic
 from .chain import Chain, Wei
 from .config import REPO_ROOT, network
-from .contracts import Deployment, deploy
+from .contracts import Deployment, code_version, deploy
 from .errors import ConfigError, SterlingError
 from .gateway import GatewayServices, create_app, get_settings
 from .localnet import LocalNet, start_enclaves
@@ -163,10 +163,13 @@ def ensure_deployment(chain: Chain, governance: LocalAccount, path: Path) -> tup
         except ConfigError:
             logger.warning("ignoring unreadable deployment record %s", path)
         else:
-            if recorded.chain_id == chain.chain_id and all(len(chain.w3.eth.get_code(a)) > 0 for a in (recorded.registry, recorded.market)):  # type: ignore[arg-type]
+            if recorded.code_version != code_version():
+                logger.warning("the recorded deployment runs other contract code (%s); deploying again", recorded.code_version or "older")
+            elif recorded.chain_id == chain.chain_id and all(len(chain.w3.eth.get_code(a)) > 0 for a in (recorded.registry, recorded.market)):  # type: ignore[arg-type]
                 logger.info("reusing deployment: registry %s, market %s", recorded.registry, recorded.market)
                 return recorded, False
-            logger.info("the recorded deployment is not on this chain; deploying again")
+            else:
+                logger.info("the recorded deployment is not on this chain; deploying again")
     deployment = deploy(chain, governance)
     deployment.save(path)
     return deployment, True

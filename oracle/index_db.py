@@ -5,13 +5,16 @@ with a driver installed). On-chain unsigned integers (wei, micro-ε, δ units, d
 exceed a signed 64-bit column, so they are stored by :class:`UInt` as zero-padded decimal
 strings: exact, and still ordered and compared correctly by SQL.
 
-Every row derived from a log carries the log's ``(tx_hash, log_index)`` under a unique
-constraint, and :class:`ChainEvent` records each applied log once, which is what makes
-replaying a block range harmless (see :mod:`oracle.indexer`).
+Every history row derived from a log carries the log's ``(tx_hash, log_index)`` under a
+unique constraint, and :class:`ChainEvent` records each applied log once, which is what makes
+replaying a block range harmless (see :mod:`oracle.indexer`). State rows (a dataset's terms,
+status and allow-lists, a job's status, the market's pause flag, revoked enclaves) are what the
+logs up to the cursor leave behind.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (
@@ -48,6 +52,8 @@ logger = logging.getLogger(__name__)
 UINT256_DIGITS = 78
 """Decimal digits of 2**256 - 1: every on-chain unsigned integer fits."""
 DEFAULT_DB_NAME = "index.db"
+SCHEMA_VERSION = 2
+"""Bumped whenever the tables change; an index of another version is dropped and rebuilt from the chain."""
 
 
 class UInt(TypeDecorator[int]):
@@ -70,6 +76,15 @@ class UInt(TypeDecorator[int]):
 
 class Base(DeclarativeBase):
     """Declarative base of the index tables."""
+
+
+class IndexMeta(Base):
+    """Facts about the index itself (``schema_version``)."""
+
+    __tablename__ = "index_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
 
 
 class Cursor(Base):
@@ -107,7 +122,7 @@ class ChainEvent(Base):
 
 
 class Dataset(Base):
-    """A listed dataset: its terms and its current ε ledger."""
+    """A listed dataset: its current terms, status, access restrictions and ε ledger."""
 
     __tablename__ = "datasets"
 
@@ -127,27 +142,64 @@ class Dataset(Base):
     listed_block: Mapped[int] = mapped_column(BigInteger, index=True)
     listed_at: Mapped[int] = mapped_column(BigInteger)
     listed_tx: Mapped[str] = mapped_column(String(66))
+    status: Mapped[int] = mapped_column(Integer, index=True, default=0)
+    """``IDatasetRegistry.DatasetStatus``: 0 active, 1 paused, 2 delisted."""
+    restricted: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Only allow-listed consumers may buy (``AccessRestricted.consumers``)."""
+    models_restricted: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Only allow-listed model specs may be trained (``AccessRestricted.models``)."""
+    updated_block: Mapped[int] = mapped_column(BigInteger)
+    """The block of the last change to the terms, status or restrictions (the listing at first)."""
 
     consumers: Mapped[list[AllowedConsumer]] = relationship(
-        order_by="AllowedConsumer.log_index", lazy="selectin", cascade="all, delete-orphan"
+        order_by=lambda: [AllowedConsumer.block, AllowedConsumer.log_index], lazy="selectin", cascade="all, delete-orphan"
+    )
+    models: Mapped[list[AllowedModel]] = relationship(
+        order_by=lambda: [AllowedModel.block, AllowedModel.log_index], lazy="selectin", cascade="all, delete-orphan"
     )
 
 
 class AllowedConsumer(Base):
-    """One entry of a dataset's consumer allow-list (empty list: anyone may buy)."""
+    """An account currently on a dataset's consumer allow-list (added by the log it names).
+
+    The list only matters while :attr:`Dataset.restricted` is set, as on-chain.
+    """
 
     __tablename__ = "dataset_consumers"
-    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_dataset_consumers_log"),)
+    __table_args__ = (UniqueConstraint("dataset_id", "consumer", name="uq_dataset_consumers_entry"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
     consumer: Mapped[str] = mapped_column(String(42))
+    block: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+
+
+class AllowedModel(Base):
+    """A model-spec hash currently on a dataset's model allow-list (added by the log it names).
+
+    The list only matters while :attr:`Dataset.models_restricted` is set, as on-chain.
+    """
+
+    __tablename__ = "dataset_models"
+    __table_args__ = (UniqueConstraint("dataset_id", "model_spec_hash", name="uq_dataset_models_entry"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    model_spec_hash: Mapped[str] = mapped_column(String(66))
+    block: Mapped[int] = mapped_column(BigInteger)
     tx_hash: Mapped[str] = mapped_column(String(66))
     log_index: Mapped[int] = mapped_column(Integer)
 
 
 class BudgetEvent(Base):
-    """One change of a dataset's ε ledger: listed, reserved, released or debited."""
+    """One change of a dataset's ε ledger.
+
+    ``kind`` and what ``epsilon`` holds: ``listed`` (the total budget), ``reserved`` (the job's ε;
+    ``price_wei`` is the price the job pays), ``released`` (the ε given back), ``debited`` (the ε
+    spent), ``topped_up`` (the ε added), ``terms_updated`` (the new total budget).
+    """
 
     __tablename__ = "dataset_budget_events"
     __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_budget_events_log"),)
@@ -158,6 +210,8 @@ class BudgetEvent(Base):
     kind: Mapped[str] = mapped_column(String(16))
     epsilon: Mapped[int] = mapped_column(UInt)
     remaining_epsilon: Mapped[int] = mapped_column(UInt)
+    total_epsilon: Mapped[int] = mapped_column(UInt)
+    price_wei: Mapped[int | None] = mapped_column(UInt, nullable=True)
     block: Mapped[int] = mapped_column(BigInteger)
     timestamp: Mapped[int] = mapped_column(BigInteger)
     tx_hash: Mapped[str] = mapped_column(String(66))
@@ -186,15 +240,18 @@ class Job(Base):
     model_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     result_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     metrics_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    refund_wei: Mapped[int | None] = mapped_column(UInt, nullable=True)
+    """Escrow credited back to the consumer by ``JobCancelled`` or ``JobExpired``."""
     created_block: Mapped[int] = mapped_column(BigInteger, index=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    created_tx: Mapped[str] = mapped_column(String(66))
     updated_block: Mapped[int] = mapped_column(BigInteger)
 
     datasets: Mapped[list[JobDataset]] = relationship(order_by="JobDataset.position", lazy="selectin", cascade="all, delete-orphan")
 
 
 class JobDataset(Base):
-    """A dataset of a job, in job order."""
+    """A dataset of a job, in job order, with the price the job pays for it (``EpsilonReserved``)."""
 
     __tablename__ = "job_datasets"
     __table_args__ = (UniqueConstraint("job_id", "position", name="uq_job_datasets_position"),)
@@ -203,10 +260,11 @@ class JobDataset(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     dataset_id: Mapped[int] = mapped_column(BigInteger, index=True)
     position: Mapped[int] = mapped_column(Integer)
+    price_wei: Mapped[int] = mapped_column(UInt)
 
 
 class JobEvent(Base):
-    """One stage of a job's timeline: created, claimed, settled or expired."""
+    """One stage of a job's timeline: created, claimed, settled, expired or cancelled."""
 
     __tablename__ = "job_events"
     __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_job_events_log"),)
@@ -241,6 +299,20 @@ class Enclave(Base):
     registered_tx: Mapped[str] = mapped_column(String(66))
 
 
+class EnclaveRevocation(Base):
+    """Governance revoked this enclave instance for good (``EnclaveRevoked``; first revocation kept).
+
+    A separate table because a signer can be revoked before it ever registers.
+    """
+
+    __tablename__ = "enclave_revocations"
+
+    signer: Mapped[str] = mapped_column(String(42), primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+
+
 class Measurement(Base):
     """Governance's decision on one (role, measurement)."""
 
@@ -254,8 +326,19 @@ class Measurement(Base):
     block: Mapped[int] = mapped_column(BigInteger)
 
 
+class PaymentReason(enum.StrEnum):
+    """Why a credit was made (:attr:`Payment.reason`)."""
+
+    CHANGE = "change"
+    """The part of ``maxTotalPrice`` above the job's price, credited back at creation."""
+    REFUND = "refund"
+    """A cancelled or expired job's escrow."""
+    PAYOUT = "payout"
+    """A provider's price or the worker fee, at settlement."""
+
+
 class Payment(Base):
-    """Money credited to an account (provider price, worker fee, refund) or withdrawn by it."""
+    """Money credited to an account (payout, refund, change) or withdrawn by it."""
 
     __tablename__ = "payments"
     __table_args__ = (
@@ -267,11 +350,25 @@ class Payment(Base):
     account: Mapped[str] = mapped_column(String(42))
     job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """For credits: ``change``, ``refund`` or ``payout``; ``None`` for withdrawals."""
     amount_wei: Mapped[int] = mapped_column(UInt)
     block: Mapped[int] = mapped_column(BigInteger)
     timestamp: Mapped[int] = mapped_column(BigInteger)
     tx_hash: Mapped[str] = mapped_column(String(66))
     log_index: Mapped[int] = mapped_column(Integer)
+
+
+class MarketState(Base):
+    """The market-wide emergency stop (``Paused`` / ``Unpaused``), per cursor key."""
+
+    __tablename__ = "market_state"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed_block: Mapped[int] = mapped_column(BigInteger)
+    changed_at: Mapped[int] = mapped_column(BigInteger)
+    changed_by: Mapped[str] = mapped_column(String(42))
 
 
 def cursor_key(chain_id: int, market: str, registry: str) -> str:
@@ -316,14 +413,35 @@ class IndexDatabase:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Create missing tables (existing ones are kept)."""
+        """Create missing tables; an index written with another :data:`SCHEMA_VERSION` is rebuilt empty.
+
+        The index is a function of the chain, so dropping it loses nothing: the indexer reads the
+        logs again from the deployment block.
+        """
+        existing = set(inspect(self.engine).get_table_names())
+        if existing & set(Base.metadata.tables):
+            version = None
+            if IndexMeta.__tablename__ in existing:
+                with self.session() as session:
+                    row = session.get(IndexMeta, "schema_version")
+                    version = row.value if row is not None else None
+            if version != str(SCHEMA_VERSION):
+                logger.warning("the chain index has schema version %s, not %d: rebuilding it", version, SCHEMA_VERSION)
+                self.reset()
+                return
         Base.metadata.create_all(self.engine)
+        self._stamp_version()
 
     def reset(self) -> None:
-        """Drop and recreate every table (the chain under the index was replaced)."""
+        """Drop and recreate every table (the chain under the index was replaced, or the schema changed)."""
         logger.info("resetting the chain index at %s", self.engine.url.render_as_string(hide_password=True))
         Base.metadata.drop_all(self.engine)
         Base.metadata.create_all(self.engine)
+        self._stamp_version()
+
+    def _stamp_version(self) -> None:
+        with self.transaction() as session:
+            session.merge(IndexMeta(key="schema_version", value=str(SCHEMA_VERSION)))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -5,10 +5,14 @@ writes every derived row *and* the advanced cursor in one database transaction. 
 the commit leaves the cursor where it was, so the range is read again; a crash after it has
 nothing left to redo. Replays are harmless on top of that: every applied log is recorded in
 ``chain_events`` under a unique ``(tx_hash, log_index)`` and skipped when seen again, and every
-derived row carries the same unique key.
+derived history row carries the same unique key.
 
-The ε ledger of each dataset is rebuilt from the events alone (listed, reserved, released,
-debited), so the index is a pure function of the chain up to its cursor.
+Every piece of on-chain state a client asks about is rebuilt from the events alone: each
+dataset's terms (``DatasetListed``, ``TermsUpdated``), ε ledger (listed, reserved, released,
+debited, topped up), status (``DatasetStatusChanged``), restriction flags and allow-lists
+(``AccessRestricted``, ``Consumer…``/``Model…`` ``Allowed``/``Disallowed``); each job's status,
+price snapshots and refund; the market's emergency stop (``Paused``/``Unpaused``); enclaves,
+measurements and revocations. The index is therefore a pure function of the chain up to its cursor.
 
 Example:
     >>> indexer = Indexer(db, market=market, registry=registry, start_block=deployment.block)  # doctest: +SKIP
@@ -32,6 +36,7 @@ from web3.contract.base_contract import BaseContractEvent
 
 from marketplace.contracts import (
     CERTIFICATE_TYPES,
+    DatasetStatus,
     JobStatus,
     MarketClient,
     RegistryClient,
@@ -40,17 +45,21 @@ from marketplace.errors import SterlingError
 
 from .index_db import (
     AllowedConsumer,
+    AllowedModel,
     BudgetEvent,
     ChainEvent,
     Cursor,
     Dataset,
     Enclave,
+    EnclaveRevocation,
     IndexDatabase,
     Job,
     JobDataset,
     JobEvent,
+    MarketState,
     Measurement,
     Payment,
+    PaymentReason,
     cursor_key,
 )
 
@@ -152,7 +161,14 @@ class Indexer:
         self._block_times: dict[int, int] = {}
         self._handlers: dict[str, Callable[[Session, DecodedLog], None]] = {
             "DatasetListed": self._dataset_listed,
+            "TermsUpdated": self._terms_updated,
+            "BudgetToppedUp": self._budget_topped_up,
+            "DatasetStatusChanged": self._dataset_status_changed,
+            "AccessRestricted": self._access_restricted,
             "ConsumerAllowed": self._consumer_allowed,
+            "ConsumerDisallowed": self._consumer_disallowed,
+            "ModelAllowed": self._model_allowed,
+            "ModelDisallowed": self._model_disallowed,
             "EpsilonReserved": self._epsilon_reserved,
             "EpsilonReleased": self._epsilon_released,
             "BudgetDebited": self._budget_debited,
@@ -160,11 +176,15 @@ class Indexer:
             "JobClaimed": self._job_claimed,
             "ResultSubmitted": self._result_submitted,
             "JobExpired": self._job_expired,
+            "JobCancelled": self._job_cancelled,
             "PaymentCredited": self._payment_credited,
             "Withdrawn": self._withdrawn,
+            "Paused": self._market_paused,
+            "Unpaused": self._market_unpaused,
             "MeasurementApproved": self._measurement_approved,
             "MeasurementRevoked": self._measurement_revoked,
             "EnclaveRegistered": self._enclave_registered,
+            "EnclaveRevoked": self._enclave_revoked,
         }
 
     # --- cursor -------------------------------------------------------------------------------
@@ -368,16 +388,78 @@ class Indexer:
                 listed_block=log.block,
                 listed_at=log.timestamp,
                 listed_tx=log.tx_hash,
+                status=int(DatasetStatus.ACTIVE),
+                restricted=False,
+                models_restricted=False,
+                updated_block=log.block,
             )
         )
-        self._budget(session, log, dataset_id=int(a["datasetId"]), job_id=None, kind="listed", epsilon=total, remaining=total)
+        self._budget(session, log, dataset_id=int(a["datasetId"]), job_id=None, kind="listed", epsilon=total, remaining=total, total=total)
+
+    def _terms_updated(self, session: Session, log: DecodedLog) -> None:
+        """New terms replace the old; a new total budget moves what remains (spent and reserved stay)."""
+        terms = log.args["terms"]
+        dataset = self._dataset(session, int(log.args["datasetId"]))
+        dataset.price_wei = int(terms["pricePerJob"])
+        dataset.max_epsilon_per_job = int(terms["maxEpsilonPerJob"])
+        dataset.total_epsilon = int(terms["totalEpsilonBudget"])
+        dataset.max_delta = int(terms["maxDelta"])
+        dataset.expiry = int(terms["expiry"])
+        dataset.remaining_epsilon = self._recompute_remaining(dataset)
+        dataset.updated_block = log.block
+        self._budget(
+            session, log, dataset_id=dataset.id, job_id=None, kind="terms_updated", epsilon=dataset.total_epsilon,
+            remaining=dataset.remaining_epsilon, total=dataset.total_epsilon,
+        )  # fmt: skip
+
+    def _budget_topped_up(self, session: Session, log: DecodedLog) -> None:
+        dataset = self._dataset(session, int(log.args["datasetId"]))
+        amount, total = int(log.args["amount"]), int(log.args["totalEpsilonBudget"])
+        if dataset.total_epsilon + amount != total:
+            logger.warning("dataset %d: total budget from events is %d + %d, BudgetToppedUp says %d", dataset.id, dataset.total_epsilon, amount, total)
+        dataset.total_epsilon = total
+        dataset.remaining_epsilon = self._recompute_remaining(dataset)
+        dataset.updated_block = log.block
+        self._budget(
+            session, log, dataset_id=dataset.id, job_id=None, kind="topped_up", epsilon=amount,
+            remaining=dataset.remaining_epsilon, total=total,
+        )  # fmt: skip
+
+    @staticmethod
+    def _recompute_remaining(dataset: Dataset) -> int:
+        remaining = dataset.total_epsilon - dataset.spent_epsilon - dataset.reserved_epsilon
+        if remaining < 0:  # the contract keeps spent + reserved <= total; only an inconsistent chain gets here
+            raise IndexerChainMismatch(f"dataset {dataset.id}: ε spent and reserved exceed its total budget")
+        return remaining
+
+    def _dataset_status_changed(self, session: Session, log: DecodedLog) -> None:
+        dataset = self._dataset(session, int(log.args["datasetId"]))
+        dataset.status = int(DatasetStatus(int(log.args["status"])))
+        dataset.updated_block = log.block
+
+    def _access_restricted(self, session: Session, log: DecodedLog) -> None:
+        dataset = self._dataset(session, int(log.args["datasetId"]))
+        dataset.restricted = bool(log.args["consumers"])
+        dataset.models_restricted = bool(log.args["models"])
+        dataset.updated_block = log.block
 
     def _consumer_allowed(self, session: Session, log: DecodedLog) -> None:
-        session.add(
-            AllowedConsumer(
-                dataset_id=int(log.args["datasetId"]), consumer=str(log.args["consumer"]), tx_hash=log.tx_hash, log_index=log.log_index
-            )
-        )
+        dataset, consumer = self._dataset(session, int(log.args["datasetId"])), str(log.args["consumer"])
+        if not any(c.consumer == consumer for c in dataset.consumers):  # allowing it again changes nothing, as on-chain
+            dataset.consumers.append(AllowedConsumer(consumer=consumer, block=log.block, tx_hash=log.tx_hash, log_index=log.log_index))
+
+    def _consumer_disallowed(self, session: Session, log: DecodedLog) -> None:
+        dataset, consumer = self._dataset(session, int(log.args["datasetId"])), str(log.args["consumer"])
+        dataset.consumers = [c for c in dataset.consumers if c.consumer != consumer]  # the orphan is deleted
+
+    def _model_allowed(self, session: Session, log: DecodedLog) -> None:
+        dataset, model = self._dataset(session, int(log.args["datasetId"])), hex0x(log.args["modelSpecHash"])
+        if not any(m.model_spec_hash == model for m in dataset.models):
+            dataset.models.append(AllowedModel(model_spec_hash=model, block=log.block, tx_hash=log.tx_hash, log_index=log.log_index))
+
+    def _model_disallowed(self, session: Session, log: DecodedLog) -> None:
+        dataset, model = self._dataset(session, int(log.args["datasetId"])), hex0x(log.args["modelSpecHash"])
+        dataset.models = [m for m in dataset.models if m.model_spec_hash != model]
 
     def _dataset(self, session: Session, dataset_id: int) -> Dataset:
         dataset = session.get(Dataset, dataset_id)
@@ -385,7 +467,10 @@ class Indexer:
             raise IndexerChainMismatch(f"event for dataset {dataset_id}, which was never listed")
         return dataset
 
-    def _budget(self, session: Session, log: DecodedLog, *, dataset_id: int, job_id: int | None, kind: str, epsilon: int, remaining: int) -> None:
+    def _budget(
+        self, session: Session, log: DecodedLog, *, dataset_id: int, job_id: int | None, kind: str, epsilon: int, remaining: int, total: int,
+        price_wei: int | None = None,
+    ) -> None:  # fmt: skip
         session.add(
             BudgetEvent(
                 dataset_id=dataset_id,
@@ -393,6 +478,8 @@ class Indexer:
                 kind=kind,
                 epsilon=epsilon,
                 remaining_epsilon=remaining,
+                total_epsilon=total,
+                price_wei=price_wei,
                 block=log.block,
                 timestamp=log.timestamp,
                 tx_hash=log.tx_hash,
@@ -401,18 +488,25 @@ class Indexer:
         )
 
     def _epsilon_reserved(self, session: Session, log: DecodedLog) -> None:
+        """A new job's reservation, with the price it pays (emitted before its ``JobCreated``)."""
         dataset_id, job_id, epsilon = int(log.args["datasetId"]), int(log.args["jobId"]), int(log.args["epsilon"])
         dataset = self._dataset(session, dataset_id)
         dataset.reserved_epsilon += epsilon
-        dataset.remaining_epsilon = dataset.total_epsilon - dataset.spent_epsilon - dataset.reserved_epsilon
-        self._budget(session, log, dataset_id=dataset_id, job_id=job_id, kind="reserved", epsilon=epsilon, remaining=dataset.remaining_epsilon)
+        dataset.remaining_epsilon = self._recompute_remaining(dataset)
+        self._budget(
+            session, log, dataset_id=dataset_id, job_id=job_id, kind="reserved", epsilon=epsilon, remaining=dataset.remaining_epsilon,
+            total=dataset.total_epsilon, price_wei=int(log.args["price"]),
+        )  # fmt: skip
 
     def _epsilon_released(self, session: Session, log: DecodedLog) -> None:
         dataset_id, job_id, epsilon = int(log.args["datasetId"]), int(log.args["jobId"]), int(log.args["epsilon"])
         dataset = self._dataset(session, dataset_id)
         dataset.reserved_epsilon -= epsilon
-        dataset.remaining_epsilon = dataset.total_epsilon - dataset.spent_epsilon - dataset.reserved_epsilon
-        self._budget(session, log, dataset_id=dataset_id, job_id=job_id, kind="released", epsilon=epsilon, remaining=dataset.remaining_epsilon)
+        dataset.remaining_epsilon = self._recompute_remaining(dataset)
+        self._budget(
+            session, log, dataset_id=dataset_id, job_id=job_id, kind="released", epsilon=epsilon, remaining=dataset.remaining_epsilon,
+            total=dataset.total_epsilon,
+        )  # fmt: skip
 
     def _budget_debited(self, session: Session, log: DecodedLog) -> None:
         """A job's reservation on the dataset is replaced by the ε it spent."""
@@ -431,7 +525,9 @@ class Indexer:
             logger.warning("dataset %d: ledger from events gives %d remaining, BudgetDebited says %d", dataset_id, computed, remaining)
             dataset.spent_epsilon = dataset.total_epsilon - dataset.reserved_epsilon - remaining
         dataset.remaining_epsilon = remaining
-        self._budget(session, log, dataset_id=dataset_id, job_id=job_id, kind="debited", epsilon=spent, remaining=remaining)
+        self._budget(
+            session, log, dataset_id=dataset_id, job_id=job_id, kind="debited", epsilon=spent, remaining=remaining, total=dataset.total_epsilon
+        )
 
     def _job(self, session: Session, job_id: int) -> Job:
         job = session.get(Job, job_id)
@@ -440,6 +536,7 @@ class Indexer:
         return job
 
     def _job_created(self, session: Session, log: DecodedLog) -> None:
+        """The job, with each dataset's price from the ``EpsilonReserved`` logs just before it."""
         a = log.args
         job_id = int(a["jobId"])
         job = Job(
@@ -456,9 +553,19 @@ class Indexer:
             completion_deadline=int(a["completionDeadline"]),
             created_block=log.block,
             created_at=log.timestamp,
+            created_tx=log.tx_hash,
             updated_block=log.block,
         )
-        job.datasets = [JobDataset(dataset_id=int(d), position=i) for i, d in enumerate(a["datasetIds"])]
+        reserved = session.execute(
+            select(BudgetEvent.dataset_id, BudgetEvent.price_wei).where(
+                BudgetEvent.job_id == job_id, BudgetEvent.kind == "reserved", BudgetEvent.tx_hash == log.tx_hash
+            )
+        ).all()
+        prices = {int(dataset_id): int(price or 0) for dataset_id, price in reserved}
+        dataset_ids = [int(d) for d in a["datasetIds"]]
+        if set(prices) != set(dataset_ids):
+            raise IndexerChainMismatch(f"job {job_id}: reservations for datasets {sorted(prices)}, but it names {dataset_ids}")
+        job.datasets = [JobDataset(dataset_id=d, position=i, price_wei=prices[d]) for i, d in enumerate(dataset_ids)]
         session.add(job)
         self._stage(session, log, job_id=job_id, stage="created", amount_wei=int(a["escrow"]))
 
@@ -487,16 +594,36 @@ class Indexer:
         self._stage(session, log, job_id=job.id, stage="settled", enclave=str(a["enclave"]), epsilon_spent=job.epsilon_spent)
 
     def _job_expired(self, session: Session, log: DecodedLog) -> None:
+        self._job_refunded(session, log, status=JobStatus.EXPIRED, stage="expired")
+
+    def _job_cancelled(self, session: Session, log: DecodedLog) -> None:
+        self._job_refunded(session, log, status=JobStatus.CANCELLED, stage="cancelled")
+
+    def _job_refunded(self, session: Session, log: DecodedLog, *, status: JobStatus, stage: str) -> None:
+        """An expired or cancelled job: its escrow was credited back (the credit came just before)."""
         job = self._job(session, int(log.args["jobId"]))
-        job.status = int(JobStatus.EXPIRED)
+        refund = int(log.args["refund"])
+        job.status = int(status)
+        job.refund_wei = refund
         job.updated_block = log.block
-        self._stage(session, log, job_id=job.id, stage="expired", amount_wei=int(log.args["refund"]))
+        credit = session.scalar(
+            select(Payment).where(
+                Payment.tx_hash == log.tx_hash, Payment.job_id == job.id, Payment.account == job.consumer, Payment.kind == "credited"
+            )
+        )
+        if credit is not None:
+            credit.reason = PaymentReason.REFUND
+        self._stage(session, log, job_id=job.id, stage=stage, amount_wei=refund)
 
     def _payment_credited(self, session: Session, log: DecodedLog) -> None:
+        """A credit; its reason is ``change`` in the job's creation, else ``payout`` until a refund event says otherwise."""
         a = log.args
+        job_id = int(a["jobId"])
+        job = session.get(Job, job_id)
+        reason = PaymentReason.CHANGE if job is not None and job.created_tx == log.tx_hash else PaymentReason.PAYOUT
         session.add(
             Payment(
-                account=str(a["account"]), job_id=int(a["jobId"]), kind="credited", amount_wei=int(a["amount"]),
+                account=str(a["account"]), job_id=job_id, kind="credited", reason=reason, amount_wei=int(a["amount"]),
                 block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash, log_index=log.log_index,
             )
         )  # fmt: skip
@@ -505,10 +632,24 @@ class Indexer:
         a = log.args
         session.add(
             Payment(
-                account=str(a["account"]), job_id=None, kind="withdrawn", amount_wei=int(a["amount"]),
+                account=str(a["account"]), job_id=None, kind="withdrawn", reason=None, amount_wei=int(a["amount"]),
                 block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash, log_index=log.log_index,
             )
         )  # fmt: skip
+
+    def _market_paused(self, session: Session, log: DecodedLog) -> None:
+        self._market_state(session, log, paused=True)
+
+    def _market_unpaused(self, session: Session, log: DecodedLog) -> None:
+        self._market_state(session, log, paused=False)
+
+    def _market_state(self, session: Session, log: DecodedLog, *, paused: bool) -> None:
+        row = session.get(MarketState, self.key) or MarketState(key=self.key)
+        row.paused = paused
+        row.changed_block = log.block
+        row.changed_at = log.timestamp
+        row.changed_by = str(log.args["account"])
+        session.add(row)
 
     def _measurement(self, session: Session, log: DecodedLog, *, approved: bool) -> None:
         role, measurement = int(log.args["role"]), hex0x(log.args["measurement"])
@@ -539,3 +680,9 @@ class Indexer:
         row.registered_at = log.timestamp
         row.registered_tx = log.tx_hash
         session.add(row)
+
+    def _enclave_revoked(self, session: Session, log: DecodedLog) -> None:
+        """Revocation is for good and idempotent on-chain: the first one is kept."""
+        signer = str(log.args["signer"])
+        if session.get(EnclaveRevocation, signer) is None:
+            session.add(EnclaveRevocation(signer=signer, block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash))

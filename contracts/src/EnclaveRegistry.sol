@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.37;
 
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {AccessControlDefaultAdminRules} from
+    "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {
@@ -13,12 +14,15 @@ import {
 /**
  * @title EnclaveRegistry
  * @notice On-chain allow-list of attested enclaves (see {IEnclaveRegistry}).
- * @dev Governance (DEFAULT_ADMIN_ROLE) approves measurements and grants VERIFIER_ROLE to the
- * attestation verification services whose EIP-712 certificates {register} accepts. Verifying
+ * @dev Governance (DEFAULT_ADMIN_ROLE) approves and revokes measurements, revokes single enclaves
+ * and grants VERIFIER_ROLE to the attestation verification services whose EIP-712 certificates
+ * {register} accepts. Governance hands over in two steps with a delay
+ * ({AccessControlDefaultAdminRules}: beginDefaultAdminTransfer, then acceptDefaultAdminTransfer
+ * by the new admin once the delay has passed). Verifying
  * TEE evidence on-chain (P-384 COSE for Nitro) would cost tens of millions of gas, hence the
  * verifier indirection.
  */
-contract EnclaveRegistry is IEnclaveRegistry, AccessControl, EIP712 {
+contract EnclaveRegistry is IEnclaveRegistry, AccessControlDefaultAdminRules, EIP712 {
     /// @notice Role id for enclaves that train and sign receipts.
     uint8 public constant ROLE_TRAINER = TRAINER;
     /// @notice Role id for key-manager enclaves.
@@ -35,6 +39,7 @@ contract EnclaveRegistry is IEnclaveRegistry, AccessControl, EIP712 {
         address operator; // slot 0
         uint64 validUntil; // slot 0
         uint8 role; // slot 0
+        bool revoked; // slot 0
         bytes32 measurement; // slot 1
         bytes32 encryptionKey; // slot 2
     }
@@ -42,10 +47,12 @@ contract EnclaveRegistry is IEnclaveRegistry, AccessControl, EIP712 {
     mapping(address signer => EnclaveRecord) private _enclaves;
     mapping(uint8 role => mapping(bytes32 measurement => bool)) private _approved;
 
+    /// @param adminDelay Seconds a governance handover must wait before the new admin accepts.
     /// @param governance Account receiving DEFAULT_ADMIN_ROLE (approves measurements, grants verifiers).
-    constructor(address governance) EIP712("SterlingEnclaveRegistry", "1") {
-        _grantRole(DEFAULT_ADMIN_ROLE, governance);
-    }
+    constructor(uint48 adminDelay, address governance)
+        AccessControlDefaultAdminRules(adminDelay, governance)
+        EIP712("SterlingEnclaveRegistry", "1")
+    {}
 
     /// @inheritdoc IEnclaveRegistry
     function approveMeasurement(uint8 role, bytes32 measurement) external onlyRole(DEFAULT_ADMIN_ROLE) {
@@ -59,6 +66,12 @@ contract EnclaveRegistry is IEnclaveRegistry, AccessControl, EIP712 {
         _checkRoleId(role);
         _approved[role][measurement] = false;
         emit MeasurementRevoked(role, measurement);
+    }
+
+    /// @inheritdoc IEnclaveRegistry
+    function revokeEnclave(address signer) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _enclaves[signer].revoked = true;
+        emit EnclaveRevoked(signer);
     }
 
     /// @inheritdoc IEnclaveRegistry
@@ -82,12 +95,16 @@ contract EnclaveRegistry is IEnclaveRegistry, AccessControl, EIP712 {
         if (msg.sender != cert.operator) {
             revert EnclaveRegistryNotOperator(msg.sender, cert.operator);
         }
+        if (_enclaves[cert.signer].revoked) {
+            revert EnclaveRegistryEnclaveRevoked(cert.signer);
+        }
 
         // A newer certificate for the same signer overwrites the old one (renewal).
         _enclaves[cert.signer] = EnclaveRecord({
             operator: cert.operator,
             validUntil: cert.validUntil,
             role: cert.role,
+            revoked: false,
             measurement: cert.measurement,
             encryptionKey: cert.encryptionKey
         });
@@ -104,15 +121,30 @@ contract EnclaveRegistry is IEnclaveRegistry, AccessControl, EIP712 {
             measurement: e.measurement,
             encryptionKey: e.encryptionKey,
             operator: e.operator,
-            validUntil: e.validUntil
+            validUntil: e.validUntil,
+            revoked: e.revoked
         });
     }
 
     /// @inheritdoc IEnclaveRegistry
     function isActive(address signer, uint8 role) external view returns (bool) {
+        return _activeOperator(signer, role) != address(0);
+    }
+
+    /// @inheritdoc IEnclaveRegistry
+    function activeOperator(address signer, uint8 role) external view returns (address) {
+        return _activeOperator(signer, role);
+    }
+
+    /// @dev The operator of `signer` if it is active in `role`, else zero. An unknown signer has
+    /// role 0, which never matches a valid role nor an approval; registered operators are never
+    /// zero (register requires msg.sender == operator).
+    function _activeOperator(address signer, uint8 role) private view returns (address) {
         EnclaveRecord storage e = _enclaves[signer];
-        // An unknown signer has role 0, which never matches a valid role nor an approval.
-        return e.role == role && e.validUntil >= block.timestamp && _approved[role][e.measurement];
+        if (e.role != role || e.revoked || e.validUntil < block.timestamp || !_approved[role][e.measurement]) {
+            return address(0);
+        }
+        return e.operator;
     }
 
     /// @inheritdoc IEnclaveRegistry

@@ -30,6 +30,7 @@ interface IEnclaveRegistry {
         bytes32 encryptionKey;
         address operator;
         uint64 validUntil;
+        bool revoked;
     }
 
     /// @dev `role` is neither ROLE_TRAINER nor ROLE_KEY_MANAGER.
@@ -42,11 +43,15 @@ interface IEnclaveRegistry {
     error EnclaveRegistryCertificateExpired(uint64 validUntil, uint256 currentTime);
     /// @dev `sender` submitted a certificate naming `operator` as the operator.
     error EnclaveRegistryNotOperator(address sender, address operator);
+    /// @dev Governance revoked the enclave `signer`; it can never register again.
+    error EnclaveRegistryEnclaveRevoked(address signer);
 
     /// @dev Governance approved `measurement` for `role`.
     event MeasurementApproved(uint8 indexed role, bytes32 indexed measurement);
     /// @dev Governance revoked `measurement` for `role`; enclaves running it stop being active.
     event MeasurementRevoked(uint8 indexed role, bytes32 indexed measurement);
+    /// @dev Governance revoked one enclave instance (`signer`), whatever its measurement.
+    event EnclaveRevoked(address indexed signer);
     /// @dev An enclave was registered or its registration renewed.
     event EnclaveRegistered(
         address indexed signer,
@@ -71,6 +76,13 @@ interface IEnclaveRegistry {
      */
     function revokeMeasurement(uint8 role, bytes32 measurement) external;
 
+    /**
+     * @notice Revokes the single enclave `signer` for good (e.g. its key leaked); it stops being
+     * active at once and {register} refuses it afterwards.
+     * @dev Requirements: caller holds DEFAULT_ADMIN_ROLE. Idempotent. Emits {EnclaveRevoked}.
+     */
+    function revokeEnclave(address signer) external;
+
     /// @notice Whether `measurement` is currently approved for `role`.
     function isMeasurementApproved(uint8 role, bytes32 measurement) external view returns (bool);
 
@@ -86,9 +98,13 @@ interface IEnclaveRegistry {
     /// @notice The registration of `signer`; a zero struct if it never registered.
     function enclaveOf(address signer) external view returns (Enclave memory);
 
-    /// @notice Whether `signer` is registered with `role`, its measurement is still approved and
-    /// its certificate has not expired.
+    /// @notice Whether `signer` is registered with `role`, its measurement is still approved, it
+    /// was not revoked and its certificate has not expired.
     function isActive(address signer, uint8 role) external view returns (bool);
+
+    /// @notice The operator of `signer` if it {isActive} in `role`, else the zero address (one
+    /// call for the market's claim and settlement checks).
+    function activeOperator(address signer, uint8 role) external view returns (address);
 
     /// @notice The EIP-712 digest of `cert` under this registry's domain.
     function hashCertificate(Certificate calldata cert) external view returns (bytes32);

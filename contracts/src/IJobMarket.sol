@@ -6,16 +6,18 @@ import {IDatasetRegistry} from "./IDatasetRegistry.sol";
 /**
  * @title IJobMarket
  * @notice Training jobs over listed datasets: escrow, privacy-budget ledger and pull payments.
- * @dev Units as in {IDatasetRegistry}: ε micro-units (1e6), δ scaled by 1e18, wei, unix seconds.
+ * @dev Units as in {IDatasetRegistry}: ε micro-units (1e6), δ scaled by 1e18, amounts in the
+ * market's payment unit ({paymentToken}: native currency when zero, else that ERC-20), unix seconds.
  */
 interface IJobMarket is IDatasetRegistry {
-    /// @notice Lifecycle of a job (a job only moves down this list).
+    /// @notice Lifecycle of a job (a job only moves down this list, skipping some).
     enum JobStatus {
         None, // 0: no such job
         Open, // 1: escrow locked, ε reserved on every dataset, waiting for a worker
         Claimed, // 2: a trainer enclave took it; the key manager may release the data keys
         Completed, // 3: receipt accepted, budgets debited, providers and worker credited
-        Expired // 4: deadline passed; the consumer's escrow was credited back
+        Expired, // 4: deadline passed; the consumer's escrow was credited back
+        Cancelled // 5: the consumer cancelled it before any claim; escrow credited back
     }
 
     /// @notice The result statement a trainer enclave signs with EIP-712.
@@ -28,50 +30,74 @@ interface IJobMarket is IDatasetRegistry {
         uint64 epsilonSpent; // ε (micro-units) actually spent, <= the job's ε
     }
 
-    /// @notice A job as returned by {job}.
+    /// @notice What a consumer asks for in {createJob}.
+    struct JobRequest {
+        uint256[] datasetIds; // the datasets to train on, in the order the receipt's datasetsHash uses
+        bytes32 modelSpecHash; // hash of the JSON model specification
+        uint64 epsilon; // ε (micro-units) to reserve on every dataset
+        uint64 delta; // δ (scaled by 1e18)
+        bytes32 consumerKey; // the consumer's X25519 public key the model is encrypted to
+        uint256 workerFee; // paid to the operator of the enclave that completes the job
+        uint256 maxTotalPrice; // the most the consumer agrees to pay (prices + worker fee)
+        uint64 claimDeadline; // last second at which the job can be claimed
+        uint64 completionDeadline; // last second at which the result can be submitted
+    }
+
+    /// @notice A job as returned by {job}. The result hashes are in {ResultSubmitted}.
     struct JobInfo {
         address consumer;
         JobStatus status;
         address enclave;
-        address operator;
+        address operator; // the enclave's current operator (zero before a claim)
         bytes32 modelSpecHash;
         uint64 epsilon;
         uint64 delta;
         bytes32 consumerKey;
-        uint256 escrow; // wei locked at creation: sum of prices + workerFee
+        uint256 escrow; // locked at creation: sum of price snapshots + workerFee
         uint256 workerFee;
         uint64 claimDeadline;
         uint64 completionDeadline;
         uint64 epsilonSpent;
-        bytes32 modelHash;
-        bytes32 resultHash;
         uint256[] datasetIds;
+        uint256[] prices; // each dataset's price snapshot, in datasetIds order
     }
 
     /// @dev `count` datasets were given; 1..`max` are allowed.
     error JobMarketInvalidDatasetCount(uint256 count, uint256 max);
     /// @dev ε and δ must both be positive.
     error JobMarketInvalidPrivacyParameters(uint64 epsilon, uint64 delta);
-    /// @dev Deadlines must satisfy now < claimDeadline <= completionDeadline.
+    /// @dev Deadlines must satisfy now < claimDeadline <= completionDeadline < 2^32.
     error JobMarketInvalidDeadlines(uint64 claimDeadline, uint64 completionDeadline);
     /// @dev No dataset has id `datasetId`.
     error JobMarketUnknownDataset(uint256 datasetId);
     /// @dev `datasetId` appears twice in the job's dataset list.
     error JobMarketDuplicateDataset(uint256 datasetId);
+    /// @dev The dataset is paused or delisted (`status`) and accepts no new jobs.
+    error JobMarketDatasetUnavailable(uint256 datasetId, DatasetStatus status);
     /// @dev The dataset's listing expired at `expiry`.
     error JobMarketDatasetExpired(uint256 datasetId, uint64 expiry);
     /// @dev `consumer` is not on the dataset's allow-list.
     error JobMarketConsumerNotAllowed(uint256 datasetId, address consumer);
+    /// @dev The model spec `modelSpecHash` is not on the dataset's model allow-list.
+    error JobMarketModelNotAllowed(uint256 datasetId, bytes32 modelSpecHash);
     /// @dev The job's ε (`requested`) exceeds the dataset's maxEpsilonPerJob (`allowed`).
     error JobMarketEpsilonPerJobExceeded(uint256 datasetId, uint64 requested, uint64 allowed);
     /// @dev The job's δ (`requested`) exceeds the dataset's maxDelta (`allowed`).
     error JobMarketDeltaExceeded(uint256 datasetId, uint64 requested, uint64 allowed);
     /// @dev The dataset has only `remaining` ε left, less than `requested`.
     error JobMarketBudgetExhausted(uint256 datasetId, uint64 requested, uint64 remaining);
-    /// @dev `sent` wei were attached; exactly `required` (sum of prices + workerFee) are needed.
-    error JobMarketIncorrectPayment(uint256 sent, uint256 required);
+    /// @dev The job costs `required` (prices + worker fee), more than the consumer's `maxTotalPrice`.
+    error JobMarketPriceAboveLimit(uint256 required, uint256 maxTotalPrice);
+    /// @dev `sent` native currency was attached; `expected` was needed (maxTotalPrice in native
+    /// mode, zero in token mode).
+    error JobMarketIncorrectPayment(uint256 sent, uint256 expected);
+    /// @dev The token transfer in delivered `received`, not `expected` (fee-on-transfer tokens
+    /// are not supported).
+    error JobMarketTokenTransferShortfall(uint256 expected, uint256 received);
     /// @dev The job is in `status`, which does not allow the operation.
     error JobMarketInvalidJobStatus(uint256 jobId, JobStatus status);
+    /// @dev Only the job's consumer may do this; `caller` is not.
+    error JobMarketNotConsumer(uint256 jobId, address caller);
     /// @dev The job could only be claimed until `claimDeadline`.
     error JobMarketClaimDeadlinePassed(uint256 jobId, uint64 claimDeadline);
     /// @dev `enclave` is not an active trainer in the enclave registry.
@@ -92,12 +118,12 @@ interface IJobMarket is IDatasetRegistry {
     error JobMarketNotExpirable(uint256 jobId, JobStatus status);
     /// @dev `account` has no pending withdrawal.
     error JobMarketNothingToWithdraw(address account);
-    /// @dev Sending `amount` wei to `account` failed.
+    /// @dev Sending `amount` to `account` failed.
     error JobMarketWithdrawFailed(address account, uint256 amount);
     /// @dev No job has id `jobId`.
     error JobMarketUnknownJob(uint256 jobId);
 
-    /// @dev A consumer created a job and locked `escrow` wei.
+    /// @dev A consumer created a job and locked `escrow` (= Σ prices + workerFee).
     event JobCreated(
         uint256 indexed jobId,
         address indexed consumer,
@@ -111,9 +137,9 @@ interface IJobMarket is IDatasetRegistry {
         uint64 claimDeadline,
         uint64 completionDeadline
     );
-    /// @dev `epsilon` of the dataset's budget was reserved for the job.
-    event EpsilonReserved(uint256 indexed datasetId, uint256 indexed jobId, uint64 epsilon);
-    /// @dev A reservation was released unspent (job expired before being claimed).
+    /// @dev `epsilon` of the dataset's budget was reserved for the job, which will pay `price`.
+    event EpsilonReserved(uint256 indexed datasetId, uint256 indexed jobId, uint64 epsilon, uint256 price);
+    /// @dev A reservation was released unspent (job cancelled, or expired before being claimed).
     event EpsilonReleased(uint256 indexed datasetId, uint256 indexed jobId, uint64 epsilon);
     /// @dev The job's reservation was settled: `epsilonSpent` debited, `remaining` left.
     event BudgetDebited(uint256 indexed datasetId, uint256 indexed jobId, uint64 epsilonSpent, uint64 remaining);
@@ -128,67 +154,68 @@ interface IJobMarket is IDatasetRegistry {
         bytes32 metricsHash,
         uint64 epsilonSpent
     );
-    /// @dev `amount` wei were added to `account`'s pending withdrawal because of the job.
+    /// @dev `amount` was added to `account`'s pending withdrawal because of the job.
     event PaymentCredited(address indexed account, uint256 indexed jobId, uint256 amount);
-    /// @dev The job expired and `refund` wei were credited to its consumer.
+    /// @dev The job expired and `refund` was credited to its consumer.
     event JobExpired(uint256 indexed jobId, uint256 refund);
-    /// @dev `account` withdrew `amount` wei.
+    /// @dev The consumer cancelled the open job and `refund` was credited back.
+    event JobCancelled(uint256 indexed jobId, uint256 refund);
+    /// @dev `account` withdrew `amount`.
     event Withdrawn(address indexed account, uint256 amount);
 
     /**
-     * @notice Creates a training job over `datasetIds`, locking `msg.value` in escrow and reserving
+     * @notice Creates a training job over `datasetIds`, locking its price in escrow and reserving
      * `epsilon` on every dataset, all or nothing.
-     * @dev Requirements, checked in this order: 1..MAX_DATASETS_PER_JOB datasets; ε > 0 and δ > 0;
-     * now < claimDeadline <= completionDeadline; then per dataset: it exists, is not a duplicate,
-     * has not expired, allows the caller, ε <= maxEpsilonPerJob, δ <= maxDelta, ε <= remaining
-     * budget; finally msg.value == sum(pricePerJob) + workerFee. Each dataset's price is
-     * snapshotted with the job; providers are paid that snapshot. Ids start at 1.
-     * Emits {JobCreated} and one {EpsilonReserved} per dataset.
-     * @param datasetIds the datasets to train on, in the order the receipt's datasetsHash uses.
-     * @param modelSpecHash hash of the JSON model specification.
-     * @param epsilon ε (micro-units) to reserve on every dataset.
-     * @param delta δ (scaled by 1e18).
-     * @param consumerKey the consumer's X25519 public key the model is encrypted to.
-     * @param workerFee wei paid to the operator of the enclave that completes the job.
-     * @param claimDeadline last second at which the job can be claimed.
-     * @param completionDeadline last second at which the result can be submitted.
+     * @dev Requirements, checked in this order: the market is not paused; 1..MAX_DATASETS_PER_JOB
+     * datasets; ε > 0 and δ > 0; now < claimDeadline <= completionDeadline < 2^32; then per
+     * dataset: it exists, is not a duplicate, is Active, has not expired, allows the caller and
+     * `modelSpecHash`, ε <= maxEpsilonPerJob, δ <= maxDelta, ε <= remaining budget; then
+     * required = Σ pricePerJob + workerFee <= `maxTotalPrice` (the slippage guard against a price
+     * raised in the same block); finally payment: in native mode msg.value == maxTotalPrice and
+     * `maxTotalPrice - required` is credited back to the caller at once; in token mode msg.value
+     * == 0 and `required` tokens are pulled with transferFrom (approve them first). Each
+     * dataset's price is snapshotted with the job; providers are paid that snapshot. Ids start at 1.
+     * Emits one {EpsilonReserved} per dataset, then {JobCreated}, then {PaymentCredited} for any
+     * change (in that order).
+     * @param request the job's datasets, model spec, privacy parameters, key, fee, price limit
+     * and deadlines (see {JobRequest}).
      * @return jobId the new job's id.
      */
-    function createJob(
-        uint256[] calldata datasetIds,
-        bytes32 modelSpecHash,
-        uint64 epsilon,
-        uint64 delta,
-        bytes32 consumerKey,
-        uint256 workerFee,
-        uint64 claimDeadline,
-        uint64 completionDeadline
-    ) external payable returns (uint256 jobId);
+    function createJob(JobRequest calldata request) external payable returns (uint256 jobId);
+
+    /**
+     * @notice Cancels an open (unclaimed) job: every reservation is released and the full escrow
+     * is credited back to the consumer.
+     * @dev Requirements: the caller is the job's consumer; the job is Open. Allowed while the
+     * market is paused. Emits {EpsilonReleased} per dataset, {PaymentCredited}, then {JobCancelled}.
+     */
+    function cancelJob(uint256 jobId) external;
 
     /**
      * @notice Claims an open job for the trainer enclave `enclave`, run by the caller.
-     * @dev Requirements: the job is Open; now <= claimDeadline; `enclave` is an active trainer;
-     * the caller is its registered operator. Records enclave and operator.
-     * Emits {JobClaimed}.
+     * @dev Requirements: the market is not paused; the job is Open; now <= claimDeadline;
+     * `enclave` is an active trainer (approved, unrevoked measurement; unexpired certificate;
+     * enclave not revoked); the caller is its registered operator. Emits {JobClaimed}.
      */
     function claimJob(uint256 jobId, address enclave) external;
 
     /**
      * @notice Settles a claimed job with the enclave's signed receipt. Callable by anyone.
-     * @dev Requirements, in order: the job is Claimed; now <= completionDeadline;
-     * receipt.jobId == jobId; receipt.datasetsHash == {datasetsHashOf}(jobId);
-     * receipt.epsilonSpent <= the job's ε; `signature` (EIP-712, see {hashReceipt}) recovers to
+     * @dev Requirements, in order: the market is not paused; the job is Claimed;
+     * now <= completionDeadline; receipt.jobId == jobId; receipt.datasetsHash ==
+     * {datasetsHashOf}(jobId); receipt.epsilonSpent <= the job's ε; `signature` (EIP-712 under
+     * this contract's domain, which binds chain id and address; see {hashReceipt}) recovers to
      * the job's enclave; that enclave is still an active trainer. Each dataset's reservation is
-     * replaced by the ε actually spent; each provider is credited its price snapshot and the
-     * operator the worker fee (pull payments, see {withdraw}).
-     * Emits {BudgetDebited} per dataset, {PaymentCredited} per provider and for the operator,
-     * then {ResultSubmitted}.
+     * replaced by the ε actually spent (the rest is released); each provider is credited its
+     * price snapshot and the enclave's operator the worker fee (pull payments, see {withdraw}).
+     * Emits {BudgetDebited} per dataset, {PaymentCredited} per non-zero payment, then
+     * {ResultSubmitted}.
      */
     function submitResult(uint256 jobId, Receipt calldata receipt, bytes calldata signature) external;
 
     /**
      * @notice Expires a job whose deadline passed and credits the escrow back to its consumer.
-     * Callable by anyone.
+     * Callable by anyone, also while the market is paused.
      * @dev Requirements: the job is Open and now > claimDeadline (the reservation is released),
      * or Claimed and now > completionDeadline (the reservation is debited in full: the data may
      * have been decrypted).
@@ -197,14 +224,24 @@ interface IJobMarket is IDatasetRegistry {
     function expireJob(uint256 jobId) external;
 
     /**
-     * @notice Sends the caller all its pending payments.
+     * @notice Sends the caller all its pending payments (native currency or the payment token).
      * @dev Requirements: the pending amount is non-zero; the transfer succeeds. Non-reentrant;
-     * the balance is zeroed before the transfer.
+     * the balance is zeroed before the transfer. Allowed while the market is paused.
      * Emits {Withdrawn}.
      */
     function withdraw() external;
 
-    /// @notice Wei that `account` can withdraw.
+    /**
+     * @notice Emergency stop: no new listings, jobs, claims or settlements. Cancels, expiries,
+     * withdrawals and providers' own changes stay possible, so nobody's money is stuck.
+     * @dev Requirements: caller holds PAUSER_ROLE. Emits {Pausable-Paused}.
+     */
+    function pause() external;
+
+    /// @notice Ends an emergency stop. @dev Requirements: caller holds DEFAULT_ADMIN_ROLE.
+    function unpause() external;
+
+    /// @notice Amount `account` can withdraw.
     function pendingWithdrawal(address account) external view returns (uint256);
 
     /// @notice The job `jobId`. Reverts with {JobMarketUnknownJob} if unknown.
@@ -225,4 +262,7 @@ interface IJobMarket is IDatasetRegistry {
 
     /// @notice Address of the {IEnclaveRegistry} consulted for enclaves.
     function registry() external view returns (address);
+
+    /// @notice The ERC-20 token all payments use, or the zero address for the native currency.
+    function paymentToken() external view returns (address);
 }

@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.37;
 
+import {AccessControlDefaultAdminRules} from
+    "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {DatasetRegistry} from "./DatasetRegistry.sol";
 import {IEnclaveRegistry, ROLE_TRAINER} from "./IEnclaveRegistry.sol";
@@ -14,96 +18,108 @@ import {IJobMarket} from "./IJobMarket.sol";
  * @notice Sterling's marketplace: consumers create training jobs over listed datasets with escrowed
  * payment, attested trainer enclaves claim them and submit EIP-712 signed receipts, and the
  * contract debits each dataset's ε budget and credits providers and worker for pull withdrawal.
- * @dev Invariants: `address(this).balance == Σ pendingWithdrawal + lockedEscrow()` (barring forced
- * ether), and per dataset `epsilonSpent + epsilonReserved <= totalEpsilonBudget`.
+ * Payments are in the native currency or in one ERC-20 token fixed at deployment.
+ * @dev Invariants: the contract's balance (native or token) == Σ pendingWithdrawal +
+ * lockedEscrow() (barring forced ether or tokens sent without a job), and per dataset
+ * `epsilonSpent + epsilonReserved <= totalEpsilonBudget`.
+ * Governance: DEFAULT_ADMIN_ROLE (two-step handover with a delay, see
+ * {AccessControlDefaultAdminRules}) grants PAUSER_ROLE and unpauses; PAUSER_ROLE pauses.
  */
-contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
+contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRules, EIP712, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+
     /// @notice ε fixed-point scale: ε = 1.0 is 1_000_000.
     uint64 public constant EPSILON_SCALE = 1e6;
     /// @notice δ fixed-point scale: δ = 1e-5 is 1e13.
     uint64 public constant DELTA_SCALE = 1e18;
-    /// @notice Largest number of datasets per job. Job creation, settlement and expiry loop over a
-    /// job's datasets (and duplicate detection is quadratic), so this bound keeps every one of
-    /// them well below the block gas limit; it also sizes the job's fixed storage array.
+    /// @notice Largest number of datasets per job. Job creation, settlement, cancellation and
+    /// expiry loop over a job's datasets (and duplicate detection is quadratic), so this bound
+    /// keeps each of them below ~1.5M gas, far under the block gas limit; it also sizes the
+    /// job's fixed storage array. A 16-dataset job is already a wide federation.
     uint256 public constant MAX_DATASETS_PER_JOB = 16;
+    /// @notice AccessControl role that may trigger the emergency pause.
+    bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
     /// @notice EIP-712 type hash of {IJobMarket-Receipt}.
     bytes32 public constant RECEIPT_TYPEHASH = keccak256(
         "Receipt(uint256 jobId,bytes32 datasetsHash,bytes32 modelHash,bytes32 resultHash,bytes32 metricsHash,uint64 epsilonSpent)"
     );
 
-    /// @dev One dataset of a job with its price at job creation (one storage slot).
-    struct JobDataset {
-        uint64 datasetId;
-        uint128 price;
-    }
-
-    /// @dev Storage form of a job, packed: creation writes 6 slots plus one per dataset, claiming
-    /// rewrites 2, settlement rewrites 2 and writes the 2 result hashes. The worker fee is not
-    /// stored: it is `escrow - Σ price`.
+    /// @dev Storage form of a job, packed by access pattern: creation writes 5 slots plus one per
+    /// two datasets; claiming reads and rewrites slot 0 only; settlement reads slots 0-2 and rewrites
+    /// 0 and 2. The operator is not stored (the registry knows it), nor are the result hashes
+    /// (they are in {ResultSubmitted}), nor the worker fee (it is `escrow - Σ price`).
     struct Job {
-        // slot 0: set at creation, read by settlement and expiry
+        // slot 0: what claiming needs; every transition reads and writes it
+        address enclave;
+        JobStatus status;
+        uint8 datasetCount;
+        uint32 claimDeadline;
+        uint32 completionDeadline;
+        // slot 1: set at creation
         address consumer;
         uint64 epsilon;
-        uint8 datasetCount;
-        // slot 1: every transition reads and writes it (claimDeadline set at creation)
-        JobStatus status;
-        address enclave;
-        uint64 claimDeadline;
-        // slot 2: completionDeadline set at creation, operator at claim
-        address operator;
-        uint64 completionDeadline;
-        // slot 3: epsilonSpent set at settlement
+        // slot 2: escrow and delta set at creation, epsilonSpent at settlement
         uint128 escrow;
         uint64 delta;
         uint64 epsilonSpent;
-        // slots 4-7
+        // slots 3-4
         bytes32 modelSpecHash;
         bytes32 consumerKey;
-        bytes32 modelHash;
-        bytes32 resultHash;
-        // slots 8-23, only the first datasetCount are written
-        JobDataset[MAX_DATASETS_PER_JOB] datasets;
+        // slots 5-12, two datasets per slot, only the first datasetCount are written; each entry
+        // is `price << 32 | datasetId` (ids fit 32 bits, prices 96 bits: see DatasetRegistry)
+        uint128[MAX_DATASETS_PER_JOB] datasets;
     }
 
     /// @dev An account's payments, in one slot. Once an account has withdrawn, `withdrawn` keeps
-    /// the slot non-zero, so later credits and withdrawals rewrite a non-zero slot (5k gas)
-    /// instead of re-creating it (22k gas). Both fit uint128: they never exceed the ether supply.
+    /// the slot non-zero, so later credits cost a 2,900-gas update instead of a 20,000-gas write.
     struct Balance {
         uint128 pending;
         uint128 withdrawn;
     }
 
     IEnclaveRegistry private immutable _registry;
-
+    IERC20 private immutable _token;
+    // Slither's uninitialized-state detector misreads writes through `Job storage` pointers
+    // (createJob fills each job through one); acknowledged in docs/contracts.md.
+    // slither-disable-next-line uninitialized-state
     mapping(uint256 jobId => Job) private _jobs;
     mapping(address account => Balance) private _balances;
-    // One slot, read and written by every job creation and settlement.
+    // One slot, read or written by createJob and submitResult anyway: the emergency-pause flag
+    // lives here instead of in {Pausable}'s own slot (see {paused}), saving a cold read per call.
     uint64 private _jobCount;
     uint128 private _lockedEscrow;
+    bool private _marketPaused;
 
     /// @param registry_ The enclave registry whose active trainers may claim and settle jobs.
-    constructor(IEnclaveRegistry registry_) EIP712("SterlingJobMarket", "1") {
+    /// @param token The ERC-20 token payments use, or the zero address for the native currency.
+    /// @param adminDelay Seconds a governance handover must wait before the new admin accepts.
+    /// @param governance Account receiving DEFAULT_ADMIN_ROLE and PAUSER_ROLE.
+    constructor(IEnclaveRegistry registry_, IERC20 token, uint48 adminDelay, address governance)
+        AccessControlDefaultAdminRules(adminDelay, governance)
+        EIP712("SterlingJobMarket", "1")
+    {
         _registry = registry_;
+        _token = token;
+        _grantRole(PAUSER_ROLE, governance);
     }
 
     /// @inheritdoc IJobMarket
-    function createJob(
-        uint256[] calldata datasetIds,
-        bytes32 modelSpecHash,
-        uint64 epsilon,
-        uint64 delta,
-        bytes32 consumerKey,
-        uint256 workerFee,
-        uint64 claimDeadline,
-        uint64 completionDeadline
-    ) external payable returns (uint256 jobId) {
-        if (datasetIds.length == 0 || datasetIds.length > MAX_DATASETS_PER_JOB) {
-            revert JobMarketInvalidDatasetCount(datasetIds.length, MAX_DATASETS_PER_JOB);
+    function createJob(JobRequest calldata request) external payable whenNotPaused returns (uint256 jobId) {
+        uint256 count = request.datasetIds.length;
+        if (count == 0 || count > MAX_DATASETS_PER_JOB) {
+            revert JobMarketInvalidDatasetCount(count, MAX_DATASETS_PER_JOB);
         }
+        uint64 epsilon = request.epsilon;
+        uint64 delta = request.delta;
         if (epsilon == 0 || delta == 0) {
             revert JobMarketInvalidPrivacyParameters(epsilon, delta);
         }
-        if (block.timestamp >= claimDeadline || claimDeadline > completionDeadline) {
+        uint64 claimDeadline = request.claimDeadline;
+        uint64 completionDeadline = request.completionDeadline;
+        if (
+            block.timestamp >= claimDeadline || claimDeadline > completionDeadline
+                || completionDeadline > type(uint32).max
+        ) {
             revert JobMarketInvalidDeadlines(claimDeadline, completionDeadline);
         }
 
@@ -111,32 +127,44 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
         Job storage j = _jobs[jobId];
         j.consumer = msg.sender;
         j.status = JobStatus.Open;
-        j.datasetCount = uint8(datasetIds.length); // length <= MAX_DATASETS_PER_JOB = 16
+        j.datasetCount = uint8(count); // count <= MAX_DATASETS_PER_JOB = 16
         j.epsilon = epsilon;
-        j.claimDeadline = claimDeadline;
-        j.completionDeadline = completionDeadline;
         j.delta = delta;
-        j.modelSpecHash = modelSpecHash;
-        j.consumerKey = consumerKey;
+        j.claimDeadline = uint32(claimDeadline); // both checked < 2^32 above
+        j.completionDeadline = uint32(completionDeadline);
+        j.modelSpecHash = request.modelSpecHash;
+        j.consumerKey = request.consumerKey;
         // Per-dataset checks, each followed by its effects; any failure reverts the whole job.
-        _reserveDatasets(j, jobId, datasetIds, workerFee);
-        emit JobCreated(
-            jobId,
-            msg.sender,
-            datasetIds,
-            modelSpecHash,
-            epsilon,
-            delta,
-            consumerKey,
-            msg.value,
-            workerFee,
-            claimDeadline,
-            completionDeadline
-        );
+        uint256 required = _reserveDatasets(j, jobId, request.datasetIds) + request.workerFee; // checked
+        uint256 maxTotalPrice = request.maxTotalPrice;
+        if (required > maxTotalPrice) {
+            revert JobMarketPriceAboveLimit(required, maxTotalPrice);
+        }
+        // required fits uint128 in practice; SafeCast guards it anyway.
+        uint128 escrow = SafeCast.toUint128(required);
+        j.escrow = escrow;
+        _lockedEscrow += escrow;
+        _emitJobCreated(jobId, request, required);
+        _collect(jobId, required, maxTotalPrice, msg.value);
     }
 
     /// @inheritdoc IJobMarket
-    function claimJob(uint256 jobId, address enclave) external {
+    function cancelJob(uint256 jobId) external {
+        Job storage j = _jobs[jobId];
+        if (j.status != JobStatus.Open) {
+            revert JobMarketInvalidJobStatus(jobId, j.status);
+        }
+        address consumer = j.consumer;
+        if (msg.sender != consumer) {
+            revert JobMarketNotConsumer(jobId, msg.sender);
+        }
+        j.status = JobStatus.Cancelled;
+        uint128 refund = _refund(j, jobId, true);
+        emit JobCancelled(jobId, refund);
+    }
+
+    /// @inheritdoc IJobMarket
+    function claimJob(uint256 jobId, address enclave) external whenNotPaused {
         Job storage j = _jobs[jobId];
         if (j.status != JobStatus.Open) {
             revert JobMarketInvalidJobStatus(jobId, j.status);
@@ -145,29 +173,29 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
         if (block.timestamp > claimDeadline) {
             revert JobMarketClaimDeadlinePassed(jobId, claimDeadline);
         }
-        if (!_registry.isActive(enclave, ROLE_TRAINER)) {
+        address operator = _registry.activeOperator(enclave, ROLE_TRAINER);
+        if (operator == address(0)) {
             revert JobMarketEnclaveNotActive(enclave);
         }
-        address operator = _registry.enclaveOf(enclave).operator;
         if (operator != msg.sender) {
             revert JobMarketNotEnclaveOperator(msg.sender, operator);
         }
 
         j.status = JobStatus.Claimed;
         j.enclave = enclave;
-        j.operator = msg.sender;
         emit JobClaimed(jobId, enclave, msg.sender);
     }
 
     /// @inheritdoc IJobMarket
-    function submitResult(uint256 jobId, Receipt calldata receipt, bytes calldata signature) external {
+    function submitResult(uint256 jobId, Receipt calldata receipt, bytes calldata signature)
+        external
+        whenNotPaused
+    {
         Job storage j = _jobs[jobId];
-        _checkReceipt(j, jobId, receipt, signature);
+        address operator = _checkReceipt(j, jobId, receipt, signature);
 
         j.status = JobStatus.Completed;
         j.epsilonSpent = receipt.epsilonSpent;
-        j.modelHash = receipt.modelHash;
-        j.resultHash = receipt.resultHash;
         uint128 escrow = j.escrow;
         // unchecked: escrow was added to _lockedEscrow at creation and is removed once.
         unchecked {
@@ -180,7 +208,7 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
         unchecked {
             workerFee = escrow - paid;
         }
-        _credit(j.operator, jobId, workerFee);
+        _credit(operator, jobId, workerFee);
         emit ResultSubmitted(
             jobId, j.enclave, receipt.modelHash, receipt.resultHash, receipt.metricsHash, receipt.epsilonSpent
         );
@@ -190,35 +218,15 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
     function expireJob(uint256 jobId) external {
         Job storage j = _jobs[jobId];
         JobStatus status = j.status;
-        bool releaseBudget;
+        bool releaseBudget = false;
         if (status == JobStatus.Open && block.timestamp > j.claimDeadline) {
             releaseBudget = true;
         } else if (!(status == JobStatus.Claimed && block.timestamp > j.completionDeadline)) {
             revert JobMarketNotExpirable(jobId, status);
         }
-
         j.status = JobStatus.Expired;
-        uint128 escrow = j.escrow;
-        // unchecked: escrow was added to _lockedEscrow at creation and is removed once.
-        unchecked {
-            _lockedEscrow -= escrow;
-        }
-        uint64 epsilon = j.epsilon;
-        uint256 count = j.datasetCount;
-        for (uint256 i = 0; i < count; ++i) {
-            uint256 datasetId = j.datasets[i].datasetId;
-            DatasetRecord storage ds = _datasetRecord(datasetId);
-            if (releaseBudget) {
-                _releaseEpsilon(ds, epsilon);
-                emit EpsilonReleased(datasetId, jobId, epsilon);
-            } else {
-                // Claimed: the enclave may have decrypted the data, so the reservation is spent.
-                uint64 remaining = _debitEpsilon(ds, epsilon, epsilon);
-                emit BudgetDebited(datasetId, jobId, epsilon, remaining);
-            }
-        }
-        _credit(j.consumer, jobId, escrow);
-        emit JobExpired(jobId, escrow);
+        uint128 refund = _refund(j, jobId, releaseBudget);
+        emit JobExpired(jobId, refund);
     }
 
     /// @inheritdoc IJobMarket
@@ -231,10 +239,43 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
         // One SSTORE; `withdrawn + pending` cannot overflow uint128 (checked anyway).
         _balances[msg.sender] = Balance({pending: 0, withdrawn: balance.withdrawn + balance.pending});
         emit Withdrawn(msg.sender, amount);
-        (bool success,) = payable(msg.sender).call{value: amount}("");
-        if (!success) {
-            revert JobMarketWithdrawFailed(msg.sender, amount);
+        if (address(_token) != address(0)) {
+            _token.safeTransfer(msg.sender, amount);
+        } else {
+            (bool success,) = payable(msg.sender).call{value: amount}("");
+            if (!success) {
+                revert JobMarketWithdrawFailed(msg.sender, amount);
+            }
         }
+    }
+
+    /// @inheritdoc IJobMarket
+    function pause() external onlyRole(PAUSER_ROLE) {
+        _pause();
+    }
+
+    /// @notice Whether the market is in an emergency stop.
+    /// @dev Overrides {Pausable} to read the flag packed next to the job counter; {Pausable}'s
+    /// modifiers, errors and events are used unchanged.
+    function paused() public view override returns (bool) {
+        return _marketPaused;
+    }
+
+    /// @inheritdoc IJobMarket
+    function unpause() external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _unpause();
+    }
+
+    /// @dev {Pausable-_pause} on the packed flag.
+    function _pause() internal override whenNotPaused {
+        _marketPaused = true;
+        emit Paused(_msgSender());
+    }
+
+    /// @dev {Pausable-_unpause} on the packed flag.
+    function _unpause() internal override whenPaused {
+        _marketPaused = false;
+        emit Unpaused(_msgSender());
     }
 
     /// @inheritdoc IJobMarket
@@ -242,7 +283,7 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
         return _balances[account].pending;
     }
 
-    /// @notice Wei `account` has withdrawn over its lifetime.
+    /// @notice Amount `account` has withdrawn over its lifetime.
     /// @dev Not part of {IJobMarket}; kept because it also makes repeat credits cheaper.
     function totalWithdrawn(address account) external view returns (uint256) {
         return _balances[account].withdrawn;
@@ -253,28 +294,31 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
         Job storage j = _existingJob(jobId);
         uint256 count = j.datasetCount;
         uint256[] memory datasetIds = new uint256[](count);
-        uint256 prices;
+        uint256[] memory prices = new uint256[](count);
+        uint256 total = 0;
         for (uint256 i = 0; i < count; ++i) {
-            JobDataset storage entry = j.datasets[i];
-            datasetIds[i] = entry.datasetId;
-            prices += entry.price;
+            (uint256 datasetId, uint128 price) = _unpack(j.datasets[i]);
+            datasetIds[i] = datasetId;
+            prices[i] = price;
+            total += price;
         }
         info.consumer = j.consumer;
         info.status = j.status;
         info.enclave = j.enclave;
-        info.operator = j.operator;
+        if (info.enclave != address(0)) {
+            info.operator = _registry.enclaveOf(info.enclave).operator;
+        }
         info.modelSpecHash = j.modelSpecHash;
         info.epsilon = j.epsilon;
         info.delta = j.delta;
         info.consumerKey = j.consumerKey;
         info.escrow = j.escrow;
-        info.workerFee = j.escrow - prices;
+        info.workerFee = j.escrow - total;
         info.claimDeadline = j.claimDeadline;
         info.completionDeadline = j.completionDeadline;
         info.epsilonSpent = j.epsilonSpent;
-        info.modelHash = j.modelHash;
-        info.resultHash = j.resultHash;
         info.datasetIds = datasetIds;
+        info.prices = prices;
     }
 
     /// @inheritdoc IJobMarket
@@ -302,15 +346,20 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
         return address(_registry);
     }
 
+    /// @inheritdoc IJobMarket
+    function paymentToken() external view returns (address) {
+        return address(_token);
+    }
+
     /// @dev Checks every dataset of the new job `j` in the documented order, reserves the job's ε
-    /// on each (emitting {EpsilonReserved}) and snapshots the prices into `j`; then checks that
-    /// `msg.value` is their sum plus `workerFee` and locks it as the job's escrow.
-    function _reserveDatasets(Job storage j, uint256 jobId, uint256[] calldata datasetIds, uint256 workerFee)
+    /// on each (emitting {EpsilonReserved}), snapshots the prices into `j` and returns their sum.
+    function _reserveDatasets(Job storage j, uint256 jobId, uint256[] calldata datasetIds)
         private
+        returns (uint256 prices)
     {
         uint64 epsilon = j.epsilon;
         uint64 delta = j.delta;
-        uint256 required = workerFee;
+        bytes32 modelSpecHash = j.modelSpecHash;
         uint256 count = datasetIds.length;
         for (uint256 i = 0; i < count; ++i) {
             uint256 datasetId = datasetIds[i];
@@ -323,13 +372,7 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
                 }
             }
             DatasetRecord storage ds = _datasetRecord(datasetId);
-            uint64 expiry = ds.expiry;
-            if (expiry != 0 && block.timestamp >= expiry) {
-                revert JobMarketDatasetExpired(datasetId, expiry);
-            }
-            if (!_isConsumerAllowed(ds, datasetId, msg.sender)) {
-                revert JobMarketConsumerNotAllowed(datasetId, msg.sender);
-            }
+            _checkDatasetAccess(ds, datasetId, modelSpecHash);
             if (epsilon > ds.maxEpsilonPerJob) {
                 revert JobMarketEpsilonPerJobExceeded(datasetId, epsilon, ds.maxEpsilonPerJob);
             }
@@ -343,18 +386,100 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
 
             _reserveEpsilon(ds, epsilon);
             uint128 price = ds.pricePerJob;
-            // datasetId <= datasetCount, a uint64, so the narrowing cast is lossless.
-            j.datasets[i] = JobDataset({datasetId: uint64(datasetId), price: price});
-            required += price; // checked: reverts on overflow (absurd workerFee)
-            emit EpsilonReserved(datasetId, jobId, epsilon);
+            // datasetId <= _datasetCount < 2^32 and price < 2^96 (checked with the terms).
+            j.datasets[i] = (price << 32) | uint128(datasetId);
+            prices += price;
+            emit EpsilonReserved(datasetId, jobId, epsilon, price);
         }
-        if (msg.value != required) {
-            revert JobMarketIncorrectPayment(msg.value, required);
+    }
+
+    /// @dev Emits {JobCreated} (a function of its own to keep createJob's stack shallow).
+    function _emitJobCreated(uint256 jobId, JobRequest calldata request, uint256 escrow) private {
+        emit JobCreated(
+            jobId,
+            msg.sender,
+            request.datasetIds,
+            request.modelSpecHash,
+            request.epsilon,
+            request.delta,
+            request.consumerKey,
+            escrow,
+            request.workerFee,
+            request.claimDeadline,
+            request.completionDeadline
+        );
+    }
+
+    /// @dev Status, expiry, consumer and model allow-list checks of one dataset for a new job.
+    function _checkDatasetAccess(DatasetRecord storage ds, uint256 datasetId, bytes32 modelSpecHash) private view {
+        DatasetStatus status = ds.status;
+        if (status != DatasetStatus.Active) {
+            revert JobMarketDatasetUnavailable(datasetId, status);
         }
-        // msg.value fits uint128 (ether supply is far below 2^128); SafeCast guards it anyway.
-        uint128 escrow = SafeCast.toUint128(msg.value);
-        j.escrow = escrow;
-        _lockedEscrow += escrow;
+        uint64 expiry = ds.expiry;
+        if (expiry != 0 && block.timestamp >= expiry) {
+            revert JobMarketDatasetExpired(datasetId, expiry);
+        }
+        if (!_isConsumerAllowed(ds, datasetId, msg.sender)) {
+            revert JobMarketConsumerNotAllowed(datasetId, msg.sender);
+        }
+        if (!_isModelAllowed(ds, datasetId, modelSpecHash)) {
+            revert JobMarketModelNotAllowed(datasetId, modelSpecHash);
+        }
+    }
+
+    /// @dev Takes the consumer's payment for job `jobId` (`sent` is createJob's msg.value): in
+    /// native mode `sent` must be `maxTotalPrice` and the change is credited back; in token mode
+    /// `required` tokens are pulled (effects are already done; a token cannot re-enter usefully:
+    /// withdraw is guarded and every other path re-checks state).
+    function _collect(uint256 jobId, uint256 required, uint256 maxTotalPrice, uint256 sent) private {
+        if (address(_token) == address(0)) {
+            if (sent != maxTotalPrice) {
+                revert JobMarketIncorrectPayment(sent, maxTotalPrice);
+            }
+            // unchecked: required <= maxTotalPrice was checked; the change fits uint128 because
+            // msg.value does (ether supply is far below 2^128).
+            unchecked {
+                _credit(msg.sender, jobId, uint128(maxTotalPrice - required));
+            }
+        } else {
+            if (sent != 0) {
+                revert JobMarketIncorrectPayment(sent, 0);
+            }
+            if (required != 0) {
+                uint256 before = _token.balanceOf(address(this));
+                _token.safeTransferFrom(msg.sender, address(this), required);
+                uint256 received = _token.balanceOf(address(this)) - before;
+                if (received != required) {
+                    revert JobMarketTokenTransferShortfall(required, received);
+                }
+            }
+        }
+    }
+
+    /// @dev Unlocks a cancelled or expired job's escrow, credits it to the consumer and releases
+    /// (`release`) or debits in full each dataset's reservation. Returns the refund.
+    function _refund(Job storage j, uint256 jobId, bool release) private returns (uint128 escrow) {
+        escrow = j.escrow;
+        // unchecked: escrow was added to _lockedEscrow at creation and is removed once.
+        unchecked {
+            _lockedEscrow -= escrow;
+        }
+        uint64 epsilon = j.epsilon;
+        uint256 count = j.datasetCount;
+        for (uint256 i = 0; i < count; ++i) {
+            (uint256 datasetId,) = _unpack(j.datasets[i]);
+            DatasetRecord storage ds = _datasetRecord(datasetId);
+            if (release) {
+                _releaseEpsilon(ds, epsilon);
+                emit EpsilonReleased(datasetId, jobId, epsilon);
+            } else {
+                // Claimed: the enclave may have decrypted the data, so the reservation is spent.
+                uint64 remaining = _debitEpsilon(ds, epsilon, epsilon);
+                emit BudgetDebited(datasetId, jobId, epsilon, remaining);
+            }
+        }
+        _credit(j.consumer, jobId, escrow);
     }
 
     /// @dev Settles a completed job's datasets: replaces each reservation by `epsilonSpent`
@@ -363,9 +488,7 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
         uint64 reserved = j.epsilon;
         uint256 count = j.datasetCount;
         for (uint256 i = 0; i < count; ++i) {
-            JobDataset storage entry = j.datasets[i];
-            uint256 datasetId = entry.datasetId;
-            uint128 price = entry.price;
+            (uint256 datasetId, uint128 price) = _unpack(j.datasets[i]);
             DatasetRecord storage ds = _datasetRecord(datasetId);
             uint64 remaining = _debitEpsilon(ds, reserved, epsilonSpent);
             emit BudgetDebited(datasetId, jobId, epsilonSpent, remaining);
@@ -375,7 +498,7 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
     }
 
     /// @dev Adds `amount` to `account`'s pending withdrawal and emits {PaymentCredited}; a zero
-    /// amount (free dataset, no worker fee) is skipped.
+    /// amount (free dataset, no worker fee, no change) is skipped.
     function _credit(address account, uint256 jobId, uint128 amount) private {
         if (amount == 0) {
             return;
@@ -384,10 +507,11 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
         emit PaymentCredited(account, jobId, amount);
     }
 
-    /// @dev The checks of {submitResult}, in the documented order.
+    /// @dev The checks of {submitResult}, in the documented order; returns the enclave's operator.
     function _checkReceipt(Job storage j, uint256 jobId, Receipt calldata receipt, bytes calldata signature)
         private
         view
+        returns (address operator)
     {
         if (j.status != JobStatus.Claimed) {
             revert JobMarketInvalidJobStatus(jobId, j.status);
@@ -411,7 +535,8 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
         if (signer != enclave) {
             revert JobMarketInvalidReceiptSigner(signer, enclave);
         }
-        if (!_registry.isActive(signer, ROLE_TRAINER)) {
+        operator = _registry.activeOperator(signer, ROLE_TRAINER);
+        if (operator == address(0)) {
             revert JobMarketEnclaveNotActive(signer);
         }
     }
@@ -421,7 +546,8 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
         uint256 count = j.datasetCount;
         bytes32[] memory hashes = new bytes32[](count);
         for (uint256 i = 0; i < count; ++i) {
-            hashes[i] = _datasetRecord(j.datasets[i].datasetId).contentHash;
+            (uint256 datasetId,) = _unpack(j.datasets[i]);
+            hashes[i] = _datasetRecord(datasetId).contentHash;
         }
         return keccak256(abi.encodePacked(hashes));
     }
@@ -441,6 +567,12 @@ contract JobMarket is IJobMarket, DatasetRegistry, EIP712, ReentrancyGuard {
                 )
             )
         );
+    }
+
+    /// @dev Splits a packed job entry into its dataset id and price snapshot.
+    function _unpack(uint128 entry) private pure returns (uint256 datasetId, uint128 price) {
+        datasetId = uint32(entry);
+        price = entry >> 32;
     }
 
     /// @dev The job `jobId`; reverts with {JobMarketUnknownJob} if it does not exist.

@@ -6,32 +6,46 @@ import {IDatasetRegistry} from "../src/IDatasetRegistry.sol";
 
 /**
  * @title PaymentReceiverMock
- * @notice Test helper: a provider contract whose ether receipt can be refused or can re-enter
- * {IJobMarket-withdraw}, to exercise JobMarketWithdrawFailed and the reentrancy guard.
+ * @notice Test helper: a provider or consumer contract whose ether receipt can be refused or can
+ * re-enter the market (withdraw again, or cancel a job), to exercise JobMarketWithdrawFailed and
+ * the reentrancy guard on withdrawals and refunds.
  */
 contract PaymentReceiverMock {
     /// @notice What `receive` does.
     enum Mode {
         Accept, // 0: keep the ether
         Reject, // 1: revert
-        Reenter // 2: call withdraw again (the guard makes it revert)
+        Reenter, // 2: call withdraw again (the guard makes it revert)
+        ReenterCancel // 3: cancel `reenterJob` and withdraw its refund in the same call
     }
 
     IJobMarket public immutable market;
     Mode public mode;
+    uint256 public reenterJob;
 
     constructor(IJobMarket market_) {
         market = market_;
     }
 
     /// @notice Sets how the next ether receipt behaves.
-    function setMode(Mode mode_) external {
+    function setMode(Mode mode_, uint256 jobId) external {
         mode = mode_;
+        reenterJob = jobId;
     }
 
     /// @notice Lists a dataset with this contract as provider.
     function listDataset(bytes32 contentHash, IDatasetRegistry.Terms calldata terms) external returns (uint256) {
-        return market.listDataset(contentHash, bytes32(0), "mock://", terms, new address[](0));
+        return market.listDataset(contentHash, bytes32(0), "mock://", terms, new address[](0), new bytes32[](0));
+    }
+
+    /// @notice Creates a job with this contract as consumer (forwarding msg.value).
+    function createJob(IJobMarket.JobRequest calldata request) external payable returns (uint256) {
+        return market.createJob{value: msg.value}(request);
+    }
+
+    /// @notice Cancels one of this contract's jobs.
+    function cancelJob(uint256 jobId) external {
+        market.cancelJob(jobId);
     }
 
     /// @notice Withdraws this contract's pending payments from the market.
@@ -44,6 +58,10 @@ contract PaymentReceiverMock {
             revert("rejected");
         }
         if (mode == Mode.Reenter) {
+            market.withdraw();
+        }
+        if (mode == Mode.ReenterCancel) {
+            market.cancelJob(reenterJob);
             market.withdraw();
         }
     }

@@ -25,9 +25,18 @@ from .queries import progress_public
 logger = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_POLL = 500
-_DATASET_EVENTS = frozenset({"DatasetListed", "ConsumerAllowed", "EpsilonReserved", "EpsilonReleased", "BudgetDebited"})
-_JOB_STAGES = {"JobCreated": "created", "JobClaimed": "claimed", "ResultSubmitted": "settled", "JobExpired": "expired"}
+_DATASET_EVENTS = frozenset(
+    {
+        "DatasetListed", "TermsUpdated", "BudgetToppedUp", "DatasetStatusChanged", "AccessRestricted",
+        "ConsumerAllowed", "ConsumerDisallowed", "ModelAllowed", "ModelDisallowed",
+        "EpsilonReserved", "EpsilonReleased", "BudgetDebited",
+    }
+)  # fmt: skip
+_JOB_STAGES = {
+    "JobCreated": "created", "JobClaimed": "claimed", "ResultSubmitted": "settled", "JobExpired": "expired", "JobCancelled": "cancelled",
+}  # fmt: skip
 _PAYMENT_KINDS = {"PaymentCredited": "credited", "Withdrawn": "withdrawn"}
+_MARKET_EVENTS = {"Paused": True, "Unpaused": False}
 
 
 def event_of(row: ChainEvent) -> ServerSentEvent:
@@ -43,6 +52,9 @@ def event_of(row: ChainEvent) -> ServerSentEvent:
     elif row.name in _PAYMENT_KINDS:
         kind = "payment"
         data = {"account": row.account, "job_id": row.job_id, "amount_wei": str(row.data.get("amount")), "kind": _PAYMENT_KINDS[row.name], **where}
+    elif row.name in _MARKET_EVENTS:
+        kind = "market"
+        data = {"paused": _MARKET_EVENTS[row.name], "account": row.account, **where}
     else:
         kind = "worker"
         data = {"signer": row.data.get("signer"), **where}
@@ -81,7 +93,7 @@ class EventFeed:
         return self.status.versions() if self.status is not None else {}
 
     async def stream(self, last_event_id: str | None = None) -> AsyncIterator[ServerSentEvent]:
-        """Events from now on (or after ``last_event_id``): block, dataset, job, payment, worker, progress."""
+        """Events from now on (or after ``last_event_id``): block, dataset, job, payment, market, worker, progress."""
         self.open_streams += 1
         try:
             latest_id, block = await anyio.to_thread.run_sync(self._latest)

@@ -18,15 +18,17 @@ from oracle.index_db import (
     Cursor,
     Dataset,
     Enclave,
+    EnclaveRevocation,
     Job,
     JobDataset,
     JobEvent,
+    MarketState,
     Measurement,
     Payment,
 )
 
 from ..blobstore import BlobStore
-from ..contracts import JobStatus
+from ..contracts import DatasetStatus, JobStatus
 from ..errors import BlobNotFound, CiphertextTampered
 from .errors import BadRequest, NotFound
 from .limits import check_json_depth
@@ -36,6 +38,7 @@ from .schemas import (
     DatasetDetailPublic,
     DatasetPublic,
     DatasetSort,
+    DatasetStatusName,
     JobDetailPublic,
     JobPaymentPublic,
     JobProgressPublic,
@@ -55,6 +58,10 @@ _DATASET_ORDER = {
     "-listed": (Dataset.listed_block.desc(), Dataset.id.desc()),
 }
 MAX_DOCUMENT_BYTES = 1 << 20
+DATASET_STATUS: dict[int, DatasetStatusName] = {DatasetStatus.ACTIVE: "active", DatasetStatus.PAUSED: "paused", DatasetStatus.DELISTED: "delisted"}
+_STATUS_CODE = {name: code for code, name in DATASET_STATUS.items()}
+LISTED_STATUSES: tuple[DatasetStatusName, ...] = ("active", "paused")
+"""What the dataset list shows unless asked for other statuses: delisted datasets are hidden."""
 
 
 def epsilon(units: int) -> float:
@@ -80,15 +87,18 @@ def hash_hex(value: str) -> str:
 
 @dataclass(frozen=True)
 class DatasetFilter:
+    """The dataset list's filters (hashable: it is part of the response cache key)."""
+
     schema_hash: str | None = None
     provider: str | None = None
     min_price: int | None = None
     max_price: int | None = None
     min_remaining_epsilon: float | None = None
+    statuses: tuple[DatasetStatusName, ...] = LISTED_STATUSES
 
 
 def _filtered_datasets(f: DatasetFilter) -> Select[Dataset]:
-    query = select(Dataset)
+    query = select(Dataset).where(Dataset.status.in_(sorted({_STATUS_CODE[s] for s in f.statuses})))
     if f.schema_hash is not None:
         query = query.where(Dataset.schema_hash == hash_hex(f.schema_hash))
     if f.provider is not None:
@@ -107,10 +117,10 @@ def dataset_public(row: Dataset) -> DatasetPublic:
 
 
 def _dataset_fields(row: Dataset) -> dict[str, Any]:
-    consumers = [c.consumer for c in row.consumers]
     return {
         "id": row.id,
         "provider": row.provider,
+        "status": DATASET_STATUS[row.status],
         "content_hash": row.content_hash,
         "schema_hash": row.schema_hash,
         "uri": row.uri,
@@ -122,18 +132,21 @@ def _dataset_fields(row: Dataset) -> dict[str, Any]:
         "spent_epsilon": epsilon(row.spent_epsilon),
         "max_delta": delta(row.max_delta),
         "expiry": row.expiry,
-        "restricted": bool(consumers),
-        "allowed_consumers": consumers,
+        "restricted": row.restricted,
+        "allowed_consumers": [c.consumer for c in row.consumers],
+        "models_restricted": row.models_restricted,
+        "allowed_models": [m.model_spec_hash for m in row.models],
         "listed_block": row.listed_block,
         "listed_at": row.listed_at,
         "listed_tx": row.listed_tx,
+        "updated_block": row.updated_block,
     }
 
 
 def list_datasets(session: Session, f: DatasetFilter, *, sort: DatasetSort, limit: int, offset: int) -> tuple[list[DatasetPublic], int]:
     query = _filtered_datasets(f)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = query.options(selectinload(Dataset.consumers)).order_by(*_DATASET_ORDER[sort]).limit(limit).offset(offset)
+    page = query.options(selectinload(Dataset.consumers), selectinload(Dataset.models)).order_by(*_DATASET_ORDER[sort]).limit(limit).offset(offset)
     rows = session.scalars(page).all()
     return [dataset_public(r) for r in rows], total
 
@@ -165,7 +178,8 @@ def dataset_detail(session: Session, dataset_id: int, blobs: BlobStore) -> Datas
         budget_history=[
             BudgetEventPublic(
                 block=e.block, timestamp=e.timestamp, tx_hash=e.tx_hash, job_id=e.job_id, kind=e.kind,  # type: ignore[arg-type]
-                epsilon=epsilon(e.epsilon), remaining_epsilon=epsilon(e.remaining_epsilon),
+                epsilon=epsilon(e.epsilon), remaining_epsilon=epsilon(e.remaining_epsilon), total_epsilon=epsilon(e.total_epsilon),
+                price_wei=str(e.price_wei) if e.price_wei is not None else None,
             )
             for e in history
         ],
@@ -183,6 +197,7 @@ def _job_fields(row: Job) -> dict[str, Any]:
         "consumer": row.consumer,
         "status": status_name(row.status),
         "dataset_ids": [d.dataset_id for d in row.datasets],
+        "prices_wei": [str(d.price_wei) for d in row.datasets],
         "model_spec_hash": row.model_spec_hash,
         "epsilon": epsilon(row.epsilon),
         "delta": delta(row.delta),
@@ -197,6 +212,7 @@ def _job_fields(row: Job) -> dict[str, Any]:
         "model_hash": row.model_hash,
         "result_hash": row.result_hash,
         "metrics_hash": row.metrics_hash,
+        "refund_wei": str(row.refund_wei) if row.refund_wei is not None else None,
         "created_block": row.created_block,
         "created_at": row.created_at,
     }
@@ -244,7 +260,7 @@ def job_detail(session: Session, job_id: int, blobs: BlobStore, progress: dict[s
             for e in timeline
         ],
         progress=progress_public(progress),
-        payments=[JobPaymentPublic(account=p.account, amount_wei=str(p.amount_wei)) for p in payments],
+        payments=[JobPaymentPublic(account=p.account, amount_wei=str(p.amount_wei), reason=p.reason or "payout") for p in payments],  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -264,9 +280,16 @@ def indexed_time(session: Session, key: str) -> tuple[int, int]:
     return (cursor.last_block, cursor.last_block_timestamp) if cursor is not None else (-1, 0)
 
 
+def market_paused(session: Session, key: str) -> bool:
+    """Whether the market's emergency stop is on, as of the indexed block."""
+    state = session.get(MarketState, key)
+    return bool(state is not None and state.paused)
+
+
 def list_workers(session: Session, *, cursor_key: str, formats: dict[str, str]) -> list[WorkerPublic]:
     _, now = indexed_time(session, cursor_key)
     approved = {(m.role, m.measurement) for m in session.scalars(select(Measurement).where(Measurement.approved.is_(True)))}
+    revoked = {r.signer: r.block for r in session.scalars(select(EnclaveRevocation))}
     workers = []
     for e in session.scalars(select(Enclave).order_by(Enclave.registered_block, Enclave.signer)):
         is_approved = (e.role, e.measurement) in approved
@@ -279,7 +302,9 @@ def list_workers(session: Session, *, cursor_key: str, formats: dict[str, str]) 
                 operator=e.operator,
                 encryption_key=e.encryption_key,
                 valid_until=e.valid_until,
-                active=is_approved and e.valid_until >= now,
+                active=is_approved and e.signer not in revoked and e.valid_until >= now,
+                revoked=e.signer in revoked,
+                revoked_block=revoked.get(e.signer),
                 registered_block=e.registered_block,
                 registered_at=e.registered_at,
                 attestation=AttestationPublic(
@@ -307,7 +332,7 @@ def list_payments(session: Session, *, account: str | None, limit: int, offset: 
     rows = session.scalars(query.order_by(Payment.block.desc(), Payment.log_index.desc()).limit(limit).offset(offset)).all()
     items = [
         PaymentPublic(
-            account=p.account, job_id=p.job_id, amount_wei=str(p.amount_wei), kind=p.kind,  # type: ignore[arg-type]
+            account=p.account, job_id=p.job_id, amount_wei=str(p.amount_wei), kind=p.kind, reason=p.reason,  # type: ignore[arg-type]
             block=p.block, timestamp=p.timestamp, tx_hash=p.tx_hash,
         )
         for p in rows

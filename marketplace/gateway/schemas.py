@@ -14,11 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 HEX32_PATTERN = r"^(0x)?[0-9a-fA-F]{64}$"
 ADDRESS_PATTERN = r"^(0x)?[0-9a-fA-F]{40}$"
 
-JobStatusName = Literal["open", "claimed", "completed", "expired"]
+JobStatusName = Literal["open", "claimed", "completed", "expired", "cancelled"]
+DatasetStatusName = Literal["active", "paused", "delisted"]
 DatasetSort = Literal["price", "-price", "remaining_epsilon", "-remaining_epsilon", "listed", "-listed"]
-BudgetKind = Literal["listed", "reserved", "released", "debited"]
-TimelineStage = Literal["created", "claimed", "settled", "expired"]
+BudgetKind = Literal["listed", "reserved", "released", "debited", "topped_up", "terms_updated"]
+TimelineStage = Literal["created", "claimed", "settled", "expired", "cancelled"]
 PaymentKind = Literal["credited", "withdrawn"]
+PaymentReason = Literal["payout", "refund", "change"]
 RoleName = Literal["trainer", "key_manager"]
 
 
@@ -34,6 +36,7 @@ class HealthPublic(BaseModel):
     head_block: int
     indexed_block: int = Field(description="last block committed to the index")
     lag_blocks: int = Field(description="head_block - indexed_block")
+    market_paused: bool = Field(description="the market's emergency stop, as of the indexed block: no new listings, jobs, claims or settlements")
 
 
 class ContractsPublic(BaseModel):
@@ -58,6 +61,14 @@ class DevAccountPublic(BaseModel):
     private_key: str
 
 
+class PaymentTokenPublic(BaseModel):
+    """The ERC-20 token the market is paid in (token mode)."""
+
+    address: str
+    symbol: str
+    decimals: int
+
+
 class ConfigPublic(BaseModel):
     chain_id: int
     chain_kind: Literal["embedded", "anvil", "rpc"]
@@ -65,6 +76,9 @@ class ConfigPublic(BaseModel):
     deployment_block: int
     contracts: ContractsPublic
     key_manager: KeyManagerPublic | None
+    payment_token: PaymentTokenPublic | None = Field(
+        description="the ERC-20 every price, fee and payment is in; null when the market is paid in the chain's native currency"
+    )
     epsilon_scale: int
     delta_scale: int
     max_blob_bytes: int
@@ -72,12 +86,15 @@ class ConfigPublic(BaseModel):
 
 
 class DatasetPublic(BaseModel):
+    """Amounts named ``_wei`` are in the market's payment unit: wei, or the token's smallest unit."""
+
     id: int
     provider: str
+    status: DatasetStatusName = Field(description="active: open for new jobs; paused by the provider; delisted for good")
     content_hash: str
     schema_hash: str
     uri: str
-    price_wei: str
+    price_wei: str = Field(description="the current price per job; each job pays the price it snapshotted")
     max_epsilon_per_job: float
     total_epsilon: float
     remaining_epsilon: float
@@ -86,10 +103,13 @@ class DatasetPublic(BaseModel):
     max_delta: float
     expiry: int = Field(description="unix seconds after which no job may use the dataset; 0 = never")
     restricted: bool = Field(description="only allowed_consumers may buy")
-    allowed_consumers: list[str]
+    allowed_consumers: list[str] = Field(description="the consumer allow-list (it applies while restricted is true)")
+    models_restricted: bool = Field(description="only jobs whose model spec hash is in allowed_models may use the dataset")
+    allowed_models: list[str] = Field(description="model spec hashes on the allow-list (it applies while models_restricted is true)")
     listed_block: int
     listed_at: int
     listed_tx: str
+    updated_block: int = Field(description="block of the last change to the terms, status or restrictions")
 
 
 class BudgetEventPublic(BaseModel):
@@ -98,8 +118,12 @@ class BudgetEventPublic(BaseModel):
     tx_hash: str
     job_id: int | None
     kind: BudgetKind
-    epsilon: float
+    epsilon: float = Field(
+        description="listed and terms_updated: the total budget; reserved, released, debited: the job's ε; topped_up: the ε added"
+    )
     remaining_epsilon: float
+    total_epsilon: float = Field(description="the total budget after this event")
+    price_wei: str | None = Field(default=None, description="reserved: the price the job pays for the dataset")
 
 
 class DatasetDetailPublic(DatasetPublic):
@@ -120,6 +144,7 @@ class JobPublic(BaseModel):
     consumer: str
     status: JobStatusName
     dataset_ids: list[int]
+    prices_wei: list[str] = Field(description="the price snapshot of each dataset, in dataset_ids order")
     model_spec_hash: str
     epsilon: float
     delta: float
@@ -131,9 +156,10 @@ class JobPublic(BaseModel):
     operator: str | None
     claim_deadline: int
     completion_deadline: int
-    model_hash: str | None
-    result_hash: str | None
+    model_hash: str | None = Field(description="from ResultSubmitted: SHA-256 of the model weights")
+    result_hash: str | None = Field(description="from ResultSubmitted: SHA-256 of the sealed model (GET /api/jobs/{id}/result)")
     metrics_hash: str | None
+    refund_wei: str | None = Field(description="escrow credited back to the consumer when the job expired or was cancelled")
     created_block: int
     created_at: int
 
@@ -146,12 +172,13 @@ class TimelineEventPublic(BaseModel):
     enclave: str | None = None
     operator: str | None = None
     epsilon_spent: float | None = None
-    amount_wei: str | None = Field(default=None, description="escrow (created) or refund (expired)")
+    amount_wei: str | None = Field(default=None, description="escrow (created) or refund (expired, cancelled)")
 
 
 class JobPaymentPublic(BaseModel):
     account: str
     amount_wei: str
+    reason: PaymentReason
 
 
 class JobProgressPublic(BaseModel):
@@ -196,7 +223,9 @@ class WorkerPublic(BaseModel):
     operator: str
     encryption_key: str
     valid_until: int
-    active: bool = Field(description="measurement approved and certificate not expired at the indexed time")
+    active: bool = Field(description="measurement approved, enclave not revoked and certificate not expired at the indexed time")
+    revoked: bool = Field(description="governance revoked this enclave instance for good")
+    revoked_block: int | None
     registered_block: int
     registered_at: int
     attestation: AttestationPublic
@@ -207,6 +236,7 @@ class PaymentPublic(BaseModel):
     job_id: int | None
     amount_wei: str
     kind: PaymentKind
+    reason: PaymentReason | None = Field(description="credits: payout (price or worker fee), refund, or change from maxTotalPrice")
     block: int
     timestamp: int
     tx_hash: str

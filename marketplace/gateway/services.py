@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -19,6 +20,21 @@ from ..provider import KeyDepository
 
 if TYPE_CHECKING:
     from ..localnet import LocalNet
+
+
+_ERC20_METADATA_ABI: list[dict[str, Any]] = [
+    {"type": "function", "name": name, "stateMutability": "view", "inputs": [], "outputs": [{"name": "", "type": kind}]}
+    for name, kind in (("symbol", "string"), ("decimals", "uint8"))
+]
+
+
+@dataclass(frozen=True)
+class PaymentToken:
+    """The ERC-20 a token-mode market is paid in."""
+
+    address: str
+    symbol: str
+    decimals: int
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,16 @@ class GatewayServices:
     @property
     def cursor_key(self) -> str:
         return cursor_key(self.chain.chain_id, self.market.address, self.registry.address)
+
+    @cached_property
+    def payment_token(self) -> PaymentToken | None:
+        """The market's ERC-20 and its metadata, or ``None`` in native mode (read once: it never changes)."""
+        address = self.market.payment_token()
+        if address is None:
+            return None
+        token = self.chain.w3.eth.contract(address=self.chain.w3.to_checksum_address(address), abi=_ERC20_METADATA_ABI)
+        symbol, decimals = self.chain.call(token.functions.symbol()), self.chain.call(token.functions.decimals())
+        return PaymentToken(address=str(token.address), symbol=str(symbol), decimals=int(decimals))
 
     @classmethod
     def from_localnet(

@@ -20,6 +20,7 @@ from eth_utils import function_signature_to_4byte_selector, keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
+from web3.logs import DISCARD
 from web3.providers.eth_tester import EthereumTesterProvider
 
 from enclave_worker.trusted.receipt import RECEIPT_TYPES
@@ -39,7 +40,11 @@ ETHER = 10**18
 
 # The production EIP-712 type definitions, so these tests check them against the contracts.
 # Named after the JobStatus enum of IJobMarket.
-STATUS_NONE, STATUS_OPEN, STATUS_CLAIMED, STATUS_COMPLETED, STATUS_EXPIRED = range(5)
+STATUS_NONE, STATUS_OPEN, STATUS_CLAIMED, STATUS_COMPLETED, STATUS_EXPIRED, STATUS_CANCELLED = range(6)
+# Named after IDatasetRegistry.DatasetStatus.
+DATASET_ACTIVE, DATASET_PAUSED, DATASET_DELISTED = range(3)
+# Governance handover delay the tests deploy with (seconds).
+ADMIN_DELAY = 3 * 24 * 3600
 
 
 # --------------------------------------------------------------------------- revert decoding
@@ -66,6 +71,8 @@ def _all_abis() -> list[list[dict[str, Any]]]:
         load_artifact("EnclaveRegistry")["abi"],
         load_artifact("JobMarket")["abi"],
         load_artifact("PaymentReceiverMock", test=True)["abi"],
+        load_artifact("TestStablecoin", test=True)["abi"],
+        load_artifact("HookToken", test=True)["abi"],
     ]
 
 
@@ -152,6 +159,7 @@ class Deployment:
     registry: Contract
     market: Contract
     actors: Actors
+    token: Contract | None = None  # the payment token; None for the native currency
 
     def now(self) -> int:
         """Timestamp of the pending block (the one the next transaction lands in)."""
@@ -276,46 +284,64 @@ def list_dataset(
     *,
     content: bytes = b"data",
     allowed: list[str] | None = None,
+    models: list[bytes] | None = None,
     **term_kwargs: Any,
 ) -> int:
     """List a dataset from ``provider`` and return its id."""
     call = d.market.functions.listDataset(
-        keccak(content), keccak(b"schema"), "blob://" + content.hex(), terms(**term_kwargs), allowed or []
+        keccak(content), keccak(b"schema"), "blob://" + content.hex(), terms(**term_kwargs), allowed or [], models or []
     )
     dataset_id = int(call.call({"from": provider}))
     transact(d.w3, call, provider)
     return dataset_id
 
 
-def create_job(
+MODEL_SPEC = keccak(b"model spec")
+
+
+def job_request(
     d: Deployment,
     dataset_ids: list[int],
     *,
     epsilon: int = EPSILON_SCALE,
     delta: int = 10**13,
     worker_fee: int = ETHER // 100,
+    max_total_price: int | None = None,
     claim_window: int = 3600,
     completion_window: int = 7200,
-    consumer: str | None = None,
-    value: int | None = None,
-) -> int:
-    """Create a job paying exactly the required amount (unless ``value``); return its id."""
-    consumer = consumer or d.actors.consumer
-    if value is None:
-        value = worker_fee + sum(
-            d.market.functions.dataset(i).call()[4][0] for i in dataset_ids
-        )
+    model_spec: bytes = MODEL_SPEC,
+) -> tuple[Any, ...]:
+    """A JobRequest tuple; ``max_total_price`` defaults to the current price (prices + fee)."""
+    if max_total_price is None:
+        max_total_price = worker_fee + sum(d.market.functions.dataset(i).call()[4][0] for i in dataset_ids)
     now = d.now()
-    call = d.market.functions.createJob(
+    return (
         dataset_ids,
-        keccak(b"model spec"),
+        model_spec,
         epsilon,
         delta,
         keccak(b"consumer key"),
         worker_fee,
+        max_total_price,
         now + claim_window,
         now + completion_window,
     )
+
+
+def create_job(
+    d: Deployment,
+    dataset_ids: list[int],
+    *,
+    consumer: str | None = None,
+    value: int | None = None,
+    **request_kwargs: Any,
+) -> int:
+    """Create a job; native mode pays ``value`` (default: the request's maxTotalPrice)."""
+    consumer = consumer or d.actors.consumer
+    request = job_request(d, dataset_ids, **request_kwargs)
+    if value is None:
+        value = request[6] if d.token is None else 0
+    call = d.market.functions.createJob(request)
     job_id = int(call.call({"from": consumer, "value": value}))
     transact(d.w3, call, consumer, value)
     return job_id
@@ -349,9 +375,16 @@ def actors(w3: Web3) -> Actors:
 def deployment(w3: Web3, actors: Actors) -> Deployment:
     """Registry and market deployed from committed artifacts; trainer measurement approved,
     one verifier granted and the trainer enclave registered to ``actors.operator``."""
-    registry = deploy(w3, "EnclaveRegistry", actors.governance, actors.governance)
-    market = deploy(w3, "JobMarket", actors.governance, registry.address)
-    d = Deployment(w3=w3, registry=registry, market=market, actors=actors)
+    return deploy_all(w3, actors)
+
+
+def deploy_all(w3: Web3, actors: Actors, *, token: Contract | None = None) -> Deployment:
+    """Deploy registry and market (paying in ``token`` if given), approve the measurements, grant
+    the verifier and register the trainer enclave to ``actors.operator``."""
+    registry = deploy(w3, "EnclaveRegistry", actors.governance, ADMIN_DELAY, actors.governance)
+    token_address = token.address if token is not None else ZERO_ADDRESS
+    market = deploy(w3, "JobMarket", actors.governance, registry.address, token_address, ADMIN_DELAY, actors.governance)
+    d = Deployment(w3=w3, registry=registry, market=market, actors=actors, token=token)
     gov = actors.governance
     transact(w3, registry.functions.approveMeasurement(ROLE_TRAINER, TRAINER_MEASUREMENT), gov)
     transact(w3, registry.functions.approveMeasurement(ROLE_KEY_MANAGER, KEY_MANAGER_MEASUREMENT), gov)
@@ -368,3 +401,117 @@ def chain(deployment: Deployment) -> Iterator[Deployment]:
     snapshot = tester.take_snapshot()
     yield deployment
     tester.revert_to_snapshot(snapshot)
+
+
+# --------------------------------------------------------------------------- struct views
+
+
+def _named(outputs: list[dict[str, Any]], value: tuple[Any, ...]) -> dict[str, Any]:
+    """The ABI struct ``value`` as a dict keyed by its component names (top level only)."""
+    return {component["name"]: field for component, field in zip(outputs, value, strict=True)}
+
+
+def _struct_view(contract: Contract, function: str, *args: Any) -> dict[str, Any]:
+    (output,) = next(i for i in contract.abi if i.get("name") == function and i["type"] == "function")["outputs"]
+    return _named(output["components"], getattr(contract.functions, function)(*args).call())
+
+
+def dataset_info(d: Deployment, dataset_id: int) -> dict[str, Any]:
+    """``dataset(dataset_id)`` keyed by DatasetInfo field names (``terms`` stays a tuple)."""
+    return _struct_view(d.market, "dataset", dataset_id)
+
+
+def job_info(d: Deployment, job_id: int) -> dict[str, Any]:
+    """``job(job_id)`` keyed by JobInfo field names."""
+    return _struct_view(d.market, "job", job_id)
+
+
+def enclave_info(d: Deployment, signer: str) -> dict[str, Any]:
+    """``enclaveOf(signer)`` keyed by Enclave field names."""
+    return _struct_view(d.registry, "enclaveOf", signer)
+
+
+def logged(contract: Contract, receipt: Any, event: str) -> list[dict[str, Any]]:
+    """The arguments of every ``event`` that ``contract`` emitted in the transaction ``receipt``."""
+    return [dict(e["args"]) for e in contract.events[event]().process_receipt(receipt, errors=DISCARD)]
+
+
+# --------------------------------------------------------------------------- lifecycle helpers
+
+
+def claim_job(d: Deployment, job_id: int, *, enclave: LocalAccount | None = None, operator: str | None = None) -> Any:
+    """Claim ``job_id`` for ``enclave`` (default: the trainer) from ``operator`` (default: its operator)."""
+    enclave_address = (enclave or d.actors.trainer).address
+    return transact(d.w3, d.market.functions.claimJob(job_id, enclave_address), operator or d.actors.operator)
+
+
+def submit_call(d: Deployment, job_id: int, receipt: dict[str, Any], *, key: LocalAccount | None = None) -> Any:
+    """The submitResult call for ``receipt`` signed by ``key`` (default: the trainer enclave)."""
+    signature = sign_receipt(d, key or d.actors.trainer, receipt)
+    return d.market.functions.submitResult(job_id, receipt_tuple(receipt), signature)
+
+
+def submit_result(
+    d: Deployment, job_id: int, receipt: dict[str, Any], *, key: LocalAccount | None = None, sender: str | None = None
+) -> Any:
+    """Submit ``receipt`` for ``job_id`` signed by ``key``, sent by ``sender`` (default: the operator)."""
+    return transact(d.w3, submit_call(d, job_id, receipt, key=key), sender or d.actors.operator)
+
+
+def complete_job(d: Deployment, job_id: int, epsilon_spent: int = 1) -> Any:
+    """Claim ``job_id`` with the trainer and settle it with a receipt spending ``epsilon_spent``."""
+    claim_job(d, job_id)
+    return submit_result(d, job_id, receipt_for(d, job_id, epsilon_spent))
+
+
+def holdings(d: Deployment, account: str) -> int:
+    """``account``'s balance in the market's payment unit (ether, or the payment token)."""
+    if d.token is None:
+        return int(d.w3.eth.get_balance(account))  # type: ignore[arg-type]
+    return int(d.token.functions.balanceOf(account).call())
+
+
+def withdraw_all(d: Deployment, account: str) -> int:
+    """Withdraw ``account``'s pending payments and return what it received (gas excluded)."""
+    before = holdings(d, account)
+    receipt = transact(d.w3, d.market.functions.withdraw(), account)
+    gas_cost = receipt["gasUsed"] * receipt["effectiveGasPrice"] if d.token is None else 0
+    return holdings(d, account) - before + gas_cost
+
+
+def assert_solvent(d: Deployment, accounts: list[str]) -> None:
+    """The market holds exactly Σ pending withdrawals of ``accounts`` + lockedEscrow()."""
+    pending = sum(d.market.functions.pendingWithdrawal(a).call() for a in accounts)
+    assert holdings(d, d.market.address) == pending + d.market.functions.lockedEscrow().call()
+
+
+def everyone(d: Deployment) -> list[str]:
+    """Every chain account the actors use (for :func:`assert_solvent`)."""
+    a = d.actors
+    return [a.governance, a.operator, *a.providers, a.consumer, a.other_operator, a.stranger]
+
+
+def deploy_token_market(d: Deployment, token_name: str) -> Deployment:
+    """A fresh registry and market paying in a new ``token_name`` test token (on ``d``'s chain).
+
+    The consumer is minted 10^12 token units. Deployed inside a test, the ``chain`` fixture's
+    snapshot removes it afterwards.
+    """
+    token = deploy(d.w3, token_name, d.actors.governance, test=True)
+    transact(d.w3, token.functions.mint(d.actors.consumer, 10**12), d.actors.governance)
+    return deploy_all(d.w3, d.actors, token=token)
+
+
+def send_unchecked(w3: Web3, call: Any, sender: str, value: int = 0, *, gas: int = 3_000_000) -> bytes:
+    """Send ``call`` with a fixed gas limit (no estimation, so no early revert) and return its hash."""
+    return bytes(call.transact({"from": sender, "value": value, "gas": gas}))
+
+
+def replay_revert(w3: Web3, tx_hash: bytes) -> tuple[str, tuple[Any, ...]]:
+    """Re-run the mined, reverted transaction ``tx_hash`` on the state after its block and decode
+    its error. Valid when no later transaction of that block changed what it read."""
+    tx = w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+    call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "value": tx["value"], "gas": tx["gas"]}
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the type varies by provider
+        w3.eth.call(call, block_identifier=tx["blockNumber"])  # type: ignore[arg-type]
+    return decode_revert(revert_data(info.value))

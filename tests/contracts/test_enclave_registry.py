@@ -8,17 +8,21 @@ from eth_utils import keccak
 from web3.logs import DISCARD
 
 from .conftest import (
+    ADMIN_DELAY,
     CERTIFICATE_TYPES,
     KEY_MANAGER_MEASUREMENT,
     ONE_YEAR,
     ROLE_KEY_MANAGER,
     ROLE_TRAINER,
     TRAINER_MEASUREMENT,
+    ZERO_ADDRESS,
     Deployment,
     cert_tuple,
     certificate,
     domain,
+    enclave_info,
     expect_revert,
+    logged,
     register,
     sign_certificate,
     transact,
@@ -34,6 +38,9 @@ def test_constants(chain: Deployment) -> None:
         b"Certificate(uint8 role,bytes32 measurement,address signer,bytes32 encryptionKey,"
         b"address operator,uint64 validUntil)"
     )
+    assert reg.defaultAdmin().call() == chain.actors.governance
+    assert reg.defaultAdminDelay().call() == ADMIN_DELAY
+    assert reg.hasRole(reg.VERIFIER_ROLE().call(), chain.actors.verifier.address).call()
 
 
 def test_registered_trainer_is_active(chain: Deployment) -> None:
@@ -45,7 +52,11 @@ def test_registered_trainer_is_active(chain: Deployment) -> None:
     enclave = reg.enclaveOf(a.trainer.address).call()
     assert enclave[0] == ROLE_TRAINER and enclave[1] == TRAINER_MEASUREMENT
     assert enclave[2] == b"\x42" * 32 and enclave[3] == a.operator
-    assert reg.enclaveOf(a.stranger).call() == (0, b"\x00" * 32, b"\x00" * 32, "0x" + "00" * 20, 0)
+    assert enclave[5] is False  # not revoked
+    assert reg.enclaveOf(a.stranger).call() == (0, b"\x00" * 32, b"\x00" * 32, "0x" + "00" * 20, 0, False)
+    assert reg.activeOperator(a.trainer.address, ROLE_TRAINER).call() == a.operator
+    assert reg.activeOperator(a.trainer.address, ROLE_KEY_MANAGER).call() == ZERO_ADDRESS
+    assert reg.activeOperator(a.stranger, ROLE_TRAINER).call() == ZERO_ADDRESS
 
 
 def test_register_emits_event_and_renewal_overwrites(chain: Deployment) -> None:
@@ -64,9 +75,7 @@ def test_register_emits_event_and_renewal_overwrites(chain: Deployment) -> None:
 def test_hash_certificate_matches_eip712(chain: Deployment) -> None:
     a = chain.actors
     cert = certificate(a.trainer.address, a.operator, 12345)
-    message = encode_typed_data(
-        domain(chain.w3, chain.registry, "SterlingEnclaveRegistry"), CERTIFICATE_TYPES, cert
-    )
+    message = encode_typed_data(domain(chain.w3, chain.registry, "SterlingEnclaveRegistry"), CERTIFICATE_TYPES, cert)
     expected = keccak(b"\x19" + message.version + message.header + message.body)
     assert chain.registry.functions.hashCertificate(cert_tuple(cert)).call() == expected
 
@@ -201,4 +210,70 @@ def test_revoked_verifier_cannot_certify(chain: Deployment) -> None:
         lambda: transact(chain.w3, reg.register(cert_tuple(cert), signature), a.operator),
         "EnclaveRegistryUnknownVerifier",
         a.verifier.address,
+    )
+
+
+def test_approve_measurement_emits_event_and_is_idempotent(chain: Deployment) -> None:
+    reg = chain.registry.functions
+    measurement = keccak(b"trainer v2")
+    assert not reg.isMeasurementApproved(ROLE_TRAINER, measurement).call()
+    for _ in range(2):
+        receipt = transact(chain.w3, reg.approveMeasurement(ROLE_TRAINER, measurement), chain.actors.governance)
+        assert logged(chain.registry, receipt, "MeasurementApproved") == [
+            {"role": ROLE_TRAINER, "measurement": measurement}
+        ]
+    assert reg.isMeasurementApproved(ROLE_TRAINER, measurement).call()
+    # approval is per role
+    assert not reg.isMeasurementApproved(ROLE_KEY_MANAGER, measurement).call()
+
+
+def test_revoke_measurement_invalid_role(chain: Deployment) -> None:
+    expect_revert(
+        lambda: transact(
+            chain.w3, chain.registry.functions.revokeMeasurement(3, TRAINER_MEASUREMENT), chain.actors.governance
+        ),
+        "EnclaveRegistryInvalidRole",
+        3,
+    )
+
+
+def test_revoke_enclave_is_permanent(chain: Deployment) -> None:
+    a = chain.actors
+    reg = chain.registry.functions
+    receipt = transact(chain.w3, reg.revokeEnclave(a.trainer.address), a.governance)
+    assert logged(chain.registry, receipt, "EnclaveRevoked") == [{"signer": a.trainer.address}]
+    info = enclave_info(chain, a.trainer.address)
+    assert info["revoked"] is True and info["operator"] == a.operator  # the record is kept
+    assert not reg.isActive(a.trainer.address, ROLE_TRAINER).call()
+    assert reg.activeOperator(a.trainer.address, ROLE_TRAINER).call() == ZERO_ADDRESS
+    # a fresh, verifier-signed certificate cannot bring it back
+    expect_revert(lambda: register(chain, a.trainer, a.operator), "EnclaveRegistryEnclaveRevoked", a.trainer.address)
+    # idempotent
+    transact(chain.w3, reg.revokeEnclave(a.trainer.address), a.governance)
+    # other enclaves with the same measurement are unaffected
+    register(chain, a.other_trainer, a.operator)
+    assert reg.isActive(a.other_trainer.address, ROLE_TRAINER).call()
+
+
+def test_revoke_unregistered_enclave_blocks_registration(chain: Deployment) -> None:
+    a = chain.actors
+    transact(chain.w3, chain.registry.functions.revokeEnclave(a.other_trainer.address), a.governance)
+    expect_revert(
+        lambda: register(chain, a.other_trainer, a.other_operator),
+        "EnclaveRegistryEnclaveRevoked",
+        a.other_trainer.address,
+    )
+
+
+def test_registration_must_be_in_the_future(chain: Deployment) -> None:
+    """validUntil == now is refused at registration (the certificate must be valid after it lands)."""
+    a = chain.actors
+    now = chain.now()
+    cert = certificate(a.other_trainer.address, a.operator, now)
+    signature = sign_certificate(chain, a.verifier, cert)
+    expect_revert(
+        lambda: transact(chain.w3, chain.registry.functions.register(cert_tuple(cert), signature), a.operator),
+        "EnclaveRegistryCertificateExpired",
+        now,
+        now,
     )

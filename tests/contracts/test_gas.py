@@ -1,60 +1,70 @@
-"""Gas of the job lifecycle, measured on py-evm (Prague rules) and guarded against regressions.
+"""The gas budget of issue 6, measured by ``make gas`` (marketplace.gas_report) on py-evm.
 
-Numbers are for "steady state": provider and operator accounts that were paid and withdrew
-before, and a dataset that already had a job (see docs/contracts.md for first-time numbers).
+Budget: a one-dataset job's lifecycle (createJob + claimJob + submitResult + the provider's and
+the worker's withdraw) at most 400,000 gas in steady state, and at most 60,000 more per extra
+dataset. Per-function ceilings (measured + ~1 %) catch storage-layout regressions early.
 """
 
 from __future__ import annotations
 
-from eth_utils import keccak
+import pytest
 
-from .conftest import (
-    EPSILON_SCALE,
-    ETHER,
-    Deployment,
-    list_dataset,
-    receipt_for,
-    receipt_tuple,
-    sign_receipt,
-    transact,
-)
+from marketplace.gas_report import GasReport, main, measure
 
-FEE = ETHER // 100
-PRICE = ETHER // 10
-
-# Ceilings: measured values plus ~1 % slack, so that a storage-layout regression fails.
-CEILINGS_1 = {"createJob": 209_000, "claimJob": 54_500, "submitResult": 140_000, "withdraw": 38_000}
-LIFECYCLE_1 = 476_000  # createJob + claimJob + submitResult + 2 withdraws, one dataset
-PER_EXTRA_DATASET = 60_000  # budget for createJob + submitResult per extra dataset
+LIFECYCLE_ONE = 400_000
+PER_EXTRA_DATASET = 60_000
+CEILINGS = {
+    ("createJob", "1 dataset"): 189_000,
+    ("claimJob", ""): 42_700,
+    ("submitResult", "1 dataset"): 94_100,
+    ("withdraw", ""): 36_200,
+    ("createJob", "16 datasets (the maximum)"): 572_000,
+    ("submitResult", "16 datasets"): 362_500,
+}
 
 
-def _lifecycle(d: Deployment, ids: list[int]) -> dict[str, int]:
-    a = d.actors
-    now = d.now()
-    call = d.market.functions.createJob(
-        ids, keccak(b"spec"), EPSILON_SCALE, 10**13, keccak(b"key"), FEE, now + 3600, now + 7200
-    )
-    gas = {"createJob": transact(d.w3, call, a.consumer, FEE + PRICE * len(ids))["gasUsed"]}
-    job_id = d.market.functions.jobCount().call()
-    claim = d.market.functions.claimJob(job_id, a.trainer.address)
-    gas["claimJob"] = transact(d.w3, claim, a.operator)["gasUsed"]
-    receipt = receipt_for(d, job_id, EPSILON_SCALE // 2)
-    submit = d.market.functions.submitResult(job_id, receipt_tuple(receipt), sign_receipt(d, a.trainer, receipt))
-    gas["submitResult"] = transact(d.w3, submit, a.operator)["gasUsed"]
-    withdraws = [transact(d.w3, d.market.functions.withdraw(), who)["gasUsed"] for who in (*a.providers[: len(ids)], a.operator)]
-    gas["withdraw"] = max(withdraws)
-    gas["lifecycle"] = gas["createJob"] + gas["claimJob"] + gas["submitResult"] + withdraws[0] + withdraws[-1]
-    return gas
+@pytest.fixture(scope="module")
+def report() -> GasReport:
+    return measure()
 
 
-def test_lifecycle_gas(chain: Deployment) -> None:
-    a = chain.actors
-    ids = [list_dataset(chain, a.providers[i], content=bytes([i])) for i in range(3)]
-    _lifecycle(chain, ids)  # warm-up: every account has been paid and has withdrawn once
-    one = _lifecycle(chain, ids[:1])
-    three = _lifecycle(chain, ids)
-    for name, ceiling in CEILINGS_1.items():
-        assert one[name] <= ceiling, (name, one[name])
-    assert one["lifecycle"] <= LIFECYCLE_1, one
-    per_extra = (three["createJob"] + three["submitResult"] - one["createJob"] - one["submitResult"]) // 2
-    assert per_extra <= PER_EXTRA_DATASET, (per_extra, one, three)
+def test_lifecycle_within_budget(report: GasReport) -> None:
+    assert report.lifecycle_one <= LIFECYCLE_ONE, report.lifecycle[1]
+    assert report.per_extra_dataset <= PER_EXTRA_DATASET, report.lifecycle
+
+
+def test_lifecycle_is_the_sum_of_its_transactions(report: GasReport) -> None:
+    one = report.lifecycle[1]
+    parts = ("createJob", "claimJob", "submitResult", "withdraw (provider)", "withdraw (worker)")
+    assert one["total"] == sum(one[p] for p in parts)
+    # One provider holds all three datasets: still one provider withdraw.
+    assert report.lifecycle[3]["withdraw (provider)"] == one["withdraw (provider)"]
+
+
+@pytest.mark.parametrize(("function", "case"), sorted(CEILINGS))
+def test_function_ceilings(report: GasReport, function: str, case: str) -> None:
+    assert report.gas(function, case) <= CEILINGS[(function, case)]
+
+
+def test_every_state_changing_function_is_reported(report: GasReport) -> None:
+    from marketplace.compile import load_artifact
+
+    reported = {f for f, _case, _gas in report.rows}
+    # Handover functions of AccessControlDefaultAdminRules are governance-only and rare.
+    rare = {
+        "beginDefaultAdminTransfer", "acceptDefaultAdminTransfer", "cancelDefaultAdminTransfer",
+        "changeDefaultAdminDelay", "rollbackDefaultAdminDelay", "renounceRole", "revokeRole",
+    }
+    for name in ("EnclaveRegistry", "JobMarket"):
+        for item in load_artifact(name)["abi"]:
+            if item["type"] == "function" and item["stateMutability"] in ("nonpayable", "payable"):
+                assert item["name"] in reported | rare, item["name"]
+
+
+def test_make_gas_last_line(report: GasReport) -> None:
+    del report
+    lines: list[str] = []
+    assert main([], out=lines.append) == 0
+    assert lines[-1].startswith("lifecycle gas: one dataset ")
+    one, extra = (int(x) for x in lines[-1].removeprefix("lifecycle gas: one dataset ").split(", per extra dataset "))
+    assert 300_000 < one <= LIFECYCLE_ONE and 0 < extra <= PER_EXTRA_DATASET

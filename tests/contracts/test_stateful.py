@@ -1,185 +1,1748 @@
-"""Hypothesis rule-based test of the market's money and privacy-budget invariants.
+"""Stateful property test of JobMarket (with its DatasetRegistry) and the EnclaveRegistry.
 
-Random sequences of listings, job creations, claims, settlements, expiries, withdrawals and
-time jumps must keep:
-- the market's ether balance == Σ pending withdrawals + lockedEscrow() (== escrow of Open and
-  Claimed jobs, tracked by the model);
-- for every dataset, epsilonSpent + epsilonReserved <= totalEpsilonBudget, and the contract's
-  ledger equals the model's.
+A Hypothesis rule-based state machine drives the contracts on py-evm, in native-currency and in
+ERC-20 (TestStablecoin) payment mode, through random sequences of every action by three providers,
+two consumers, two operators running trainer enclaves, governance and a stranger who tries
+everything: listing, term updates (prices included), budget top-ups, pause/resume/delist, access
+restrictions and allow-lists, job creation (random dataset subsets, ε/δ, fees, price limits,
+deadlines, model specs), cancellation, claims, signed receipts (valid, forged, stale, overspent),
+expiry, withdrawals, time jumps (often to just before, at or after a deadline), the market's
+emergency pause, measurement approval/revocation, enclave revocation and (re-)registration. Each
+step draws one action with fixed weights; each example switches a few optional actions off
+(swarm testing). Every action is usually well-formed and sometimes has one deliberate fault.
+
+A Python model of the full state predicts every call before it is sent: either the exact custom
+error it reverts with (checked with an ``eth_call``, which changes nothing) or success with the
+exact events it emits (checked on the mined receipt). Any disagreement fails the test.
+
+After every step that mined a transaction (a step that mined none cannot change state):
+- the market's holdings (ether, or its token balance) == Σ pendingWithdrawal over all accounts
+  + lockedEscrow(), and both equal the model's;
+- every dataset's epsilonSpent + epsilonReserved <= totalEpsilonBudget, ledger == the model's;
+- no job settles twice (ResultSubmitted / JobExpired / JobCancelled at most once per job);
+- Σ Withdrawn + Σ pending + lockedEscrow == Σ deposited by createJob, and Σ PaymentCredited ==
+  Σ escrow of terminal jobs + Σ change credited at creation (exact integers).
+
+At the end of every example the whole state is rebuilt from ``eth_getLogs`` alone
+(:func:`log_state.replay`) and must equal both the model and every view of both contracts.
+
+``STERLING_STATEFUL_STEPS`` (default 2000) is the total number of steps over both modes;
+``STERLING_STATEFUL_SEED`` replays a run (the seed is attached to any failure).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import ast
+import copy
+import logging
+import math
+import os
+import secrets
+import sys
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, NamedTuple, cast
 
-from eth_utils import keccak
-from hypothesis import HealthCheck, settings
+import pytest
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_tester.exceptions import TransactionFailed
+from eth_utils.abi import collapse_if_tuple, function_abi_to_4byte_selector
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from hexbytes import HexBytes
+from hypothesis import HealthCheck, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
+from web3 import Web3
+from web3.providers.eth_tester import EthereumTesterProvider
 
 from .conftest import (
     EPSILON_SCALE,
-    ETHER,
-    STATUS_CLAIMED,
-    STATUS_OPEN,
+    KEY_MANAGER_MEASUREMENT,
+    ONE_YEAR,
+    ROLE_KEY_MANAGER,
+    ROLE_TRAINER,
+    TRAINER_MEASUREMENT,
+    Actors,
     Deployment,
+    cert_tuple,
+    certificate,
     decode_revert,
-    list_dataset,
-    receipt_for,
+    deploy,
+    deploy_all,
     receipt_tuple,
-    revert_data,
+    register,
+    sign_certificate,
     sign_receipt,
     transact,
 )
+from .log_state import (
+    TERMINAL,
+    ZERO_ADDRESS,
+    ChainState,
+    DatasetState,
+    DatasetStatus,
+    EnclaveState,
+    Event,
+    EventDecoder,
+    JobState,
+    JobStatus,
+    ResultHashes,
+    Terms,
+    normalise,
+    replay,
+)
 
-# Errors a randomly generated createJob may legitimately hit.
-EXPECTED_CREATE_ERRORS = {"JobMarketBudgetExhausted", "JobMarketEpsilonPerJobExceeded", "JobMarketDatasetExpired"}
+logger = logging.getLogger(__name__)
+
+STEPS_ENV = "STERLING_STATEFUL_STEPS"
+SEED_ENV = "STERLING_STATEFUL_SEED"
+DEFAULT_STEPS = 2000
+STEPS_PER_EXAMPLE = 100
+MAX_LISTED = 8  # datasets per example; bounds the per-step ledger reads
+
+EPS = EPSILON_SCALE
+UINT32 = 2**32 - 1
+UINT64 = 2**64 - 1
+UINT96 = 2**96 - 1
+UINT128 = 2**128 - 1
+UINT256 = 2**256 - 1
+ZERO32 = b"\x00" * 32
+MAX_LIST_ENTRIES = 64
+MAX_DATASETS_PER_JOB = 16
+PANIC_OVERFLOW = 0x11
+GAS = 8_000_000
+TEN_YEARS = 10 * ONE_YEAR
+NATIVE_CAP = 10**21  # largest maxTotalPrice sent in native mode (accounts hold 10^24 wei)
+
+PAUSER_ROLE = keccak(b"PAUSER_ROLE")
+ADMIN_ROLE = ZERO32
+TRAINER_V2_MEASUREMENT = keccak(b"sterling trainer v2")
+UNAPPROVED_MEASUREMENT = keccak(b"never approved")
+MEASUREMENTS = (TRAINER_MEASUREMENT, TRAINER_V2_MEASUREMENT, KEY_MANAGER_MEASUREMENT, UNAPPROVED_MEASUREMENT)
+HOME_MEASUREMENTS = frozenset(
+    {
+        (ROLE_TRAINER, TRAINER_MEASUREMENT),
+        (ROLE_TRAINER, TRAINER_V2_MEASUREMENT),
+        (ROLE_KEY_MANAGER, KEY_MANAGER_MEASUREMENT),
+    }
+)
+MODELS = (keccak(b"model spec 0"), keccak(b"model spec 1"), keccak(b"model spec 2"))
+UNLISTED_MODEL = keccak(b"model spec never listed")
+
+# The machine's actions and their weights (one is drawn per step), the ones that need a job, and
+# the ones an example may switch off.
+ACTIONS = {
+    "advance time": 3,
+    "list dataset": 2,
+    "manage dataset": 4,
+    "create job": 6,
+    "cancel job": 1,
+    "claim job": 5,
+    "submit result": 5,
+    "expire job": 2,
+    "withdraw": 2,
+    "govern": 2,
+    "register enclave": 1,
+}
+JOB_ACTIONS = {  # the statuses one of which some job must be in
+    "cancel job": {JobStatus.OPEN},
+    "claim job": {JobStatus.OPEN},
+    "submit result": {JobStatus.CLAIMED},
+    "expire job": {JobStatus.OPEN, JobStatus.CLAIMED},
+}
+OPTIONAL_ACTIONS = (
+    "list dataset",
+    "manage dataset",
+    "cancel job",
+    "expire job",
+    "withdraw",
+    "govern",
+    "register enclave",
+)
+
+ROGUE = Account.from_key(keccak(b"rogue enclave"))  # never registered at deployment
+FORGED_VERIFIER = Account.from_key(keccak(b"forged verifier"))
 
 
-def test_market_invariants(deployment: Deployment) -> None:
-    d = deployment
-    tester = d.w3.provider.ethereum_tester  # type: ignore[attr-defined]
-    accounts = [*d.actors.providers, d.actors.consumer, d.actors.operator]
+class TermsProblem(IntEnum):
+    """IDatasetRegistry.TermsProblem."""
 
-    class MarketMachine(RuleBasedStateMachine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.snapshot = tester.take_snapshot()
-            self.datasets: dict[int, dict[str, int]] = {}  # id -> budget, spent, reserved
-            self.jobs: dict[int, dict[str, Any]] = {}  # id -> status, escrow, ids, epsilon
+    ZERO_CONTENT_HASH = 0
+    ZERO_EPSILON_PER_JOB = 1
+    EPSILON_PER_JOB_ABOVE_BUDGET = 2
+    ZERO_DELTA = 3
+    EXPIRY_PASSED = 4
+    BUDGET_BELOW_COMMITTED = 5
+    PRICE_TOO_HIGH = 6
 
-        def teardown(self) -> None:
-            tester.revert_to_snapshot(self.snapshot)
 
-        @initialize()
-        def first_dataset(self) -> None:
-            self._list(0, 2, 5, 1)
+class JobRequest(NamedTuple):
+    """IJobMarket.JobRequest, in struct order."""
 
-        def _list(self, provider: int, max_eps: int, budget: int, price: int) -> None:
-            dataset_id = list_dataset(
-                d, d.actors.providers[provider], content=bytes([len(self.datasets)]),
-                price=price * ETHER // 100, max_epsilon=max_eps * EPSILON_SCALE,
-                budget=max(budget, max_eps) * EPSILON_SCALE,
+    dataset_ids: tuple[int, ...]
+    model_spec_hash: bytes
+    epsilon: int
+    delta: int
+    consumer_key: bytes
+    worker_fee: int
+    max_total_price: int
+    claim_deadline: int
+    completion_deadline: int
+
+
+class RevertError(Exception):
+    """The model's prediction that a call reverts with the custom error ``name(*args)``."""
+
+    def __init__(self, name: str, *args: Any) -> None:
+        super().__init__(name, *args)
+        self.error = (name, args)
+
+
+def _event(contract: str, name: str, **args: Any) -> Event:
+    return Event(contract, name, args)
+
+
+def datasets_hash(state: ChainState, job: JobState) -> bytes:
+    """What ``datasetsHashOf`` returns: keccak of the datasets' content hashes in job order."""
+    return keccak(b"".join(state.datasets[i].content_hash for i in job.dataset_ids))
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class MarketModel:
+    """The expected state of both contracts, and their semantics as check-then-effect methods.
+
+    Each method mirrors one external function: it raises :class:`RevertError` with the exact custom
+    error the contract must revert with (before changing anything), or applies the call's effects
+    and returns the exact events the transaction must emit, in order.
+    """
+
+    state: ChainState
+    market: str
+    governance: str
+    verifier: str
+    token: str | None  # the payment token (token mode) or None (native mode)
+    balances: dict[str, int] = field(default_factory=dict)  # token balances (token mode)
+    allowances: dict[str, int] = field(default_factory=dict)  # allowances to the market
+    deposits: int = 0  # Σ paid in by createJob (msg.value, or tokens pulled)
+
+    # ---- DatasetRegistry
+
+    @staticmethod
+    def _check_terms(terms: Terms, now: int) -> None:
+        if terms.price_per_job > UINT96:
+            raise RevertError("DatasetRegistryInvalidTerms", TermsProblem.PRICE_TOO_HIGH)
+        if terms.max_epsilon_per_job == 0:
+            raise RevertError("DatasetRegistryInvalidTerms", TermsProblem.ZERO_EPSILON_PER_JOB)
+        if terms.max_epsilon_per_job > terms.total_epsilon_budget:
+            raise RevertError("DatasetRegistryInvalidTerms", TermsProblem.EPSILON_PER_JOB_ABOVE_BUDGET)
+        if terms.max_delta == 0:
+            raise RevertError("DatasetRegistryInvalidTerms", TermsProblem.ZERO_DELTA)
+        if terms.expiry != 0 and terms.expiry <= now:
+            raise RevertError("DatasetRegistryInvalidTerms", TermsProblem.EXPIRY_PASSED)
+
+    @staticmethod
+    def _check_entries(count: int) -> None:
+        if count > MAX_LIST_ENTRIES:
+            raise RevertError("DatasetRegistryTooManyEntries", count, MAX_LIST_ENTRIES)
+
+    def _own_dataset(self, sender: str, dataset_id: int) -> DatasetState:
+        ds = self.state.datasets.get(dataset_id)
+        if ds is None:
+            raise RevertError("DatasetRegistryUnknownDataset", dataset_id)
+        if ds.provider != sender:
+            raise RevertError("DatasetRegistryNotProvider", dataset_id, sender)
+        if ds.status == DatasetStatus.DELISTED:
+            raise RevertError("DatasetRegistryDelisted", dataset_id)
+        return ds
+
+    def list_dataset(
+        self,
+        sender: str,
+        now: int,
+        *,
+        content_hash: bytes,
+        schema_hash: bytes,
+        uri: str,
+        terms: Terms,
+        consumers: Sequence[str],
+        models: Sequence[bytes],
+    ) -> list[Event]:
+        if self.state.paused:
+            raise RevertError("EnforcedPause")
+        if content_hash == ZERO32:
+            raise RevertError("DatasetRegistryInvalidTerms", TermsProblem.ZERO_CONTENT_HASH)
+        self._check_terms(terms, now)
+        self._check_entries(len(consumers))
+        self._check_entries(len(models))
+        dataset_id = len(self.state.datasets) + 1
+        ds = DatasetState(provider=sender, content_hash=content_hash, schema_hash=schema_hash, uri=uri, terms=terms)
+        self.state.datasets[dataset_id] = ds
+        events = [
+            _event(
+                "market",
+                "DatasetListed",
+                datasetId=dataset_id,
+                provider=sender,
+                contentHash=content_hash,
+                schemaHash=schema_hash,
+                uri=uri,
+                terms=terms,
             )
-            self.datasets[dataset_id] = {"budget": max(budget, max_eps) * EPSILON_SCALE, "spent": 0, "reserved": 0}
-
-        @precondition(lambda self: len(self.datasets) < 6)
-        @rule(provider=st.integers(0, 2), max_eps=st.integers(1, 3), budget=st.integers(1, 6), price=st.integers(0, 5))
-        def list_more(self, provider: int, max_eps: int, budget: int, price: int) -> None:
-            self._list(provider, max_eps, budget, price)
-
-        @rule(data=st.data(), epsilon=st.integers(1, 3 * EPSILON_SCALE), fee=st.integers(0, 3))
-        def create(self, data: st.DataObject, epsilon: int, fee: int) -> None:
-            ids = data.draw(st.lists(st.sampled_from(sorted(self.datasets)), min_size=1, max_size=3, unique=True))
-            fee_wei = fee * ETHER // 1000
-            escrow = fee_wei + sum(d.market.functions.dataset(i).call()[4][0] for i in ids)
-            now = d.now()
-            call = d.market.functions.createJob(
-                ids, keccak(b"spec"), epsilon, 1, keccak(b"key"), fee_wei, now + 100, now + 200
+        ]
+        if consumers or models:
+            ds.restricted, ds.models_restricted = bool(consumers), bool(models)
+            events.append(
+                _event(
+                    "market",
+                    "AccessRestricted",
+                    datasetId=dataset_id,
+                    consumers=ds.restricted,
+                    models=ds.models_restricted,
+                )
             )
+            events += self._allow_consumers(dataset_id, ds, consumers, allowed=True)
+            events += self._allow_models(dataset_id, ds, models, allowed=True)
+        return events
+
+    def update_terms(self, sender: str, now: int, dataset_id: int, terms: Terms) -> list[Event]:
+        ds = self._own_dataset(sender, dataset_id)
+        self._check_terms(terms, now)
+        if terms.total_epsilon_budget < ds.epsilon_spent + ds.epsilon_reserved:
+            raise RevertError("DatasetRegistryInvalidTerms", TermsProblem.BUDGET_BELOW_COMMITTED)
+        ds.terms = terms
+        return [_event("market", "TermsUpdated", datasetId=dataset_id, terms=terms)]
+
+    def top_up(self, sender: str, dataset_id: int, amount: int) -> list[Event]:
+        ds = self._own_dataset(sender, dataset_id)
+        total = ds.terms.total_epsilon_budget + amount
+        if amount == 0 or total > UINT64:
+            raise RevertError("DatasetRegistryInvalidTopUp", dataset_id, amount)
+        ds.terms = ds.terms._replace(total_epsilon_budget=total)
+        return [_event("market", "BudgetToppedUp", datasetId=dataset_id, amount=amount, totalEpsilonBudget=total)]
+
+    def set_status(self, sender: str, dataset_id: int, status: DatasetStatus) -> list[Event]:
+        """setDatasetPaused (ACTIVE / PAUSED) or delistDataset (DELISTED)."""
+        ds = self._own_dataset(sender, dataset_id)
+        ds.status = status
+        return [_event("market", "DatasetStatusChanged", datasetId=dataset_id, status=status)]
+
+    def set_access(self, sender: str, dataset_id: int, consumers: bool, models: bool) -> list[Event]:
+        ds = self._own_dataset(sender, dataset_id)
+        ds.restricted, ds.models_restricted = consumers, models
+        return [_event("market", "AccessRestricted", datasetId=dataset_id, consumers=consumers, models=models)]
+
+    def set_consumers(self, sender: str, dataset_id: int, consumers: Sequence[str], allowed: bool) -> list[Event]:
+        ds = self._own_dataset(sender, dataset_id)
+        self._check_entries(len(consumers))
+        return self._allow_consumers(dataset_id, ds, consumers, allowed=allowed)
+
+    def set_models(self, sender: str, dataset_id: int, models: Sequence[bytes], allowed: bool) -> list[Event]:
+        ds = self._own_dataset(sender, dataset_id)
+        self._check_entries(len(models))
+        return self._allow_models(dataset_id, ds, models, allowed=allowed)
+
+    @staticmethod
+    def _allow_consumers(dataset_id: int, ds: DatasetState, consumers: Sequence[str], *, allowed: bool) -> list[Event]:
+        name = "ConsumerAllowed" if allowed else "ConsumerDisallowed"
+        for consumer in consumers:
+            (ds.consumers.add if allowed else ds.consumers.discard)(consumer)
+        return [_event("market", name, datasetId=dataset_id, consumer=c) for c in consumers]
+
+    @staticmethod
+    def _allow_models(dataset_id: int, ds: DatasetState, models: Sequence[bytes], *, allowed: bool) -> list[Event]:
+        name = "ModelAllowed" if allowed else "ModelDisallowed"
+        for model in models:
+            (ds.models.add if allowed else ds.models.discard)(model)
+        return [_event("market", name, datasetId=dataset_id, modelSpecHash=m) for m in models]
+
+    # ---- JobMarket
+
+    def create_job(self, sender: str, now: int, request: JobRequest, value: int) -> list[Event]:
+        s = self.state
+        if s.paused:
+            raise RevertError("EnforcedPause")
+        ids = request.dataset_ids
+        if not 1 <= len(ids) <= MAX_DATASETS_PER_JOB:
+            raise RevertError("JobMarketInvalidDatasetCount", len(ids), MAX_DATASETS_PER_JOB)
+        eps, delta = request.epsilon, request.delta
+        if eps == 0 or delta == 0:
+            raise RevertError("JobMarketInvalidPrivacyParameters", eps, delta)
+        claim, completion = request.claim_deadline, request.completion_deadline
+        if now >= claim or claim > completion or completion > UINT32:
+            raise RevertError("JobMarketInvalidDeadlines", claim, completion)
+        for i, dataset_id in enumerate(ids):
+            ds = s.datasets.get(dataset_id)
+            if ds is None:
+                raise RevertError("JobMarketUnknownDataset", dataset_id)
+            if dataset_id in ids[:i]:
+                raise RevertError("JobMarketDuplicateDataset", dataset_id)
+            if ds.status != DatasetStatus.ACTIVE:
+                raise RevertError("JobMarketDatasetUnavailable", dataset_id, ds.status)
+            if ds.terms.expiry != 0 and now >= ds.terms.expiry:
+                raise RevertError("JobMarketDatasetExpired", dataset_id, ds.terms.expiry)
+            if not ds.consumer_allowed(sender):
+                raise RevertError("JobMarketConsumerNotAllowed", dataset_id, sender)
+            if not ds.model_allowed(request.model_spec_hash):
+                raise RevertError("JobMarketModelNotAllowed", dataset_id, request.model_spec_hash)
+            if eps > ds.terms.max_epsilon_per_job:
+                raise RevertError("JobMarketEpsilonPerJobExceeded", dataset_id, eps, ds.terms.max_epsilon_per_job)
+            if delta > ds.terms.max_delta:
+                raise RevertError("JobMarketDeltaExceeded", dataset_id, delta, ds.terms.max_delta)
+            if eps > ds.remaining:
+                raise RevertError("JobMarketBudgetExhausted", dataset_id, eps, ds.remaining)
+        prices = tuple(s.datasets[i].terms.price_per_job for i in ids)
+        required = sum(prices) + request.worker_fee
+        if required > UINT256:
+            raise RevertError("Panic", PANIC_OVERFLOW)
+        if required > request.max_total_price:
+            raise RevertError("JobMarketPriceAboveLimit", required, request.max_total_price)
+        if required > UINT128:
+            raise RevertError("SafeCastOverflowedUintDowncast", 128, required)
+        if s.locked_escrow + required > UINT128:
+            raise RevertError("Panic", PANIC_OVERFLOW)
+        if self.token is None:
+            if value != request.max_total_price:
+                raise RevertError("JobMarketIncorrectPayment", value, request.max_total_price)
+        else:
+            if value != 0:
+                raise RevertError("JobMarketIncorrectPayment", value, 0)
+            if required:
+                allowance = self.allowances.get(sender, 0)
+                if allowance < required:
+                    raise RevertError("ERC20InsufficientAllowance", self.market, allowance, required)
+                if self.balances.get(sender, 0) < required:
+                    raise RevertError("ERC20InsufficientBalance", sender, self.balances.get(sender, 0), required)
+
+        job_id = len(s.jobs) + 1
+        events = []
+        for dataset_id, price in zip(ids, prices, strict=True):
+            s.datasets[dataset_id].epsilon_reserved += eps
+            events.append(
+                _event("market", "EpsilonReserved", datasetId=dataset_id, jobId=job_id, epsilon=eps, price=price)
+            )
+        s.jobs[job_id] = JobState(
+            consumer=sender,
+            status=JobStatus.OPEN,
+            model_spec_hash=request.model_spec_hash,
+            epsilon=eps,
+            delta=delta,
+            consumer_key=request.consumer_key,
+            escrow=required,
+            worker_fee=request.worker_fee,
+            claim_deadline=claim,
+            completion_deadline=completion,
+            dataset_ids=tuple(ids),
+            prices=prices,
+        )
+        s.locked_escrow += required
+        events.append(
+            _event(
+                "market",
+                "JobCreated",
+                jobId=job_id,
+                consumer=sender,
+                datasetIds=tuple(ids),
+                modelSpecHash=request.model_spec_hash,
+                epsilon=eps,
+                delta=delta,
+                consumerKey=request.consumer_key,
+                escrow=required,
+                workerFee=request.worker_fee,
+                claimDeadline=claim,
+                completionDeadline=completion,
+            )
+        )
+        if self.token is None:
+            self.deposits += value
+            events += self._credit(sender, job_id, request.max_total_price - required)
+        elif required:
+            self.deposits += required
+            events.append(self._transfer(sender, self.market, required))
+        return events
+
+    def _credit(self, account: str, job_id: int, amount: int) -> list[Event]:
+        self.state.credit(account, amount)
+        return [_event("market", "PaymentCredited", account=account, jobId=job_id, amount=amount)] if amount else []
+
+    def _transfer(self, source: str, target: str, amount: int) -> Event:
+        self.balances[source] = self.balances.get(source, 0) - amount
+        self.balances[target] = self.balances.get(target, 0) + amount
+        return _event("token", "Transfer", **{"from": source, "to": target, "value": amount})
+
+    def _job(self, job_id: int) -> tuple[JobState | None, JobStatus]:
+        job = self.state.jobs.get(job_id)
+        return job, (job.status if job is not None else JobStatus.NONE)
+
+    def _refund(self, job_id: int, job: JobState, *, release: bool) -> list[Event]:
+        """Unlock the escrow, release (or debit in full) the reservations, credit the consumer."""
+        self.state.locked_escrow -= job.escrow
+        events = []
+        for dataset_id in job.dataset_ids:
+            ds = self.state.datasets[dataset_id]
+            ds.epsilon_reserved -= job.epsilon
+            if release:
+                events.append(
+                    _event("market", "EpsilonReleased", datasetId=dataset_id, jobId=job_id, epsilon=job.epsilon)
+                )
+            else:
+                ds.epsilon_spent += job.epsilon
+                events.append(
+                    _event(
+                        "market",
+                        "BudgetDebited",
+                        datasetId=dataset_id,
+                        jobId=job_id,
+                        epsilonSpent=job.epsilon,
+                        remaining=ds.remaining,
+                    )
+                )
+        return events + self._credit(job.consumer, job_id, job.escrow)
+
+    def cancel_job(self, sender: str, job_id: int) -> list[Event]:
+        job, status = self._job(job_id)
+        if job is None or status != JobStatus.OPEN:
+            raise RevertError("JobMarketInvalidJobStatus", job_id, status)
+        if sender != job.consumer:
+            raise RevertError("JobMarketNotConsumer", job_id, sender)
+        job.status = JobStatus.CANCELLED
+        return [
+            *self._refund(job_id, job, release=True),
+            _event("market", "JobCancelled", jobId=job_id, refund=job.escrow),
+        ]
+
+    def claim_job(self, sender: str, now: int, job_id: int, enclave: str) -> list[Event]:
+        if self.state.paused:
+            raise RevertError("EnforcedPause")
+        job, status = self._job(job_id)
+        if job is None or status != JobStatus.OPEN:
+            raise RevertError("JobMarketInvalidJobStatus", job_id, status)
+        if now > job.claim_deadline:
+            raise RevertError("JobMarketClaimDeadlinePassed", job_id, job.claim_deadline)
+        operator = self.state.active_operator(enclave, ROLE_TRAINER, now)
+        if operator == ZERO_ADDRESS:
+            raise RevertError("JobMarketEnclaveNotActive", enclave)
+        if operator != sender:
+            raise RevertError("JobMarketNotEnclaveOperator", sender, operator)
+        job.status = JobStatus.CLAIMED
+        job.enclave = enclave
+        return [_event("market", "JobClaimed", jobId=job_id, enclave=enclave, operator=sender)]
+
+    def submit_result(
+        self, now: int, job_id: int, receipt: dict[str, Any], recovered: str | RevertError
+    ) -> list[Event]:
+        """``recovered``: the address the signature recovers to, or the ECDSA error it raises."""
+        if self.state.paused:
+            raise RevertError("EnforcedPause")
+        job, status = self._job(job_id)
+        if job is None or status != JobStatus.CLAIMED:
+            raise RevertError("JobMarketInvalidJobStatus", job_id, status)
+        if now > job.completion_deadline:
+            raise RevertError("JobMarketCompletionDeadlinePassed", job_id, job.completion_deadline)
+        if receipt["jobId"] != job_id:
+            raise RevertError("JobMarketReceiptJobMismatch", job_id, receipt["jobId"])
+        expected = datasets_hash(self.state, job)
+        if receipt["datasetsHash"] != expected:
+            raise RevertError("JobMarketReceiptDatasetsMismatch", expected, receipt["datasetsHash"])
+        spent = receipt["epsilonSpent"]
+        if spent > job.epsilon:
+            raise RevertError("JobMarketEpsilonOverspent", spent, job.epsilon)
+        if isinstance(recovered, RevertError):
+            raise recovered
+        if recovered != job.enclave:
+            raise RevertError("JobMarketInvalidReceiptSigner", recovered, job.enclave)
+        operator = self.state.active_operator(recovered, ROLE_TRAINER, now)
+        if operator == ZERO_ADDRESS:
+            raise RevertError("JobMarketEnclaveNotActive", recovered)
+
+        job.status = JobStatus.COMPLETED
+        job.epsilon_spent = spent
+        job.result = ResultHashes(receipt["modelHash"], receipt["resultHash"], receipt["metricsHash"])
+        self.state.locked_escrow -= job.escrow
+        events = []
+        for dataset_id, price in zip(job.dataset_ids, job.prices, strict=True):
+            ds = self.state.datasets[dataset_id]
+            ds.epsilon_reserved -= job.epsilon
+            ds.epsilon_spent += spent
+            events.append(
+                _event(
+                    "market",
+                    "BudgetDebited",
+                    datasetId=dataset_id,
+                    jobId=job_id,
+                    epsilonSpent=spent,
+                    remaining=ds.remaining,
+                )
+            )
+            events += self._credit(ds.provider, job_id, price)
+        events += self._credit(operator, job_id, job.escrow - sum(job.prices))
+        events.append(
+            _event(
+                "market",
+                "ResultSubmitted",
+                jobId=job_id,
+                enclave=job.enclave,
+                modelHash=receipt["modelHash"],
+                resultHash=receipt["resultHash"],
+                metricsHash=receipt["metricsHash"],
+                epsilonSpent=spent,
+            )
+        )
+        return events
+
+    def expire_job(self, now: int, job_id: int) -> list[Event]:
+        job, status = self._job(job_id)
+        if job is not None and status == JobStatus.OPEN and now > job.claim_deadline:
+            release = True
+        elif job is not None and status == JobStatus.CLAIMED and now > job.completion_deadline:
+            release = False
+        else:
+            raise RevertError("JobMarketNotExpirable", job_id, status)
+        job.status = JobStatus.EXPIRED
+        return [
+            *self._refund(job_id, job, release=release),
+            _event("market", "JobExpired", jobId=job_id, refund=job.escrow),
+        ]
+
+    def withdraw(self, sender: str) -> list[Event]:
+        amount = self.state.pending.pop(sender, 0)
+        if amount == 0:
+            raise RevertError("JobMarketNothingToWithdraw", sender)
+        self.state.withdrawn[sender] = self.state.withdrawn.get(sender, 0) + amount
+        events = [_event("market", "Withdrawn", account=sender, amount=amount)]
+        if self.token is not None:
+            events.append(self._transfer(self.market, sender, amount))
+        return events
+
+    def pause(self, sender: str) -> list[Event]:
+        if sender != self.governance:
+            raise RevertError("AccessControlUnauthorizedAccount", sender, PAUSER_ROLE)
+        if self.state.paused:
+            raise RevertError("EnforcedPause")
+        self.state.paused = True
+        return [_event("market", "Paused", account=sender)]
+
+    def unpause(self, sender: str) -> list[Event]:
+        if sender != self.governance:
+            raise RevertError("AccessControlUnauthorizedAccount", sender, ADMIN_ROLE)
+        if not self.state.paused:
+            raise RevertError("ExpectedPause")
+        self.state.paused = False
+        return [_event("market", "Unpaused", account=sender)]
+
+    # ---- EnclaveRegistry
+
+    def _governance(self, sender: str, role: int | None) -> None:
+        if sender != self.governance:
+            raise RevertError("AccessControlUnauthorizedAccount", sender, ADMIN_ROLE)
+        if role is not None and role not in (ROLE_TRAINER, ROLE_KEY_MANAGER):
+            raise RevertError("EnclaveRegistryInvalidRole", role)
+
+    def set_measurement(self, sender: str, role: int, measurement: bytes, approved: bool) -> list[Event]:
+        self._governance(sender, role)
+        if approved:
+            self.state.approved.add((role, measurement))
+        else:
+            self.state.approved.discard((role, measurement))
+        name = "MeasurementApproved" if approved else "MeasurementRevoked"
+        return [_event("registry", name, role=role, measurement=measurement)]
+
+    def revoke_enclave(self, sender: str, signer: str) -> list[Event]:
+        self._governance(sender, None)
+        self.state.enclaves.setdefault(signer, EnclaveState()).revoked = True
+        return [_event("registry", "EnclaveRevoked", signer=signer)]
+
+    def register(self, sender: str, now: int, cert: dict[str, Any], cert_signer: str) -> list[Event]:
+        if cert_signer != self.verifier:
+            raise RevertError("EnclaveRegistryUnknownVerifier", cert_signer)
+        role, measurement, valid_until = cert["role"], cert["measurement"], cert["validUntil"]
+        if role not in (ROLE_TRAINER, ROLE_KEY_MANAGER):
+            raise RevertError("EnclaveRegistryInvalidRole", role)
+        if (role, measurement) not in self.state.approved:
+            raise RevertError("EnclaveRegistryMeasurementNotApproved", role, measurement)
+        if valid_until <= now:
+            raise RevertError("EnclaveRegistryCertificateExpired", valid_until, now)
+        if sender != cert["operator"]:
+            raise RevertError("EnclaveRegistryNotOperator", sender, cert["operator"])
+        if self.state.enclave(cert["signer"]).revoked:
+            raise RevertError("EnclaveRegistryEnclaveRevoked", cert["signer"])
+        self.state.enclaves[cert["signer"]] = EnclaveState(
+            role=role,
+            measurement=measurement,
+            encryption_key=cert["encryptionKey"],
+            operator=cert["operator"],
+            valid_until=valid_until,
+        )
+        return [
+            _event(
+                "registry",
+                "EnclaveRegistered",
+                signer=cert["signer"],
+                operator=cert["operator"],
+                role=role,
+                measurement=measurement,
+                encryptionKey=cert["encryptionKey"],
+                validUntil=valid_until,
+            )
+        ]
+
+
+# --------------------------------------------------------------------------- raw chain access
+
+
+def _normalise_value(value: Any) -> Any:
+    """Checksum address-looking strings (eth_abi returns them lower-case), recursively."""
+    if isinstance(value, str) and len(value) == 42 and value.startswith("0x"):
+        return to_checksum_address(value)
+    if isinstance(value, list | tuple):
+        return tuple(_normalise_value(v) for v in value)
+    return value
+
+
+class _Abi:
+    """ABI encoding and decoding of one contract's functions, to talk to py-evm without web3's
+    request pipeline (a raw eth_call costs ~1.5 ms, a web3 one ~6 ms)."""
+
+    def __init__(self, address: str, abi: Sequence[Mapping[str, Any]]) -> None:
+        self.address = address
+        self.abi = abi
+        self._functions = {
+            item["name"]: (
+                function_abi_to_4byte_selector(cast(Any, item)),
+                [collapse_if_tuple(i) for i in item["inputs"]],
+                [collapse_if_tuple(o) for o in item["outputs"]],
+                item["outputs"],
+            )
+            for item in abi
+            if item["type"] == "function"
+        }
+
+    def calldata(self, name: str, args: Sequence[Any]) -> str:
+        selector, inputs, _, _ = self._functions[name]
+        return "0x" + (selector + abi_encode(inputs, list(args))).hex()
+
+    def decode(self, name: str, raw: bytes) -> Any:
+        _, _, output_types, outputs = self._functions[name]
+        values = abi_decode(output_types, raw)
+        result = tuple(normalise(o, v) for o, v in zip(outputs, values, strict=True))
+        return result[0] if len(result) == 1 else result
+
+
+class _Chain:
+    """Raw py-evm access through eth-tester: views, calls that must revert, transactions."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        self.tester = w3.provider.ethereum_tester  # type: ignore[attr-defined]
+        self.reader = w3.eth.accounts[-1]  # views are sent from a funded account that never acts
+
+    def now(self) -> int:
+        """The pending block's timestamp: the block.timestamp of the next call or transaction."""
+        return int(self.tester.get_block_by_number("pending")["timestamp"])
+
+    def view(self, contract: _Abi, name: str, *args: Any, block: str = "latest") -> Any:
+        tx = {"from": self.reader, "to": contract.address, "data": contract.calldata(name, args), "gas": GAS}
+        return contract.decode(name, bytes(HexBytes(self.tester.call(tx, block))))
+
+    def revert_of(self, sender: str, contract: _Abi, name: str, args: Sequence[Any], value: int) -> Any:
+        """The (error name, args) an eth_call of the transaction reverts with, or None on success.
+
+        The call runs on the pending block, with the same block.timestamp as a transaction sent now.
+        """
+        tx = {"from": sender, "to": contract.address, "data": contract.calldata(name, args), "gas": GAS, "value": value}
+        try:
+            self.tester.call(tx, "pending")
+        except TransactionFailed as e:
+            message = str(e.args[0])
+            data = ast.literal_eval(message) if message[:2] in ("b'", 'b"') else message
+            if not isinstance(data, bytes):
+                return ("Error", (data,))
+            name_, error_args = decode_revert(data)
+            return (name_, _normalise_value(error_args))
+        return None
+
+    def send(self, sender: str, contract: _Abi, name: str, args: Sequence[Any], value: int) -> dict[str, Any]:
+        tx = {"from": sender, "to": contract.address, "data": contract.calldata(name, args), "gas": GAS, "value": value}
+        receipt: dict[str, Any] = self.tester.get_transaction_receipt(self.tester.send_transaction(tx))
+        return receipt
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+@dataclass(frozen=True)
+class Roster:
+    """Who acts in the machine."""
+
+    governance: str
+    operators: tuple[str, str]
+    providers: tuple[str, str, str]
+    consumers: tuple[str, str]
+    stranger: str
+
+    @property
+    def everyone(self) -> tuple[str, ...]:
+        return (self.governance, *self.operators, *self.providers, *self.consumers, self.stranger)
+
+    @property
+    def buyers(self) -> tuple[str, ...]:
+        """Accounts probed with isConsumerAllowed and drawn as job creators."""
+        return (*self.consumers, self.stranger, self.providers[0])
+
+
+class Environment:
+    """One deployment (native or token mode) on a private py-evm chain, snapshotted after set-up,
+    plus the model of that initial state and the running step count."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        w3 = Web3(EthereumTesterProvider())
+        self.chain = _Chain(w3)
+        a = list(w3.eth.accounts)
+        self.actors = Actors(
+            governance=a[0],
+            operator=a[1],
+            providers=(a[2], a[3], a[4]),
+            consumer=a[5],
+            other_operator=a[6],
+            stranger=a[7],
+            verifier=Account.from_key(keccak(b"verifier")),
+            trainer=Account.from_key(keccak(b"trainer enclave")),
+            other_trainer=Account.from_key(keccak(b"other trainer enclave")),
+            key_manager=Account.from_key(keccak(b"key manager enclave")),
+        )
+        self.roster = Roster(
+            governance=a[0],
+            operators=(a[1], a[6]),
+            providers=(a[2], a[3], a[4]),
+            consumers=(a[5], a[8]),
+            stranger=a[7],
+        )
+        # Far ahead of the wall clock, every block is exactly one second after its parent.
+        self.chain.tester.time_travel(self.chain.now() + TEN_YEARS)
+        gov = self.roster.governance
+        token = deploy(w3, "TestStablecoin", gov, test=True) if mode == "token" else None
+        self.d: Deployment = deploy_all(w3, self.actors, token=token)
+        self.unit = 10**15 if token is None else 10**4  # a "price unit": 0.001 ether or 0.01 tUSD
+        self.market = _Abi(self.d.market.address, self.d.market.abi)
+        self.registry = _Abi(self.d.registry.address, self.d.registry.abi)
+        self.token = _Abi(token.address, token.abi) if token is not None else None
+
+        # Enclaves: trainer 1 (measurement v1) on operator 1, trainer 2 (v2) on operator 2, a key
+        # manager on operator 1, and a rogue key nobody registered.
+        self.trainers = (self.actors.trainer, self.actors.other_trainer)
+        self.key_manager = self.actors.key_manager
+        self.keys: dict[str, LocalAccount] = {k.address: k for k in (*self.trainers, self.key_manager, ROGUE)}
+        self.home = {  # each key's usual (operator, role, measurement)
+            self.trainers[0].address: (self.roster.operators[0], ROLE_TRAINER, TRAINER_MEASUREMENT),
+            self.trainers[1].address: (self.roster.operators[1], ROLE_TRAINER, TRAINER_V2_MEASUREMENT),
+            self.key_manager.address: (self.roster.operators[0], ROLE_KEY_MANAGER, KEY_MANAGER_MEASUREMENT),
+            ROGUE.address: (self.roster.stranger, ROLE_TRAINER, TRAINER_MEASUREMENT),
+        }
+        transact(w3, self.d.registry.functions.approveMeasurement(ROLE_TRAINER, TRAINER_V2_MEASUREMENT), gov)
+        register(self.d, self.trainers[1], self.roster.operators[1], measurement=TRAINER_V2_MEASUREMENT)
+        register(
+            self.d,
+            self.key_manager,
+            self.roster.operators[0],
+            role=ROLE_KEY_MANAGER,
+            measurement=KEY_MANAGER_MEASUREMENT,
+        )
+
+        balances: dict[str, int] = {}
+        allowances: dict[str, int] = {}
+        if token is not None:
+            # The second consumer can afford only a few jobs; the stranger never approved the market.
+            for account, amount in (
+                (self.roster.consumers[0], 10**15),
+                (self.roster.consumers[1], 300 * self.unit),
+                (self.roster.stranger, 10**15),
+            ):
+                transact(w3, token.functions.mint(account, amount), gov)
+                balances[account] = amount
+            for account in self.roster.consumers:
+                transact(w3, token.functions.approve(self.market.address, UINT256), account)
+                allowances[account] = UINT256
+
+        contracts = {
+            self.market.address: ("market", self.market.abi),
+            self.registry.address: ("registry", self.registry.abi),
+        }
+        if self.token is not None:
+            contracts[self.token.address] = ("token", self.token.abi)
+        self.decoder = EventDecoder(contracts)
+        self.base_block = int(self.chain.tester.get_block_by_number("latest")["number"])
+        self.setup_events = self.decoder.decode_all(self.get_logs(0))
+        self.base_model = MarketModel(
+            state=self._initial_state(),
+            market=self.market.address,
+            governance=gov,
+            verifier=self.actors.verifier.address,
+            token=self.token.address if self.token is not None else None,
+            balances=balances,
+            allowances=allowances,
+        )
+        self.snapshot = self.chain.tester.take_snapshot()
+        self.steps = 0
+        self.examples = 0
+        self.outcomes: Counter[str] = Counter()  # "function: ok" or "function: ErrorName"
+
+    def _initial_state(self) -> ChainState:
+        """The model after set-up: approvals and registrations as deployed (certificate expiry read back)."""
+        state = ChainState(
+            approved={
+                (ROLE_TRAINER, TRAINER_MEASUREMENT),
+                (ROLE_TRAINER, TRAINER_V2_MEASUREMENT),
+                (ROLE_KEY_MANAGER, KEY_MANAGER_MEASUREMENT),
+            },
+        )
+        for key in (*self.trainers, self.key_manager):
+            operator, role, measurement = self.home[key.address]
+            valid_until = self.chain.view(self.registry, "enclaveOf", key.address)[4]
+            state.enclaves[key.address] = EnclaveState(
+                role=role,
+                measurement=measurement,
+                encryption_key=b"\x42" * 32,
+                operator=operator,
+                valid_until=valid_until,
+            )
+        return state
+
+    def get_logs(self, from_block: int) -> list[Any]:
+        """``eth_getLogs`` of the market and the registry from ``from_block`` to the latest block."""
+        return list(
+            self.d.w3.eth.get_logs(
+                {
+                    "fromBlock": from_block,
+                    "toBlock": "latest",
+                    "address": [to_checksum_address(self.market.address), to_checksum_address(self.registry.address)],
+                }
+            )
+        )
+
+    def holdings(self, account: str) -> int:
+        """``account``'s balance in the payment currency."""
+        if self.token is None:
+            return int(self.chain.tester.get_balance(account))
+        return int(self.chain.view(self.token, "balanceOf", account))
+
+    def run(self, budget: int) -> int:
+        """Run the machine until at least ``budget`` steps ran; returns the steps run."""
+        base_seed = int(os.environ.get(SEED_ENV) or secrets.randbelow(2**32))
+        attempt = 0
+        health = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+        while self.steps < budget:
+            run_seed = base_seed + attempt
+            machine = type(f"{self.mode.capitalize()}MarketMachine", (MarketMachine,), {"env": self})
+            steps_before = self.steps
+            examples = math.ceil((budget - steps_before) / STEPS_PER_EXAMPLE)
+            logger.info("%s mode: %d examples with seed %d", self.mode, examples, run_seed)
             try:
-                transact(d.w3, call, d.actors.consumer, escrow)
-            except Exception as e:  # noqa: BLE001 - decoded and checked below
-                name, _ = decode_revert(revert_data(e))
-                assert name in EXPECTED_CREATE_ERRORS
-                if name == "JobMarketBudgetExhausted":
-                    assert any(epsilon > self._remaining(i) for i in ids)
-                return
-            assert all(epsilon <= self._remaining(i) for i in ids)
-            job_id = d.market.functions.jobCount().call()
-            self.jobs[job_id] = {"status": STATUS_OPEN, "escrow": escrow, "ids": ids, "epsilon": epsilon}
-            for i in ids:
-                self.datasets[i]["reserved"] += epsilon
+                run_state_machine_as_test(
+                    seed(run_seed)(machine),
+                    settings=settings(
+                        max_examples=examples,
+                        stateful_step_count=STEPS_PER_EXAMPLE,
+                        deadline=None,
+                        database=None,
+                        derandomize=False,
+                        print_blob=True,
+                        suppress_health_check=health,
+                    ),
+                )
+            except BaseException as e:
+                e.add_note(
+                    f"{self.mode} mode, Hypothesis seed {run_seed}; reproduce with {SEED_ENV}={run_seed} "
+                    f"{STEPS_ENV}={2 * (budget - steps_before)} pytest -k {self.mode} {__file__}"
+                )
+                raise
+            attempt += 1
+        return self.steps
 
-        def _remaining(self, dataset_id: int) -> int:
-            ds = self.datasets[dataset_id]
-            return ds["budget"] - ds["spent"] - ds["reserved"]
 
-        def _with_status(self, status: int) -> list[int]:
-            return sorted(j for j, job in self.jobs.items() if job["status"] == status)
+# --------------------------------------------------------------------------- the machine
 
-        @precondition(lambda self: self._with_status(STATUS_OPEN))
-        @rule(data=st.data())
-        def claim(self, data: st.DataObject) -> None:
-            job_id = data.draw(st.sampled_from(self._with_status(STATUS_OPEN)))
-            if d.now() > d.market.functions.job(job_id).call()[10]:
-                return
-            transact(d.w3, d.market.functions.claimJob(job_id, d.actors.trainer.address), d.actors.operator)
-            self.jobs[job_id]["status"] = STATUS_CLAIMED
 
-        @precondition(lambda self: self._with_status(STATUS_CLAIMED))
-        @rule(data=st.data(), fraction=st.floats(0, 1))
-        def submit(self, data: st.DataObject, fraction: float) -> None:
-            job_id = data.draw(st.sampled_from(self._with_status(STATUS_CLAIMED)))
-            if d.now() > d.market.functions.job(job_id).call()[11]:
-                return
-            job = self.jobs[job_id]
-            spent = int(job["epsilon"] * fraction)
-            receipt = receipt_for(d, job_id, spent)
-            signature = sign_receipt(d, d.actors.trainer, receipt)
-            transact(d.w3, d.market.functions.submitResult(job_id, receipt_tuple(receipt), signature), d.actors.operator)
-            job["status"] = 3
-            for i in job["ids"]:
-                self.datasets[i]["reserved"] -= job["epsilon"]
-                self.datasets[i]["spent"] += spent
+def _often(data: st.DataObject, label: str) -> bool:
+    """A draw that is True about three times in four (the "usual" branch)."""
+    return bool(data.draw(st.sampled_from((True, True, True, False)), label=label))
 
-        @rule(seconds=st.integers(1, 150))
-        def advance(self, seconds: int) -> None:
-            d.travel_to(d.now() + seconds)
 
-        @precondition(lambda self: self._with_status(STATUS_OPEN) or self._with_status(STATUS_CLAIMED))
-        @rule(data=st.data())
-        def expire(self, data: st.DataObject) -> None:
-            job_id = data.draw(st.sampled_from(self._with_status(STATUS_OPEN) + self._with_status(STATUS_CLAIMED)))
-            job = self.jobs[job_id]
-            info = d.market.functions.job(job_id).call()
-            deadline = info[10] if job["status"] == STATUS_OPEN else info[11]
-            if d.now() <= deadline:
-                return
-            transact(d.w3, d.market.functions.expireJob(job_id), d.actors.stranger)
-            for i in job["ids"]:
-                self.datasets[i]["reserved"] -= job["epsilon"]
-                if job["status"] == STATUS_CLAIMED:
-                    self.datasets[i]["spent"] += job["epsilon"]
-            job["status"] = 4
+def _rarely(data: st.DataObject, label: str) -> bool:
+    """A draw that is True about once in sixteen times (an edge case)."""
+    return bool(data.draw(st.sampled_from((False,) * 15 + (True,)), label=label))
 
-        @rule(who=st.integers(0, len(accounts) - 1))
-        def withdraw(self, who: int) -> None:
-            account = accounts[who]
-            if d.market.functions.pendingWithdrawal(account).call() == 0:
-                return
-            transact(d.w3, d.market.functions.withdraw(), account)
-            assert d.market.functions.pendingWithdrawal(account).call() == 0
 
-        @invariant()
-        def money_is_conserved(self) -> None:
-            locked = sum(j["escrow"] for j in self.jobs.values() if j["status"] in (STATUS_OPEN, STATUS_CLAIMED))
-            assert d.market.functions.lockedEscrow().call() == locked
-            pending = sum(d.market.functions.pendingWithdrawal(a).call() for a in accounts)
-            assert d.w3.eth.get_balance(d.market.address) == pending + locked
+class MarketMachine(RuleBasedStateMachine):
+    """Random actions by every actor; each is predicted by :class:`MarketModel` and checked."""
 
-        @invariant()
-        def budgets_hold(self) -> None:
-            for dataset_id, model in self.datasets.items():
-                info = d.market.functions.dataset(dataset_id).call()
-                total, spent, reserved = info[4][2], info[5], info[6]
-                assert spent + reserved <= total
-                assert (spent, reserved) == (model["spent"], model["reserved"])
-                assert d.market.functions.remainingEpsilon(dataset_id).call() == total - spent - reserved
+    env: Environment  # set on the per-mode subclass
 
-    run_state_machine_as_test(
-        MarketMachine,
-        settings=settings(
-            max_examples=10,
-            stateful_step_count=20,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
+    def __init__(self) -> None:
+        super().__init__()
+        env = self.env
+        env.chain.tester.revert_to_snapshot(env.snapshot)
+        env.examples += 1
+        self.model = copy.deepcopy(env.base_model)
+        self.roster = env.roster
+        self.recorded: list[Event] = []  # market and registry events of every mined transaction
+        self.settlements: Counter[int] = Counter()  # terminal events per job
+        self.credited = 0  # Σ PaymentCredited
+        self.change = 0  # Σ PaymentCredited by createJob (native-mode change)
+        self.withdrawn = 0  # Σ Withdrawn
+        self.dirty = True  # a transaction was mined since the last invariant check
+        self.counter = 0  # makes content hashes and result hashes unique
+        self.disabled: set[str] = set()  # optional actions this example skips
+
+    # ---- plumbing
+
+    def _step(self) -> int:
+        """Count one step and return the pending block's timestamp."""
+        self.env.steps += 1
+        return self.env.chain.now()
+
+    def _act(
+        self,
+        sender: str,
+        contract: _Abi,
+        function: str,
+        args: Sequence[Any],
+        predict: Callable[[], list[Event]],
+        *,
+        value: int = 0,
+    ) -> bool:
+        """Predict the call with the model, then check the chain agrees; returns whether it succeeded."""
+        chain = self.env.chain
+        try:
+            expected = predict()
+        except RevertError as r:
+            got = chain.revert_of(sender, contract, function, args, value)
+            assert got == r.error, f"{function}{tuple(args)} from {sender}: predicted revert {r.error}, got {got}"
+            self.env.outcomes[f"{function}: {r.error[0]}"] += 1
+            return False
+        receipt = chain.send(sender, contract, function, args, value)
+        self.dirty = True
+        if receipt["status"] != 1:
+            got = chain.revert_of(sender, contract, function, args, value)  # one block later: for the message
+            raise AssertionError(f"{function}{tuple(args)} from {sender}: predicted success, reverted ({got})")
+        events = self.env.decoder.decode_all(receipt["logs"])
+        assert events == expected, f"{function}: events\n  got      {events}\n  expected {expected}"
+        for event in events:
+            self._account(function, event)
+        self.env.outcomes[f"{function}: ok"] += 1
+        return True
+
+    def _account(self, function: str, event: Event) -> None:
+        """Keep the running totals the money invariants use, from the events the chain emitted."""
+        if event.contract == "token":
+            return
+        self.recorded.append(event)
+        if event.name == "PaymentCredited":
+            self.credited += event.args["amount"]
+            if function == "createJob":
+                self.change += event.args["amount"]
+        elif event.name == "Withdrawn":
+            self.withdrawn += event.args["amount"]
+        elif event.name in ("ResultSubmitted", "JobExpired", "JobCancelled"):
+            job_id = event.args["jobId"]
+            self.settlements[job_id] += 1
+            assert self.settlements[job_id] == 1, f"job {job_id} settled twice"
+
+    @property
+    def state(self) -> ChainState:
+        return self.model.state
+
+    def _fault(self, data: st.DataObject, faults: tuple[str, ...], *, weight: int = 8) -> str | None:
+        """None (a call meant to succeed) ``weight`` times as often as each named fault."""
+        fault: str | None = data.draw(st.sampled_from((None,) * weight + faults), label="fault")
+        return fault
+
+    def _dataset_id(self, data: st.DataObject, *, wrong: bool) -> int:
+        """A listed, not delisted dataset, or (``wrong``) 0, the next unknown id or a delisted one."""
+        datasets = self.state.datasets
+        live = [i for i, ds in datasets.items() if ds.status != DatasetStatus.DELISTED]
+        if live and not wrong:
+            return data.draw(st.sampled_from(live), label="dataset")
+        return data.draw(
+            st.sampled_from([0, len(datasets) + 1, *(i for i in datasets if i not in live)]), label="wrong dataset"
+        )
+
+    def _job_id(self, data: st.DataObject, fitting: list[int], *, wrong: bool) -> int:
+        """One of the ``fitting`` jobs, or (``wrong``, or none fits) any id, known or not."""
+        if fitting and not wrong:
+            return data.draw(st.sampled_from(fitting), label="job")
+        return data.draw(st.integers(0, len(self.state.jobs) + 1), label="job")
+
+    def _jobs(
+        self,
+        data: st.DataObject,
+        now: int,
+        *statuses: JobStatus,
+        deadline: Callable[[JobState], int] | None = None,
+        fits: Callable[[JobState], bool] | None = None,
+    ) -> list[int]:
+        """Jobs in ``statuses``: usually those whose ``deadline`` is within a second of ``now``
+        (after a jump to a boundary), else those that ``fits``, else all."""
+        found = [i for i, job in self.state.jobs.items() if job.status in statuses]
+        if deadline is not None:
+            near = [i for i in found if abs(deadline(self.state.jobs[i]) - now) <= 1]
+            if near and _often(data, "job at its deadline"):
+                return near
+        fitting = [i for i in found if fits is None or fits(self.state.jobs[i])]
+        return fitting or found
+
+    def _terms(self, data: st.DataObject, now: int, *, committed: int = 0, broken: bool = False) -> Terms:
+        """Valid terms (budget at least ``committed``), or (``broken``) terms with one bad field."""
+        unit = self.env.unit
+        price = data.draw(st.one_of(st.integers(0, 10).map(lambda k: k * unit), st.integers(0, 10**6)), label="price")
+        max_eps = data.draw(
+            st.one_of(st.sampled_from((EPS // 2, EPS, 2 * EPS)), st.integers(1, 3 * EPS)), label="maxEpsilonPerJob"
+        )
+        budget = min(
+            max(max_eps, committed) + data.draw(st.integers(0, 8).map(lambda k: k * EPS // 2), label="budget+"), UINT64
+        )
+        max_delta = data.draw(st.sampled_from((1, 10**13, 10**15, UINT64)), label="maxDelta")
+        expiry = 0 if _often(data, "no expiry") else now + data.draw(st.integers(1, 3000), label="expires in")
+        problem = (
+            data.draw(st.sampled_from(("price", "epsilon", "budget", "delta", "expiry")), label="bad")
+            if broken
+            else None
+        )
+        if problem == "price":
+            price = data.draw(st.sampled_from((UINT96 + 1, UINT128)), label="bad price")
+        elif problem == "epsilon":
+            max_eps = 0
+        elif problem == "budget":
+            budget = data.draw(st.integers(0, max(max_eps, committed) - 1), label="bad budget")
+        elif problem == "delta":
+            max_delta = 0
+        elif problem == "expiry":
+            expiry = now - data.draw(st.integers(0, 5), label="expired since")
+        return Terms(price, max_eps, budget, max_delta, expiry)
+
+    # ---- DatasetRegistry rules
+
+    def _list(self, data: st.DataObject, *, faulty: bool) -> None:
+        now = self.env.chain.now()
+        roster = self.roster
+        sender = data.draw(st.sampled_from(roster.providers * 3 + (roster.stranger,)), label="provider")
+        fault = self._fault(data, ("content hash", "terms", "entries")) if faulty else None
+        self.counter += 1
+        content = ZERO32 if fault == "content hash" else keccak(b"content %d" % self.counter)
+        terms = self._terms(data, now, broken=fault == "terms")
+        consumers: list[str] = []
+        models: list[bytes] = []
+        if not _often(data, "anyone may buy"):
+            consumers = data.draw(st.lists(st.sampled_from(roster.buyers), min_size=1, max_size=3), label="consumers")
+        if not _often(data, "any model"):
+            models = data.draw(st.lists(st.sampled_from(MODELS), min_size=1, max_size=2), label="models")
+        if fault == "entries":
+            if data.draw(st.booleans(), label="65 consumers"):
+                consumers = [roster.consumers[0]] * (MAX_LIST_ENTRIES + 1)
+            else:
+                models = [MODELS[0]] * (MAX_LIST_ENTRIES + 1)
+        schema, uri = keccak(b"schema %d" % (self.counter % 3)), f"blob://{self.counter}"
+        self._act(
+            sender,
+            self.env.market,
+            "listDataset",
+            (content, schema, uri, terms, consumers, models),
+            lambda: self.model.list_dataset(
+                sender,
+                now,
+                content_hash=content,
+                schema_hash=schema,
+                uri=uri,
+                terms=terms,
+                consumers=consumers,
+                models=models,
+            ),
+        )
+
+    @initialize(data=st.data())
+    def start(self, data: st.DataObject) -> None:
+        """List two datasets with valid terms, and pick the optional actions this example skips
+        (swarm testing: without, say, pauses and revocations, more jobs run to completion)."""
+        self._step()
+        self.disabled = data.draw(st.sets(st.sampled_from(OPTIONAL_ACTIONS), max_size=3), label="disabled actions")
+        self._list(data, faulty=False)
+        self._list(data, faulty=False)
+
+    @rule(data=st.data())
+    def act(self, data: st.DataObject) -> None:
+        """One action, drawn with fixed weights among those enabled and possible."""
+        now = self._step()
+        possible = [a for a in ACTIONS if self._possible(a)]
+        action = data.draw(st.sampled_from([a for a in possible for _ in range(ACTIONS[a])]), label="action")
+        getattr(self, "_" + action.replace(" ", "_"))(data, now)
+
+    def _possible(self, action: str) -> bool:
+        """Whether ``action`` is enabled in this example and has something to act on."""
+        if action in self.disabled:
+            return False
+        if action == "list dataset":
+            return len(self.state.datasets) < MAX_LISTED
+        needed = JOB_ACTIONS.get(action)
+        return needed is None or any(job.status in needed for job in self.state.jobs.values())
+
+    def _list_dataset(self, data: st.DataObject, now: int) -> None:
+        self._list(data, faulty=True)
+
+    def _manage_dataset(self, data: st.DataObject, now: int) -> None:
+        """A provider updates terms (prices included), tops up, pauses, resumes, delists or edits access."""
+        roster, market, model = self.roster, self.env.market, self.model
+        fault = self._fault(data, ("dataset", "sender"))
+        dataset_id = self._dataset_id(data, wrong=fault == "dataset")
+        ds = self.state.datasets.get(dataset_id)
+        if ds is not None and fault != "sender":
+            sender = ds.provider
+        else:
+            sender = data.draw(st.sampled_from((*roster.providers, roster.stranger)), label="sender")
+        action = data.draw(
+            st.sampled_from(
+                ("terms",) * 3
+                + ("top up",) * 2
+                + ("pause", "resume", "resume", "delist", "restrict", "consumers", "consumers", "models", "models")
+            ),
+            label="action",
+        )
+        if action == "terms":
+            committed = ds.epsilon_spent + ds.epsilon_reserved if ds is not None else 0
+            terms = self._terms(data, now, committed=committed, broken=_rarely(data, "broken terms"))
+            self._act(
+                sender,
+                market,
+                "updateTerms",
+                (dataset_id, terms),
+                lambda: model.update_terms(sender, now, dataset_id, terms),
+            )
+        elif action == "top up":
+            total = ds.terms.total_epsilon_budget if ds is not None else 0
+            amount = (
+                data.draw(st.integers(1, 4 * EPS), label="amount")
+                if _often(data, "plain top-up")
+                else data.draw(
+                    st.sampled_from((0, UINT64, UINT64 - total, min(UINT64 - total + 1, UINT64))), label="edge"
+                )
+            )
+            self._act(
+                sender, market, "topUpBudget", (dataset_id, amount), lambda: model.top_up(sender, dataset_id, amount)
+            )
+        elif action in ("pause", "resume"):
+            self._act(
+                sender,
+                market,
+                "setDatasetPaused",
+                (dataset_id, action == "pause"),
+                lambda: model.set_status(
+                    sender, dataset_id, DatasetStatus.PAUSED if action == "pause" else DatasetStatus.ACTIVE
+                ),
+            )
+        elif action == "delist":
+            self._act(
+                sender,
+                market,
+                "delistDataset",
+                (dataset_id,),
+                lambda: model.set_status(sender, dataset_id, DatasetStatus.DELISTED),
+            )
+        elif action == "restrict":
+            consumers, models = data.draw(st.booleans(), label="consumers"), data.draw(st.booleans(), label="models")
+            self._act(
+                sender,
+                market,
+                "setAccessRestrictions",
+                (dataset_id, consumers, models),
+                lambda: model.set_access(sender, dataset_id, consumers, models),
+            )
+        elif action == "consumers":
+            allowed = data.draw(st.booleans(), label="allowed")
+            accounts = data.draw(st.lists(st.sampled_from(roster.buyers), max_size=3), label="consumers")
+            if _rarely(data, "65 entries"):
+                accounts = [roster.stranger] * (MAX_LIST_ENTRIES + 1)
+            self._act(
+                sender,
+                market,
+                "setConsumersAllowed",
+                (dataset_id, accounts, allowed),
+                lambda: model.set_consumers(sender, dataset_id, accounts, allowed),
+            )
+        else:
+            allowed = data.draw(st.booleans(), label="allowed")
+            hashes = data.draw(st.lists(st.sampled_from((*MODELS, UNLISTED_MODEL)), max_size=3), label="models")
+            if _rarely(data, "65 entries"):
+                hashes = [UNLISTED_MODEL] * (MAX_LIST_ENTRIES + 1)
+            self._act(
+                sender,
+                market,
+                "setModelsAllowed",
+                (dataset_id, hashes, allowed),
+                lambda: model.set_models(sender, dataset_id, hashes, allowed),
+            )
+
+    # ---- JobMarket rules
+
+    def _usable(self, sender: str, model_spec: bytes, now: int) -> list[int]:
+        return [
+            i
+            for i, ds in self.state.datasets.items()
+            if ds.status == DatasetStatus.ACTIVE
+            and (ds.terms.expiry == 0 or now < ds.terms.expiry)
+            and ds.consumer_allowed(sender)
+            and ds.model_allowed(model_spec)
+            and ds.remaining > 0
+        ]
+
+    def _create_job(self, data: st.DataObject, now: int) -> None:
+        roster, unit = self.roster, self.env.unit
+        fault = self._fault(
+            data, ("datasets", "seventeen", "epsilon", "delta", "fee", "price limit", "payment", "deadlines")
+        )
+        sender = data.draw(
+            st.sampled_from(roster.consumers * 3 + (roster.stranger, roster.providers[0])), label="consumer"
+        )
+        model_spec = data.draw(st.sampled_from(MODELS), label="model spec")
+        usable = self._usable(sender, model_spec, now)
+        if fault == "seventeen":
+            ids = list(range(1, MAX_DATASETS_PER_JOB + 2))
+        elif fault == "datasets" or not usable:
+            ids = data.draw(st.lists(st.integers(0, len(self.state.datasets) + 1), max_size=4), label="any ids")
+        else:
+            ids = data.draw(st.lists(st.sampled_from(usable), min_size=1, max_size=3, unique=True), label="ids")
+        known = [self.state.datasets[i] for i in ids if i in self.state.datasets]
+        fits = max(min((min(d.terms.max_epsilon_per_job, d.remaining) for d in known), default=EPS), 1)
+        if fault == "epsilon":
+            epsilon = data.draw(st.sampled_from((0, fits + 1, 4 * EPS, UINT64)), label="bad ε")
+        else:
+            epsilon = data.draw(st.integers(1, fits), label="ε")
+        max_delta = min((d.terms.max_delta for d in known), default=10**13)
+        if fault == "delta":
+            delta = data.draw(st.sampled_from((0, min(max_delta + 1, UINT64), UINT64)), label="bad δ")
+        else:
+            delta = data.draw(st.integers(1, max_delta), label="δ")
+        prices = sum(d.terms.price_per_job for d in known)
+        if fault == "fee":
+            # Past uint256 with the prices, past uint128 (SafeCast), or escrow exactly 2^128 - 1
+            # (which overflows lockedEscrow when other escrow is locked).
+            fee = data.draw(st.sampled_from((UINT256, 2**128, max(UINT128 - prices, 0))), label="huge worker fee")
+        else:
+            fee = data.draw(st.one_of(st.integers(0, 20).map(lambda k: k * unit), st.integers(0, 10**6)), label="fee")
+        required = prices + fee
+        if fault == "price limit":
+            max_total = data.draw(st.integers(0, max(required - 1, 0)), label="maxTotalPrice too low")
+        elif _often(data, "maxTotalPrice exact"):
+            max_total = required
+        else:
+            max_total = required + data.draw(st.integers(1, 5 * unit), label="slack")
+        max_total = min(max_total, UINT256)
+        if self.env.token is None:
+            if max_total > NATIVE_CAP:
+                max_total = data.draw(st.integers(0, NATIVE_CAP), label="affordable maxTotalPrice")
+            value = max_total
+            if fault == "payment":
+                value = data.draw(st.sampled_from((0, max_total + 1, max(max_total - 1, 0))), label="value")
+        else:
+            value = 1 if fault == "payment" else 0
+        claim = now + data.draw(st.integers(1, 1800), label="claim window")
+        completion = claim + data.draw(st.integers(0, 3600), label="completion after claim")
+        if fault == "deadlines":
+            claim, completion = data.draw(
+                st.sampled_from(
+                    ((now, completion), (now - 1, completion), (claim, claim - 1), (claim, UINT32 + 1), (claim, UINT32))
+                ),
+                label="deadlines",
+            )
+        request = JobRequest(
+            dataset_ids=tuple(ids),
+            model_spec_hash=model_spec,
+            epsilon=epsilon,
+            delta=delta,
+            consumer_key=keccak(b"consumer key " + bytes.fromhex(sender[2:])),
+            worker_fee=fee,
+            max_total_price=max_total,
+            claim_deadline=claim,
+            completion_deadline=completion,
+        )
+        self._act(
+            sender,
+            self.env.market,
+            "createJob",
+            (request,),
+            lambda: self.model.create_job(sender, now, request, value),
+            value=value,
+        )
+
+    def _cancel_job(self, data: st.DataObject, now: int) -> None:
+        fault = self._fault(data, ("job", "sender"))
+        job_id = self._job_id(data, self._jobs(data, now, JobStatus.OPEN), wrong=fault == "job")
+        job = self.state.jobs.get(job_id)
+        if job is not None and fault != "sender":
+            sender = job.consumer
+        else:
+            sender = data.draw(st.sampled_from(self.roster.everyone), label="sender")
+        self._act(sender, self.env.market, "cancelJob", (job_id,), lambda: self.model.cancel_job(sender, job_id))
+
+    def _claim_job(self, data: st.DataObject, now: int) -> None:
+        fault = self._fault(data, ("job", "enclave", "sender"))
+        open_jobs = self._jobs(
+            data, now, JobStatus.OPEN, deadline=lambda j: j.claim_deadline, fits=lambda j: now <= j.claim_deadline
+        )
+        job_id = self._job_id(data, open_jobs, wrong=fault == "job")
+        active = [k for k in self.env.keys if self.state.active_operator(k, ROLE_TRAINER, now) != ZERO_ADDRESS]
+        ending = [k for k in self.env.keys if abs(self.state.enclave(k).valid_until - now) <= 1]
+        if ending and fault != "enclave" and _often(data, "enclave at the end of its certificate"):
+            enclave = data.draw(st.sampled_from(ending), label="enclave")
+        elif active and fault != "enclave":
+            enclave = data.draw(st.sampled_from(active), label="enclave")
+        else:
+            enclave = data.draw(st.sampled_from(list(self.env.keys)), label="any enclave")
+        operator = self.state.enclave(enclave).operator
+        if operator != ZERO_ADDRESS and fault != "sender":
+            sender = operator
+        else:
+            sender = data.draw(st.sampled_from((*self.roster.operators, self.roster.stranger)), label="sender")
+        self._act(
+            sender,
+            self.env.market,
+            "claimJob",
+            (job_id, enclave),
+            lambda: self.model.claim_job(sender, now, job_id, enclave),
+        )
+
+    def _submit_result(self, data: st.DataObject, now: int) -> None:
+        fault = self._fault(data, ("job", "receipt job", "datasets", "overspent", "signer", "garbage"))
+        claimed = self._jobs(
+            data,
+            now,
+            JobStatus.CLAIMED,
+            deadline=lambda j: j.completion_deadline,
+            fits=lambda j: now <= j.completion_deadline,
+        )
+        job_id = self._job_id(data, claimed, wrong=fault == "job")
+        job = self.state.jobs.get(job_id)
+        epsilon = job.epsilon if job is not None else EPS
+        if fault == "overspent":
+            spent = epsilon + data.draw(st.integers(1, EPS), label="overspent by")
+        else:
+            spent = data.draw(st.integers(0, epsilon), label="ε spent")
+        self.counter += 1
+        right_hash = job is not None and fault != "datasets"
+        receipt = {
+            "jobId": job_id + 1 if fault == "receipt job" else job_id,
+            "datasetsHash": datasets_hash(self.state, job) if right_hash else keccak(b"other datasets"),  # type: ignore[arg-type]
+            "modelHash": keccak(b"model %d" % self.counter),
+            "resultHash": keccak(b"result %d" % self.counter),
+            "metricsHash": keccak(b"metrics %d" % self.counter),
+            "epsilonSpent": spent,
+        }
+        signer = job.enclave if job is not None and job.enclave in self.env.keys else None
+        if signer is None or fault == "signer":
+            signer = data.draw(st.sampled_from(list(self.env.keys)), label="signer")
+        recovered: str | RevertError = signer
+        if fault == "garbage":
+            signature = data.draw(st.sampled_from((b"\x01" * 64, b"\x00" * 65)), label="signature")
+            recovered = (
+                RevertError("ECDSAInvalidSignatureLength", 64)
+                if len(signature) == 64
+                else RevertError("ECDSAInvalidSignature")
+            )
+        else:
+            signature = sign_receipt(self.env.d, self.env.keys[signer], receipt)
+        sender = data.draw(st.sampled_from(self.roster.everyone), label="sender")
+        self._act(
+            sender,
+            self.env.market,
+            "submitResult",
+            (job_id, receipt_tuple(receipt), signature),
+            lambda: self.model.submit_result(now, job_id, receipt, recovered),
+        )
+
+    def _expire_job(self, data: st.DataObject, now: int) -> None:
+        fault = self._fault(data, ("job",), weight=4)
+
+        def deadline(job: JobState) -> int:
+            return job.claim_deadline if job.status == JobStatus.OPEN else job.completion_deadline
+
+        expirable = self._jobs(
+            data, now, JobStatus.OPEN, JobStatus.CLAIMED, deadline=deadline, fits=lambda j: now > deadline(j)
+        )
+        job_id = self._job_id(data, expirable, wrong=fault == "job")
+        sender = data.draw(st.sampled_from(self.roster.everyone), label="sender")
+        self._act(sender, self.env.market, "expireJob", (job_id,), lambda: self.model.expire_job(now, job_id))
+
+    def _withdraw(self, data: st.DataObject, now: int) -> None:
+        owed = sorted(self.state.pending)
+        if owed and _often(data, "someone who is owed"):
+            sender = data.draw(st.sampled_from(owed), label="sender")
+        else:
+            sender = data.draw(st.sampled_from(self.roster.everyone), label="sender")
+        self._act(sender, self.env.market, "withdraw", (), lambda: self.model.withdraw(sender))
+
+    def _advance_time(self, data: st.DataObject, now: int) -> None:
+        """Jump ahead, often to just before, at or after a deadline, an expiry or a certificate's end."""
+        s = self.state
+        boundaries = sorted(
+            {j.claim_deadline for j in s.jobs.values() if j.status == JobStatus.OPEN}
+            | {j.completion_deadline for j in s.jobs.values() if j.status == JobStatus.CLAIMED}
+            | {d.terms.expiry for d in s.datasets.values() if d.terms.expiry}
+            | {e.valid_until for e in s.enclaves.values() if e.valid_until}
+        )
+        upcoming = [t for t in boundaries if t + 1 > now][:3]
+        if upcoming and not _often(data, "plain jump"):
+            target = data.draw(st.sampled_from(upcoming), label="boundary") + data.draw(
+                st.sampled_from((-1, 0, 1)), label="offset"
+            )
+        elif _often(data, "short jump"):
+            target = now + data.draw(st.integers(1, 60), label="seconds")
+        else:
+            target = now + data.draw(st.integers(61, 3600), label="seconds")
+        if target > now:
+            self.env.chain.tester.time_travel(target)
+
+    # ---- governance rules
+
+    def _govern(self, data: st.DataObject, now: int) -> None:
+        """Governance (or a stranger trying): emergency pause, measurements, enclave revocation."""
+        roster, market, registry, model = self.roster, self.env.market, self.env.registry, self.model
+        fault = self._fault(data, ("sender",), weight=6)
+        sender = (
+            roster.governance
+            if fault is None
+            else data.draw(st.sampled_from((roster.stranger, roster.operators[0])), label="sender")
+        )
+        if self.state.paused and _often(data, "unpause promptly"):
+            action = "unpause"
+        else:
+            action = data.draw(
+                st.sampled_from(("approve",) * 4 + ("revoke",) * 3 + ("pause", "unpause")), label="action"
+            )
+            if _rarely(data, "revoke an enclave for good"):
+                action = "revoke enclave"
+        if action == "pause":
+            self._act(sender, market, "pause", (), lambda: model.pause(sender))
+        elif action == "unpause":
+            self._act(sender, market, "unpause", (), lambda: model.unpause(sender))
+        elif action == "revoke enclave":
+            signer = data.draw(st.sampled_from(list(self.env.keys)), label="enclave")
+            self._act(sender, registry, "revokeEnclave", (signer,), lambda: model.revoke_enclave(sender, signer))
+        else:
+            approve = action == "approve"
+            revoked = sorted(HOME_MEASUREMENTS - self.state.approved)
+            if approve and revoked and _often(data, "re-approve"):
+                role, measurement = data.draw(st.sampled_from(revoked), label="measurement")
+            else:
+                role = data.draw(st.sampled_from((ROLE_TRAINER,) * 4 + (ROLE_KEY_MANAGER, 0, 3)), label="role")
+                measurement = data.draw(st.sampled_from(MEASUREMENTS), label="measurement")
+            self._act(
+                sender,
+                registry,
+                "approveMeasurement" if approve else "revokeMeasurement",
+                (role, measurement),
+                lambda: model.set_measurement(sender, role, measurement, approve),
+            )
+
+    def _register_enclave(self, data: st.DataObject, now: int) -> None:
+        """An operator (re-)registers an enclave, sometimes moving it to another operator."""
+        fault = self._fault(data, ("verifier", "role", "measurement", "expired", "sender"))
+        signer = data.draw(st.sampled_from(list(self.env.keys)), label="enclave")
+        operator, role, measurement = self.env.home[signer]
+        if not _often(data, "home operator"):
+            operator = data.draw(st.sampled_from((*self.roster.operators, self.roster.stranger)), label="operator")
+        if fault == "role":
+            role = data.draw(st.sampled_from((ROLE_TRAINER, ROLE_KEY_MANAGER, 0, 3)), label="role")
+        if fault == "measurement":
+            measurement = data.draw(st.sampled_from(MEASUREMENTS), label="measurement")
+        if fault == "expired":
+            valid_until = now - data.draw(st.integers(0, 2), label="expired since")
+        else:
+            # Short certificates (that expire during the example) mostly for the rogue enclave.
+            short = not _often(data, "long certificate") if signer == ROGUE.address else _rarely(data, "short")
+            valid_for = data.draw(st.integers(1, 3000), label="valid for") if short else ONE_YEAR
+            valid_until = now + valid_for
+        sender = operator if fault != "sender" else data.draw(st.sampled_from(self.roster.everyone), label="sender")
+        verifier = self.env.actors.verifier if fault != "verifier" else FORGED_VERIFIER
+        cert = certificate(
+            signer,
+            operator,
+            valid_until,
+            role=role,
+            measurement=measurement,
+            encryption_key=keccak(b"key %d" % data.draw(st.integers(0, 3), label="key")),
+        )
+        signature = sign_certificate(self.env.d, verifier, cert)
+        self._act(
+            sender,
+            self.env.registry,
+            "register",
+            (cert_tuple(cert), signature),
+            lambda: self.model.register(sender, now, cert, verifier.address),
+        )
+
+    # ---- invariants
+
+    @invariant()
+    def money_and_budgets(self) -> None:
+        """The per-step invariants (skipped after a step that mined nothing: state is unchanged)."""
+        if not self.dirty:
+            return
+        self.dirty = False
+        env, chain, market, model = self.env, self.env.chain, self.env.market, self.model
+        locked = chain.view(market, "lockedEscrow")
+        pending = {a: chain.view(market, "pendingWithdrawal", a) for a in self.roster.everyone}
+        held = env.holdings(market.address)
+        assert held == sum(pending.values()) + locked, f"holds {held}, owes {sum(pending.values())} + {locked}"
+        assert locked == self.state.locked_escrow
+        assert {a: p for a, p in pending.items() if p} == self.state.pending
+        for dataset_id, ds in self.state.datasets.items():
+            info = chain.view(market, "dataset", dataset_id)
+            (_, _, total, _, _), spent, reserved = info[4], info[5], info[6]
+            assert spent + reserved <= total, f"dataset {dataset_id}: {spent} + {reserved} > {total}"
+            assert (total, spent, reserved) == (ds.terms.total_epsilon_budget, ds.epsilon_spent, ds.epsilon_reserved)
+        # Everything paid in is withdrawn, owed or locked; everything credited came from settled
+        # jobs' escrow or from change.
+        assert self.withdrawn + sum(pending.values()) + locked == model.deposits
+        terminal_escrow = sum(j.escrow for j in self.state.jobs.values() if j.status in TERMINAL)
+        assert self.credited == terminal_escrow + self.change
+        assert max(self.settlements.values(), default=0) <= 1
+
+    def teardown(self) -> None:
+        if sys.exc_info()[0] is None:  # after a failure, keep the original error
+            self.check_everything()
+
+    def check_everything(self) -> None:
+        """Rebuild the state from eth_getLogs alone; it must equal the model and every view."""
+        env = self.env
+        logs = env.get_logs(env.base_block + 1)
+        events = env.decoder.decode_all(logs)
+        assert events == self.recorded, "eth_getLogs differs from the transactions' receipts"
+        settled = Counter(
+            e.args["jobId"] for e in events if e.name in ("ResultSubmitted", "JobExpired", "JobCancelled")
+        )
+        assert max(settled.values(), default=0) <= 1
+        rebuilt = replay([*env.setup_events, *events])
+        _assert_same(rebuilt, self.state)
+        _assert_views(env, rebuilt, self.model)
+
+
+def _assert_same(rebuilt: ChainState, model: ChainState) -> None:
+    """Field-by-field comparison, so a failure names what differs."""
+    for name in ("locked_escrow", "paused", "pending", "withdrawn", "approved", "enclaves"):
+        assert getattr(rebuilt, name) == getattr(model, name), (
+            f"{name}: logs {getattr(rebuilt, name)}, model {getattr(model, name)}"
+        )
+    assert rebuilt.datasets.keys() == model.datasets.keys()
+    for i, ds in rebuilt.datasets.items():
+        assert ds == model.datasets[i], f"dataset {i}: logs {ds}, model {model.datasets[i]}"
+    assert rebuilt.jobs.keys() == model.jobs.keys()
+    for i, job in rebuilt.jobs.items():
+        assert job == model.jobs[i], f"job {i}: logs {job}, model {model.jobs[i]}"
+    assert rebuilt == model
+
+
+def _assert_views(env: Environment, state: ChainState, model: MarketModel) -> None:
+    """Every view of both contracts (and the token balances) agrees with ``state``."""
+    chain, market, registry = env.chain, env.market, env.registry
+    now = chain.now()
+
+    def view(contract: _Abi, name: str, *args: Any) -> Any:
+        return chain.view(contract, name, *args, block="pending")
+
+    assert view(market, "datasetCount") == len(state.datasets)
+    assert view(market, "jobCount") == len(state.jobs)
+    assert view(market, "lockedEscrow") == state.locked_escrow
+    assert view(market, "paused") is state.paused
+    for account in env.roster.everyone:
+        assert view(market, "pendingWithdrawal", account) == state.pending.get(account, 0)
+        assert view(market, "totalWithdrawn", account) == state.withdrawn.get(account, 0)
+    for i, ds in state.datasets.items():
+        expected = (
+            ds.provider,
+            ds.content_hash,
+            ds.schema_hash,
+            ds.uri,
+            ds.terms,
+            ds.epsilon_spent,
+            ds.epsilon_reserved,
+            ds.restricted,
+            ds.models_restricted,
+            ds.status,
+        )
+        assert view(market, "dataset", i) == expected, f"dataset {i}"
+        assert view(market, "remainingEpsilon", i) == ds.remaining
+        for consumer in env.roster.buyers:
+            assert view(market, "isConsumerAllowed", i, consumer) is ds.consumer_allowed(consumer)
+        for model_spec in (*MODELS, UNLISTED_MODEL):
+            assert view(market, "isModelAllowed", i, model_spec) is ds.model_allowed(model_spec)
+    unknown = len(state.datasets) + 1
+    assert chain.revert_of(chain.reader, market, "dataset", (unknown,), 0) == (
+        "DatasetRegistryUnknownDataset",
+        (unknown,),
     )
+    assert view(market, "isConsumerAllowed", unknown, env.roster.consumers[0]) is False
+    for i, job in state.jobs.items():
+        expected_job = (
+            job.consumer,
+            job.status,
+            job.enclave,
+            state.job_operator(job),
+            job.model_spec_hash,
+            job.epsilon,
+            job.delta,
+            job.consumer_key,
+            job.escrow,
+            job.worker_fee,
+            job.claim_deadline,
+            job.completion_deadline,
+            job.epsilon_spent,
+            job.dataset_ids,
+            job.prices,
+        )
+        assert view(market, "job", i) == expected_job, f"job {i}"
+        assert view(market, "datasetsHashOf", i) == datasets_hash(state, job)
+    unknown = len(state.jobs) + 1
+    assert chain.revert_of(chain.reader, market, "job", (unknown,), 0) == ("JobMarketUnknownJob", (unknown,))
+    for signer in env.keys:
+        e = state.enclave(signer)
+        expected_enclave = (e.role, e.measurement, e.encryption_key, e.operator, e.valid_until, e.revoked)
+        assert view(registry, "enclaveOf", signer) == expected_enclave, f"enclave {signer}"
+        for role in (ROLE_TRAINER, ROLE_KEY_MANAGER):
+            assert view(registry, "activeOperator", signer, role) == state.active_operator(signer, role, now)
+    for role in (ROLE_TRAINER, ROLE_KEY_MANAGER):
+        for measurement in MEASUREMENTS:
+            assert view(registry, "isMeasurementApproved", role, measurement) is ((role, measurement) in state.approved)
+    if env.token is not None:
+        for account in (*env.roster.everyone, market.address):
+            assert env.holdings(account) == model.balances.get(account, 0), f"token balance of {account}"
+
+
+# --------------------------------------------------------------------------- the test
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["native", "token"])
+def test_market_state_machine(mode: str, record_property: Callable[[str, object], None]) -> None:
+    """Random histories in ``mode``; half of STERLING_STATEFUL_STEPS steps each."""
+    total = int(os.environ.get(STEPS_ENV) or DEFAULT_STEPS)
+    budget = math.ceil(total / 2)
+    env = Environment(mode)
+    # The deployment itself must replay from its logs.
+    _assert_same(replay(env.setup_events), env.base_model.state)
+    steps = env.run(budget)
+    record_property("stateful_steps", steps)
+    logger.info("%s mode: %d steps in %d examples (budget %d)", mode, steps, env.examples, budget)
+    logger.info("%s mode outcomes: %s", mode, ", ".join(f"{k} x{n}" for k, n in sorted(env.outcomes.items())))
+    assert steps >= budget

@@ -1,15 +1,29 @@
-"""The REST API over the index: filters, sorts, details, timelines, workers, payments, health, 404s."""
+"""The REST API over the index: filters (status too), sorts, details, timelines, cancellations, workers, payments, health, token markets, 404s."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+from web3.contract import Contract
 
 from enclave_worker.trusted import dataformat, keywrap
 from enclave_worker.trusted.roles import Role
+from marketplace import chain as chain_mod
+from marketplace.chain import Chain
+from marketplace.compile import load_artifact
 from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE
-from tests.conftest import toy_spec
-from tests.gateway.conftest import Gateway, list_toy, run_toy_job, unique_schema
+from marketplace.localnet import bring_up
+from tests.conftest import toy_spec, toy_terms
+from tests.gateway.conftest import (
+    Gateway,
+    list_toy,
+    make_gateway,
+    run_toy_job,
+    unique_schema,
+)
 
 
 def test_datasets_filter_and_sort_by_price_and_remaining_epsilon(gateway: Gateway) -> None:
@@ -53,7 +67,7 @@ def test_dataset_and_job_details_show_budget_history_timeline_and_payments(gatew
     schema = unique_schema("detail")
     listed, provider = list_toy(net, 44, schema=schema, price=2 * 10**17)
     consumer, created = run_toy_job(net, [listed.dataset_id], fee=10**16)
-    job = net.market.job(created.job_id)
+    job, result = net.market.job(created.job_id), net.market.result_submitted(created.job_id)
     gateway.sync()
 
     detail = client.get(f"/api/datasets/{listed.dataset_id}").json()
@@ -61,28 +75,30 @@ def test_dataset_and_job_details_show_budget_history_timeline_and_payments(gatew
     assert [(e["kind"], e["job_id"]) for e in detail["budget_history"]] == [
         ("listed", None), ("reserved", created.job_id), ("debited", created.job_id),
     ]  # fmt: skip
-    assert detail["budget_history"][1]["epsilon"] == 1.0
+    assert detail["budget_history"][1]["epsilon"] == 1.0 and detail["budget_history"][1]["price_wei"] == str(2 * 10**17)
+    assert {e["total_epsilon"] for e in detail["budget_history"]} == {detail["total_epsilon"]}
     assert detail["remaining_epsilon"] == detail["budget_history"][-1]["remaining_epsilon"] == net.market.remaining_epsilon(listed.dataset_id) / EPSILON_SCALE
     assert detail["job_ids"] == [created.job_id]
 
     body = client.get(f"/api/jobs/{created.job_id}").json()
-    assert body["status"] == "completed" and body["dataset_ids"] == [listed.dataset_id]
+    assert body["status"] == "completed" and body["dataset_ids"] == [listed.dataset_id] and body["prices_wei"] == [str(2 * 10**17)]
+    assert body["refund_wei"] is None
     assert [t["stage"] for t in body["timeline"]] == ["created", "claimed", "settled"]
     assert body["timeline"][0]["amount_wei"] == str(created.escrow)
     assert body["timeline"][1]["enclave"] == net.worker.signer and body["timeline"][1]["operator"] == net.operator.address
     assert body["epsilon_spent"] == body["timeline"][2]["epsilon_spent"] == job.epsilon_spent / EPSILON_SCALE
     assert 0 < body["epsilon_spent"] <= body["epsilon"] == 1.0
-    assert sorted((p["account"], p["amount_wei"]) for p in body["payments"]) == sorted(
-        [(provider.address, str(2 * 10**17)), (net.operator.address, str(10**16))]
+    assert sorted((p["account"], p["amount_wei"], p["reason"]) for p in body["payments"]) == sorted(
+        [(provider.address, str(2 * 10**17), "payout"), (net.operator.address, str(10**16), "payout")]
     )
     assert body["model_spec"]["architecture"] == "logistic_regression"
     assert body["metrics"] is not None and body["metrics_hash"] is not None
     assert body["progress"]["stage"] == "settled" and body["progress"]["epsilon_spent"] == body["epsilon_spent"]
-    assert body["result_hash"] == "0x" + job.result_hash.hex()
+    assert body["result_hash"] == "0x" + result.result_hash.hex() and body["model_hash"] == "0x" + result.model_hash.hex()
 
-    result = client.get(f"/api/jobs/{created.job_id}/result")
-    assert result.status_code == 200 and result.headers["content-type"] == "application/octet-stream"
-    assert result.content[:4] == b"STRS" and hashlib.sha256(result.content).digest() == job.result_hash
+    sealed = client.get(f"/api/jobs/{created.job_id}/result")
+    assert sealed.status_code == 200 and sealed.headers["content-type"] == "application/octet-stream"
+    assert sealed.content[:4] == b"STRS" and hashlib.sha256(sealed.content).digest() == result.result_hash
 
     listing = client.get("/api/jobs", params={"consumer": consumer.account.address}).json()
     assert [j["id"] for j in listing["items"]] == [created.job_id] and listing["total"] == 1
@@ -97,12 +113,12 @@ def test_payments_show_pending_balance_until_withdrawn(gateway: Gateway) -> None
     gateway.sync()
     body = client.get("/api/payments", params={"account": provider.address}).json()
     assert body["pending_wei"] == str(5 * 10**16)
-    assert [(p["kind"], p["job_id"], p["amount_wei"]) for p in body["items"]] == [("credited", created.job_id, str(5 * 10**16))]
+    assert [(p["kind"], p["reason"], p["job_id"], p["amount_wei"]) for p in body["items"]] == [("credited", "payout", created.job_id, str(5 * 10**16))]
     net.market.withdraw(provider)
     gateway.sync()
     body = client.get("/api/payments", params={"account": provider.address}).json()
     assert body["pending_wei"] == "0" and body["total"] == 2
-    assert [(p["kind"], p["job_id"]) for p in body["items"]] == [("withdrawn", None), ("credited", created.job_id)]
+    assert [(p["kind"], p["reason"], p["job_id"]) for p in body["items"]] == [("withdrawn", None, None), ("credited", "payout", created.job_id)]
     assert client.get("/api/payments").json()["pending_wei"] is None
 
 
@@ -114,7 +130,7 @@ def test_workers_show_measurement_and_attestation(gateway: Gateway) -> None:
     assert trainer["role"] == "trainer" and key_manager["role"] == "key_manager"
     for worker in (trainer, key_manager):
         assert worker["measurement"] == "0x" + net.measurement.hex()
-        assert worker["measurement_approved"] and worker["active"]
+        assert worker["measurement_approved"] and worker["active"] and not worker["revoked"] and worker["revoked_block"] is None
         assert worker["operator"] == net.operator.address
         assert worker["attestation"]["format"] == "sim"
         assert worker["attestation"]["verifier"] == net.verifier.signer.address
@@ -128,11 +144,12 @@ def test_health_config_and_not_found(gateway: Gateway) -> None:
     health = client.get("/api/health").json()
     assert health == {
         "status": "ok", "chain_id": net.chain.chain_id, "head_block": net.chain.w3.eth.block_number,
-        "indexed_block": net.chain.w3.eth.block_number, "lag_blocks": 0,
+        "indexed_block": net.chain.w3.eth.block_number, "lag_blocks": 0, "market_paused": False,
     }  # fmt: skip
     config = client.get("/api/config").json()
     assert config["contracts"] == {"job_market": net.market.address, "enclave_registry": net.registry.address}
     assert config["rpc_path"] == "/api/rpc" and config["epsilon_scale"] == 10**6 and config["delta_scale"] == 10**18
+    assert config["payment_token"] is None  # the market is paid in the native currency
     record = net.registry.enclave_of(net.key_manager.signer)
     assert config["key_manager"]["encryption_key"] == "0x" + record.encryption_key.hex()
     assert config["key_manager"]["measurement"] == "0x" + net.measurement.hex() and config["key_manager"]["active"]
@@ -196,3 +213,114 @@ def test_specs_and_schemas_are_validated_and_stored_canonically(gateway: Gateway
     assert stored.status_code == 201 and stored.json()["sha256"] == schema.hash().hex()
     bad = client.post("/api/schemas", json={**schema.to_json(), "class_names": ["only"]})
     assert bad.status_code == 422 and "two classes" in bad.json()["detail"]
+
+
+def test_dataset_status_and_access_lists_are_shown_and_delisted_datasets_hidden_by_default(gateway: Gateway) -> None:
+    net, client = gateway.net, gateway.client
+    schema = unique_schema("statuses")
+    active, _ = list_toy(net, 47, schema=schema)
+    paused, paused_by = list_toy(net, 48, schema=schema)
+    delisted, delisted_by = list_toy(net, 49, schema=schema)
+    spec_hash = toy_spec().hash()
+    net.market.set_dataset_paused(paused_by, paused.dataset_id, True)
+    net.market.set_models_allowed(paused_by, paused.dataset_id, [spec_hash], True)
+    net.market.set_access_restrictions(paused_by, paused.dataset_id, consumers=True, models=True)
+    net.market.delist_dataset(delisted_by, delisted.dataset_id)
+    gateway.sync()
+    schema_hash = "0x" + schema.hash().hex()
+
+    def ids(*statuses: str) -> list[int]:
+        response = client.get("/api/datasets", params=[("schema_hash", schema_hash), *(("status", s) for s in statuses)])
+        assert response.status_code == 200, response.text
+        return [d["id"] for d in response.json()["items"]]
+
+    assert ids() == [paused.dataset_id, active.dataset_id]  # delisted datasets are hidden unless asked for
+    assert ids("paused") == [paused.dataset_id]
+    assert ids("active") == [active.dataset_id]
+    assert ids("delisted") == [delisted.dataset_id]
+    assert ids("active", "paused", "delisted") == [delisted.dataset_id, paused.dataset_id, active.dataset_id]
+    items = {d["id"]: d for d in client.get("/api/datasets", params=[("schema_hash", schema_hash), ("status", "paused"), ("status", "active")]).json()["items"]}
+    assert (items[active.dataset_id]["status"], items[active.dataset_id]["restricted"], items[active.dataset_id]["models_restricted"]) == ("active", False, False)
+    restricted = items[paused.dataset_id]
+    assert restricted["status"] == "paused" and restricted["restricted"] and restricted["allowed_consumers"] == []
+    assert restricted["models_restricted"] and restricted["allowed_models"] == ["0x" + spec_hash.hex()]
+    assert restricted["updated_block"] > restricted["listed_block"]
+    detail = client.get(f"/api/datasets/{delisted.dataset_id}").json()  # a delisted dataset's page still answers
+    assert detail["status"] == "delisted" and detail["remaining_epsilon"] == 10.0
+    response = client.get("/api/datasets", params={"status": "sold"})
+    assert response.status_code == 422 and "status" in response.json()["detail"]
+
+
+def test_a_cancelled_job_shows_its_refund_and_the_change_it_got(gateway: Gateway) -> None:
+    net, client = gateway.net, gateway.client
+    listed, provider = list_toy(net, 50, price=10**17)
+    consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
+    change = 3 * 10**15
+    created = consumer.create_job(
+        [listed.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=10**16, max_total_price=10**17 + 10**16 + change  # type: ignore[arg-type]
+    )
+    net.market.update_terms(provider, listed.dataset_id, toy_terms(price=4 * 10**17))  # later jobs pay more; this one keeps its price
+    consumer.cancel_job(created.job_id)
+    gateway.sync()
+    body = client.get(f"/api/jobs/{created.job_id}").json()
+    assert body["status"] == "cancelled" and body["refund_wei"] == str(created.escrow) == str(10**17 + 10**16)
+    assert body["prices_wei"] == [str(10**17)]
+    assert [(t["stage"], t["amount_wei"]) for t in body["timeline"]] == [("created", str(created.escrow)), ("cancelled", str(created.escrow))]
+    assert [(p["account"], p["reason"], p["amount_wei"]) for p in body["payments"]] == [
+        (consumer.account.address, "change", str(change)), (consumer.account.address, "refund", str(created.escrow)),
+    ]  # fmt: skip
+    assert created.job_id in [j["id"] for j in client.get("/api/jobs", params={"status": "cancelled", "dataset_id": listed.dataset_id}).json()["items"]]
+    payments = client.get("/api/payments", params={"account": consumer.account.address}).json()
+    assert payments["pending_wei"] == str(change + created.escrow) == str(net.market.pending_withdrawal(consumer.account.address))
+    detail = client.get(f"/api/datasets/{listed.dataset_id}").json()
+    assert [e["kind"] for e in detail["budget_history"]] == ["listed", "reserved", "terms_updated", "released"]
+    assert detail["price_wei"] == str(4 * 10**17) and detail["remaining_epsilon"] == detail["total_epsilon"] == 10.0
+
+
+def _deploy_stablecoin(chain: Chain, deployer: LocalAccount) -> Contract:
+    artifact = load_artifact("TestStablecoin", test=True)
+    factory = chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    address = chain.transact(deployer, factory.constructor(), name="deploy TestStablecoin").receipt["contractAddress"]  # type: ignore[arg-type]
+    assert address is not None
+    token: Contract = chain.w3.eth.contract(address=address, abi=artifact["abi"])
+    return token
+
+
+def test_a_token_market_in_an_emergency_stop_with_a_revoked_worker(tmp_path: Path) -> None:
+    chain = chain_mod.embedded()
+    minter = chain.new_account()
+    token = _deploy_stablecoin(chain, minter)
+    net = bring_up(chain, tmp_path / "net", payment_token=str(token.address))
+    gateway = make_gateway(net, tmp_path / "gateway")
+    try:
+        client = gateway.client
+        gateway.sync()
+        config = client.get("/api/config").json()
+        assert config["payment_token"] == {"address": token.address, "symbol": "tUSD", "decimals": 6}
+        assert client.get("/api/health").json()["market_paused"] is False
+
+        listed, _ = list_toy(net, 51, price=25 * 10**6)
+        consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
+        chain.transact(minter, token.functions.mint(consumer.account.address, 100 * 10**6))
+        created = consumer.create_job([listed.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=5 * 10**6)  # type: ignore[arg-type]
+        net.market.pause(net.governance)
+        net.registry.revoke_enclave(net.governance, net.worker.signer)
+        consumer.cancel_job(created.job_id)  # still possible in an emergency stop
+        gateway.sync()
+
+        assert client.get("/api/health").json()["market_paused"] is True
+        workers = {w["signer"]: w for w in client.get("/api/workers").json()}
+        trainer, key_manager = workers[net.worker.signer], workers[net.key_manager.signer]
+        assert trainer["revoked"] and not trainer["active"] and trainer["measurement_approved"] and trainer["revoked_block"] > trainer["registered_block"]
+        assert key_manager["active"] and not key_manager["revoked"]
+        job = client.get(f"/api/jobs/{created.job_id}").json()
+        assert job["status"] == "cancelled" and job["escrow_wei"] == job["refund_wei"] == str(30 * 10**6)
+        assert client.get("/api/payments", params={"account": consumer.account.address}).json()["pending_wei"] == str(30 * 10**6)
+
+        net.market.unpause(net.governance)
+        gateway.sync()
+        assert client.get("/api/health").json()["market_paused"] is False
+    finally:
+        gateway.client.close()
+        gateway.index.close()
+        net.close()

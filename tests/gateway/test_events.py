@@ -12,6 +12,11 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from marketplace.consumer import Consumer
+from marketplace.contracts import epsilon_units
+from marketplace.gateway.feed import event_of
+from oracle.index_db import ChainEvent
+from tests.conftest import toy_spec
 from tests.gateway.conftest import Gateway, list_toy
 
 Event = tuple[str, str | None, dict[str, Any]]
@@ -98,3 +103,35 @@ def test_closing_the_feed_ends_open_streams(gateway: Gateway) -> None:
         app.state.feed.close()
         rest = list(lines)  # ends: the server finished the response
     assert app.state.feed.open_streams == 0 and not any(line.startswith("event: dataset") for line in rest)
+
+
+def test_provider_changes_and_cancellations_are_pushed(gateway: Gateway) -> None:
+    net = gateway.net
+    gateway.sync()
+    with stream(gateway) as events:
+        wait_for(events, lambda e: e[0] == "block")
+        listed, provider = list_toy(net, 63, price=10**16)
+        consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
+        created = consumer.create_job([listed.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
+        net.market.set_dataset_paused(provider, listed.dataset_id, True)
+        net.market.top_up_budget(provider, listed.dataset_id, epsilon_units(1))
+        consumer.cancel_job(created.job_id)
+        gateway.sync()
+        for name in ("DatasetStatusChanged", "BudgetToppedUp", "EpsilonReleased"):
+            _, _, data = wait_for(events, lambda e, name=name: e[0] == "dataset" and e[2]["event"] == name)
+            assert data["dataset_id"] == listed.dataset_id, name
+        _, _, refund = wait_for(events, lambda e: e[0] == "payment" and e[2]["job_id"] == created.job_id)  # credited, then JobCancelled
+        assert refund["account"] == consumer.account.address and refund["amount_wei"] == str(created.escrow)
+        _, _, cancelled = wait_for(events, lambda e: e[0] == "job" and e[2]["stage"] == "cancelled")
+        assert cancelled["job_id"] == created.job_id and cancelled["event"] == "JobCancelled"
+
+
+def test_the_emergency_stop_is_a_market_event() -> None:
+    where = {"block": 9, "timestamp": 1, "tx_hash": "0x" + "ab" * 32, "log_index": 0, "contract": "0x" + "11" * 20}
+    governance = "0x" + "22" * 20
+    paused = event_of(ChainEvent(id=41, name="Paused", account=governance, data={"account": governance}, **where))
+    unpaused = event_of(ChainEvent(id=42, name="Unpaused", account=governance, data={"account": governance}, **where))
+    assert (paused.event, paused.id, paused.data["paused"], paused.data["account"]) == ("market", "41", True, governance)
+    assert (unpaused.event, unpaused.data["paused"]) == ("market", False)
+    revoked = event_of(ChainEvent(id=43, name="EnclaveRevoked", account=None, data={"signer": governance}, **where))
+    assert (revoked.event, revoked.data["signer"]) == ("worker", governance)

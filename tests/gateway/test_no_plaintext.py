@@ -93,7 +93,7 @@ def test_gateway_receives_and_stores_only_ciphertext_and_public_json(gateway: Ga
     consumer_key = X25519PrivateKey.generate()
     receipt = create_job_over_http(
         client, consumer, dataset_ids=[dataset["id"]], spec=toy_spec(epochs=1), consumer_key=keywrap.public_key_bytes(consumer_key),
-        price_wei=10**17, epsilon_units=EPSILON_SCALE,
+        max_total_price=10**17, epsilon_units=EPSILON_SCALE,
     )  # fmt: skip
     gateway.sync()
     (job,) = client.get("/api/jobs", params={"consumer": consumer.address}).json()["items"]

@@ -82,7 +82,7 @@ def test_sterling_up_serves_stops_and_resumes_with_its_state(tmp_path: Path) -> 
         consumer = Account.from_key(config["dev_accounts"][1]["private_key"])
         create_job_over_http(
             client, consumer, dataset_ids=[dataset["id"]], spec=toy_spec(epochs=1),
-            consumer_key=keywrap.public_key_bytes(X25519PrivateKey.generate()), price_wei=10**17, epsilon_units=EPSILON_SCALE,
+            consumer_key=keywrap.public_key_bytes(X25519PrivateKey.generate()), max_total_price=10**17, epsilon_units=EPSILON_SCALE,
         )  # fmt: skip
         job = wait_until(lambda: client.get("/api/jobs", params={"consumer": consumer.address}).json()["items"])[0]
         done = wait_until(lambda: client.get(f"/api/jobs/{job['id']}").json()["status"] == "completed", timeout=180)

@@ -94,7 +94,6 @@ def test_a_metrics_epsilon_that_leaves_none_for_training_is_refused_before_anyth
     job_id, _ = net.market.create_job(
         account, dataset_ids=[dataset_id], model_spec_hash=spec_hash, epsilon=epsilon_units(1.0), delta=delta_units(1e-5),
         consumer_key=bytes(32), worker_fee=0, claim_deadline=now + 3600, completion_deadline=now + 7200,  # type: ignore[arg-type]
-        value=net.market.price_of([dataset_id]),
     )
     with pytest.raises(InvalidModelSpec, match="leaves no ε for training"):
         net.worker.run_job(job_id)

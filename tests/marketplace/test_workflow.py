@@ -7,9 +7,11 @@ import hashlib
 import numpy as np
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from enclave_worker.trusted.receipt import Receipt, datasets_hash, sign_receipt
 from enclave_worker.trusted.training import predict
+from marketplace.chain import Wei
 from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE, JobStatus
 from marketplace.errors import (
@@ -23,7 +25,7 @@ from marketplace.provider import ListedDataset, list_dataset
 from tests.conftest import toy_package, toy_spec, toy_terms
 
 
-def _list(net: LocalNet, seed: int, **terms: object) -> tuple[ListedDataset, object]:
+def _list(net: LocalNet, seed: int, **terms: object) -> tuple[ListedDataset, LocalAccount]:
     provider = net.chain.new_account()
     listed = list_dataset(
         toy_package(200, seed),
@@ -51,6 +53,10 @@ def test_two_provider_job_settles_pays_and_debits_budgets(localnet: LocalNet) ->
     job = net.market.job(created.job_id)
     assert job.status is JobStatus.COMPLETED
     assert 0 < job.epsilon_spent <= EPSILON_SCALE
+    assert job.prices == (10**17, 2 * 10**17) and job.worker_fee == fee and job.escrow == created.escrow
+    assert job.enclave == net.worker.signer and job.operator == net.operator.address
+    result = net.market.result_submitted(created.job_id)
+    assert (result.model_hash, result.result_hash) == (outcome.receipt.model_hash, outcome.receipt.result_hash)
     assert [e["epoch"] for e in events if e.get("stage") == "training"] == [0, 1, 2, 3]
     # The same progress is on the worker's status board for the UI: stage, epoch and ε only.
     status = net.worker.status.get(created.job_id) if net.worker.status else None
@@ -156,8 +162,7 @@ def test_consumer_cannot_fetch_before_settlement_and_detects_a_swapped_result(lo
     with pytest.raises(JobNotReady):
         consumer.fetch_model(created.job_id)
     net.worker.run_job(created.job_id)
-    job = net.market.job(created.job_id)
-    stored = net.blobs.path(job.result_hash.hex())
+    stored = net.blobs.path(net.market.result_submitted(created.job_id).result_hash.hex())
     original = stored.read_bytes()
     stored.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     with pytest.raises(CiphertextTampered):
@@ -190,8 +195,8 @@ def test_jobs_that_cannot_run_are_refused_before_any_claim_or_key_release(localn
     now = net.chain.now()
     bogus, _ = net.market.create_job(
         consumer.account, dataset_ids=[listed.dataset_id], model_spec_hash=bogus_hash, epsilon=EPSILON_SCALE,
-        delta=10**13, consumer_key=consumer.public_key, worker_fee=0, claim_deadline=now + 3600,
-        completion_deadline=now + 7200, value=10**17,  # type: ignore[arg-type]
+        delta=10**13, consumer_key=consumer.public_key, worker_fee=Wei(0), claim_deadline=now + 3600,
+        completion_deadline=now + 7200,
     )
     with pytest.raises(InvalidModelSpec, match="architecture"):
         net.worker.run_job(bogus)

@@ -2,22 +2,38 @@
 
 A provider lists a dataset from the browser (the CSV is packaged and encrypted in the page), a
 consumer creates a job, watches it settle, downloads and decrypts the model in the page, and the
-provider withdraws. Screenshots of every page (desktop and phone widths) go to ``screenshots/``.
+provider withdraws. A provider pauses, resumes, tops up and reprices a dataset from its page while
+the consumer's job form follows (and refuses to pay a price that rose); a consumer cancels an
+open job and finds the refund in their account. Screenshots of every page (desktop and phone
+widths) go to ``screenshots/``.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from playwright.sync_api import Browser, Page, expect
 from safetensors.numpy import load as load_safetensors
 from sklearn.datasets import load_breast_cancer
 
+from marketplace.contracts import EPSILON_SCALE
+from marketplace.gateway_client import (
+    encode_market_call,
+    indexed_id,
+    list_dataset_over_http,
+    rpc,
+    send_transaction,
+)
+from tests.conftest import toy_package, toy_terms
 from tests.gateway.test_up import sterling_up, wait_until
 from tests.web.conftest import SCREENSHOTS
 
@@ -189,3 +205,126 @@ def test_errors_show_where_they_happen(up: httpx.Client, page: Page, tmp_path: P
     shoot(page, "list-a-dataset-error")
     page.goto(f"{base}/#/nowhere")
     expect(page.locator("h1")).to_have_text("Not found")
+
+
+def new_page(browser: Browser, errors: list[str], account: int, base: str) -> Page:
+    """A page in its own context (its own selected account), on the marketplace."""
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{base}/#/")
+    use_account(page, account)
+    return page
+
+
+def list_quickly(up: httpx.Client, provider: LocalAccount, seed: int, **terms: Any) -> int:
+    """A dataset listed the browser's way, from Python (the listing page itself is tested above); its indexed id."""
+    listing = list_dataset_over_http(up, provider, toy_package(150, seed), toy_terms(**terms))
+    dataset_id = indexed_id(listing.receipt, "DatasetListed")
+    wait_until(lambda: up.get(f"/api/datasets/{dataset_id}").status_code == 200, timeout=30)
+    return dataset_id
+
+
+def test_provider_pauses_tops_up_and_reprices_and_the_job_form_follows(up: httpx.Client, browser: Browser) -> None:
+    base = str(up.base_url)
+    accounts = [Account.from_key(a["private_key"]) for a in up.get("/api/config").json()["dev_accounts"]]
+    dataset_id = list_quickly(up, accounts[2], 81, price=10**17, total=10.0)
+    errors: list[str] = []
+    provider, consumer = new_page(browser, errors, 2, base), new_page(browser, errors, 1, base)
+
+    # The provider sees its controls and pauses the dataset.
+    provider.goto(f"{base}/#/datasets/{dataset_id}")
+    expect(provider.locator("#provider-panel")).to_be_visible()
+    expect(provider.locator("#dataset-badges")).to_contain_text("Active")
+    expect(provider.locator("#dataset-models")).to_have_text("any model spec")
+    provider.click("#pause-toggle")
+    expect(provider.locator("#manage-ok")).to_contain_text("Pause: done", timeout=60_000)
+    expect(provider.locator("#dataset-badges")).to_contain_text("Paused")
+    expect(provider.locator("#pause-toggle")).to_have_text("Resume")
+    shoot(provider, "dataset-provider-paused")
+
+    # Everyone else sees it paused: a badge in the marketplace, unavailable in the job form.
+    consumer.goto(f"{base}/#/")
+    expect(consumer.locator(f"[data-dataset-id='{dataset_id}']")).to_contain_text("Paused")
+    consumer.goto(f"{base}/#/jobs/new?datasets={dataset_id}")
+    expect(consumer.locator(f"[data-check='{dataset_id}']")).to_contain_text("paused by its provider")
+    expect(consumer.locator("#create-submit")).to_be_disabled()
+    shoot(consumer, "create-a-job-dataset-paused")
+    consumer.goto(f"{base}/#/datasets/{dataset_id}")
+    expect(consumer.locator("#dataset-badges")).to_contain_text("Paused")
+    expect(consumer.locator("#provider-panel")).to_be_hidden()
+
+    # Resumed and topped up: the remaining-budget bar shows the larger budget.
+    provider.click("#pause-toggle")
+    expect(provider.locator("#manage-ok")).to_contain_text("Resume: done", timeout=60_000)
+    expect(provider.locator("#budget")).to_contain_text("remaining 10.000")
+    provider.fill("#topup-amount", "5")
+    provider.click("#topup-submit")
+    expect(provider.locator("#manage-ok")).to_contain_text("Top up by 5.000 ε: done", timeout=60_000)
+    expect(provider.locator("#budget")).to_contain_text("remaining 15.000")
+    expect(provider.locator("#budget")).to_contain_text("of 15.000 ε")
+    expect(provider.locator("#dataset-total")).to_have_text("15.000")
+    assert up.get(f"/api/datasets/{dataset_id}").json()["remaining_epsilon"] == 15.0
+
+    # The consumer's form is ready at 0.1 + 0.01 ETH; meanwhile the provider raises the price.
+    consumer.goto(f"{base}/#/jobs/new?datasets={dataset_id}")
+    expect(consumer.locator(f"[data-check='{dataset_id}']")).to_contain_text("eligible")
+    consumer.fill("#epochs", "1")
+    consumer.fill("#hidden", "8")
+    expect(consumer.locator("#summary")).to_contain_text("0.11 ETH")
+    provider.fill("#new-price", "0.2")
+    provider.click("#price-submit")
+    expect(provider.locator("#manage-ok")).to_contain_text("Price set to 0.2 ETH: done", timeout=60_000)
+    expect(provider.locator("#dataset-price")).to_have_text("0.2 ETH")
+
+    # The job asks to pay at most what the form showed: the market refuses the higher price, nothing is paid.
+    consumer.click("#create-submit")
+    expect(consumer.locator("#job-error")).to_contain_text("The price went up", timeout=60_000)
+    expect(consumer.locator("#job-error")).to_contain_text("0.21 ETH, more than the 0.11 ETH you agreed to pay")
+    expect(consumer.locator("#summary")).to_contain_text("0.21 ETH")  # refreshed to the current price
+    shoot(consumer, "create-a-job-price-rose")
+    assert up.get("/api/jobs", params={"dataset_id": dataset_id}).json()["total"] == 0
+    consumer.click("#create-submit")
+    consumer.wait_for_selector("#job-link", timeout=60_000)
+    job_id = int(str(consumer.get_attribute("#job-link", "href")).rsplit("/", 1)[1])
+    job = up.get(f"/api/jobs/{job_id}").json()
+    assert job["prices_wei"] == [str(2 * 10**17)] and job["escrow_wei"] == str(21 * 10**16)
+    provider.context.close()
+    consumer.context.close()
+    assert not errors, errors
+
+
+def test_cancel_an_open_job_and_see_the_refund(up: httpx.Client, page: Page) -> None:
+    base = str(up.base_url)
+    config = up.get("/api/config").json()
+    accounts = [Account.from_key(a["private_key"]) for a in config["dev_accounts"]]
+    dataset_id = list_quickly(up, accounts[2], 82, price=10**17)
+    # A job whose model spec was never published: the worker refuses to claim it, so it stays open.
+    now = int(rpc(up, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+    request = ([dataset_id], os.urandom(32), EPSILON_SCALE, 10**13, os.urandom(32), 0, 10**17, now + 3600, now + 7200)
+    receipt = send_transaction(up, accounts[1], to=config["contracts"]["job_market"], data=encode_market_call("createJob", [request]), value=10**17)
+    job_id = indexed_id(receipt, "JobCreated")
+    wait_until(lambda: up.get(f"/api/jobs/{job_id}").status_code == 200, timeout=30)
+
+    page.goto(f"{base}/#/jobs/{job_id}")
+    use_account(page, 2)  # not the consumer: no cancel button
+    expect(page.locator("main h1")).to_contain_text("OPEN")
+    expect(page.locator("#cancel-job")).to_be_hidden()
+    use_account(page, 1)
+    expect(page.locator("#cancel-job")).to_be_visible()
+    shoot(page, "job-open-cancellable")
+    page.click("#cancel-job")
+    expect(page.locator("#cancel-ok")).to_be_visible(timeout=60_000)
+    expect(page.locator("main h1")).to_contain_text("CANCELLED")
+    expect(page.locator("#refund")).to_have_text("0.1 ETH")
+    expect(page.locator("li[data-stage=cancelled]")).to_contain_text("0.1 ETH refunded")
+    expect(page.locator("#cancel-job")).to_be_hidden()
+    shoot(page, "job-cancelled")
+    job = up.get(f"/api/jobs/{job_id}").json()
+    assert job["status"] == "cancelled" and job["refund_wei"] == str(10**17)
+    assert up.get(f"/api/datasets/{dataset_id}").json()["reserved_epsilon"] == 0
+
+    page.goto(f"{base}/#/account")
+    refund = page.locator("#payments tr[data-reason=refund]", has_text=f"#{job_id}")
+    expect(refund).to_have_count(1)
+    expect(refund).to_contain_text("0.1 ETH")
+    shoot(page, "account-refund")

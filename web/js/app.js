@@ -1,6 +1,6 @@
 // The single-page app: hash routes, the account selector, and live updates.
-import { subscribe } from "./api.js";
-import { esc } from "./format.js";
+import { getJSON, subscribe } from "./api.js";
+import { esc, setCurrency } from "./format.js";
 import * as wallet from "./wallet.js";
 
 const routes = [
@@ -49,6 +49,7 @@ async function setUpAccounts() {
   const status = document.getElementById("chain-status");
   try {
     const cfg = await wallet.loadConfig();
+    setCurrency(cfg.payment_token);
     const choices = await wallet.accountChoices();
     select.innerHTML = choices.map((c) => `<option value="${esc(c.value)}">${esc(c.label)}</option>`).join("") || `<option value="">no account</option>`;
     const current = wallet.selectedChoice();
@@ -61,11 +62,22 @@ async function setUpAccounts() {
     status.textContent = `chain ${cfg.chain_id}`;
     subscribe((type, data) => {
       if (type === "block" && data && data.indexed_block !== undefined) status.textContent = `chain ${cfg.chain_id} · block ${data.indexed_block}`;
+      if (type === "market" && data) showMarketPaused(Boolean(data.paused));
     });
+    getJSON("/api/health").then((h) => showMarketPaused(Boolean(h.market_paused))).catch(() => {});
   } catch (error) {
     status.textContent = "gateway unreachable";
     status.classList.add("bad");
   }
+}
+
+/** The market-wide emergency stop, as a banner above every page. */
+function showMarketPaused(paused) {
+  const banner = document.getElementById("market-banner");
+  banner.hidden = !paused;
+  banner.textContent = paused
+    ? "The market is in an emergency stop: no new listings, jobs, claims or settlements. Cancelling open jobs and withdrawing still work."
+    : "";
 }
 
 window.addEventListener("hashchange", route);

@@ -1,15 +1,36 @@
 // Small formatting and DOM helpers shared by the pages.
-import { formatEther } from "ethers";
+import { formatUnits, parseUnits } from "ethers";
+
+// The market's payment unit: the chain's native currency, or the ERC-20 in /api/config's
+// payment_token (set once by app.js before any page renders).
+let currency = { symbol: "ETH", decimals: 18, token: null };
+
+/** Use the market's payment unit for every amount shown or parsed from now on. */
+export function setCurrency(paymentToken) {
+  currency = paymentToken
+    ? { symbol: String(paymentToken.symbol || "tokens"), decimals: Number(paymentToken.decimals), token: paymentToken.address }
+    : { symbol: "ETH", decimals: 18, token: null };
+}
+
+/** The payment unit: {symbol, decimals, token} (token: the ERC-20's address, null for the native currency). */
+export function paymentUnit() {
+  return currency;
+}
 
 /** Escape text for HTML. */
 export function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
-/** Wei (decimal string or bigint) as ETH with up to 6 decimals. */
-export function eth(wei) {
-  const value = Number(formatEther(BigInt(wei ?? 0)));
-  return `${value.toLocaleString(undefined, { maximumFractionDigits: 6 })} ETH`;
+/** An amount in the payment unit's smallest denomination (decimal string or bigint), with up to 6 decimals and its symbol. */
+export function money(amount) {
+  const value = Number(formatUnits(BigInt(amount ?? 0), currency.decimals));
+  return `${value.toLocaleString(undefined, { maximumFractionDigits: 6 })} ${currency.symbol}`;
+}
+
+/** A decimal amount typed by the user (e.g. "0.5") in the payment unit's smallest denomination; throws if malformed. */
+export function parseMoney(text) {
+  return parseUnits(String(text || "0").trim() || "0", currency.decimals);
 }
 
 /** ε with 3 decimals. */
@@ -33,6 +54,18 @@ export function when(seconds) {
 /** A status chip. */
 export function chip(text, tone = "") {
   return `<span class="chip ${tone}">${esc(text)}</span>`;
+}
+
+/** Status badges of a dataset; an active one gets none unless ``showActive``. */
+export function statusBadges(d, { showActive = false } = {}) {
+  const badges = [];
+  if (d.status === "active" && showActive) badges.push(chip("Active", "ok"));
+  if (d.status === "paused") badges.push(chip("Paused", "warn"));
+  if (d.status === "delisted") badges.push(chip("Delisted", "bad"));
+  if (d.restricted) badges.push(chip(`restricted to ${d.allowed_consumers.length} buyer(s)`, "warn"));
+  if (d.models_restricted) badges.push(chip(`${d.allowed_models.length} approved model(s) only`, "warn"));
+  if (Number(d.remaining_epsilon) <= 0) badges.push(chip("budget exhausted", "bad"));
+  return badges.length ? `<div class="badges">${badges.join("")}</div>` : "";
 }
 
 export { fromHex as hexToBytes, toHex as bytesToHex } from "./crypto/bytes.js";

@@ -1,9 +1,18 @@
 // Accounts: an EIP-1193 wallet (MetaMask) when the browser has one; on a local development
 // chain, the chain's development accounts, signed locally and sent through the gateway's
 // JSON-RPC endpoint (which forwards reads and eth_sendRawTransaction only).
-import { BrowserProvider, Contract, JsonRpcProvider, Wallet } from "ethers";
+import { BrowserProvider, Contract, Interface, JsonRpcProvider, Wallet } from "ethers";
 import { ENCLAVE_REGISTRY_ABI, JOB_MARKET_ABI } from "./abi.js";
 import { getJSON } from "./api.js";
+import { money, paymentUnit } from "./format.js";
+
+const ERC20_ABI = [
+  "function allowance(address owner, address spender) view returns (uint256)",
+  "function approve(address spender, uint256 amount) returns (bool)",
+  "function balanceOf(address account) view returns (uint256)",
+];
+const DATASET_STATUS = ["active", "paused", "delisted"];
+const ERRORS = new Interface([...JOB_MARKET_ABI, ...ENCLAVE_REGISTRY_ABI].filter((item) => item.type === "error"));
 
 const STORAGE_KEY = "sterling.account";
 let config = null;
@@ -25,6 +34,9 @@ export async function reader() {
       staticNetwork: true,
       batchMaxCount: 1,
       pollingInterval: 500,
+      // No 250 ms answer cache: a local chain mines at once, and a cached "pending" nonce would
+      // give the second of two quick transactions (approve, then createJob) the first one's nonce.
+      cacheTimeout: -1,
     });
   }
   return readProvider;
@@ -103,14 +115,72 @@ export async function enclaveRegistry() {
   return new Contract(cfg.contracts.enclave_registry, ENCLAVE_REGISTRY_ABI, await reader());
 }
 
+/** The market's ERC-20 payment token (token mode only), connected to the signer (write) or the reader. */
+export async function paymentToken({ write = false } = {}) {
+  const unit = paymentUnit();
+  if (!unit.token) throw new Error("This market is paid in the chain's native currency, not a token.");
+  return new Contract(unit.token, ERC20_ABI, write ? await signer() : await reader());
+}
+
 /**
- * A readable message for a failed transaction: the contract's custom error with its arguments
- * when ethers could decode it, else the wallet's or node's message.
+ * The custom error a failed call or transaction reverted with, or null. ethers decodes it for
+ * contract calls; a transaction refused while its gas is estimated carries only the raw revert
+ * data, decoded here against the contracts' errors.
+ */
+export function revertOf(error) {
+  const revert = error?.revert || error?.info?.error?.revert;
+  if (revert?.name) return revert;
+  const data = [error?.data, error?.info?.error?.data, error?.error?.data].find((d) => typeof d === "string" && /^0x[0-9a-fA-F]{8}/.test(d));
+  if (!data) return null;
+  try {
+    const parsed = ERRORS.parseError(data);
+    return parsed ? { name: parsed.name, args: [...parsed.args] } : null;
+  } catch {
+    return null;
+  }
+}
+
+// What the user should understand from the contracts' errors that a person can cause and fix.
+const EXPLAIN = {
+  JobMarketPriceAboveLimit: ([required, max]) =>
+    `The price went up before your transaction was mined: this job now costs ${money(required)}, more than the ${money(max)} you agreed to pay. Nothing was charged; check the new total and create the job again.`,
+  JobMarketDatasetUnavailable: ([id, status]) => `Dataset #${id} is ${DATASET_STATUS[Number(status)] || "unavailable"} and accepts no new jobs.`,
+  JobMarketDatasetExpired: ([id]) => `Dataset #${id} has expired and accepts no new jobs.`,
+  JobMarketConsumerNotAllowed: ([id]) => `Dataset #${id} is offered only to an allow-list of buyers, and your account is not on it.`,
+  JobMarketModelNotAllowed: ([id]) => `Dataset #${id} accepts only model specs its provider approved, and this one is not among them.`,
+  JobMarketBudgetExhausted: ([id, requested, remaining]) => `Dataset #${id} has only ${Number(remaining) / 1e6} ε left, less than the ${Number(requested) / 1e6} ε asked for.`,
+  JobMarketInvalidJobStatus: ([id]) => `Job #${id} can no longer be changed this way (it was claimed, settled, expired or cancelled meanwhile).`,
+  JobMarketNotConsumer: ([id]) => `Only the consumer who created job #${id} can do this.`,
+  EnforcedPause: () => "The market is in an emergency stop: no new listings, jobs, claims or settlements until governance resumes it.",
+  DatasetRegistryNotProvider: ([id]) => `Only the provider of dataset #${id} can change it.`,
+  DatasetRegistryDelisted: ([id]) => `Dataset #${id} is delisted and can no longer be changed.`,
+  DatasetRegistryInvalidTerms: ([problem]) => `The terms were refused: ${TERMS_PROBLEMS[Number(problem)] || "they are invalid"}.`,
+  DatasetRegistryInvalidTopUp: () => "A top-up must add a positive amount of ε that keeps the budget within its limit.",
+};
+// IDatasetRegistry.TermsProblem, in order.
+const TERMS_PROBLEMS = [
+  "the content hash is zero",
+  "the ε per job must be positive",
+  "the ε per job cannot exceed the total budget",
+  "δ must be positive",
+  "the expiry date has passed (set a new one, or none)",
+  "the total budget cannot go below the ε already spent and reserved",
+  "the price is too high",
+];
+
+/**
+ * A readable message for a failed transaction: an explanation of the contract's custom error
+ * when it is one a user can act on, else the error with its arguments as ethers decoded it,
+ * else the wallet's or node's message.
  */
 export function describeTxError(error) {
-  const revert = error?.revert || error?.info?.error?.revert;
-  if (revert?.name) return `${revert.name}(${(revert.args || []).map(String).join(", ")})`;
+  const revert = revertOf(error);
+  if (revert) {
+    const args = [...(revert.args || [])];
+    const raw = `${revert.name}(${args.map(String).join(", ")})`;
+    return EXPLAIN[revert.name] ? `${EXPLAIN[revert.name](args)} [${raw}]` : raw;
+  }
   if (error?.code === "ACTION_REJECTED") return "You rejected the transaction in your wallet.";
-  if (error?.code === "INSUFFICIENT_FUNDS") return "The account has too little ETH for this transaction.";
+  if (error?.code === "INSUFFICIENT_FUNDS") return `The account has too little ${paymentUnit().token ? "ETH for gas" : "ETH"} for this transaction.`;
   return error?.shortMessage || error?.message || String(error);
 }

@@ -1,6 +1,7 @@
 // My account: balance, withdrawable earnings, withdraw, payment history.
+import { formatEther } from "ethers";
 import { getJSON, subscribe } from "../api.js";
-import { esc, eth, short } from "../format.js";
+import { esc, money, paymentUnit, short } from "../format.js";
 import * as wallet from "../wallet.js";
 
 export async function render(root) {
@@ -20,15 +21,22 @@ export async function render(root) {
   let busy = false;
 
   async function load() {
-    const [balance, payments] = await Promise.all([(await wallet.reader()).getBalance(me), getJSON(`/api/payments?account=${me}`)]);
+    const token = paymentUnit().token ? await wallet.paymentToken() : null;
+    const [balance, tokenBalance, payments] = await Promise.all([
+      (await wallet.reader()).getBalance(me),
+      token ? token.balanceOf(me) : null,
+      getJSON(`/api/payments?account=${me}`),
+    ]);
     const pending = BigInt(payments.pending_wei || "0");
+    const ether = `${Number(formatEther(balance)).toLocaleString(undefined, { maximumFractionDigits: 6 })} ETH`;
     root.querySelector("#details").innerHTML = `<dl class="kv"><dt>Address</dt><dd class="mono" id="my-address">${esc(me)}</dd>
-      <dt>Balance</dt><dd>${eth(balance)}</dd><dt>Withdrawable</dt><dd id="pending">${eth(pending)}</dd></dl>`;
-    button.textContent = `Withdraw ${eth(pending)}`;
+      ${token ? `<dt>Balance</dt><dd>${money(tokenBalance)} <span class="muted">(and ${ether} for gas)</span></dd>` : `<dt>Balance</dt><dd>${ether}</dd>`}
+      <dt>Withdrawable</dt><dd id="pending">${money(pending)}</dd></dl>`;
+    button.textContent = `Withdraw ${money(pending)}`;
     button.disabled = busy || pending === 0n;
     root.querySelector("#payments").innerHTML = payments.items.length
-      ? `<div class="table-wrap"><table><thead><tr><th>Kind</th><th>Job</th><th>Amount</th><th>Block</th><th>Transaction</th></tr></thead><tbody>
-        ${payments.items.map((p) => `<tr><td>${esc(p.kind)}</td><td>${p.job_id ? `<a href="#/jobs/${p.job_id}">#${p.job_id}</a>` : "—"}</td><td>${eth(p.amount_wei)}</td><td>${esc(p.block)}</td><td>${short(p.tx_hash)}</td></tr>`).join("")}
+      ? `<div class="table-wrap"><table><thead><tr><th>Kind</th><th>Reason</th><th>Job</th><th>Amount</th><th>Block</th><th>Transaction</th></tr></thead><tbody>
+        ${payments.items.map((p) => `<tr data-reason="${esc(p.reason || "")}"><td>${esc(p.kind)}</td><td>${esc(p.reason || "—")}</td><td>${p.job_id ? `<a href="#/jobs/${p.job_id}">#${p.job_id}</a>` : "—"}</td><td>${money(p.amount_wei)}</td><td>${esc(p.block)}</td><td>${short(p.tx_hash)}</td></tr>`).join("")}
         </tbody></table></div>`
       : `<p class="muted">No payments yet.</p>`;
   }

@@ -1,15 +1,19 @@
 // "Create a training job": pick datasets, a model and ε; eligibility and the total price are
-// checked live against each dataset's terms before anything is sent.
-import { parseUnits } from "ethers";
+// checked live against each dataset's status and terms before anything is sent. The total shown
+// is the job's price limit (createJob's maxTotalPrice): if a provider raises a price before the
+// transaction is mined, the market refuses the job instead of charging more.
 import { ApiError, getJSON, postJSON, waitForIndex } from "../api.js";
-import { bytesToHex, download, esc, eth, eps, short } from "../format.js";
+import { bytesToHex, download, esc, money, eps, parseMoney, paymentUnit, short } from "../format.js";
 import { newConsumerKey, rememberJobKey } from "../consumer-keys.js";
 import * as wallet from "../wallet.js";
+
+const DATASETS_PATH = "/api/datasets?limit=200&sort=-listed";
 
 export async function render(root) {
   const query = new URLSearchParams(location.hash.split("?")[1] || "");
   const preselected = new Set((query.get("datasets") || "").split(",").filter(Boolean));
-  const [{ items: datasets }, me] = await Promise.all([getJSON("/api/datasets?limit=200&sort=-listed"), wallet.address()]);
+  const [{ items: datasets }, me, health] = await Promise.all([getJSON(DATASETS_PATH), wallet.address(), getJSON("/api/health")]);
+  const unit = paymentUnit();
   root.innerHTML = `<h1>Create a training job</h1>
     <form class="stack panel" id="job-form" novalidate>
       <fieldset class="field"><legend><strong>Datasets</strong> (same schema)</legend>
@@ -19,7 +23,7 @@ export async function render(root) {
           ${datasets
             .map((d) => `<tr><td><input type="checkbox" name="dataset" value="${d.id}" id="ds-${d.id}" ${preselected.has(String(d.id)) ? "checked" : ""} aria-label="use dataset ${d.id}"></td>
             <td><label for="ds-${d.id}">#${d.id}</label> <span class="muted">${short("0x" + String(d.schema_hash).replace(/^0x/, ""), 4)}</span></td>
-            <td>${eth(d.price_wei)}</td><td>${eps(d.remaining_epsilon)}</td><td>${eps(d.max_epsilon_per_job)}</td><td data-check="${d.id}"></td></tr>`)
+            <td data-price="${d.id}">${money(d.price_wei)}</td><td>${eps(d.remaining_epsilon)}</td><td>${eps(d.max_epsilon_per_job)}</td><td data-check="${d.id}"></td></tr>`)
             .join("")}</tbody></table></div>`
             : `<p class="muted">No datasets are listed yet. <a href="#/list">List one</a>.</p>`
         }</fieldset>
@@ -40,7 +44,7 @@ export async function render(root) {
       <div class="row">
         <div class="field"><label for="epsilon">ε (privacy budget)</label><input id="epsilon" name="epsilon" type="number" min="0" step="any" value="1"></div>
         <div class="field"><label for="delta">δ</label><input id="delta" name="delta" type="number" min="0" step="any" value="0.00001"></div>
-        <div class="field"><label for="fee">Worker fee (ETH)</label><input id="fee" name="worker_fee" type="number" min="0" step="any" value="0.01"></div>
+        <div class="field"><label for="fee">Worker fee (${esc(unit.symbol)})</label><input id="fee" name="worker_fee" type="number" min="0" step="any" value="0.01"></div>
       </div>
       <fieldset class="field"><legend><strong>Released statistics</strong> (optional, DP — their ε comes out of the job's ε)</legend>
         <label><input type="checkbox" name="private_metrics" value="class_counts"> class counts</label>
@@ -51,20 +55,33 @@ export async function render(root) {
       </fieldset>
       <div id="summary" class="panel" aria-live="polite"></div>
       <span class="error" id="spec-error" role="alert"></span>
-      <div><button type="submit" id="create-submit">Create job and pay</button></div>
+      <div><button type="submit" id="create-submit">${unit.token ? "Approve and create the job" : "Create job and pay"}</button></div>
       <div id="job-outcome" aria-live="polite"></div>
     </form>`;
   const form = root.querySelector("#job-form");
   const byId = new Map(datasets.map((d) => [String(d.id), d]));
-  form.addEventListener("input", () => check(form, root, byId, me));
-  form.addEventListener("change", () => check(form, root, byId, me));
-  check(form, root, byId, me);
+  const context = { byId, me, marketPaused: Boolean(health.market_paused) };
+  form.addEventListener("input", () => check(form, root, context));
+  form.addEventListener("change", () => check(form, root, context));
+  check(form, root, context);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const state = check(form, root, byId, me);
+    const state = check(form, root, context);
     if (!state.ok) return;
-    await submit(form, root, state);
+    const refused = await submit(form, root, state);
+    if (refused) await refresh(form, root, context);
   });
+}
+
+/** Reload the datasets' current terms (after the market refused a stale price) and check again. */
+async function refresh(form, root, context) {
+  const { items } = await getJSON(DATASETS_PATH);
+  for (const d of items) {
+    context.byId.set(String(d.id), d);
+    const cell = root.querySelector(`[data-price="${d.id}"]`);
+    if (cell) cell.textContent = money(d.price_wei);
+  }
+  check(form, root, context);
 }
 
 function numbers(text) {
@@ -95,8 +112,10 @@ function spec(form) {
   return s;
 }
 
+const UNAVAILABLE = { paused: "paused by its provider", delisted: "delisted" };
+
 /** Live eligibility of each chosen dataset and the total price; returns what submit needs. */
-function check(form, root, byId, me) {
+function check(form, root, { byId, me, marketPaused }) {
   const data = new FormData(form);
   const chosen = data.getAll("dataset").map((id) => byId.get(String(id)));
   const epsilon = Number(data.get("epsilon"));
@@ -105,7 +124,7 @@ function check(form, root, byId, me) {
   let fee = 0n;
   const problems = [];
   try {
-    fee = parseUnits(String(data.get("worker_fee") || "0"), "ether");
+    fee = parseMoney(data.get("worker_fee"));
   } catch {
     problems.push("The worker fee is not a number.");
   }
@@ -119,29 +138,38 @@ function check(form, root, byId, me) {
   root.querySelectorAll("[data-check]").forEach((cell) => (cell.innerHTML = ""));
   for (const d of chosen) {
     const reasons = [];
+    if (d.status !== "active") reasons.push(UNAVAILABLE[d.status] || d.status);
     if (d.schema_hash !== schema) reasons.push("different schema");
     if (epsilon > d.max_epsilon_per_job + 1e-12) reasons.push(`ε above ${eps(d.max_epsilon_per_job)}`);
     if (epsilon > d.remaining_epsilon + 1e-12) reasons.push(`only ${eps(d.remaining_epsilon)} ε left`);
     if (delta > Number(d.max_delta)) reasons.push(`δ above ${d.max_delta}`);
     if (d.expiry && Number(d.expiry) < now) reasons.push("expired");
-    if (d.allowed_consumers && d.allowed_consumers.length && !(me && d.allowed_consumers.map((a) => a.toLowerCase()).includes(me.toLowerCase()))) reasons.push("not offered to you");
+    if (d.restricted && !(me && d.allowed_consumers.map((a) => a.toLowerCase()).includes(me.toLowerCase()))) reasons.push("not offered to you");
     const cell = root.querySelector(`[data-check="${d.id}"]`);
-    cell.innerHTML = reasons.length ? `<span class="ineligible">✗ ${esc(reasons.join(", "))}</span>` : `<span class="eligible">✓ eligible</span>`;
+    const note = d.models_restricted ? ` <span class="muted">(approved model specs only)</span>` : "";
+    cell.innerHTML = reasons.length ? `<span class="ineligible">✗ ${esc(reasons.join(", "))}</span>` : `<span class="eligible">✓ eligible</span>${note}`;
     if (reasons.length) problems.push(`Dataset #${d.id}: ${reasons.join(", ")}.`);
     total += BigInt(d.price_wei);
   }
   if (!chosen.length) problems.push("Choose at least one dataset.");
   if (chosen.length > 16) problems.push("At most 16 datasets per job.");
-  root.querySelector("#summary").innerHTML = `<strong>Total to escrow: ${eth(total)}</strong> <span class="muted">(${chosen.length} dataset${chosen.length === 1 ? "" : "s"} + worker fee ${eth(fee)})</span>
+  if (marketPaused) problems.push("The market is in an emergency stop and accepts no new jobs.");
+  root.querySelector("#summary").innerHTML = `<strong id="total">Total to escrow: ${money(total)}</strong> <span class="muted">(${chosen.length} dataset${chosen.length === 1 ? "" : "s"} + worker fee ${money(fee)}; the most this job can cost you)</span>
     ${problems.length ? `<ul class="error">${problems.map((p) => `<li>${esc(p)}</li>`).join("")}</ul>` : `<p class="eligible">Every dataset accepts this job.</p>`}`;
   root.querySelector("#create-submit").disabled = problems.length > 0;
   return { ok: problems.length === 0, chosen, epsilon, delta, fee, total };
 }
 
+/**
+ * Publish the spec and create the job with ``maxTotalPrice`` = the total shown. Native currency:
+ * that total is sent with the transaction. Token: the market is approved for it first, then the
+ * job is created; both steps are shown. Returns true when the market refused a stale price.
+ */
 async function submit(form, root, state) {
   const outcome = root.querySelector("#job-outcome");
   const specError = root.querySelector("#spec-error");
   const button = root.querySelector("#create-submit");
+  const unit = paymentUnit();
   specError.textContent = "";
   button.disabled = true;
   outcome.innerHTML = `<p class="muted">Checking the model spec…</p>`;
@@ -153,38 +181,73 @@ async function submit(form, root, state) {
       if (error instanceof ApiError) {
         specError.textContent = `The model spec is not valid: ${error.message}`;
         outcome.innerHTML = "";
-        return;
+        return false;
       }
       throw error;
     }
+    const specHash = "0x" + stored.sha256;
+    const refusing = state.chosen.filter((d) => d.models_restricted && !d.allowed_models.map((m) => m.toLowerCase()).includes(specHash.toLowerCase()));
+    if (refusing.length) {
+      specError.textContent = `${refusing.map((d) => `Dataset #${d.id}`).join(", ")} accept${refusing.length === 1 ? "s" : ""} only model specs their provider approved, and this one (${specHash.slice(0, 10)}…) is not among them.`;
+      outcome.innerHTML = "";
+      return false;
+    }
     const key = await newConsumerKey();
-    outcome.innerHTML = `<p class="muted">Sending the job with ${eth(state.total)} in escrow…</p>`;
     const market = await wallet.jobMarket({ write: true });
     const head = await (await wallet.reader()).getBlock("latest");
     const now = BigInt(head.timestamp);
-    const tx = await market.createJob(
-      state.chosen.map((d) => BigInt(d.id)),
-      "0x" + stored.sha256,
-      BigInt(Math.round(state.epsilon * 1e6)),
-      BigInt(Math.round(state.delta * 1e18)),
-      "0x" + bytesToHex(key.publicKey),
-      state.fee,
-      now + 3600n,
-      now + 6n * 3600n,
-      { value: state.total },
-    );
+    const request = {
+      datasetIds: state.chosen.map((d) => BigInt(d.id)),
+      modelSpecHash: specHash,
+      epsilon: BigInt(Math.round(state.epsilon * 1e6)),
+      delta: BigInt(Math.round(state.delta * 1e18)),
+      consumerKey: "0x" + bytesToHex(key.publicKey),
+      workerFee: state.fee,
+      maxTotalPrice: state.total,
+      claimDeadline: now + 3600n,
+      completionDeadline: now + 6n * 3600n,
+    };
+    let tx;
+    if (unit.token) {
+      outcome.innerHTML = `<ol class="steps" id="pay-steps">
+        <li data-step="approve" class="current"><span class="dot"></span><span>Approve the market to take ${money(state.total)}</span></li>
+        <li data-step="create"><span class="dot"></span><span>Create the job (the market takes what it costs, at most ${money(state.total)})</span></li></ol>`;
+      const step = (name, cls) => (outcome.querySelector(`[data-step="${name}"]`).className = cls);
+      try {
+        const token = await wallet.paymentToken({ write: true });
+        const owner = await (await wallet.signer()).getAddress();
+        if ((await token.allowance(owner, await market.getAddress())) < state.total) {
+          await (await token.approve(await market.getAddress(), state.total)).wait();
+        }
+        step("approve", "done");
+        step("create", "current");
+        tx = await market.createJob(request);
+      } catch (error) {
+        outcome.querySelector("li.current")?.classList.replace("current", "failed");
+        throw error;
+      }
+    } else {
+      outcome.innerHTML = `<p class="muted">Sending the job with ${money(state.total)} in escrow…</p>`;
+      tx = await market.createJob(request, { value: state.total });
+    }
     const receipt = await tx.wait();
     const event = receipt.logs.map((l) => { try { return market.interface.parseLog(l); } catch { return null; } }).find((e) => e && e.name === "JobCreated");
     const jobId = event.args.jobId.toString();
     rememberJobKey(jobId, key);
     await waitForIndex(receipt.blockNumber);
-    outcome.innerHTML = `<div class="ok-box" role="status">Job <a id="job-link" href="#/jobs/${jobId}">#${jobId}</a> created in ${short(tx.hash)}.
+    outcome.querySelector('[data-step="create"]')?.classList.replace("current", "done");
+    const steps = outcome.querySelector("#pay-steps");
+    outcome.innerHTML = `${steps ? steps.outerHTML : ""}<div class="ok-box" role="status">Job <a id="job-link" href="#/jobs/${jobId}">#${jobId}</a> created in ${short(tx.hash)}.
       Your model will be encrypted to a key that stays in this browser. <button type="button" class="secondary" id="save-key">Save the key to a file</button></div>`;
     root.querySelector("#save-key").addEventListener("click", () =>
       download(new TextEncoder().encode(JSON.stringify({ job_id: jobId, public_key: bytesToHex(key.publicKey), private_key: bytesToHex(key.privateKey) })), `sterling-job-${jobId}-key.json`, "application/json"),
     );
+    return false;
   } catch (error) {
-    outcome.innerHTML = `<div class="error-box" role="alert">${esc(wallet.describeTxError(error))}</div>`;
+    const box = `<div class="error-box" role="alert" id="job-error">${esc(wallet.describeTxError(error))}</div>`;
+    const steps = outcome.querySelector("#pay-steps");
+    outcome.innerHTML = (steps ? steps.outerHTML : "") + box;
+    return wallet.revertOf(error)?.name === "JobMarketPriceAboveLimit";
   } finally {
     button.disabled = false;
   }

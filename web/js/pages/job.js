@@ -1,31 +1,70 @@
-// Job detail: a live timeline (created → claimed → training with progress → settled), ε spent,
-// payments, released statistics, and the model downloaded and decrypted in this browser.
-import { getBytes, getJSON, subscribe } from "../api.js";
+// Job detail: a live timeline (created → claimed → training with progress → settled, or expired
+// or cancelled), ε spent, payments, released statistics, the consumer's "Cancel job" while it is
+// open, and the model downloaded and decrypted in this browser.
+import { getBytes, getJSON, subscribe, waitForIndex } from "../api.js";
 import { epsilonProgress } from "../charts.js";
 import { consumerKeyFor, importKeyFile, openModel } from "../consumer-keys.js";
-import { chip, download, esc, eps, eth, short, when } from "../format.js";
+import { chip, download, esc, eps, money, short, when } from "../format.js";
 import * as wallet from "../wallet.js";
 
+const TONES = { COMPLETED: "ok", EXPIRED: "bad", CANCELLED: "bad" };
+
 export async function render(root, [id]) {
+  // A static shell: live updates re-render the job, never the cancel button's message.
+  root.innerHTML = `<div id="job-head"><p class="muted">Loading…</p></div>
+    <div class="panel" id="cancel-panel" hidden><h2>Cancel</h2>
+      <p class="muted">While no worker has claimed the job, cancelling releases the reserved ε and credits the whole escrow back to you (withdraw it from <a href="#/account">My account</a>).</p>
+      <button type="button" id="cancel-job">Cancel job</button><div id="cancel-status" aria-live="polite"></div></div>
+    <div id="job-view"></div>`;
+  const head = root.querySelector("#job-head");
+  const view = root.querySelector("#job-view");
+  const cancelPanel = root.querySelector("#cancel-panel");
+  const cancelButton = root.querySelector("#cancel-job");
+  const cancelStatus = root.querySelector("#cancel-status");
+  let busy = false;
+
   async function load() {
-    const job = await getJSON(`/api/jobs/${id}`);
+    const [job, me] = await Promise.all([getJSON(`/api/jobs/${id}`), wallet.address()]);
     job.status = String(job.status).toUpperCase();
     const stages = timeline(job);
-    root.innerHTML = `<h1>Job #${job.id} ${chip(job.status, job.status === "COMPLETED" ? "ok" : job.status === "EXPIRED" ? "bad" : "warn")}</h1>
-      <div class="panel"><h2>Timeline</h2><ol class="steps" id="timeline">${stages
+    const cancellable = job.status === "OPEN" && Boolean(me && me.toLowerCase() === String(job.consumer).toLowerCase());
+    cancelPanel.hidden = !cancellable && !cancelStatus.hasChildNodes(); // the outcome of a cancellation stays in view
+    cancelButton.hidden = !cancellable;
+    cancelButton.disabled = busy;
+    head.innerHTML = `<h1>Job #${job.id} ${chip(job.status, TONES[job.status] || "warn")}</h1>`;
+    view.innerHTML = `<div class="panel"><h2>Timeline</h2><ol class="steps" id="timeline">${stages
         .map((s) => `<li class="${s.state}" data-stage="${s.key}"><span class="dot"></span><span><strong>${esc(s.title)}</strong> ${s.detail ? `<span class="muted">${s.detail}</span>` : ""}</span></li>`)
         .join("")}</ol>${trainingBar(job)}</div>
       <div class="panel"><h2>Privacy</h2><dl class="kv">
         <dt>ε target</dt><dd>${eps(job.epsilon)}</dd><dt>δ</dt><dd>${esc(job.delta)}</dd>
         <dt>ε spent</dt><dd id="eps-spent">${job.status === "COMPLETED" ? eps(job.epsilon_spent) : "—"}</dd></dl>
         ${job.status === "COMPLETED" ? epsilonProgress(job.epsilon_spent, job.epsilon) : ""}${metrics(job.metrics)}</div>
-      <div class="panel"><h2>Payment</h2><dl class="kv"><dt>Escrow</dt><dd>${eth(job.escrow_wei)}</dd><dt>Worker fee</dt><dd>${eth(job.worker_fee_wei)}</dd>
-        <dt>Datasets</dt><dd>${job.dataset_ids.map((d) => `<a href="#/datasets/${d}">#${d}</a>`).join(", ")}</dd>
+      <div class="panel"><h2>Payment</h2><dl class="kv"><dt>Escrow</dt><dd>${money(job.escrow_wei)}</dd><dt>Worker fee</dt><dd>${money(job.worker_fee_wei)}</dd>
+        <dt>Datasets</dt><dd>${job.dataset_ids.map((d, i) => `<a href="#/datasets/${d}">#${d}</a> at ${money((job.prices_wei || [])[i] ?? 0)}`).join(", ")}</dd>
+        ${job.refund_wei !== null && job.refund_wei !== undefined ? `<dt>Refunded</dt><dd id="refund">${money(job.refund_wei)}</dd>` : ""}
         <dt>Consumer</dt><dd>${short(job.consumer)}</dd><dt>Enclave</dt><dd>${job.enclave && !/^0x0+$/.test(job.enclave) ? short(job.enclave) : "—"}</dd></dl>
-        ${job.payments && job.payments.length ? `<h3>Paid out</h3><ul>${job.payments.map((p) => `<li>${short(p.account)}: ${eth(p.amount_wei)}</li>`).join("")}</ul>` : ""}</div>
+        ${job.payments && job.payments.length ? `<h3>Credited</h3><ul>${job.payments.map((p) => `<li>${short(p.account)}: ${money(p.amount_wei)} <span class="muted">(${esc(p.reason)})</span></li>`).join("")}</ul>` : ""}</div>
       <div class="panel"><h2>Model</h2>${resultSection(job)}</div>`;
-    wireDownload(root, job);
+    wireDownload(view, job);
   }
+
+  cancelButton.addEventListener("click", async () => {
+    busy = true;
+    cancelButton.disabled = true;
+    cancelStatus.innerHTML = `<p class="muted">Sending the cancellation…</p>`;
+    try {
+      const market = await wallet.jobMarket({ write: true });
+      const tx = await market.cancelJob(BigInt(id));
+      const receipt = await tx.wait();
+      await waitForIndex(receipt.blockNumber);
+      cancelStatus.innerHTML = `<div class="ok-box" role="status" id="cancel-ok">Cancelled in transaction ${short(tx.hash)}; the escrow was credited back to you.</div>`;
+    } catch (error) {
+      cancelStatus.innerHTML = `<div class="error-box" role="alert">${esc(wallet.describeTxError(error))}</div>`;
+    } finally {
+      busy = false;
+      await load().catch(() => {});
+    }
+  });
   await load();
   return subscribe((type, data) => {
     if ((type === "job" || type === "progress") && (!data || data.job_id === undefined || String(data.job_id) === String(id) || String(data.id) === String(id))) {
@@ -51,6 +90,10 @@ function timeline(job) {
     { key: "settled", title: "Settled: receipt verified on-chain, providers and worker paid", detail: at(by.settled), state: job.status === "COMPLETED" ? "done" : "" },
   ];
   if (job.status === "EXPIRED") stages.push({ key: "expired", title: "Expired: escrow refunded", detail: at(by.expired), state: "failed" });
+  if (job.status === "CANCELLED") {
+    // Cancelled before any claim: the later stages never happen.
+    return [stages[0], { key: "cancelled", title: `Cancelled by the consumer: ${money(job.refund_wei)} refunded`, detail: at(by.cancelled), state: "failed" }];
+  }
   return stages;
 }
 
@@ -101,9 +144,10 @@ function wireDownload(root, job) {
       const file = root.querySelector("#key-file")?.files?.[0];
       if (!key && file) key = await importKeyFile(file, job);
       if (!key) throw new Error("This browser does not hold the job's key: choose your key file.");
+      const modelHash = await receiptModelHash(job);
       const sealed = await getBytes(`/api/jobs/${job.id}/result`);
       const cfg = await wallet.loadConfig();
-      const weights = await openModel(sealed, key, { chainId: cfg.chain_id, market: cfg.contracts.job_market, jobId: job.id, modelHash: job.model_hash });
+      const weights = await openModel(sealed, key, { chainId: cfg.chain_id, market: cfg.contracts.job_market, jobId: job.id, modelHash });
       download(weights, `sterling-job-${job.id}-model.safetensors`);
       status.innerHTML = `<div class="ok-box" role="status" id="model-ok">Decrypted ${weights.length.toLocaleString()} bytes; their SHA-256 matches the receipt's model hash.</div>`;
     } catch (error) {
@@ -112,4 +156,21 @@ function wireDownload(root, job) {
       button.disabled = false;
     }
   });
+}
+
+/**
+ * The model hash the job's receipt committed to, from its ResultSubmitted log read through the
+ * chain (in the block the gateway says it settled in), so an untrusted gateway cannot swap it.
+ */
+async function receiptModelHash(job) {
+  const settled = (job.timeline || []).find((e) => e.stage === "settled");
+  if (!settled) throw new Error(`Job #${job.id} has no settlement yet.`);
+  const market = await wallet.jobMarket();
+  const logs = await market.queryFilter(market.filters.ResultSubmitted(BigInt(job.id)), settled.block, settled.block);
+  if (!logs.length) throw new Error(`The chain has no ResultSubmitted for job #${job.id} in block ${settled.block}.`);
+  const onChain = String(logs[logs.length - 1].args.modelHash).toLowerCase();
+  if (job.model_hash && onChain !== String(job.model_hash).toLowerCase()) {
+    throw new Error("The gateway's model hash differs from the one the receipt committed to on-chain; refusing to trust it.");
+  }
+  return onChain;
 }

@@ -1,9 +1,9 @@
 // Jobs: every job, newest first; "mine" for the selected account.
 import { getJSON, subscribe } from "../api.js";
-import { chip, esc, eps, eth, short } from "../format.js";
+import { chip, esc, eps, money, short } from "../format.js";
 import * as wallet from "../wallet.js";
 
-const TONES = { OPEN: "warn", CLAIMED: "warn", COMPLETED: "ok", EXPIRED: "bad" };
+const TONES = { OPEN: "warn", CLAIMED: "warn", COMPLETED: "ok", EXPIRED: "bad", CANCELLED: "bad" };
 
 export async function render(root) {
   root.innerHTML = `<h1>Training jobs</h1>
@@ -25,7 +25,7 @@ export async function render(root) {
         ${items
           .map((j) => `<tr><td><a href="#/jobs/${j.id}">#${j.id}</a></td><td>${chip(j.status, TONES[j.status] || "")}</td>
             <td>${j.dataset_ids.map((d) => `<a href="#/datasets/${d}">#${d}</a>`).join(", ")}</td><td>${eps(j.epsilon)}</td>
-            <td>${j.status === "COMPLETED" ? eps(j.epsilon_spent) : "—"}</td><td>${eth(j.escrow_wei)}</td><td>${short(j.consumer)}</td></tr>`)
+            <td>${j.status === "COMPLETED" ? eps(j.epsilon_spent) : "—"}</td><td>${money(j.escrow_wei)}</td><td>${short(j.consumer)}</td></tr>`)
           .join("")}</tbody></table></div>`
       : `<p class="muted">No jobs yet.</p>`;
   }

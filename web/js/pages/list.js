@@ -1,8 +1,7 @@
 // "List a dataset": the CSV is packaged and encrypted in this browser; only ciphertext, the
 // public schema and the key wrapped to the key manager's attested key leave the machine.
-import { parseUnits } from "ethers";
 import { postJSON, uploadBlob, waitForIndex } from "../api.js";
-import { bytesToHex, esc, hexToBytes, short } from "../format.js";
+import { bytesToHex, esc, hexToBytes, parseMoney, paymentUnit, short } from "../format.js";
 import { encryptForListing, readCsvDataset, readCsvHeader } from "../listing-flow.js";
 import * as wallet from "../wallet.js";
 
@@ -27,7 +26,7 @@ export async function render(root) {
         <select id="label-column" name="label_column" required disabled aria-describedby="label-error"><option value="">choose a file first</option></select>
         <span class="error" id="label-error" role="alert"></span></div>
       <div class="row">
-        <div class="field"><label for="price">Price per job (ETH)</label><input id="price" name="price" type="number" min="0" step="any" value="0.1" required></div>
+        <div class="field"><label for="price">Price per job (${esc(paymentUnit().symbol)})</label><input id="price" name="price" type="number" min="0" step="any" value="0.1" required></div>
         <div class="field"><label for="max-eps">Max. ε per job</label><input id="max-eps" name="max_epsilon" type="number" min="0.000001" step="any" value="2" required></div>
         <div class="field"><label for="total-eps">Total ε budget</label><input id="total-eps" name="total_epsilon" type="number" min="0.000001" step="any" value="10" required></div>
         <div class="field"><label for="max-delta">Max. δ per job</label><input id="max-delta" name="max_delta" type="number" min="0" step="any" value="0.0001" required></div>
@@ -35,6 +34,8 @@ export async function render(root) {
       <div class="field"><label for="expiry">Expires on (optional)</label><input id="expiry" name="expiry" type="date"></div>
       <div class="field"><label for="allowed">Only these buyers (optional, one address per line)</label>
         <textarea id="allowed" name="allowed" rows="2" placeholder="0x…"></textarea></div>
+      <div class="field"><label for="allowed-models">Only these model specs (optional, one spec hash per line)</label>
+        <textarea id="allowed-models" name="allowed_models" rows="2" placeholder="0x… (the sha256 POST /api/specs returns)"></textarea></div>
       <span class="error" id="terms-error" role="alert"></span>
       <div><button type="submit" id="list-submit">Encrypt and list</button></div>
     </form>
@@ -99,13 +100,17 @@ function readTerms(form, root) {
     if (expiry && expiry * 1000 < Date.now()) throw new Error("The expiry date has passed.");
     const allowed = String(data.get("allowed") || "").split(/\s+/).filter(Boolean);
     for (const a of allowed) if (!/^0x[0-9a-fA-F]{40}$/.test(a)) throw new Error(`Not an address: ${a}`);
+    const models = String(data.get("allowed_models") || "").split(/\s+/).filter(Boolean).map((m) => (m.startsWith("0x") ? m : `0x${m}`));
+    for (const m of models) if (!/^0x[0-9a-fA-F]{64}$/.test(m)) throw new Error(`Not a model spec hash: ${m}`);
+    if (allowed.length > 64 || models.length > 64) throw new Error("At most 64 buyers and 64 model specs.");
     return {
-      pricePerJob: parseUnits(String(data.get("price") || "0"), "ether"),
+      pricePerJob: parseMoney(data.get("price")),
       maxEpsilonPerJob: BigInt(Math.round(maxEps * 1e6)),
       totalEpsilonBudget: BigInt(Math.round(totalEps * 1e6)),
       maxDelta: BigInt(Math.round(maxDelta * 1e18)),
       expiry: BigInt(expiry),
       allowed,
+      models,
     };
   } catch (e) {
     error.textContent = e.shortMessage || e.message;
@@ -156,6 +161,7 @@ async function listDataset(root, file, labelColumn, terms) {
       "sterling-blob:",
       [terms.pricePerJob, terms.maxEpsilonPerJob, terms.totalEpsilonBudget, terms.maxDelta, terms.expiry],
       terms.allowed,
+      terms.models,
     );
     const receipt = await tx.wait();
     const event = receipt.logs.map((l) => safeParse(market, l)).find((e) => e && e.name === "DatasetListed");

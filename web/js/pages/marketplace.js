@@ -1,7 +1,16 @@
-// The marketplace: datasets with price and a remaining-budget bar, filtered and sorted.
+// The marketplace: datasets with price and a remaining-budget bar, filtered by status and more, sorted.
 import { getJSON, subscribe } from "../api.js";
 import { budgetBar } from "../charts.js";
-import { esc, eth, eps, short } from "../format.js";
+import { esc, money, eps, short, statusBadges } from "../format.js";
+
+// The status filter's choices and the statuses each asks the gateway for ("" is its default: not delisted).
+const STATUS_CHOICES = [
+  ["", "Active and paused", []],
+  ["active", "Active only", ["active"]],
+  ["paused", "Paused", ["paused"]],
+  ["delisted", "Delisted", ["delisted"]],
+  ["all", "All, with delisted", ["active", "paused", "delisted"]],
+];
 
 export async function render(root) {
   root.innerHTML = `
@@ -15,6 +24,8 @@ export async function render(root) {
         </select></div>
       <div class="field"><label for="min-eps">Min. ε remaining</label><input id="min-eps" name="min_remaining_epsilon" type="number" min="0" step="0.1" placeholder="any"></div>
       <div class="field"><label for="schema">Schema hash</label><input id="schema" name="schema_hash" type="text" placeholder="any" autocomplete="off"></div>
+      <div class="field"><label for="status-filter">Status</label>
+        <select id="status-filter" name="status">${STATUS_CHOICES.map(([v, label]) => `<option value="${v}">${esc(label)}</option>`).join("")}</select></div>
     </form>
     <div id="results" aria-live="polite"></div>`;
   const form = root.querySelector("#filters");
@@ -22,7 +33,12 @@ export async function render(root) {
 
   async function load() {
     const params = new URLSearchParams();
-    for (const [k, v] of new FormData(form)) if (String(v).trim()) params.set(k, String(v).trim().replace(/^0x/, ""));
+    for (const [k, v] of new FormData(form)) {
+      if (k === "status") continue;
+      if (String(v).trim()) params.set(k, String(v).trim().replace(/^0x/, ""));
+    }
+    const statuses = STATUS_CHOICES.find(([v]) => v === form.elements.status.value)?.[2] || [];
+    for (const status of statuses) params.append("status", status);
     params.set("limit", "100");
     try {
       const { items, total } = await getJSON(`/api/datasets?${params}`);
@@ -45,11 +61,11 @@ export async function render(root) {
 }
 
 function card(d) {
-  return `<article class="card" data-dataset-id="${d.id}">
+  return `<article class="card" data-dataset-id="${d.id}" data-status="${esc(d.status)}">
     <h3><a href="#/datasets/${d.id}">Dataset #${d.id}</a></h3>
-    <div><strong>${eth(d.price_wei)}</strong> per job · up to ${eps(d.max_epsilon_per_job)} ε per job</div>
+    ${statusBadges(d)}
+    <div><strong>${money(d.price_wei)}</strong> per job · up to ${eps(d.max_epsilon_per_job)} ε per job</div>
     ${budgetBar(d)}
     <div class="muted">schema ${short("0x" + String(d.schema_hash).replace(/^0x/, ""))} · provider ${short(d.provider)}</div>
-    ${d.allowed_consumers && d.allowed_consumers.length ? `<div><span class="chip warn">restricted to ${d.allowed_consumers.length} buyer(s)</span></div>` : ""}
   </article>`;
 }

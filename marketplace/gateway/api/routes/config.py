@@ -7,7 +7,13 @@ from fastapi import APIRouter
 from enclave_worker.trusted.receipt import DELTA_SCALE, EPSILON_SCALE
 from enclave_worker.trusted.roles import Role
 
-from ...schemas import ConfigPublic, ContractsPublic, DevAccountPublic, KeyManagerPublic
+from ...schemas import (
+    ConfigPublic,
+    ContractsPublic,
+    DevAccountPublic,
+    KeyManagerPublic,
+    PaymentTokenPublic,
+)
 from ..deps import ServicesDep, SettingsDep
 
 router = APIRouter(tags=["config"])
@@ -17,7 +23,7 @@ RPC_PATH = "/api/rpc"
 
 @router.get("/config", response_model=ConfigPublic)
 def config(services: ServicesDep, settings: SettingsDep) -> ConfigPublic:
-    """Chain id, contract addresses, the key manager's attested key, units, and dev accounts (local chains only)."""
+    """Chain id, contract addresses, the key manager's attested key, the payment token, units, and dev accounts (local chains only)."""
     key_manager = None
     if services.key_manager is not None:
         signer = services.key_manager.signer
@@ -29,6 +35,7 @@ def config(services: ServicesDep, settings: SettingsDep) -> ConfigPublic:
             valid_until=record.valid_until,
             active=services.registry.is_active(signer, Role.KEY_MANAGER),
         )
+    token = services.payment_token
     local = services.chain.kind in ("embedded", "anvil")
     return ConfigPublic(
         chain_id=services.chain.chain_id,
@@ -37,6 +44,7 @@ def config(services: ServicesDep, settings: SettingsDep) -> ConfigPublic:
         deployment_block=services.deployment_block,
         contracts=ContractsPublic(job_market=services.market.address, enclave_registry=services.registry.address),
         key_manager=key_manager,
+        payment_token=PaymentTokenPublic(address=token.address, symbol=token.symbol, decimals=token.decimals) if token is not None else None,
         epsilon_scale=EPSILON_SCALE,
         delta_scale=DELTA_SCALE,
         max_blob_bytes=settings.max_blob_bytes,

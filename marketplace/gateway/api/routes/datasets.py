@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from ...queries import DatasetFilter, dataset_detail, list_datasets
+from ...queries import LISTED_STATUSES, DatasetFilter, dataset_detail, list_datasets
 from ...schemas import (
     ADDRESS_PATTERN,
     HEX32_PATTERN,
     DatasetDetailPublic,
     DatasetListPublic,
     DatasetSort,
+    DatasetStatusName,
 )
 from ...cache import index_version
 from ..deps import BlobsDep, CacheDep, ServicesDep, SessionDep
@@ -35,16 +36,25 @@ async def datasets(
     min_price: Annotated[int | None, Query(ge=0, le=MAX_WEI, description="wei")] = None,
     max_price: Annotated[int | None, Query(ge=0, le=MAX_WEI, description="wei")] = None,
     min_remaining_epsilon: Annotated[float | None, Query(ge=0, le=1e12, allow_inf_nan=False, description="ε left in the budget")] = None,
+    status: Annotated[
+        list[DatasetStatusName] | None,
+        Query(description="only datasets in these statuses (repeat the parameter for several); default active and paused"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> Response:
-    """Datasets, filtered by schema, provider, price and remaining ε, sorted by price, remaining ε or listing.
+    """Datasets, filtered by status, schema, provider, price and remaining ε, sorted by price, remaining ε or listing.
+
+    Delisted datasets are left out unless ``status`` asks for them.
 
     The most-read page of the marketplace: a rendered answer is reused until the index moves
     (:mod:`marketplace.gateway.cache`), and a reused one is served without a database session
     or a worker thread when the index's version is known in memory.
     """
-    f = DatasetFilter(schema_hash=schema_hash, provider=provider, min_price=min_price, max_price=max_price, min_remaining_epsilon=min_remaining_epsilon)
+    f = DatasetFilter(
+        schema_hash=schema_hash, provider=provider, min_price=min_price, max_price=max_price, min_remaining_epsilon=min_remaining_epsilon,
+        statuses=tuple(sorted(set(status))) if status else LISTED_STATUSES,
+    )  # fmt: skip
 
     def version_from_database() -> int:
         with services.index.session() as session:
@@ -67,5 +77,5 @@ async def datasets(
 
 @router.get("/{dataset_id}", response_model=DatasetDetailPublic, responses={404: {"description": "no such dataset"}})
 def dataset(dataset_id: DatasetIdPath, session: SessionDep, blobs: BlobsDep) -> DatasetDetailPublic:
-    """One dataset with its schema, its ε budget history and the jobs that used it."""
+    """One dataset (in any status) with its schema, its ε budget history and the jobs that used it."""
     return dataset_detail(session, dataset_id, blobs)

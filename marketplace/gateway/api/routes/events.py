@@ -15,7 +15,7 @@ router = APIRouter(tags=["events"])
 
 @router.get("/events", response_class=EventSourceResponse)
 async def events(feed: FeedDep, last_event_id: Annotated[str | None, Header(max_length=32)] = None) -> AsyncIterable[ServerSentEvent]:
-    """Stream ``block``, ``dataset``, ``job``, ``payment``, ``worker`` and ``progress`` events (JSON data).
+    """Stream ``block``, ``dataset``, ``job``, ``payment``, ``market``, ``worker`` and ``progress`` events (JSON data).
 
     Chain events carry an ``id``; a reconnecting ``EventSource`` resumes after ``Last-Event-ID``.
     """
