@@ -154,7 +154,7 @@ ACTIONS = {
     "expire job": 2,
     "withdraw": 2,
     "govern": 2,
-    "register enclave": 1,
+    "register enclave": 2,
 }
 JOB_ACTIONS = {  # the statuses one of which some job must be in
     "cancel job": {JobStatus.OPEN},
@@ -162,6 +162,8 @@ JOB_ACTIONS = {  # the statuses one of which some job must be in
     "submit result": {JobStatus.CLAIMED},
     "expire job": {JobStatus.OPEN, JobStatus.CLAIMED},
 }
+# Actions whose outcome depends on the block time, favoured right after a jump to a boundary.
+TIMED_ACTIONS = ("create job", "claim job", "submit result", "expire job", "register enclave")
 OPTIONAL_ACTIONS = (
     "list dataset",
     "manage dataset",
@@ -1007,6 +1009,7 @@ class MarketMachine(RuleBasedStateMachine):
         self.dirty = True  # a transaction was mined since the last invariant check
         self.counter = 0  # makes content hashes and result hashes unique
         self.disabled: set[str] = set()  # optional actions this example skips
+        self.at_boundary = False  # the last step jumped to within a second of a deadline or expiry
 
     # ---- plumbing
 
@@ -1134,7 +1137,7 @@ class MarketMachine(RuleBasedStateMachine):
             expiry = now - data.draw(st.integers(0, 5), label="expired since")
         return Terms(price, max_eps, budget, max_delta, expiry)
 
-    # ---- DatasetRegistry rules
+    # ---- DatasetRegistry actions
 
     def _list(self, data: st.DataObject, *, faulty: bool) -> None:
         now = self.env.chain.now()
@@ -1187,7 +1190,12 @@ class MarketMachine(RuleBasedStateMachine):
         """One action, drawn with fixed weights among those enabled and possible."""
         now = self._step()
         possible = [a for a in ACTIONS if self._possible(a)]
-        action = data.draw(st.sampled_from([a for a in possible for _ in range(ACTIONS[a])]), label="action")
+        timed = [a for a in possible if a in TIMED_ACTIONS]
+        if self.at_boundary and timed and _often(data, "act at the boundary"):
+            action = data.draw(st.sampled_from(timed), label="action")
+        else:
+            action = data.draw(st.sampled_from([a for a in possible for _ in range(ACTIONS[a])]), label="action")
+        self.at_boundary = False
         getattr(self, "_" + action.replace(" ", "_"))(data, now)
 
     def _possible(self, action: str) -> bool:
@@ -1294,9 +1302,10 @@ class MarketMachine(RuleBasedStateMachine):
                 lambda: model.set_models(sender, dataset_id, hashes, allowed),
             )
 
-    # ---- JobMarket rules
+    # ---- JobMarket actions
 
-    def _usable(self, sender: str, model_spec: bytes, now: int) -> list[int]:
+    def _open_to(self, sender: str, model_spec: bytes, now: int) -> list[int]:
+        """Datasets ``sender`` may use for ``model_spec`` now, budget aside."""
         return [
             i
             for i, ds in self.state.datasets.items()
@@ -1304,31 +1313,53 @@ class MarketMachine(RuleBasedStateMachine):
             and (ds.terms.expiry == 0 or now < ds.terms.expiry)
             and ds.consumer_allowed(sender)
             and ds.model_allowed(model_spec)
-            and ds.remaining > 0
         ]
 
     def _create_job(self, data: st.DataObject, now: int) -> None:
         roster, unit = self.roster, self.env.unit
         fault = self._fault(
-            data, ("datasets", "seventeen", "epsilon", "delta", "fee", "price limit", "payment", "deadlines")
+            data,
+            (
+                "datasets",
+                "seventeen",
+                "epsilon",
+                "budget",
+                "budget",
+                "delta",
+                "fee",
+                "price limit",
+                "payment",
+                "deadlines",
+            ),
         )
         sender = data.draw(
             st.sampled_from(roster.consumers * 3 + (roster.stranger, roster.providers[0])), label="consumer"
         )
         model_spec = data.draw(st.sampled_from(MODELS), label="model spec")
-        usable = self._usable(sender, model_spec, now)
-        if fault == "seventeen":
+        open_to = self._open_to(sender, model_spec, now)
+        usable = [i for i in open_to if self.state.datasets[i].remaining > 0]
+        # Datasets with less ε left than a job may take, to ask for one micro-ε more than is left.
+        short = [
+            i for i in open_to if self.state.datasets[i].remaining < self.state.datasets[i].terms.max_epsilon_per_job
+        ]
+        if fault == "budget" and short:
+            ids = [data.draw(st.sampled_from(short), label="short of ε")]
+        elif fault == "seventeen":
             ids = list(range(1, MAX_DATASETS_PER_JOB + 2))
         elif fault == "datasets" or not usable:
             ids = data.draw(st.lists(st.integers(0, len(self.state.datasets) + 1), max_size=4), label="any ids")
         else:
             ids = data.draw(st.lists(st.sampled_from(usable), min_size=1, max_size=3, unique=True), label="ids")
         known = [self.state.datasets[i] for i in ids if i in self.state.datasets]
-        fits = max(min((min(d.terms.max_epsilon_per_job, d.remaining) for d in known), default=EPS), 1)
-        if fault == "epsilon":
-            epsilon = data.draw(st.sampled_from((0, fits + 1, 4 * EPS, UINT64)), label="bad ε")
-        else:
-            epsilon = data.draw(st.integers(1, fits), label="ε")
+        per_job = min((d.terms.max_epsilon_per_job for d in known), default=EPS)
+        left = min((d.remaining for d in known), default=EPS)
+        fits = max(min(per_job, left), 1)
+        if fault == "budget" and short:
+            epsilon = left + 1
+        elif fault == "epsilon":
+            epsilon = data.draw(st.sampled_from((0, per_job + 1, left + 1, UINT64)), label="bad ε")
+        else:  # half the time all that fits, which exhausts budgets
+            epsilon = data.draw(st.one_of(st.just(fits), st.integers(1, fits)), label="ε")
         max_delta = min((d.terms.max_delta for d in known), default=10**13)
         if fault == "delta":
             delta = data.draw(st.sampled_from((0, min(max_delta + 1, UINT64), UINT64)), label="bad δ")
@@ -1501,11 +1532,15 @@ class MarketMachine(RuleBasedStateMachine):
             | {d.terms.expiry for d in s.datasets.values() if d.terms.expiry}
             | {e.valid_until for e in s.enclaves.values() if e.valid_until}
         )
-        upcoming = [t for t in boundaries if t + 1 > now][:3]
-        if upcoming and not _often(data, "plain jump"):
+        # The three nearest within four hours: a jump to a one-year certificate's end would expire
+        # every enclave at once.
+        upcoming = [t for t in boundaries if now < t + 1 <= now + 4 * 3600][:3]
+        to_boundary: bool = data.draw(st.booleans(), label="to a boundary") if upcoming else False
+        if to_boundary:
             target = data.draw(st.sampled_from(upcoming), label="boundary") + data.draw(
                 st.sampled_from((-1, 0, 1)), label="offset"
             )
+            self.at_boundary = True
         elif _often(data, "short jump"):
             target = now + data.draw(st.integers(1, 60), label="seconds")
         else:
@@ -1513,7 +1548,7 @@ class MarketMachine(RuleBasedStateMachine):
         if target > now:
             self.env.chain.tester.time_travel(target)
 
-    # ---- governance rules
+    # ---- governance actions
 
     def _govern(self, data: st.DataObject, now: int) -> None:
         """Governance (or a stranger trying): emergency pause, measurements, enclave revocation."""
@@ -1570,7 +1605,7 @@ class MarketMachine(RuleBasedStateMachine):
             valid_until = now - data.draw(st.integers(0, 2), label="expired since")
         else:
             # Short certificates (that expire during the example) mostly for the rogue enclave.
-            short = not _often(data, "long certificate") if signer == ROGUE.address else _rarely(data, "short")
+            short = _often(data, "short certificate") if signer == ROGUE.address else _rarely(data, "short")
             valid_for = data.draw(st.integers(1, 3000), label="valid for") if short else ONE_YEAR
             valid_until = now + valid_for
         sender = operator if fault != "sender" else data.draw(st.sampled_from(self.roster.everyone), label="sender")
