@@ -42,7 +42,9 @@ class ModelSpec(BaseModel):
     optimizer: Literal["sgd", "adam"] = "adam"
     max_grad_norm: float = Field(gt=0, le=1000)
     accountant: Literal["rdp", "prv"] = "rdp"
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    seed: int | None = Field(
+        default=None, ge=0, lt=2**63, description="seeds the model's initialisation only; DP sampling and noise always use a fresh seed from the OS"
+    )
     private_metrics: tuple[Literal["class_counts", "train_accuracy", "train_loss"], ...] = Field(
         default=(),
         max_length=3,

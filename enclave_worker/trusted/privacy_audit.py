@@ -300,7 +300,7 @@ def run_audit(
     if epsilon is None:
         model = train_non_private(model_spec, training)
     else:
-        model = train_dp(model_spec, training, epsilon=epsilon, delta=delta).model
+        model = train_dp(model_spec, training, epsilon=epsilon, delta=delta, noise_seed=seed).model
     return plan.evaluate(
         model, epsilon_target=epsilon, delta=delta, guess_included=k_in, guess_excluded=k_out, confidence=confidence, seed=seed
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+import secrets
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,10 +70,10 @@ def _opacus_warnings_handled() -> Iterator[None]:
         yield
 
 
-def _seed(spec: ModelSpec) -> None:
-    if spec.seed is not None:
-        torch.manual_seed(spec.seed)
-        np.random.seed(spec.seed % 2**32)
+def _seed(seed: int | None) -> None:
+    if seed is not None:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
 
 
 def _optimizer(spec: ModelSpec, model: nn.Module) -> torch.optim.Optimizer:
@@ -91,11 +91,13 @@ DPEngine = Literal["bookkeeping", "opacus-hooks", "opacus-ew", "opacus-ghost"]
 grad-sample modes are kept for cross-checks and for layers the book-keeping engine lacks."""
 
 
-def _generator(spec: ModelSpec) -> torch.Generator:
-    """Randomness for sampling and noise: seeded from the spec for reproducible tests, else fresh."""
-    gen = torch.Generator()
-    gen.manual_seed(spec.seed if spec.seed is not None else int.from_bytes(os.urandom(8), "big") >> 1)
-    return gen
+def _generator(seed: int | None) -> torch.Generator:
+    """A generator seeded with ``seed``, or from the OS when ``None``."""
+    return torch.Generator().manual_seed(seed if seed is not None else _fresh_seed())
+
+
+def _fresh_seed() -> int:
+    return secrets.randbits(63)
 
 
 def _schedule(spec: ModelSpec, rows: int) -> tuple[int, float, int]:
@@ -113,6 +115,7 @@ def train_dp(
     delta: float,
     progress: ProgressFn | None = None,
     engine: DPEngine | None = None,
+    noise_seed: int | None = None,
 ) -> TrainingResult:
     """Train ``spec`` on ``data`` with DP-SGD so that the whole run is (ε, δ)-DP.
 
@@ -123,6 +126,10 @@ def train_dp(
     Args:
         engine: per-sample clipping implementation; ``None`` picks ``bookkeeping`` when the
             model's layers allow it, else Opacus hooks.
+        noise_seed: seeds Poisson sampling, DP noise and dropout, for reproducible tests and
+            benchmarks only. The enclave never passes it: ``None`` draws a fresh seed from the OS.
+            The spec's ``seed`` seeds the model's initialisation and nothing after it; were the
+            consumer's seed to fix the noise, the consumer could replay it and no ε would hold.
 
     Example:
         >>> result = train_dp(spec, package, epsilon=1.0, delta=1e-5)  # doctest: +SKIP
@@ -131,9 +138,13 @@ def train_dp(
     """
     if not (epsilon > 0 and math.isfinite(epsilon)) or not 0 < delta < 1:
         raise ValueError(f"invalid privacy parameters epsilon={epsilon}, delta={delta}")
-    _seed(spec)
+    _seed(spec.seed)
     runtime.keep_freed_memory()
     model = build_model(spec, data.schema)
+    # From here on every random draw is private randomness: reseed torch's global generator too
+    # (Opacus's noise and sampler, dropout) so that nothing the consumer chose fixes it.
+    dp_seed = noise_seed if noise_seed is not None else _fresh_seed()
+    _seed(dp_seed)
     batch_size, sample_rate, steps_per_epoch = _schedule(spec, data.rows)
     steps = spec.epochs * steps_per_epoch
     sigma = calibrate_noise(epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps, accountant=spec.accountant)
@@ -148,7 +159,7 @@ def train_dp(
             progress(epoch, spec.epochs, spent)
 
     if chosen == "bookkeeping":
-        trained = _train_bookkeeping(spec, model, data, sigma, sample_rate, steps_per_epoch, after_epoch)
+        trained = _train_bookkeeping(spec, model, data, sigma, sample_rate, steps_per_epoch, after_epoch, _generator(dp_seed))
     else:
         trained = _train_opacus(spec, model, data, sigma, batch_size, after_epoch, chosen)
     return TrainingResult(
@@ -171,8 +182,8 @@ def _train_bookkeeping(
     sample_rate: float,
     steps_per_epoch: int,
     after_epoch: Callable[[int], None],
+    gen: torch.Generator,
 ) -> nn.Module:
-    gen = _generator(spec)
     features, labels = torch.from_numpy(data.features), torch.from_numpy(data.labels)
     engine = dpsgd.BookKeepingDPSGD(
         model,
@@ -241,11 +252,11 @@ def _shuffled_batches(rows: int, batch_size: int, gen: torch.Generator) -> list[
 
 def train_non_private(spec: ModelSpec, data: DatasetPackage) -> nn.Module:
     """The same model and hyper-parameters trained without DP, on shuffled batches taken by indexing (a baseline)."""
-    _seed(spec)
+    _seed(spec.seed)
     runtime.keep_freed_memory()
     model = build_model(spec, data.schema)
     optimizer = _optimizer(spec, model)
-    gen = _generator(spec)
+    gen = _generator(spec.seed)
     features, labels = torch.from_numpy(data.features), torch.from_numpy(data.labels)
     batch_size, _, _ = _schedule(spec, data.rows)
     loss_fn = nn.CrossEntropyLoss()

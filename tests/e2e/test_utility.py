@@ -19,7 +19,7 @@ def test_breast_cancer_mlp_at_epsilon_1_is_within_5_points_of_non_private() -> N
     for seed in (1, 2, 3):
         shards, x_val, y_val = hospital_shards(seed)
         data, spec = join(shards), consumer_spec(x_val, seed)
-        dp.append((predict(train_dp(spec, data, epsilon=1.0, delta=1e-5).model, x_val) == y_val).mean())
+        dp.append((predict(train_dp(spec, data, epsilon=1.0, delta=1e-5, noise_seed=seed).model, x_val) == y_val).mean())
         plain.append((predict(train_non_private(spec, data), x_val) == y_val).mean())
     assert np.mean(dp) >= np.mean(plain) - 0.05, (dp, plain)
 
@@ -36,6 +36,6 @@ def test_digits_cnn_at_epsilon_3_reaches_90_percent() -> None:
     x_train, x_val, y_train, y_val = train_test_split(images.features, images.labels, test_size=0.2, stratify=images.labels, random_state=0)
     data = DatasetPackage(x_train, y_train, images.schema)
     for seed in (1, 2):
-        result = train_dp(ModelSpec.model_validate({**DIGITS_CNN, "seed": seed}), data, epsilon=3.0, delta=1e-5)
+        result = train_dp(ModelSpec.model_validate({**DIGITS_CNN, "seed": seed}), data, epsilon=3.0, delta=1e-5, noise_seed=seed)
         assert result.epsilon_spent <= 3.0
         assert (predict(result.model, x_val) == y_val).mean() >= 0.90
