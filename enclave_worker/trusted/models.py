@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -140,6 +140,43 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.scale
 
 
+class _ChannelsLastMaxPool(torch.autograd.Function):
+    """Max pooling in channels-last layout, NCHW tensors in and out (forward and backward)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, kernel: list[int], stride: list[int]) -> torch.Tensor:
+        xc = x.contiguous(memory_format=torch.channels_last)
+        y, indices = torch.ops.aten.max_pool2d_with_indices(xc, kernel, stride, [0, 0], [1, 1], False)
+        ctx.save_for_backward(xc, indices)
+        ctx.kernel, ctx.stride = kernel, stride
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        xc, indices = ctx.saved_tensors
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad.contiguous(memory_format=torch.channels_last), xc, ctx.kernel, ctx.stride, [0, 0], [1, 1], False, indices
+        )
+        return grad_x.contiguous(), None, None
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d(k)`` computed in channels-last layout: the same values and gradients, faster on CPU.
+
+    PyTorch's NCHW max-pool kernel is slow on small maps: forward and backward of ``[232, 32, 8, 8]``
+    take 1.75 ms on this machine, 1.08 ms through channels-last including both layout
+    conversions (the pool was a quarter of the digits CNN's non-private step). The module has no
+    state: saved models load into a plain ``nn.MaxPool2d`` too.
+    """
+
+    def __init__(self, kernel_size: int) -> None:
+        super().__init__(kernel_size)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        k = int(self.kernel_size)  # type: ignore[arg-type]
+        return _ChannelsLastMaxPool.apply(input, [k, k], [k, k])  # type: ignore[no-any-return]
+
+
 def _activation(spec: ModelSpec) -> nn.Module:
     return nn.Tanh() if spec.activation == "tanh" else nn.ReLU()
 
@@ -178,7 +215,7 @@ def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
             layers += [nn.Conv2d(channels, out, kernel_size=3, padding=1), _activation(spec)]
             channels = out
             if (i % 2 == 1 or i == len(spec.channels) - 1) and height >= 2 and width >= 2:
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool2d(2))
                 height, width = height // 2, width // 2
         layers.append(nn.Flatten())
         previous = channels * height * width

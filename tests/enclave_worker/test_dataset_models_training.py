@@ -117,3 +117,22 @@ def test_cnn_builds_for_8x8_and_28x28_images_and_trains_privately(side: int) -> 
     assert result.epsilon_spent <= 3.0
     with pytest.raises(InvalidModelSpec, match="image features"):
         build_model(spec, TOY_SCHEMA)
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 8, 8), (4, 2, 7, 7), (3, 16, 28, 28), (2, 1, 3, 2)])
+def test_channels_last_max_pool_equals_torch_in_values_and_gradients(shape: tuple[int, ...]) -> None:
+    import torch
+    from torch import nn
+
+    from enclave_worker.trusted.models import MaxPool2d
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    twin = x.detach().clone().requires_grad_()
+    ours, theirs = MaxPool2d(2)(x), nn.MaxPool2d(2)(twin)
+    assert torch.equal(ours, theirs) and ours.is_contiguous()
+    upstream = torch.randn_like(ours)
+    ours.backward(upstream)
+    theirs.backward(upstream)
+    assert x.grad is not None and torch.equal(x.grad, twin.grad) and x.grad.is_contiguous()
+    # No state: a released model's weights load the same into torch's own module.
+    assert MaxPool2d(2).state_dict() == {}

@@ -60,9 +60,11 @@ def test_clipped_sums_and_norms_match_opacus(name: str, clip: float) -> None:
     assert torch.cat([g.flatten() for g in got]).norm() <= 23 * clip * (1 + 1e-4)
 
 
-def test_conv_batches_larger_than_one_chunk_match_opacus() -> None:
+def test_conv_batches_larger_than_one_chunk_match_opacus(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(2)
-    batch = 2 * dpsgd.CONV_CHUNK + 7  # three chunks, the last one partial
+    # Chunks of 16 samples for the 4→8 layer (288 weights each), one chunk for the 1→4 layer.
+    monkeypatch.setattr(dpsgd, "CONV_CHUNK_ELEMENTS", 16 * 288)
+    batch = 2 * 16 + 7  # three chunks, the last one partial
     model = MODELS["cnn"]()
     x, y = torch.randn(batch, 1, 6, 6), torch.randint(0, 3, (batch,))
     expected, expected_norms = _reference(model, x, y, 0.5)
@@ -132,3 +134,29 @@ def test_unsupported_layers_are_detected() -> None:
     assert not dpsgd.supported(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)))
     with pytest.raises(dpsgd.UnsupportedLayer):
         dpsgd.BookKeepingDPSGD(nn.Sequential(nn.Embedding(4, 3)), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1), max_grad_norm=1, noise_multiplier=1, expected_batch_size=1)
+
+
+def test_convolutional_batches_are_padded_to_few_shapes_and_the_padding_adds_nothing() -> None:
+    torch.manual_seed(3)
+    model = MODELS["cnn"]()
+    x, y = torch.randn(61, 1, 6, 6), torch.randint(0, 3, (61,))
+    expected, expected_norms = _reference(model, x, y, 0.5)
+    seen: list[int] = []
+    model[0].register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].shape[0]))
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), max_grad_norm=0.5, noise_multiplier=0.0, expected_batch_size=70)
+    assert engine.pad_multiple == 8  # 2^⌊log₂ √70⌋
+    got, norms = engine.clipped_sum(x, y)
+    assert seen == [64] and norms.shape == (61,)
+    torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-5)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_only_convolutional_models_of_row_wise_modules_are_padded() -> None:
+    assert dpsgd.pad_multiple(MODELS["mlp"](), 225) == 1  # no oneDNN convolution to spare
+    assert dpsgd.pad_multiple(MODELS["cnn"](), 225) == 8
+    assert dpsgd.pad_multiple(MODELS["cnn"](), 56) == 4
+    assert dpsgd.pad_multiple(MODELS["cnn"](), 0.5) == 1
+    # A module that mixes rows (batch statistics) would see the padding: no padding then.
+    mixing = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, affine=False), nn.Flatten(), nn.Linear(32, 2))
+    assert dpsgd.pad_multiple(mixing, 225) == 1
