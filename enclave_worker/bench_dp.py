@@ -117,8 +117,7 @@ class _Trainers:
             self.plain_opt.step()
 
     def dp_epoch(self) -> None:
-        for _ in range(self.steps):
-            picked = dpsgd.poisson_sample(self.rows, self.rate, self.gen)
+        for picked in dpsgd.poisson_batches(self.rows, self.rate, self.steps, self.gen):
             self.engine.step(self.features[picked], self.labels[picked])
 
 
@@ -166,8 +165,7 @@ def _memory_child(model: str, batch_size: int, mode: str, allocator: str) -> Non
                 trainers.plain_opt.step()
                 peak = max(peak, _rss_mib())
     else:
-        for _ in range(2 * trainers.steps):
-            picked = dpsgd.poisson_sample(trainers.rows, trainers.rate, trainers.gen)
+        for picked in dpsgd.poisson_batches(trainers.rows, trainers.rate, 2 * trainers.steps, trainers.gen):
             trainers.engine.step(trainers.features[picked], trainers.labels[picked])
             peak = max(peak, _rss_mib())
     print(json.dumps({"working_set_mib": peak - before}))
@@ -237,7 +235,7 @@ def time_enclave_job(*, rounds: int, epochs: int = 10) -> JobTiming:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=7, help="timed epochs per mode (median)")
-    parser.add_argument("--job-rounds", type=int, default=3)
+    parser.add_argument("--job-rounds", type=int, default=5)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
     parser.add_argument("--skip-memory", action="store_true")

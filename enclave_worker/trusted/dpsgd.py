@@ -30,6 +30,7 @@ and ``nn.Conv2d`` (groups = 1); anything else with trainable parameters is refus
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -80,26 +81,55 @@ class _Layer:
     output: torch.Tensor | None = None
 
 
-def poisson_sample(rows: int, rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Indices of a Poisson-sampled batch: each of ``rows`` rows independently with probability ``rate``.
+POISSON_DRAW_ELEMENTS = 1 << 20
+"""Geometric gaps drawn at once by :func:`poisson_batches` (8 MiB of float64): the batches of many
+steps come from one draw, so a step's sampling is not a dozen small operations of its own."""
+
+
+def _gap_chunk(expected: float) -> int:
+    """Gaps drawn per batch: the expected batch plus 8 standard deviations (rarely not enough)."""
+    return int(expected + 8 * expected**0.5 + 16)
+
+
+def poisson_batches(rows: int, rate: float, steps: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """Indices of ``steps`` independent Poisson-sampled batches: in each, every one of ``rows``
+    rows independently with probability ``rate``.
 
     Draws the gaps between selected rows from a geometric distribution (exactly the gaps of
-    independent Bernoulli trials), so the cost follows the batch size, not the table size.
+    independent Bernoulli trials), so the cost follows the batch size, not the table size; the
+    gaps of many batches are drawn and summed in one go (:data:`POISSON_DRAW_ELEMENTS`).
     """
     if not 0 < rate <= 1:
         raise ValueError(f"sample rate must be in (0, 1], got {rate}")
     if rate == 1:
-        return torch.arange(rows)
-    expected = rate * rows
-    chunk = int(expected + 8 * expected**0.5 + 16)
+        for _ in range(steps):
+            yield torch.arange(rows)
+        return
+    chunk = _gap_chunk(rate * rows)
+    group = max(1, POISSON_DRAW_ELEMENTS // chunk)
+    for start in range(0, steps, group):
+        count = min(group, steps - start)
+        positions = torch.empty(count, chunk, dtype=torch.float64).geometric_(rate, generator=generator).cumsum_(1).sub_(1.0)
+        inside = positions < rows
+        batches = positions[inside].long().split(inside.sum(1).tolist())
+        last = positions[:, -1].tolist()
+        for batch, end in zip(batches, last, strict=True):
+            # The chunk ran out before the table did (past 8 standard deviations): keep drawing.
+            yield batch if end >= rows - 1 else torch.cat([batch, _more_positions(rows, rate, end, chunk, generator)])
+
+
+def _more_positions(rows: int, rate: float, last: float, chunk: int, generator: torch.Generator | None) -> torch.Tensor:
     picked: list[torch.Tensor] = []
-    last = -1.0
     while last < rows - 1:
-        gaps = torch.empty(chunk, dtype=torch.float64).geometric_(rate, generator=generator)
-        positions = gaps.cumsum(0) + last
+        positions = torch.empty(chunk, dtype=torch.float64).geometric_(rate, generator=generator).cumsum_(0).add_(last)
         picked.append(positions[positions < rows])
         last = float(positions[-1])
     return torch.cat(picked).long()
+
+
+def poisson_sample(rows: int, rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of one Poisson-sampled batch (see :func:`poisson_batches`)."""
+    return next(poisson_batches(rows, rate, 1, generator))
 
 
 def supported(model: nn.Module) -> bool:

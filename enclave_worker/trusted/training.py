@@ -196,8 +196,7 @@ def _train_bookkeeping(
     model.train()
     try:
         for epoch in range(1, spec.epochs + 1):
-            for _ in range(steps_per_epoch):
-                picked = dpsgd.poisson_sample(data.rows, sample_rate, gen)
+            for picked in dpsgd.poisson_batches(data.rows, sample_rate, steps_per_epoch, gen):
                 engine.step(features[picked], labels[picked])
             after_epoch(epoch)
     finally:

@@ -127,6 +127,32 @@ def test_poisson_sampling_has_the_binomial_distribution() -> None:
         dpsgd.poisson_sample(10, 0.0)
 
 
+@pytest.mark.parametrize("squeeze", [False, True])
+def test_poisson_batches_drawn_together_are_independent_poisson_samples(monkeypatch: pytest.MonkeyPatch, squeeze: bool) -> None:
+    if squeeze:
+        # Few gaps per batch (most batches continue drawing) and few batches per draw.
+        monkeypatch.setattr(dpsgd, "_gap_chunk", lambda expected: 7)
+        monkeypatch.setattr(dpsgd, "POISSON_DRAW_ELEMENTS", 50)
+    gen = torch.Generator().manual_seed(1)
+    rows, rate, steps = 3000, 0.01, 3000
+    batches = list(dpsgd.poisson_batches(rows, rate, steps, gen))
+    assert len(batches) == steps
+    sizes = np.array([b.numel() for b in batches])
+    hits = torch.zeros(rows)
+    for b in batches:
+        assert b.dtype == torch.long and b.unique().numel() == b.numel()
+        assert b.numel() == 0 or (int(b.min()) >= 0 and int(b.max()) < rows)
+        hits[b] += 1
+    assert sizes.mean() == pytest.approx(rows * rate, rel=0.02)
+    assert sizes.var() == pytest.approx(rows * rate * (1 - rate), rel=0.1)
+    # Consecutive batches are uncorrelated, and no row is favoured.
+    assert abs(np.corrcoef(sizes[:-1], sizes[1:])[0, 1]) < 0.06
+    assert hits[:300].mean() == pytest.approx(steps * rate, rel=0.1) and hits[-300:].mean() == pytest.approx(steps * rate, rel=0.1)
+    assert [b.tolist() for b in dpsgd.poisson_batches(4, 1.0, 2)] == [[0, 1, 2, 3]] * 2
+    with pytest.raises(ValueError):
+        next(dpsgd.poisson_batches(10, 1.5, 1))
+
+
 def test_unsupported_layers_are_detected() -> None:
     assert dpsgd.supported(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
     assert not dpsgd.supported(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)))
