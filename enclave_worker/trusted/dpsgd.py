@@ -203,6 +203,10 @@ class BookKeepingDPSGD:
         self._by_module = {id(layer.module): layer for layer in self._layers}
         self._hooks = [layer.module.register_forward_hook(self._remember) for layer in self._layers]
         self._size = sum(p.numel() for p in self._parameters())
+        dtypes = {p.dtype for p in self._parameters()}
+        if len(dtypes) != 1:
+            raise UnsupportedLayer(f"trainable parameters of one dtype are needed, got {sorted(map(str, dtypes))}")
+        self._dtype = dtypes.pop()
         self.pad_multiple = pad_multiple(model, expected_batch_size)
 
     def _remember(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -326,7 +330,7 @@ class BookKeepingDPSGD:
         it (``B`` the expected batch size). That is ``(Σ clipped + N(0, σ²C²)) / B``, in fewer passes.
         """
         params = self._parameters()
-        flat = torch.empty(self._size)
+        flat = torch.empty(self._size, dtype=self._dtype)
         std = self.noise_multiplier * self.max_grad_norm / self.expected_batch_size
         if std > 0:
             flat.normal_(0.0, std, generator=self.generator)

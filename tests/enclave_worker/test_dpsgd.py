@@ -100,6 +100,18 @@ def test_step_adds_gaussian_noise_of_the_calibrated_scale_and_divides_by_the_exp
     assert float(noise.std()) == pytest.approx(sigma * clip, rel=0.05)
 
 
+def test_a_float64_model_gets_float64_gradients() -> None:
+    torch.manual_seed(4)
+    model = MODELS["mlp"]().double()
+    before = [p.detach().clone() for p in model.parameters()]
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=8)
+    engine.step(torch.randn(8, 6, dtype=torch.float64), torch.randint(0, 3, (8,)))
+    assert all(p.dtype == torch.float64 and not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    with pytest.raises(dpsgd.UnsupportedLayer, match="one dtype"):
+        mixed = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2).double())
+        dpsgd.BookKeepingDPSGD(mixed, torch.optim.SGD(mixed.parameters(), lr=1), max_grad_norm=1, noise_multiplier=1, expected_batch_size=1)
+
+
 def test_an_empty_batch_is_a_noise_only_step() -> None:
     model = nn.Sequential(nn.Linear(4, 2))
     before = [p.detach().clone() for p in model.parameters()]
