@@ -38,9 +38,13 @@ def _check(report: dict[str, Any], chain: str) -> None:
     assert len(report["datasets"]) == 3 and sum(d["rows"] for d in report["datasets"]) == 455
     for dataset in report["datasets"]:
         assert report["budget_remaining"][str(dataset["dataset_id"])] == pytest.approx(10.0 - report["epsilon_spent"], abs=1e-6)
-    # Utility: DP within 6 points of the non-private baseline on the consumer's validation set.
+    # Utility of this one run: the enclave draws fresh DP noise on every job (a consumer's seed
+    # cannot fix it), so the accuracy varies. Over 40 noise seeds the demo's DP model was 1.8-6.1
+    # points below the 99.1 % baseline (median 3.5; above 6 in 10 % of runs; 114 validation rows),
+    # so the bound here is 10 points. The 5-point utility goal is tested over fixed noise seeds in
+    # tests/e2e/test_utility.py.
     assert report["baseline_accuracy"] > 0.9
-    assert report["dp_accuracy"] >= report["baseline_accuracy"] - 0.06
+    assert report["dp_accuracy"] >= report["baseline_accuracy"] - 0.10
     # Money: each provider got its price, the worker its fee, no refund on success.
     payments = report["payments_wei"]
     assert [p["amount"] for p in payments["providers"]] == [10**17, 12 * 10**16, 15 * 10**16]
