@@ -18,8 +18,8 @@ One step on a Poisson-sampled batch:
 Convolutional models see Poisson batches padded with zero rows to a multiple of a few rows
 (:func:`pad_multiple`); a padded row's clip factor is 0, so it adds nothing. oneDNN builds its
 convolution kernels per input shape, and Poisson batch sizes keep producing new shapes: padding
-bounds them to a handful (about 0.15 of the digits CNN's DP/non-private time ratio on this
-machine). It needs every module to treat rows independently (:data:`ROW_WISE`), as DP-SGD itself
+bounds them to a handful (0.05–0.15 of the digits CNN's DP/non-private time ratio on this
+machine, see docs/models.md). It needs every module to treat rows independently (:data:`ROW_WISE`), as DP-SGD itself
 does; other models are not padded.
 
 It computes exactly what Opacus's DP-SGD computes (tests compare both on the same batches) at
@@ -125,11 +125,6 @@ def _more_positions(rows: int, rate: float, last: float, chunk: int, generator: 
         picked.append(positions[positions < rows])
         last = float(positions[-1])
     return torch.cat(picked).long()
-
-
-def poisson_sample(rows: int, rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Indices of one Poisson-sampled batch (see :func:`poisson_batches`)."""
-    return next(poisson_batches(rows, rate, 1, generator))
 
 
 def supported(model: nn.Module) -> bool:

@@ -356,6 +356,11 @@ def w3() -> Web3:
 @pytest.fixture(scope="session")
 def actors(w3: Web3) -> Actors:
     """Funded chain accounts plus off-chain signing keys (verifier, enclaves)."""
+    return actors_of(w3)
+
+
+def actors_of(w3: Web3) -> Actors:
+    """The actors on ``w3``'s funded accounts, with fixed off-chain signing keys."""
     a = w3.eth.accounts
     return Actors(
         governance=a[0],

@@ -74,8 +74,8 @@ from .conftest import (
     ROLE_KEY_MANAGER,
     ROLE_TRAINER,
     TRAINER_MEASUREMENT,
-    Actors,
     Deployment,
+    actors_of,
     cert_tuple,
     certificate,
     decode_revert,
@@ -814,19 +814,8 @@ class Environment:
         self.mode = mode
         w3 = Web3(EthereumTesterProvider())
         self.chain = _Chain(w3)
+        self.actors = actors_of(w3)
         a = list(w3.eth.accounts)
-        self.actors = Actors(
-            governance=a[0],
-            operator=a[1],
-            providers=(a[2], a[3], a[4]),
-            consumer=a[5],
-            other_operator=a[6],
-            stranger=a[7],
-            verifier=Account.from_key(keccak(b"verifier")),
-            trainer=Account.from_key(keccak(b"trainer enclave")),
-            other_trainer=Account.from_key(keccak(b"other trainer enclave")),
-            key_manager=Account.from_key(keccak(b"key manager enclave")),
-        )
         self.roster = Roster(
             governance=a[0],
             operators=(a[1], a[6]),
