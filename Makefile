@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMPS := .make-stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test fuzz lint gas artifacts bench-crypto bench-dp bench-api clean
+.PHONY: setup demo test lint-python typecheck fuzz lint gas artifacts bench-crypto bench-dp bench-api clean
 
 setup: $(STAMPS)/python $(STAMPS)/npm $(STAMPS)/chromium
 
@@ -39,8 +39,18 @@ $(STAMPS)/chromium:
 demo: setup
 	$(VENV)/bin/sterling demo
 
-test: setup $(STAMPS)/lint
+test: setup $(STAMPS)/lint lint-python typecheck
 	STERLING_CHROMIUM=$(CHROMIUM) $(PY) -m pytest $(PYTEST_ARGS)
+
+# Python static checks, both configured in pyproject.toml and run by `make test` before pytest.
+# Lint: pyflakes, pycodestyle, isort, bugbear, pyupgrade, simplify (formatting is not enforced).
+PY_PACKAGES := marketplace enclave_worker oracle sterling benchmarks
+lint-python: setup
+	$(PY) -m ruff check $(PY_PACKAGES)
+
+# Types: mypy --strict over the same packages (the list is `files` in [tool.mypy]).
+typecheck: setup
+	$(PY) -m mypy
 
 # The contracts' stateful property test at 50,000 random steps (make test runs 2,000).
 fuzz: setup
@@ -63,20 +73,20 @@ lint: setup $(STAMPS)/lint
 
 # Gas per external function on the embedded chain; last line is the lifecycle summary.
 gas: setup
-	$(PY) -m marketplace.gas_report
+	$(PY) -m benchmarks.gas_report
 
 # DP vs non-private epoch time (MLP, CNN; batch 64 and 256) and the enclave job overhead.
 bench-dp: setup
-	$(PY) -m enclave_worker.bench_dp
+	$(PY) -m benchmarks.bench_dp
 
 # Ciphertext format vs raw AES-256-GCM on a 1 GiB dataset; last line is the summary.
 bench-crypto: setup
-	$(PY) -m enclave_worker.bench_crypto --size-mib 1024
+	$(PY) -m benchmarks.bench_crypto --size-mib 1024
 
 # Gateway latency: GET /api/datasets at 200 req/s for 60 s with 1,000 datasets indexed and a job
 # training (sterling up on anvil in a child process); last line is the summary.
 bench-api: setup
-	$(PY) -m marketplace.bench_api
+	$(PY) -m benchmarks.bench_api
 
 # Recompile the contracts and rewrite the committed ABI + bytecode artifacts.
 artifacts: setup

@@ -14,11 +14,12 @@ from typing import Any
 
 from .trusted import protocol
 from .trusted.errors import ProtocolError, SterlingError
-from .trusted.roles import Role
+from .trusted.onchain import Role
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+CODE_ROOT = Path(__file__).resolve().parent.parent
+"""The folder holding the ``enclave_worker`` package (a checkout, or site-packages when installed)."""
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
@@ -52,7 +53,7 @@ class EnclaveProcess:
         cls,
         role: Role,
         *,
-        code_root: Path = REPO_ROOT,
+        code_root: Path = CODE_ROOT,
         seal_key: bytes | None = None,
         threads: int | None = None,
         niceness: int = 0,

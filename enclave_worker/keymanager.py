@@ -3,8 +3,11 @@
 The trusted key manager holds the X25519 key that providers wrap their data keys to. On a
 release request the host reads the job, the dataset and the requesting trainer from the chain
 and hands them, with the wrapped key, to the trusted part, which re-wraps the data key to the
-trainer enclave's attested key only if the job is Claimed by that enclave, includes the dataset,
-and is not past its deadline. Every decision is appended to an audit log.
+trainer's **per-job key** only if the job is Claimed by that enclave, includes the dataset, is not
+past its deadline, the per-job key carries that enclave's signature for this job, and the key was
+not released for this job to this enclave before (one claim, one key, one run: ``docs/jobs.md``).
+Every decision is appended to an audit log, which the host also consults to refuse a repeat
+release after the trusted part restarted.
 
 Known limit (walking skeleton): the trusted part takes the host's word for chain state; verifying
 it inside the enclave (state proofs against a finalised header) is future work.
@@ -13,6 +16,7 @@ it inside the enclave (state proofs against a finalised header) is future work.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from eth_utils import to_canonical_address, to_checksum_address
@@ -24,11 +28,19 @@ from marketplace.errors import KeyReleaseRefused, KeyUnwrapFailed
 from .audit import AuditEntry, AuditLog
 from .host import EnclaveRequestFailed
 from .sim_platform import LaunchedEnclave
-from .trusted.roles import Role
+from .trusted.onchain import Role
 
 logger = logging.getLogger(__name__)
 
 MAX_WRAPPED_KEY_BYTES = 512
+
+
+@dataclass(frozen=True)
+class JobKey:
+    """A trainer enclave's one-time X25519 key for one job, with the enclave's signature over it."""
+
+    public_key: bytes
+    signature: bytes
 
 
 class KeyManagerService:
@@ -67,19 +79,27 @@ class KeyManagerService:
         write_atomic(self._deposits / f"{content_hash.hex()}.sealed", reply["sealed_key"])
         logger.info("deposited wrapped key for dataset %s", content_hash.hex())
 
-    def release(self, *, job_id: int, dataset_id: int, trainer: str) -> bytes:
-        """Release a dataset's key, re-wrapped to ``trainer``'s attested key, for one job.
+    def release(self, *, job_id: int, dataset_id: int, trainer: str, job_key: JobKey) -> bytes:
+        """Release a dataset's key, re-wrapped to ``trainer``'s per-job key, for one job, once.
+
+        Args:
+            job_key: the key the trainer enclave created and certified for this job
+                (:meth:`~enclave_worker.worker.TrainerWorker.prepare_job`).
 
         Raises:
-            KeyReleaseRefused: the chain does not show ``trainer`` holding this job over this dataset.
+            KeyReleaseRefused: the chain does not show ``trainer`` holding this job over this
+                dataset, the per-job key is not certified by it, or the key was released already.
         """
         dataset = self.market.dataset(dataset_id)
         job = self.market.job(job_id)
-        record = self.registry.enclave_of(trainer)
         sealed_path = self._deposits / f"{dataset.content_hash.hex()}.sealed"
         try:
             if not sealed_path.exists():
                 raise KeyReleaseRefused(f"no wrapped key was deposited for dataset {dataset_id}")
+            if self._released_before(job_id, dataset.content_hash, trainer):
+                raise KeyReleaseRefused(
+                    f"the key of dataset {dataset_id} was already released for job {job_id} to this enclave: one claim, one key"
+                )
             content_hashes = [
                 dataset.content_hash if i == dataset_id else self.market.dataset(i).content_hash for i in job.dataset_ids
             ]
@@ -96,8 +116,9 @@ class KeyManagerService:
                 content_hash=dataset.content_hash,
                 sealed_key=sealed_path.read_bytes(),
                 trainer_signer=to_canonical_address(trainer),
-                trainer_encryption_key=record.encryption_key,
                 trainer_active=self.registry.is_active(trainer, Role.TRAINER),
+                job_key=job_key.public_key,
+                job_key_signature=job_key.signature,
             )
         except EnclaveRequestFailed as e:
             self._log(job_id, dataset_id, dataset.content_hash, trainer, released=False, reason=e.message)
@@ -108,10 +129,20 @@ class KeyManagerService:
         self._log(job_id, dataset_id, dataset.content_hash, trainer, released=True, reason="claimed by this trainer")
         return bytes(reply["released_key"])
 
+    def _released_before(self, job_id: int, content_hash: bytes, trainer: str) -> bool:
+        """Whether the (verified) audit log shows this key released for this job to this trainer."""
+        wanted = to_checksum_address(trainer)
+        return any(
+            e.released and e.job_id == job_id and to_checksum_address(e.trainer) == wanted
+            for e in self.audit.entries(content_hash=content_hash)
+        )
+
     def audit_log(self, *, content_hash: bytes | None = None) -> list[AuditEntry]:
         """Release decisions (hash chain verified), optionally only those for one dataset."""
         return self.audit.entries(content_hash=content_hash)
 
     def _log(self, job_id: int, dataset_id: int, content_hash: bytes, trainer: str, *, released: bool, reason: str) -> None:
-        self.audit.append(job_id=job_id, dataset_id=dataset_id, content_hash=content_hash, trainer=trainer, released=released, reason=reason)
+        self.audit.append(
+            job_id=job_id, dataset_id=dataset_id, content_hash=content_hash, trainer=trainer, released=released, reason=reason
+        )
         logger.info("key release job %d dataset %d to %s: %s (%s)", job_id, dataset_id, trainer, released, reason)

@@ -22,17 +22,22 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-TRUSTED_DEPENDENCIES: tuple[str, ...] = (
-    "cbor2",
-    "cryptography",
-    "eth-account",
-    "numpy",
-    "opacus",
-    "opendp",
-    "pydantic",
-    "safetensors",
-    "torch",
-)
+TRUSTED_DEPENDENCIES: dict[str, str] = {
+    "cbor2": "cbor2",
+    "cryptography": "cryptography",
+    "eth-account": "eth_account",
+    "eth-utils": "eth_utils",
+    "numpy": "numpy",
+    "opacus": "opacus",
+    "opendp": "opendp",
+    "pydantic": "pydantic",
+    "safetensors": "safetensors",
+    "torch": "torch",
+}
+"""The third-party distributions the trusted code imports (distribution name → import name).
+
+The one list: the measurement pins these versions, and the layer test (``tests/test_layers.py``)
+refuses any trusted import outside the standard library and these import names."""
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from . import measurement
 from .host import EnclaveProcess
 from .trusted.errors import SterlingError
-from .trusted.roles import Role
+from .trusted.onchain import Role
 
 logger = logging.getLogger(__name__)
 

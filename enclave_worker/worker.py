@@ -22,12 +22,12 @@ from marketplace.errors import (
 )
 
 from .host import EnclaveRequestFailed
-from .keymanager import KeyManagerService
+from .keymanager import JobKey, KeyManagerService
 from .sim_platform import LaunchedEnclave
 from .status import JobStatusBoard
 from .trusted.models import ModelSpec
+from .trusted.onchain import Role
 from .trusted.receipt import Receipt
-from .trusted.roles import Role
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +92,11 @@ class TrainerWorker:
         claim = self.market.claim_job(self.operator, job_id, self.signer)
         if progress:
             progress({"stage": "claimed", "job_id": job_id})
+        chain_id, market = self.market.chain.chain_id, self.market.address_bytes
+        job_key = self.prepare_job(job_id)
         datasets = []
         for dataset_id, record in zip(job.dataset_ids, records, strict=True):
-            released = self.key_manager.release(job_id=job_id, dataset_id=dataset_id, trainer=self.signer)
+            released = self.key_manager.release(job_id=job_id, dataset_id=dataset_id, trainer=self.signer, job_key=job_key)
             datasets.append(
                 {
                     "content_hash": record.content_hash,
@@ -108,8 +110,8 @@ class TrainerWorker:
             reply = self.enclave.process.request(
                 "run",
                 progress=progress,
-                chain_id=self.market.chain.chain_id,
-                market=self.market.address_bytes,
+                chain_id=chain_id,
+                market=market,
                 job_id=job_id,
                 model_spec=raw_spec,
                 model_spec_hash=job.model_spec_hash,
@@ -137,6 +139,20 @@ class TrainerWorker:
             progress({"stage": "settled", "job_id": job_id, "epsilon_spent": receipt.epsilon_spent})
         logger.info("job %d settled in tx %s", job_id, submit.tx_hash)
         return JobOutcome(job_id, receipt, reply["signature"], reply["metrics"], result_hash, claim, submit)
+
+    def prepare_job(self, job_id: int) -> JobKey:
+        """Have the enclave create its one-time key for ``job_id``.
+
+        One claim, one key, one run: the key manager wraps data keys only to this key, and the
+        enclave uses it for one run and forgets it; it never prepares a job twice (``docs/jobs.md``).
+
+        Raises:
+            EnclaveRequestFailed: ``RunRefused`` if this enclave prepared the job before.
+        """
+        reply = self.enclave.process.request(
+            "prepare_job", chain_id=self.market.chain.chain_id, market=self.market.address_bytes, job_id=job_id
+        )
+        return JobKey(public_key=reply["job_key"], signature=reply["signature"])
 
     def _with_status(self, job_id: int, progress: ProgressFn | None) -> ProgressFn | None:
         """Record every progress event on the status board too."""

@@ -1,5 +1,7 @@
 """Chain connection: the embedded py-evm chain, a local anvil node, or any JSON-RPC URL.
 
+:func:`open_chain` opens the one a :class:`~marketplace.config.SterlingSettings` selects.
+
 :class:`Chain` signs every transaction locally, waits for its receipt, records its gas under a
 readable name, and turns reverts into :class:`~marketplace.errors.ContractReverted` carrying the
 contract's custom error name and arguments.
@@ -20,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NewType
+from typing import TYPE_CHECKING, Any, NewType, cast
 
 from eth_abi import decode as abi_decode
 from eth_account import Account
@@ -29,15 +31,18 @@ from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from web3 import EthereumTesterProvider, Web3
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted
-from web3.types import TxReceipt
+from web3.types import TxParams, TxReceipt
+from web3.types import Wei as Web3Wei
 
-from .config import REPO_ROOT
+from .config import ChainKind, checkout_root
 from .errors import ChainUnavailable, ContractReverted
+
+if TYPE_CHECKING:
+    from .config import SterlingSettings
 
 logger = logging.getLogger(__name__)
 
 Wei = NewType("Wei", int)
-ChainKind = Literal["embedded", "anvil", "rpc"]
 ANVIL_CHAIN_ID = 31337
 
 
@@ -51,30 +56,37 @@ class TxResult:
     receipt: TxReceipt
 
 
-@dataclass
-class Chain:
-    """A connected chain plus the bookkeeping Sterling needs (gas log, error decoding)."""
+BUILTIN_ERRORS: list[dict[str, Any]] = [
+    {"type": "error", "name": "Error", "inputs": [{"name": "message", "type": "string"}]},
+    {"type": "error", "name": "Panic", "inputs": [{"name": "code", "type": "uint256"}]},
+]
+"""Solidity's own revert payloads: ``require(…, "reason")`` / ``revert("reason")`` and panics."""
 
-    w3: Web3
-    kind: ChainKind
-    gas_log: list[tuple[str, int]] = field(default_factory=list)
-    _errors: dict[bytes, tuple[str, list[str]]] = field(default_factory=dict)
 
-    @cached_property
-    def chain_id(self) -> int:
-        """The chain id (asked once: it never changes for a connection)."""
-        return int(self.w3.eth.chain_id)
+class ErrorDecoder:
+    """Custom errors of some ABIs, plus Solidity's ``Error`` and ``Panic``, by 4-byte selector.
 
-    def register_errors(self, abi: Iterable[dict[str, Any]]) -> None:
-        """Learn the custom errors of a contract ABI so reverts can be decoded by name."""
+    The one revert decoder: :class:`Chain` holds one, and the contract tests build one over every
+    artifact's ABI.
+    """
+
+    def __init__(self, abis: Iterable[Iterable[dict[str, Any]]] = ()) -> None:
+        self._errors: dict[bytes, tuple[str, list[str]]] = {}
+        self.register(BUILTIN_ERRORS)
+        for abi in abis:
+            self.register(abi)
+
+    def register(self, abi: Iterable[dict[str, Any]]) -> None:
+        """Learn the custom errors of a contract ABI."""
         for item in abi:
             if item.get("type") == "error":
                 types = [_abi_type(i) for i in item.get("inputs", [])]
                 signature = f"{item['name']}({','.join(types)})"
                 self._errors[function_signature_to_4byte_selector(signature)] = (item["name"], types)
 
-    def decode_revert(self, data: Any, *, function: str = "") -> ContractReverted:
-        """Turn revert data into a :class:`ContractReverted` with the error's name and values."""
+    def decode(self, data: Any, *, function: str = "") -> ContractReverted:
+        """Turn revert data into a :class:`ContractReverted` with the error's name and values
+        (``UnknownRevert`` carrying the raw data when the selector is not known)."""
         raw = _revert_bytes(data)
         if raw is not None and len(raw) >= 4 and raw[:4] in self._errors:
             name, types = self._errors[raw[:4]]
@@ -87,6 +99,29 @@ class Chain:
             return ContractReverted(name, values, function=function)
         return ContractReverted("UnknownRevert", (raw.hex() if raw else str(data),), function=function)
 
+
+@dataclass
+class Chain:
+    """A connected chain plus the bookkeeping Sterling needs (gas log, error decoding)."""
+
+    w3: Web3
+    kind: ChainKind
+    gas_log: list[tuple[str, int]] = field(default_factory=list)
+    errors: ErrorDecoder = field(default_factory=lambda: ErrorDecoder())
+
+    @cached_property
+    def chain_id(self) -> int:
+        """The chain id (asked once: it never changes for a connection)."""
+        return int(self.w3.eth.chain_id)
+
+    def register_errors(self, abi: Iterable[dict[str, Any]]) -> None:
+        """Learn the custom errors of a contract ABI so reverts can be decoded by name."""
+        self.errors.register(abi)
+
+    def decode_revert(self, data: Any, *, function: str = "") -> ContractReverted:
+        """Turn revert data into a :class:`ContractReverted` with the error's name and values."""
+        return self.errors.decode(data, function=function)
+
     def transact(self, account: LocalAccount, fn: ContractFunction, *, value: int = 0, name: str | None = None) -> TxResult:
         """Sign ``fn`` with ``account``, send it, wait for the receipt and record its gas.
 
@@ -95,21 +130,20 @@ class Chain:
         """
         label = name or fn.fn_name
         try:
-            tx = fn.build_transaction(
-                {
-                    "from": account.address,
-                    "value": value,
-                    "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
-                    "chainId": self.chain_id,
-                }
-            )
+            params: TxParams = {
+                "from": account.address,
+                "value": Web3Wei(value),
+                "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+                "chainId": self.chain_id,
+            }
+            tx = fn.build_transaction(params)
         except ContractLogicError as e:
             raise self.decode_revert(e.data, function=label) from e
         except Exception as e:
             if type(e).__name__ != "TransactionFailed" or self.kind != "embedded":
                 raise
             raise self.decode_revert(self._embedded_revert_data(account.address, fn, value), function=label) from e
-        signed = account.sign_transaction(tx)
+        signed = account.sign_transaction(cast(dict[str, Any], tx))  # web3's TxParams is a TypedDict eth-account does not name
         tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
         try:
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
@@ -159,16 +193,40 @@ class Chain:
             self.fund(account.address, fund)
         return account
 
-    def fund(self, address: str, amount: Wei) -> None:
-        """Send ``amount`` from the node's first development account (embedded and anvil only)."""
-        if self.kind == "rpc":
-            raise ChainUnavailable("cannot fund accounts on an external RPC network; fund them yourself")
-        source = self.w3.eth.accounts[0]
-        tx_hash = self.w3.eth.send_transaction({"from": source, "to": address, "value": amount})
+    def fund(self, address: str, amount: Wei, *, minimum: Wei | None = None) -> bool:
+        """Send ``amount`` to ``address`` from the node's first unlocked development account.
+
+        The embedded chain and anvil always have one; an RPC node may (a development node) or
+        may not (a public network).
+
+        Args:
+            minimum: top up only if the balance is below this; ``None`` sends unconditionally.
+
+        Returns:
+            Whether anything was sent.
+
+        Raises:
+            ChainUnavailable: the node has no unlocked account to send from (fund ``address`` yourself).
+        """
+        if minimum is not None and self.balance(address) >= minimum:
+            return False
+        source = self._development_account()
+        if source is None:
+            raise ChainUnavailable(f"cannot fund {address}: the node has no unlocked development account")
+        tx_hash = self.w3.eth.send_transaction({"from": source, "to": address, "value": amount})  # type: ignore[typeddict-item]
         self.w3.eth.wait_for_transaction_receipt(tx_hash)
+        return True
+
+    def _development_account(self) -> str | None:
+        """The node's first unlocked account, or ``None`` (a node that holds no keys, or hides them)."""
+        try:
+            accounts = self.w3.eth.accounts
+        except Exception:  # eth_accounts unsupported: a public node
+            return None
+        return str(accounts[0]) if accounts else None
 
     def balance(self, address: str) -> Wei:
-        return Wei(int(self.w3.eth.get_balance(address)))
+        return Wei(int(self.w3.eth.get_balance(to_checksum_address(address))))
 
     def now(self) -> int:
         """Timestamp of the latest block (the contracts' notion of now)."""
@@ -251,20 +309,29 @@ def connect_rpc(url: str, *, kind: ChainKind = "rpc", timeout: float = 30.0) -> 
         time.sleep(0.1)
 
 
-def anvil_binary() -> Path:
-    """The anvil executable from the npm package ``@foundry-rs/anvil`` (or PATH).
+def anvil_binary(configured: Path | None = None) -> Path:
+    """The anvil executable: ``configured`` (the ``anvil_bin`` setting), else ``anvil`` on PATH, else
+    the source checkout's npm package ``@foundry-rs/anvil``.
 
     Raises:
-        ChainUnavailable: not installed (run ``make setup``).
+        ChainUnavailable: ``configured`` is not a file, or anvil is not installed (run ``make setup``).
     """
-    candidates = sorted((REPO_ROOT / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+    if configured is not None:
+        if not configured.is_file():
+            raise ChainUnavailable(f"anvil_bin (STERLING_ANVIL_BIN): {configured} is not a file")
+        return configured
     found = shutil.which("anvil")
     if found:
         return Path(found)
-    raise ChainUnavailable("anvil is not installed: run `make setup` (npm install @foundry-rs/anvil)")
+    root = checkout_root()
+    if root is not None:
+        for candidate in sorted((root / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil")):
+            if candidate.is_file():
+                return candidate
+    raise ChainUnavailable(
+        "anvil is not installed: run `make setup` in the checkout (npm install @foundry-rs/anvil), "
+        "put anvil on PATH, or set STERLING_ANVIL_BIN"
+    )
 
 
 def free_port() -> int:
@@ -274,8 +341,47 @@ def free_port() -> int:
 
 
 @contextmanager
+def open_chain(settings: SterlingSettings, *, state_path: Path | None = None, state_interval: int | None = None) -> Iterator[Chain]:
+    """The chain ``settings`` select (:attr:`~marketplace.config.SterlingSettings.chain_network`), open for the block.
+
+    An rpc network is connected to; an embedded one is created; an anvil one is started with the
+    network's hardfork and port (a free port if it names none, so that it never collides with a
+    node already running) and stopped when the block ends.
+
+    Args:
+        state_path: anvil only: the file it loads its state from and dumps it to.
+        state_interval: anvil only: also dump the state every this many seconds.
+
+    Raises:
+        ChainUnavailable: the node does not answer, or anvil cannot be started.
+
+    Example:
+        >>> with open_chain(get_settings(network="embedded")) as chain:  # doctest: +SKIP
+        ...     chain.kind
+        'embedded'
+    """
+    network = settings.chain_network
+    if network.kind == "rpc":
+        assert network.url is not None  # NetworkConfig refuses an rpc network without a host
+        yield connect_rpc(network.url, kind="rpc")
+    elif network.kind == "embedded":
+        yield embedded()
+    else:
+        with anvil(
+            port=network.port, hardfork=network.hardfork, state_path=state_path, state_interval=state_interval,
+            binary=anvil_binary(settings.anvil_bin),
+        ) as chain:  # fmt: skip
+            yield chain
+
+
+@contextmanager
 def anvil(
-    *, port: int | None = None, state_path: Path | None = None, hardfork: str = "prague", state_interval: int | None = None
+    *,
+    port: int | None = None,
+    state_path: Path | None = None,
+    hardfork: str | None = None,
+    state_interval: int | None = None,
+    binary: Path | None = None,
 ) -> Iterator[Chain]:
     """Start a local anvil node for the duration of the block, then stop it.
 
@@ -285,20 +391,22 @@ def anvil(
     Args:
         port: TCP port on 127.0.0.1 (a free one if ``None``).
         state_path: file anvil loads its state from and dumps it to on exit, so a restart loses nothing.
-        hardfork: EVM hardfork, matching the compiler's ``evmVersion``.
+        hardfork: EVM hardfork, matching the compiler's ``evmVersion`` (anvil's default if ``None``).
         state_interval: also dump the state every this many seconds (survives a hard kill).
+        binary: the anvil executable (:func:`anvil_binary` if ``None``).
     """
     port = port or free_port()
     args = [
-        str(anvil_binary()),
+        str(binary or anvil_binary()),
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--hardfork", hardfork,
         "--chain-id", str(ANVIL_CHAIN_ID),
         "--accounts", "2",
         "--balance", "1000000",
         "--silent",
     ]  # fmt: skip
+    if hardfork is not None:
+        args += ["--hardfork", hardfork]
     if state_path is not None:
         state_path.parent.mkdir(parents=True, exist_ok=True)
         args += ["--state", str(state_path)]

@@ -1,10 +1,11 @@
 """Compile Sterling's Solidity contracts and read the committed artifacts.
 
 The compiler settings (solc version, EVM version, optimizer, remappings) and the source and
-build folders come from ``brownie-config.yaml`` at the repository root; nothing here hard-codes
-them. Compiling needs ``py-solc-x`` and the solc wrapper ``contracts/bin/solc`` (solcjs from
-``node_modules``); reading artifacts with :func:`load_artifact` needs neither, so the runtime
-works without a compiler.
+build folders come from ``brownie-config.yaml`` at the project root (by default the source
+checkout, :func:`marketplace.config.checkout_root`); nothing here hard-codes them. Compiling
+needs ``py-solc-x`` and the solc wrapper ``contracts/bin/solc`` (solcjs from ``node_modules``);
+reading artifacts with :func:`marketplace.abi.load_artifact` needs neither, so the runtime works
+without a compiler.
 
 Example:
     Regenerate the committed artifacts after editing a contract::
@@ -15,39 +16,48 @@ Example:
 from __future__ import annotations
 
 import json
-import sys
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .abi import Artifact
+from .config import CONFIG_FILE_NAME, checkout_root
+
 __all__ = [
     "CompilationError",
     "compile_contracts",
     "compile_test_contracts",
-    "load_artifact",
     "write_artifacts",
 ]
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-"""The repository root: holds ``brownie-config.yaml``, ``contracts/`` and ``node_modules/``."""
-
-CONFIG_FILE = "brownie-config.yaml"
+CONFIG_FILE = CONFIG_FILE_NAME
 SOLC_WRAPPER = Path("contracts") / "bin" / "solc"
 TEST_CONTRACTS_DIR = "test"
 """Test helper contracts live in ``<contracts parent>/test`` and build to ``<build>/test``."""
 
 _OUTPUT_SELECTION = ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]
 
-Artifact = dict[str, Any]
-"""``{"abi": [...], "bytecode": "0x...", "deployedBytecode": "0x..."}``."""
 
 
 class CompilationError(Exception):
     """Solidity compilation failed; the message holds solc's error messages."""
+
+
+def _project_root(project_root: Path | None) -> Path:
+    """``project_root``, else the source checkout (which holds ``brownie-config.yaml``, ``contracts/``, ``node_modules/``).
+
+    Raises:
+        CompilationError: no root given and the SDK does not run from a source checkout.
+    """
+    root = project_root if project_root is not None else checkout_root()
+    if root is None:
+        raise CompilationError("compiling needs a source checkout: pass project_root (the folder holding brownie-config.yaml)")
+    return root
 
 
 def _read_config(project_root: Path) -> dict[str, Any]:
@@ -192,11 +202,12 @@ def _compile(project_root: Path, *, include_tests: bool) -> dict[str, Artifact]:
     return artifacts
 
 
-def compile_contracts(*, project_root: Path = PROJECT_ROOT) -> dict[str, Artifact]:
+def compile_contracts(*, project_root: Path | None = None) -> dict[str, Artifact]:
     """Compile ``contracts/src/**/*.sol`` with the settings of ``brownie-config.yaml``.
 
     Args:
-        project_root: repository root holding the config, sources and ``node_modules``.
+        project_root: the folder holding the config, sources and ``node_modules`` (default: the
+            source checkout).
 
     Returns:
         ``{ContractName: {"abi": [...], "bytecode": "0x...", "deployedBytecode": "0x..."}}`` for
@@ -211,10 +222,10 @@ def compile_contracts(*, project_root: Path = PROJECT_ROOT) -> dict[str, Artifac
         >>> sorted(artifacts)  # doctest: +SKIP
         ['EnclaveRegistry', 'JobMarket']
     """
-    return _compile(project_root, include_tests=False)
+    return _compile(_project_root(project_root), include_tests=False)
 
 
-def compile_test_contracts(*, project_root: Path = PROJECT_ROOT) -> dict[str, Artifact]:
+def compile_test_contracts(*, project_root: Path | None = None) -> dict[str, Artifact]:
     """Compile the test helper contracts under ``contracts/test/`` (with the sources they import).
 
     Returns:
@@ -223,7 +234,7 @@ def compile_test_contracts(*, project_root: Path = PROJECT_ROOT) -> dict[str, Ar
     Raises:
         CompilationError: as for :func:`compile_contracts`.
     """
-    return _compile(project_root, include_tests=True)
+    return _compile(_project_root(project_root), include_tests=True)
 
 
 def _write(folder: Path, artifacts: dict[str, Artifact]) -> list[Path]:
@@ -251,7 +262,7 @@ def render_web_abi(artifacts: dict[str, Artifact]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_artifacts(*, project_root: Path = PROJECT_ROOT) -> list[Path]:
+def write_artifacts(*, project_root: Path | None = None) -> list[Path]:
     """Compile and write ``contracts/artifacts/<Name>.json`` (and ``contracts/artifacts/test/``)
     and the browser's ``web/js/abi.js``.
 
@@ -261,6 +272,7 @@ def write_artifacts(*, project_root: Path = PROJECT_ROOT) -> list[Path]:
     Raises:
         CompilationError: as for :func:`compile_contracts`.
     """
+    project_root = _project_root(project_root)
     _src, build = _folders(_read_config(project_root))
     deployable = compile_contracts(project_root=project_root)
     written = _write(project_root / build, deployable)
@@ -276,43 +288,19 @@ def write_artifacts(*, project_root: Path = PROJECT_ROOT) -> list[Path]:
     return written
 
 
-def artifacts_dir(*, project_root: Path = PROJECT_ROOT, test: bool = False) -> Path:
-    """Folder holding the committed artifacts (``test=True``: the test helpers' folder)."""
-    _src, build = _folders(_read_config(project_root))
-    folder = project_root / build
-    return folder / TEST_CONTRACTS_DIR if test else folder
 
-
-def load_artifact(name: str, *, project_root: Path = PROJECT_ROOT, test: bool = False) -> Artifact:
-    """Read the committed artifact of contract ``name``; no compiler needed.
-
-    Args:
-        name: contract name, e.g. ``"JobMarket"``.
-        project_root: repository root.
-        test: read a test helper from ``contracts/artifacts/test/`` instead.
-
-    Returns:
-        ``{"abi": [...], "bytecode": "0x...", "deployedBytecode": "0x..."}``.
-
-    Raises:
-        FileNotFoundError: no artifact of that name (run ``python -m marketplace.compile``).
-    """
-    path = artifacts_dir(project_root=project_root, test=test) / f"{name}.json"
-    artifact: Artifact = json.loads(path.read_text(encoding="utf-8"))
-    return artifact
-
-
-def slither_input(*, project_root: Path = PROJECT_ROOT) -> dict[str, Any]:
+def slither_input(*, project_root: Path | None = None) -> dict[str, Any]:
     """The standard-JSON compiler input of ``contracts/src`` for Slither (``make lint``).
 
     The settings are the ones the artifacts are built with; ``outputSelection`` is left out so
     that crytic-compile asks for the ASTs and source maps it needs.
     """
-    config = _read_config(project_root)
+    root = _project_root(project_root)
+    config = _read_config(root)
     src, _build = _folders(config)
     settings = _solc_settings(config)
     settings.pop("outputSelection", None)
-    return {"language": "Solidity", "sources": _sources(project_root, [src]), "settings": settings}
+    return {"language": "Solidity", "sources": _sources(root, [src]), "settings": settings}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,12 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m marketplace.compile [--slither-input PATH]", file=sys.stderr)
         return 2
     try:
-        written = write_artifacts()
+        root = _project_root(None)
+        written = write_artifacts(project_root=root)
     except CompilationError as e:
         logger.error("%s", e)
         return 1
     for path in written:
-        print(path.relative_to(PROJECT_ROOT).as_posix())
+        print(path.relative_to(root).as_posix())
     return 0
 
 

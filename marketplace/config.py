@@ -1,64 +1,334 @@
-"""Network settings from ``brownie-config.yaml`` (its compiler section is read by :mod:`marketplace.compile`)."""
+"""Sterling's one configuration: :class:`SterlingSettings`, built by :func:`get_settings`.
+
+Each setting is taken from the first of these that gives it:
+
+1. **flags**: keyword arguments of :func:`get_settings` (the CLI passes its options; ``None``
+   means "not given" and never overrides);
+2. **environment**: ``STERLING_<FIELD>``, and ``STERLING_<SECTION>_<FIELD>`` for a field of a
+   section (``STERLING_GATEWAY_MAX_BLOB_BYTES``, ``STERLING_UP_TRAINER_THREADS``);
+3. **brownie-config.yaml**: its ``networks:`` section (the default network and the networks);
+4. **defaults** written here.
+
+The YAML file is :attr:`SterlingSettings.config_file` (``STERLING_CONFIG_FILE``) if set, else
+``brownie-config.yaml`` in the current directory, else the source checkout's (when the SDK runs
+from one), else none. Its ``compiler:`` section is read by :mod:`marketplace.compile` only.
+``docs/configuration.md`` lists every setting.
+
+Example:
+    >>> settings = get_settings(network="embedded")  # doctest: +SKIP
+    >>> settings.chain_network.kind  # doctest: +SKIP
+    'embedded'
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    YamlConfigSettingsSource,
+)
 
 from .errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BROWNIE_CONFIG = REPO_ROOT / "brownie-config.yaml"
+__all__ = [
+    "BUILTIN_NETWORKS",
+    "CONFIG_FILE_NAME",
+    "ChainKind",
+    "DemoSettings",
+    "GatewaySettings",
+    "NetworkConfig",
+    "SterlingSettings",
+    "UpSettings",
+    "checkout_root",
+    "get_settings",
+]
 
-NetworkKind = Literal["embedded", "anvil", "rpc"]
+CONFIG_FILE_NAME = "brownie-config.yaml"
+ENV_PREFIX = "STERLING_"
 
-
-@dataclass(frozen=True)
-class NetworkConfig:
-    """One named network from ``brownie-config.yaml``."""
-
-    name: str
-    kind: NetworkKind
-    url: str | None
-    port: int | None
-    hardfork: str | None
-
-
-@lru_cache(maxsize=1)
-def _load(path: Path = BROWNIE_CONFIG) -> dict[str, Any]:
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from e
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path} is not a mapping")
-    return doc
+ChainKind = Literal["embedded", "anvil", "rpc"]
+"""``embedded``: py-evm in process; ``anvil``: a local node Sterling starts; ``rpc``: any JSON-RPC node."""
 
 
-def network(name: str | None = None) -> NetworkConfig:
-    """A named network; ``None`` means the configured default.
+def checkout_root() -> Path | None:
+    """The source checkout the SDK runs from, or ``None`` when it is installed (e.g. from a wheel).
+
+    A checkout holds ``brownie-config.yaml``, ``contracts/`` and, after ``make setup``,
+    ``node_modules/`` (anvil, solc, the browser's vendor files) next to the packages.
+    """
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / CONFIG_FILE_NAME).is_file() and (root / "contracts").is_dir() else None
+
+
+class NetworkConfig(BaseModel):
+    """One network of the ``networks:`` section (its name is the key it is listed under)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(default="", description="the key under `networks:` (filled in)")
+    kind: ChainKind
+    host: str | None = Field(default=None, description="rpc: the node's URL (scheme and host, or a full URL)")
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="rpc: appended to host; anvil: the port it listens on (a free one if unset)"
+    )
+    hardfork: str | None = Field(default=None, description="anvil: the EVM hardfork (anvil's own default if unset)")
+
+    @model_validator(mode="after")
+    def _fits_its_kind(self) -> NetworkConfig:
+        if self.kind == "rpc" and not self.host:
+            raise ValueError("an rpc network needs a host (its URL)")
+        if self.kind != "rpc" and self.host is not None:
+            raise ValueError(f"host applies to rpc networks only; an {self.kind} network runs on this machine")
+        if self.kind == "embedded" and (self.port is not None or self.hardfork is not None):
+            raise ValueError("an embedded network takes no port or hardfork")
+        return self
+
+    @property
+    def url(self) -> str | None:
+        """The JSON-RPC URL of an rpc network (``host`` plus ``:port`` if given)."""
+        if self.host is None:
+            return None
+        return f"{self.host.rstrip('/')}:{self.port}" if self.port is not None else self.host
+
+
+BUILTIN_NETWORKS: dict[str, dict[str, Any]] = {
+    "embedded": {"kind": "embedded"},
+    "anvil": {"kind": "anvil", "hardfork": "prague"},
+}
+"""The networks that exist without any YAML file (the checkout's ``brownie-config.yaml`` lists the same)."""
+DEFAULT_NETWORK = "anvil"
+
+
+class GatewaySettings(BaseModel):
+    """The gateway's section (``STERLING_GATEWAY_<FIELD>``): where it listens and what it accepts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="address the gateway listens on")
+    port: int = Field(default=8000, ge=1, le=65535, description="port the gateway listens on")
+    max_blob_bytes: int = Field(default=1 << 30, ge=1, description="largest ciphertext upload")
+    max_json_bytes: int = Field(default=1 << 20, ge=1024, description="largest JSON request body")
+    rpc_max_batch: int = Field(default=100, ge=1, le=10_000, description="largest JSON-RPC batch forwarded")
+    rpc_timeout_seconds: float = Field(default=30.0, gt=0, description="timeout of a relayed JSON-RPC call")
+    events_poll_seconds: float = Field(default=0.5, gt=0, description="how often an event stream looks for news")
+    response_cache_entries: int = Field(default=512, ge=1, le=100_000, description="rendered index queries kept until the index moves")
+    web_dir: Path | None = Field(default=None, description="static UI served at / (unset: the UI shipped with the sterling package)")
+    vendor_dir: Path | None = Field(default=None, description="npm packages served at /vendor (unset: the checkout's node_modules, if any)")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def _default_trainer_threads() -> int:
+    """Training leaves one core to the gateway, indexer and chain that share the machine."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class UpSettings(BaseModel):
+    """``sterling up``'s section (``STERLING_UP_<FIELD>``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dev_accounts: int = Field(default=3, ge=0, le=100, description="development accounts (with keys) offered to the UI on local chains")
+    indexer_interval: float = Field(default=0.5, gt=0, description="seconds between chain index polls")
+    dispatcher_interval: float = Field(default=1.0, gt=0, description="seconds between job dispatcher polls")
+    trainer_threads: int = Field(
+        default_factory=_default_trainer_threads, ge=1, description="torch threads of the trainer enclave (default: cores - 1)"
+    )
+
+
+class DemoSettings(BaseModel):
+    """``sterling demo``'s section (``STERLING_DEMO_<FIELD>``): the scenario's knobs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epsilon: float = Field(default=1.0, gt=0, description="ε of the demo's training job")
+    delta: float = Field(default=1e-5, gt=0, lt=1, description="δ of the demo's training job")
+    seed: int = Field(default=7, ge=0, description="seed of the data split and model initialisation")
+    state_dir: Path | None = Field(default=None, description="keep the demo's files here (unset: a temporary folder)")
+
+
+class SterlingSettings(BaseSettings):
+    """Every setting of the SDK and the applications; build it with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,  # STERLING_GATEWAY_MAX_BLOB_BYTES -> gateway.max_blob_bytes
+        extra="forbid",
+        frozen=True,
+    )
+
+    config_file: Path | None = Field(default=None, description="the YAML file read (found as the module docstring says if unset)")
+    networks: dict[str, NetworkConfig] = Field(
+        default_factory=lambda: {k: NetworkConfig(name=k, **v) for k, v in BUILTIN_NETWORKS.items()},
+        description="named networks; the built-in embedded and anvil always exist, a listed network replaces the built-in one of its name",
+    )
+    network: str = Field(default=DEFAULT_NETWORK, description="the network to run on (brownie-config.yaml: networks.default)")
+    rpc_url: str | None = Field(default=None, description="use the JSON-RPC node at this URL instead of `network`")
+    anvil_bin: Path | None = Field(
+        default=None, description="the anvil executable (unset: `anvil` on PATH, else the checkout's node_modules)"
+    )
+    state_dir: Path = Field(default=Path(".sterling"), description="sterling up: chain state, keys, deployment, index, blobs")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL of the chain index (unset: SQLite in state_dir)")
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    up: UpSettings = Field(default_factory=UpSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _with_builtin_networks(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {**BUILTIN_NETWORKS, **value}
+        return {name: ({**entry, "name": name} if isinstance(entry, dict) else entry) for name, entry in merged.items()}
+
+    @field_validator("networks", mode="after")
+    @classmethod
+    def _named(cls, value: dict[str, NetworkConfig]) -> dict[str, NetworkConfig]:
+        return {name: entry if entry.name == name else entry.model_copy(update={"name": name}) for name, entry in value.items()}
+
+    @field_validator("network")
+    @classmethod
+    def _known_network(cls, value: str, info: ValidationInfo) -> str:
+        networks = info.data.get("networks")
+        if networks is not None and value not in networks:
+            raise ValueError(f"unknown network {value!r}; defined: {', '.join(sorted(networks))}")
+        return value
+
+    @property
+    def chain_network(self) -> NetworkConfig:
+        """The network to run on: ``rpc_url`` if set, else the one named by ``network``."""
+        if self.rpc_url is not None:
+            return NetworkConfig(name="rpc", kind="rpc", host=self.rpc_url)
+        return self.networks[self.network]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags, then the environment, then ``brownie-config.yaml`` (no dotenv, no secrets folder)."""
+        return init_settings, env_settings, BrownieConfigSource(settings_cls)
+
+
+class _NetworksYamlSource(YamlConfigSettingsSource):
+    """The ``networks:`` section of one YAML file, as the fields ``network`` and ``networks``."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            document = super()._read_file(file_path)
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read {file_path}: {e}") from e
+        if not isinstance(document, dict):
+            raise ConfigError(f"{file_path} is not a YAML mapping")
+        section = document.get("networks")
+        if section is None:
+            return {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{file_path}: `networks:` is not a mapping")
+        entries = {name: entry for name, entry in section.items() if name != "default"}
+        fields: dict[str, Any] = {"networks": entries} if entries else {}
+        if "default" in section:
+            fields["network"] = section["default"]
+        return fields
+
+
+class BrownieConfigSource(PydanticBaseSettingsSource):
+    """The ``networks:`` of the YAML file that flags, the environment or the lookup order name.
+
+    The file is located when the settings are built (the flags and the environment are known
+    then), never at import time.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything comes from __call__
+
+    def locate(self) -> Path | None:
+        """The YAML file to read: ``config_file`` if given (it must exist), else the lookup order."""
+        named = self.current_state.get("config_file")
+        if named not in (None, ""):
+            path = Path(named).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"config_file ({ENV_PREFIX}CONFIG_FILE): {path} does not exist")
+            return path
+        here = Path.cwd() / CONFIG_FILE_NAME
+        if here.is_file():
+            return here
+        root = checkout_root()
+        if root is not None and (root / CONFIG_FILE_NAME).is_file():
+            return root / CONFIG_FILE_NAME
+        return None
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.locate()
+        if path is None:
+            return {}
+        return {**_NetworksYamlSource(self.settings_cls, yaml_file=path)(), "config_file": path}
+
+
+def _drop_unset(flags: dict[str, Any]) -> dict[str, Any]:
+    """Flags without the ``None`` ones (not given), sections included; empty sections dropped."""
+    kept: dict[str, Any] = {}
+    for key, value in flags.items():
+        if isinstance(value, dict):
+            value = _drop_unset(value)
+            if not value:
+                continue
+        if value is not None:
+            kept[key] = value
+    return kept
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable that sets the setting at ``loc`` (a network entry: STERLING_NETWORKS)."""
+    head = [str(part) for part in loc[:1 if loc and loc[0] == "networks" else 2]]
+    return ENV_PREFIX + "_".join(head).upper()
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        setting = ".".join(str(part) for part in loc) or "settings"
+        where = f" ({_env_name(loc)})" if loc else ""
+        got = f"; got {item['input']!r}" if "input" in item and not isinstance(item["input"], dict) else ""
+        problems.append(f"{setting}{where}: {item['msg'].removeprefix('Value error, ')}{got}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def get_settings(**flags: Any) -> SterlingSettings:
+    """Build the settings: ``flags`` > environment > ``brownie-config.yaml`` > defaults.
+
+    Args:
+        flags: setting values given explicitly (e.g. CLI options), by field name; a section's
+            fields as a dict (``gateway={"port": 8080}``). ``None`` values are ignored.
 
     Raises:
-        ConfigError: unknown network or invalid entry.
+        ConfigError: a value is invalid or unknown (the message names the setting and its
+            environment variable), or the YAML file is missing or unreadable.
+
+    Example:
+        >>> get_settings(network="embedded", gateway={"port": 8080}).gateway.port  # doctest: +SKIP
+        8080
     """
-    networks = _load().get("networks", {})
-    chosen = name or networks.get("default")
-    entry = networks.get(chosen)
-    if not isinstance(entry, dict):
-        known = sorted(k for k in networks if k != "default")
-        raise ConfigError(f"unknown network {chosen!r}; brownie-config.yaml defines {known}")
-    kind = entry.get("kind")
-    if kind not in ("embedded", "anvil", "rpc"):
-        raise ConfigError(f"network {chosen!r} has invalid kind {kind!r}")
-    port = entry.get("port")
-    return NetworkConfig(
-        name=str(chosen),
-        kind=kind,
-        url=str(entry["host"]) if "host" in entry else None,
-        port=int(port) if port is not None else None,
-        hardfork=str(entry["hardfork"]) if "hardfork" in entry else None,
-    )
+    try:
+        return SterlingSettings(**_drop_unset(flags))
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from e
+    except SettingsError as e:  # e.g. an environment variable holding malformed JSON
+        raise ConfigError(f"invalid configuration: {e}") from e

@@ -8,26 +8,57 @@ A market pays in the native currency or in one ERC-20 token fixed at deployment
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NewType
+from typing import Any, NewType, cast
 
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 from web3.contract import Contract
 from web3.logs import DISCARD
 
-from enclave_worker.trusted.receipt import DELTA_SCALE, EPSILON_SCALE, Receipt
-from enclave_worker.trusted.roles import Role
+from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, DatasetStatus, JobStatus, Role
+from enclave_worker.trusted.receipt import Receipt
 
+from .abi import ERC20_ABI, load_artifact
 from .chain import Chain, TxResult, Wei
-from .compile import load_artifact
 from .errors import ConfigError, JobNotReady
+
+__all__ = [
+    "CERTIFICATE_TYPES",
+    "DEFAULT_ADMIN_DELAY",
+    "DELTA_SCALE",
+    "EPSILON_SCALE",
+    "MAX_ADMIN_DELAY",
+    "MAX_PRICE_PER_JOB",
+    "REGISTRY_DOMAIN_NAME",
+    "ZERO_ADDRESS",
+    "Certificate",
+    "DatasetId",
+    "DatasetRecord",
+    "DatasetStatus",
+    "Deployment",
+    "EnclaveRecord",
+    "JobId",
+    "JobRecord",
+    "JobStatus",
+    "MarketClient",
+    "RegistryClient",
+    "ResultRecord",
+    "Role",
+    "Terms",
+    "code_version",
+    "delta_units",
+    "deploy",
+    "epsilon_units",
+]
+"""The SDK's contract API; the constants and enums that mirror the contracts are re-exported from
+:mod:`enclave_worker.trusted.onchain`, their one definition."""
 
 logger = logging.getLogger(__name__)
 
@@ -44,26 +75,9 @@ ZERO_ADDRESS = "0x" + "00" * 20
 MAX_PRICE_PER_JOB = 2**96 - 1
 """Largest ``pricePerJob`` the market accepts (jobs store price snapshots in 96 bits)."""
 
-_ERC20_ABI: list[dict[str, Any]] = [
-    {
-        "type": "function", "name": "approve", "stateMutability": "nonpayable",
-        "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
-        "outputs": [{"name": "", "type": "bool"}],
-    },
-    {
-        "type": "function", "name": "allowance", "stateMutability": "view",
-        "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
-        "outputs": [{"name": "", "type": "uint256"}],
-    },
-    {
-        "type": "function", "name": "balanceOf", "stateMutability": "view",
-        "inputs": [{"name": "account", "type": "address"}],
-        "outputs": [{"name": "", "type": "uint256"}],
-    },
-    {"type": "function", "name": "decimals", "stateMutability": "view", "inputs": [], "outputs": [{"name": "", "type": "uint8"}]},
-    {"type": "function", "name": "symbol", "stateMutability": "view", "inputs": [], "outputs": [{"name": "", "type": "string"}]},
-]  # fmt: skip
-"""The part of ERC-20 the clients use (the payment token's own artifact is not needed)."""
+def _web3_address(address: str) -> ChecksumAddress:
+    """``address`` typed as web3 wants it; web3 itself rejects it at run time unless it is a checksum address."""
+    return cast(ChecksumAddress, address)
 
 
 def _error(name: str, *types: str) -> dict[str, Any]:
@@ -79,9 +93,6 @@ _TOKEN_ERRORS: list[dict[str, Any]] = [
     _error("ERC20InsufficientAllowance", "address", "uint256", "uint256"),
     _error("ERC20InvalidApprover", "address"),
     _error("ERC20InvalidSpender", "address"),
-    # Solidity's built-in errors: require(…, "reason") in older tokens, and panics.
-    _error("Error", "string"),
-    _error("Panic", "uint256"),
 ]
 """Errors a market call can revert with that are not in the market's own ABI."""
 
@@ -94,25 +105,6 @@ def epsilon_units(epsilon: float) -> int:
 def delta_units(delta: float) -> int:
     """δ as the contracts' fixed-point integer (δ × 10¹⁸)."""
     return round(delta * DELTA_SCALE)
-
-
-class JobStatus(enum.IntEnum):
-    """Mirror of ``IJobMarket.JobStatus``."""
-
-    NONE = 0
-    OPEN = 1
-    CLAIMED = 2
-    COMPLETED = 3
-    EXPIRED = 4
-    CANCELLED = 5
-
-
-class DatasetStatus(enum.IntEnum):
-    """Mirror of ``IDatasetRegistry.DatasetStatus``: whether new jobs may use a dataset."""
-
-    ACTIVE = 0
-    PAUSED = 1
-    DELISTED = 2
 
 
 @dataclass(frozen=True)
@@ -278,7 +270,8 @@ def _deploy_one(chain: Chain, account: LocalAccount, name: str, *args: Any) -> t
     artifact = load_artifact(name)
     factory = chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     chain.register_errors(artifact["abi"])
-    result = chain.transact(account, factory.constructor(*args), name=f"deploy {name}")  # type: ignore[arg-type]
+    constructor = factory.constructor(*args)
+    result = chain.transact(account, constructor, name=f"deploy {name}")  # type: ignore[arg-type]  # builds/sends like a ContractFunction
     address = result.receipt["contractAddress"]
     assert address is not None
     return str(address), result
@@ -304,12 +297,13 @@ def deploy(
         raise ConfigError(f"admin_delay must fit 48 bits, got {admin_delay}")
     if payment_token is not None:
         try:
-            payment_token = str(to_checksum_address(payment_token))
+            checksummed = to_checksum_address(payment_token)
         except ValueError as e:
             raise ConfigError(f"payment token {payment_token!r} is not an address") from e
+        payment_token = str(checksummed)
         if payment_token == ZERO_ADDRESS:
             payment_token = None
-        elif not chain.w3.eth.get_code(payment_token):  # type: ignore[arg-type]
+        elif not chain.w3.eth.get_code(checksummed):
             raise ConfigError(f"payment token {payment_token} is not a contract on chain {chain.chain_id}")
     registry, _ = _deploy_one(chain, governance, "EnclaveRegistry", admin_delay, governance.address)
     market, result = _deploy_one(
@@ -338,7 +332,7 @@ class RegistryClient:
         artifact = load_artifact("EnclaveRegistry")
         chain.register_errors(artifact["abi"])
         self.chain = chain
-        self.contract: Contract = chain.w3.eth.contract(address=address, abi=artifact["abi"])  # type: ignore[call-overload]
+        self.contract: Contract = chain.w3.eth.contract(address=_web3_address(address), abi=artifact["abi"])
         self.address = address
 
     def domain(self) -> dict[str, Any]:
@@ -402,7 +396,7 @@ class MarketClient:
         chain.register_errors(load_artifact("EnclaveRegistry")["abi"])
         chain.register_errors(_TOKEN_ERRORS)
         self.chain = chain
-        self.contract: Contract = chain.w3.eth.contract(address=address, abi=artifact["abi"])  # type: ignore[call-overload]
+        self.contract: Contract = chain.w3.eth.contract(address=_web3_address(address), abi=artifact["abi"])
         self.address = address
         self._token: tuple[Contract | None] | None = None  # asked once: the token is immutable
 
@@ -420,7 +414,7 @@ class MarketClient:
     def _token_contract(self) -> Contract | None:
         if self._token is None:
             address = str(self.chain.call(self.contract.functions.paymentToken()))
-            token = None if int(address, 16) == 0 else self.chain.w3.eth.contract(address=address, abi=_ERC20_ABI)  # type: ignore[call-overload]
+            token = None if int(address, 16) == 0 else self.chain.w3.eth.contract(address=_web3_address(address), abi=ERC20_ABI)
             self._token = (token,)
         return self._token[0]
 

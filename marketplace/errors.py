@@ -15,6 +15,7 @@ from enclave_worker.trusted.errors import (
     KeyReleaseRefused,
     KeyUnwrapFailed,
     ProtocolError,
+    RunRefused,
     SchemaMismatch,
     SterlingError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "KeyReleaseRefused",
     "KeyUnwrapFailed",
     "ProtocolError",
+    "RunRefused",
     "SchemaMismatch",
     "SterlingError",
 ]

@@ -15,14 +15,14 @@ from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
-from eth_utils import event_abi_to_log_topic
+from eth_utils import event_abi_to_log_topic, filter_abi_by_type
 from web3 import Web3
 
 from enclave_worker.trusted import dataformat, keywrap
 from enclave_worker.trusted.dataset import DatasetPackage, canonical_json
 from enclave_worker.trusted.models import ModelSpec
 
-from .compile import load_artifact
+from .abi import load_artifact
 from .contracts import Terms
 from .errors import SterlingError
 
@@ -40,8 +40,8 @@ def indexed_id(receipt: dict[str, Any], event: str) -> int:
     Raises:
         GatewayRequestFailed: the receipt holds no such event.
     """
-    abi = next(item for item in _MARKET.abi if item.get("type") == "event" and item.get("name") == event)
-    topic = "0x" + event_abi_to_log_topic(abi).hex()  # type: ignore[arg-type]
+    abi = next(item for item in filter_abi_by_type("event", _MARKET.abi) if item.get("name") == event)
+    topic = "0x" + event_abi_to_log_topic(abi).hex()
     for log in receipt.get("logs", []):
         topics = [t if isinstance(t, str) else "0x" + bytes(t).hex() for t in log["topics"]]
         if topics and topics[0].lower() == topic:
@@ -56,7 +56,8 @@ def encode_market_call(function: str, args: list[Any]) -> str:
 
 def _expect(response: httpx.Response, status: int) -> httpx.Response:
     if response.status_code != status:
-        raise GatewayRequestFailed(f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}: {response.text[:300]}")
+        request = response.request
+        raise GatewayRequestFailed(f"{request.method} {request.url.path}: HTTP {response.status_code}: {response.text[:300]}")
     return response
 
 
@@ -146,9 +147,8 @@ def list_dataset_over_http(client: httpx.Client, provider: LocalAccount, package
     km_key = bytes.fromhex(config["key_manager"]["encryption_key"][2:])
     wrapped = keywrap.wrap(key, km_key, info=keywrap.datakey_info(bytes.fromhex(content_hash)))
     _expect(client.post("/api/key-manager/deposits", json={"content_hash": content_hash, "wrapped_key": wrapped.hex()}), 201)
-    data = _MARKET.encode_abi(
-        "listDataset", args=[bytes.fromhex(content_hash), bytes.fromhex(schema.json()["sha256"]), "sterling-blob:", terms.as_tuple(), [], []]
-    )
+    schema_hash = bytes.fromhex(schema.json()["sha256"])
+    data = _MARKET.encode_abi("listDataset", args=[bytes.fromhex(content_hash), schema_hash, "sterling-blob:", terms.as_tuple(), [], []])
     receipt = send_transaction(client, provider, to=config["contracts"]["job_market"], data=data)
     return HttpListing(content_hash, schema.json()["sha256"], key, ciphertext, receipt)
 

@@ -9,12 +9,12 @@ Every history row derived from a log carries the log's ``(tx_hash, log_index)`` 
 unique constraint, and :class:`ChainEvent` records each applied log once, which is what makes
 replaying a block range harmless (see :mod:`oracle.indexer`). State rows (a dataset's terms,
 status and allow-lists, a job's status, the market's pause flag, revoked enclaves) are what the
-logs up to the cursor leave behind.
+logs up to the cursor leave behind: the state of :mod:`oracle.fold`, whose fields have the names of
+these columns.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -326,17 +326,6 @@ class Measurement(Base):
     block: Mapped[int] = mapped_column(BigInteger)
 
 
-class PaymentReason(enum.StrEnum):
-    """Why a credit was made (:attr:`Payment.reason`)."""
-
-    CHANGE = "change"
-    """The part of ``maxTotalPrice`` above the job's price, credited back at creation."""
-    REFUND = "refund"
-    """A cancelled or expired job's escrow."""
-    PAYOUT = "payout"
-    """A provider's price or the worker fee, at settlement."""
-
-
 class Payment(Base):
     """Money credited to an account (payout, refund, change) or withdrawn by it."""
 
@@ -351,7 +340,7 @@ class Payment(Base):
     job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    """For credits: ``change``, ``refund`` or ``payout``; ``None`` for withdrawals."""
+    """For credits: ``change``, ``refund`` or ``payout`` (:class:`oracle.fold.PaymentReason`); ``None`` for withdrawals."""
     amount_wei: Mapped[int] = mapped_column(UInt)
     block: Mapped[int] = mapped_column(BigInteger)
     timestamp: Mapped[int] = mapped_column(BigInteger)

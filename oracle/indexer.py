@@ -8,11 +8,12 @@ nothing left to redo. Replays are harmless on top of that: every applied log is 
 derived history row carries the same unique key.
 
 Every piece of on-chain state a client asks about is rebuilt from the events alone: each
-dataset's terms (``DatasetListed``, ``TermsUpdated``), ε ledger (listed, reserved, released,
-debited, topped up), status (``DatasetStatusChanged``), restriction flags and allow-lists
-(``AccessRestricted``, ``Consumer…``/``Model…`` ``Allowed``/``Disallowed``); each job's status,
-price snapshots and refund; the market's emergency stop (``Paused``/``Unpaused``); enclaves,
-measurements and revocations. The index is therefore a pure function of the chain up to its cursor.
+dataset's terms, ε ledger, status, restriction flags and allow-lists; each job's status, price
+snapshots and refund; the market's emergency stop; enclaves, measurements and revocations. What
+each event means is said once, by the pure fold of :mod:`oracle.fold`: for every range the indexer
+loads the rows its new logs touch into an :class:`~oracle.fold.IndexState`, folds the logs in
+chain order, and writes the state and the history the fold produced back in the same
+transaction. The index is therefore a pure function of the chain up to its cursor.
 
 Example:
     >>> indexer = Indexer(db, market=market, registry=registry, start_block=deployment.block)  # doctest: +SKIP
@@ -25,24 +26,32 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar, cast
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from web3.contract.base_contract import BaseContractEvent
+from web3.types import LogReceipt
 
-from marketplace.contracts import (
-    CERTIFICATE_TYPES,
-    DatasetStatus,
-    JobStatus,
-    MarketClient,
-    RegistryClient,
-)
+from marketplace.contracts import CERTIFICATE_TYPES, DatasetStatus, JobStatus, MarketClient, RegistryClient
 from marketplace.errors import SterlingError
 
+from . import fold
+from .fold import (
+    DatasetState,
+    DecodedLog,
+    EnclaveState,
+    IndexState,
+    JobState,
+    LogPosition,
+    MarketPause,
+    MeasurementState,
+    Revocation,
+    hex0x,
+)
 from .index_db import (
     AllowedConsumer,
     AllowedModel,
@@ -59,7 +68,6 @@ from .index_db import (
     MarketState,
     Measurement,
     Payment,
-    PaymentReason,
     cursor_key,
 )
 
@@ -67,19 +75,17 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_BLOCKS = 500
 JS_SAFE_INTEGER = 2**53 - 1
+_SEEN_CHUNK = 500  # transaction hashes per replay-guard query (SQLite allows 999 parameters in old builds)
+_Entry = TypeVar("_Entry", AllowedConsumer, AllowedModel)
 
 
 class IndexerChainMismatch(SterlingError):
-    """The index was built from another chain than the one connected (it was reset or replaced)."""
+    """The index was built from another chain than the one connected (it was reset or replaced),
+    or the logs contradict the index (:class:`~oracle.fold.InconsistentLogs`)."""
 
 
 class _CursorMoved(SterlingError):
     """Another indexer committed the range first (its commit covers it)."""
-
-
-def hex0x(value: bytes | bytearray) -> str:
-    """``0x``-prefixed lowercase hex of raw bytes."""
-    return "0x" + bytes(value).hex()
 
 
 def _json_safe(value: Any) -> Any:
@@ -97,18 +103,15 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class DecodedLog:
-    """One decoded log with where and when it happened."""
+def _columns(state_type: type, *, skip: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The fields of a fold state class that are columns of the same name."""
+    return tuple(f.name for f in fields(state_type) if f.name not in skip)
 
-    name: str
-    args: dict[str, Any]
-    contract: str
-    block: int
-    timestamp: int
-    tx_hash: str
-    log_index: int
-    extra: dict[str, Any] = field(default_factory=dict)
+
+_DATASET_COLUMNS = _columns(DatasetState, skip=("consumers", "models"))
+_JOB_COLUMNS = _columns(JobState, skip=("dataset_ids", "prices"))
+_ENCLAVE_COLUMNS = _columns(EnclaveState)
+_MARKET_COLUMNS = _columns(MarketPause)
 
 
 @dataclass(frozen=True)
@@ -159,33 +162,6 @@ class Indexer:
                 self._events[(client.address.lower(), contract_event.topic.lower())] = contract_event
         self._checked_chain = False
         self._block_times: dict[int, int] = {}
-        self._handlers: dict[str, Callable[[Session, DecodedLog], None]] = {
-            "DatasetListed": self._dataset_listed,
-            "TermsUpdated": self._terms_updated,
-            "BudgetToppedUp": self._budget_topped_up,
-            "DatasetStatusChanged": self._dataset_status_changed,
-            "AccessRestricted": self._access_restricted,
-            "ConsumerAllowed": self._consumer_allowed,
-            "ConsumerDisallowed": self._consumer_disallowed,
-            "ModelAllowed": self._model_allowed,
-            "ModelDisallowed": self._model_disallowed,
-            "EpsilonReserved": self._epsilon_reserved,
-            "EpsilonReleased": self._epsilon_released,
-            "BudgetDebited": self._budget_debited,
-            "JobCreated": self._job_created,
-            "JobClaimed": self._job_claimed,
-            "ResultSubmitted": self._result_submitted,
-            "JobExpired": self._job_expired,
-            "JobCancelled": self._job_cancelled,
-            "PaymentCredited": self._payment_credited,
-            "Withdrawn": self._withdrawn,
-            "Paused": self._market_paused,
-            "Unpaused": self._market_unpaused,
-            "MeasurementApproved": self._measurement_approved,
-            "MeasurementRevoked": self._measurement_revoked,
-            "EnclaveRegistered": self._enclave_registered,
-            "EnclaveRevoked": self._enclave_revoked,
-        }
 
     # --- cursor -------------------------------------------------------------------------------
 
@@ -270,10 +246,7 @@ class Indexer:
             cursor = session.get(Cursor, self.key)
             if cursor is None or cursor.last_block != start - 1:
                 raise _CursorMoved(f"cursor {self.key} is not at block {start - 1}")
-            applied = 0
-            for log in logs:
-                if self._apply(session, log):
-                    applied += 1
+            applied = self._apply_all(session, logs)
             cursor.last_block = end
             cursor.last_block_timestamp = end_time
         self.committed_block = end  # after the commit: a reader never sees a version ahead of the data
@@ -283,10 +256,7 @@ class Indexer:
 
     def _fetch(self, start: int, end: int) -> list[DecodedLog]:
         """Decode the logs of both contracts in ``start … end``, in chain order (no DB access)."""
-        raw = []
-        for client in (self.market, self.registry):
-            raw.extend(self.chain.w3.eth.get_logs({"fromBlock": start, "toBlock": end, "address": client.contract.address}))
-        raw.sort(key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
+        raw = self._get_logs(start, end)
         self._block_times.clear()
         decoded = []
         for log in raw:
@@ -298,7 +268,7 @@ class Indexer:
                 continue
             data = contract_event.process_log(log)
             name = str(data["event"])
-            if name not in self._handlers:
+            if name not in fold.EVENTS:
                 continue
             block = int(log["blockNumber"])
             tx_hash = hex0x(log["transactionHash"])
@@ -316,6 +286,13 @@ class Indexer:
                 )
             )
         return decoded
+
+    def _get_logs(self, start: int, end: int) -> list[LogReceipt]:
+        """``eth_getLogs`` of both contracts in ``start … end`` (one request), in chain order."""
+        addresses = [self.market.contract.address, self.registry.contract.address]
+        raw = list(self.chain.w3.eth.get_logs({"fromBlock": start, "toBlock": end, "address": addresses}))
+        raw.sort(key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
+        return raw
 
     def _timestamp(self, block: int) -> int:
         if block not in self._block_times:
@@ -340,11 +317,31 @@ class Indexer:
 
     # --- applying events ----------------------------------------------------------------------
 
-    def _apply(self, session: Session, log: DecodedLog) -> bool:
-        """Apply one log unless it was applied before; returns whether it was new."""
-        seen = session.scalar(select(ChainEvent.id).where(ChainEvent.tx_hash == log.tx_hash, ChainEvent.log_index == log.log_index))
-        if seen is not None:
-            return False
+    def _apply_all(self, session: Session, logs: list[DecodedLog]) -> int:
+        """Fold the logs not applied before into the rows they touch; returns how many were new."""
+        new = self._unseen(session, logs)
+        if not new:
+            return 0
+        state = self._load(session, fold.touched(new))
+        for log in new:
+            self._apply(session, state, log)
+        if state.reservations:  # an EpsilonReserved and its JobCreated share a transaction, so one range has both
+            raise IndexerChainMismatch(f"reservations without their JobCreated: {state.reservations}")
+        self._store(session, state)
+        return len(new)
+
+    def _unseen(self, session: Session, logs: list[DecodedLog]) -> list[DecodedLog]:
+        """The logs ``chain_events`` does not hold yet, in their order."""
+        tx_hashes = sorted({log.tx_hash for log in logs})
+        seen: set[tuple[str, int]] = set()
+        for i in range(0, len(tx_hashes), _SEEN_CHUNK):
+            chunk = tx_hashes[i : i + _SEEN_CHUNK]
+            rows = session.execute(select(ChainEvent.tx_hash, ChainEvent.log_index).where(ChainEvent.tx_hash.in_(chunk)))
+            seen.update((tx_hash, log_index) for tx_hash, log_index in rows)
+        return [log for log in logs if (log.tx_hash, log.log_index) not in seen]
+
+    def _apply(self, session: Session, state: IndexState, log: DecodedLog) -> None:
+        """Record one new log in ``chain_events`` and fold it into ``state``."""
         args = log.args
         dataset_id = args.get("datasetId")
         job_id = args.get("jobId")
@@ -363,326 +360,130 @@ class Indexer:
                 data=_json_safe(args),
             )
         )
-        self._handlers[log.name](session, log)
+        try:
+            fold.apply(state, log)
+        except fold.InconsistentLogs as e:
+            raise IndexerChainMismatch(f"{log.name} in tx {log.tx_hash}: {e}") from e
+
+    # --- rows <-> fold state ------------------------------------------------------------------
+
+    def _load(self, session: Session, keys: fold.StateKeys) -> IndexState:
+        """The rows ``keys`` name, as fold state (they stay in the session for :meth:`_store`)."""
+        state = IndexState()
+        if keys.datasets:
+            for row in session.scalars(select(Dataset).where(Dataset.id.in_(sorted(keys.datasets)))):
+                state.datasets[row.id] = DatasetState(
+                    **{name: getattr(row, name) for name in _DATASET_COLUMNS if name != "status"},
+                    status=DatasetStatus(row.status),
+                    consumers={c.consumer: LogPosition(c.block, c.tx_hash, c.log_index) for c in row.consumers},
+                    models={m.model_spec_hash: LogPosition(m.block, m.tx_hash, m.log_index) for m in row.models},
+                )
+        if keys.jobs:
+            for job in session.scalars(select(Job).where(Job.id.in_(sorted(keys.jobs)))):
+                state.jobs[job.id] = JobState(
+                    **{name: getattr(job, name) for name in _JOB_COLUMNS if name != "status"},
+                    status=JobStatus(job.status),
+                    dataset_ids=tuple(d.dataset_id for d in job.datasets),
+                    prices=tuple(d.price_wei for d in job.datasets),
+                )
+        if keys.enclaves:
+            signers = sorted(keys.enclaves)
+            for enclave in session.scalars(select(Enclave).where(Enclave.signer.in_(signers))):
+                state.enclaves[enclave.signer] = EnclaveState(**{name: getattr(enclave, name) for name in _ENCLAVE_COLUMNS})
+            for revoked in session.scalars(select(EnclaveRevocation).where(EnclaveRevocation.signer.in_(signers))):
+                state.revocations[revoked.signer] = Revocation(block=revoked.block, timestamp=revoked.timestamp, tx_hash=revoked.tx_hash)
+        if keys.measurements:
+            hashes = sorted({measurement for _, measurement in keys.measurements})
+            for approval in session.scalars(select(Measurement).where(Measurement.measurement.in_(hashes))):
+                key = (approval.role, approval.measurement)
+                state.measurements[key] = MeasurementState(approved=approval.approved, block=approval.block)
+        if keys.market:
+            pause = session.get(MarketState, self.key)
+            if pause is not None:
+                state.market = MarketPause(**{name: getattr(pause, name) for name in _MARKET_COLUMNS})
+        return state
+
+    def _store(self, session: Session, state: IndexState) -> None:
+        """Write ``state`` (loaded by :meth:`_load`, then folded) and its new history into the session."""
+        for dataset in state.datasets.values():
+            row = session.get(Dataset, dataset.id)
+            if row is None:
+                row = Dataset(id=dataset.id)
+                session.add(row)
+            _copy(dataset, row, (*_DATASET_COLUMNS, "remaining_epsilon"))
+            row.status = int(dataset.status)
+            _sync(
+                row.consumers,
+                dataset.consumers,
+                lambda key, at: AllowedConsumer(consumer=key, block=at.block, tx_hash=at.tx_hash, log_index=at.log_index),
+                key=lambda entry: entry.consumer,
+            )
+            _sync(
+                row.models,
+                dataset.models,
+                lambda key, at: AllowedModel(model_spec_hash=key, block=at.block, tx_hash=at.tx_hash, log_index=at.log_index),
+                key=lambda entry: entry.model_spec_hash,
+            )
+        for job in state.jobs.values():
+            job_row = session.get(Job, job.id)
+            if job_row is None:  # created by this range: its datasets never change afterwards
+                job_row = Job(id=job.id)
+                job_row.datasets = [
+                    JobDataset(dataset_id=d, position=i, price_wei=p)
+                    for i, (d, p) in enumerate(zip(job.dataset_ids, job.prices, strict=True))
+                ]
+                session.add(job_row)
+            _copy(job, job_row, _JOB_COLUMNS)
+            job_row.status = int(job.status)
+        if state.market is not None:
+            pause = session.get(MarketState, self.key)
+            if pause is None:
+                pause = MarketState(key=self.key)
+                session.add(pause)
+            _copy(state.market, pause, _MARKET_COLUMNS)
+        for (role, measurement), decision in state.measurements.items():
+            found = session.scalar(select(Measurement).where(Measurement.role == role, Measurement.measurement == measurement))
+            if found is None:
+                session.add(Measurement(role=role, measurement=measurement, approved=decision.approved, block=decision.block))
+            else:
+                found.approved, found.block = decision.approved, decision.block
+        for signer, enclave in state.enclaves.items():
+            enclave_row = session.get(Enclave, signer)
+            if enclave_row is None:
+                enclave_row = Enclave(signer=signer)
+                session.add(enclave_row)
+            _copy(enclave, enclave_row, _ENCLAVE_COLUMNS)
+        for signer, revocation in state.revocations.items():
+            if session.get(EnclaveRevocation, signer) is None:
+                session.add(
+                    EnclaveRevocation(signer=signer, block=revocation.block, timestamp=revocation.timestamp, tx_hash=revocation.tx_hash)
+                )
+        session.add_all(BudgetEvent(**asdict(record)) for record in state.budget_events)
+        session.add_all(JobEvent(**asdict(record)) for record in state.job_events)
+        session.add_all(Payment(**asdict(record)) for record in state.payments)
         session.flush()
-        return True
 
-    def _dataset_listed(self, session: Session, log: DecodedLog) -> None:
-        a, terms = log.args, log.args["terms"]
-        total = int(terms["totalEpsilonBudget"])
-        session.add(
-            Dataset(
-                id=int(a["datasetId"]),
-                provider=str(a["provider"]),
-                content_hash=hex0x(a["contentHash"]),
-                schema_hash=hex0x(a["schemaHash"]),
-                uri=str(a["uri"]),
-                price_wei=int(terms["pricePerJob"]),
-                max_epsilon_per_job=int(terms["maxEpsilonPerJob"]),
-                total_epsilon=total,
-                spent_epsilon=0,
-                reserved_epsilon=0,
-                remaining_epsilon=total,
-                max_delta=int(terms["maxDelta"]),
-                expiry=int(terms["expiry"]),
-                listed_block=log.block,
-                listed_at=log.timestamp,
-                listed_tx=log.tx_hash,
-                status=int(DatasetStatus.ACTIVE),
-                restricted=False,
-                models_restricted=False,
-                updated_block=log.block,
-            )
-        )
-        self._budget(session, log, dataset_id=int(a["datasetId"]), job_id=None, kind="listed", epsilon=total, remaining=total, total=total)
 
-    def _terms_updated(self, session: Session, log: DecodedLog) -> None:
-        """New terms replace the old; a new total budget moves what remains (spent and reserved stay)."""
-        terms = log.args["terms"]
-        dataset = self._dataset(session, int(log.args["datasetId"]))
-        dataset.price_wei = int(terms["pricePerJob"])
-        dataset.max_epsilon_per_job = int(terms["maxEpsilonPerJob"])
-        dataset.total_epsilon = int(terms["totalEpsilonBudget"])
-        dataset.max_delta = int(terms["maxDelta"])
-        dataset.expiry = int(terms["expiry"])
-        dataset.remaining_epsilon = self._recompute_remaining(dataset)
-        dataset.updated_block = log.block
-        self._budget(
-            session, log, dataset_id=dataset.id, job_id=None, kind="terms_updated", epsilon=dataset.total_epsilon,
-            remaining=dataset.remaining_epsilon, total=dataset.total_epsilon,
-        )  # fmt: skip
+def _copy(source: object, target: object, names: Iterable[str]) -> None:
+    for name in names:
+        setattr(target, name, getattr(source, name))
 
-    def _budget_topped_up(self, session: Session, log: DecodedLog) -> None:
-        dataset = self._dataset(session, int(log.args["datasetId"]))
-        amount, total = int(log.args["amount"]), int(log.args["totalEpsilonBudget"])
-        if dataset.total_epsilon + amount != total:
-            logger.warning("dataset %d: total budget from events is %d + %d, BudgetToppedUp says %d", dataset.id, dataset.total_epsilon, amount, total)
-        dataset.total_epsilon = total
-        dataset.remaining_epsilon = self._recompute_remaining(dataset)
-        dataset.updated_block = log.block
-        self._budget(
-            session, log, dataset_id=dataset.id, job_id=None, kind="topped_up", epsilon=amount,
-            remaining=dataset.remaining_epsilon, total=total,
-        )  # fmt: skip
 
-    @staticmethod
-    def _recompute_remaining(dataset: Dataset) -> int:
-        remaining = dataset.total_epsilon - dataset.spent_epsilon - dataset.reserved_epsilon
-        if remaining < 0:  # the contract keeps spent + reserved <= total; only an inconsistent chain gets here
-            raise IndexerChainMismatch(f"dataset {dataset.id}: ε spent and reserved exceed its total budget")
-        return remaining
+def _sync(
+    rows: list[_Entry], wanted: Mapping[str, LogPosition], make: Callable[[str, LogPosition], _Entry], *, key: Callable[[_Entry], str]
+) -> None:
+    """Make the allow-list ``rows`` hold exactly the ``wanted`` entries (by key), each with its position.
 
-    def _dataset_status_changed(self, session: Session, log: DecodedLog) -> None:
-        dataset = self._dataset(session, int(log.args["datasetId"]))
-        dataset.status = int(DatasetStatus(int(log.args["status"])))
-        dataset.updated_block = log.block
-
-    def _access_restricted(self, session: Session, log: DecodedLog) -> None:
-        dataset = self._dataset(session, int(log.args["datasetId"]))
-        dataset.restricted = bool(log.args["consumers"])
-        dataset.models_restricted = bool(log.args["models"])
-        dataset.updated_block = log.block
-
-    def _consumer_allowed(self, session: Session, log: DecodedLog) -> None:
-        dataset, consumer = self._dataset(session, int(log.args["datasetId"])), str(log.args["consumer"])
-        if not any(c.consumer == consumer for c in dataset.consumers):  # allowing it again changes nothing, as on-chain
-            dataset.consumers.append(AllowedConsumer(consumer=consumer, block=log.block, tx_hash=log.tx_hash, log_index=log.log_index))
-
-    def _consumer_disallowed(self, session: Session, log: DecodedLog) -> None:
-        dataset, consumer = self._dataset(session, int(log.args["datasetId"])), str(log.args["consumer"])
-        dataset.consumers = [c for c in dataset.consumers if c.consumer != consumer]  # the orphan is deleted
-
-    def _model_allowed(self, session: Session, log: DecodedLog) -> None:
-        dataset, model = self._dataset(session, int(log.args["datasetId"])), hex0x(log.args["modelSpecHash"])
-        if not any(m.model_spec_hash == model for m in dataset.models):
-            dataset.models.append(AllowedModel(model_spec_hash=model, block=log.block, tx_hash=log.tx_hash, log_index=log.log_index))
-
-    def _model_disallowed(self, session: Session, log: DecodedLog) -> None:
-        dataset, model = self._dataset(session, int(log.args["datasetId"])), hex0x(log.args["modelSpecHash"])
-        dataset.models = [m for m in dataset.models if m.model_spec_hash != model]
-
-    def _dataset(self, session: Session, dataset_id: int) -> Dataset:
-        dataset = session.get(Dataset, dataset_id)
-        if dataset is None:  # cannot happen for a consistent chain: the market checks existence
-            raise IndexerChainMismatch(f"event for dataset {dataset_id}, which was never listed")
-        return dataset
-
-    def _budget(
-        self, session: Session, log: DecodedLog, *, dataset_id: int, job_id: int | None, kind: str, epsilon: int, remaining: int, total: int,
-        price_wei: int | None = None,
-    ) -> None:  # fmt: skip
-        session.add(
-            BudgetEvent(
-                dataset_id=dataset_id,
-                job_id=job_id,
-                kind=kind,
-                epsilon=epsilon,
-                remaining_epsilon=remaining,
-                total_epsilon=total,
-                price_wei=price_wei,
-                block=log.block,
-                timestamp=log.timestamp,
-                tx_hash=log.tx_hash,
-                log_index=log.log_index,
-            )
-        )
-
-    def _epsilon_reserved(self, session: Session, log: DecodedLog) -> None:
-        """A new job's reservation, with the price it pays (emitted before its ``JobCreated``)."""
-        dataset_id, job_id, epsilon = int(log.args["datasetId"]), int(log.args["jobId"]), int(log.args["epsilon"])
-        dataset = self._dataset(session, dataset_id)
-        dataset.reserved_epsilon += epsilon
-        dataset.remaining_epsilon = self._recompute_remaining(dataset)
-        self._budget(
-            session, log, dataset_id=dataset_id, job_id=job_id, kind="reserved", epsilon=epsilon, remaining=dataset.remaining_epsilon,
-            total=dataset.total_epsilon, price_wei=int(log.args["price"]),
-        )  # fmt: skip
-
-    def _epsilon_released(self, session: Session, log: DecodedLog) -> None:
-        dataset_id, job_id, epsilon = int(log.args["datasetId"]), int(log.args["jobId"]), int(log.args["epsilon"])
-        dataset = self._dataset(session, dataset_id)
-        dataset.reserved_epsilon -= epsilon
-        dataset.remaining_epsilon = self._recompute_remaining(dataset)
-        self._budget(
-            session, log, dataset_id=dataset_id, job_id=job_id, kind="released", epsilon=epsilon, remaining=dataset.remaining_epsilon,
-            total=dataset.total_epsilon,
-        )  # fmt: skip
-
-    def _budget_debited(self, session: Session, log: DecodedLog) -> None:
-        """A job's reservation on the dataset is replaced by the ε it spent."""
-        dataset_id, job_id = int(log.args["datasetId"]), int(log.args["jobId"])
-        spent, remaining = int(log.args["epsilonSpent"]), int(log.args["remaining"])
-        dataset = self._dataset(session, dataset_id)
-        reserved = session.scalar(
-            select(BudgetEvent.epsilon).where(
-                BudgetEvent.dataset_id == dataset_id, BudgetEvent.job_id == job_id, BudgetEvent.kind == "reserved"
-            )
-        )
-        dataset.reserved_epsilon -= int(reserved or 0)
-        dataset.spent_epsilon += spent
-        computed = dataset.total_epsilon - dataset.spent_epsilon - dataset.reserved_epsilon
-        if computed != remaining:
-            logger.warning("dataset %d: ledger from events gives %d remaining, BudgetDebited says %d", dataset_id, computed, remaining)
-            dataset.spent_epsilon = dataset.total_epsilon - dataset.reserved_epsilon - remaining
-        dataset.remaining_epsilon = remaining
-        self._budget(
-            session, log, dataset_id=dataset_id, job_id=job_id, kind="debited", epsilon=spent, remaining=remaining, total=dataset.total_epsilon
-        )
-
-    def _job(self, session: Session, job_id: int) -> Job:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise IndexerChainMismatch(f"event for job {job_id}, which was never created")
-        return job
-
-    def _job_created(self, session: Session, log: DecodedLog) -> None:
-        """The job, with each dataset's price from the ``EpsilonReserved`` logs just before it."""
-        a = log.args
-        job_id = int(a["jobId"])
-        job = Job(
-            id=job_id,
-            consumer=str(a["consumer"]),
-            status=int(JobStatus.OPEN),
-            model_spec_hash=hex0x(a["modelSpecHash"]),
-            epsilon=int(a["epsilon"]),
-            delta=int(a["delta"]),
-            consumer_key=hex0x(a["consumerKey"]),
-            escrow_wei=int(a["escrow"]),
-            worker_fee_wei=int(a["workerFee"]),
-            claim_deadline=int(a["claimDeadline"]),
-            completion_deadline=int(a["completionDeadline"]),
-            created_block=log.block,
-            created_at=log.timestamp,
-            created_tx=log.tx_hash,
-            updated_block=log.block,
-        )
-        reserved = session.execute(
-            select(BudgetEvent.dataset_id, BudgetEvent.price_wei).where(
-                BudgetEvent.job_id == job_id, BudgetEvent.kind == "reserved", BudgetEvent.tx_hash == log.tx_hash
-            )
-        ).all()
-        prices = {int(dataset_id): int(price or 0) for dataset_id, price in reserved}
-        dataset_ids = [int(d) for d in a["datasetIds"]]
-        if set(prices) != set(dataset_ids):
-            raise IndexerChainMismatch(f"job {job_id}: reservations for datasets {sorted(prices)}, but it names {dataset_ids}")
-        job.datasets = [JobDataset(dataset_id=d, position=i, price_wei=prices[d]) for i, d in enumerate(dataset_ids)]
-        session.add(job)
-        self._stage(session, log, job_id=job_id, stage="created", amount_wei=int(a["escrow"]))
-
-    def _stage(self, session: Session, log: DecodedLog, *, job_id: int, stage: str, **fields: Any) -> None:
-        session.add(
-            JobEvent(job_id=job_id, stage=stage, block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash, log_index=log.log_index, **fields)
-        )
-
-    def _job_claimed(self, session: Session, log: DecodedLog) -> None:
-        job = self._job(session, int(log.args["jobId"]))
-        job.status = int(JobStatus.CLAIMED)
-        job.enclave = str(log.args["enclave"])
-        job.operator = str(log.args["operator"])
-        job.updated_block = log.block
-        self._stage(session, log, job_id=job.id, stage="claimed", enclave=job.enclave, operator=job.operator)
-
-    def _result_submitted(self, session: Session, log: DecodedLog) -> None:
-        a = log.args
-        job = self._job(session, int(a["jobId"]))
-        job.status = int(JobStatus.COMPLETED)
-        job.epsilon_spent = int(a["epsilonSpent"])
-        job.model_hash = hex0x(a["modelHash"])
-        job.result_hash = hex0x(a["resultHash"])
-        job.metrics_hash = hex0x(a["metricsHash"])
-        job.updated_block = log.block
-        self._stage(session, log, job_id=job.id, stage="settled", enclave=str(a["enclave"]), epsilon_spent=job.epsilon_spent)
-
-    def _job_expired(self, session: Session, log: DecodedLog) -> None:
-        self._job_refunded(session, log, status=JobStatus.EXPIRED, stage="expired")
-
-    def _job_cancelled(self, session: Session, log: DecodedLog) -> None:
-        self._job_refunded(session, log, status=JobStatus.CANCELLED, stage="cancelled")
-
-    def _job_refunded(self, session: Session, log: DecodedLog, *, status: JobStatus, stage: str) -> None:
-        """An expired or cancelled job: its escrow was credited back (the credit came just before)."""
-        job = self._job(session, int(log.args["jobId"]))
-        refund = int(log.args["refund"])
-        job.status = int(status)
-        job.refund_wei = refund
-        job.updated_block = log.block
-        credit = session.scalar(
-            select(Payment).where(
-                Payment.tx_hash == log.tx_hash, Payment.job_id == job.id, Payment.account == job.consumer, Payment.kind == "credited"
-            )
-        )
-        if credit is not None:
-            credit.reason = PaymentReason.REFUND
-        self._stage(session, log, job_id=job.id, stage=stage, amount_wei=refund)
-
-    def _payment_credited(self, session: Session, log: DecodedLog) -> None:
-        """A credit; its reason is ``change`` in the job's creation, else ``payout`` until a refund event says otherwise."""
-        a = log.args
-        job_id = int(a["jobId"])
-        job = session.get(Job, job_id)
-        reason = PaymentReason.CHANGE if job is not None and job.created_tx == log.tx_hash else PaymentReason.PAYOUT
-        session.add(
-            Payment(
-                account=str(a["account"]), job_id=job_id, kind="credited", reason=reason, amount_wei=int(a["amount"]),
-                block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash, log_index=log.log_index,
-            )
-        )  # fmt: skip
-
-    def _withdrawn(self, session: Session, log: DecodedLog) -> None:
-        a = log.args
-        session.add(
-            Payment(
-                account=str(a["account"]), job_id=None, kind="withdrawn", reason=None, amount_wei=int(a["amount"]),
-                block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash, log_index=log.log_index,
-            )
-        )  # fmt: skip
-
-    def _market_paused(self, session: Session, log: DecodedLog) -> None:
-        self._market_state(session, log, paused=True)
-
-    def _market_unpaused(self, session: Session, log: DecodedLog) -> None:
-        self._market_state(session, log, paused=False)
-
-    def _market_state(self, session: Session, log: DecodedLog, *, paused: bool) -> None:
-        row = session.get(MarketState, self.key) or MarketState(key=self.key)
-        row.paused = paused
-        row.changed_block = log.block
-        row.changed_at = log.timestamp
-        row.changed_by = str(log.args["account"])
-        session.add(row)
-
-    def _measurement(self, session: Session, log: DecodedLog, *, approved: bool) -> None:
-        role, measurement = int(log.args["role"]), hex0x(log.args["measurement"])
-        row = session.scalar(select(Measurement).where(Measurement.role == role, Measurement.measurement == measurement))
-        if row is None:
-            session.add(Measurement(role=role, measurement=measurement, approved=approved, block=log.block))
+    Entries kept are updated in place, so an entry removed and added back within one range never
+    becomes a delete and an insert of the same unique key in one flush.
+    """
+    existing = {key(row): row for row in rows}
+    for entry_key, row in existing.items():
+        if entry_key not in wanted:
+            rows.remove(row)  # the orphan is deleted
+    for entry_key, at in wanted.items():
+        kept = existing.get(entry_key)
+        if kept is None:
+            rows.append(make(entry_key, at))
         else:
-            row.approved, row.block = approved, log.block
-
-    def _measurement_approved(self, session: Session, log: DecodedLog) -> None:
-        self._measurement(session, log, approved=True)
-
-    def _measurement_revoked(self, session: Session, log: DecodedLog) -> None:
-        self._measurement(session, log, approved=False)
-
-    def _enclave_registered(self, session: Session, log: DecodedLog) -> None:
-        """A newer certificate for the same signer overwrites the old one, as on-chain."""
-        a = log.args
-        signer = str(a["signer"])
-        row = session.get(Enclave, signer) or Enclave(signer=signer)
-        row.role = int(a["role"])
-        row.measurement = hex0x(a["measurement"])
-        row.encryption_key = hex0x(a["encryptionKey"])
-        row.operator = str(a["operator"])
-        row.valid_until = int(a["validUntil"])
-        row.verifier = log.extra.get("verifier")
-        row.registered_block = log.block
-        row.registered_at = log.timestamp
-        row.registered_tx = log.tx_hash
-        session.add(row)
-
-    def _enclave_revoked(self, session: Session, log: DecodedLog) -> None:
-        """Revocation is for good and idempotent on-chain: the first one is kept."""
-        signer = str(log.args["signer"])
-        if session.get(EnclaveRevocation, signer) is None:
-            session.add(EnclaveRevocation(signer=signer, block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash))
+            kept.block, kept.tx_hash, kept.log_index = at.block, at.tx_hash, at.log_index

@@ -25,8 +25,8 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
 from enclave_worker.sim_platform import EvidenceInvalid, SimEvidence
+from enclave_worker.trusted.onchain import Role
 from enclave_worker.trusted.report import report_data
-from enclave_worker.trusted.roles import Role
 from marketplace.contracts import CERTIFICATE_TYPES, Certificate, RegistryClient
 from marketplace.errors import AttestationRejected
 

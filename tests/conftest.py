@@ -12,7 +12,7 @@ from enclave_worker.trusted.dataset import DatasetPackage, Schema
 from enclave_worker.trusted.models import ModelSpec
 from marketplace import chain as chain_mod
 from marketplace.contracts import Terms, delta_units, epsilon_units
-from marketplace.localnet import LocalNet, bring_up
+from sterling.localnet import LocalNet, bring_up
 
 TOY_SCHEMA = Schema(
     task="classification",

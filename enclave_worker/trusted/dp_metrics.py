@@ -50,7 +50,7 @@ def _discrete_laplace(vector: bool, *, sensitivity: int, epsilon: float) -> dp.M
     else:
         domain, metric = dp.atom_domain(T=int), dp.absolute_distance(T=int)
     measurement = dp.m.make_laplace(domain, metric, scale=sensitivity / epsilon)
-    spent = measurement.map(sensitivity)
+    spent = measurement.map(sensitivity)  # type: ignore[no-untyped-call]  # opendp leaves Measurement.map unannotated
     if spent > epsilon * (1 + 1e-9):
         raise AssertionError(f"OpenDP maps sensitivity {sensitivity} to ε={spent}, above the {epsilon} allotted")
     return measurement
@@ -93,8 +93,8 @@ def release(model: nn.Module, data: DatasetPackage, names: tuple[MetricName, ...
     released: dict[str, Any] = {}
     for name in names:
         if name == "class_counts":
-            noisy = [int(v) for v in _discrete_laplace(True, sensitivity=1, epsilon=share)([int(c) for c in counts])]
-            released[name] = {"value": [max(0, v) for v in noisy], "epsilon": share, "scale": 1 / share}
+            noisy_counts = [int(v) for v in _discrete_laplace(True, sensitivity=1, epsilon=share)([int(c) for c in counts])]
+            released[name] = {"value": [max(0, v) for v in noisy_counts], "epsilon": share, "scale": 1 / share}
         elif name == "train_accuracy":
             noisy = int(_discrete_laplace(False, sensitivity=1, epsilon=share)(correct))
             released[name] = {"value": min(1.0, max(0.0, noisy / rows)), "epsilon": share, "scale": 1 / share / rows}

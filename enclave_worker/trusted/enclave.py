@@ -19,7 +19,7 @@ from eth_account import Account
 from eth_utils import to_canonical_address
 from safetensors.torch import save as save_tensors
 
-from . import dataformat, dp_metrics, keywrap, platform_seal, privacy_audit, sealing
+from . import dataformat, dp_metrics, jobkeys, keywrap, platform_seal, privacy_audit, sealing
 from .dataset import DatasetPackage, canonical_json, join
 from .errors import (
     CiphertextTampered,
@@ -28,20 +28,16 @@ from .errors import (
     ProtocolError,
 )
 from .models import ModelSpec
+from .onchain import DELTA_SCALE, JobStatus, Role
 from .platform_seal import NoSealingKey
 from .receipt import (
-    DELTA_SCALE,
     Receipt,
     datasets_hash,
     epsilon_to_units,
     sign_receipt,
 )
 from .report import report_data
-from .roles import Role
 from .training import train_dp
-
-JOB_STATUS_CLAIMED = 2
-"""``JobMarket.JobStatus.Claimed``."""
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -65,6 +61,8 @@ class Enclave:
         self._box = X25519PrivateKey.generate()
         self.signer = to_canonical_address(self._account.address)
         self.encryption_key = keywrap.public_key_bytes(self._box)
+        self._job_keys = jobkeys.JobKeyRing()  # trainer: one key and one run per job
+        self._released: set[tuple[int, bytes, int, bytes, bytes]] = set()  # key manager: (chain, market, job, dataset, enclave)
 
     def handle(self, op: str, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """Dispatch one validated request; returns the result map."""
@@ -75,7 +73,7 @@ class Enclave:
         if self.role is Role.KEY_MANAGER:
             handlers |= {"deposit": self._deposit, "release": self._release}
         else:
-            handlers |= {"run": self._run}
+            handlers |= {"prepare_job": self._prepare_job, "run": self._run}
         if op not in handlers:
             raise ProtocolError(f"op {op!r} is not served by a {self.role.name.lower()} enclave")
         return handlers[op](fields, emit)
@@ -109,7 +107,7 @@ class Enclave:
     def _release(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         if not fields["trainer_active"]:
             raise KeyReleaseRefused("the requesting trainer enclave is not active in the registry")
-        if fields["job_status"] != JOB_STATUS_CLAIMED:
+        if fields["job_status"] != JobStatus.CLAIMED:
             raise KeyReleaseRefused(f"job {fields['job_id']} is not in the Claimed state")
         if fields["job_enclave"] != fields["trainer_signer"]:
             raise KeyReleaseRefused(f"job {fields['job_id']} is not claimed by this trainer enclave")
@@ -117,18 +115,40 @@ class Enclave:
             raise KeyReleaseRefused(f"the dataset is not part of job {fields['job_id']}")
         if fields["now"] > fields["job_completion_deadline"]:
             raise KeyReleaseRefused(f"job {fields['job_id']} is past its completion deadline")
-        if fields["trainer_encryption_key"] == bytes(32):
-            raise KeyReleaseRefused("the trainer enclave registered no encryption key")
+        jobkeys.check_job_key(
+            chain_id=fields["chain_id"],
+            market=fields["market"],
+            job_id=fields["job_id"],
+            job_key=fields["job_key"],
+            signature=fields["job_key_signature"],
+            enclave=fields["job_enclave"],
+        )
+        release = (fields["chain_id"], fields["market"], fields["job_id"], fields["content_hash"], fields["job_enclave"])
+        if release in self._released:
+            raise KeyReleaseRefused(
+                f"the key of this dataset was already released for job {fields['job_id']} to this enclave: one claim, one key"
+            )
         key = platform_seal.unseal(self._sealing_key(), fields["sealed_key"], label=_sealed_key_label(fields["content_hash"]))
         info = keywrap.release_info(fields["chain_id"], fields["market"], fields["job_id"], fields["content_hash"])
-        return {"released_key": keywrap.wrap(key, fields["trainer_encryption_key"], info=info)}
+        wrapped = keywrap.wrap(key, fields["job_key"], info=info)
+        self._released.add(release)
+        return {"released_key": wrapped}
 
     # --- trainer -----------------------------------------------------------------------------
+
+    def _prepare_job(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Create the job's one-time key pair and certify its public half with this enclave's signer."""
+        chain_id, market, job_id = fields["chain_id"], fields["market"], fields["job_id"]
+        job_key = self._job_keys.prepare((chain_id, market, job_id))
+        return {"job_key": job_key, "signature": jobkeys.sign_job_key(self._account, chain_id, market, job_id, job_key)}
 
     def _run(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         chain_id: int = fields["chain_id"]
         market: bytes = fields["market"]
         job_id: int = fields["job_id"]
+        # One claim, one key, one run: the job's key is handed out once, before anything else can
+        # fail, so no request (even a failing one) can be repeated with the same released keys.
+        job_key = self._job_keys.take((chain_id, market, job_id))
         raw_spec: bytes = fields["model_spec"]
         if hashlib.sha256(raw_spec).digest() != fields["model_spec_hash"]:
             raise InvalidModelSpec("model spec does not match the job's modelSpecHash")
@@ -143,12 +163,13 @@ class Enclave:
                 raise CiphertextTampered(f"dataset {i}: ciphertext does not match its on-chain content hash")
             key = keywrap.unwrap(
                 item["released_key"],
-                self._box,
+                job_key,
                 info=keywrap.release_info(chain_id, market, job_id, content_hash),
             )
             plaintext = dataformat.decrypt_bytes(item["ciphertext"], key, kind=dataformat.Kind.DATASET)
             packages.append(DatasetPackage.from_bytes(plaintext))
             content_hashes.append(content_hash)
+        del job_key  # every data key is open; the job's key is of no further use
         data = join(packages)
         canaries = None
         if spec.audit_canaries:

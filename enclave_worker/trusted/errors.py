@@ -61,3 +61,7 @@ class ProtocolError(SterlingError, ValueError):
 
 class KeyReleaseRefused(SterlingError, PermissionError):
     """The key manager refused to release a data key; the message says which check failed."""
+
+
+class RunRefused(SterlingError, PermissionError):
+    """A trainer enclave refused to prepare or run a job: each job gets one key and one run per claim."""

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 from . import protocol
 from .enclave import Enclave
 from .errors import SterlingError
-from .roles import Role
+from .onchain import Role
 
 logger = logging.getLogger("enclave_worker.trusted")
 

@@ -18,7 +18,8 @@ from torch import nn
 
 from .dataset import Schema, canonical_json
 from .errors import InvalidModelSpec
-from .receipt import EPSILON_SCALE, epsilon_to_units
+from .onchain import EPSILON_SCALE
+from .receipt import epsilon_to_units
 
 MAX_SPEC_BYTES = 1 << 20
 
@@ -43,7 +44,10 @@ class ModelSpec(BaseModel):
     max_grad_norm: float = Field(gt=0, le=1000)
     accountant: Literal["rdp", "prv"] = "rdp"
     seed: int | None = Field(
-        default=None, ge=0, lt=2**63, description="seeds the model's initialisation only; DP sampling and noise always use a fresh seed from the OS"
+        default=None,
+        ge=0,
+        lt=2**63,
+        description="seeds the model's initialisation only; DP sampling and noise always use a fresh seed from the OS",
     )
     private_metrics: tuple[Literal["class_counts", "train_accuracy", "train_loss"], ...] = Field(
         default=(),
@@ -131,6 +135,9 @@ class ModelSpec(BaseModel):
 class Standardize(nn.Module):
     """Fixed (non-trainable) ``(x - mean) / scale``, so the released model is self-contained."""
 
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean)
@@ -146,6 +153,7 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, kernel: list[int], stride: list[int]) -> torch.Tensor:
         xc = x.contiguous(memory_format=torch.channels_last)
+        y: torch.Tensor
         y, indices = torch.ops.aten.max_pool2d_with_indices(xc, kernel, stride, [0, 0], [1, 1], False)
         ctx.save_for_backward(xc, indices)
         ctx.kernel, ctx.stride = kernel, stride
@@ -173,8 +181,8 @@ class MaxPool2d(nn.MaxPool2d):
         super().__init__(kernel_size)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        k = int(self.kernel_size)  # type: ignore[arg-type]
-        return _ChannelsLastMaxPool.apply(input, [k, k], [k, k])  # type: ignore[no-any-return]
+        k = int(self.kernel_size)  # type: ignore[arg-type]  # an int: __init__ takes nothing else
+        return _ChannelsLastMaxPool.apply(input, [k, k], [k, k])  # type: ignore[no-untyped-call,no-any-return]  # apply is unannotated
 
 
 def _activation(spec: ModelSpec) -> nn.Module:

@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from .dataset import DatasetPackage, Schema
 from .models import ModelSpec
-from .training import train_dp, train_non_private
-
-AUDIT_DELTA = 1e-5
-"""δ of the audited claim when the caller gives none (the δ Sterling jobs typically use)."""
 
 
 def _check_counts(canaries: int, guesses: int, correct: int, delta: float) -> None:
@@ -129,22 +125,6 @@ class AuditResult:
         return asdict(self)
 
 
-def make_canaries(base: DatasetPackage, *, count: int, rng: np.random.Generator, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Mislabelled near-copies of base rows: ``x_j + noise · std ⊙ N(0, I)`` with a label other than ``y_j``.
-
-    A model that leaves a canary out predicts roughly ``y_j`` for it (low score); a model that
-    memorises it predicts the wrong label it was given (high score). These canaries are derived
-    from the base rows, so an audit that uses them is for data one may look at (the CLI's
-    public data sets); audits inside a job use :func:`random_canaries`.
-    """
-    rows = rng.integers(0, base.rows, size=count)
-    scale = base.features.std(axis=0, dtype=np.float64)
-    features = base.features[rows].astype(np.float64) + noise * scale * rng.normal(size=(count, *base.features.shape[1:]))
-    shift = rng.integers(1, base.schema.num_classes, size=count)
-    labels = (base.labels[rows] + shift) % base.schema.num_classes
-    return features.astype(np.float32), labels.astype(np.int64)
-
-
 def random_canaries(schema: Schema, spec: ModelSpec, *, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Canaries that depend on no data row: Gaussian inputs with uniformly random labels.
 
@@ -206,8 +186,9 @@ class CanaryPlan:
         order = np.argsort(-canary_scores(model, self.features, self.labels), kind="stable")
         correct = int(self.included[order[:guess_included]].sum()) + int((~self.included[order[canaries - guess_excluded :]]).sum())
         guesses = guess_included + guess_excluded
+        bound = epsilon_lower_bound(canaries=canaries, guesses=guesses, correct=correct, delta=delta, confidence=confidence)
         return AuditResult(
-            epsilon_lower_bound=epsilon_lower_bound(canaries=canaries, guesses=guesses, correct=correct, delta=delta, confidence=confidence),
+            epsilon_lower_bound=bound,
             confidence=confidence,
             canaries=canaries,
             guesses=guesses,
@@ -221,24 +202,6 @@ class CanaryPlan:
         )
 
 
-def audit_spec(base: DatasetPackage, *, seed: int) -> ModelSpec:
-    """The default audited model: a one-hidden-layer MLP, standardised on the base data, trained long enough to memorise."""
-    flat = base.features.reshape(base.rows, -1).astype(np.float64)
-    scale = np.where(flat.std(axis=0) > 0, flat.std(axis=0), 1.0)
-    return ModelSpec(
-        architecture="mlp",
-        hidden_sizes=(128,),
-        input_mean=tuple(float(v) for v in flat.mean(axis=0)),
-        input_scale=tuple(float(v) for v in scale),
-        epochs=100,
-        batch_size=64,
-        learning_rate=0.01,
-        optimizer="adam",
-        max_grad_norm=1.0,
-        seed=seed,
-    )
-
-
 def canary_scores(model: torch.nn.Module, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Log-odds of each canary's own label against the best other label (higher: more likely trained on)."""
     with torch.no_grad():
@@ -247,60 +210,3 @@ def canary_scores(model: torch.nn.Module, features: np.ndarray, labels: np.ndarr
     others = log_probs.clone()
     others[torch.arange(len(labels)), torch.from_numpy(labels)] = -math.inf
     return (own - others.max(dim=1).values).numpy()
-
-
-def run_audit(
-    base: DatasetPackage,
-    *,
-    epsilon: float | None,
-    delta: float = AUDIT_DELTA,
-    canaries: int = 1000,
-    guess_included: int | None = None,
-    guess_excluded: int | None = None,
-    seed: int = 0,
-    confidence: float = 0.95,
-    spec: ModelSpec | None = None,
-    canary_kind: Literal["mislabelled", "random"] = "mislabelled",
-) -> AuditResult:
-    """Audit one training run: DP-SGD at ``epsilon`` (and ``delta``), or non-private if ``epsilon`` is None.
-
-    Canaries come from :func:`make_canaries`; each is added to ``base`` with probability 1/2
-    (seeded by ``seed``, which also seeds training). The guesses are "included" for the
-    ``guess_included`` highest :func:`canary_scores` and "excluded" for the ``guess_excluded``
-    lowest. The defaults, 0 and m/4, follow what this canary design supports: a mislabelled
-    canary that was left out is reliably scored low, whereas a high score is also reached by
-    left-out canaries lying near included ones (measured on breast cancer, non-private: the 250
-    lowest of 1,000 were all excluded, the 50 highest only ~58% included). Fix the guess counts
-    before looking at the scores; choosing them afterwards voids the confidence.
-
-    Example:
-        >>> result = run_audit(package, epsilon=2.0, seed=1)  # doctest: +SKIP
-        >>> result.epsilon_lower_bound <= 2.0
-        True
-    """
-    if epsilon is not None and not (epsilon > 0 and math.isfinite(epsilon)):
-        raise ValueError(f"epsilon must be positive and finite, got {epsilon}")
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta}")
-    if canaries < 1:
-        raise ValueError(f"need at least one canary, got {canaries}")
-    k_in = 0 if guess_included is None else guess_included
-    k_out = canaries // 4 if guess_excluded is None else guess_excluded
-    if k_in < 0 or k_out < 0 or k_in + k_out > canaries:
-        raise ValueError(f"guesses ({k_in} included + {k_out} excluded) must be non-negative and at most {canaries}")
-
-    rng = np.random.default_rng(seed)
-    model_spec = spec if spec is not None else audit_spec(base, seed=seed)
-    if canary_kind == "random":
-        features, labels = random_canaries(base.schema, model_spec, count=canaries, rng=rng)
-    else:
-        features, labels = make_canaries(base, count=canaries, rng=rng)
-    plan = CanaryPlan.draw(features, labels, rng)
-    training = plan.training_set(base)
-    if epsilon is None:
-        model = train_non_private(model_spec, training)
-    else:
-        model = train_dp(model_spec, training, epsilon=epsilon, delta=delta, noise_seed=seed).model
-    return plan.evaluate(
-        model, epsilon_target=epsilon, delta=delta, guess_included=k_in, guess_excluded=k_out, confidence=confidence, seed=seed
-    )

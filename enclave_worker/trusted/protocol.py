@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import cbor2
 
@@ -55,9 +55,11 @@ REQUESTS: dict[str, dict[str, Field]] = {
         "content_hash": B32,
         "sealed_key": Field(bytes, max_len=512),
         "trainer_signer": B20,
-        "trainer_encryption_key": B32,
         "trainer_active": Field(bool),
+        "job_key": B32,
+        "job_key_signature": Field(bytes, exact_len=65),
     },
+    "prepare_job": {"chain_id": UINT, "market": B20, "job_id": UINT},
     "run": {
         "chain_id": UINT,
         "market": B20,
@@ -146,7 +148,7 @@ def decode_frame_body(body: bytes) -> Any:
         raise ProtocolError(f"frame is not valid CBOR: {type(e).__name__}") from e
 
 
-def read_frame(src: BinaryIO, *, limit: int = MAX_FRAME_BYTES) -> Any | None:
+def read_frame(src: IO[bytes], *, limit: int = MAX_FRAME_BYTES) -> Any | None:
     """Read one frame; ``None`` at a clean end of stream.
 
     Raises:
@@ -166,6 +168,6 @@ def read_frame(src: BinaryIO, *, limit: int = MAX_FRAME_BYTES) -> Any | None:
     return decode_frame_body(body)
 
 
-def write_frame(dst: BinaryIO, message: dict[str, Any]) -> None:
+def write_frame(dst: IO[bytes], message: dict[str, Any]) -> None:
     dst.write(encode_frame(message))
     dst.flush()

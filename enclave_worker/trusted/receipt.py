@@ -12,10 +12,10 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
+from .onchain import EPSILON_SCALE
+
 DOMAIN_NAME = "SterlingJobMarket"
 DOMAIN_VERSION = "1"
-EPSILON_SCALE = 10**6
-DELTA_SCALE = 10**18
 
 RECEIPT_TYPES: dict[str, list[dict[str, str]]] = {
     "Receipt": [

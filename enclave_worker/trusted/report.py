@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from .roles import Role
+from .onchain import Role
 
 
 def report_data(role: Role, signer: bytes, encryption_key: bytes, nonce: bytes) -> bytes:

@@ -6,9 +6,11 @@ step, is what the receipt reports. Only the epoch number and ε-so-far are repor
 no loss or accuracy computed on the providers' data leaves the enclave.
 
 Per-sample clipping runs on the book-keeping engine (:mod:`.dpsgd`) by default, or on Opacus's
-grad-sample modes; accounting is Opacus's (RDP or PRV). Opacus's ``secure_mode`` needs torchcsprng,
-which is not installable on this platform; noise is drawn from a torch generator and a warning
-says so (see README, "Security notes").
+grad-sample modes; accounting is Opacus's (RDP or PRV). The book-keeping engine draws its noise and
+Poisson samples from a ChaCha20 CSPRNG with a fresh key per run (:mod:`.csprng`). Opacus accepts
+only a ``torch.Generator`` (its ``secure_mode`` needs torchcsprng, not installable here), so its
+modes, kept for cross-checks, draw from torch's Mersenne Twister, and a warning says so
+(docs/privacy.md, "Randomness").
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from . import accounting, dpsgd, runtime
 from .accounting import AccountantName
+from .csprng import ChaCha20Generator
 from .dataset import DatasetPackage
 from .models import ModelSpec, build_model
 
@@ -70,13 +73,15 @@ def _opacus_warnings_handled() -> Iterator[None]:
         yield
 
 
-def _seed(seed: int | None) -> None:
+def seed_global_generators(seed: int | None) -> None:
+    """Seed torch's and numpy's global generators (nothing when ``seed`` is None)."""
     if seed is not None:
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
 
 
-def _optimizer(spec: ModelSpec, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(spec: ModelSpec, model: nn.Module) -> torch.optim.Optimizer:
+    """The spec's optimizer over ``model``'s parameters."""
     if spec.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
     return torch.optim.SGD(model.parameters(), lr=spec.learning_rate, momentum=0.9)
@@ -91,16 +96,27 @@ DPEngine = Literal["bookkeeping", "opacus-hooks", "opacus-ew", "opacus-ghost"]
 grad-sample modes are kept for cross-checks and for layers the book-keeping engine lacks."""
 
 
-def _generator(seed: int | None) -> torch.Generator:
-    """A generator seeded with ``seed``, or from the OS when ``None``."""
+def make_generator(seed: int | None) -> torch.Generator:
+    """A torch generator seeded with ``seed``, or from the OS when ``None`` (non-private training only)."""
     return torch.Generator().manual_seed(seed if seed is not None else _fresh_seed())
+
+
+NOISE_STREAM, SAMPLING_STREAM = 1, 2
+"""Substreams of a run's CSPRNG key: the DP noise and the Poisson samples."""
+
+
+def make_dp_randomness(noise_seed: int | None) -> tuple[ChaCha20Generator, ChaCha20Generator]:
+    """The (noise, sampling) CSPRNG streams of one run: a fresh 256-bit key from the OS, or, for
+    tests and benchmarks only, a key derived from ``noise_seed`` (:meth:`ChaCha20Generator.from_seed`)."""
+    rng = ChaCha20Generator.from_seed(noise_seed) if noise_seed is not None else ChaCha20Generator.from_entropy()
+    return rng.substream(NOISE_STREAM), rng.substream(SAMPLING_STREAM)
 
 
 def _fresh_seed() -> int:
     return secrets.randbits(63)
 
 
-def _schedule(spec: ModelSpec, rows: int) -> tuple[int, float, int]:
+def schedule(spec: ModelSpec, rows: int) -> tuple[int, float, int]:
     """(expected batch size, Poisson sample rate, steps per epoch) for ``rows`` rows."""
     batch_size = min(spec.batch_size, rows)
     steps_per_epoch = math.ceil(rows / batch_size)
@@ -126,10 +142,11 @@ def train_dp(
     Args:
         engine: per-sample clipping implementation; ``None`` picks ``bookkeeping`` when the
             model's layers allow it, else Opacus hooks.
-        noise_seed: seeds Poisson sampling, DP noise and dropout, for reproducible tests and
-            benchmarks only. The enclave never passes it: ``None`` draws a fresh seed from the OS.
-            The spec's ``seed`` seeds the model's initialisation and nothing after it; were the
-            consumer's seed to fix the noise, the consumer could replay it and no ε would hold.
+        noise_seed: fixes Poisson sampling, DP noise and dropout, for reproducible tests and
+            benchmarks only: the CSPRNG's key is derived from it, and torch's global generator
+            seeded with it. The enclave never passes it: ``None`` draws a fresh key and seed from
+            the OS. The spec's ``seed`` seeds the model's initialisation and nothing after it; were
+            the consumer's seed to fix the noise, the consumer could replay it and no ε would hold.
 
     Example:
         >>> result = train_dp(spec, package, epsilon=1.0, delta=1e-5)  # doctest: +SKIP
@@ -138,18 +155,22 @@ def train_dp(
     """
     if not (epsilon > 0 and math.isfinite(epsilon)) or not 0 < delta < 1:
         raise ValueError(f"invalid privacy parameters epsilon={epsilon}, delta={delta}")
-    _seed(spec.seed)
+    seed_global_generators(spec.seed)
     runtime.keep_freed_memory()
     model = build_model(spec, data.schema)
     # From here on every random draw is private randomness: reseed torch's global generator too
     # (Opacus's noise and sampler, dropout) so that nothing the consumer chose fixes it.
     dp_seed = noise_seed if noise_seed is not None else _fresh_seed()
-    _seed(dp_seed)
-    batch_size, sample_rate, steps_per_epoch = _schedule(spec, data.rows)
+    seed_global_generators(dp_seed)
+    batch_size, sample_rate, steps_per_epoch = schedule(spec, data.rows)
     steps = spec.epochs * steps_per_epoch
     sigma = calibrate_noise(epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps, accountant=spec.accountant)
     chosen: DPEngine = engine or ("bookkeeping" if dpsgd.supported(model) else "opacus-hooks")
-    logger.warning("DP noise uses torch's generator, not a CSPRNG: torchcsprng is unavailable on this platform")
+    if chosen != "bookkeeping":
+        logger.warning(
+            "DP engine %s draws noise and Poisson samples from torch's Mersenne Twister, not the CSPRNG "
+            "(Opacus accepts only a torch.Generator)", chosen,
+        )
     curve = accounting.EpsilonCurve(sample_rate=sample_rate, noise_multiplier=sigma, delta=delta, accountant=spec.accountant)
 
     def after_epoch(epoch: int) -> None:
@@ -159,7 +180,7 @@ def train_dp(
             progress(epoch, spec.epochs, spent)
 
     if chosen == "bookkeeping":
-        trained = _train_bookkeeping(spec, model, data, sigma, sample_rate, steps_per_epoch, after_epoch, _generator(dp_seed))
+        trained = _train_bookkeeping(spec, model, data, sigma, sample_rate, steps_per_epoch, after_epoch, make_dp_randomness(noise_seed))
     else:
         trained = _train_opacus(spec, model, data, sigma, batch_size, after_epoch, chosen)
     return TrainingResult(
@@ -182,21 +203,22 @@ def _train_bookkeeping(
     sample_rate: float,
     steps_per_epoch: int,
     after_epoch: Callable[[int], None],
-    gen: torch.Generator,
+    randomness: tuple[ChaCha20Generator, ChaCha20Generator],
 ) -> nn.Module:
+    noise, sampling = randomness
     features, labels = torch.from_numpy(data.features), torch.from_numpy(data.labels)
     engine = dpsgd.BookKeepingDPSGD(
         model,
-        _optimizer(spec, model),
+        make_optimizer(spec, model),
         max_grad_norm=spec.max_grad_norm,
         noise_multiplier=sigma,
         expected_batch_size=sample_rate * data.rows,
-        generator=gen,
+        generator=noise,
     )
     model.train()
     try:
         for epoch in range(1, spec.epochs + 1):
-            for picked in dpsgd.poisson_batches(data.rows, sample_rate, steps_per_epoch, gen):
+            for picked in dpsgd.poisson_batches(data.rows, sample_rate, steps_per_epoch, sampling):
                 engine.step(features[picked], labels[picked])
             after_epoch(epoch)
     finally:
@@ -220,7 +242,7 @@ def _train_opacus(
         privacy = PrivacyEngine(accountant=spec.accountant, secure_mode=False)
         made = privacy.make_private(
             module=model,
-            optimizer=_optimizer(spec, model),
+            optimizer=make_optimizer(spec, model),
             data_loader=loader,
             noise_multiplier=sigma,
             max_grad_norm=spec.max_grad_norm,
@@ -241,34 +263,7 @@ def _train_opacus(
                 loss_fn(private_model(features), labels).backward()
                 optimizer.step()
             after_epoch(epoch)
-    return private_model._module if hasattr(private_model, "_module") else private_model
+    # Opacus is untyped: the GradSampleModule wrapper and the module it wraps are both nn.Modules.
+    trained: nn.Module = private_model._module if hasattr(private_model, "_module") else private_model
+    return trained
 
-
-def _shuffled_batches(rows: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    order = torch.randperm(rows, generator=gen)
-    return list(order.split(batch_size))
-
-
-def train_non_private(spec: ModelSpec, data: DatasetPackage) -> nn.Module:
-    """The same model and hyper-parameters trained without DP, on shuffled batches taken by indexing (a baseline)."""
-    _seed(spec.seed)
-    runtime.keep_freed_memory()
-    model = build_model(spec, data.schema)
-    optimizer = _optimizer(spec, model)
-    gen = _generator(spec.seed)
-    features, labels = torch.from_numpy(data.features), torch.from_numpy(data.labels)
-    batch_size, _, _ = _schedule(spec, data.rows)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(spec.epochs):
-        for picked in _shuffled_batches(data.rows, batch_size, gen):
-            optimizer.zero_grad()
-            loss_fn(model(features[picked]), labels[picked]).backward()
-            optimizer.step()
-    return model.eval()
-
-
-def predict(model: nn.Module, features: np.ndarray) -> np.ndarray:
-    """Class predictions for float32 features."""
-    with torch.no_grad():
-        return model(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))).argmax(dim=1).numpy()

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import function_signature_to_4byte_selector, keccak
+from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
@@ -24,13 +23,13 @@ from web3.logs import DISCARD
 from web3.providers.eth_tester import EthereumTesterProvider
 
 from enclave_worker.trusted.receipt import RECEIPT_TYPES
-from marketplace.compile import load_artifact
-from marketplace.contracts import CERTIFICATE_TYPES
+from marketplace.abi import load_artifact
+from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, Role
+from marketplace.chain import ErrorDecoder
+from marketplace.contracts import CERTIFICATE_TYPES, DatasetStatus, JobStatus
 
-ROLE_TRAINER = 1
-ROLE_KEY_MANAGER = 2
-EPSILON_SCALE = 10**6
-DELTA_SCALE = 10**18
+ROLE_TRAINER = int(Role.TRAINER)
+ROLE_KEY_MANAGER = int(Role.KEY_MANAGER)
 ZERO_ADDRESS = "0x" + "00" * 20
 
 TRAINER_MEASUREMENT = keccak(b"sterling trainer v1")
@@ -38,32 +37,21 @@ KEY_MANAGER_MEASUREMENT = keccak(b"sterling key manager v1")
 ONE_YEAR = 365 * 24 * 3600
 ETHER = 10**18
 
-# The production EIP-712 type definitions, so these tests check them against the contracts.
-# Named after the JobStatus enum of IJobMarket.
-STATUS_NONE, STATUS_OPEN, STATUS_CLAIMED, STATUS_COMPLETED, STATUS_EXPIRED, STATUS_CANCELLED = range(6)
-# Named after IDatasetRegistry.DatasetStatus.
-DATASET_ACTIVE, DATASET_PAUSED, DATASET_DELISTED = range(3)
+# Short names for the chain's lifecycle enums (defined once, in the SDK).
+STATUS_NONE, STATUS_OPEN, STATUS_CLAIMED, STATUS_COMPLETED, STATUS_EXPIRED, STATUS_CANCELLED = (
+    JobStatus.NONE,
+    JobStatus.OPEN,
+    JobStatus.CLAIMED,
+    JobStatus.COMPLETED,
+    JobStatus.EXPIRED,
+    JobStatus.CANCELLED,
+)
+DATASET_ACTIVE, DATASET_PAUSED, DATASET_DELISTED = DatasetStatus.ACTIVE, DatasetStatus.PAUSED, DatasetStatus.DELISTED
 # Governance handover delay the tests deploy with (seconds).
 ADMIN_DELAY = 3 * 24 * 3600
 
 
 # --------------------------------------------------------------------------- revert decoding
-
-
-def _error_table(abis: list[list[dict[str, Any]]]) -> dict[bytes, tuple[str, list[str]]]:
-    """Map 4-byte selectors to (error name, input types) over all custom errors in ``abis``."""
-    table: dict[bytes, tuple[str, list[str]]] = {}
-    for abi in abis:
-        for item in abi:
-            if item["type"] != "error":
-                continue
-            types = [i["type"] for i in item["inputs"]]
-            signature = f"{item['name']}({','.join(types)})"
-            table[function_signature_to_4byte_selector(signature)] = (item["name"], types)
-    # Solidity's built-in Error(string) and Panic(uint256).
-    table[function_signature_to_4byte_selector("Error(string)")] = ("Error", ["string"])
-    table[function_signature_to_4byte_selector("Panic(uint256)")] = ("Panic", ["uint256"])
-    return table
 
 
 def _all_abis() -> list[list[dict[str, Any]]]:
@@ -76,7 +64,8 @@ def _all_abis() -> list[list[dict[str, Any]]]:
     ]
 
 
-ERRORS = _error_table(_all_abis())
+ERRORS = ErrorDecoder(_all_abis())
+"""Every custom error of the deployed contracts and the test helpers (plus Error and Panic)."""
 
 
 _REVERTED_BYTES = "execution reverted: b"
@@ -105,11 +94,10 @@ def revert_data(exc: BaseException) -> bytes:
 
 def decode_revert(data: bytes) -> tuple[str, tuple[Any, ...]]:
     """Decode revert ``data`` against every known error selector into (name, args)."""
-    try:
-        name, types = ERRORS[data[:4]]
-    except KeyError:
-        raise AssertionError(f"unknown revert selector in {data.hex()}") from None
-    return name, tuple(abi_decode(types, data[4:]))
+    reverted = ERRORS.decode(data)
+    if reverted.error == "UnknownRevert":
+        raise AssertionError(f"unknown revert selector in {data.hex()}")
+    return reverted.error, reverted.error_args
 
 
 def _normalise(value: Any) -> Any:

@@ -1,71 +1,65 @@
-"""Rebuild the market's and the enclave registry's state from their event logs alone.
+"""The state of the market and the enclave registry as the contract tests model it, and as the
+shipped chain index holds it.
 
-Both contracts emit an event after every state change. :func:`replay` folds the decoded events,
-in log order, into a :class:`ChainState` (datasets with terms, status, access lists and ε ledger;
-jobs with status, escrow, prices and ε spent; pending and withdrawn balances; locked escrow; the
-pause flag; approved measurements and enclaves) without reading the chain: it is a pure function
-of its input. The stateful contract test compares its result with the contracts' views, which shows
-that an indexer reading only ``eth_getLogs`` can rebuild all state.
-
-The same dataclasses hold the test's own model of the contracts, so the three views of the state
-(model, views, logs) compare with ``==``.
+:class:`ChainState` (datasets with terms, status, access lists and ε ledger; jobs with status,
+escrow, prices and ε spent; pending and withdrawn balances; locked escrow; the pause flag; approved
+measurements and enclaves) holds the stateful test's model of the contracts. :func:`read_index`
+reads the same state back from a database the shipped indexer (:mod:`oracle.indexer`, folding the
+logs with :mod:`oracle.fold`) wrote, so the three views of the state (model, contract views,
+index built from ``eth_getLogs``) compare with ``==``. No event is folded here: what an event
+means is said once, in :mod:`oracle.fold`.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any, NamedTuple, cast
 
 from eth_abi.abi import decode as abi_decode
 from eth_utils.abi import collapse_if_tuple, event_abi_to_log_topic
 from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
+from sqlalchemy import select
+
+from marketplace.contracts import DatasetStatus, JobStatus
+from oracle.fold import PaymentReason
+from oracle.index_db import (
+    BudgetEvent,
+    Dataset,
+    Enclave,
+    EnclaveRevocation,
+    IndexDatabase,
+    Job,
+    JobEvent,
+    MarketState,
+    Measurement,
+    Payment,
+)
 
 __all__ = [
     "TERMINAL",
     "ZERO_ADDRESS",
     "ChainState",
     "DatasetState",
-    "DatasetStatus",
     "EnclaveState",
     "Event",
     "EventDecoder",
+    "IndexHistory",
     "JobState",
-    "JobStatus",
-    "LogReplayError",
     "ResultHashes",
     "Terms",
     "normalise",
-    "replay",
+    "read_index",
+    "read_index_history",
 ]
 
 ZERO_ADDRESS = to_checksum_address("0x" + "00" * 20)
-ROLE_TRAINER = 1
-
-
-class JobStatus(IntEnum):
-    """IJobMarket.JobStatus."""
-
-    NONE = 0
-    OPEN = 1
-    CLAIMED = 2
-    COMPLETED = 3
-    EXPIRED = 4
-    CANCELLED = 5
 
 
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.EXPIRED, JobStatus.CANCELLED})
-
-
-class DatasetStatus(IntEnum):
-    """IDatasetRegistry.DatasetStatus."""
-
-    ACTIVE = 0
-    PAUSED = 1
-    DELISTED = 2
 
 
 class Terms(NamedTuple):
@@ -188,10 +182,6 @@ class ChainState:
             self.pending[account] = self.pending.get(account, 0) + amount
 
 
-class LogReplayError(Exception):
-    """The logs contradict themselves (e.g. a job settled twice, a ledger that does not add up)."""
-
-
 class Event(NamedTuple):
     """A decoded log: which contract (by label) emitted which event with which arguments."""
 
@@ -256,237 +246,112 @@ class EventDecoder:
         return [e for e in (self.decode(log) for log in logs) if e is not None]
 
 
-# --------------------------------------------------------------------------- the reducer
 
 
-class _Replay:
-    """Mutable fold state of :func:`replay` (private: replay itself is pure)."""
-
-    def __init__(self) -> None:
-        self.state = ChainState()
-        # EpsilonReserved precedes its JobCreated: (datasetId, epsilon, price) per job, in order.
-        self.reservations: dict[int, list[tuple[int, int, int]]] = {}
-
-    def dataset(self, dataset_id: int) -> DatasetState:
-        try:
-            return self.state.datasets[dataset_id]
-        except KeyError:
-            raise LogReplayError(f"event for unknown dataset {dataset_id}") from None
-
-    def job(self, job_id: int) -> JobState:
-        try:
-            return self.state.jobs[job_id]
-        except KeyError:
-            raise LogReplayError(f"event for unknown job {job_id}") from None
-
-    def settle(self, job_id: int, status: JobStatus, *, expected: tuple[JobStatus, ...]) -> JobState:
-        """Move a job to the terminal ``status`` and unlock its escrow; at most once per job."""
-        job = self.job(job_id)
-        if job.status in TERMINAL:
-            raise LogReplayError(f"job {job_id} settled twice ({job.status.name}, then {status.name})")
-        if job.status not in expected:
-            raise LogReplayError(f"job {job_id} went {job.status.name} -> {status.name}")
-        job.status = status
-        self.state.locked_escrow -= job.escrow
-        return job
-
-    def check_remaining(self, dataset_id: int, remaining: int) -> None:
-        ds = self.dataset(dataset_id)
-        if ds.remaining != remaining or ds.remaining < 0:
-            raise LogReplayError(f"dataset {dataset_id}: event says {remaining} ε left, ledger {ds.remaining}")
-
-    # ---- DatasetRegistry
-
-    def dataset_listed(self, a: dict[str, Any]) -> None:
-        if a["datasetId"] != len(self.state.datasets) + 1:
-            raise LogReplayError(f"dataset id {a['datasetId']} out of sequence")
-        self.state.datasets[a["datasetId"]] = DatasetState(
-            provider=a["provider"],
-            content_hash=a["contentHash"],
-            schema_hash=a["schemaHash"],
-            uri=a["uri"],
-            terms=Terms(*a["terms"]),
-        )
-
-    def terms_updated(self, a: dict[str, Any]) -> None:
-        self.dataset(a["datasetId"]).terms = Terms(*a["terms"])
-
-    def budget_topped_up(self, a: dict[str, Any]) -> None:
-        ds = self.dataset(a["datasetId"])
-        if ds.terms.total_epsilon_budget + a["amount"] != a["totalEpsilonBudget"]:
-            raise LogReplayError(f"top-up of dataset {a['datasetId']} does not add up")
-        ds.terms = ds.terms._replace(total_epsilon_budget=a["totalEpsilonBudget"])
-
-    def dataset_status_changed(self, a: dict[str, Any]) -> None:
-        self.dataset(a["datasetId"]).status = DatasetStatus(a["status"])
-
-    def access_restricted(self, a: dict[str, Any]) -> None:
-        ds = self.dataset(a["datasetId"])
-        ds.restricted, ds.models_restricted = a["consumers"], a["models"]
-
-    def consumer_allowed(self, a: dict[str, Any]) -> None:
-        self.dataset(a["datasetId"]).consumers.add(a["consumer"])
-
-    def consumer_disallowed(self, a: dict[str, Any]) -> None:
-        self.dataset(a["datasetId"]).consumers.discard(a["consumer"])
-
-    def model_allowed(self, a: dict[str, Any]) -> None:
-        self.dataset(a["datasetId"]).models.add(a["modelSpecHash"])
-
-    def model_disallowed(self, a: dict[str, Any]) -> None:
-        self.dataset(a["datasetId"]).models.discard(a["modelSpecHash"])
-
-    # ---- JobMarket
-
-    def epsilon_reserved(self, a: dict[str, Any]) -> None:
-        self.dataset(a["datasetId"]).epsilon_reserved += a["epsilon"]
-        self.reservations.setdefault(a["jobId"], []).append((a["datasetId"], a["epsilon"], a["price"]))
-
-    def job_created(self, a: dict[str, Any]) -> None:
-        job_id = a["jobId"]
-        if job_id != len(self.state.jobs) + 1:
-            raise LogReplayError(f"job id {job_id} out of sequence")
-        reserved = self.reservations.pop(job_id, [])
-        if tuple(r[0] for r in reserved) != a["datasetIds"] or any(r[1] != a["epsilon"] for r in reserved):
-            raise LogReplayError(f"job {job_id}: reservations {reserved} do not match its datasets")
-        prices = tuple(r[2] for r in reserved)
-        if sum(prices) + a["workerFee"] != a["escrow"]:
-            raise LogReplayError(f"job {job_id}: escrow is not Σ prices + worker fee")
-        self.state.jobs[job_id] = JobState(
-            consumer=a["consumer"],
-            status=JobStatus.OPEN,
-            model_spec_hash=a["modelSpecHash"],
-            epsilon=a["epsilon"],
-            delta=a["delta"],
-            consumer_key=a["consumerKey"],
-            escrow=a["escrow"],
-            worker_fee=a["workerFee"],
-            claim_deadline=a["claimDeadline"],
-            completion_deadline=a["completionDeadline"],
-            dataset_ids=a["datasetIds"],
-            prices=prices,
-        )
-        self.state.locked_escrow += a["escrow"]
-
-    def epsilon_released(self, a: dict[str, Any]) -> None:
-        self.dataset(a["datasetId"]).epsilon_reserved -= a["epsilon"]
-
-    def budget_debited(self, a: dict[str, Any]) -> None:
-        ds = self.dataset(a["datasetId"])
-        ds.epsilon_reserved -= self.job(a["jobId"]).epsilon
-        ds.epsilon_spent += a["epsilonSpent"]
-        self.check_remaining(a["datasetId"], a["remaining"])
-
-    def job_claimed(self, a: dict[str, Any]) -> None:
-        job = self.job(a["jobId"])
-        if job.status != JobStatus.OPEN:
-            raise LogReplayError(f"job {a['jobId']} claimed while {job.status.name}")
-        job.status = JobStatus.CLAIMED
-        job.enclave = a["enclave"]
-
-    def result_submitted(self, a: dict[str, Any]) -> None:
-        job = self.settle(a["jobId"], JobStatus.COMPLETED, expected=(JobStatus.CLAIMED,))
-        if a["enclave"] != job.enclave:
-            raise LogReplayError(f"job {a['jobId']}: result from {a['enclave']}, claimed by {job.enclave}")
-        job.epsilon_spent = a["epsilonSpent"]
-        job.result = ResultHashes(a["modelHash"], a["resultHash"], a["metricsHash"])
-
-    def job_expired(self, a: dict[str, Any]) -> None:
-        job = self.settle(a["jobId"], JobStatus.EXPIRED, expected=(JobStatus.OPEN, JobStatus.CLAIMED))
-        if a["refund"] != job.escrow:
-            raise LogReplayError(f"job {a['jobId']}: refund {a['refund']} != escrow {job.escrow}")
-
-    def job_cancelled(self, a: dict[str, Any]) -> None:
-        job = self.settle(a["jobId"], JobStatus.CANCELLED, expected=(JobStatus.OPEN,))
-        if a["refund"] != job.escrow:
-            raise LogReplayError(f"job {a['jobId']}: refund {a['refund']} != escrow {job.escrow}")
-
-    def payment_credited(self, a: dict[str, Any]) -> None:
-        self.state.credit(a["account"], a["amount"])
-
-    def withdrawn(self, a: dict[str, Any]) -> None:
-        account, amount = a["account"], a["amount"]
-        if self.state.pending.pop(account, 0) != amount:
-            raise LogReplayError(f"{account} withdrew {amount}, not its pending balance")
-        self.state.withdrawn[account] = self.state.withdrawn.get(account, 0) + amount
-
-    def paused(self, a: dict[str, Any]) -> None:
-        self.state.paused = True
-
-    def unpaused(self, a: dict[str, Any]) -> None:
-        self.state.paused = False
-
-    # ---- EnclaveRegistry
-
-    def measurement_approved(self, a: dict[str, Any]) -> None:
-        self.state.approved.add((a["role"], a["measurement"]))
-
-    def measurement_revoked(self, a: dict[str, Any]) -> None:
-        self.state.approved.discard((a["role"], a["measurement"]))
-
-    def enclave_revoked(self, a: dict[str, Any]) -> None:
-        self.state.enclaves.setdefault(a["signer"], EnclaveState()).revoked = True
-
-    def enclave_registered(self, a: dict[str, Any]) -> None:
-        self.state.enclaves[a["signer"]] = EnclaveState(
-            role=a["role"],
-            measurement=a["measurement"],
-            encryption_key=a["encryptionKey"],
-            operator=a["operator"],
-            valid_until=a["validUntil"],
-        )
+# --------------------------------------------------------------------------- the index, read back
 
 
-# (contract label, event name) -> the fold step that applies it.
-_HANDLERS: dict[tuple[str, str], Callable[[_Replay, dict[str, Any]], None]] = {
-    ("market", "DatasetListed"): _Replay.dataset_listed,
-    ("market", "TermsUpdated"): _Replay.terms_updated,
-    ("market", "BudgetToppedUp"): _Replay.budget_topped_up,
-    ("market", "DatasetStatusChanged"): _Replay.dataset_status_changed,
-    ("market", "AccessRestricted"): _Replay.access_restricted,
-    ("market", "ConsumerAllowed"): _Replay.consumer_allowed,
-    ("market", "ConsumerDisallowed"): _Replay.consumer_disallowed,
-    ("market", "ModelAllowed"): _Replay.model_allowed,
-    ("market", "ModelDisallowed"): _Replay.model_disallowed,
-    ("market", "EpsilonReserved"): _Replay.epsilon_reserved,
-    ("market", "JobCreated"): _Replay.job_created,
-    ("market", "EpsilonReleased"): _Replay.epsilon_released,
-    ("market", "BudgetDebited"): _Replay.budget_debited,
-    ("market", "JobClaimed"): _Replay.job_claimed,
-    ("market", "ResultSubmitted"): _Replay.result_submitted,
-    ("market", "JobExpired"): _Replay.job_expired,
-    ("market", "JobCancelled"): _Replay.job_cancelled,
-    ("market", "PaymentCredited"): _Replay.payment_credited,
-    ("market", "Withdrawn"): _Replay.withdrawn,
-    ("market", "Paused"): _Replay.paused,
-    ("market", "Unpaused"): _Replay.unpaused,
-    ("registry", "MeasurementApproved"): _Replay.measurement_approved,
-    ("registry", "MeasurementRevoked"): _Replay.measurement_revoked,
-    ("registry", "EnclaveRevoked"): _Replay.enclave_revoked,
-    ("registry", "EnclaveRegistered"): _Replay.enclave_registered,
-}
+def _bytes(value: str) -> bytes:
+    return bytes.fromhex(value.removeprefix("0x"))
 
 
-def replay(events: Iterable[Event]) -> ChainState:
-    """Fold the market's and the registry's events, in log order, into the state they describe.
+def read_index(db: IndexDatabase, cursor_key: str) -> ChainState:
+    """The state an index built by :class:`oracle.indexer.Indexer` holds, as a :class:`ChainState`.
 
-    Events of other contracts (labels other than ``"market"`` and ``"registry"``) and events that
-    change nothing this state tracks (role grants, admin handovers) are skipped.
-
-    Raises:
-        LogReplayError: the events contradict themselves (a job settled twice, an unknown dataset,
-            a ``remaining`` that does not match the ledger, a withdrawal of another amount than
-            the pending balance, ...).
-
-    Example:
-        >>> replay([]) == ChainState()
-        True
+    Balances are what the payment history adds up to (pending: Σ credited - Σ withdrawn per
+    account; locked escrow: Σ escrow of jobs not yet settled). Index-only columns that the state
+    derives are checked on the way (each dataset's stored ``remaining_epsilon``, each refund).
     """
-    fold = _Replay()
-    for event in events:
-        handler = _HANDLERS.get((event.contract, event.name))
-        if handler is not None:
-            handler(fold, event.args)
-    if fold.reservations:
-        raise LogReplayError(f"reservations without a JobCreated: {fold.reservations}")
-    return fold.state
+    state = ChainState()
+    with db.session() as session:
+        for row in session.scalars(select(Dataset).order_by(Dataset.id)):
+            terms = Terms(row.price_wei, row.max_epsilon_per_job, row.total_epsilon, row.max_delta, row.expiry)
+            ds = DatasetState(
+                provider=row.provider,
+                content_hash=_bytes(row.content_hash),
+                schema_hash=_bytes(row.schema_hash),
+                uri=row.uri,
+                terms=terms,
+                epsilon_spent=row.spent_epsilon,
+                epsilon_reserved=row.reserved_epsilon,
+                restricted=row.restricted,
+                models_restricted=row.models_restricted,
+                status=DatasetStatus(row.status),
+                consumers={c.consumer for c in row.consumers},
+                models={_bytes(m.model_spec_hash) for m in row.models},
+            )
+            assert row.remaining_epsilon == ds.remaining, f"dataset {row.id}: index says {row.remaining_epsilon} ε left, ledger {ds.remaining}"
+            state.datasets[row.id] = ds
+        for job in session.scalars(select(Job).order_by(Job.id)):
+            status = JobStatus(job.status)
+            results = (job.model_hash, job.result_hash, job.metrics_hash)
+            state.jobs[job.id] = JobState(
+                consumer=job.consumer,
+                status=status,
+                model_spec_hash=_bytes(job.model_spec_hash),
+                epsilon=job.epsilon,
+                delta=job.delta,
+                consumer_key=_bytes(job.consumer_key),
+                escrow=job.escrow_wei,
+                worker_fee=job.worker_fee_wei,
+                claim_deadline=job.claim_deadline,
+                completion_deadline=job.completion_deadline,
+                dataset_ids=tuple(d.dataset_id for d in job.datasets),
+                prices=tuple(d.price_wei for d in job.datasets),
+                enclave=job.enclave or ZERO_ADDRESS,
+                epsilon_spent=job.epsilon_spent or 0,
+                result=ResultHashes(*(_bytes(h) for h in results)) if all(results) else None,
+            )
+            refunded = status in (JobStatus.EXPIRED, JobStatus.CANCELLED)
+            assert job.refund_wei == (job.escrow_wei if refunded else None), f"job {job.id}: refund {job.refund_wei}"
+            if status not in TERMINAL:
+                state.locked_escrow += job.escrow_wei
+        credited: defaultdict[str, int] = defaultdict(int)
+        for payment in session.scalars(select(Payment).order_by(Payment.id)):
+            if payment.kind == "credited":
+                credited[payment.account] += payment.amount_wei
+            else:
+                state.withdrawn[payment.account] = state.withdrawn.get(payment.account, 0) + payment.amount_wei
+        for account, amount in credited.items():
+            state.credit(account, amount - state.withdrawn.get(account, 0))
+        pause = session.get(MarketState, cursor_key)
+        state.paused = pause is not None and pause.paused
+        state.approved = {(m.role, _bytes(m.measurement)) for m in session.scalars(select(Measurement)) if m.approved}
+        for enclave in session.scalars(select(Enclave)):
+            state.enclaves[enclave.signer] = EnclaveState(
+                role=enclave.role,
+                measurement=_bytes(enclave.measurement),
+                encryption_key=_bytes(enclave.encryption_key),
+                operator=enclave.operator,
+                valid_until=enclave.valid_until,
+            )
+        for revoked in session.scalars(select(EnclaveRevocation)):
+            state.enclaves.setdefault(revoked.signer, EnclaveState()).revoked = True
+    return state
+
+
+@dataclass
+class IndexHistory:
+    """The history tables of an index, summed up for the checks the state cannot express."""
+
+    stages: dict[int, list[str]] = field(default_factory=dict)
+    """Each job's timeline (``job_events.stage``), in log order."""
+    credits: dict[PaymentReason, int] = field(default_factory=dict)
+    """Σ credited per reason."""
+    ledger: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Each dataset's (remaining, total) ε after its last ledger change (``dataset_budget_events``)."""
+
+
+def read_index_history(db: IndexDatabase) -> IndexHistory:
+    """Job timelines, credits by reason and the last ledger entries of an index."""
+    history = IndexHistory()
+    with db.session() as session:
+        for job_id, stage in session.execute(select(JobEvent.job_id, JobEvent.stage).order_by(JobEvent.id)):
+            history.stages.setdefault(job_id, []).append(stage)
+        for reason, amount in session.execute(select(Payment.reason, Payment.amount_wei).where(Payment.kind == "credited")):
+            key = PaymentReason(reason)
+            history.credits[key] = history.credits.get(key, 0) + amount
+        budget = select(BudgetEvent.dataset_id, BudgetEvent.remaining_epsilon, BudgetEvent.total_epsilon).order_by(BudgetEvent.id)
+        for dataset_id, remaining, total in session.execute(budget):
+            history.ledger[dataset_id] = (remaining, total)
+    return history

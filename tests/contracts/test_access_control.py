@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from eth_utils import keccak
 
-from marketplace.compile import load_artifact
+from marketplace.abi import load_artifact
 
 from .conftest import (
     ADMIN_DELAY,

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from marketplace.abi import load_artifact
 from marketplace.compile import (
-    PROJECT_ROOT,
+    WEB_ABI_PATH,
     CompilationError,
     compile_contracts,
     compile_test_contracts,
-    WEB_ABI_PATH,
-    load_artifact,
     render_web_abi,
 )
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_artifacts_match_fresh_compile() -> None:

@@ -1,4 +1,4 @@
-"""The gas budget of issue 6, measured by ``make gas`` (marketplace.gas_report) on py-evm.
+"""The gas budget of issue 6, measured by ``make gas`` (benchmarks.gas_report) on py-evm.
 
 Budget: a one-dataset job's lifecycle (createJob + claimJob + submitResult + the provider's and
 the worker's withdraw) at most 400,000 gas in steady state, and at most 60,000 more per extra
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace.gas_report import GasReport, main, measure
+from benchmarks.gas_report import GasReport, main, measure
 
 LIFECYCLE_ONE = 400_000
 PER_EXTRA_DATASET = 60_000
@@ -47,7 +47,7 @@ def test_function_ceilings(report: GasReport, function: str, case: str) -> None:
 
 
 def test_every_state_changing_function_is_reported(report: GasReport) -> None:
-    from marketplace.compile import load_artifact
+    from marketplace.abi import load_artifact
 
     reported = {f for f, _case, _gas in report.rows}
     # Handover functions of AccessControlDefaultAdminRules are governance-only and rare.

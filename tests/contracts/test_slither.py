@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.compile import PROJECT_ROOT, slither_input
+from marketplace.compile import slither_input
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 SLITHER = PROJECT_ROOT / ".venv-lint" / "bin" / "slither"
 

@@ -23,8 +23,10 @@ After every step that mined a transaction (a step that mined none cannot change 
 - Σ Withdrawn + Σ pending + lockedEscrow == Σ deposited by createJob, and Σ PaymentCredited ==
   Σ escrow of terminal jobs + Σ change credited at creation (exact integers).
 
-At the end of every example the whole state is rebuilt from ``eth_getLogs`` alone
-(:func:`log_state.replay`) and must equal both the model and every view of both contracts.
+At the end of every example the shipped indexer (:class:`oracle.indexer.Indexer`, which folds the
+logs with :mod:`oracle.fold`) indexes the chain from ``eth_getLogs`` alone into a fresh database;
+the state read back from it (:func:`log_state.read_index`) must equal both the model and every view
+of both contracts, and its history (job timelines, credits by reason, ε ledger entries) must agree.
 
 ``STERLING_STATEFUL_STEPS`` (default 2000) is the total number of steps over both modes;
 ``STERLING_STATEFUL_SEED`` replays a run (the seed is attached to any failure).
@@ -67,6 +69,12 @@ from hypothesis.stateful import (
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 
+from marketplace.chain import Chain
+from marketplace.contracts import DatasetStatus, JobStatus, MarketClient, RegistryClient
+from oracle.fold import PaymentReason
+from oracle.index_db import IndexDatabase
+from oracle.indexer import Indexer
+
 from .conftest import (
     EPSILON_SCALE,
     KEY_MANAGER_MEASUREMENT,
@@ -92,16 +100,16 @@ from .log_state import (
     ZERO_ADDRESS,
     ChainState,
     DatasetState,
-    DatasetStatus,
     EnclaveState,
     Event,
     EventDecoder,
+    IndexHistory,
     JobState,
-    JobStatus,
     ResultHashes,
     Terms,
     normalise,
-    replay,
+    read_index,
+    read_index_history,
 )
 
 logger = logging.getLogger(__name__)
@@ -806,6 +814,20 @@ class Roster:
         return (*self.consumers, self.stranger, self.providers[0])
 
 
+class _TappedIndexer(Indexer):
+    """The shipped indexer, keeping the raw logs it reads (checked against the receipts: one
+    ``eth_getLogs`` per example serves both)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.raw_logs: list[Any] = []
+
+    def _get_logs(self, start: int, end: int) -> list[Any]:
+        logs = super()._get_logs(start, end)
+        self.raw_logs.extend(logs)
+        return logs
+
+
 class Environment:
     """One deployment (native or token mode) on a private py-evm chain, snapshotted after set-up,
     plus the model of that initial state and the running step count."""
@@ -877,7 +899,8 @@ class Environment:
             contracts[self.token.address] = ("token", self.token.abi)
         self.decoder = EventDecoder(contracts)
         self.base_block = int(self.chain.tester.get_block_by_number("latest")["number"])
-        self.setup_events = self.decoder.decode_all(self.get_logs(0))
+        sdk_chain = Chain(w3=w3, kind="embedded")
+        self.clients = (MarketClient(sdk_chain, self.market.address), RegistryClient(sdk_chain, self.registry.address))
         self.base_model = MarketModel(
             state=self._initial_state(),
             market=self.market.address,
@@ -913,17 +936,19 @@ class Environment:
             )
         return state
 
-    def get_logs(self, from_block: int) -> list[Any]:
-        """``eth_getLogs`` of the market and the registry from ``from_block`` to the latest block."""
-        return list(
-            self.d.w3.eth.get_logs(
-                {
-                    "fromBlock": from_block,
-                    "toBlock": "latest",
-                    "address": [to_checksum_address(self.market.address), to_checksum_address(self.registry.address)],
-                }
-            )
-        )
+    def index(self) -> tuple[ChainState, IndexHistory, list[Any]]:
+        """Run the shipped indexer over the whole chain into a fresh database; returns the state and
+        history read back from it, and the raw logs the indexer got from ``eth_getLogs``."""
+        db = IndexDatabase("sqlite://")  # in memory: one connection per thread, gone when closed
+        try:
+            db.create_schema()
+            market, registry = self.clients
+            indexer = _TappedIndexer(db, market=market, registry=registry, start_block=0)
+            indexer.poll_once()
+            assert indexer.last_block() == self.d.w3.eth.block_number
+            return read_index(db, indexer.key), read_index_history(db), indexer.raw_logs
+        finally:
+            db.close()
 
     def holdings(self, account: str) -> int:
         """``account``'s balance in the payment currency."""
@@ -1648,33 +1673,61 @@ class MarketMachine(RuleBasedStateMachine):
             self.check_everything()
 
     def check_everything(self) -> None:
-        """Rebuild the state from eth_getLogs alone; it must equal the model and every view."""
+        """Index the chain from eth_getLogs alone with the shipped indexer; the state read back from
+        the index must equal the model and every view."""
         env = self.env
-        logs = env.get_logs(env.base_block + 1)
-        events = env.decoder.decode_all(logs)
+        indexed, history, logs = env.index()
+        events = env.decoder.decode_all(log for log in logs if log["blockNumber"] > env.base_block)
         assert events == self.recorded, "eth_getLogs differs from the transactions' receipts"
         settled = Counter(
             e.args["jobId"] for e in events if e.name in ("ResultSubmitted", "JobExpired", "JobCancelled")
         )
         assert max(settled.values(), default=0) <= 1
-        rebuilt = replay([*env.setup_events, *events])
-        _assert_same(rebuilt, self.state)
-        _assert_views(env, rebuilt, self.model)
+        _assert_same(indexed, self.state)
+        _assert_history(history, indexed, change=self.change)
+        _assert_views(env, indexed, self.model)
 
 
-def _assert_same(rebuilt: ChainState, model: ChainState) -> None:
+def _assert_same(indexed: ChainState, model: ChainState) -> None:
     """Field-by-field comparison, so a failure names what differs."""
     for name in ("locked_escrow", "paused", "pending", "withdrawn", "approved", "enclaves"):
-        assert getattr(rebuilt, name) == getattr(model, name), (
-            f"{name}: logs {getattr(rebuilt, name)}, model {getattr(model, name)}"
+        assert getattr(indexed, name) == getattr(model, name), (
+            f"{name}: index {getattr(indexed, name)}, model {getattr(model, name)}"
         )
-    assert rebuilt.datasets.keys() == model.datasets.keys()
-    for i, ds in rebuilt.datasets.items():
-        assert ds == model.datasets[i], f"dataset {i}: logs {ds}, model {model.datasets[i]}"
-    assert rebuilt.jobs.keys() == model.jobs.keys()
-    for i, job in rebuilt.jobs.items():
-        assert job == model.jobs[i], f"job {i}: logs {job}, model {model.jobs[i]}"
-    assert rebuilt == model
+    assert indexed.datasets.keys() == model.datasets.keys()
+    for i, ds in indexed.datasets.items():
+        assert ds == model.datasets[i], f"dataset {i}: index {ds}, model {model.datasets[i]}"
+    assert indexed.jobs.keys() == model.jobs.keys()
+    for i, job in indexed.jobs.items():
+        assert job == model.jobs[i], f"job {i}: index {job}, model {model.jobs[i]}"
+    assert indexed == model
+
+
+def _stages(job: JobState) -> list[str]:
+    """The timeline the index must hold for ``job``."""
+    claimed = ["claimed"] if job.enclave != ZERO_ADDRESS else []
+    ending = {
+        JobStatus.COMPLETED: ["settled"],
+        JobStatus.EXPIRED: ["expired"],
+        JobStatus.CANCELLED: ["cancelled"],
+    }.get(job.status, [])
+    return ["created", *claimed, *ending]
+
+
+def _assert_history(history: IndexHistory, state: ChainState, *, change: int) -> None:
+    """The index's history agrees with its state: timelines, credits by reason, last ledger entries."""
+    for i, job in state.jobs.items():
+        assert history.stages.get(i) == _stages(job), f"job {i}: timeline {history.stages.get(i)}"
+    assert history.stages.keys() <= state.jobs.keys()
+    jobs = state.jobs.values()
+    expected = {
+        PaymentReason.CHANGE: change,
+        PaymentReason.REFUND: sum(j.escrow for j in jobs if j.status in (JobStatus.EXPIRED, JobStatus.CANCELLED)),
+        PaymentReason.PAYOUT: sum(j.escrow for j in jobs if j.status == JobStatus.COMPLETED),
+    }
+    assert history.credits == {r: v for r, v in expected.items() if v}, f"credits by reason {history.credits}"
+    for i, ds in state.datasets.items():
+        assert history.ledger.get(i) == (ds.remaining, ds.terms.total_epsilon_budget), f"dataset {i}: last ledger entry"
 
 
 def _assert_views(env: Environment, state: ChainState, model: MarketModel) -> None:
@@ -1763,8 +1816,10 @@ def test_market_state_machine(mode: str, record_property: Callable[[str, object]
     total = int(os.environ.get(STEPS_ENV) or DEFAULT_STEPS)
     budget = math.ceil(total / 2)
     env = Environment(mode)
-    # The deployment itself must replay from its logs.
-    _assert_same(replay(env.setup_events), env.base_model.state)
+    # The deployment itself must index from its logs.
+    indexed, history, _ = env.index()
+    _assert_same(indexed, env.base_model.state)
+    _assert_history(history, indexed, change=0)
     steps = env.run(budget)
     record_property("stateful_steps", steps)
     logger.info("%s mode: %d steps in %d examples (budget %d)", mode, steps, env.examples, budget)

@@ -19,7 +19,7 @@ KEYS = {
 
 def _run_demo(chain: str, out: Path) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "marketplace.cli", "demo", "--chain", chain, "--json-out", str(out)],
+        [sys.executable, "-m", "sterling.cli", "demo", "--chain", chain, "--json-out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

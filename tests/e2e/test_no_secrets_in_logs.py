@@ -11,7 +11,7 @@ from enclave_worker.trusted import dataformat
 from marketplace import chain as chain_mod
 from marketplace import provider as provider_mod
 from marketplace.consumer import Consumer
-from marketplace.localnet import bring_up
+from sterling.localnet import bring_up
 from tests.conftest import toy_package, toy_spec, toy_terms
 
 

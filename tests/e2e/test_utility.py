@@ -8,9 +8,10 @@ from sklearn.model_selection import train_test_split
 
 from enclave_worker.trusted.dataset import DatasetPackage, join
 from enclave_worker.trusted.models import ModelSpec
-from enclave_worker.trusted.training import predict, train_dp, train_non_private
+from enclave_worker.trusted.training import train_dp
+from marketplace.local_training import predict, train_non_private
 from marketplace.datasets import digits
-from marketplace.demo import consumer_spec, hospital_shards
+from sterling.demo import consumer_spec, hospital_shards
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ from enclave_worker.trusted.errors import (
     SchemaMismatch,
 )
 from enclave_worker.trusted.models import ModelSpec, build_model
-from enclave_worker.trusted.training import calibrate_noise, predict, train_dp
+from enclave_worker.trusted.training import calibrate_noise, train_dp
+from marketplace.local_training import predict
 from tests.conftest import TOY_SCHEMA, toy_package, toy_spec
 
 

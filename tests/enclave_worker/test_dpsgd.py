@@ -1,4 +1,5 @@
-"""The book-keeping DP-SGD engine computes what Opacus computes, samples like Poisson, and noises right."""
+"""The book-keeping DP-SGD engine computes what Opacus computes, samples like Poisson, and noises right
+(from the CSPRNG, and from torch's generator, which the benchmark compares it with)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from opacus import GradSampleModule
 from torch import nn
 
 from enclave_worker.trusted import dpsgd
+from enclave_worker.trusted.csprng import ChaCha20Generator
 from enclave_worker.trusted.models import Standardize
 
 
 def _reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Opacus per-sample gradients (hooks mode), clipped and summed by hand."""
     ref = GradSampleModule(copy.deepcopy(model), loss_reduction="sum")
-    nn.functional.cross_entropy(ref(x), y, reduction="sum").backward()
+    torch.autograd.backward(nn.functional.cross_entropy(ref(x), y, reduction="sum"))
     per_sample = [p.grad_sample for p in ref.parameters() if p.requires_grad]
     norms = torch.stack([g.flatten(1).norm(dim=1) for g in per_sample], dim=1).norm(dim=1)
     scale = (clip / (norms + dpsgd.EPS)).clamp(max=1.0)
@@ -26,7 +28,10 @@ def _reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float) 
 
 MODELS = {
     "logistic": lambda: nn.Sequential(nn.Linear(6, 3)),
-    "mlp": lambda: nn.Sequential(Standardize(torch.full((6,), 0.5), torch.full((6,), 2.0)), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)),
+    "mlp": lambda: nn.Sequential(
+        Standardize(torch.full((6,), 0.5), torch.full((6,), 2.0)),
+        nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3),
+    ),
     "mlp_no_bias": lambda: nn.Sequential(nn.Linear(6, 16, bias=False), nn.ReLU(), nn.Linear(16, 3)),
     "cnn": lambda: nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
@@ -50,7 +55,8 @@ def test_clipped_sums_and_norms_match_opacus(name: str, clip: float) -> None:
     x = torch.randn(23, 1, 6, 6) if name.startswith("cnn") else torch.randn(23, 6)
     y = torch.randint(0, 3, (23,))
     expected, expected_norms = _reference(model, x, y, clip)
-    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), max_grad_norm=clip, noise_multiplier=0.0, expected_batch_size=23)
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1),
+        max_grad_norm=clip, noise_multiplier=0.0, expected_batch_size=23)
     got, norms = engine.clipped_sum(x, y)
     torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-5)
     assert len(got) == len(expected)
@@ -68,43 +74,51 @@ def test_conv_batches_larger_than_one_chunk_match_opacus(monkeypatch: pytest.Mon
     model = MODELS["cnn"]()
     x, y = torch.randn(batch, 1, 6, 6), torch.randint(0, 3, (batch,))
     expected, expected_norms = _reference(model, x, y, 0.5)
-    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), max_grad_norm=0.5, noise_multiplier=0.0, expected_batch_size=batch)
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1),
+        max_grad_norm=0.5, noise_multiplier=0.0, expected_batch_size=batch)
     got, norms = engine.clipped_sum(x, y)
     torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-5)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
 
 
-def test_step_adds_gaussian_noise_of_the_calibrated_scale_and_divides_by_the_expected_batch() -> None:
+@pytest.mark.parametrize("kind", ["csprng", "torch"])
+def test_step_adds_gaussian_noise_of_the_calibrated_scale_and_divides_by_the_expected_batch(kind: str) -> None:
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(50, 40))
+    layer = nn.Linear(50, 40)
+    model = nn.Sequential(layer)
     x, y = torch.randn(8, 50), torch.randint(0, 40, (8,))
     sigma, clip, expected_batch = 2.0, 0.5, 16.0
     twin = copy.deepcopy(model)  # before any engine hooks the model
-    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.0), max_grad_norm=clip,
-                                    noise_multiplier=sigma, expected_batch_size=expected_batch, generator=torch.Generator().manual_seed(3))
+    generator = ChaCha20Generator.from_seed(3) if kind == "csprng" else torch.Generator().manual_seed(3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    engine = dpsgd.BookKeepingDPSGD(model, optimizer, max_grad_norm=clip, noise_multiplier=sigma,
+                                    expected_batch_size=expected_batch, generator=generator)
     clean, _ = dpsgd.BookKeepingDPSGD(twin, torch.optim.SGD(twin.parameters(), lr=0.0), max_grad_norm=clip,
                                       noise_multiplier=0.0, expected_batch_size=expected_batch).clipped_sum(x, y)
-    weight = model[0].weight
     captured: list[torch.Tensor] = []
-    original_step = engine.optimizer.step
 
-    def spy(*args: object, **kwargs: object) -> None:
-        captured.append(weight.grad.detach().clone())  # type: ignore[union-attr]
-        original_step()
+    def capture(opt: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        assert layer.weight.grad is not None
+        captured.append(layer.weight.grad.detach().clone())
 
-    engine.optimizer.step = spy  # type: ignore[method-assign]
-    engine.step(x, y)
-    noise = captured[0] * expected_batch - clean[0]
-    assert abs(float(noise.mean())) < 0.1
-    assert float(noise.std()) == pytest.approx(sigma * clip, rel=0.05)
+    optimizer.register_step_pre_hook(capture)
+    for _ in range(3):
+        engine.step(x, y)
+    engine.close()
+    for grad in captured:
+        noise = grad * expected_batch - clean[0]
+        assert abs(float(noise.mean())) < 0.1
+        assert float(noise.std()) == pytest.approx(sigma * clip, rel=0.05)
+    assert len(captured) == 3 and not torch.equal(captured[0], captured[1])  # fresh noise every step
 
 
 def test_a_float64_model_gets_float64_gradients() -> None:
     torch.manual_seed(4)
     model = MODELS["mlp"]().double()
     before = [p.detach().clone() for p in model.parameters()]
-    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=8)
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1),
+        max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=8)
     engine.step(torch.randn(8, 6, dtype=torch.float64), torch.randint(0, 3, (8,)))
     assert all(p.dtype == torch.float64 and not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     with pytest.raises(dpsgd.UnsupportedLayer, match="one dtype"):
@@ -115,25 +129,27 @@ def test_a_float64_model_gets_float64_gradients() -> None:
 def test_an_empty_batch_is_a_noise_only_step() -> None:
     model = nn.Sequential(nn.Linear(4, 2))
     before = [p.detach().clone() for p in model.parameters()]
-    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=1.0), max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=4)
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=1.0),
+        max_grad_norm=1.0, noise_multiplier=1.0, expected_batch_size=4)
     engine.step(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
 
 
+@pytest.mark.parametrize("kind", ["csprng", "torch"])
 @pytest.mark.parametrize("squeeze", [False, True])
-def test_poisson_batches_drawn_together_are_independent_poisson_samples(monkeypatch: pytest.MonkeyPatch, squeeze: bool) -> None:
+def test_poisson_batches_drawn_together_are_independent_poisson_samples(monkeypatch: pytest.MonkeyPatch, squeeze: bool, kind: str) -> None:
     if squeeze:
         # Few gaps per batch (most batches continue drawing) and few batches per draw.
         monkeypatch.setattr(dpsgd, "_gap_chunk", lambda expected: 7)
         monkeypatch.setattr(dpsgd, "POISSON_DRAW_ELEMENTS", 50)
-    gen = torch.Generator().manual_seed(1)
+    gen = ChaCha20Generator.from_seed(1) if kind == "csprng" else torch.Generator().manual_seed(1)
     rows, rate, steps = 3000, 0.01, 3000
     batches = list(dpsgd.poisson_batches(rows, rate, steps, gen))
     assert len(batches) == steps
     sizes = np.array([b.numel() for b in batches])
     hits = torch.zeros(rows)
     for b in batches:
-        assert b.dtype == torch.long and b.unique().numel() == b.numel()
+        assert b.dtype == torch.long and len(set(b.tolist())) == b.numel()
         assert b.numel() == 0 or (int(b.min()) >= 0 and int(b.max()) < rows)
         hits[b] += 1
     assert sizes.mean() == pytest.approx(rows * rate, rel=0.02)
@@ -153,7 +169,8 @@ def test_unsupported_layers_are_detected() -> None:
     assert not dpsgd.supported(nn.Sequential(nn.Conv2d(1, 2, 3, padding="same")))
     assert not dpsgd.supported(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)))
     with pytest.raises(dpsgd.UnsupportedLayer):
-        dpsgd.BookKeepingDPSGD(nn.Sequential(nn.Embedding(4, 3)), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1), max_grad_norm=1, noise_multiplier=1, expected_batch_size=1)
+        dpsgd.BookKeepingDPSGD(nn.Sequential(nn.Embedding(4, 3)), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1),
+            max_grad_norm=1, noise_multiplier=1, expected_batch_size=1)
 
 
 def test_convolutional_batches_are_padded_to_few_shapes_and_the_padding_adds_nothing() -> None:
@@ -163,7 +180,8 @@ def test_convolutional_batches_are_padded_to_few_shapes_and_the_padding_adds_not
     expected, expected_norms = _reference(model, x, y, 0.5)
     seen: list[int] = []
     model[0].register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].shape[0]))
-    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), max_grad_norm=0.5, noise_multiplier=0.0, expected_batch_size=70)
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1),
+        max_grad_norm=0.5, noise_multiplier=0.0, expected_batch_size=70)
     assert engine.pad_multiple == 8  # 2^⌊log₂ √70⌋
     got, norms = engine.clipped_sum(x, y)
     assert seen == [64] and norms.shape == (61,)

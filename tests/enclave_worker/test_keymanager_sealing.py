@@ -11,10 +11,10 @@ import pytest
 from enclave_worker import measurement
 from enclave_worker.keymanager import KeyManagerService
 from enclave_worker.trusted import platform_seal
-from enclave_worker.trusted.roles import Role
+from enclave_worker.trusted.onchain import Role
 from marketplace.consumer import Consumer
 from marketplace.errors import KeyReleaseRefused
-from marketplace.localnet import LocalNet
+from sterling.localnet import LocalNet
 from marketplace.provider import list_dataset
 from tests.conftest import toy_package, toy_spec, toy_terms
 
@@ -46,19 +46,21 @@ def test_sealed_keys_survive_a_restart_and_refuse_other_code(fresh_localnet: Loc
     net.key_manager.enclave.close()
     restarted = net.platform.launch(Role.KEY_MANAGER)
     net.key_manager = KeyManagerService(restarted, market=net.market, registry=net.registry, state_dir=net.key_manager.state_dir)
-    released = net.key_manager.release(job_id=job.job_id, dataset_id=listed.dataset_id, trainer=net.worker.signer)
-    assert len(released) == 80
+    job_key = net.worker.prepare_job(job.job_id)
 
     # Other code: one changed line in a trusted file gives another measurement and another key.
     code_root = tmp_path / "other-release"
     shutil.copytree(measurement.PACKAGE_ROOT, code_root / "enclave_worker", ignore=shutil.ignore_patterns("__pycache__"))
-    roles = code_root / "enclave_worker" / "trusted" / "roles.py"
-    roles.write_text(roles.read_text() + "\n# a different release\n")
+    changed = code_root / "enclave_worker" / "trusted" / "onchain.py"
+    changed.write_text(changed.read_text() + "\n# a different release\n")
     other = net.platform.launch(Role.KEY_MANAGER, code_root=code_root)
     try:
         assert other.measurement != restarted.measurement
         impostor = KeyManagerService(other, market=net.market, registry=net.registry, state_dir=net.key_manager.state_dir)
         with pytest.raises(KeyReleaseRefused, match="does not open"):
-            impostor.release(job_id=job.job_id, dataset_id=listed.dataset_id, trainer=net.worker.signer)
+            impostor.release(job_id=job.job_id, dataset_id=listed.dataset_id, trainer=net.worker.signer, job_key=job_key)
     finally:
         other.close()
+
+    released = net.key_manager.release(job_id=job.job_id, dataset_id=listed.dataset_id, trainer=net.worker.signer, job_key=job_key)
+    assert len(released) == 80

@@ -18,9 +18,9 @@ from enclave_worker.trusted.privacy_audit import (
     AuditResult,
     epsilon_lower_bound,
     p_value,
-    run_audit,
 )
 from marketplace.datasets import breast_cancer
+from marketplace.local_training import run_audit
 
 
 def _paper_p_value(m: int, r: int, v: int, eps: float, delta: float) -> float:
@@ -156,7 +156,8 @@ def test_random_canaries_do_not_contradict_epsilon_two(base: DatasetPackage, see
 
 
 def test_random_canaries_depend_on_no_data_row(base: DatasetPackage) -> None:
-    from enclave_worker.trusted.privacy_audit import audit_spec, random_canaries
+    from enclave_worker.trusted.privacy_audit import random_canaries
+    from marketplace.local_training import audit_spec
 
     spec = audit_spec(base, seed=0)
     shifted = DatasetPackage(features=base.features + 1000.0, labels=base.labels, schema=base.schema)

@@ -29,8 +29,9 @@ def _release(**overrides: object) -> dict[str, object]:
         "content_hash": bytes(32),
         "sealed_key": bytes(80),
         "trainer_signer": bytes(20),
-        "trainer_encryption_key": bytes(32),
         "trainer_active": True,
+        "job_key": bytes(32),
+        "job_key_signature": bytes(65),
     }
     message.update(overrides)
     return message

@@ -13,16 +13,16 @@ from fastapi.testclient import TestClient
 
 from enclave_worker.trusted.dataset import DatasetPackage, Schema
 from marketplace.consumer import Consumer, CreatedJob
-from marketplace.gateway import (
+from marketplace.provider import ListedDataset, list_dataset
+from oracle.index_db import IndexDatabase, default_url
+from oracle.indexer import Indexer
+from sterling.gateway import (
     GatewayServices,
     GatewaySettings,
     create_app,
     get_settings,
 )
-from marketplace.localnet import LocalNet
-from marketplace.provider import ListedDataset, list_dataset
-from oracle.index_db import IndexDatabase, default_url
-from oracle.indexer import Indexer
+from sterling.localnet import LocalNet
 from tests.conftest import toy_package, toy_spec, toy_terms
 
 
@@ -53,7 +53,7 @@ def make_gateway(net: LocalNet, state_dir: Path, *, dev_accounts: tuple[LocalAcc
     index.create_schema()
     indexer = Indexer(index, market=net.market, registry=net.registry, start_block=net.deployment.block, batch_blocks=50)
     services = GatewayServices.from_localnet(net, index, dev_accounts=dev_accounts)
-    settings = get_settings(state_dir=state_dir, events_poll_seconds=0.05)
+    settings = get_settings(events_poll_seconds=0.05)
     app = create_app(settings, services=services)
     return Gateway(net, index, indexer, services, settings, app, TestClient(app), state_dir)
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import get_args
 
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 
 from enclave_worker.trusted import dataformat, keywrap
-from enclave_worker.trusted.roles import Role
+from enclave_worker.trusted.onchain import DatasetStatus, JobStatus, Role
 from marketplace import chain as chain_mod
+from marketplace.abi import ERC20_ABI, load_artifact
 from marketplace.chain import Chain
-from marketplace.compile import load_artifact
 from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE
-from marketplace.localnet import bring_up
+from sterling.gateway.schemas import DatasetStatusName, JobStatusName, RoleName
+from sterling.localnet import bring_up
 from tests.conftest import toy_spec, toy_terms
 from tests.gateway.conftest import (
     Gateway,
@@ -174,6 +176,31 @@ def test_health_config_and_not_found(gateway: Gateway) -> None:
     response = client.get(f"/api/jobs/{open_job.job_id}/result")
     assert response.status_code == 404 and "no result yet" in response.json()["detail"]
     assert client.get(f"/api/jobs/{open_job.job_id}").json()["status"] == "open"
+
+
+def test_config_serves_the_chain_statuses_roles_and_erc20_abi_from_their_one_definition(gateway: Gateway) -> None:
+    net, client = gateway.net, gateway.client
+    listed, _ = list_toy(net, 47)
+    open_job = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs).create_job(
+        [listed.dataset_id], toy_spec(), epsilon=0.5, delta=1e-5, worker_fee=0  # type: ignore[arg-type]
+    )
+    gateway.sync()
+    config = client.get("/api/config").json()
+    for served, enum_type in ((config["job_statuses"], JobStatus), (config["dataset_statuses"], DatasetStatus), (config["roles"], Role)):
+        assert {enum_type[name.upper()]: number for name, number in served.items()} == {member: member.value for member in enum_type}
+    assert config["job_statuses"] == {"none": 0, "open": 1, "claimed": 2, "completed": 3, "expired": 4, "cancelled": 5}
+    assert config["dataset_statuses"] == {"active": 0, "paused": 1, "delisted": 2} and config["roles"] == {"trainer": 1, "key_manager": 2}
+    # The names the API answers with are the served ones: what the UI reads from /api/config
+    # maps a status in a REST answer to the chain's number, and back.
+    assert set(get_args(JobStatusName)) == set(config["job_statuses"]) - {"none"}
+    assert set(get_args(DatasetStatusName)) == set(config["dataset_statuses"]) and set(get_args(RoleName)) == set(config["roles"])
+    job = client.get(f"/api/jobs/{open_job.job_id}").json()
+    assert config["job_statuses"][job["status"]] == net.market.job(open_job.job_id).status == JobStatus.OPEN
+    dataset = client.get(f"/api/datasets/{listed.dataset_id}").json()
+    assert config["dataset_statuses"][dataset["status"]] == net.market.dataset(listed.dataset_id).status == DatasetStatus.ACTIVE
+    key_manager = next(w for w in client.get("/api/workers").json() if w["signer"] == config["key_manager"]["signer"])
+    assert net.registry.is_active(key_manager["signer"], Role(config["roles"][key_manager["role"]]))
+    assert config["erc20_abi"] == ERC20_ABI and {f["name"] for f in config["erc20_abi"]} >= {"approve", "allowance", "balanceOf"}
 
 
 def test_deposits_reach_the_key_manager_only_as_wrapped_keys(gateway: Gateway) -> None:

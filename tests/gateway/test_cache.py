@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace.gateway.cache import ResponseCache
+from sterling.gateway.cache import ResponseCache
 from tests.gateway.conftest import Gateway, list_toy, unique_schema
 
 

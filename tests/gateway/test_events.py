@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from marketplace.consumer import Consumer
 from marketplace.contracts import epsilon_units
-from marketplace.gateway.feed import event_of
+from sterling.gateway.feed import event_of
 from oracle.index_db import ChainEvent
 from tests.conftest import toy_spec
 from tests.gateway.conftest import Gateway, list_toy

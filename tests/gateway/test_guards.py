@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enclave_worker.trusted import dataformat
-from marketplace.gateway.errors import UploadRejected
-from marketplace.gateway.limits import JsonDepthScanner, NestedTooDeeply
-from marketplace.gateway.upload import CiphertextCheck
+from sterling.gateway.errors import UploadRejected
+from sterling.gateway.limits import JsonDepthScanner, NestedTooDeeply
+from sterling.gateway.upload import CiphertextCheck
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=8),

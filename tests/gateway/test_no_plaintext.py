@@ -13,8 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from enclave_worker.trusted import keywrap
 from marketplace.contracts import EPSILON_SCALE, JobStatus
-from marketplace.gateway.errors import UploadRejected
-from marketplace.gateway.upload import CiphertextCheck
+from sterling.gateway.errors import UploadRejected
+from sterling.gateway.upload import CiphertextCheck
 from tests.conftest import toy_package, toy_spec, toy_terms
 from tests.gateway.conftest import Gateway
 from tests.gateway.http_flow import create_job_over_http, list_dataset_over_http

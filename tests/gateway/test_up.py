@@ -16,13 +16,14 @@ from eth_account import Account
 
 from enclave_worker.trusted import keywrap
 from marketplace.chain import ANVIL_CHAIN_ID
-from marketplace.config import REPO_ROOT
 from marketplace.contracts import EPSILON_SCALE
-from marketplace.up import spawned
+from sterling.up import spawned
 from tests.conftest import toy_package, toy_spec, toy_terms
 from tests.gateway.http_flow import create_job_over_http, list_dataset_over_http, rpc
 
 pytestmark = [pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
 
 START_TIMEOUT = 240
 STOP_TIMEOUT = 90
@@ -56,7 +57,7 @@ def test_sterling_up_serves_stops_and_resumes_with_its_state(tmp_path: Path) -> 
         assert config["chain_id"] == ANVIL_CHAIN_ID and config["chain_kind"] == "anvil" and config["rpc_path"] == "/api/rpc"
         assert config["key_manager"]["active"] and len(config["dev_accounts"]) >= 2
         assert client.get("/docs").status_code == 200 and "/api/datasets" in client.get("/openapi.json").json()["paths"]
-        if (REPO_ROOT / "web" / "index.html").exists():
+        if (REPO / "web" / "index.html").exists():
             index = client.get("/")
             assert index.status_code == 200 and "<html" in index.text.lower()
         workers = client.get("/api/workers").json()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from marketplace import config
 from marketplace.blobstore import BlobStore
+from marketplace.config import get_settings
 from marketplace.errors import BlobNotFound, CiphertextTampered, ConfigError
 
 
@@ -27,9 +27,12 @@ def test_blobs_are_content_addressed_and_verified(tmp_path: Path) -> None:
         store.get("../../etc/passwd")
 
 
-def test_brownie_config_names_the_networks() -> None:
-    assert config.network("embedded").kind == "embedded"
-    assert config.network("anvil").hardfork == "prague"
-    assert config.network().name == "anvil"
+def test_brownie_config_names_the_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("STERLING_NETWORK", "STERLING_NETWORKS", "STERLING_RPC_URL", "STERLING_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = get_settings()
+    assert settings.networks["embedded"].kind == "embedded"
+    assert settings.networks["anvil"].hardfork == "prague"
+    assert settings.chain_network.name == "anvil"
     with pytest.raises(ConfigError, match="unknown network 'mainnet-typo'"):
-        config.network("mainnet-typo")
+        get_settings(network="mainnet-typo")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from enclave_worker.trusted.roles import Role
+from enclave_worker.trusted.onchain import Role
 from marketplace.chain import Wei
 from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE, DatasetStatus, JobStatus, epsilon_units
 from marketplace.errors import ContractReverted
-from marketplace.localnet import LocalNet
+from sterling.localnet import LocalNet
 from marketplace.provider import list_dataset
 from tests.conftest import toy_package, toy_spec, toy_terms
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from marketplace.cli import app
+from sterling.cli import app
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ import pytest
 from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE, JobStatus, delta_units, epsilon_units
 from marketplace.errors import CiphertextTampered, InvalidModelSpec
-from marketplace.localnet import LocalNet
+from sterling.localnet import LocalNet
 from marketplace.provider import list_dataset
 from tests.conftest import toy_package, toy_spec, toy_terms
 

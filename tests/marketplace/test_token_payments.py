@@ -12,11 +12,11 @@ from web3.logs import DISCARD
 
 from marketplace import chain as chain_mod
 from marketplace.chain import Chain, Wei
-from marketplace.compile import load_artifact
+from marketplace.abi import load_artifact
 from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE, JobStatus
 from marketplace.errors import ContractReverted, JobNotReady
-from marketplace.localnet import LocalNet, bring_up
+from sterling.localnet import LocalNet, bring_up
 from marketplace.provider import ListedDataset, list_dataset
 from tests.conftest import toy_package, toy_spec, toy_terms
 

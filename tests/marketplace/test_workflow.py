@@ -10,7 +10,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from enclave_worker.trusted.receipt import Receipt, datasets_hash, sign_receipt
-from enclave_worker.trusted.training import predict
+from marketplace.local_training import predict
 from marketplace.chain import Wei
 from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE, JobStatus
@@ -20,7 +20,7 @@ from marketplace.errors import (
     JobNotReady,
     KeyReleaseRefused,
 )
-from marketplace.localnet import LocalNet
+from sterling.localnet import LocalNet
 from marketplace.provider import ListedDataset, list_dataset
 from tests.conftest import toy_package, toy_spec, toy_terms
 
@@ -137,21 +137,22 @@ def test_key_manager_refuses_a_worker_that_has_not_claimed_the_job(localnet: Loc
     other, _ = _list(net, 7)
     consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
     created = consumer.create_job([listed.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
+    job_key = net.worker.prepare_job(created.job_id)
     # Open, not yet claimed by anyone.
     with pytest.raises(KeyReleaseRefused, match="not in the Claimed state"):
-        net.key_manager.release(job_id=created.job_id, dataset_id=listed.dataset_id, trainer=net.worker.signer)
+        net.key_manager.release(job_id=created.job_id, dataset_id=listed.dataset_id, trainer=net.worker.signer, job_key=job_key)
     net.market.claim_job(net.operator, created.job_id, net.worker.signer)
     # Claimed, but by another enclave than the one asking.
     intruder = Account.create().address
     with pytest.raises(KeyReleaseRefused, match="not claimed by this trainer|not active"):
-        net.key_manager.release(job_id=created.job_id, dataset_id=listed.dataset_id, trainer=intruder)
+        net.key_manager.release(job_id=created.job_id, dataset_id=listed.dataset_id, trainer=intruder, job_key=job_key)
     # Claimed by this trainer, but for a dataset outside the job.
     with pytest.raises(KeyReleaseRefused, match="not part of job"):
-        net.key_manager.release(job_id=created.job_id, dataset_id=other.dataset_id, trainer=net.worker.signer)
+        net.key_manager.release(job_id=created.job_id, dataset_id=other.dataset_id, trainer=net.worker.signer, job_key=job_key)
     refusals = [e for e in net.key_manager.audit_log() if e.job_id == created.job_id]
     assert [e.released for e in refusals] == [False, False, False]
     # And the rightful trainer does get the key.
-    assert net.key_manager.release(job_id=created.job_id, dataset_id=listed.dataset_id, trainer=net.worker.signer)
+    assert net.key_manager.release(job_id=created.job_id, dataset_id=listed.dataset_id, trainer=net.worker.signer, job_key=job_key)
 
 
 def test_consumer_cannot_fetch_before_settlement_and_detects_a_swapped_result(localnet: LocalNet) -> None:
@@ -237,4 +238,6 @@ def test_unclaimed_and_unfinished_jobs_expire_with_refunds(fresh_localnet: Local
     assert net.market.remaining_epsilon(listed.dataset_id) == 9 * EPSILON_SCALE
     # The key manager no longer releases keys for an expired job.
     with pytest.raises(KeyReleaseRefused):
-        net.key_manager.release(job_id=claimed.job_id, dataset_id=listed.dataset_id, trainer=net.worker.signer)
+        net.key_manager.release(
+            job_id=claimed.job_id, dataset_id=listed.dataset_id, trainer=net.worker.signer, job_key=net.worker.prepare_job(claimed.job_id)
+        )

@@ -27,7 +27,7 @@ BASE_PCR0 = expected_output(BASE)["pcrs"]["0"]
 
 def sterling(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "marketplace.cli", "attest", "verify", *map(str, args)],
+        [sys.executable, "-m", "sterling.cli", "attest", "verify", *map(str, args)],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )
 

@@ -6,7 +6,7 @@ import pytest
 
 from marketplace.consumer import Consumer
 from marketplace.contracts import JobStatus
-from marketplace.localnet import LocalNet
+from sterling.localnet import LocalNet
 from marketplace.provider import list_dataset
 from oracle.dispatcher import Dispatcher
 from tests.conftest import toy_package, toy_spec, toy_terms

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_keys import keys as eth_keys
 
 from enclave_worker.sim_platform import SimPlatform
-from enclave_worker.trusted.roles import Role
+from enclave_worker.trusted.onchain import Role
 from marketplace.errors import AttestationRejected, ContractReverted
-from marketplace.localnet import LocalNet
+from sterling.localnet import LocalNet
 from oracle import verifier as verifier_module
 from oracle.attestation import (
     NitroDocumentInvalid,

@@ -245,6 +245,12 @@ def test_provider_pauses_tops_up_and_reprices_and_the_job_form_follows(up: httpx
     # Everyone else sees it paused: a badge in the marketplace, unavailable in the job form.
     consumer.goto(f"{base}/#/")
     expect(consumer.locator(f"[data-dataset-id='{dataset_id}']")).to_contain_text("Paused")
+    # The status filter offers the statuses /api/config serves, and asks the gateway for them.
+    expect(consumer.locator("#status-filter option")).to_have_text(["All but delisted", "Active", "Paused", "Delisted", "All"])
+    consumer.select_option("#status-filter", "active")
+    expect(consumer.locator(f"[data-dataset-id='{dataset_id}']")).to_have_count(0)
+    consumer.select_option("#status-filter", "paused")
+    expect(consumer.locator(f"[data-dataset-id='{dataset_id}']")).to_contain_text("Paused")
     consumer.goto(f"{base}/#/jobs/new?datasets={dataset_id}")
     expect(consumer.locator(f"[data-check='{dataset_id}']")).to_contain_text("paused by its provider")
     expect(consumer.locator("#create-submit")).to_be_disabled()

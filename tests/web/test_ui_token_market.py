@@ -20,8 +20,8 @@ from playwright.sync_api import Page, expect
 from web3.contract import Contract
 
 from marketplace import chain as chain_mod
-from marketplace.compile import load_artifact
-from marketplace.localnet import LocalNet, bring_up
+from marketplace.abi import load_artifact
+from sterling.localnet import LocalNet, bring_up
 from tests.gateway.conftest import Gateway, list_toy, make_gateway
 from tests.gateway.test_up import wait_until
 from tests.web.conftest import SCREENSHOTS

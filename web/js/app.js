@@ -1,6 +1,7 @@
 // The single-page app: hash routes, the account selector, and live updates.
 import { getJSON, subscribe } from "./api.js";
 import { esc, setCurrency } from "./format.js";
+import { useChainConstants } from "./onchain.js";
 import * as wallet from "./wallet.js";
 
 const routes = [
@@ -50,6 +51,7 @@ async function setUpAccounts() {
   try {
     const cfg = await wallet.loadConfig();
     setCurrency(cfg.payment_token);
+    useChainConstants(cfg);
     const choices = await wallet.accountChoices();
     select.innerHTML = choices.map((c) => `<option value="${esc(c.value)}">${esc(c.label)}</option>`).join("") || `<option value="">no account</option>`;
     const current = wallet.selectedChoice();

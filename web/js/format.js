@@ -56,6 +56,21 @@ export function chip(text, tone = "") {
   return `<span class="chip ${tone}">${esc(text)}</span>`;
 }
 
+// Statuses are compared by the names the API gives them; which statuses exist, and their numbers
+// on chain, come from /api/config (onchain.js).
+
+/** A job's status as a chip: settled in green, ended without a result in red, else in progress. */
+export function jobStatusChip(status) {
+  const tone = status === "completed" ? "ok" : status === "expired" || status === "cancelled" ? "bad" : "warn";
+  return chip(String(status).toUpperCase(), tone);
+}
+
+/** Why a dataset accepts no new jobs ("paused by its provider", "delisted"), or "" when it is active. */
+export function datasetUnavailable(d) {
+  if (d.status === "active") return "";
+  return d.status === "paused" ? "paused by its provider" : String(d.status);
+}
+
 /** Status badges of a dataset; an active one gets none unless ``showActive``. */
 export function statusBadges(d, { showActive = false } = {}) {
   const badges = [];

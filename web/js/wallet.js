@@ -5,13 +5,8 @@ import { BrowserProvider, Contract, Interface, JsonRpcProvider, Wallet } from "e
 import { ENCLAVE_REGISTRY_ABI, JOB_MARKET_ABI } from "./abi.js";
 import { getJSON } from "./api.js";
 import { money, paymentUnit } from "./format.js";
+import { datasetStatusName, epsilonFromUnits, erc20Abi, jobStatusName } from "./onchain.js";
 
-const ERC20_ABI = [
-  "function allowance(address owner, address spender) view returns (uint256)",
-  "function approve(address spender, uint256 amount) returns (bool)",
-  "function balanceOf(address account) view returns (uint256)",
-];
-const DATASET_STATUS = ["active", "paused", "delisted"];
 const ERRORS = new Interface([...JOB_MARKET_ABI, ...ENCLAVE_REGISTRY_ABI].filter((item) => item.type === "error"));
 
 const STORAGE_KEY = "sterling.account";
@@ -109,6 +104,21 @@ export async function jobMarket({ write = false } = {}) {
   return new Contract(cfg.contracts.job_market, JOB_MARKET_ABI, write ? await signer() : await reader());
 }
 
+let limitsPromise = null;
+
+/** The market's public limits, read once from the contract: {maxDatasetsPerJob, maxListEntries}. */
+export function marketLimits() {
+  if (!limitsPromise) {
+    limitsPromise = (async () => {
+      const market = await jobMarket();
+      const [datasets, entries] = await Promise.all([market.MAX_DATASETS_PER_JOB(), market.MAX_LIST_ENTRIES()]);
+      return { maxDatasetsPerJob: Number(datasets), maxListEntries: Number(entries) };
+    })();
+    limitsPromise.catch(() => (limitsPromise = null));
+  }
+  return limitsPromise;
+}
+
 /** The enclave registry contract (reads). */
 export async function enclaveRegistry() {
   const cfg = await loadConfig();
@@ -119,7 +129,7 @@ export async function enclaveRegistry() {
 export async function paymentToken({ write = false } = {}) {
   const unit = paymentUnit();
   if (!unit.token) throw new Error("This market is paid in the chain's native currency, not a token.");
-  return new Contract(unit.token, ERC20_ABI, write ? await signer() : await reader());
+  return new Contract(unit.token, erc20Abi(), write ? await signer() : await reader());
 }
 
 /**
@@ -144,12 +154,12 @@ export function revertOf(error) {
 const EXPLAIN = {
   JobMarketPriceAboveLimit: ([required, max]) =>
     `The price went up before your transaction was mined: this job now costs ${money(required)}, more than the ${money(max)} you agreed to pay. Nothing was charged; check the new total and create the job again.`,
-  JobMarketDatasetUnavailable: ([id, status]) => `Dataset #${id} is ${DATASET_STATUS[Number(status)] || "unavailable"} and accepts no new jobs.`,
+  JobMarketDatasetUnavailable: ([id, status]) => `Dataset #${id} is ${datasetStatusName(status) || "unavailable"} and accepts no new jobs.`,
   JobMarketDatasetExpired: ([id]) => `Dataset #${id} has expired and accepts no new jobs.`,
   JobMarketConsumerNotAllowed: ([id]) => `Dataset #${id} is offered only to an allow-list of buyers, and your account is not on it.`,
   JobMarketModelNotAllowed: ([id]) => `Dataset #${id} accepts only model specs its provider approved, and this one is not among them.`,
-  JobMarketBudgetExhausted: ([id, requested, remaining]) => `Dataset #${id} has only ${Number(remaining) / 1e6} ε left, less than the ${Number(requested) / 1e6} ε asked for.`,
-  JobMarketInvalidJobStatus: ([id]) => `Job #${id} can no longer be changed this way (it was claimed, settled, expired or cancelled meanwhile).`,
+  JobMarketBudgetExhausted: ([id, requested, remaining]) => `Dataset #${id} has only ${epsilonFromUnits(remaining)} ε left, less than the ${epsilonFromUnits(requested)} ε asked for.`,
+  JobMarketInvalidJobStatus: ([id, status]) => `Job #${id} is ${jobStatusName(status) || "no longer open"} now and can no longer be changed this way.`,
   JobMarketNotConsumer: ([id]) => `Only the consumer who created job #${id} can do this.`,
   EnforcedPause: () => "The market is in an emergency stop: no new listings, jobs, claims or settlements until governance resumes it.",
   DatasetRegistryNotProvider: ([id]) => `Only the provider of dataset #${id} can change it.`,

@@ -3,8 +3,9 @@
 // is the job's price limit (createJob's maxTotalPrice): if a provider raises a price before the
 // transaction is mined, the market refuses the job instead of charging more.
 import { ApiError, getJSON, postJSON, waitForIndex } from "../api.js";
-import { bytesToHex, download, esc, money, eps, parseMoney, paymentUnit, short } from "../format.js";
+import { bytesToHex, datasetUnavailable, download, esc, money, eps, parseMoney, paymentUnit, short } from "../format.js";
 import { newConsumerKey, rememberJobKey } from "../consumer-keys.js";
+import { deltaUnits, epsilonUnits } from "../onchain.js";
 import * as wallet from "../wallet.js";
 
 const DATASETS_PATH = "/api/datasets?limit=200&sort=-listed";
@@ -12,7 +13,7 @@ const DATASETS_PATH = "/api/datasets?limit=200&sort=-listed";
 export async function render(root) {
   const query = new URLSearchParams(location.hash.split("?")[1] || "");
   const preselected = new Set((query.get("datasets") || "").split(",").filter(Boolean));
-  const [{ items: datasets }, me, health] = await Promise.all([getJSON(DATASETS_PATH), wallet.address(), getJSON("/api/health")]);
+  const [{ items: datasets }, me, health, limits] = await Promise.all([getJSON(DATASETS_PATH), wallet.address(), getJSON("/api/health"), wallet.marketLimits()]);
   const unit = paymentUnit();
   root.innerHTML = `<h1>Create a training job</h1>
     <form class="stack panel" id="job-form" novalidate>
@@ -60,7 +61,7 @@ export async function render(root) {
     </form>`;
   const form = root.querySelector("#job-form");
   const byId = new Map(datasets.map((d) => [String(d.id), d]));
-  const context = { byId, me, marketPaused: Boolean(health.market_paused) };
+  const context = { byId, me, marketPaused: Boolean(health.market_paused), maxDatasets: limits.maxDatasetsPerJob };
   form.addEventListener("input", () => check(form, root, context));
   form.addEventListener("change", () => check(form, root, context));
   check(form, root, context);
@@ -112,10 +113,8 @@ function spec(form) {
   return s;
 }
 
-const UNAVAILABLE = { paused: "paused by its provider", delisted: "delisted" };
-
 /** Live eligibility of each chosen dataset and the total price; returns what submit needs. */
-function check(form, root, { byId, me, marketPaused }) {
+function check(form, root, { byId, me, marketPaused, maxDatasets }) {
   const data = new FormData(form);
   const chosen = data.getAll("dataset").map((id) => byId.get(String(id)));
   const epsilon = Number(data.get("epsilon"));
@@ -138,7 +137,8 @@ function check(form, root, { byId, me, marketPaused }) {
   root.querySelectorAll("[data-check]").forEach((cell) => (cell.innerHTML = ""));
   for (const d of chosen) {
     const reasons = [];
-    if (d.status !== "active") reasons.push(UNAVAILABLE[d.status] || d.status);
+    const unavailable = datasetUnavailable(d);
+    if (unavailable) reasons.push(unavailable);
     if (d.schema_hash !== schema) reasons.push("different schema");
     if (epsilon > d.max_epsilon_per_job + 1e-12) reasons.push(`ε above ${eps(d.max_epsilon_per_job)}`);
     if (epsilon > d.remaining_epsilon + 1e-12) reasons.push(`only ${eps(d.remaining_epsilon)} ε left`);
@@ -152,7 +152,7 @@ function check(form, root, { byId, me, marketPaused }) {
     total += BigInt(d.price_wei);
   }
   if (!chosen.length) problems.push("Choose at least one dataset.");
-  if (chosen.length > 16) problems.push("At most 16 datasets per job.");
+  if (chosen.length > maxDatasets) problems.push(`At most ${maxDatasets} datasets per job.`);
   if (marketPaused) problems.push("The market is in an emergency stop and accepts no new jobs.");
   root.querySelector("#summary").innerHTML = `<strong id="total">Total to escrow: ${money(total)}</strong> <span class="muted">(${chosen.length} dataset${chosen.length === 1 ? "" : "s"} + worker fee ${money(fee)}; the most this job can cost you)</span>
     ${problems.length ? `<ul class="error">${problems.map((p) => `<li>${esc(p)}</li>`).join("")}</ul>` : `<p class="eligible">Every dataset accepts this job.</p>`}`;
@@ -199,8 +199,8 @@ async function submit(form, root, state) {
     const request = {
       datasetIds: state.chosen.map((d) => BigInt(d.id)),
       modelSpecHash: specHash,
-      epsilon: BigInt(Math.round(state.epsilon * 1e6)),
-      delta: BigInt(Math.round(state.delta * 1e18)),
+      epsilon: epsilonUnits(state.epsilon),
+      delta: deltaUnits(state.delta),
       consumerKey: "0x" + bytesToHex(key.publicKey),
       workerFee: state.fee,
       maxTotalPrice: state.total,

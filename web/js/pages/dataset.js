@@ -3,7 +3,8 @@
 import { formatUnits } from "ethers";
 import { getJSON, subscribe, waitForIndex } from "../api.js";
 import { budgetBar, budgetChart } from "../charts.js";
-import { esc, eps, money, parseMoney, paymentUnit, short, statusBadges, when } from "../format.js";
+import { datasetUnavailable, esc, eps, money, parseMoney, paymentUnit, short, statusBadges, when } from "../format.js";
+import { epsilonUnits } from "../onchain.js";
 import * as wallet from "../wallet.js";
 
 export async function render(root, [id]) {
@@ -93,7 +94,7 @@ export async function render(root, [id]) {
       status.innerHTML = `<div class="error-box" role="alert">Give a positive amount of ε to add.</div>`;
       return;
     }
-    send(`Top up by ${eps(amount)} ε`, (market) => market.topUpBudget(BigInt(id), BigInt(Math.round(amount * 1e6))));
+    send(`Top up by ${eps(amount)} ε`, (market) => market.topUpBudget(BigInt(id), epsilonUnits(amount)));
   });
   root.querySelector("#price-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -126,9 +127,7 @@ function body(d) {
     <div class="panel"><h2>Privacy budget</h2><div id="budget">${budgetBar(d)}</div>
       <h2>Remaining ε over time</h2>${budgetChart(history, scale)}</div>
     <div class="panel"><h2>Terms</h2><dl class="kv">
-      <dt>Status</dt><dd id="dataset-status">${esc(
-        { active: "active: open for new jobs", paused: "paused by its provider: no new jobs until resumed", delisted: "delisted: no new jobs" }[d.status] || d.status,
-      )}</dd>
+      <dt>Status</dt><dd id="dataset-status">${esc(open ? "active: open for new jobs" : `${datasetUnavailable(d)}: no new jobs`)}</dd>
       <dt>Price per job</dt><dd id="dataset-price">${money(d.price_wei)}</dd>
       <dt>Max. ε per job</dt><dd>${eps(d.max_epsilon_per_job)}</dd>
       <dt>Total ε budget</dt><dd id="dataset-total">${eps(d.total_epsilon)}</dd>

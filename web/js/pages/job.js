@@ -4,10 +4,8 @@
 import { getBytes, getJSON, subscribe, waitForIndex } from "../api.js";
 import { epsilonProgress } from "../charts.js";
 import { consumerKeyFor, importKeyFile, openModel } from "../consumer-keys.js";
-import { chip, download, esc, eps, money, short, when } from "../format.js";
+import { download, esc, eps, jobStatusChip, money, short, when } from "../format.js";
 import * as wallet from "../wallet.js";
-
-const TONES = { COMPLETED: "ok", EXPIRED: "bad", CANCELLED: "bad" };
 
 export async function render(root, [id]) {
   // A static shell: live updates re-render the job, never the cancel button's message.
@@ -25,20 +23,19 @@ export async function render(root, [id]) {
 
   async function load() {
     const [job, me] = await Promise.all([getJSON(`/api/jobs/${id}`), wallet.address()]);
-    job.status = String(job.status).toUpperCase();
     const stages = timeline(job);
-    const cancellable = job.status === "OPEN" && Boolean(me && me.toLowerCase() === String(job.consumer).toLowerCase());
+    const cancellable = job.status === "open" && Boolean(me && me.toLowerCase() === String(job.consumer).toLowerCase());
     cancelPanel.hidden = !cancellable && !cancelStatus.hasChildNodes(); // the outcome of a cancellation stays in view
     cancelButton.hidden = !cancellable;
     cancelButton.disabled = busy;
-    head.innerHTML = `<h1>Job #${job.id} ${chip(job.status, TONES[job.status] || "warn")}</h1>`;
+    head.innerHTML = `<h1>Job #${job.id} ${jobStatusChip(job.status)}</h1>`;
     view.innerHTML = `<div class="panel"><h2>Timeline</h2><ol class="steps" id="timeline">${stages
         .map((s) => `<li class="${s.state}" data-stage="${s.key}"><span class="dot"></span><span><strong>${esc(s.title)}</strong> ${s.detail ? `<span class="muted">${s.detail}</span>` : ""}</span></li>`)
         .join("")}</ol>${trainingBar(job)}</div>
       <div class="panel"><h2>Privacy</h2><dl class="kv">
         <dt>ε target</dt><dd>${eps(job.epsilon)}</dd><dt>δ</dt><dd>${esc(job.delta)}</dd>
-        <dt>ε spent</dt><dd id="eps-spent">${job.status === "COMPLETED" ? eps(job.epsilon_spent) : "—"}</dd></dl>
-        ${job.status === "COMPLETED" ? epsilonProgress(job.epsilon_spent, job.epsilon) : ""}${metrics(job.metrics)}</div>
+        <dt>ε spent</dt><dd id="eps-spent">${job.status === "completed" ? eps(job.epsilon_spent) : "—"}</dd></dl>
+        ${job.status === "completed" ? epsilonProgress(job.epsilon_spent, job.epsilon) : ""}${metrics(job.metrics)}</div>
       <div class="panel"><h2>Payment</h2><dl class="kv"><dt>Escrow</dt><dd>${money(job.escrow_wei)}</dd><dt>Worker fee</dt><dd>${money(job.worker_fee_wei)}</dd>
         <dt>Datasets</dt><dd>${job.dataset_ids.map((d, i) => `<a href="#/datasets/${d}">#${d}</a> at ${money((job.prices_wei || [])[i] ?? 0)}`).join(", ")}</dd>
         ${job.refund_wei !== null && job.refund_wei !== undefined ? `<dt>Refunded</dt><dd id="refund">${money(job.refund_wei)}</dd>` : ""}
@@ -76,21 +73,21 @@ export async function render(root, [id]) {
 function timeline(job) {
   const by = Object.fromEntries((job.timeline || []).map((e) => [e.stage, e]));
   const progress = job.progress || {};
-  const training = job.status === "CLAIMED" && progress.stage && progress.stage !== "claimed";
+  const training = job.status === "claimed" && progress.stage && progress.stage !== "claimed";
   const at = (e) => (e ? `block ${e.block}${e.timestamp ? ` · ${new Date(e.timestamp * 1000).toLocaleTimeString()}` : ""}` : "");
   const stages = [
     { key: "created", title: "Created", detail: at(by.created), state: "done" },
-    { key: "claimed", title: "Claimed by an attested worker", detail: at(by.claimed), state: by.claimed || job.status === "COMPLETED" ? "done" : job.status === "OPEN" ? "current" : "" },
+    { key: "claimed", title: "Claimed by an attested worker", detail: at(by.claimed), state: by.claimed || job.status === "completed" ? "done" : job.status === "open" ? "current" : "" },
     {
       key: "training",
       title: "Training with DP-SGD",
       detail: training && progress.epochs ? `epoch ${progress.epoch ?? 0} of ${progress.epochs}, ε so far ${eps(progress.epsilon ?? 0)}` : "",
-      state: job.status === "COMPLETED" ? "done" : job.status === "CLAIMED" ? "current" : "",
+      state: job.status === "completed" ? "done" : job.status === "claimed" ? "current" : "",
     },
-    { key: "settled", title: "Settled: receipt verified on-chain, providers and worker paid", detail: at(by.settled), state: job.status === "COMPLETED" ? "done" : "" },
+    { key: "settled", title: "Settled: receipt verified on-chain, providers and worker paid", detail: at(by.settled), state: job.status === "completed" ? "done" : "" },
   ];
-  if (job.status === "EXPIRED") stages.push({ key: "expired", title: "Expired: escrow refunded", detail: at(by.expired), state: "failed" });
-  if (job.status === "CANCELLED") {
+  if (job.status === "expired") stages.push({ key: "expired", title: "Expired: escrow refunded", detail: at(by.expired), state: "failed" });
+  if (job.status === "cancelled") {
     // Cancelled before any claim: the later stages never happen.
     return [stages[0], { key: "cancelled", title: `Cancelled by the consumer: ${money(job.refund_wei)} refunded`, detail: at(by.cancelled), state: "failed" }];
   }
@@ -99,7 +96,7 @@ function timeline(job) {
 
 function trainingBar(job) {
   const p = job.progress;
-  if (job.status !== "CLAIMED" || !p || !p.epochs) return "";
+  if (job.status !== "claimed" || !p || !p.epochs) return "";
   return `<p><label for="training-progress">Training progress</label>
     <progress id="training-progress" max="${p.epochs}" value="${p.epoch || 0}">${p.epoch || 0} / ${p.epochs}</progress></p>`;
 }
@@ -124,7 +121,7 @@ function metrics(doc) {
 }
 
 function resultSection(job) {
-  if (job.status !== "COMPLETED") return `<p class="muted">The encrypted model can be downloaded once the job settles.</p>`;
+  if (job.status !== "completed") return `<p class="muted">The encrypted model can be downloaded once the job settles.</p>`;
   const key = consumerKeyFor(job);
   return `<p>The model is encrypted to the job's consumer key. It is decrypted here, in your browser.</p>
     ${key ? "" : `<div class="field"><label for="key-file">Your key file for job #${job.id}</label><input id="key-file" type="file" accept="application/json"></div>`}

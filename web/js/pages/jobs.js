@@ -1,9 +1,7 @@
 // Jobs: every job, newest first; "mine" for the selected account.
 import { getJSON, subscribe } from "../api.js";
-import { chip, esc, eps, money, short } from "../format.js";
+import { esc, eps, jobStatusChip, money, short } from "../format.js";
 import * as wallet from "../wallet.js";
-
-const TONES = { OPEN: "warn", CLAIMED: "warn", COMPLETED: "ok", EXPIRED: "bad", CANCELLED: "bad" };
 
 export async function render(root) {
   root.innerHTML = `<h1>Training jobs</h1>
@@ -19,13 +17,12 @@ export async function render(root) {
       if (me) params.set("consumer", me);
     }
     const { items } = await getJSON(`/api/jobs?${params}`);
-    for (const j of items) j.status = String(j.status).toUpperCase();
     list.innerHTML = items.length
       ? `<div class="table-wrap"><table><thead><tr><th>Job</th><th>Status</th><th>Datasets</th><th>ε target</th><th>ε spent</th><th>Escrow</th><th>Consumer</th></tr></thead><tbody>
         ${items
-          .map((j) => `<tr><td><a href="#/jobs/${j.id}">#${j.id}</a></td><td>${chip(j.status, TONES[j.status] || "")}</td>
+          .map((j) => `<tr><td><a href="#/jobs/${j.id}">#${j.id}</a></td><td>${jobStatusChip(j.status)}</td>
             <td>${j.dataset_ids.map((d) => `<a href="#/datasets/${d}">#${d}</a>`).join(", ")}</td><td>${eps(j.epsilon)}</td>
-            <td>${j.status === "COMPLETED" ? eps(j.epsilon_spent) : "—"}</td><td>${money(j.escrow_wei)}</td><td>${short(j.consumer)}</td></tr>`)
+            <td>${j.status === "completed" ? eps(j.epsilon_spent) : "—"}</td><td>${money(j.escrow_wei)}</td><td>${short(j.consumer)}</td></tr>`)
           .join("")}</tbody></table></div>`
       : `<p class="muted">No jobs yet.</p>`;
   }

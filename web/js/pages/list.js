@@ -3,6 +3,7 @@
 import { postJSON, uploadBlob, waitForIndex } from "../api.js";
 import { bytesToHex, esc, hexToBytes, parseMoney, paymentUnit, short } from "../format.js";
 import { encryptForListing, readCsvDataset, readCsvHeader } from "../listing-flow.js";
+import { deltaUnits, epsilonFromUnits, epsilonUnits, roleNumber } from "../onchain.js";
 import * as wallet from "../wallet.js";
 
 const STEPS = [
@@ -15,6 +16,8 @@ const STEPS = [
 ];
 
 export async function render(root) {
+  const limits = await wallet.marketLimits();
+  const minEpsilon = epsilonFromUnits(1); // the contracts' smallest ε
   root.innerHTML = `<h1>List a dataset</h1>
     <p class="muted">Your file is encrypted on this machine before anything is uploaded. The data key is wrapped (HPKE) to the key manager enclave's attested key, read from the on-chain enclave registry.</p>
     <form class="stack panel" id="list-form" novalidate>
@@ -27,8 +30,8 @@ export async function render(root) {
         <span class="error" id="label-error" role="alert"></span></div>
       <div class="row">
         <div class="field"><label for="price">Price per job (${esc(paymentUnit().symbol)})</label><input id="price" name="price" type="number" min="0" step="any" value="0.1" required></div>
-        <div class="field"><label for="max-eps">Max. ε per job</label><input id="max-eps" name="max_epsilon" type="number" min="0.000001" step="any" value="2" required></div>
-        <div class="field"><label for="total-eps">Total ε budget</label><input id="total-eps" name="total_epsilon" type="number" min="0.000001" step="any" value="10" required></div>
+        <div class="field"><label for="max-eps">Max. ε per job</label><input id="max-eps" name="max_epsilon" type="number" min="${minEpsilon}" step="any" value="2" required></div>
+        <div class="field"><label for="total-eps">Total ε budget</label><input id="total-eps" name="total_epsilon" type="number" min="${minEpsilon}" step="any" value="10" required></div>
         <div class="field"><label for="max-delta">Max. δ per job</label><input id="max-delta" name="max_delta" type="number" min="0" step="any" value="0.0001" required></div>
       </div>
       <div class="field"><label for="expiry">Expires on (optional)</label><input id="expiry" name="expiry" type="date"></div>
@@ -67,7 +70,7 @@ export async function render(root) {
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const terms = readTerms(form, root);
+    const terms = readTerms(form, root, limits);
     const file = fileInput.files[0];
     if (!file) {
       root.querySelector("#file-error").textContent = "Choose a CSV file.";
@@ -84,7 +87,7 @@ export async function render(root) {
   });
 }
 
-function readTerms(form, root) {
+function readTerms(form, root, { maxListEntries }) {
   const error = root.querySelector("#terms-error");
   error.textContent = "";
   const data = new FormData(form);
@@ -102,12 +105,12 @@ function readTerms(form, root) {
     for (const a of allowed) if (!/^0x[0-9a-fA-F]{40}$/.test(a)) throw new Error(`Not an address: ${a}`);
     const models = String(data.get("allowed_models") || "").split(/\s+/).filter(Boolean).map((m) => (m.startsWith("0x") ? m : `0x${m}`));
     for (const m of models) if (!/^0x[0-9a-fA-F]{64}$/.test(m)) throw new Error(`Not a model spec hash: ${m}`);
-    if (allowed.length > 64 || models.length > 64) throw new Error("At most 64 buyers and 64 model specs.");
+    if (allowed.length > maxListEntries || models.length > maxListEntries) throw new Error(`At most ${maxListEntries} buyers and ${maxListEntries} model specs.`);
     return {
       pricePerJob: parseMoney(data.get("price")),
-      maxEpsilonPerJob: BigInt(Math.round(maxEps * 1e6)),
-      totalEpsilonBudget: BigInt(Math.round(totalEps * 1e6)),
-      maxDelta: BigInt(Math.round(maxDelta * 1e18)),
+      maxEpsilonPerJob: epsilonUnits(maxEps),
+      totalEpsilonBudget: epsilonUnits(totalEps),
+      maxDelta: deltaUnits(maxDelta),
       expiry: BigInt(expiry),
       allowed,
       models,
@@ -187,7 +190,7 @@ function safeParse(contract, log) {
 async function attestedKeyManagerKey(cfg) {
   const registry = await wallet.enclaveRegistry();
   const signer = cfg.key_manager.signer;
-  const [active, enclave] = await Promise.all([registry.isActive(signer, 2), registry.enclaveOf(signer)]);
+  const [active, enclave] = await Promise.all([registry.isActive(signer, roleNumber("key_manager")), registry.enclaveOf(signer)]);
   if (!active) throw new Error(`The key manager ${signer} is not an active, attested enclave on-chain; refusing to hand it a key.`);
   const onChain = enclave.encryptionKey.toLowerCase().replace(/^0x/, "");
   if (onChain !== String(cfg.key_manager.encryption_key).toLowerCase().replace(/^0x/, "")) {

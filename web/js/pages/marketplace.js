@@ -2,17 +2,17 @@
 import { getJSON, subscribe } from "../api.js";
 import { budgetBar } from "../charts.js";
 import { esc, money, eps, short, statusBadges } from "../format.js";
+import { datasetStatusNames } from "../onchain.js";
 
-// The status filter's choices and the statuses each asks the gateway for ("" is its default: not delisted).
-const STATUS_CHOICES = [
-  ["", "Active and paused", []],
-  ["active", "Active only", ["active"]],
-  ["paused", "Paused", ["paused"]],
-  ["delisted", "Delisted", ["delisted"]],
-  ["all", "All, with delisted", ["active", "paused", "delisted"]],
-];
+/** The status filter's choices [value, label, statuses asked for]: "" is the gateway's default (all but delisted), then each status, then all. */
+function statusChoices() {
+  const names = datasetStatusNames();
+  const label = (name) => name[0].toUpperCase() + name.slice(1).replaceAll("_", " ");
+  return [["", "All but delisted", []], ...names.map((name) => [name, label(name), [name]]), ["all", "All", names]];
+}
 
 export async function render(root) {
+  const choices = statusChoices();
   root.innerHTML = `
     <h1>Datasets</h1>
     <form class="toolbar" id="filters" aria-label="Filter datasets">
@@ -25,7 +25,7 @@ export async function render(root) {
       <div class="field"><label for="min-eps">Min. ε remaining</label><input id="min-eps" name="min_remaining_epsilon" type="number" min="0" step="0.1" placeholder="any"></div>
       <div class="field"><label for="schema">Schema hash</label><input id="schema" name="schema_hash" type="text" placeholder="any" autocomplete="off"></div>
       <div class="field"><label for="status-filter">Status</label>
-        <select id="status-filter" name="status">${STATUS_CHOICES.map(([v, label]) => `<option value="${v}">${esc(label)}</option>`).join("")}</select></div>
+        <select id="status-filter" name="status">${choices.map(([v, label]) => `<option value="${v}">${esc(label)}</option>`).join("")}</select></div>
     </form>
     <div id="results" aria-live="polite"></div>`;
   const form = root.querySelector("#filters");
@@ -37,7 +37,7 @@ export async function render(root) {
       if (k === "status") continue;
       if (String(v).trim()) params.set(k, String(v).trim().replace(/^0x/, ""));
     }
-    const statuses = STATUS_CHOICES.find(([v]) => v === form.elements.status.value)?.[2] || [];
+    const statuses = choices.find(([v]) => v === form.elements.status.value)?.[2] || [];
     for (const status of statuses) params.append("status", status);
     params.set("limit", "100");
     try {

@@ -1,0 +1,41 @@
+"""Constants that mirror the contracts: enclave roles, lifecycle statuses, fixed-point scales.
+
+This is their one definition. The measured code needs some of them (the key manager checks a job's
+status, receipts carry ε in micro-units), so they live at the lowest layer; the SDK re-exports them
+(``marketplace.contracts``) and the gateway serves them to the UI (``GET /api/config``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+EPSILON_SCALE = 10**6
+"""ε on-chain is a fixed-point integer in micro-ε."""
+DELTA_SCALE = 10**18
+"""δ on-chain is a fixed-point integer in units of 10⁻¹⁸."""
+
+
+class Role(enum.IntEnum):
+    """What an enclave is registered to do (``EnclaveRegistry.ROLE_*``)."""
+
+    TRAINER = 1
+    KEY_MANAGER = 2
+
+
+class JobStatus(enum.IntEnum):
+    """``IJobMarket.JobStatus``."""
+
+    NONE = 0  # no such job
+    OPEN = 1  # escrowed, waiting for a worker
+    CLAIMED = 2  # a trainer enclave holds it
+    COMPLETED = 3  # receipt accepted, budgets debited, parties credited
+    EXPIRED = 4  # a deadline passed; the consumer was refunded
+    CANCELLED = 5  # the consumer cancelled before a claim
+
+
+class DatasetStatus(enum.IntEnum):
+    """``IDatasetRegistry.DatasetStatus``: whether new jobs may use a dataset."""
+
+    ACTIVE = 0
+    PAUSED = 1
+    DELISTED = 2

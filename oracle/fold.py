@@ -1,0 +1,725 @@
+"""The index's state from the chain's events: one pure step per ``JobMarket`` / ``EnclaveRegistry`` log.
+
+:func:`apply` folds one decoded log into an :class:`IndexState`: it reads and changes only the
+state it is given (no database, no chain), so the same logs applied to the same state always
+leave the same state behind. This is the only place that says what an event means:
+
+- datasets: terms (``DatasetListed``, ``TermsUpdated``), ε ledger (listed, reserved, released,
+  debited, topped up), status (``DatasetStatusChanged``), restriction flags and allow-lists
+  (``AccessRestricted``, ``Consumer…``/``Model…`` ``Allowed``/``Disallowed``);
+- jobs: status, price snapshots (from the ``EpsilonReserved`` logs just before ``JobCreated``),
+  claim, result hashes and refund;
+- the market's emergency stop (``Paused``/``Unpaused``); measurements, enclaves and revocations;
+- the history the index keeps: every change of a dataset's ε ledger (:class:`BudgetRecord`), every
+  stage of a job (:class:`JobStageRecord`), every credit and withdrawal (:class:`PaymentRecord`).
+
+:class:`oracle.indexer.Indexer` loads the rows a batch of logs touches (:func:`touched`) into an
+``IndexState``, folds the batch, and writes the state and the new history back in the same
+database transaction. Values are held as the index stores them: hashes and keys as ``0x`` + lowercase
+hex, addresses checksummed, integers exact; every state field has the name of its column.
+
+Example:
+    >>> state = replay(logs)  # doctest: +SKIP
+    >>> state.datasets[1].remaining_epsilon
+    9000000
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from marketplace.contracts import DatasetStatus, JobStatus
+from marketplace.errors import SterlingError
+
+logger = logging.getLogger(__name__)
+
+BudgetKind = Literal["listed", "terms_updated", "topped_up", "reserved", "released", "debited"]
+JobStage = Literal["created", "claimed", "settled", "expired", "cancelled"]
+PaymentKind = Literal["credited", "withdrawn"]
+
+
+class InconsistentLogs(SterlingError):
+    """The logs contradict the state folded so far (a dataset never listed, a ledger below zero, …).
+
+    A consistent chain never gets here: the contracts check what the events report.
+    """
+
+
+class PaymentReason(enum.StrEnum):
+    """Why a credit was made (:attr:`PaymentRecord.reason`)."""
+
+    CHANGE = "change"
+    """The part of ``maxTotalPrice`` above the job's price, credited back at creation."""
+    REFUND = "refund"
+    """A cancelled or expired job's escrow."""
+    PAYOUT = "payout"
+    """A provider's price or the worker fee, at settlement."""
+
+
+def hex0x(value: bytes | bytearray) -> str:
+    """``0x``-prefixed lowercase hex of raw bytes."""
+    return "0x" + bytes(value).hex()
+
+
+# --------------------------------------------------------------------------- input
+
+
+@dataclass(frozen=True)
+class DecodedLog:
+    """One decoded log with where and when it happened.
+
+    ``args`` are the event's arguments as web3 decodes them (``bytes``, checksummed addresses,
+    ``int``, structs as mappings by field name); ``extra`` holds facts read beside the log (the
+    verifier of an ``EnclaveRegistered`` certificate).
+    """
+
+    name: str
+    args: dict[str, Any]
+    contract: str
+    block: int
+    timestamp: int
+    tx_hash: str
+    log_index: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """The log that put an entry on an allow-list."""
+
+    block: int
+    tx_hash: str
+    log_index: int
+
+
+@dataclass
+class DatasetState:
+    """A listed dataset: its current terms, status, access restrictions and ε ledger.
+
+    The allow-lists are the raw on-chain mappings (they only matter while the matching flag is
+    set), each entry with the log that added it.
+    """
+
+    id: int
+    provider: str
+    content_hash: str
+    schema_hash: str
+    uri: str
+    price_wei: int
+    max_epsilon_per_job: int
+    total_epsilon: int
+    max_delta: int
+    expiry: int
+    listed_block: int
+    listed_at: int
+    listed_tx: str
+    updated_block: int
+    """The block of the last change to the terms, status or restrictions (the listing at first)."""
+    spent_epsilon: int = 0
+    reserved_epsilon: int = 0
+    status: DatasetStatus = DatasetStatus.ACTIVE
+    restricted: bool = False
+    models_restricted: bool = False
+    consumers: dict[str, LogPosition] = field(default_factory=dict)
+    models: dict[str, LogPosition] = field(default_factory=dict)
+
+    @property
+    def remaining_epsilon(self) -> int:
+        """ε still available: total budget - spent - reserved."""
+        return self.total_epsilon - self.spent_epsilon - self.reserved_epsilon
+
+
+@dataclass
+class JobState:
+    """A training job and its current state; ``prices`` are the per-dataset snapshots of its creation."""
+
+    id: int
+    consumer: str
+    status: JobStatus
+    model_spec_hash: str
+    epsilon: int
+    delta: int
+    consumer_key: str
+    escrow_wei: int
+    worker_fee_wei: int
+    claim_deadline: int
+    completion_deadline: int
+    created_block: int
+    created_at: int
+    created_tx: str
+    updated_block: int
+    dataset_ids: tuple[int, ...]
+    prices: tuple[int, ...]
+    enclave: str | None = None
+    operator: str | None = None
+    """The enclave's operator when it claimed the job."""
+    epsilon_spent: int | None = None
+    model_hash: str | None = None
+    result_hash: str | None = None
+    metrics_hash: str | None = None
+    refund_wei: int | None = None
+    """Escrow credited back to the consumer by ``JobCancelled`` or ``JobExpired``."""
+
+
+@dataclass
+class MarketPause:
+    """The market-wide emergency stop and its last change."""
+
+    paused: bool
+    changed_block: int
+    changed_at: int
+    changed_by: str
+
+
+@dataclass
+class MeasurementState:
+    """Governance's last decision on one (role, measurement)."""
+
+    approved: bool
+    block: int
+
+
+@dataclass
+class EnclaveState:
+    """A registered enclave's latest certificate."""
+
+    role: int
+    measurement: str
+    encryption_key: str
+    operator: str
+    valid_until: int
+    verifier: str | None
+    registered_block: int
+    registered_at: int
+    registered_tx: str
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """Governance revoked an enclave instance for good (the first revocation)."""
+
+    block: int
+    timestamp: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """An ``EpsilonReserved`` waiting for the ``JobCreated`` that follows it in the same transaction."""
+
+    dataset_id: int
+    epsilon: int
+    price_wei: int
+    tx_hash: str
+
+
+# --------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True)
+class BudgetRecord:
+    """One change of a dataset's ε ledger; ``epsilon`` holds, by ``kind``: ``listed`` the total
+    budget, ``reserved`` the job's ε (``price_wei``: the price the job pays), ``released`` the ε
+    given back, ``debited`` the ε spent, ``topped_up`` the ε added, ``terms_updated`` the new total."""
+
+    dataset_id: int
+    job_id: int | None
+    kind: BudgetKind
+    epsilon: int
+    remaining_epsilon: int
+    total_epsilon: int
+    price_wei: int | None
+    block: int
+    timestamp: int
+    tx_hash: str
+    log_index: int
+
+
+@dataclass(frozen=True)
+class JobStageRecord:
+    """One stage of a job's timeline."""
+
+    job_id: int
+    stage: JobStage
+    block: int
+    timestamp: int
+    tx_hash: str
+    log_index: int
+    enclave: str | None = None
+    operator: str | None = None
+    epsilon_spent: int | None = None
+    amount_wei: int | None = None
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    """Money credited to an account (with its reason) or withdrawn by it (``reason`` ``None``)."""
+
+    account: str
+    job_id: int | None
+    kind: PaymentKind
+    reason: PaymentReason | None
+    amount_wei: int
+    block: int
+    timestamp: int
+    tx_hash: str
+    log_index: int
+
+
+@dataclass
+class IndexState:
+    """What the fold reads and writes: state by key, plus the history the applied logs produced.
+
+    It may hold only part of the index (the entries a batch of logs touches, see :func:`touched`):
+    every event names the entries it changes.
+    """
+
+    datasets: dict[int, DatasetState] = field(default_factory=dict)
+    jobs: dict[int, JobState] = field(default_factory=dict)
+    market: MarketPause | None = None
+    measurements: dict[tuple[int, str], MeasurementState] = field(default_factory=dict)
+    enclaves: dict[str, EnclaveState] = field(default_factory=dict)
+    revocations: dict[str, Revocation] = field(default_factory=dict)
+    budget_events: list[BudgetRecord] = field(default_factory=list)
+    job_events: list[JobStageRecord] = field(default_factory=list)
+    payments: list[PaymentRecord] = field(default_factory=list)
+    reservations: dict[int, list[Reservation]] = field(default_factory=dict)
+    """By job id; empty again after each complete transaction."""
+
+
+@dataclass(frozen=True)
+class StateKeys:
+    """The state entries a batch of logs reads or writes."""
+
+    datasets: frozenset[int]
+    jobs: frozenset[int]
+    enclaves: frozenset[str]
+    """Signers (of ``EnclaveRegistered`` and ``EnclaveRevoked``)."""
+    measurements: frozenset[tuple[int, str]]
+    market: bool
+    """Whether the market's pause flag changes."""
+
+
+def touched(logs: Iterable[DecodedLog]) -> StateKeys:
+    """The entries :func:`apply` needs in the state to fold ``logs``."""
+    datasets: set[int] = set()
+    jobs: set[int] = set()
+    enclaves: set[str] = set()
+    measurements: set[tuple[int, str]] = set()
+    market = False
+    for log in logs:
+        a = log.args
+        if "datasetId" in a:
+            datasets.add(int(a["datasetId"]))
+        datasets.update(int(d) for d in a.get("datasetIds", ()))
+        if "jobId" in a:
+            jobs.add(int(a["jobId"]))
+        if log.name in ("EnclaveRegistered", "EnclaveRevoked"):
+            enclaves.add(str(a["signer"]))
+        if log.name in ("MeasurementApproved", "MeasurementRevoked"):
+            measurements.add((int(a["role"]), hex0x(a["measurement"])))
+        market = market or log.name in ("Paused", "Unpaused")
+    return StateKeys(frozenset(datasets), frozenset(jobs), frozenset(enclaves), frozenset(measurements), market)
+
+
+# --------------------------------------------------------------------------- the fold
+
+
+def apply(state: IndexState, log: DecodedLog) -> None:
+    """Apply one log to ``state`` (in place); logs of events the index does not follow change nothing.
+
+    Raises:
+        InconsistentLogs: the log names a dataset or job the state does not hold, or would take
+            a ledger below zero.
+    """
+    step = _STEPS.get(log.name)
+    if step is not None:
+        step(state, log)
+
+
+def replay(logs: Iterable[DecodedLog], state: IndexState | None = None) -> IndexState:
+    """Fold ``logs``, in chain order, into ``state`` (a new, empty one by default) and return it.
+
+    Example:
+        >>> replay([]) == IndexState()
+        True
+    """
+    state = state if state is not None else IndexState()
+    for log in logs:
+        apply(state, log)
+    return state
+
+
+def _dataset(state: IndexState, dataset_id: int) -> DatasetState:
+    try:
+        return state.datasets[dataset_id]
+    except KeyError:  # the market checks existence before it emits
+        raise InconsistentLogs(f"event for dataset {dataset_id}, which was never listed") from None
+
+
+def _job(state: IndexState, job_id: int) -> JobState:
+    try:
+        return state.jobs[job_id]
+    except KeyError:
+        raise InconsistentLogs(f"event for job {job_id}, which was never created") from None
+
+
+def _check_ledger(dataset: DatasetState) -> None:
+    """The contract keeps 0 <= spent + reserved <= total; only an inconsistent chain breaks it."""
+    if dataset.reserved_epsilon < 0 or dataset.spent_epsilon < 0 or dataset.remaining_epsilon < 0:
+        raise InconsistentLogs(
+            f"dataset {dataset.id}: ε spent {dataset.spent_epsilon} and reserved {dataset.reserved_epsilon} "
+            f"do not fit its total budget {dataset.total_epsilon}"
+        )
+
+
+def _budget(
+    state: IndexState, log: DecodedLog, dataset: DatasetState, *, kind: BudgetKind, epsilon: int, job_id: int | None = None,
+    price_wei: int | None = None,
+) -> None:  # fmt: skip
+    """Record the ledger change ``log`` made, with what remains after it."""
+    state.budget_events.append(
+        BudgetRecord(
+            dataset_id=dataset.id,
+            job_id=job_id,
+            kind=kind,
+            epsilon=epsilon,
+            remaining_epsilon=dataset.remaining_epsilon,
+            total_epsilon=dataset.total_epsilon,
+            price_wei=price_wei,
+            block=log.block,
+            timestamp=log.timestamp,
+            tx_hash=log.tx_hash,
+            log_index=log.log_index,
+        )
+    )
+
+
+def _stage(state: IndexState, log: DecodedLog, job: JobState, stage: JobStage, **fields: Any) -> None:
+    state.job_events.append(
+        JobStageRecord(
+            job_id=job.id, stage=stage, block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash, log_index=log.log_index, **fields
+        )
+    )
+
+
+def _terms(terms: Mapping[str, Any]) -> dict[str, int]:
+    """``IDatasetRegistry.Terms`` as the dataset's fields."""
+    return {
+        "price_wei": int(terms["pricePerJob"]),
+        "max_epsilon_per_job": int(terms["maxEpsilonPerJob"]),
+        "total_epsilon": int(terms["totalEpsilonBudget"]),
+        "max_delta": int(terms["maxDelta"]),
+        "expiry": int(terms["expiry"]),
+    }
+
+
+# ---- the dataset registry
+
+
+def _dataset_listed(state: IndexState, log: DecodedLog) -> None:
+    a = log.args
+    dataset = DatasetState(
+        id=int(a["datasetId"]),
+        provider=str(a["provider"]),
+        content_hash=hex0x(a["contentHash"]),
+        schema_hash=hex0x(a["schemaHash"]),
+        uri=str(a["uri"]),
+        **_terms(a["terms"]),  # type: ignore[arg-type]  # the five int-valued terms fields, by name
+        listed_block=log.block,
+        listed_at=log.timestamp,
+        listed_tx=log.tx_hash,
+        updated_block=log.block,
+    )
+    state.datasets[dataset.id] = dataset
+    _budget(state, log, dataset, kind="listed", epsilon=dataset.total_epsilon)
+
+
+def _terms_updated(state: IndexState, log: DecodedLog) -> None:
+    """New terms replace the old; a new total budget moves what remains (spent and reserved stay)."""
+    dataset = _dataset(state, int(log.args["datasetId"]))
+    for name, value in _terms(log.args["terms"]).items():
+        setattr(dataset, name, value)
+    _check_ledger(dataset)
+    dataset.updated_block = log.block
+    _budget(state, log, dataset, kind="terms_updated", epsilon=dataset.total_epsilon)
+
+
+def _budget_topped_up(state: IndexState, log: DecodedLog) -> None:
+    dataset = _dataset(state, int(log.args["datasetId"]))
+    amount, total = int(log.args["amount"]), int(log.args["totalEpsilonBudget"])
+    if dataset.total_epsilon + amount != total:
+        logger.warning(
+            "dataset %d: total budget from events is %d + %d, BudgetToppedUp says %d", dataset.id, dataset.total_epsilon, amount, total
+        )
+    dataset.total_epsilon = total
+    _check_ledger(dataset)
+    dataset.updated_block = log.block
+    _budget(state, log, dataset, kind="topped_up", epsilon=amount)
+
+
+def _dataset_status_changed(state: IndexState, log: DecodedLog) -> None:
+    dataset = _dataset(state, int(log.args["datasetId"]))
+    dataset.status = DatasetStatus(int(log.args["status"]))
+    dataset.updated_block = log.block
+
+
+def _access_restricted(state: IndexState, log: DecodedLog) -> None:
+    dataset = _dataset(state, int(log.args["datasetId"]))
+    dataset.restricted = bool(log.args["consumers"])
+    dataset.models_restricted = bool(log.args["models"])
+    dataset.updated_block = log.block
+
+
+def _position(log: DecodedLog) -> LogPosition:
+    return LogPosition(log.block, log.tx_hash, log.log_index)
+
+
+def _consumer_allowed(state: IndexState, log: DecodedLog) -> None:
+    # Allowing it again changes nothing, as on-chain: the entry keeps the log that added it.
+    _dataset(state, int(log.args["datasetId"])).consumers.setdefault(str(log.args["consumer"]), _position(log))
+
+
+def _consumer_disallowed(state: IndexState, log: DecodedLog) -> None:
+    _dataset(state, int(log.args["datasetId"])).consumers.pop(str(log.args["consumer"]), None)
+
+
+def _model_allowed(state: IndexState, log: DecodedLog) -> None:
+    _dataset(state, int(log.args["datasetId"])).models.setdefault(hex0x(log.args["modelSpecHash"]), _position(log))
+
+
+def _model_disallowed(state: IndexState, log: DecodedLog) -> None:
+    _dataset(state, int(log.args["datasetId"])).models.pop(hex0x(log.args["modelSpecHash"]), None)
+
+
+# ---- the job market: ε ledger
+
+
+def _epsilon_reserved(state: IndexState, log: DecodedLog) -> None:
+    """A new job's reservation, with the price it pays (emitted before its ``JobCreated``)."""
+    a = log.args
+    dataset_id, job_id, epsilon, price = int(a["datasetId"]), int(a["jobId"]), int(a["epsilon"]), int(a["price"])
+    dataset = _dataset(state, dataset_id)
+    dataset.reserved_epsilon += epsilon
+    _check_ledger(dataset)
+    state.reservations.setdefault(job_id, []).append(Reservation(dataset_id, epsilon, price, log.tx_hash))
+    _budget(state, log, dataset, kind="reserved", epsilon=epsilon, job_id=job_id, price_wei=price)
+
+
+def _epsilon_released(state: IndexState, log: DecodedLog) -> None:
+    dataset_id, job_id, epsilon = int(log.args["datasetId"]), int(log.args["jobId"]), int(log.args["epsilon"])
+    dataset = _dataset(state, dataset_id)
+    dataset.reserved_epsilon -= epsilon
+    _check_ledger(dataset)
+    _budget(state, log, dataset, kind="released", epsilon=epsilon, job_id=job_id)
+
+
+def _budget_debited(state: IndexState, log: DecodedLog) -> None:
+    """A job's reservation on the dataset is replaced by the ε it spent."""
+    a = log.args
+    dataset_id, job_id = int(a["datasetId"]), int(a["jobId"])
+    spent, remaining = int(a["epsilonSpent"]), int(a["remaining"])
+    dataset, job = _dataset(state, dataset_id), _job(state, job_id)
+    dataset.reserved_epsilon -= job.epsilon  # every dataset of a job reserved the job's ε (checked at creation)
+    dataset.spent_epsilon += spent
+    if dataset.remaining_epsilon != remaining:
+        logger.warning(
+            "dataset %d: ledger from events gives %d remaining, BudgetDebited says %d", dataset_id, dataset.remaining_epsilon, remaining
+        )
+        dataset.spent_epsilon = dataset.total_epsilon - dataset.reserved_epsilon - remaining
+    _check_ledger(dataset)
+    _budget(state, log, dataset, kind="debited", epsilon=spent, job_id=job_id)
+
+
+# ---- the job market: jobs
+
+
+def _job_created(state: IndexState, log: DecodedLog) -> None:
+    """The job, with each dataset's price from the ``EpsilonReserved`` logs just before it."""
+    a = log.args
+    job_id, epsilon = int(a["jobId"]), int(a["epsilon"])
+    dataset_ids = tuple(int(d) for d in a["datasetIds"])
+    reserved = {r.dataset_id: r for r in state.reservations.pop(job_id, []) if r.tx_hash == log.tx_hash}
+    if set(reserved) != set(dataset_ids) or any(r.epsilon != epsilon for r in reserved.values()):
+        raise InconsistentLogs(
+            f"job {job_id}: reservations for datasets {sorted(reserved)}, but it names {list(dataset_ids)} at ε {epsilon}"
+        )
+    job = JobState(
+        id=job_id,
+        consumer=str(a["consumer"]),
+        status=JobStatus.OPEN,
+        model_spec_hash=hex0x(a["modelSpecHash"]),
+        epsilon=epsilon,
+        delta=int(a["delta"]),
+        consumer_key=hex0x(a["consumerKey"]),
+        escrow_wei=int(a["escrow"]),
+        worker_fee_wei=int(a["workerFee"]),
+        claim_deadline=int(a["claimDeadline"]),
+        completion_deadline=int(a["completionDeadline"]),
+        created_block=log.block,
+        created_at=log.timestamp,
+        created_tx=log.tx_hash,
+        updated_block=log.block,
+        dataset_ids=dataset_ids,
+        prices=tuple(reserved[d].price_wei for d in dataset_ids),
+    )
+    state.jobs[job_id] = job
+    _stage(state, log, job, "created", amount_wei=job.escrow_wei)
+
+
+def _job_claimed(state: IndexState, log: DecodedLog) -> None:
+    job = _job(state, int(log.args["jobId"]))
+    job.status = JobStatus.CLAIMED
+    job.enclave = str(log.args["enclave"])
+    job.operator = str(log.args["operator"])
+    job.updated_block = log.block
+    _stage(state, log, job, "claimed", enclave=job.enclave, operator=job.operator)
+
+
+def _result_submitted(state: IndexState, log: DecodedLog) -> None:
+    a = log.args
+    job = _job(state, int(a["jobId"]))
+    job.status = JobStatus.COMPLETED
+    job.epsilon_spent = int(a["epsilonSpent"])
+    job.model_hash = hex0x(a["modelHash"])
+    job.result_hash = hex0x(a["resultHash"])
+    job.metrics_hash = hex0x(a["metricsHash"])
+    job.updated_block = log.block
+    _stage(state, log, job, "settled", enclave=str(a["enclave"]), epsilon_spent=job.epsilon_spent)
+
+
+def _job_refunded(state: IndexState, log: DecodedLog, *, status: JobStatus, stage: JobStage) -> None:
+    """An expired or cancelled job: its escrow was credited back (the credit came just before)."""
+    job = _job(state, int(log.args["jobId"]))
+    refund = int(log.args["refund"])
+    job.status = status
+    job.refund_wei = refund
+    job.updated_block = log.block
+    for i in range(len(state.payments) - 1, -1, -1):  # the credit is in this transaction, so in this state's history
+        credit = state.payments[i]
+        if credit.tx_hash != log.tx_hash:
+            break
+        if credit.kind == "credited" and credit.job_id == job.id and credit.account == job.consumer:
+            state.payments[i] = replace(credit, reason=PaymentReason.REFUND)
+            break
+    _stage(state, log, job, stage, amount_wei=refund)
+
+
+def _job_expired(state: IndexState, log: DecodedLog) -> None:
+    _job_refunded(state, log, status=JobStatus.EXPIRED, stage="expired")
+
+
+def _job_cancelled(state: IndexState, log: DecodedLog) -> None:
+    _job_refunded(state, log, status=JobStatus.CANCELLED, stage="cancelled")
+
+
+# ---- the job market: money and the emergency stop
+
+
+def _payment(state: IndexState, log: DecodedLog, *, job_id: int | None, kind: PaymentKind, reason: PaymentReason | None) -> None:
+    state.payments.append(
+        PaymentRecord(
+            account=str(log.args["account"]), job_id=job_id, kind=kind, reason=reason, amount_wei=int(log.args["amount"]),
+            block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash, log_index=log.log_index,
+        )
+    )  # fmt: skip
+
+
+def _payment_credited(state: IndexState, log: DecodedLog) -> None:
+    """A credit; its reason is ``change`` in the job's creation, else ``payout`` until a refund event says otherwise."""
+    job_id = int(log.args["jobId"])
+    job = state.jobs.get(job_id)
+    reason = PaymentReason.CHANGE if job is not None and job.created_tx == log.tx_hash else PaymentReason.PAYOUT
+    _payment(state, log, job_id=job_id, kind="credited", reason=reason)
+
+
+def _withdrawn(state: IndexState, log: DecodedLog) -> None:
+    _payment(state, log, job_id=None, kind="withdrawn", reason=None)
+
+
+def _pause(state: IndexState, log: DecodedLog, *, paused: bool) -> None:
+    state.market = MarketPause(paused=paused, changed_block=log.block, changed_at=log.timestamp, changed_by=str(log.args["account"]))
+
+
+def _paused(state: IndexState, log: DecodedLog) -> None:
+    _pause(state, log, paused=True)
+
+
+def _unpaused(state: IndexState, log: DecodedLog) -> None:
+    _pause(state, log, paused=False)
+
+
+# ---- the enclave registry
+
+
+def _measurement(state: IndexState, log: DecodedLog, *, approved: bool) -> None:
+    key = (int(log.args["role"]), hex0x(log.args["measurement"]))
+    state.measurements[key] = MeasurementState(approved=approved, block=log.block)
+
+
+def _measurement_approved(state: IndexState, log: DecodedLog) -> None:
+    _measurement(state, log, approved=True)
+
+
+def _measurement_revoked(state: IndexState, log: DecodedLog) -> None:
+    _measurement(state, log, approved=False)
+
+
+def _enclave_registered(state: IndexState, log: DecodedLog) -> None:
+    """A newer certificate for the same signer overwrites the old one, as on-chain."""
+    a = log.args
+    state.enclaves[str(a["signer"])] = EnclaveState(
+        role=int(a["role"]),
+        measurement=hex0x(a["measurement"]),
+        encryption_key=hex0x(a["encryptionKey"]),
+        operator=str(a["operator"]),
+        valid_until=int(a["validUntil"]),
+        verifier=log.extra.get("verifier"),
+        registered_block=log.block,
+        registered_at=log.timestamp,
+        registered_tx=log.tx_hash,
+    )
+
+
+def _enclave_revoked(state: IndexState, log: DecodedLog) -> None:
+    """Revocation is for good and idempotent on-chain: the first one is kept."""
+    state.revocations.setdefault(str(log.args["signer"]), Revocation(block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash))
+
+
+_STEPS: dict[str, Callable[[IndexState, DecodedLog], None]] = {
+    "DatasetListed": _dataset_listed,
+    "TermsUpdated": _terms_updated,
+    "BudgetToppedUp": _budget_topped_up,
+    "DatasetStatusChanged": _dataset_status_changed,
+    "AccessRestricted": _access_restricted,
+    "ConsumerAllowed": _consumer_allowed,
+    "ConsumerDisallowed": _consumer_disallowed,
+    "ModelAllowed": _model_allowed,
+    "ModelDisallowed": _model_disallowed,
+    "EpsilonReserved": _epsilon_reserved,
+    "EpsilonReleased": _epsilon_released,
+    "BudgetDebited": _budget_debited,
+    "JobCreated": _job_created,
+    "JobClaimed": _job_claimed,
+    "ResultSubmitted": _result_submitted,
+    "JobExpired": _job_expired,
+    "JobCancelled": _job_cancelled,
+    "PaymentCredited": _payment_credited,
+    "Withdrawn": _withdrawn,
+    "Paused": _paused,
+    "Unpaused": _unpaused,
+    "MeasurementApproved": _measurement_approved,
+    "MeasurementRevoked": _measurement_revoked,
+    "EnclaveRegistered": _enclave_registered,
+    "EnclaveRevoked": _enclave_revoked,
+}
+
+EVENTS: frozenset[str] = frozenset(_STEPS)
+"""The events the fold follows (of ``JobMarket`` and ``EnclaveRegistry``); others change nothing."""

@@ -1,0 +1,91 @@
+"""``/api/blobs``: upload and fetch ciphertext (the only private data the gateway ever holds)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Header, Path, Request
+from fastapi.responses import FileResponse
+
+from enclave_worker.trusted.dataformat import Kind
+from sterling.gateway.api.deps import BlobsDep, SettingsDep
+from sterling.gateway.api.routes.jobs import BINARY
+from sterling.gateway.errors import ContentHashMismatch, NotFound, PayloadTooLarge, UploadRejected
+from sterling.gateway.schemas import BlobPublic
+from sterling.gateway.upload import CiphertextCheck
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/blobs", tags=["blobs"])
+
+BLOB_PATH = "/api/blobs"
+Sha256Path = Annotated[str, Path(pattern=r"^(0x)?[0-9a-fA-F]{64}$", description="SHA-256 of the blob, hex")]
+_FLUSH_BYTES = 1 << 20
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=BlobPublic,
+    openapi_extra={"requestBody": {"required": True, "content": BINARY, "description": "a Sterling ciphertext (docs/formats.md)"}},
+    responses={400: {"description": "not well-formed Sterling ciphertext"}, 413: {"description": "over the size limit"}},
+)
+async def upload_blob(
+    request: Request,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    x_content_sha256: Annotated[str | None, Header(description="SHA-256 the body must hash to (hex)")] = None,
+) -> BlobPublic:
+    """Store a ciphertext under its SHA-256: only well-formed ``STRL``/``STRS`` objects are accepted.
+
+    The body is streamed to disk while its header and framing are checked and its hash computed;
+    anything that is not Sterling ciphertext (a CSV, a plaintext safetensors file, …) gets a 400.
+    """
+    expected = _expected_digest(x_content_sha256)
+    check = CiphertextCheck()
+    digest = hashlib.sha256()
+    staged = blobs.staging_file()
+    try:
+        with staged.open("wb") as out:
+            pending = bytearray()
+            async for chunk in request.stream():
+                if check.size + len(chunk) > settings.max_blob_bytes:
+                    raise PayloadTooLarge(f"upload exceeds the limit of {settings.max_blob_bytes} bytes")
+                check.feed(chunk)
+                digest.update(chunk)
+                pending += chunk
+                if len(pending) >= _FLUSH_BYTES:
+                    await anyio.to_thread.run_sync(out.write, bytes(pending))
+                    pending.clear()
+            await anyio.to_thread.run_sync(out.write, bytes(pending))
+        layout = check.finish()
+        sha256 = digest.hexdigest()
+        if expected is not None and expected != sha256:
+            raise ContentHashMismatch(f"the body hashes to {sha256}, not to the X-Content-SHA256 {expected} sent with it")
+        blobs.commit(staged, sha256)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    logger.info("accepted %s %s upload %s (%d bytes)", layout.format, layout.kind.name.lower(), sha256, check.size)
+    return BlobPublic(sha256=sha256, size=check.size, format=layout.format, kind="dataset" if layout.kind is Kind.DATASET else "model")
+
+
+def _expected_digest(header: str | None) -> str | None:
+    if header is None:
+        return None
+    value = header.strip().lower().removeprefix("0x")
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise UploadRejected("X-Content-SHA256 must be 64 hex digits")
+    return value
+
+
+@router.get("/{sha256}", response_class=FileResponse, responses={200: {"content": BINARY}, 404: {"description": "no such blob"}})
+def get_blob(sha256: Sha256Path, blobs: BlobsDep) -> FileResponse:
+    """A blob's bytes (ciphertext, or a public JSON document such as a model spec); clients check the hash."""
+    path = blobs.path(sha256)
+    if not path.is_file():
+        raise NotFound(f"no blob {sha256.lower().removeprefix('0x')} in the store")
+    return FileResponse(path, media_type="application/octet-stream")

@@ -1,0 +1,67 @@
+"""``GET /api/config``: what the browser needs to talk to this deployment."""
+
+from __future__ import annotations
+
+import enum
+
+from fastapi import APIRouter
+
+from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, DatasetStatus, JobStatus, Role
+from marketplace.abi import ERC20_ABI
+from sterling.gateway.api.deps import ServicesDep, SettingsDep
+from sterling.gateway.schemas import (
+    ConfigPublic,
+    ContractsPublic,
+    DevAccountPublic,
+    KeyManagerPublic,
+    PaymentTokenPublic,
+)
+
+router = APIRouter(tags=["config"])
+
+RPC_PATH = "/api/rpc"
+
+
+def api_names(members: type[enum.IntEnum]) -> dict[str, int]:
+    """An on-chain enum as the API spells it: each member's lower-case name → its number on chain."""
+    return {member.name.lower(): int(member) for member in members}
+
+
+@router.get("/config", response_model=ConfigPublic)
+def config(services: ServicesDep, settings: SettingsDep) -> ConfigPublic:
+    """Chain id, contract addresses, the key manager's attested key, the payment token, the chain's units,
+    statuses and roles, the ERC-20 fragment, and dev accounts (local chains only)."""
+    key_manager = None
+    if services.key_manager is not None:
+        signer = services.key_manager.signer
+        record = services.registry.enclave_of(signer)
+        key_manager = KeyManagerPublic(
+            signer=signer,
+            encryption_key="0x" + record.encryption_key.hex(),
+            measurement="0x" + record.measurement.hex(),
+            valid_until=record.valid_until,
+            active=services.registry.is_active(signer, Role.KEY_MANAGER),
+        )
+    token = services.payment_token
+    local = services.chain.kind in ("embedded", "anvil")
+    return ConfigPublic(
+        chain_id=services.chain.chain_id,
+        chain_kind=services.chain.kind,
+        rpc_path=RPC_PATH,
+        deployment_block=services.deployment_block,
+        contracts=ContractsPublic(job_market=services.market.address, enclave_registry=services.registry.address),
+        key_manager=key_manager,
+        payment_token=(
+            PaymentTokenPublic(address=token.address, symbol=token.symbol, decimals=token.decimals) if token is not None else None
+        ),
+        epsilon_scale=EPSILON_SCALE,
+        delta_scale=DELTA_SCALE,
+        max_blob_bytes=settings.max_blob_bytes,
+        job_statuses=api_names(JobStatus),
+        dataset_statuses=api_names(DatasetStatus),
+        roles=api_names(Role),
+        erc20_abi=ERC20_ABI,
+        dev_accounts=(
+            [DevAccountPublic(address=a.address, private_key="0x" + bytes(a.key).hex()) for a in services.dev_accounts] if local else []
+        ),
+    )

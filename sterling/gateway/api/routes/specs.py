@@ -1,0 +1,79 @@
+"""``POST /api/specs`` and ``POST /api/schemas``: public JSON documents whose hashes go on-chain."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from enclave_worker.trusted.dataset import Schema, canonical_json
+from enclave_worker.trusted.models import MAX_SPEC_BYTES, ModelSpec
+from marketplace.errors import InvalidDataset, InvalidModelSpec
+from sterling.gateway.api.deps import BlobsDep
+from sterling.gateway.errors import PayloadTooLarge
+from sterling.gateway.schemas import DocumentPublic
+
+router = APIRouter(tags=["documents"])
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+async def _read(request: Request, *, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"document exceeds {limit} bytes")
+    return bytes(body)
+
+
+@router.post(
+    "/specs",
+    status_code=201,
+    response_model=DocumentPublic,
+    openapi_extra=_json_body(ModelSpec.model_json_schema()),
+    responses={422: {"description": "not a valid model spec"}},
+)
+async def publish_spec(request: Request, blobs: BlobsDep) -> DocumentPublic:
+    """Validate a model spec exactly as the worker will, store its canonical JSON; the hash is the job's ``modelSpecHash``."""
+    raw = await _read(request, limit=MAX_SPEC_BYTES)
+    try:
+        spec = ModelSpec.from_bytes(raw)
+    except RecursionError as e:
+        raise InvalidModelSpec("model spec is nested too deeply") from e
+    return DocumentPublic(sha256=blobs.put(spec.to_bytes()))
+
+
+@router.post(
+    "/schemas",
+    status_code=201,
+    response_model=DocumentPublic,
+    openapi_extra=_json_body(
+        {
+            "type": "object",
+            "required": ["version", "task", "feature_names", "feature_shape", "class_names"],
+            "properties": {
+                "version": {"type": "integer", "const": 1},
+                "task": {"type": "string", "enum": ["classification"]},
+                "feature_names": {"type": "array", "items": {"type": "string"}},
+                "feature_shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                "class_names": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+            },
+        }
+    ),
+    responses={422: {"description": "not a valid dataset schema"}},
+)
+async def publish_schema(request: Request, blobs: BlobsDep) -> DocumentPublic:
+    """Validate a dataset schema, store its canonical JSON; the hash is the listing's ``schemaHash``."""
+    raw = await _read(request, limit=MAX_SPEC_BYTES)
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise InvalidDataset(f"schema is not JSON: {type(e).__name__}") from e
+    if not isinstance(document, dict):
+        raise InvalidDataset("a dataset schema is a JSON object")
+    schema = Schema.from_json(document)
+    return DocumentPublic(sha256=blobs.put(canonical_json(schema.to_json())))

@@ -1,0 +1,353 @@
+"""Reads of the chain index for the API: filters, sorting, and rows turned into public models."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, cast
+
+from eth_utils import to_checksum_address
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, Role
+from marketplace.blobstore import BlobStore
+from marketplace.contracts import DatasetStatus, JobStatus
+from marketplace.errors import BlobNotFound, CiphertextTampered
+from oracle.index_db import (
+    BudgetEvent,
+    Cursor,
+    Dataset,
+    Enclave,
+    EnclaveRevocation,
+    Job,
+    JobDataset,
+    JobEvent,
+    MarketState,
+    Measurement,
+    Payment,
+)
+from sterling.gateway.errors import BadRequest, NotFound
+from sterling.gateway.limits import check_json_depth
+from sterling.gateway.schemas import (
+    AttestationPublic,
+    BudgetEventPublic,
+    DatasetDetailPublic,
+    DatasetPublic,
+    DatasetSort,
+    DatasetStatusName,
+    JobDetailPublic,
+    JobPaymentPublic,
+    JobProgressPublic,
+    JobPublic,
+    JobStatusName,
+    PaymentPublic,
+    RoleName,
+    TimelineEventPublic,
+    WorkerPublic,
+)
+
+_DATASET_ORDER = {
+    "price": (Dataset.price_wei.asc(), Dataset.id.asc()),
+    "-price": (Dataset.price_wei.desc(), Dataset.id.asc()),
+    "remaining_epsilon": (Dataset.remaining_epsilon.asc(), Dataset.id.asc()),
+    "-remaining_epsilon": (Dataset.remaining_epsilon.desc(), Dataset.id.asc()),
+    "listed": (Dataset.listed_block.asc(), Dataset.id.asc()),
+    "-listed": (Dataset.listed_block.desc(), Dataset.id.desc()),
+}
+MAX_DOCUMENT_BYTES = 1 << 20
+DATASET_STATUS: dict[int, DatasetStatusName] = {
+    status: cast(DatasetStatusName, status.name.lower()) for status in DatasetStatus  # the API's names: the enum's, lower-cased
+}
+_STATUS_CODE = {name: code for code, name in DATASET_STATUS.items()}
+LISTED_STATUSES: tuple[DatasetStatusName, ...] = (DATASET_STATUS[DatasetStatus.ACTIVE], DATASET_STATUS[DatasetStatus.PAUSED])
+"""What the dataset list shows unless asked for other statuses: delisted datasets are hidden."""
+
+
+def epsilon(units: int) -> float:
+    return units / EPSILON_SCALE
+
+
+def delta(units: int) -> float:
+    return units / DELTA_SCALE
+
+
+def address(value: str) -> str:
+    """An EIP-55 address, for matching what the indexer stored."""
+    try:
+        return str(to_checksum_address("0x" + value.lower().removeprefix("0x")))
+    except ValueError as e:
+        raise BadRequest(f"{value!r} is not an address") from e
+
+
+def hash_hex(value: str) -> str:
+    """A 32-byte hash as the index stores it: ``0x`` + lowercase hex."""
+    return "0x" + value.lower().removeprefix("0x")
+
+
+@dataclass(frozen=True)
+class DatasetFilter:
+    """The dataset list's filters (hashable: it is part of the response cache key)."""
+
+    schema_hash: str | None = None
+    provider: str | None = None
+    min_price: int | None = None
+    max_price: int | None = None
+    min_remaining_epsilon: float | None = None
+    statuses: tuple[DatasetStatusName, ...] = LISTED_STATUSES
+
+
+def _filtered_datasets(f: DatasetFilter) -> Select[Dataset]:
+    query = select(Dataset).where(Dataset.status.in_(sorted({_STATUS_CODE[s] for s in f.statuses})))
+    if f.schema_hash is not None:
+        query = query.where(Dataset.schema_hash == hash_hex(f.schema_hash))
+    if f.provider is not None:
+        query = query.where(Dataset.provider == address(f.provider))
+    if f.min_price is not None:
+        query = query.where(Dataset.price_wei >= f.min_price)
+    if f.max_price is not None:
+        query = query.where(Dataset.price_wei <= f.max_price)
+    if f.min_remaining_epsilon is not None:
+        query = query.where(Dataset.remaining_epsilon >= math.ceil(f.min_remaining_epsilon * EPSILON_SCALE))
+    return query
+
+
+def dataset_public(row: Dataset) -> DatasetPublic:
+    return DatasetPublic(**_dataset_fields(row))
+
+
+def _dataset_fields(row: Dataset) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "provider": row.provider,
+        "status": DATASET_STATUS[row.status],
+        "content_hash": row.content_hash,
+        "schema_hash": row.schema_hash,
+        "uri": row.uri,
+        "price_wei": str(row.price_wei),
+        "max_epsilon_per_job": epsilon(row.max_epsilon_per_job),
+        "total_epsilon": epsilon(row.total_epsilon),
+        "remaining_epsilon": epsilon(row.remaining_epsilon),
+        "reserved_epsilon": epsilon(row.reserved_epsilon),
+        "spent_epsilon": epsilon(row.spent_epsilon),
+        "max_delta": delta(row.max_delta),
+        "expiry": row.expiry,
+        "restricted": row.restricted,
+        "allowed_consumers": [c.consumer for c in row.consumers],
+        "models_restricted": row.models_restricted,
+        "allowed_models": [m.model_spec_hash for m in row.models],
+        "listed_block": row.listed_block,
+        "listed_at": row.listed_at,
+        "listed_tx": row.listed_tx,
+        "updated_block": row.updated_block,
+    }
+
+
+def list_datasets(session: Session, f: DatasetFilter, *, sort: DatasetSort, limit: int, offset: int) -> tuple[list[DatasetPublic], int]:
+    query = _filtered_datasets(f)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    with_lists = query.options(selectinload(Dataset.consumers), selectinload(Dataset.models))
+    page = with_lists.order_by(*_DATASET_ORDER[sort]).limit(limit).offset(offset)
+    rows = session.scalars(page).all()
+    return [dataset_public(r) for r in rows], total
+
+
+def read_json_blob(blobs: BlobStore, digest: str | None) -> dict[str, Any] | None:
+    """A public JSON document from the blob store (spec, schema, metrics), or ``None``."""
+    if digest is None:
+        return None
+    try:
+        if blobs.path(digest).stat().st_size > MAX_DOCUMENT_BYTES:
+            return None
+        raw = blobs.get(digest)
+        check_json_depth(raw)
+        document = json.loads(raw)
+    except (BlobNotFound, CiphertextTampered, FileNotFoundError, ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def dataset_detail(session: Session, dataset_id: int, blobs: BlobStore) -> DatasetDetailPublic:
+    row = session.get(Dataset, dataset_id)
+    if row is None:
+        raise NotFound(f"dataset {dataset_id} is not listed (or not indexed yet)")
+    history = session.scalars(
+        select(BudgetEvent).where(BudgetEvent.dataset_id == dataset_id).order_by(BudgetEvent.block, BudgetEvent.log_index)
+    )
+    job_ids = session.scalars(select(JobDataset.job_id).where(JobDataset.dataset_id == dataset_id).order_by(JobDataset.job_id))
+    return DatasetDetailPublic(
+        **_dataset_fields(row),
+        schema=read_json_blob(blobs, row.schema_hash),
+        budget_history=[
+            BudgetEventPublic(
+                block=e.block, timestamp=e.timestamp, tx_hash=e.tx_hash, job_id=e.job_id,
+                kind=e.kind,  # type: ignore[arg-type]  # str column; pydantic checks the Literal
+                epsilon=epsilon(e.epsilon), remaining_epsilon=epsilon(e.remaining_epsilon), total_epsilon=epsilon(e.total_epsilon),
+                price_wei=str(e.price_wei) if e.price_wei is not None else None,
+            )
+            for e in history
+        ],
+        job_ids=list(job_ids),
+    )  # fmt: skip
+
+
+def status_name(status: int) -> JobStatusName:
+    return JobStatus(status).name.lower()  # type: ignore[return-value]  # the lower-cased names of indexed statuses
+
+
+def _job_fields(row: Job) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "consumer": row.consumer,
+        "status": status_name(row.status),
+        "dataset_ids": [d.dataset_id for d in row.datasets],
+        "prices_wei": [str(d.price_wei) for d in row.datasets],
+        "model_spec_hash": row.model_spec_hash,
+        "epsilon": epsilon(row.epsilon),
+        "delta": delta(row.delta),
+        "epsilon_spent": epsilon(row.epsilon_spent) if row.epsilon_spent is not None else None,
+        "escrow_wei": str(row.escrow_wei),
+        "worker_fee_wei": str(row.worker_fee_wei),
+        "consumer_key": row.consumer_key,
+        "enclave": row.enclave,
+        "operator": row.operator,
+        "claim_deadline": row.claim_deadline,
+        "completion_deadline": row.completion_deadline,
+        "model_hash": row.model_hash,
+        "result_hash": row.result_hash,
+        "metrics_hash": row.metrics_hash,
+        "refund_wei": str(row.refund_wei) if row.refund_wei is not None else None,
+        "created_block": row.created_block,
+        "created_at": row.created_at,
+    }
+
+
+def list_jobs(
+    session: Session, *, consumer: str | None, status: JobStatusName | None, dataset_id: int | None, limit: int, offset: int
+) -> tuple[list[JobPublic], int]:
+    query = select(Job)
+    if consumer is not None:
+        query = query.where(Job.consumer == address(consumer))
+    if status is not None:
+        query = query.where(Job.status == int(JobStatus[status.upper()]))
+    if dataset_id is not None:
+        query = query.where(Job.id.in_(select(JobDataset.job_id).where(JobDataset.dataset_id == dataset_id)))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
+    return [JobPublic(**_job_fields(r)) for r in rows], total
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    row = session.get(Job, job_id)
+    if row is None:
+        raise NotFound(f"job {job_id} does not exist (or is not indexed yet)")
+    return row
+
+
+def job_detail(session: Session, job_id: int, blobs: BlobStore, progress: dict[str, Any] | None) -> JobDetailPublic:
+    row = get_job(session, job_id)
+    timeline = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.block, JobEvent.log_index))
+    payments = session.scalars(
+        select(Payment).where(Payment.job_id == job_id, Payment.kind == "credited").order_by(Payment.block, Payment.log_index)
+    )
+    return JobDetailPublic(
+        **_job_fields(row),
+        model_spec=read_json_blob(blobs, row.model_spec_hash),
+        metrics=read_json_blob(blobs, row.metrics_hash),
+        timeline=[
+            TimelineEventPublic(
+                stage=e.stage,  # type: ignore[arg-type]  # str column; pydantic checks the Literal
+                block=e.block, timestamp=e.timestamp, tx_hash=e.tx_hash,
+                enclave=e.enclave, operator=e.operator,
+                epsilon_spent=epsilon(e.epsilon_spent) if e.epsilon_spent is not None else None,
+                amount_wei=str(e.amount_wei) if e.amount_wei is not None else None,
+            )
+            for e in timeline
+        ],
+        progress=progress_public(progress),
+        payments=[
+            JobPaymentPublic(
+                account=p.account, amount_wei=str(p.amount_wei),
+                reason=p.reason or "payout",  # type: ignore[arg-type]  # str column; pydantic checks the Literal
+            )
+            for p in payments
+        ],
+    )  # fmt: skip
+
+
+def progress_public(entry: dict[str, Any] | None) -> JobProgressPublic | None:
+    """A status board entry for the API; the worker reports the settled ε spent in micro-units."""
+    if not entry:
+        return None
+    fields = dict(entry)
+    if isinstance(fields.get("epsilon_spent"), int):
+        fields["epsilon_spent"] = epsilon(fields["epsilon_spent"])
+    return JobProgressPublic.model_validate(fields)
+
+
+def indexed_time(session: Session, key: str) -> tuple[int, int]:
+    """The last indexed block and its timestamp (``(-1, 0)`` before the first poll)."""
+    cursor = session.get(Cursor, key)
+    return (cursor.last_block, cursor.last_block_timestamp) if cursor is not None else (-1, 0)
+
+
+def market_paused(session: Session, key: str) -> bool:
+    """Whether the market's emergency stop is on, as of the indexed block."""
+    state = session.get(MarketState, key)
+    return bool(state is not None and state.paused)
+
+
+def list_workers(session: Session, *, cursor_key: str, formats: dict[str, str]) -> list[WorkerPublic]:
+    _, now = indexed_time(session, cursor_key)
+    approved = {(m.role, m.measurement) for m in session.scalars(select(Measurement).where(Measurement.approved.is_(True)))}
+    revoked = {r.signer: r.block for r in session.scalars(select(EnclaveRevocation))}
+    workers = []
+    for e in session.scalars(select(Enclave).order_by(Enclave.registered_block, Enclave.signer)):
+        is_approved = (e.role, e.measurement) in approved
+        workers.append(
+            WorkerPublic(
+                signer=e.signer,
+                role=cast(RoleName, Role(e.role).name.lower()),
+                measurement=e.measurement,
+                measurement_approved=is_approved,
+                operator=e.operator,
+                encryption_key=e.encryption_key,
+                valid_until=e.valid_until,
+                active=is_approved and e.signer not in revoked and e.valid_until >= now,
+                revoked=e.signer in revoked,
+                revoked_block=revoked.get(e.signer),
+                registered_block=e.registered_block,
+                registered_at=e.registered_at,
+                attestation=AttestationPublic(
+                    format=formats.get(e.verifier or "", "unknown"),
+                    verifier=e.verifier,
+                    verified_at=e.registered_at,
+                    certificate_tx=e.registered_tx,
+                    valid_until=e.valid_until,
+                ),
+            )
+        )
+    return workers
+
+
+def list_payments(session: Session, *, account: str | None, limit: int, offset: int) -> tuple[list[PaymentPublic], int, int | None]:
+    """Payments newest first, their count, and the account's pending balance (credited − withdrawn)."""
+    query = select(Payment)
+    pending = None
+    if account is not None:
+        who = address(account)
+        query = query.where(Payment.account == who)
+        amounts = session.execute(select(Payment.kind, Payment.amount_wei).where(Payment.account == who)).all()
+        pending = sum(a if k == "credited" else -a for k, a in amounts)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Payment.block.desc(), Payment.log_index.desc()).limit(limit).offset(offset)).all()
+    items = [
+        PaymentPublic(
+            account=p.account, job_id=p.job_id, amount_wei=str(p.amount_wei),
+            kind=p.kind, reason=p.reason,  # type: ignore[arg-type]  # str columns; pydantic checks the Literals
+            block=p.block, timestamp=p.timestamp, tx_hash=p.tx_hash,
+        )
+        for p in rows
+    ]  # fmt: skip
+    return items, total, pending

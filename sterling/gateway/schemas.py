@@ -1,0 +1,294 @@
+"""Request and response models of the gateway API (``XCreate`` in, ``XPublic`` out).
+
+Units: ε values are floats (the contracts' micro-units / 1e6), δ floats (units / 1e18), wei
+amounts decimal strings (they exceed JavaScript's safe integers), hashes and keys ``0x`` hex,
+times unix seconds, addresses EIP-55 checksummed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HEX32_PATTERN = r"^(0x)?[0-9a-fA-F]{64}$"
+ADDRESS_PATTERN = r"^(0x)?[0-9a-fA-F]{40}$"
+
+JobStatusName = Literal["open", "claimed", "completed", "expired", "cancelled"]
+DatasetStatusName = Literal["active", "paused", "delisted"]
+DatasetSort = Literal["price", "-price", "remaining_epsilon", "-remaining_epsilon", "listed", "-listed"]
+BudgetKind = Literal["listed", "reserved", "released", "debited", "topped_up", "terms_updated"]
+TimelineStage = Literal["created", "claimed", "settled", "expired", "cancelled"]
+PaymentKind = Literal["credited", "withdrawn"]
+PaymentReason = Literal["payout", "refund", "change"]
+RoleName = Literal["trainer", "key_manager"]
+
+
+class ErrorPublic(BaseModel):
+    """Every error response: a human-readable reason."""
+
+    detail: str
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"]
+    chain_id: int
+    head_block: int
+    indexed_block: int = Field(description="last block committed to the index")
+    lag_blocks: int = Field(description="head_block - indexed_block")
+    market_paused: bool = Field(
+        description="the market's emergency stop, as of the indexed block: no new listings, jobs, claims or settlements"
+    )
+
+
+class ContractsPublic(BaseModel):
+    job_market: str
+    enclave_registry: str
+
+
+class KeyManagerPublic(BaseModel):
+    """The key manager enclave this gateway forwards deposits to, as attested on-chain."""
+
+    signer: str
+    encryption_key: str = Field(description="the attested X25519 key data keys are HPKE-wrapped to (from the registry)")
+    measurement: str
+    valid_until: int
+    active: bool
+
+
+class DevAccountPublic(BaseModel):
+    """A funded development account (local chains only; never on a real network)."""
+
+    address: str
+    private_key: str
+
+
+class PaymentTokenPublic(BaseModel):
+    """The ERC-20 token the market is paid in (token mode)."""
+
+    address: str
+    symbol: str
+    decimals: int
+
+
+class ConfigPublic(BaseModel):
+    chain_id: int
+    chain_kind: Literal["embedded", "anvil", "rpc"]
+    rpc_path: str
+    deployment_block: int
+    contracts: ContractsPublic
+    key_manager: KeyManagerPublic | None
+    payment_token: PaymentTokenPublic | None = Field(
+        description="the ERC-20 every price, fee and payment is in; null when the market is paid in the chain's native currency"
+    )
+    epsilon_scale: int
+    delta_scale: int
+    max_blob_bytes: int
+    dev_accounts: list[DevAccountPublic]
+    job_statuses: dict[str, int] = Field(description="IJobMarket.JobStatus: each status as the API names it → its number on chain")
+    dataset_statuses: dict[str, int] = Field(description="IDatasetRegistry.DatasetStatus: each status as the API names it → its number")
+    roles: dict[str, int] = Field(description="EnclaveRegistry.ROLE_*: each enclave role as the API names it → its number on chain")
+    erc20_abi: list[dict[str, Any]] = Field(
+        description="the ERC-20 functions the clients call on a payment token (approve, allowance, balanceOf, decimals, symbol)"
+    )
+
+
+class DatasetPublic(BaseModel):
+    """Amounts named ``_wei`` are in the market's payment unit: wei, or the token's smallest unit."""
+
+    id: int
+    provider: str
+    status: DatasetStatusName = Field(description="active: open for new jobs; paused by the provider; delisted for good")
+    content_hash: str
+    schema_hash: str
+    uri: str
+    price_wei: str = Field(description="the current price per job; each job pays the price it snapshotted")
+    max_epsilon_per_job: float
+    total_epsilon: float
+    remaining_epsilon: float
+    reserved_epsilon: float
+    spent_epsilon: float
+    max_delta: float
+    expiry: int = Field(description="unix seconds after which no job may use the dataset; 0 = never")
+    restricted: bool = Field(description="only allowed_consumers may buy")
+    allowed_consumers: list[str] = Field(description="the consumer allow-list (it applies while restricted is true)")
+    models_restricted: bool = Field(description="only jobs whose model spec hash is in allowed_models may use the dataset")
+    allowed_models: list[str] = Field(description="model spec hashes on the allow-list (it applies while models_restricted is true)")
+    listed_block: int
+    listed_at: int
+    listed_tx: str
+    updated_block: int = Field(description="block of the last change to the terms, status or restrictions")
+
+
+class BudgetEventPublic(BaseModel):
+    block: int
+    timestamp: int
+    tx_hash: str
+    job_id: int | None
+    kind: BudgetKind
+    epsilon: float = Field(
+        description="listed and terms_updated: the total budget; reserved, released, debited: the job's ε; topped_up: the ε added"
+    )
+    remaining_epsilon: float
+    total_epsilon: float = Field(description="the total budget after this event")
+    price_wei: str | None = Field(default=None, description="reserved: the price the job pays for the dataset")
+
+
+class DatasetDetailPublic(DatasetPublic):
+    model_config = ConfigDict(populate_by_name=True)
+
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema", description="the dataset schema JSON, if the blob store has it")
+    budget_history: list[BudgetEventPublic]
+    job_ids: list[int]
+
+
+class DatasetListPublic(BaseModel):
+    items: list[DatasetPublic]
+    total: int
+
+
+class JobPublic(BaseModel):
+    id: int
+    consumer: str
+    status: JobStatusName
+    dataset_ids: list[int]
+    prices_wei: list[str] = Field(description="the price snapshot of each dataset, in dataset_ids order")
+    model_spec_hash: str
+    epsilon: float
+    delta: float
+    epsilon_spent: float | None
+    escrow_wei: str
+    worker_fee_wei: str
+    consumer_key: str = Field(description="the consumer's X25519 key the model is sealed to")
+    enclave: str | None
+    operator: str | None
+    claim_deadline: int
+    completion_deadline: int
+    model_hash: str | None = Field(description="from ResultSubmitted: SHA-256 of the model weights")
+    result_hash: str | None = Field(description="from ResultSubmitted: SHA-256 of the sealed model (GET /api/jobs/{id}/result)")
+    metrics_hash: str | None
+    refund_wei: str | None = Field(description="escrow credited back to the consumer when the job expired or was cancelled")
+    created_block: int
+    created_at: int
+
+
+class TimelineEventPublic(BaseModel):
+    stage: TimelineStage
+    block: int
+    timestamp: int
+    tx_hash: str
+    enclave: str | None = None
+    operator: str | None = None
+    epsilon_spent: float | None = None
+    amount_wei: str | None = Field(default=None, description="escrow (created) or refund (expired, cancelled)")
+
+
+class JobPaymentPublic(BaseModel):
+    account: str
+    amount_wei: str
+    reason: PaymentReason
+
+
+class JobProgressPublic(BaseModel):
+    """The worker's status board entry: stage, epoch and ε spent so far (nothing else)."""
+
+    job_id: int
+    stage: str | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    epsilon: float | None = None
+    datasets: int | None = None
+    epsilon_spent: float | None = None
+    updated_at: float | None = None
+
+
+class JobDetailPublic(JobPublic):
+    model_spec: dict[str, Any] | None
+    metrics: dict[str, Any] | None = Field(description="the receipt-bound metrics document (DP values only)")
+    timeline: list[TimelineEventPublic]
+    progress: JobProgressPublic | None
+    payments: list[JobPaymentPublic]
+
+
+class JobListPublic(BaseModel):
+    items: list[JobPublic]
+    total: int
+
+
+class AttestationPublic(BaseModel):
+    format: str = Field(description="evidence format the verifier checked: sim (development), aws-nitro, or unknown")
+    verifier: str | None = Field(description="the verifier that signed the registration certificate")
+    verified_at: int = Field(description="time of the block that accepted the certificate")
+    certificate_tx: str
+    valid_until: int
+
+
+class WorkerPublic(BaseModel):
+    signer: str
+    role: RoleName
+    measurement: str
+    measurement_approved: bool
+    operator: str
+    encryption_key: str
+    valid_until: int
+    active: bool = Field(description="measurement approved, enclave not revoked and certificate not expired at the indexed time")
+    revoked: bool = Field(description="governance revoked this enclave instance for good")
+    revoked_block: int | None
+    registered_block: int
+    registered_at: int
+    attestation: AttestationPublic
+
+
+class PaymentPublic(BaseModel):
+    account: str
+    job_id: int | None
+    amount_wei: str
+    kind: PaymentKind
+    reason: PaymentReason | None = Field(description="credits: payout (price or worker fee), refund, or change from maxTotalPrice")
+    block: int
+    timestamp: int
+    tx_hash: str
+
+
+class PaymentListPublic(BaseModel):
+    items: list[PaymentPublic]
+    total: int
+    pending_wei: str | None = Field(description="credited minus withdrawn, when an account is given")
+
+
+class BlobPublic(BaseModel):
+    sha256: str
+    size: int
+    format: Literal["STRL", "STRS"] = Field(description="STRL encrypted object or STRS sealed envelope")
+    kind: Literal["dataset", "model"]
+
+
+class DocumentPublic(BaseModel):
+    """A public JSON document (model spec, dataset schema) stored canonically under its SHA-256."""
+
+    sha256: str
+
+
+class DepositCreate(BaseModel):
+    content_hash: str = Field(pattern=HEX32_PATTERN, description="SHA-256 of the dataset ciphertext")
+    wrapped_key: str = Field(pattern=r"^(0x)?([0-9a-fA-F]{2}){1,512}$", description="the data key HPKE-wrapped to the key manager")
+
+
+class DepositPublic(BaseModel):
+    content_hash: str
+    key_manager: str
+
+
+class JsonRpcErrorPublic(BaseModel):
+    code: int
+    message: str
+    data: Any = None
+
+
+class JsonRpcResponsePublic(BaseModel):
+    """One JSON-RPC 2.0 response: ``result`` or ``error``."""
+
+    jsonrpc: Literal["2.0"]
+    id: int | str | None
+    result: Any = None
+    error: JsonRpcErrorPublic | None = None

@@ -1,0 +1,319 @@
+"""``sterling up``: a whole local Sterling behind one URL.
+
+Starts (or connects to) the chain, deploys the contracts unless the state directory records a
+deployment that is still there, starts the attestation verifier with a key-manager and a
+trainer enclave (registering their fresh keys), the job dispatcher, the chain indexer, and the
+gateway (API, static UI, JSON-RPC relay, live events) under uvicorn. Everything it needs to
+come back after a restart lives in the state directory:
+
+| file | what |
+|---|---|
+| ``anvil-state.json`` | the anvil chain (blocks, state), dumped on exit and every few seconds |
+| ``accounts.json`` | governance, verifier, operator and development keys (mode 0600; local use only) |
+| ``deployment.json`` | contract addresses and deployment block |
+| ``index.db`` | the chain index (SQLite; ``--database-url`` for another database) |
+| ``blobs/``, ``key-manager/``, ``status/``, ``sim-platform.pem`` | ciphertext, sealed data keys, job progress, the simulated platform key |
+
+What it runs comes from :class:`~marketplace.config.SterlingSettings` (the CLI's options are
+flags over the environment and ``brownie-config.yaml``; ``docs/configuration.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+import uvicorn
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from marketplace import chain as chain_mod
+from marketplace._files import write_atomic
+from marketplace.chain import Chain, Wei, open_chain
+from marketplace.config import SterlingSettings, checkout_root
+from marketplace.contracts import Deployment, code_version, deploy
+from marketplace.errors import ChainUnavailable, ConfigError, SterlingError
+from oracle.dispatcher import Dispatcher
+from oracle.index_db import IndexDatabase, default_url
+from oracle.indexer import Indexer, IndexerChainMismatch
+from sterling.gateway import GatewayServices, create_app
+from sterling.localnet import LocalNet, start_enclaves
+
+logger = logging.getLogger(__name__)
+
+StageFn = Callable[[str, str], None]
+MIN_BALANCE = Wei(10**18)
+FUNDING = Wei(10**21)
+ANVIL_STATE_INTERVAL_SECONDS = 5
+TRAINER_NICENESS = 10
+"""The trainer enclave runs at a lower priority than the gateway it shares the machine with."""
+THREAD_JOIN_SECONDS = 10.0
+GRACEFUL_SHUTDOWN_SECONDS = 3
+
+
+@dataclass(frozen=True)
+class LocalAccounts:
+    """The keys a local Sterling runs with, kept in ``accounts.json`` so roles survive restarts."""
+
+    governance: LocalAccount
+    verifier: LocalAccount
+    operator: LocalAccount
+    dev: tuple[LocalAccount, ...]
+
+    @classmethod
+    def load_or_create(cls, path: Path, *, dev_count: int) -> LocalAccounts:
+        """Read the keys at ``path``, creating missing ones (the file is written with mode 0600)."""
+        keys: dict[str, Any] = {}
+        if path.exists():
+            try:
+                keys = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"cannot read {path}: {e}") from e
+        changed = False
+        for role in ("governance", "verifier", "operator"):
+            if not isinstance(keys.get(role), str):
+                keys[role] = "0x" + bytes(Account.create().key).hex()
+                changed = True
+        dev = [k for k in keys.get("dev", []) if isinstance(k, str)]
+        while len(dev) < dev_count:
+            dev.append("0x" + bytes(Account.create().key).hex())
+            changed = True
+        keys["dev"] = dev
+        if changed:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, (json.dumps(keys, indent=2) + "\n").encode())
+            os.chmod(path, 0o600)
+        try:
+            return cls(
+                governance=Account.from_key(keys["governance"]),
+                verifier=Account.from_key(keys["verifier"]),
+                operator=Account.from_key(keys["operator"]),
+                dev=tuple(Account.from_key(k) for k in dev[:dev_count]),
+            )
+        except ValueError as e:
+            raise ConfigError(f"{path} holds an invalid key") from e
+
+    def all(self) -> tuple[LocalAccount, ...]:
+        return (self.governance, self.verifier, self.operator, *self.dev)
+
+
+def ensure_funded(chain: Chain, accounts: tuple[LocalAccount, ...]) -> None:
+    """Top up accounts below 1 ETH from the node's development account (:meth:`Chain.fund`).
+
+    Raises:
+        ConfigError: on a network without an unlocked development account; the message lists
+            the addresses to fund.
+    """
+    try:
+        for account in accounts:
+            chain.fund(account.address, FUNDING, minimum=MIN_BALANCE)
+    except ChainUnavailable as e:
+        poor = [a.address for a in accounts if chain.balance(a.address) < MIN_BALANCE]
+        raise ConfigError(f"fund these accounts with at least 1 ETH each, then run `sterling up` again: {', '.join(poor)}") from e
+
+
+def ensure_deployment(chain: Chain, governance: LocalAccount, path: Path) -> tuple[Deployment, bool]:
+    """The deployment recorded at ``path`` if its contracts are on this chain, else a new one.
+
+    Returns:
+        ``(deployment, fresh)``: ``fresh`` when the contracts were just deployed.
+    """
+    if path.exists():
+        try:
+            recorded = Deployment.load(path)
+        except ConfigError:
+            logger.warning("ignoring unreadable deployment record %s", path)
+        else:
+            if recorded.code_version != code_version():
+                logger.warning("the recorded deployment runs other contract code (%s); deploying again", recorded.code_version or "older")
+            elif recorded.chain_id == chain.chain_id and all(
+                len(chain.w3.eth.get_code(chain.w3.to_checksum_address(a))) > 0 for a in (recorded.registry, recorded.market)
+            ):
+                logger.info("reusing deployment: registry %s, market %s", recorded.registry, recorded.market)
+                return recorded, False
+            else:
+                logger.info("the recorded deployment is not on this chain; deploying again")
+    deployment = deploy(chain, governance)
+    deployment.save(path)
+    return deployment, True
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending the gateway's event streams as soon as shutdown begins.
+
+    Otherwise an open browser tab would hold the graceful shutdown until its timeout.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _start_thread(stack: ExitStack, name: str, target: Callable[[threading.Event], None]) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+    thread.start()
+
+    def halt() -> None:
+        stop.set()
+        thread.join(THREAD_JOIN_SECONDS)
+        if thread.is_alive():
+            logger.warning("%s did not stop within %.0f s", name, THREAD_JOIN_SECONDS)
+
+    stack.callback(halt)
+
+
+def _start_indexer(index: IndexDatabase, net: LocalNet, *, fresh: bool, interval: float, stack: ExitStack) -> Indexer:
+    indexer = Indexer(index, market=net.market, registry=net.registry, start_block=net.deployment.block)
+    if fresh:
+        index.reset()
+    try:
+        indexer.cursor()
+    except IndexerChainMismatch as e:
+        logger.warning("%s", e)
+        index.reset()
+        indexer.cursor()
+    _start_thread(stack, "sterling-indexer", lambda stop: indexer.run(stop, interval=interval))
+    return indexer
+
+
+def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: StageFn | None = None) -> None:
+    """Run everything until SIGINT or SIGTERM, then stop it all (the chain last, so it dumps its state).
+
+    Args:
+        settings: the chain (``network`` / ``rpc_url``), ``state_dir``, ``database_url``, and the
+            ``gateway`` and ``up`` sections.
+        on_ready: called with the URL once the gateway accepts connections.
+        say: progress notes ``(stage, detail)`` while starting.
+
+    Example:
+        >>> run_up(get_settings(network="embedded"), on_ready=print)  # doctest: +SKIP
+    """
+    note = say or (lambda stage, detail: None)
+    up, gateway = settings.up, settings.gateway
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    state_dir = settings.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with ExitStack() as stack:
+            chain = stack.enter_context(
+                open_chain(settings, state_path=state_dir / "anvil-state.json", state_interval=ANVIL_STATE_INTERVAL_SECONDS)
+            )
+            note("chain", f"{chain.kind}, chain id {chain.chain_id}, block {chain.w3.eth.block_number}")
+            accounts = LocalAccounts.load_or_create(state_dir / "accounts.json", dev_count=up.dev_accounts)
+            ensure_funded(chain, accounts.all())
+            deployment, fresh = ensure_deployment(chain, accounts.governance, state_dir / "deployment.json")
+            note("contracts", f"{'deployed' if fresh else 'reused'}: market {deployment.market}, registry {deployment.registry}")
+            net = start_enclaves(
+                chain, deployment, state_dir,
+                governance=accounts.governance, verifier_key=accounts.verifier, operator=accounts.operator, say=note,
+                trainer_threads=up.trainer_threads, trainer_niceness=TRAINER_NICENESS,
+            )  # fmt: skip
+            stack.callback(net.close)
+            index = IndexDatabase(settings.database_url or default_url(state_dir))
+            index.create_schema()
+            stack.callback(index.close)
+            indexer = _start_indexer(index, net, fresh=fresh, interval=up.indexer_interval, stack=stack)
+            dispatcher = Dispatcher(net.market, [net.worker], from_block=deployment.block)
+            _start_thread(stack, "sterling-dispatcher", lambda stop: dispatcher.run(stop, interval=up.dispatcher_interval))
+            services = GatewayServices.from_localnet(net, index, dev_accounts=accounts.dev, index_version=lambda: indexer.committed_block)
+            app = create_app(gateway, services=services)
+            server = _Server(
+                uvicorn.Config(
+                    app, host=gateway.host, port=gateway.port, log_level="warning", lifespan="off",
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                ),
+                on_exit=app.state.feed.close,
+            )  # fmt: skip
+            url = gateway.url
+
+            def announce() -> None:
+                while not server.started and not server.should_exit:
+                    time.sleep(0.05)
+                if server.started:
+                    on_ready(url)
+
+            threading.Thread(target=announce, name="sterling-announce", daemon=True).start()
+            with suppress(KeyboardInterrupt):
+                server.run()
+            note("stopping", "gateway stopped; stopping dispatcher, indexer, enclaves and chain")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class UpFailed(SterlingError):
+    """A ``sterling up`` child process exited early, never became healthy, or did not stop."""
+
+
+@contextmanager
+def spawned(
+    state_dir: Path,
+    *,
+    log: Path,
+    chain: str = "anvil",
+    port: int | None = None,
+    start_timeout: float = 240.0,
+    stop_timeout: float = 90.0,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``sterling up`` in a child process until the block ends, then stop it with Ctrl-C (SIGINT).
+
+    Yields the gateway's base URL once ``/api/health`` answers, and the process. Output goes to ``log``.
+    The child runs in the source checkout when there is one (so it reads the checkout's
+    ``brownie-config.yaml``), else in the current directory.
+
+    Raises:
+        UpFailed: the process exited before it was healthy, was not healthy within ``start_timeout``
+            seconds, or did not exit cleanly within ``stop_timeout`` seconds of Ctrl-C.
+    """
+    port = port or chain_mod.free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "sterling.cli", "up", "--chain", chain, "--state-dir", str(state_dir), "--port", str(port)]
+    with log.open("ab") as out:
+        process = subprocess.Popen(args, cwd=checkout_root(), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + start_timeout
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while True:
+                if process.poll() is not None:
+                    raise UpFailed(f"sterling up exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+                try:
+                    if client.get("/api/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise UpFailed(f"no healthy gateway within {start_timeout} s:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url, process
+        process.send_signal(signal.SIGINT)
+        if process.wait(stop_timeout) != 0:
+            raise UpFailed(f"sterling up exited with {process.returncode} after Ctrl-C:\n{log.read_text()[-3000:]}")
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(stop_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
