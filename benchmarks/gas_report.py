@@ -35,16 +35,28 @@ from web3.types import Wei
 
 from enclave_worker.trusted.receipt import RECEIPT_TYPES
 from marketplace.abi import load_artifact
-from marketplace.contracts import CERTIFICATE_TYPES
+from marketplace.contracts import CERTIFICATE_TYPES, DEFAULT_CLAIM_LEASE, DEFAULT_UNBONDING_PERIOD
 
 ZERO_ADDRESS = "0x" + "00" * 20
 ROLE_TRAINER = 1
+ROLE_KEY_MANAGER = 2
 MEASUREMENT = keccak(b"sterling trainer (gas report)")
+KM_MEASUREMENT = keccak(b"sterling key manager (gas report)")
+RELEASE_TYPES = {
+    "ClaimRelease": [
+        {"name": "jobId", "type": "uint256"},
+        {"name": "enclave", "type": "address"},
+        {"name": "charges", "type": "uint16"},
+    ]
+}
 EPSILON = 10**6  # ε = 1.0
 DELTA = 10**13  # δ = 1e-5
 PRICE = 10**17
 FEE = 10**16
 ADMIN_DELAY = 2 * 24 * 3600
+CLAIM_LEASE = DEFAULT_CLAIM_LEASE
+UNBONDING_PERIOD = DEFAULT_UNBONDING_PERIOD
+STAKE = 100 * PRICE  # covers any job of the report
 
 
 @dataclass
@@ -88,6 +100,7 @@ class _Market:
         self.providers = accounts[4:8]
         self.verifier = Account.from_key(keccak(b"gas report verifier"))
         self.trainer = Account.from_key(keccak(b"gas report trainer"))
+        self.key_manager = Account.from_key(keccak(b"gas report key manager"))
         self.registry, registry_gas = self._deploy("EnclaveRegistry", ADMIN_DELAY, self.governance)
         self.token: Contract | None = None
         token_address = ZERO_ADDRESS
@@ -95,13 +108,16 @@ class _Market:
             self.token, _ = self._deploy("TestStablecoin", test=True)
             token_address = self.token.address
         self.market, market_gas = self._deploy(
-            "JobMarket", self.registry.address, token_address, ADMIN_DELAY, self.governance
+            "JobMarket", self.registry.address, token_address, ADMIN_DELAY, self.governance, CLAIM_LEASE, UNBONDING_PERIOD
         )
         self.deploy_gas = {"EnclaveRegistry": registry_gas, "JobMarket": market_gas}
         if self.token is not None:
-            for who in (self.consumer, self.stranger):
+            for who in (self.consumer, self.stranger, self.operator):
                 self.send(self.token.functions.mint(who, 10**30), who)
                 self.send(self.token.functions.approve(self.market.address, 2**256 - 1), who)
+        self.stake_gas = self.send(
+            self.market.functions.depositStake(STAKE), self.operator, 0 if self.token is not None else STAKE
+        )
 
     def _deploy(self, name: str, *args: Any, test: bool = False) -> tuple[Contract, int]:
         artifact = load_artifact(name, test=test)
@@ -129,19 +145,36 @@ class _Market:
         return {"name": name, "version": "1", "chainId": self.w3.eth.chain_id, "verifyingContract": contract.address}
 
     def register_trainer(self) -> int:
+        return self._register(self.trainer.address, ROLE_TRAINER, MEASUREMENT, self.operator)
+
+    def register_key_manager(self) -> int:
+        """Approve the key-manager measurement and register the key manager (run by governance)."""
+        self.send(self.registry.functions.approveMeasurement(ROLE_KEY_MANAGER, KM_MEASUREMENT), self.governance)
+        return self._register(self.key_manager.address, ROLE_KEY_MANAGER, KM_MEASUREMENT, self.governance)
+
+    def _register(self, signer: str, role: int, measurement: bytes, operator: str) -> int:
         cert = {
-            "role": ROLE_TRAINER,
-            "measurement": MEASUREMENT,
-            "signer": self.trainer.address,
+            "role": role,
+            "measurement": measurement,
+            "signer": signer,
             "encryptionKey": b"\x42" * 32,
-            "operator": self.operator,
+            "operator": operator,
             "validUntil": self.now() + 365 * 24 * 3600,
         }
         signed = Account.sign_typed_data(
             self.verifier.key, self._domain(self.registry, "SterlingEnclaveRegistry"), CERTIFICATE_TYPES, cert
         )
         fields = tuple(cert[f["name"]] for f in CERTIFICATE_TYPES["Certificate"])
-        return self.send(self.registry.functions.register(fields, bytes(signed.signature)), self.operator)
+        return self.send(self.registry.functions.register(fields, bytes(signed.signature)), operator)
+
+    def release(self, job_id: int) -> int:
+        """releaseClaim(job_id) by the holder's operator on the key manager's statement."""
+        info = self.market.functions.job(job_id).call()
+        message = {"jobId": job_id, "enclave": info[2], "charges": info[16]}
+        signed = Account.sign_typed_data(
+            self.key_manager.key, self._domain(self.market, "SterlingJobMarket"), RELEASE_TYPES, message
+        )
+        return self.send(self.market.functions.releaseClaim(job_id, bytes(signed.signature)), self.operator)
 
     def list_dataset(self, provider: ChecksumAddress, content: bytes, *, allowed: int = 0) -> tuple[int, int]:
         terms = (PRICE, 2 * EPSILON, 1000 * EPSILON, DELTA, 0)
@@ -205,6 +238,38 @@ def _governance_and_registry(m: _Market, report: GasReport) -> None:
     report.add("register", "renewal", m.register_trainer())
 
 
+def _lease_functions(m: _Market, report: GasReport, ids: list[int]) -> None:
+    """Leases (issue 13): renewal, a re-claim after a lapse, a release, the expiry of a lapsed claim."""
+    f = m.market.functions
+    job_id, _ = m.create_job(ids)
+    m.claim(job_id)
+    report.add("renewLease", "", m.send(f.renewLease(job_id), m.operator))
+    m.travel(CLAIM_LEASE + 1)
+    report.add("claimJob", "re-claim after lapse, 1 dataset (charge + slash)", m.claim(job_id))
+    m.submit(job_id)
+    m.register_key_manager()
+    job_id, _ = m.create_job(ids)
+    m.claim(job_id)
+    report.add("releaseClaim", "", m.release(job_id))
+    m.claim(job_id)
+    m.submit(job_id)
+    job_id, _ = m.create_job(ids)
+    m.claim(job_id)
+    m.travel(2 * CLAIM_LEASE + 1)
+    report.add("expireJob", "lapsed claim, 1 dataset (slash)", m.send(f.expireJob(job_id), m.stranger))
+    m.send(f.depositStake(3 * PRICE), m.operator, 3 * PRICE)  # top the slashes back up
+
+
+def _stake_functions(m: _Market, report: GasReport) -> None:
+    """An operator's stake from first deposit to withdrawal (the stranger's, so nothing else changes)."""
+    f = m.market.functions
+    report.add("depositStake", "first", m.stake_gas)
+    report.add("depositStake", "top-up", m.send(f.depositStake(PRICE), m.operator, PRICE))
+    report.add("requestUnstake", "", m.send(f.requestUnstake(), m.operator))
+    m.travel(UNBONDING_PERIOD)
+    report.add("withdrawStake", "", m.send(f.withdrawStake(), m.operator))
+
+
 def _provider_functions(m: _Market, report: GasReport, dataset_id: int) -> None:
     f, p = m.market.functions, m.providers[0]
     terms = (PRICE, 2 * EPSILON, 1000 * EPSILON, DELTA, 0)
@@ -254,13 +319,15 @@ def measure() -> GasReport:
     job_id, _ = m.create_job(ids[:1])
     m.claim(job_id)
     m.travel(7201)
-    report.add("expireJob", "claimed, 1 dataset", m.send(m.market.functions.expireJob(job_id), m.stranger))
+    report.add("expireJob", "claimed, past completion, 1 dataset (slash)", m.send(m.market.functions.expireJob(job_id), m.stranger))
+    _lease_functions(m, report, ids[:1])
     _provider_functions(m, report, ids[0])
     report.add("pause", "", m.send(m.market.functions.pause(), m.governance))
     report.add("unpause", "", m.send(m.market.functions.unpause(), m.governance))
     report.add("delistDataset", "", m.send(m.market.functions.delistDataset(ids[2]), m.providers[0]))
     report.add("revokeMeasurement", "", m.send(m.registry.functions.revokeMeasurement(ROLE_TRAINER, MEASUREMENT), m.governance))
     report.add("revokeEnclave", "", m.send(m.registry.functions.revokeEnclave(m.trainer.address), m.governance))
+    _stake_functions(m, report)
 
     t = _token_market()
     report.add("createJob", "ERC-20, 1 dataset", t["createJob"])

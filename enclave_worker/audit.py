@@ -1,8 +1,13 @@
-"""An append-only, hash-chained log of key-release decisions.
+"""An append-only, hash-chained log of the key manager's decisions: key releases and claim releases.
 
 Each line is a JSON object holding one decision and ``prev``, the SHA-256 of the previous line's
 bytes (64 zeros for the first), so an edited, removed or reordered entry breaks the chain and
 :meth:`AuditLog.verify` names the first bad line. Providers query it for their datasets.
+
+The log is verified and loaded once when opened; :meth:`AuditLog.append` chains to the head kept
+in memory (re-loading, and so re-verifying, only if the file changed on disk since), and
+:meth:`AuditLog.loaded` hands out the entries in memory, so a host consulting its decisions does
+not re-read the file each time. :meth:`AuditLog.entries` re-reads and verifies the file.
 
 Limit: the host keeps the file, so it can drop entries from the end unnoticed; anchoring the
 chain head (e.g. in enclave-signed receipts or on-chain) is future work.
@@ -26,9 +31,16 @@ class AuditLogTampered(SterlingError):
     """The audit log's hash chain is broken."""
 
 
+RELEASE = "release"
+"""``kind`` of a key-release decision: ``released`` says whether the key went to ``trainer``."""
+CLAIM_RELEASE = "claim_release"
+"""``kind`` of a ClaimRelease decision, one entry per dataset of the job: ``retired`` says whether
+the statement was signed (the claim of ``trainer`` under ``charges`` then never gets a key)."""
+
+
 @dataclass(frozen=True)
 class AuditEntry:
-    """One key-release decision."""
+    """One decision about one dataset of a job."""
 
     time: float
     job_id: int
@@ -37,30 +49,94 @@ class AuditEntry:
     trainer: str
     released: bool
     reason: str
+    kind: str = RELEASE
+    charges: int | None = None
+    """The job's on-chain ``charges`` when decided (``None`` in entries written before leases)."""
+    retired: bool = False
 
 
 class AuditLog:
     """The log file and its chain head."""
 
     def __init__(self, path: Path) -> None:
+        """Open the log and verify it.
+
+        Raises:
+            AuditLogTampered: the hash chain on disk is broken.
+        """
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.generation = 0
+        """Incremented whenever the entries in memory are re-loaded from disk (not on appends)."""
+        self._load()
+
+    def _fingerprint(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def _load(self) -> None:
+        lines = self._lines()
+        self._verify_lines(lines)
+        self._entries = [_parse(line) for line in lines]
+        self._head = hashlib.sha256(lines[-1]).hexdigest() if lines else GENESIS
+        self._seen = self._fingerprint()
+        self.generation += 1
+
+    def refresh(self) -> bool:
+        """Re-load (and re-verify) the log if the file changed since it was loaded or last appended to.
+
+        Returns:
+            Whether it was re-loaded (:attr:`generation` then moved on).
+
+        Raises:
+            AuditLogTampered: the hash chain on disk is broken.
+        """
+        if self._fingerprint() == self._seen:
+            return False
+        self._load()
+        return True
+
+    def loaded(self) -> list[AuditEntry]:
+        """The entries in memory: verified when loaded, plus those appended since."""
+        return list(self._entries)
 
     def _lines(self) -> list[bytes]:
         if not self.path.exists():
             return []
         return [line for line in self.path.read_bytes().split(b"\n") if line]
 
-    def append(self, *, job_id: int, dataset_id: int, content_hash: bytes, trainer: str, released: bool, reason: str) -> AuditEntry:
-        """Record one decision, chained to the last line."""
-        entry = AuditEntry(time.time(), job_id, dataset_id, content_hash.hex(), trainer, released, reason)
-        lines = self._lines()
-        prev = hashlib.sha256(lines[-1]).hexdigest() if lines else GENESIS
-        line = json.dumps({**asdict(entry), "prev": prev}, sort_keys=True).encode()
+    def append(
+        self,
+        *,
+        job_id: int,
+        dataset_id: int,
+        content_hash: bytes,
+        trainer: str,
+        released: bool,
+        reason: str,
+        kind: str = RELEASE,
+        charges: int | None = None,
+        retired: bool = False,
+    ) -> AuditEntry:
+        """Record one decision, chained to the last line (durable when this returns).
+
+        Raises:
+            AuditLogTampered: the file changed on disk since it was loaded and its chain is broken.
+        """
+        self.refresh()
+        entry = AuditEntry(time.time(), job_id, dataset_id, content_hash.hex(), trainer, released, reason, kind, charges, retired)
+        line = json.dumps({**asdict(entry), "prev": self._head}, sort_keys=True).encode()
         with self.path.open("ab") as f:
             f.write(line + b"\n")
             f.flush()
             os.fsync(f.fileno())
+            st = os.fstat(f.fileno())
+        self._head = hashlib.sha256(line).hexdigest()
+        self._entries.append(entry)
+        self._seen = (st.st_size, st.st_mtime_ns)
         return entry
 
     def verify(self) -> int:
@@ -69,8 +145,12 @@ class AuditLog:
         Raises:
             AuditLogTampered: a line was altered, removed, inserted or reordered.
         """
-        prev = GENESIS
         lines = self._lines()
+        self._verify_lines(lines)
+        return len(lines)
+
+    def _verify_lines(self, lines: list[bytes]) -> None:
+        prev = GENESIS
         for number, line in enumerate(lines, start=1):
             try:
                 doc = json.loads(line)
@@ -79,13 +159,19 @@ class AuditLog:
             if doc.get("prev") != prev:
                 raise AuditLogTampered(f"{self.path}: chain broken at line {number}")
             prev = hashlib.sha256(line).hexdigest()
-        return len(lines)
 
     def entries(self, *, content_hash: bytes | None = None) -> list[AuditEntry]:
         """Verified entries, optionally only those of one dataset."""
-        self.verify()
-        fields = set(AuditEntry.__dataclass_fields__)
-        result = [AuditEntry(**{k: v for k, v in json.loads(line).items() if k in fields}) for line in self._lines()]
+        lines = self._lines()
+        self._verify_lines(lines)
+        result = [_parse(line) for line in lines]
         if content_hash is None:
             return result
         return [e for e in result if e.content_hash == content_hash.hex()]
+
+
+_FIELDS = frozenset(AuditEntry.__dataclass_fields__)
+
+
+def _parse(line: bytes) -> AuditEntry:
+    return AuditEntry(**{k: v for k, v in json.loads(line).items() if k in _FIELDS})

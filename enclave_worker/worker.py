@@ -1,9 +1,19 @@
-"""A trainer worker: the untrusted host that claims jobs and runs them through its trainer enclave."""
+"""A trainer worker: the untrusted host that claims jobs and runs them through its trainer enclave.
+
+Claims are leases (``docs/jobs.md``): while a job runs, a heartbeat renews the lease whenever a
+third of it or less is left; when a run fails the worker gives the job back at once if the key
+manager states that no data key was released under the claim, else it stops renewing so the lease
+lapses and any worker can re-claim the job (which charges ε once more). A dead trainer enclave is
+replaced through the ``relaunch`` callback, and :meth:`TrainerWorker.recover` gives back the claims
+a previous enclave instance of the same operator left behind.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,12 +22,14 @@ from eth_utils import to_checksum_address
 
 from marketplace.blobstore import BlobStore
 from marketplace.chain import TxResult
-from marketplace.contracts import JobStatus, MarketClient
+from marketplace.contracts import JobRecord, JobStatus, MarketClient
 from marketplace.errors import (
     BlobNotFound,
     CiphertextTampered,
+    ContractReverted,
     InvalidModelSpec,
     JobNotReady,
+    KeyReleaseRefused,
     SchemaMismatch,
 )
 
@@ -25,6 +37,7 @@ from .host import EnclaveRequestFailed
 from .keymanager import JobKey, KeyManagerService
 from .sim_platform import LaunchedEnclave
 from .status import JobStatusBoard
+from .trusted.errors import ProtocolError
 from .trusted.models import ModelSpec
 from .trusted.onchain import Role
 from .trusted.receipt import Receipt
@@ -32,6 +45,33 @@ from .trusted.receipt import Receipt
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[dict[str, Any]], None]
+RelaunchFn = Callable[[], LaunchedEnclave]
+"""Starts a new trainer enclave and registers it on-chain for the worker's operator."""
+
+RENEW_FRACTION = 3
+"""Renew a lease when ``claimLease / RENEW_FRACTION`` seconds of it or less are left."""
+MAX_HEARTBEAT_INTERVAL = 5.0
+"""Longest pause (wall seconds) between two looks at a running job's lease."""
+
+_locks_guard = threading.Lock()
+_operator_locks: dict[str, threading.RLock] = {}
+_key_manager_locks: dict[int, threading.RLock] = {}
+
+
+def operator_lock(address: str) -> threading.RLock:
+    """The lock every transaction sent from ``address`` by workers, heartbeats and the dispatcher is sent under.
+
+    :meth:`~marketplace.chain.Chain.transact` reads the account's pending nonce and then sends;
+    two threads doing that for one account at once could pick the same nonce.
+    """
+    with _locks_guard:
+        return _operator_locks.setdefault(to_checksum_address(address), threading.RLock())
+
+
+def _key_manager_lock(key_manager: KeyManagerService) -> threading.RLock:
+    """Serializes the key-manager calls of workers running in parallel (its audit log is a hash chain)."""
+    with _locks_guard:
+        return _key_manager_locks.setdefault(id(key_manager), threading.RLock())
 
 
 @dataclass(frozen=True)
@@ -47,6 +87,71 @@ class JobOutcome:
     submit: TxResult
 
 
+@dataclass(frozen=True)
+class Recovered:
+    """What :meth:`TrainerWorker.recover` did with one job a previous enclave left Claimed."""
+
+    job_id: int
+    enclave: str
+    released: bool
+    """``True``: given back (Open, nothing charged); ``False``: keys were released, left to lapse."""
+    reason: str
+
+
+class LeaseHeartbeat:
+    """Renews one job's lease from a background thread until stopped.
+
+    It looks at the lease every ``interval`` wall seconds and renews it once ``claimLease /
+    RENEW_FRACTION`` seconds of it or less are left (never past the completion deadline, where the
+    lease is capped anyway). Failures are logged; the run goes on (a lapsed lease only means
+    another worker may re-claim the job).
+    """
+
+    def __init__(self, worker: TrainerWorker, job_id: int, *, lease: int, interval: float) -> None:
+        self.worker = worker
+        self.job_id = job_id
+        self.lease = lease
+        self.interval = interval
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lease-heartbeat-{job_id}", daemon=True)
+
+    def start(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop renewing; returns once no renewal is under way."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        market = self.worker.market
+        while not self._stop.wait(self.interval):
+            try:
+                job = market.job(self.job_id)
+                if job.status is not JobStatus.CLAIMED or job.enclave != self.worker.signer:
+                    logger.warning("job %d is no longer held by %s; lease heartbeat stops", self.job_id, self.worker.signer)
+                    return
+                now = max(market.chain.now(), int(time.time()))
+                if job.lease_expiry >= job.completion_deadline or job.lease_expiry - now > self.lease // RENEW_FRACTION:
+                    continue
+                with operator_lock(self.worker.operator.address):
+                    if self._stop.is_set():
+                        return
+                    market.renew_lease(self.worker.operator, self.job_id)
+                self.renewals += 1
+                logger.info("renewed the lease on job %d (renewal %d)", self.job_id, self.renewals)
+            except ContractReverted as e:
+                if e.error == "JobMarketLeaseLapsed":
+                    logger.error("the lease on job %d lapsed before it was renewed; heartbeat stops", self.job_id)
+                    return
+                logger.warning("renewing the lease on job %d failed: %s", self.job_id, e)
+            except Exception:  # a chain hiccup: try again at the next beat
+                logger.exception("lease heartbeat for job %d failed", self.job_id)
+
+
 class TrainerWorker:
     """Claims jobs for one trainer enclave and settles them on-chain."""
 
@@ -59,7 +164,16 @@ class TrainerWorker:
         key_manager: KeyManagerService,
         blobs: BlobStore,
         status: JobStatusBoard | None = None,
+        relaunch: RelaunchFn | None = None,
+        heartbeat_interval: float | None = None,
     ) -> None:
+        """
+        Args:
+            relaunch: starts and registers a replacement trainer enclave when this one dies
+                (``None``: a dead enclave stays dead and every later job fails).
+            heartbeat_interval: wall seconds between looks at a running job's lease (default:
+                a tenth of the market's claim lease, at most :data:`MAX_HEARTBEAT_INTERVAL`).
+        """
         if enclave.process.role is not Role.TRAINER:
             raise ValueError("TrainerWorker needs a trainer enclave")
         self.enclave = enclave
@@ -68,35 +182,108 @@ class TrainerWorker:
         self.key_manager = key_manager
         self.blobs = blobs
         self.status = status
+        self.relaunch = relaunch
+        self.heartbeat_interval = heartbeat_interval
+        self.relaunches = 0
+        self._busy = threading.RLock()
+        self._held: set[int] = set()  # jobs the current enclave instance claimed (it never runs them again)
 
     @property
     def signer(self) -> str:
         return str(to_checksum_address(self.enclave.process.signer))
 
+    # --- running a job ---------------------------------------------------------------------
+
+    def can_take(self, job_id: int) -> bool:
+        """Whether the current enclave instance may still run ``job_id``.
+
+        An enclave prepares a job once, and the key manager never releases under a claim it
+        retired, so an enclave that held a job (and gave it back, or failed it) never gets to run
+        it again: another worker, or this worker after :meth:`rotate_enclave`, must.
+        """
+        return job_id not in self._held
+
+    def mark_held(self, job_id: int) -> None:
+        """Record that the current enclave held ``job_id`` (e.g. a claim it made that was given back for it)."""
+        self._held.add(job_id)
+
+    def claimable(self, job: JobRecord, now: int | None = None) -> bool:
+        """Whether the chain lets this worker claim ``job`` now: Open before its claim deadline,
+        or Claimed under a lapsed lease before its completion deadline (a charged re-claim)."""
+        now = self.market.chain.now() if now is None else now
+        if job.status is JobStatus.OPEN:
+            return now < job.claim_deadline
+        return job.status is JobStatus.CLAIMED and job.lease_expiry <= now < job.completion_deadline
+
     def run_job(self, job_id: int, *, progress: ProgressFn | None = None) -> JobOutcome:
         """Claim ``job_id``, obtain its data keys, train in the enclave, store the sealed model, submit the receipt.
 
+        A Claimed job whose lease lapsed is re-claimed (the chain charges the lapsed claim's ε).
+        While the job runs its lease is renewed. If the run fails, the claim is given back when
+        the key manager states no key was released under it, else left to lapse; a dead trainer
+        enclave is relaunched (``relaunch``) before the error is raised.
+
         Raises:
-            JobNotReady: the job is not Open.
+            JobNotReady: the job is neither Open nor Claimed under a lapsed lease.
             InvalidModelSpec, SchemaMismatch: the job cannot run; nothing was claimed or released.
-            KeyReleaseRefused, ContractReverted, EnclaveRequestFailed: a step was refused.
+            KeyReleaseRefused, ContractReverted, EnclaveRequestFailed, ProtocolError: a step was refused or failed.
         """
+        with self._busy:
+            return self._run_job(job_id, progress)
+
+    def _run_job(self, job_id: int, progress: ProgressFn | None) -> JobOutcome:
         progress = self._with_status(job_id, progress)
         job = self.market.job(job_id)
-        if job.status is not JobStatus.OPEN:
-            raise JobNotReady(f"job {job_id} is {job.status.name}, not OPEN")
+        if not self.claimable(job):
+            detail = "its lease has not lapsed" if job.status is JobStatus.CLAIMED else "not OPEN"
+            raise JobNotReady(f"job {job_id} is {job.status.name}, {detail}")
+        if not self.can_take(job_id):
+            raise JobNotReady(f"this worker's enclave {self.signer} held job {job_id} before and cannot run it again")
         raw_spec = self._checked_spec(job_id, job.model_spec_hash, job.epsilon)
         records = [self.market.dataset(i) for i in job.dataset_ids]
         if len({r.schema_hash for r in records}) != 1:
             raise SchemaMismatch(f"job {job_id} joins datasets with different schemas; refusing before any key is requested")
-        claim = self.market.claim_job(self.operator, job_id, self.signer)
+        with operator_lock(self.operator.address):
+            claim = self.market.claim_job(self.operator, job_id, self.signer)
+        self._held.add(job_id)
         if progress:
             progress({"stage": "claimed", "job_id": job_id})
+        heartbeat = LeaseHeartbeat(self, job_id, lease=self.market.claim_lease(), interval=self._heartbeat_interval()).start()
+        try:
+            reply = self._train(job_id, job, records, raw_spec, progress)
+            r = reply["receipt"]
+            receipt = Receipt(
+                job_id=r["job_id"],
+                datasets_hash=r["datasets_hash"],
+                model_hash=r["model_hash"],
+                result_hash=r["result_hash"],
+                metrics_hash=r["metrics_hash"],
+                epsilon_spent=r["epsilon_spent"],
+            )
+            result_hash = self.blobs.put(reply["sealed_model"])
+            self.blobs.put(reply["metrics"])
+            with operator_lock(self.operator.address):
+                submit = self.market.submit_result(self.operator, receipt, reply["signature"])
+        except BaseException as e:
+            heartbeat.stop()
+            logger.error("job %d failed after its claim: %s", job_id, e)
+            self.give_back(job_id)  # first: the statement needs the key manager, not the trainer
+            self._relaunch_if_dead()
+            raise
+        finally:
+            heartbeat.stop()
+        if progress:
+            progress({"stage": "settled", "job_id": job_id, "epsilon_spent": receipt.epsilon_spent})
+        logger.info("job %d settled in tx %s", job_id, submit.tx_hash)
+        return JobOutcome(job_id, receipt, reply["signature"], reply["metrics"], result_hash, claim, submit)
+
+    def _train(self, job_id: int, job: JobRecord, records: list[Any], raw_spec: bytes, progress: ProgressFn | None) -> dict[str, Any]:
         chain_id, market = self.market.chain.chain_id, self.market.address_bytes
         job_key = self.prepare_job(job_id)
         datasets = []
         for dataset_id, record in zip(job.dataset_ids, records, strict=True):
-            released = self.key_manager.release(job_id=job_id, dataset_id=dataset_id, trainer=self.signer, job_key=job_key)
+            with _key_manager_lock(self.key_manager):
+                released = self.key_manager.release(job_id=job_id, dataset_id=dataset_id, trainer=self.signer, job_key=job_key)
             datasets.append(
                 {
                     "content_hash": record.content_hash,
@@ -120,25 +307,118 @@ class TrainerWorker:
                 consumer_key=job.consumer_key,
                 datasets=datasets,
             )
-        except EnclaveRequestFailed:
+        except (EnclaveRequestFailed, ProtocolError):
             logger.error("enclave failed job %d", job_id)
             raise
-        r = reply["receipt"]
-        receipt = Receipt(
-            job_id=r["job_id"],
-            datasets_hash=r["datasets_hash"],
-            model_hash=r["model_hash"],
-            result_hash=r["result_hash"],
-            metrics_hash=r["metrics_hash"],
-            epsilon_spent=r["epsilon_spent"],
+        return reply
+
+    # --- giving claims back ----------------------------------------------------------------
+
+    def give_back(self, job_id: int) -> bool:
+        """Give a job this worker's operator holds back to Open, if no key was released under the claim.
+
+        Asks the key manager for its statement that no data key of the job was released under
+        the current claim and sends ``releaseClaim``. When keys were released (or the key
+        manager or chain cannot be reached) the claim is left to lapse: after ``claimLease``
+        any worker may re-claim the job, charging its ε again.
+
+        Returns:
+            Whether the job is Open again.
+        """
+        try:
+            with _key_manager_lock(self.key_manager):
+                statement = self.key_manager.claim_release_statement(job_id)
+            with operator_lock(self.operator.address):
+                self.market.release_claim(self.operator, job_id, statement)
+        except KeyReleaseRefused as e:
+            logger.warning("job %d: keys were released under the claim (%s); leaving it to lapse", job_id, e)
+            return False
+        except Exception:  # noqa: BLE001 - any failure here leaves the job to lapse, which is safe
+            logger.exception("job %d: could not give the claim back; leaving it to lapse", job_id)
+            return False
+        logger.info("job %d given back: Open again, nothing charged", job_id)
+        return True
+
+    def recover(self, *, from_block: int = 0, keep: Iterable[str] = ()) -> list[Recovered]:
+        """Give back the jobs earlier enclaves of this worker's operator left Claimed.
+
+        After a restart the worker runs a new enclave instance; jobs the previous instance held
+        are found from ``JobClaimed`` events of this operator since ``from_block``. Each one
+        still Claimed by another enclave of this operator (not this worker's, nor any in
+        ``keep``: enclaves of the operator that are still running) is released when the key
+        manager states no key was released under the claim, else left to lapse.
+        """
+        keep_set = {to_checksum_address(a) for a in keep} | {self.signer}
+        logs = self.market.contract.events.JobClaimed().get_logs(
+            from_block=from_block, argument_filters={"operator": self.operator.address}
         )
-        result_hash = self.blobs.put(reply["sealed_model"])
-        self.blobs.put(reply["metrics"])
-        submit = self.market.submit_result(self.operator, receipt, reply["signature"])
-        if progress:
-            progress({"stage": "settled", "job_id": job_id, "epsilon_spent": receipt.epsilon_spent})
-        logger.info("job %d settled in tx %s", job_id, submit.tx_hash)
-        return JobOutcome(job_id, receipt, reply["signature"], reply["metrics"], result_hash, claim, submit)
+        done: list[Recovered] = []
+        for job_id in sorted({int(log["args"]["jobId"]) for log in logs}):
+            job = self.market.job(job_id)
+            if job.status is not JobStatus.CLAIMED or job.operator != self.operator.address:
+                continue
+            if to_checksum_address(job.enclave) in keep_set:
+                continue
+            released = self.give_back(job_id)
+            reason = "no key was released under the claim" if released else "left to lapse: keys were released (or the release failed)"
+            done.append(Recovered(job_id=job_id, enclave=job.enclave, released=released, reason=reason))
+        if done:
+            logger.info("recovered %d job(s) of earlier enclaves: %s", len(done), done)
+        return done
+
+    # --- the enclave -----------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        """Whether the trainer enclave still answers."""
+        try:
+            self.enclave.process.request("hello")
+        except (ProtocolError, OSError, ValueError):
+            return False
+        except EnclaveRequestFailed:
+            return True
+        return True
+
+    def _relaunch_if_dead(self) -> None:
+        """Replace a trainer enclave that no longer answers (see ``relaunch``)."""
+        if self.alive():
+            return
+        logger.error("trainer enclave %s (pid %d) is gone", self.signer, self.enclave.process.pid)
+        self._replace_enclave()
+
+    def _replace_enclave(self) -> bool:
+        old = self.enclave
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001 - the process may be gone already
+            logger.debug("closing the old enclave failed", exc_info=True)
+        if self.relaunch is None:
+            logger.error("no relaunch callback: this worker cannot run jobs any more")
+            return False
+        try:
+            self.enclave = self.relaunch()
+        except Exception:
+            logger.exception("relaunching the trainer enclave failed")
+            return False
+        self.relaunches += 1
+        self._held.clear()
+        logger.warning("relaunched the trainer enclave: new signer %s", self.signer)
+        return True
+
+    def rotate_enclave(self) -> bool:
+        """Replace the trainer enclave by a fresh, registered instance (which may run jobs the old one held).
+
+        Returns:
+            Whether a new enclave runs now (``False`` without a ``relaunch`` callback).
+        """
+        with self._busy:
+            if self.relaunch is None:
+                return False
+            return self._replace_enclave()
+
+    def ensure_enclave(self) -> None:
+        """Relaunch the trainer enclave if it died while idle."""
+        with self._busy:
+            self._relaunch_if_dead()
 
     def prepare_job(self, job_id: int) -> JobKey:
         """Have the enclave create its one-time key for ``job_id``.
@@ -153,6 +433,11 @@ class TrainerWorker:
             "prepare_job", chain_id=self.market.chain.chain_id, market=self.market.address_bytes, job_id=job_id
         )
         return JobKey(public_key=reply["job_key"], signature=reply["signature"])
+
+    def _heartbeat_interval(self) -> float:
+        if self.heartbeat_interval is not None:
+            return self.heartbeat_interval
+        return min(self.market.claim_lease() / 10, MAX_HEARTBEAT_INTERVAL)
 
     def _with_status(self, job_id: int, progress: ProgressFn | None) -> ProgressFn | None:
         """Record every progress event on the status board too."""

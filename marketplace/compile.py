@@ -99,6 +99,8 @@ def _solc_settings(config: dict[str, Any]) -> dict[str, Any]:
         settings["optimizer"]["runs"] = int(optimizer["runs"])
     if compiler.get("evm_version"):
         settings["evmVersion"] = str(compiler["evm_version"])
+    if solc.get("via_ir"):
+        settings["viaIR"] = True
     return settings
 
 

@@ -145,6 +145,15 @@ class UpSettings(BaseModel):
     trainer_threads: int = Field(
         default_factory=_default_trainer_threads, ge=1, description="torch threads of the trainer enclave (default: cores - 1)"
     )
+    trainers: int = Field(
+        default=1, ge=1, le=8, description="trainer workers, each with its own operator account, stake and enclave"
+    )
+    operator_stake: float | None = Field(
+        default=None,
+        ge=0,
+        description="stake the operator keeps deposited so its trainer may claim jobs (a claim needs Σ prices), "
+        "in whole units of the payment currency (unset: 10 ETH, or 10 000 tokens in a token market)",
+    )
 
 
 class DemoSettings(BaseModel):

@@ -70,6 +70,10 @@ DEFAULT_ADMIN_DELAY = 2 * 24 * 3600
 ``adminDelay`` of both contracts' ``AccessControlDefaultAdminRules`` unless :func:`deploy` is told otherwise."""
 MAX_ADMIN_DELAY = 2**48 - 1
 """``adminDelay`` is a ``uint48``."""
+DEFAULT_CLAIM_LEASE = 300
+"""Seconds a claim (or a renewal) holds a job; workers renew at a third of it (``docs/jobs.md``)."""
+DEFAULT_UNBONDING_PERIOD = 30 * 24 * 3600
+"""Seconds from an operator's unstake request to its withdrawal; no job runs longer than half of it."""
 ZERO_ADDRESS = "0x" + "00" * 20
 """``paymentToken`` of a market that pays in the native currency."""
 MAX_PRICE_PER_JOB = 2**96 - 1
@@ -173,11 +177,25 @@ class JobRecord:
     escrow: Wei
     worker_fee: Wei
     claim_deadline: int
+    """While Open, the last second it can be claimed (0 otherwise)."""
     completion_deadline: int
     epsilon_spent: int
     dataset_ids: tuple[DatasetId, ...]
     prices: tuple[Wei, ...]
     """Each dataset's price snapshot at creation, in ``dataset_ids`` order (what its provider is paid)."""
+    lease_expiry: int = 0
+    """While Claimed, the second after which the claim lapses unless its operator renews it."""
+    charges: int = 0
+    """Lapsed claims whose ε was debited (each re-claim after a lapse adds one; ``docs/jobs.md``)."""
+
+
+@dataclass(frozen=True)
+class StakeRecord:
+    """``JobMarket.stakeOf(operator)``: what a claim's operator answers with (``docs/jobs.md``)."""
+
+    amount: Wei
+    unbonding_end: int
+    """0 while the operator may claim; else the second its stake can be withdrawn."""
 
 
 @dataclass(frozen=True)
@@ -278,13 +296,22 @@ def _deploy_one(chain: Chain, account: LocalAccount, name: str, *args: Any) -> t
 
 
 def deploy(
-    chain: Chain, governance: LocalAccount, *, payment_token: str | None = None, admin_delay: int = DEFAULT_ADMIN_DELAY
+    chain: Chain,
+    governance: LocalAccount,
+    *,
+    payment_token: str | None = None,
+    admin_delay: int = DEFAULT_ADMIN_DELAY,
+    claim_lease: int = DEFAULT_CLAIM_LEASE,
+    unbonding_period: int = DEFAULT_UNBONDING_PERIOD,
 ) -> Deployment:
     """Deploy the enclave registry and the job market, governed by ``governance``.
 
     Args:
         payment_token: address of the ERC-20 token all payments use; ``None`` for the native currency.
         admin_delay: seconds a governance handover (``beginDefaultAdminTransfer``) must wait.
+        claim_lease: seconds a claim or lease renewal holds a job (``JobMarket.claimLease``).
+        unbonding_period: seconds from an operator's unstake request to its withdrawal; a job
+            may run at most half of it from creation to completion deadline.
 
     Raises:
         ConfigError: ``admin_delay`` is not a ``uint48`` or ``payment_token`` has no code.
@@ -307,8 +334,9 @@ def deploy(
             raise ConfigError(f"payment token {payment_token} is not a contract on chain {chain.chain_id}")
     registry, _ = _deploy_one(chain, governance, "EnclaveRegistry", admin_delay, governance.address)
     market, result = _deploy_one(
-        chain, governance, "JobMarket", registry, payment_token or ZERO_ADDRESS, admin_delay, governance.address
-    )
+        chain, governance, "JobMarket", registry, payment_token or ZERO_ADDRESS, admin_delay, governance.address,
+        claim_lease, unbonding_period,
+    )  # fmt: skip
     deployment = Deployment(
         chain_id=chain.chain_id,
         registry=registry,
@@ -578,7 +606,60 @@ class MarketClient:
         return Wei(sum(self.dataset(i).terms.price_per_job for i in dataset_ids))
 
     def claim_job(self, operator: LocalAccount, job_id: int, enclave: str) -> TxResult:
+        """Claim an Open job, or re-claim one whose lease lapsed (that charges the lapsed claim its ε).
+
+        Raises:
+            ContractReverted: e.g. ``JobMarketLeaseActive``, ``JobMarketStakeTooLow``,
+                ``JobMarketBudgetExhausted`` (a re-claim finds no ε left).
+        """
         return self.chain.transact(operator, self.contract.functions.claimJob(job_id, enclave))
+
+    def renew_lease(self, operator: LocalAccount, job_id: int) -> TxResult:
+        """Extend the holder's claim by ``claimLease`` seconds (``JobMarketLeaseLapsed`` once lapsed)."""
+        return self.chain.transact(operator, self.contract.functions.renewLease(job_id))
+
+    def release_claim(self, sender: LocalAccount, job_id: int, key_manager_signature: bytes) -> TxResult:
+        """Give a claimed job back (Open, nothing charged) on the key manager's no-release statement."""
+        return self.chain.transact(sender, self.contract.functions.releaseClaim(job_id, key_manager_signature))
+
+    def claim_lease(self) -> int:
+        """Seconds a claim or renewal holds a job."""
+        return int(self.chain.call(self.contract.functions.claimLease()))
+
+    def unbonding_period(self) -> int:
+        """Seconds from an unstake request to the withdrawal; also the longest job."""
+        return int(self.chain.call(self.contract.functions.unbondingPeriod()))
+
+    def deposit_stake(self, operator: LocalAccount, amount: Wei) -> TxResult:
+        """Add ``amount`` to ``operator``'s stake (in token mode the market is approved first if needed)."""
+        value = 0
+        if self._token_contract() is None:
+            value = amount
+        elif self.payment_allowance(operator.address) < amount:
+            self.approve_payment(operator, amount)
+        return self.chain.transact(operator, self.contract.functions.depositStake(amount), value=value)
+
+    def request_unstake(self, operator: LocalAccount) -> TxResult:
+        """Start unbonding ``operator``'s whole stake; it claims no more jobs."""
+        return self.chain.transact(operator, self.contract.functions.requestUnstake())
+
+    def withdraw_stake(self, operator: LocalAccount) -> TxResult:
+        """Move an unbonded stake to the pending withdrawal (then :meth:`withdraw`)."""
+        return self.chain.transact(operator, self.contract.functions.withdrawStake())
+
+    def stake_of(self, operator: str) -> StakeRecord:
+        amount, unbonding_end = self.chain.call(self.contract.functions.stakeOf(operator))
+        return StakeRecord(Wei(int(amount)), int(unbonding_end))
+
+    def total_stake(self) -> Wei:
+        return Wei(int(self.chain.call(self.contract.functions.totalStake())))
+
+    def ensure_stake(self, operator: LocalAccount, minimum: Wei) -> TxResult | None:
+        """Top ``operator``'s stake up to ``minimum`` (``None`` if it already has that much)."""
+        current = self.stake_of(operator.address).amount
+        if current >= minimum:
+            return None
+        return self.deposit_stake(operator, Wei(minimum - current))
 
     def submit_result(self, sender: LocalAccount, receipt: Receipt, signature: bytes) -> TxResult:
         return self.chain.transact(sender, self.contract.functions.submitResult(receipt.job_id, receipt.as_tuple(), signature))
@@ -621,6 +702,8 @@ class MarketClient:
             epsilon_spent=int(j[12]),
             dataset_ids=tuple(DatasetId(int(i)) for i in j[13]),
             prices=tuple(Wei(int(p)) for p in j[14]),
+            lease_expiry=int(j[15]),
+            charges=int(j[16]),
         )
 
     def result_submitted(self, job_id: int) -> ResultRecord:

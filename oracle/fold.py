@@ -8,7 +8,11 @@ leave the same state behind. This is the only place that says what an event mean
   debited, topped up), status (``DatasetStatusChanged``), restriction flags and allow-lists
   (``AccessRestricted``, ``Consumer…``/``Model…`` ``Allowed``/``Disallowed``);
 - jobs: status, price snapshots (from the ``EpsilonReserved`` logs just before ``JobCreated``),
-  claim, result hashes and refund;
+  claim and its holder, lease expiry (``JobClaimed``, ``LeaseRenewed``), releases (``ClaimReleased``:
+  Open again), charges of lapsed claims (``ClaimCharged``), result hashes and refund;
+- operator stakes (``StakeDeposited``, ``UnstakeRequested``, ``StakeWithdrawn``, ``StakeSlashed``)
+  and the market's money totals (:class:`MarketTotals`: Σ pending, locked escrow, total stake and
+  what came in and went out), which let the index check conservation;
 - the market's emergency stop (``Paused``/``Unpaused``); measurements, enclaves and revocations;
 - the history the index keeps: every change of a dataset's ε ledger (:class:`BudgetRecord`), every
   stage of a job (:class:`JobStageRecord`), every credit and withdrawal (:class:`PaymentRecord`).
@@ -32,13 +36,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from marketplace.contracts import DatasetStatus, JobStatus
+from marketplace.contracts import DEFAULT_CLAIM_LEASE, DatasetStatus, JobStatus
 from marketplace.errors import SterlingError
 
 logger = logging.getLogger(__name__)
 
 BudgetKind = Literal["listed", "terms_updated", "topped_up", "reserved", "released", "debited"]
-JobStage = Literal["created", "claimed", "settled", "expired", "cancelled"]
+JobStage = Literal["created", "claimed", "renewed", "released", "charged", "slashed", "settled", "expired", "cancelled"]
 PaymentKind = Literal["credited", "withdrawn"]
 
 
@@ -58,6 +62,10 @@ class PaymentReason(enum.StrEnum):
     """A cancelled or expired job's escrow."""
     PAYOUT = "payout"
     """A provider's price or the worker fee, at settlement."""
+    SLASH = "slash"
+    """A provider's share of an operator's slashed stake (after ``StakeSlashed``)."""
+    STAKE = "stake"
+    """An operator's unbonded stake (after ``StakeWithdrawn``; no job)."""
 
 
 def hex0x(value: bytes | bytearray) -> str:
@@ -74,7 +82,8 @@ class DecodedLog:
 
     ``args`` are the event's arguments as web3 decodes them (``bytes``, checksummed addresses,
     ``int``, structs as mappings by field name); ``extra`` holds facts read beside the log (the
-    verifier of an ``EnclaveRegistered`` certificate).
+    verifier of an ``EnclaveRegistered`` certificate; the market's ``claim_lease`` seconds for a
+    ``JobClaimed``, which does not carry its lease expiry).
     """
 
     name: str
@@ -150,6 +159,8 @@ class JobState:
     escrow_wei: int
     worker_fee_wei: int
     claim_deadline: int
+    """While Open, the last second it can be claimed (``JobCreated``; the completion deadline after a
+    ``ClaimReleased``); 0 otherwise, as ``job()`` reports it."""
     completion_deadline: int
     created_block: int
     created_at: int
@@ -158,14 +169,73 @@ class JobState:
     dataset_ids: tuple[int, ...]
     prices: tuple[int, ...]
     enclave: str | None = None
+    """The holding enclave while Claimed (the last holder once settled or expired; ``None`` while Open)."""
     operator: str | None = None
     """The enclave's operator when it claimed the job."""
+    lease_expiry: int = 0
+    """While Claimed: the claim lapses after this second unless renewed (0 otherwise, as ``job()``)."""
+    charges: int = 0
+    """Lapsed claims whose ε was debited (``ClaimCharged``): each dataset's ε was spent ``charges`` extra times."""
     epsilon_spent: int | None = None
     model_hash: str | None = None
     result_hash: str | None = None
     metrics_hash: str | None = None
     refund_wei: int | None = None
     """Escrow credited back to the consumer by ``JobCancelled`` or ``JobExpired``."""
+
+
+@dataclass
+class OperatorStake:
+    """An operator's stake, as ``stakeOf`` reports it, plus what was slashed from it over time."""
+
+    operator: str
+    amount: int = 0
+    unbonding_end: int = 0
+    """0 while it may claim; else the second its stake can be withdrawn (``UnstakeRequested``)."""
+    slashed_wei: int = 0
+    """Σ ``StakeSlashed`` of the operator (gone to providers)."""
+    updated_block: int = 0
+
+
+@dataclass
+class MarketTotals:
+    """The market's money, from the events: where it is and what came in and went out.
+
+    ``balance_wei`` (Σ in - Σ out) is what the market holds; conservation says it equals
+    ``pending_wei + locked_escrow_wei + total_stake_wei`` after every transaction.
+    """
+
+    pending_wei: int = 0
+    """Σ credited - Σ withdrawn over all accounts (Σ ``pendingWithdrawal``)."""
+    locked_escrow_wei: int = 0
+    """Σ escrow of Open and Claimed jobs (``lockedEscrow``)."""
+    total_stake_wei: int = 0
+    """Σ operator stakes (``totalStake``)."""
+    received_wei: int = 0
+    """Σ paid in: escrow and change at creation, stake deposits."""
+    paid_out_wei: int = 0
+    """Σ ``Withdrawn``."""
+    updated_block: int = 0
+
+    @property
+    def balance_wei(self) -> int:
+        """What the market holds by its events (its native or token balance)."""
+        return self.received_wei - self.paid_out_wei
+
+    @property
+    def imbalance_wei(self) -> int:
+        """``balance - (Σ pending + locked escrow + total stake)``: 0 between transactions of a consistent chain."""
+        return self.balance_wei - (self.pending_wei + self.locked_escrow_wei + self.total_stake_wei)
+
+    @property
+    def conserved(self) -> bool:
+        """No total below zero and no imbalance (the totals of a whole chain, between transactions).
+
+        A state folded from part of the chain (hand-written logs, a partial index) holds changes,
+        not totals, and need not satisfy this.
+        """
+        parts = (self.pending_wei, self.locked_escrow_wei, self.total_stake_wei, self.balance_wei)
+        return min(parts) >= 0 and self.imbalance_wei == 0
 
 
 @dataclass
@@ -292,6 +362,12 @@ class IndexState:
     payments: list[PaymentRecord] = field(default_factory=list)
     reservations: dict[int, list[Reservation]] = field(default_factory=dict)
     """By job id; empty again after each complete transaction."""
+    stakes: dict[str, OperatorStake] = field(default_factory=dict)
+    totals: MarketTotals = field(default_factory=MarketTotals)
+    """The whole market's totals (the indexer always loads them)."""
+    credits_due: dict[tuple[str, int], tuple[PaymentReason, int]] = field(default_factory=dict)
+    """By (tx hash, job id): credits a ``StakeSlashed`` or ``StakeWithdrawn`` announced, with the
+    amount still to come; empty again after each complete transaction."""
 
 
 @dataclass(frozen=True)
@@ -305,6 +381,8 @@ class StateKeys:
     measurements: frozenset[tuple[int, str]]
     market: bool
     """Whether the market's pause flag changes."""
+    operators: frozenset[str] = frozenset()
+    """Operators whose stake changes (the market's totals are always needed)."""
 
 
 def touched(logs: Iterable[DecodedLog]) -> StateKeys:
@@ -313,6 +391,7 @@ def touched(logs: Iterable[DecodedLog]) -> StateKeys:
     jobs: set[int] = set()
     enclaves: set[str] = set()
     measurements: set[tuple[int, str]] = set()
+    operators: set[str] = set()
     market = False
     for log in logs:
         a = log.args
@@ -325,8 +404,10 @@ def touched(logs: Iterable[DecodedLog]) -> StateKeys:
             enclaves.add(str(a["signer"]))
         if log.name in ("MeasurementApproved", "MeasurementRevoked"):
             measurements.add((int(a["role"]), hex0x(a["measurement"])))
+        if log.name in STAKE_EVENTS:
+            operators.add(str(a["operator"]))
         market = market or log.name in ("Paused", "Unpaused")
-    return StateKeys(frozenset(datasets), frozenset(jobs), frozenset(enclaves), frozenset(measurements), market)
+    return StateKeys(frozenset(datasets), frozenset(jobs), frozenset(enclaves), frozenset(measurements), market, frozenset(operators))
 
 
 # --------------------------------------------------------------------------- the fold
@@ -503,13 +584,18 @@ def _model_disallowed(state: IndexState, log: DecodedLog) -> None:
 
 
 def _epsilon_reserved(state: IndexState, log: DecodedLog) -> None:
-    """A new job's reservation, with the price it pays (emitted before its ``JobCreated``)."""
+    """A new job's reservation, with the price it pays (emitted before its ``JobCreated``), or the
+    reservation a re-claim makes again for an existing job right after charging the lapsed claim."""
     a = log.args
     dataset_id, job_id, epsilon, price = int(a["datasetId"]), int(a["jobId"]), int(a["epsilon"]), int(a["price"])
     dataset = _dataset(state, dataset_id)
     dataset.reserved_epsilon += epsilon
     _check_ledger(dataset)
-    state.reservations.setdefault(job_id, []).append(Reservation(dataset_id, epsilon, price, log.tx_hash))
+    job = state.jobs.get(job_id)
+    if job is None:  # a createJob: its JobCreated follows in the same transaction
+        state.reservations.setdefault(job_id, []).append(Reservation(dataset_id, epsilon, price, log.tx_hash))
+    elif job.status is not JobStatus.CLAIMED or dataset_id not in job.dataset_ids or epsilon != job.epsilon:
+        raise InconsistentLogs(f"job {job_id} ({job.status.name}) reserves ε {epsilon} again on dataset {dataset_id}")
     _budget(state, log, dataset, kind="reserved", epsilon=epsilon, job_id=job_id, price_wei=price)
 
 
@@ -522,19 +608,25 @@ def _epsilon_released(state: IndexState, log: DecodedLog) -> None:
 
 
 def _budget_debited(state: IndexState, log: DecodedLog) -> None:
-    """A job's reservation on the dataset is replaced by the ε it spent."""
+    """A job's reservation on the dataset is replaced by the ε it spent: at settlement, when a
+    claimed job expires (its whole ε), or when a re-claim charges a lapsed claim (its whole ε,
+    reserved again by the ``EpsilonReserved`` that follows; the job stays Claimed).
+
+    A dataset's spent ε is therefore the sum of its debits, charges included.
+    """
     a = log.args
     dataset_id, job_id = int(a["datasetId"]), int(a["jobId"])
     spent, remaining = int(a["epsilonSpent"]), int(a["remaining"])
     dataset, job = _dataset(state, dataset_id), _job(state, job_id)
+    if job.status is not JobStatus.CLAIMED or dataset_id not in job.dataset_ids or spent > job.epsilon:
+        raise InconsistentLogs(f"job {job_id} ({job.status.name}) debits ε {spent} of {job.epsilon} on dataset {dataset_id}")
     dataset.reserved_epsilon -= job.epsilon  # every dataset of a job reserved the job's ε (checked at creation)
     dataset.spent_epsilon += spent
-    if dataset.remaining_epsilon != remaining:
-        logger.warning(
-            "dataset %d: ledger from events gives %d remaining, BudgetDebited says %d", dataset_id, dataset.remaining_epsilon, remaining
-        )
-        dataset.spent_epsilon = dataset.total_epsilon - dataset.reserved_epsilon - remaining
     _check_ledger(dataset)
+    if dataset.remaining_epsilon != remaining:
+        raise InconsistentLogs(
+            f"dataset {dataset_id}: the ledger from the events leaves {dataset.remaining_epsilon} ε, BudgetDebited says {remaining}"
+        )
     _budget(state, log, dataset, kind="debited", epsilon=spent, job_id=job_id)
 
 
@@ -571,16 +663,68 @@ def _job_created(state: IndexState, log: DecodedLog) -> None:
         prices=tuple(reserved[d].price_wei for d in dataset_ids),
     )
     state.jobs[job_id] = job
+    state.totals.locked_escrow_wei += job.escrow_wei
+    state.totals.received_wei += job.escrow_wei  # plus the change, when it is credited back (see _payment_credited)
+    state.totals.updated_block = log.block
     _stage(state, log, job, "created", amount_wei=job.escrow_wei)
 
 
 def _job_claimed(state: IndexState, log: DecodedLog) -> None:
+    """A claim of an Open job, or a re-claim of a Claimed one whose lease lapsed (a new holder).
+
+    The lease runs ``claim_lease`` seconds (``log.extra``, default
+    :data:`~marketplace.contracts.DEFAULT_CLAIM_LEASE`) from the block, capped at the completion deadline.
+    """
     job = _job(state, int(log.args["jobId"]))
+    if job.status not in (JobStatus.OPEN, JobStatus.CLAIMED):
+        raise InconsistentLogs(f"job {job.id} claimed while {job.status.name}")
+    lease = int(log.extra.get("claim_lease", DEFAULT_CLAIM_LEASE))
     job.status = JobStatus.CLAIMED
     job.enclave = str(log.args["enclave"])
     job.operator = str(log.args["operator"])
+    job.claim_deadline = 0
+    job.lease_expiry = min(log.timestamp + lease, job.completion_deadline)
     job.updated_block = log.block
     _stage(state, log, job, "claimed", enclave=job.enclave, operator=job.operator)
+
+
+def _claimed(state: IndexState, log: DecodedLog) -> JobState:
+    job = _job(state, int(log.args["jobId"]))
+    if job.status is not JobStatus.CLAIMED:
+        raise InconsistentLogs(f"{log.name} for job {job.id}, which is {job.status.name}")
+    return job
+
+
+def _lease_renewed(state: IndexState, log: DecodedLog) -> None:
+    job = _claimed(state, log)
+    job.lease_expiry = int(log.args["leaseExpiry"])
+    job.updated_block = log.block
+    _stage(state, log, job, "renewed", enclave=str(log.args["enclave"]))
+
+
+def _claim_released(state: IndexState, log: DecodedLog) -> None:
+    """The key manager stated no key went to the holder: Open again until the completion deadline, ε still reserved."""
+    job = _claimed(state, log)
+    released = str(log.args["enclave"])
+    job.status = JobStatus.OPEN
+    job.enclave = None
+    job.operator = None
+    job.claim_deadline = job.completion_deadline
+    job.lease_expiry = 0
+    job.charges = int(log.args["charges"])
+    job.updated_block = log.block
+    _stage(state, log, job, "released", enclave=released)
+
+
+def _claim_charged(state: IndexState, log: DecodedLog) -> None:
+    """A re-claim charged the lapsed claim (its ``BudgetDebited`` and ``EpsilonReserved`` came just before)."""
+    job = _claimed(state, log)
+    charges = int(log.args["charges"])
+    if charges != job.charges + 1:
+        raise InconsistentLogs(f"job {job.id}: charge {charges} after {job.charges}")
+    job.charges = charges
+    job.updated_block = log.block
+    _stage(state, log, job, "charged", enclave=str(log.args["enclave"]), operator=job.operator, epsilon_spent=job.epsilon)
 
 
 def _result_submitted(state: IndexState, log: DecodedLog) -> None:
@@ -591,7 +735,9 @@ def _result_submitted(state: IndexState, log: DecodedLog) -> None:
     job.model_hash = hex0x(a["modelHash"])
     job.result_hash = hex0x(a["resultHash"])
     job.metrics_hash = hex0x(a["metricsHash"])
+    job.lease_expiry = 0
     job.updated_block = log.block
+    _unlock(state, log, job)
     _stage(state, log, job, "settled", enclave=str(a["enclave"]), epsilon_spent=job.epsilon_spent)
 
 
@@ -601,12 +747,16 @@ def _job_refunded(state: IndexState, log: DecodedLog, *, status: JobStatus, stag
     refund = int(log.args["refund"])
     job.status = status
     job.refund_wei = refund
+    job.claim_deadline = 0
+    job.lease_expiry = 0
     job.updated_block = log.block
+    _unlock(state, log, job)
     for i in range(len(state.payments) - 1, -1, -1):  # the credit is in this transaction, so in this state's history
         credit = state.payments[i]
         if credit.tx_hash != log.tx_hash:
             break
-        if credit.kind == "credited" and credit.job_id == job.id and credit.account == job.consumer:
+        payout = credit.kind == "credited" and credit.reason is PaymentReason.PAYOUT  # not a slash share to a consumer-provider
+        if payout and credit.job_id == job.id and credit.account == job.consumer:
             state.payments[i] = replace(credit, reason=PaymentReason.REFUND)
             break
     _stage(state, log, job, stage, amount_wei=refund)
@@ -623,6 +773,12 @@ def _job_cancelled(state: IndexState, log: DecodedLog) -> None:
 # ---- the job market: money and the emergency stop
 
 
+def _unlock(state: IndexState, log: DecodedLog, job: JobState) -> None:
+    """The job's escrow leaves the locked escrow (settled, expired or cancelled)."""
+    state.totals.locked_escrow_wei -= job.escrow_wei
+    state.totals.updated_block = log.block
+
+
 def _payment(state: IndexState, log: DecodedLog, *, job_id: int | None, kind: PaymentKind, reason: PaymentReason | None) -> None:
     state.payments.append(
         PaymentRecord(
@@ -633,15 +789,95 @@ def _payment(state: IndexState, log: DecodedLog, *, job_id: int | None, kind: Pa
 
 
 def _payment_credited(state: IndexState, log: DecodedLog) -> None:
-    """A credit; its reason is ``change`` in the job's creation, else ``payout`` until a refund event says otherwise."""
-    job_id = int(log.args["jobId"])
+    """A credit; its reason is ``slash`` or ``stake`` after a ``StakeSlashed`` or ``StakeWithdrawn`` in
+    the same transaction (until their amount is credited), ``change`` in the job's creation, else
+    ``payout`` until a refund event says otherwise."""
+    job_id, amount = int(log.args["jobId"]), int(log.args["amount"])
+    due_key = (log.tx_hash, job_id)
     job = state.jobs.get(job_id)
-    reason = PaymentReason.CHANGE if job is not None and job.created_tx == log.tx_hash else PaymentReason.PAYOUT
-    _payment(state, log, job_id=job_id, kind="credited", reason=reason)
+    due = state.credits_due.get(due_key)
+    if due is not None:
+        reason, left = due
+        if amount > left:
+            raise InconsistentLogs(f"a {reason} credit of {amount} in tx {log.tx_hash}, but only {left} was announced")
+        if left == amount:
+            del state.credits_due[due_key]
+        else:
+            state.credits_due[due_key] = (reason, left - amount)
+    elif job is not None and job.created_tx == log.tx_hash:
+        reason = PaymentReason.CHANGE
+        state.totals.received_wei += amount  # paid in with the escrow, credited back at once
+    else:
+        reason = PaymentReason.PAYOUT
+    state.totals.pending_wei += amount
+    state.totals.updated_block = log.block
+    _payment(state, log, job_id=None if reason is PaymentReason.STAKE else job_id, kind="credited", reason=reason)
 
 
 def _withdrawn(state: IndexState, log: DecodedLog) -> None:
+    amount = int(log.args["amount"])
+    state.totals.pending_wei -= amount
+    state.totals.paid_out_wei += amount
+    state.totals.updated_block = log.block
     _payment(state, log, job_id=None, kind="withdrawn", reason=None)
+
+
+# ---- the job market: operator stakes
+
+
+def _stake(state: IndexState, log: DecodedLog, *, create: bool = False) -> OperatorStake:
+    operator = str(log.args["operator"])
+    stake = state.stakes.get(operator)
+    if stake is None:
+        if not create:
+            raise InconsistentLogs(f"{log.name} for operator {operator}, which never staked")
+        stake = state.stakes[operator] = OperatorStake(operator=operator)
+    stake.updated_block = log.block
+    state.totals.updated_block = log.block
+    return stake
+
+
+def _stake_deposited(state: IndexState, log: DecodedLog) -> None:
+    stake = _stake(state, log, create=True)
+    amount, total = int(log.args["amount"]), int(log.args["total"])
+    stake.amount += amount
+    if stake.amount != total:
+        raise InconsistentLogs(f"operator {stake.operator}: stake from the events is {stake.amount}, StakeDeposited says {total}")
+    state.totals.total_stake_wei += amount
+    state.totals.received_wei += amount
+
+
+def _unstake_requested(state: IndexState, log: DecodedLog) -> None:
+    stake = _stake(state, log)
+    if int(log.args["amount"]) != stake.amount or stake.unbonding_end:
+        raise InconsistentLogs(f"operator {stake.operator}: unstake of {log.args['amount']} from a stake of {stake.amount}")
+    stake.unbonding_end = int(log.args["unbondingEnd"])
+
+
+def _stake_withdrawn(state: IndexState, log: DecodedLog) -> None:
+    """The whole stake goes to the operator's pending withdrawal (the ``PaymentCredited`` with job id 0 that follows)."""
+    stake = _stake(state, log)
+    amount = int(log.args["amount"])
+    if amount != stake.amount or not stake.unbonding_end:
+        raise InconsistentLogs(f"operator {stake.operator}: withdrawal of {amount} from a stake of {stake.amount}")
+    stake.amount, stake.unbonding_end = 0, 0
+    state.totals.total_stake_wei -= amount
+    if amount:
+        state.credits_due[(log.tx_hash, 0)] = (PaymentReason.STAKE, amount)
+
+
+def _stake_slashed(state: IndexState, log: DecodedLog) -> None:
+    """Part of the stake goes to the job's providers (a ``PaymentCredited`` each follows)."""
+    stake = _stake(state, log)
+    job = _job(state, int(log.args["jobId"]))
+    amount = int(log.args["amount"])
+    if amount > stake.amount:
+        raise InconsistentLogs(f"operator {stake.operator}: slash of {amount} from a stake of {stake.amount}")
+    stake.amount -= amount
+    stake.slashed_wei += amount
+    state.totals.total_stake_wei -= amount
+    state.credits_due[(log.tx_hash, job.id)] = (PaymentReason.SLASH, amount)
+    _stage(state, log, job, "slashed", operator=stake.operator, amount_wei=amount)
 
 
 def _pause(state: IndexState, log: DecodedLog, *, paused: bool) -> None:
@@ -711,8 +947,15 @@ _STEPS: dict[str, Callable[[IndexState, DecodedLog], None]] = {
     "ResultSubmitted": _result_submitted,
     "JobExpired": _job_expired,
     "JobCancelled": _job_cancelled,
+    "LeaseRenewed": _lease_renewed,
+    "ClaimReleased": _claim_released,
+    "ClaimCharged": _claim_charged,
     "PaymentCredited": _payment_credited,
     "Withdrawn": _withdrawn,
+    "StakeDeposited": _stake_deposited,
+    "UnstakeRequested": _unstake_requested,
+    "StakeWithdrawn": _stake_withdrawn,
+    "StakeSlashed": _stake_slashed,
     "Paused": _paused,
     "Unpaused": _unpaused,
     "MeasurementApproved": _measurement_approved,
@@ -720,6 +963,9 @@ _STEPS: dict[str, Callable[[IndexState, DecodedLog], None]] = {
     "EnclaveRegistered": _enclave_registered,
     "EnclaveRevoked": _enclave_revoked,
 }
+
+STAKE_EVENTS: frozenset[str] = frozenset({"StakeDeposited", "UnstakeRequested", "StakeWithdrawn", "StakeSlashed"})
+"""The events that change an operator's stake (their ``operator`` argument names it)."""
 
 EVENTS: frozenset[str] = frozenset(_STEPS)
 """The events the fold follows (of ``JobMarket`` and ``EnclaveRegistry``); others change nothing."""

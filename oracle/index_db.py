@@ -8,7 +8,8 @@ strings: exact, and still ordered and compared correctly by SQL.
 Every history row derived from a log carries the log's ``(tx_hash, log_index)`` under a
 unique constraint, and :class:`ChainEvent` records each applied log once, which is what makes
 replaying a block range harmless (see :mod:`oracle.indexer`). State rows (a dataset's terms,
-status and allow-lists, a job's status, the market's pause flag, revoked enclaves) are what the
+status and allow-lists, a job's status, holder and lease, operator stakes, the market's pause flag
+and money totals, revoked enclaves) are what the
 logs up to the cursor leave behind: the state of :mod:`oracle.fold`, whose fields have the names of
 these columns.
 """
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 UINT256_DIGITS = 78
 """Decimal digits of 2**256 - 1: every on-chain unsigned integer fits."""
 DEFAULT_DB_NAME = "index.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever the tables change; an index of another version is dropped and rebuilt from the chain."""
 
 
@@ -233,9 +234,15 @@ class Job(Base):
     escrow_wei: Mapped[int] = mapped_column(UInt)
     worker_fee_wei: Mapped[int] = mapped_column(UInt)
     claim_deadline: Mapped[int] = mapped_column(UInt)
+    """While Open, the last second it can be claimed (the completion deadline after a release); 0 otherwise, as ``job()``."""
     completion_deadline: Mapped[int] = mapped_column(UInt)
     enclave: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    """The holder while Claimed (a re-claim replaces it; a release clears it)."""
     operator: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    lease_expiry: Mapped[int] = mapped_column(UInt, default=0)
+    """While Claimed: the claim lapses after this second unless renewed (0 otherwise, as ``job()``)."""
+    charges: Mapped[int] = mapped_column(Integer, default=0)
+    """Lapsed claims whose ε was debited (``ClaimCharged``): ε spent ``charges`` extra times per dataset."""
     epsilon_spent: Mapped[int | None] = mapped_column(UInt, nullable=True)
     model_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     result_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
@@ -264,7 +271,9 @@ class JobDataset(Base):
 
 
 class JobEvent(Base):
-    """One stage of a job's timeline: created, claimed, settled, expired or cancelled."""
+    """One stage of a job's timeline: created, claimed, renewed (lease), released (claim given
+    back), charged (a lapsed claim's ε debited on re-claim), slashed (the operator's stake),
+    settled, expired or cancelled."""
 
     __tablename__ = "job_events"
     __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_job_events_log"),)
@@ -340,7 +349,8 @@ class Payment(Base):
     job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    """For credits: ``change``, ``refund`` or ``payout`` (:class:`oracle.fold.PaymentReason`); ``None`` for withdrawals."""
+    """For credits: ``change``, ``refund``, ``payout``, ``slash`` or ``stake`` (:class:`oracle.fold.PaymentReason`);
+    ``None`` for withdrawals."""
     amount_wei: Mapped[int] = mapped_column(UInt)
     block: Mapped[int] = mapped_column(BigInteger)
     timestamp: Mapped[int] = mapped_column(BigInteger)
@@ -358,6 +368,36 @@ class MarketState(Base):
     changed_block: Mapped[int] = mapped_column(BigInteger)
     changed_at: Mapped[int] = mapped_column(BigInteger)
     changed_by: Mapped[str] = mapped_column(String(42))
+
+
+class OperatorStake(Base):
+    """An operator's stake (``stakeOf``) and what was slashed from it."""
+
+    __tablename__ = "operator_stakes"
+
+    operator: Mapped[str] = mapped_column(String(42), primary_key=True)
+    amount: Mapped[int] = mapped_column(UInt, index=True)
+    unbonding_end: Mapped[int] = mapped_column(UInt, default=0)
+    """0 while it may claim; else the second its stake can be withdrawn."""
+    slashed_wei: Mapped[int] = mapped_column(UInt, default=0)
+    updated_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class MarketTotals(Base):
+    """The market's money by its events, per cursor key (:class:`oracle.fold.MarketTotals`).
+
+    Conservation: ``received_wei - paid_out_wei == pending_wei + locked_escrow_wei + total_stake_wei``.
+    """
+
+    __tablename__ = "market_totals"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pending_wei: Mapped[int] = mapped_column(UInt, default=0)
+    locked_escrow_wei: Mapped[int] = mapped_column(UInt, default=0)
+    total_stake_wei: Mapped[int] = mapped_column(UInt, default=0)
+    received_wei: Mapped[int] = mapped_column(UInt, default=0)
+    paid_out_wei: Mapped[int] = mapped_column(UInt, default=0)
+    updated_block: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 def cursor_key(chain_id: int, market: str, registry: str) -> str:

@@ -9,7 +9,9 @@ derived history row carries the same unique key.
 
 Every piece of on-chain state a client asks about is rebuilt from the events alone: each
 dataset's terms, ε ledger, status, restriction flags and allow-lists; each job's status, price
-snapshots and refund; the market's emergency stop; enclaves, measurements and revocations. What
+snapshots, holder, lease, charges and refund; operator stakes and the market's money totals (checked
+for conservation after every range); the market's emergency stop; enclaves, measurements and
+revocations. What
 each event means is said once, by the pure fold of :mod:`oracle.fold`: for every range the indexer
 loads the rows its new logs touch into an :class:`~oracle.fold.IndexState`, folds the logs in
 chain order, and writes the state and the history the fold produced back in the same
@@ -49,6 +51,7 @@ from .fold import (
     LogPosition,
     MarketPause,
     MeasurementState,
+    OperatorStake,
     Revocation,
     hex0x,
 )
@@ -70,6 +73,8 @@ from .index_db import (
     Payment,
     cursor_key,
 )
+from .index_db import MarketTotals as MarketTotalsRow
+from .index_db import OperatorStake as OperatorStakeRow
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +117,8 @@ _DATASET_COLUMNS = _columns(DatasetState, skip=("consumers", "models"))
 _JOB_COLUMNS = _columns(JobState, skip=("dataset_ids", "prices"))
 _ENCLAVE_COLUMNS = _columns(EnclaveState)
 _MARKET_COLUMNS = _columns(MarketPause)
+_STAKE_COLUMNS = _columns(OperatorStake)
+_TOTALS_COLUMNS = _columns(fold.MarketTotals)
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,7 @@ class Indexer:
                 self._events[(client.address.lower(), contract_event.topic.lower())] = contract_event
         self._checked_chain = False
         self._block_times: dict[int, int] = {}
+        self._claim_lease: int | None = None
 
     # --- cursor -------------------------------------------------------------------------------
 
@@ -272,7 +280,11 @@ class Indexer:
                 continue
             block = int(log["blockNumber"])
             tx_hash = hex0x(log["transactionHash"])
-            extra = {"verifier": self._certificate_verifier(tx_hash)} if name == "EnclaveRegistered" else {}
+            extra: dict[str, Any] = {}
+            if name == "EnclaveRegistered":
+                extra["verifier"] = self._certificate_verifier(tx_hash)
+            elif name == "JobClaimed":
+                extra["claim_lease"] = self._market_claim_lease()
             decoded.append(
                 DecodedLog(
                     name=name,
@@ -293,6 +305,12 @@ class Indexer:
         raw = list(self.chain.w3.eth.get_logs({"fromBlock": start, "toBlock": end, "address": addresses}))
         raw.sort(key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
         return raw
+
+    def _market_claim_lease(self) -> int:
+        """The market's ``claimLease`` (immutable, asked once): a ``JobClaimed`` does not carry its lease expiry."""
+        if self._claim_lease is None:
+            self._claim_lease = self.market.claim_lease()
+        return self._claim_lease
 
     def _timestamp(self, block: int) -> int:
         if block not in self._block_times:
@@ -327,6 +345,10 @@ class Indexer:
             self._apply(session, state, log)
         if state.reservations:  # an EpsilonReserved and its JobCreated share a transaction, so one range has both
             raise IndexerChainMismatch(f"reservations without their JobCreated: {state.reservations}")
+        if state.credits_due:
+            raise IndexerChainMismatch(f"stake slashes or withdrawals without their credits: {state.credits_due}")
+        if not state.totals.conserved:  # a range ends between transactions, where the contract keeps money conserved
+            raise IndexerChainMismatch(f"the market's money is not conserved by the events: {state.totals}")
         self._store(session, state)
         return len(new)
 
@@ -345,7 +367,7 @@ class Indexer:
         args = log.args
         dataset_id = args.get("datasetId")
         job_id = args.get("jobId")
-        account = args.get("account")
+        account = args.get("account", args.get("operator") if log.name in fold.STAKE_EVENTS else None)
         session.add(
             ChainEvent(
                 block=log.block,
@@ -401,6 +423,12 @@ class Indexer:
             pause = session.get(MarketState, self.key)
             if pause is not None:
                 state.market = MarketPause(**{name: getattr(pause, name) for name in _MARKET_COLUMNS})
+        if keys.operators:
+            for stake in session.scalars(select(OperatorStakeRow).where(OperatorStakeRow.operator.in_(sorted(keys.operators)))):
+                state.stakes[stake.operator] = OperatorStake(**{name: getattr(stake, name) for name in _STAKE_COLUMNS})
+        totals = session.get(MarketTotalsRow, self.key)
+        if totals is not None:
+            state.totals = fold.MarketTotals(**{name: getattr(totals, name) for name in _TOTALS_COLUMNS})
         return state
 
     def _store(self, session: Session, state: IndexState) -> None:
@@ -441,6 +469,17 @@ class Indexer:
                 pause = MarketState(key=self.key)
                 session.add(pause)
             _copy(state.market, pause, _MARKET_COLUMNS)
+        for operator, stake in state.stakes.items():
+            stake_row = session.get(OperatorStakeRow, operator)
+            if stake_row is None:
+                stake_row = OperatorStakeRow(operator=operator)
+                session.add(stake_row)
+            _copy(stake, stake_row, _STAKE_COLUMNS)
+        totals_row = session.get(MarketTotalsRow, self.key)
+        if totals_row is None:
+            totals_row = MarketTotalsRow(key=self.key)
+            session.add(totals_row)
+        _copy(state.totals, totals_row, _TOTALS_COLUMNS)
         for (role, measurement), decision in state.measurements.items():
             found = session.scalar(select(Measurement).where(Measurement.role == role, Measurement.measurement == measurement))
             if found is None:

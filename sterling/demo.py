@@ -183,7 +183,7 @@ def run_demo(settings: SterlingSettings, *, progress: ProgressFn | None = None) 
         say({"stage": "job created", "detail": f"job {created.job_id}, escrow {created.escrow / ETHER:.2f} ETH"})
 
         dispatcher = Dispatcher(market, [net.worker], from_block=net.deployment.block)
-        (outcome,) = dispatcher.poll_once(progress=say)
+        (outcome,) = dispatcher.poll_once(progress=say, strict=True)
         record("claimJob", outcome.claim)
         record("submitResult", outcome.submit)
 

@@ -2,9 +2,10 @@
 
 Deploys the contracts; starts a key-manager and a trainer enclave on the simulated platform;
 approves their measurement and a verifier as governance; attests and registers both enclaves;
-and wires the key-manager host and the trainer worker to the chain and a blob store. Used by
-``sterling demo``, ``sterling up`` (which reuses a persisted deployment through
-:func:`start_enclaves`) and by the tests.
+deposits the operator's stake (claims need a stake of at least a job's Σ prices); and wires the
+key-manager host and the trainer worker (which relaunches its enclave if it dies) to the chain and
+a blob store. Used by ``sterling demo``, ``sterling up`` (which reuses a persisted deployment
+through :func:`start_enclaves`) and by the tests.
 """
 
 from __future__ import annotations
@@ -16,18 +17,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
 
 from enclave_worker.keymanager import KeyManagerService
 from enclave_worker.sim_platform import LaunchedEnclave, SimPlatform
 from enclave_worker.status import JobStatusBoard
 from enclave_worker.trusted.onchain import Role
 from enclave_worker.worker import TrainerWorker
+from marketplace.abi import ERC20_ABI
 from marketplace.blobstore import BlobStore
-from marketplace.chain import Chain, TxResult
-from marketplace.contracts import Deployment, MarketClient, RegistryClient, deploy
+from marketplace.chain import Chain, TxResult, Wei
+from marketplace.contracts import DEFAULT_CLAIM_LEASE, Deployment, MarketClient, RegistryClient, deploy
+from marketplace.errors import ConfigError, ContractReverted
 from oracle.verifier import AttestationVerifier
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_OPERATOR_STAKE_NATIVE = 10.0
+"""The operator's stake in a market paying in the native currency, in whole units (10 ETH)."""
+DEFAULT_OPERATOR_STAKE_TOKENS = 10_000.0
+"""The operator's stake in a market paying in an ERC-20 token, in whole tokens."""
+_MINT_ABI = [
+    {
+        "type": "function", "name": "mint", "stateMutability": "nonpayable",
+        "inputs": [{"name": "to", "type": "address"}, {"name": "amount", "type": "uint256"}], "outputs": [],
+    }
+]  # fmt: skip
 
 
 @dataclass
@@ -47,9 +62,40 @@ class LocalNet:
     worker: TrainerWorker
     measurement: bytes
     gas: dict[str, int] = field(default_factory=dict)
+    extra_workers: list[TrainerWorker] = field(default_factory=list)
+    """Trainer workers added with :meth:`add_worker` (other operators, say)."""
+
+    @property
+    def workers(self) -> list[TrainerWorker]:
+        return [self.worker, *self.extra_workers]
+
+    def add_worker(
+        self,
+        operator: LocalAccount | None = None,
+        *,
+        stake: float | None = None,
+        threads: int | None = None,
+        niceness: int = 0,
+        **options: object,
+    ) -> TrainerWorker:
+        """Start, register and stake one more trainer worker, for ``operator`` (default: a new account).
+
+        ``threads`` and ``niceness`` bound its enclave as in :func:`start_enclaves`; ``options`` go
+        to :class:`TrainerWorker` (``heartbeat_interval``).
+        """
+        operator = operator or self.chain.new_account()
+        ensure_operator_stake(self.market, operator, stake)
+        relaunch = trainer_launcher(self.platform, self.verifier, self.registry, operator, threads=threads, niceness=niceness)
+        worker = TrainerWorker(
+            relaunch(), operator=operator, market=self.market, key_manager=self.key_manager, blobs=self.blobs,
+            relaunch=relaunch, **options,  # type: ignore[arg-type]
+        )  # fmt: skip
+        self.extra_workers.append(worker)
+        return worker
 
     def close(self) -> None:
-        self.worker.enclave.close()
+        for worker in self.workers:
+            worker.enclave.close()
         self.key_manager.enclave.close()
 
 
@@ -62,21 +108,99 @@ def attest_and_register(
     return registry.register(operator, certificate, signature)
 
 
+def stake_units(market: MarketClient, amount: float | None) -> Wei:
+    """``amount`` whole units of the market's payment currency (ETH, or tokens) in its smallest unit.
+
+    ``None``: the default stake, :data:`DEFAULT_OPERATOR_STAKE_NATIVE` ETH or
+    :data:`DEFAULT_OPERATOR_STAKE_TOKENS` tokens.
+    """
+    token = market.payment_token()
+    if token is None:
+        return Wei(int(round((DEFAULT_OPERATOR_STAKE_NATIVE if amount is None else amount) * 10**18)))
+    decimals = int(market.chain.call(market.chain.w3.eth.contract(address=to_checksum_address(token), abi=ERC20_ABI).functions.decimals()))
+    return Wei(int(round((DEFAULT_OPERATOR_STAKE_TOKENS if amount is None else amount) * 10**decimals)))
+
+
+def ensure_operator_stake(market: MarketClient, operator: LocalAccount, amount: float | None = None) -> TxResult | None:
+    """Top ``operator``'s stake up to ``amount`` whole units of the payment currency (:func:`stake_units`).
+
+    A claim needs a stake of at least the job's Σ prices (``docs/jobs.md``). In a token market
+    an operator short of tokens gets them minted when the token lets anyone mint (the test
+    stablecoins of local deployments).
+
+    Raises:
+        ConfigError: the operator cannot pay the stake (the message says how much is missing).
+    """
+    wanted = stake_units(market, amount)
+    missing = wanted - market.stake_of(operator.address).amount
+    if missing <= 0:
+        return None
+    token = market.payment_token()
+    if token is not None and market.payment_balance(operator.address) < missing:
+        shortfall = missing - market.payment_balance(operator.address)
+        minter = market.chain.w3.eth.contract(address=to_checksum_address(token), abi=_MINT_ABI)
+        try:
+            market.chain.transact(operator, minter.functions.mint(operator.address, shortfall), name="mint (operator stake)")
+        except (ContractReverted, ValueError) as e:
+            raise ConfigError(f"the operator {operator.address} needs {shortfall} more units of token {token} for its stake") from e
+    elif token is None and market.chain.balance(operator.address) < missing:
+        raise ConfigError(f"the operator {operator.address} needs {missing} more wei for its stake")
+    tx = market.ensure_stake(operator, wanted)
+    logger.info("operator %s staked up to %d", operator.address, wanted)
+    return tx
+
+
+def trainer_launcher(
+    platform: SimPlatform,
+    verifier: AttestationVerifier,
+    registry: RegistryClient,
+    operator: LocalAccount,
+    *,
+    threads: int | None = None,
+    niceness: int = 0,
+) -> Callable[[], LaunchedEnclave]:
+    """A callback that launches a fresh trainer enclave and registers it for ``operator`` (a worker's ``relaunch``)."""
+
+    def launch() -> LaunchedEnclave:
+        enclave = platform.launch(Role.TRAINER, threads=threads, niceness=niceness)
+        try:
+            attest_and_register(enclave, verifier, registry, operator)
+        except BaseException:
+            enclave.close()
+            raise
+        logger.info("trainer enclave %s registered for operator %s", to_checksum_address(enclave.process.signer), operator.address)
+        return enclave
+
+    return launch
+
+
 def bring_up(
-    chain: Chain, state_dir: Path, *, say: Callable[[str, str], None] | None = None, payment_token: str | None = None
+    chain: Chain,
+    state_dir: Path,
+    *,
+    say: Callable[[str, str], None] | None = None,
+    payment_token: str | None = None,
+    claim_lease: int = DEFAULT_CLAIM_LEASE,
+    operator_stake: float | None = None,
 ) -> LocalNet:
     """Deploy and start a local Sterling on ``chain``, keeping files under ``state_dir``.
 
     Args:
         payment_token: an ERC-20 token already deployed on ``chain`` for the market to pay in;
             ``None`` for the native currency.
+        claim_lease: the market's claim lease in seconds (``JobMarket.claimLease``).
+        operator_stake: the operator's stake in whole units of the payment currency
+            (default: 10 ETH, or 10 000 tokens; see :func:`ensure_operator_stake`).
     """
     note = say or (lambda stage, detail: None)
     governance, verifier_key, operator = (chain.new_account() for _ in range(3))
-    deployment = deploy(chain, governance, payment_token=payment_token)
+    deployment = deploy(chain, governance, payment_token=payment_token, claim_lease=claim_lease)
     gas = {name: used for name, used in chain.gas_log if name.startswith("deploy")}
     note("deployed", f"registry {deployment.registry}, market {deployment.market}")
-    net = start_enclaves(chain, deployment, state_dir, governance=governance, verifier_key=verifier_key, operator=operator, say=say)
+    net = start_enclaves(
+        chain, deployment, state_dir, governance=governance, verifier_key=verifier_key, operator=operator, say=say,
+        operator_stake=operator_stake,
+    )  # fmt: skip
     net.gas = gas | net.gas
     return net
 
@@ -92,11 +216,15 @@ def start_enclaves(
     say: Callable[[str, str], None] | None = None,
     trainer_threads: int | None = None,
     trainer_niceness: int = 0,
+    operator_stake: float | None = None,
 ) -> LocalNet:
     """Start a key-manager and a trainer enclave for an existing deployment and register both.
 
     ``trainer_threads`` and ``trainer_niceness`` bound the trainer's share of a machine it shares
-    with other services (see :meth:`EnclaveProcess.start`).
+    with other services (see :meth:`EnclaveProcess.start`). ``operator_stake`` is the stake the
+    operator keeps deposited, in whole units of the payment currency (default: 10 ETH or 10 000
+    tokens; :func:`ensure_operator_stake`). The worker relaunches (and registers) a new trainer
+    enclave when its enclave dies.
 
     Idempotent on-chain set-up: the measurement is approved and the verifier granted its role
     only if they are not already, so ``sterling up`` can run this again on a persisted chain
@@ -135,12 +263,17 @@ def start_enclaves(
         record("register (key manager)", attest_and_register(key_manager_enclave, verifier, registry, operator))
         record("register (trainer)", attest_and_register(trainer_enclave, verifier, registry, operator))
         note("attested", f"measurement {measurement.hex()[:16]}…, sim attestation (development only)")
+        staked = ensure_operator_stake(market, operator, operator_stake)
+        if staked is not None:
+            record("depositStake (operator)", staked)
+        note("staked", f"operator {operator.address} stake {market.stake_of(operator.address).amount}")
         blobs = BlobStore(state_dir / "blobs")
         key_manager = KeyManagerService(key_manager_enclave, market=market, registry=registry, state_dir=state_dir / "key-manager")
         worker = TrainerWorker(
             trainer_enclave, operator=operator, market=market, key_manager=key_manager, blobs=blobs,
             status=JobStatusBoard(state_dir / "status"),
-        )
+            relaunch=trainer_launcher(platform, verifier, registry, operator, threads=trainer_threads, niceness=trainer_niceness),
+        )  # fmt: skip
     except BaseException:
         trainer_enclave.close()
         key_manager_enclave.close()

@@ -2,7 +2,9 @@
 
 Starts (or connects to) the chain, deploys the contracts unless the state directory records a
 deployment that is still there, starts the attestation verifier with a key-manager and a
-trainer enclave (registering their fresh keys), the job dispatcher, the chain indexer, and the
+trainer enclave (registering their fresh keys and keeping the operator's stake deposited), gives
+back the jobs the previous trainer instance left claimed (or leaves them to lapse when it had
+their keys), the job dispatcher, the chain indexer, and the
 gateway (API, static UI, JSON-RPC relay, live events) under uvicorn. Everything it needs to
 come back after a restart lives in the state directory:
 
@@ -72,9 +74,11 @@ class LocalAccounts:
     verifier: LocalAccount
     operator: LocalAccount
     dev: tuple[LocalAccount, ...]
+    extra_operators: tuple[LocalAccount, ...] = ()
+    """Operators of the second and further trainer workers (``up.trainers``)."""
 
     @classmethod
-    def load_or_create(cls, path: Path, *, dev_count: int) -> LocalAccounts:
+    def load_or_create(cls, path: Path, *, dev_count: int, extra_operators: int = 0) -> LocalAccounts:
         """Read the keys at ``path``, creating missing ones (the file is written with mode 0600)."""
         keys: dict[str, Any] = {}
         if path.exists():
@@ -92,6 +96,11 @@ class LocalAccounts:
             dev.append("0x" + bytes(Account.create().key).hex())
             changed = True
         keys["dev"] = dev
+        extra = [k for k in keys.get("extra_operators", []) if isinstance(k, str)]
+        while len(extra) < extra_operators:
+            extra.append("0x" + bytes(Account.create().key).hex())
+            changed = True
+        keys["extra_operators"] = extra
         if changed:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, (json.dumps(keys, indent=2) + "\n").encode())
@@ -102,12 +111,13 @@ class LocalAccounts:
                 verifier=Account.from_key(keys["verifier"]),
                 operator=Account.from_key(keys["operator"]),
                 dev=tuple(Account.from_key(k) for k in dev[:dev_count]),
+                extra_operators=tuple(Account.from_key(k) for k in extra[:extra_operators]),
             )
         except ValueError as e:
             raise ConfigError(f"{path} holds an invalid key") from e
 
     def all(self) -> tuple[LocalAccount, ...]:
-        return (self.governance, self.verifier, self.operator, *self.dev)
+        return (self.governance, self.verifier, self.operator, *self.extra_operators, *self.dev)
 
 
 def ensure_funded(chain: Chain, accounts: tuple[LocalAccount, ...]) -> None:
@@ -221,21 +231,30 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
                 open_chain(settings, state_path=state_dir / "anvil-state.json", state_interval=ANVIL_STATE_INTERVAL_SECONDS)
             )
             note("chain", f"{chain.kind}, chain id {chain.chain_id}, block {chain.w3.eth.block_number}")
-            accounts = LocalAccounts.load_or_create(state_dir / "accounts.json", dev_count=up.dev_accounts)
+            accounts = LocalAccounts.load_or_create(
+                state_dir / "accounts.json", dev_count=up.dev_accounts, extra_operators=up.trainers - 1
+            )
             ensure_funded(chain, accounts.all())
             deployment, fresh = ensure_deployment(chain, accounts.governance, state_dir / "deployment.json")
             note("contracts", f"{'deployed' if fresh else 'reused'}: market {deployment.market}, registry {deployment.registry}")
             net = start_enclaves(
                 chain, deployment, state_dir,
                 governance=accounts.governance, verifier_key=accounts.verifier, operator=accounts.operator, say=note,
-                trainer_threads=up.trainer_threads, trainer_niceness=TRAINER_NICENESS,
+                trainer_threads=up.trainer_threads, trainer_niceness=TRAINER_NICENESS, operator_stake=up.operator_stake,
             )  # fmt: skip
             stack.callback(net.close)
+            for operator in accounts.extra_operators:
+                net.add_worker(operator, stake=up.operator_stake, threads=up.trainer_threads, niceness=TRAINER_NICENESS)
+            running = [w.signer for w in net.workers]
+            recovered = [r for w in net.workers for r in w.recover(from_block=deployment.block, keep=running)]
+            if recovered:
+                given_back = sum(r.released for r in recovered)
+                note("recovered", f"{given_back} job(s) of the previous trainer given back, {len(recovered) - given_back} left to lapse")
             index = IndexDatabase(settings.database_url or default_url(state_dir))
             index.create_schema()
             stack.callback(index.close)
             indexer = _start_indexer(index, net, fresh=fresh, interval=up.indexer_interval, stack=stack)
-            dispatcher = Dispatcher(net.market, [net.worker], from_block=deployment.block)
+            dispatcher = Dispatcher(net.market, net.workers, from_block=deployment.block)
             _start_thread(stack, "sterling-dispatcher", lambda stop: dispatcher.run(stop, interval=up.dispatcher_interval))
             services = GatewayServices.from_localnet(net, index, dev_accounts=accounts.dev, index_version=lambda: indexer.committed_block)
             app = create_app(gateway, services=services)

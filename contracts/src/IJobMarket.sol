@@ -14,7 +14,7 @@ interface IJobMarket is IDatasetRegistry {
     enum JobStatus {
         None, // 0: no such job
         Open, // 1: escrow locked, ε reserved on every dataset, waiting for a worker
-        Claimed, // 2: a trainer enclave took it; the key manager may release the data keys
+        Claimed, // 2: a trainer enclave holds it under a lease; the key manager may release the data keys
         Completed, // 3: receipt accepted, budgets debited, providers and worker credited
         Expired, // 4: deadline passed; the consumer's escrow was credited back
         Cancelled // 5: the consumer cancelled it before any claim; escrow credited back
@@ -55,11 +55,13 @@ interface IJobMarket is IDatasetRegistry {
         bytes32 consumerKey;
         uint256 escrow; // locked at creation: sum of price snapshots + workerFee
         uint256 workerFee;
-        uint64 claimDeadline;
+        uint64 claimDeadline; // while Open (zero otherwise; the creation deadline is in {JobCreated})
         uint64 completionDeadline;
         uint64 epsilonSpent;
         uint256[] datasetIds;
         uint256[] prices; // each dataset's price snapshot, in datasetIds order
+        uint64 leaseExpiry; // while Claimed: the claim lapses after this second unless renewed
+        uint16 charges; // lapsed claims whose ε was debited (each re-claim after a lapse adds one)
     }
 
     /// @dev `count` datasets were given; 1..`max` are allowed.
@@ -122,6 +124,22 @@ interface IJobMarket is IDatasetRegistry {
     error JobMarketWithdrawFailed(address account, uint256 amount);
     /// @dev No job has id `jobId`.
     error JobMarketUnknownJob(uint256 jobId);
+    /// @dev Constructor: the claim lease must be positive and at most the unbonding period.
+    error JobMarketInvalidTimings(uint32 claimLease, uint32 unbondingPeriod);
+    /// @dev The job's claim holds until `leaseExpiry`; only its operator may give it back before.
+    error JobMarketLeaseActive(uint256 jobId, uint64 leaseExpiry);
+    /// @dev The job's lease lapsed at `leaseExpiry`; it can no longer be renewed.
+    error JobMarketLeaseLapsed(uint256 jobId, uint64 leaseExpiry);
+    /// @dev The statement that no key was released is not signed by an active key manager (`signer`).
+    error JobMarketInvalidKeyManagerSignature(address signer);
+    /// @dev The operator's stake `stake` is below the job's Σ prices `required`.
+    error JobMarketStakeTooLow(address operator, uint256 stake, uint256 required);
+    /// @dev The operator asked to unstake (unbonding until `unbondingEnd`) and may not claim.
+    error JobMarketOperatorUnbonding(address operator, uint64 unbondingEnd);
+    /// @dev A zero stake deposit, or an unstake request with no stake or one already pending (`amount`).
+    error JobMarketInvalidStake(uint256 amount);
+    /// @dev The stake can be withdrawn only after an unstake request's unbonding ends (`unbondingEnd`, 0: none).
+    error JobMarketStakeLocked(address operator, uint64 unbondingEnd);
 
     /// @dev A consumer created a job and locked `escrow` (= Σ prices + workerFee).
     event JobCreated(
@@ -162,12 +180,30 @@ interface IJobMarket is IDatasetRegistry {
     event JobCancelled(uint256 indexed jobId, uint256 refund);
     /// @dev `account` withdrew `amount`.
     event Withdrawn(address indexed account, uint256 amount);
+    /// @dev The holder's operator renewed the claim on the job until `leaseExpiry`.
+    event LeaseRenewed(uint256 indexed jobId, address indexed enclave, uint64 leaseExpiry);
+    /// @dev The claim of `enclave` was given back (the key manager stated no key was released
+    /// under it); the job is Open again until its completion deadline, its ε still reserved.
+    event ClaimReleased(uint256 indexed jobId, address indexed enclave, uint16 charges);
+    /// @dev A re-claim charged the lapsed claim of `enclave`: each dataset's ε was debited (see
+    /// the {BudgetDebited} and {EpsilonReserved} before this event); `charges` is the new count.
+    event ClaimCharged(uint256 indexed jobId, address indexed enclave, uint16 charges);
+    /// @dev `operator` added `amount` to its stake, now `total`.
+    event StakeDeposited(address indexed operator, uint256 amount, uint256 total);
+    /// @dev `operator` asked to withdraw its stake `amount`, possible from `unbondingEnd`.
+    event UnstakeRequested(address indexed operator, uint256 amount, uint64 unbondingEnd);
+    /// @dev `operator`'s stake `amount` was credited to its pending withdrawal.
+    event StakeWithdrawn(address indexed operator, uint256 amount);
+    /// @dev `amount` of `operator`'s stake went to the job's providers (a {PaymentCredited} each).
+    event StakeSlashed(address indexed operator, uint256 indexed jobId, uint256 amount);
 
     /**
      * @notice Creates a training job over `datasetIds`, locking its price in escrow and reserving
      * `epsilon` on every dataset, all or nothing.
      * @dev Requirements, checked in this order: the market is not paused; 1..MAX_DATASETS_PER_JOB
-     * datasets; ε > 0 and δ > 0; now < claimDeadline <= completionDeadline < 2^32; then per
+     * datasets; ε > 0 and δ > 0; now < claimDeadline <= completionDeadline <= now +
+     * {unbondingPeriod} / 2 (so every job an operator holds ends at least half an unbonding
+     * period before its stake can leave: time to expire it and slash); then per
      * dataset: it exists, is not a duplicate, is Active, has not expired, allows the caller and
      * `modelSpecHash`, ε <= maxEpsilonPerJob, δ <= maxDelta, ε <= remaining budget; then
      * required = Σ pricePerJob + workerFee <= `maxTotalPrice` (the slippage guard against a price
@@ -192,12 +228,39 @@ interface IJobMarket is IDatasetRegistry {
     function cancelJob(uint256 jobId) external;
 
     /**
-     * @notice Claims an open job for the trainer enclave `enclave`, run by the caller.
-     * @dev Requirements: the market is not paused; the job is Open; now <= claimDeadline;
-     * `enclave` is an active trainer (approved, unrevoked measurement; unexpired certificate;
-     * enclave not revoked); the caller is its registered operator. Emits {JobClaimed}.
+     * @notice Claims a job for the trainer enclave `enclave`, run by the caller, under a lease of
+     * {claimLease} seconds (capped at the completion deadline) that the caller renews with
+     * {renewLease}. Also re-claims a Claimed job whose lease lapsed: the lapsed claim may have
+     * had the data keys, so it is charged: each dataset's ε is debited in full and reserved
+     * again for this claim, and the lapsed operator's stake is slashed to the providers.
+     * @dev Requirements, in order: the market is not paused; the job is Open and now <=
+     * claimDeadline, or Claimed with now > leaseExpiry and now <= completionDeadline; `enclave`
+     * is an active trainer (approved, unrevoked measurement; unexpired certificate; enclave not
+     * revoked); the caller is its registered operator; on a re-claim, every dataset has ε left
+     * for the new reservation (the charge and slash happen here); then the operator is not
+     * unbonding and its stake (after any slash) >= Σ of the job's prices. Emits, on a re-claim, {BudgetDebited} and {EpsilonReserved} per dataset,
+     * {ClaimCharged}, {StakeSlashed} and {PaymentCredited} per provider if a stake was slashed;
+     * then {JobClaimed}.
      */
     function claimJob(uint256 jobId, address enclave) external;
+
+    /**
+     * @notice Extends the claim on a job by {claimLease} seconds from now (capped at the
+     * completion deadline). Allowed while the market is paused, so a pause never lapses a lease.
+     * @dev Requirements: the job is Claimed; now <= leaseExpiry; the caller is the holding
+     * enclave's operator. Emits {LeaseRenewed}.
+     */
+    function renewLease(uint256 jobId) external;
+
+    /**
+     * @notice Gives a claimed job back, Open again until its completion deadline with its ε still
+     * reserved and nothing charged, on an active key manager's EIP-712 statement
+     * `ClaimRelease(jobId, enclave, charges)` that it released no data key of the job to the
+     * holding enclave under this claim and never will. Allowed while paused.
+     * @dev Requirements: the job is Claimed; the caller is the holder's operator, or the lease
+     * lapsed; `keyManagerSignature` recovers to an active key manager. Emits {ClaimReleased}.
+     */
+    function releaseClaim(uint256 jobId, bytes calldata keyManagerSignature) external;
 
     /**
      * @notice Settles a claimed job with the enclave's signed receipt. Callable by anyone.
@@ -217,11 +280,36 @@ interface IJobMarket is IDatasetRegistry {
      * @notice Expires a job whose deadline passed and credits the escrow back to its consumer.
      * Callable by anyone, also while the market is paused.
      * @dev Requirements: the job is Open and now > claimDeadline (the reservation is released),
-     * or Claimed and now > completionDeadline (the reservation is debited in full: the data may
-     * have been decrypted).
-     * Emits {EpsilonReleased} or {BudgetDebited} per dataset, {PaymentCredited} and {JobExpired}.
+     * or Claimed and now > completionDeadline or now > leaseExpiry + {claimLease} (the lease
+     * lapsed and nobody re-claimed it for a whole lease: the reservation is debited in full, the
+     * data may have been decrypted, and the holder's operator is slashed up to Σ prices to the
+     * providers, in proportion to their prices).
+     * Emits {EpsilonReleased} or {BudgetDebited} per dataset, {PaymentCredited}, for a Claimed
+     * job {StakeSlashed} and {PaymentCredited} per provider if a stake was slashed, then {JobExpired}.
      */
     function expireJob(uint256 jobId) external;
+
+    /**
+     * @notice Adds `amount` to the caller's operator stake (native: send exactly `amount`;
+     * token: approve it first). A claim needs a stake of at least the job's Σ prices.
+     * @dev Requirements: amount > 0; payment as described. Non-reentrant. Emits {StakeDeposited}.
+     */
+    function depositStake(uint256 amount) external payable;
+
+    /**
+     * @notice Starts the unbonding of the caller's whole stake: it can claim no more jobs and may
+     * withdraw the stake {unbondingPeriod} seconds from now (every job it holds ends at least
+     * half that period earlier, because no job runs longer than {unbondingPeriod} / 2). Slashes still apply until the withdrawal.
+     * @dev Requirements: a non-zero stake, not already unbonding. Emits {UnstakeRequested}.
+     */
+    function requestUnstake() external;
+
+    /**
+     * @notice Moves the caller's unbonded stake to its pending withdrawal (then {withdraw}).
+     * @dev Requirements: an unstake request whose unbonding ended. Emits {StakeWithdrawn} and
+     * {PaymentCredited} (with job id 0).
+     */
+    function withdrawStake() external;
 
     /**
      * @notice Sends the caller all its pending payments (native currency or the payment token).
@@ -252,6 +340,18 @@ interface IJobMarket is IDatasetRegistry {
 
     /// @notice Sum of the escrow of all Open and Claimed jobs.
     function lockedEscrow() external view returns (uint256);
+
+    /// @notice `operator`'s stake and the end of its unbonding (0 if it has not asked to leave).
+    function stakeOf(address operator) external view returns (uint256 amount, uint64 unbondingEnd);
+
+    /// @notice Sum of all operators' stakes.
+    function totalStake() external view returns (uint256);
+
+    /// @notice Seconds a claim, or a lease renewal, holds a job.
+    function claimLease() external view returns (uint32);
+
+    /// @notice Seconds from an unstake request to the withdrawal; no job runs longer than half of it.
+    function unbondingPeriod() external view returns (uint32);
 
     /// @notice The datasets hash a receipt for `jobId` must carry. Reverts with
     /// {JobMarketUnknownJob} if unknown.

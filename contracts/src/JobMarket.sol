@@ -10,7 +10,7 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {DatasetRegistry} from "./DatasetRegistry.sol";
-import {IEnclaveRegistry, ROLE_TRAINER} from "./IEnclaveRegistry.sol";
+import {IEnclaveRegistry, ROLE_KEY_MANAGER, ROLE_TRAINER} from "./IEnclaveRegistry.sol";
 import {IJobMarket} from "./IJobMarket.sol";
 
 /**
@@ -19,9 +19,13 @@ import {IJobMarket} from "./IJobMarket.sol";
  * payment, attested trainer enclaves claim them and submit EIP-712 signed receipts, and the
  * contract debits each dataset's ε budget and credits providers and worker for pull withdrawal.
  * Payments are in the native currency or in one ERC-20 token fixed at deployment.
+ * A claim is a lease ({claimLease} seconds, renewed by the holder's operator): a job whose holder
+ * stops renewing can be given back without ε cost on a key manager's statement that no data key
+ * was released under the claim ({releaseClaim}), or re-claimed by another enclave, which charges
+ * the lapsed claim its ε and slashes its operator's stake to the providers (docs/jobs.md).
  * @dev Invariants: the contract's balance (native or token) == Σ pendingWithdrawal +
- * lockedEscrow() (barring forced ether or tokens sent without a job), and per dataset
- * `epsilonSpent + epsilonReserved <= totalEpsilonBudget`.
+ * lockedEscrow() + totalStake() (barring forced ether or tokens sent without a job), and per
+ * dataset `epsilonSpent + epsilonReserved <= totalEpsilonBudget`.
  * Governance: DEFAULT_ADMIN_ROLE (two-step handover with a delay, see
  * {AccessControlDefaultAdminRules}) grants PAUSER_ROLE and unpauses; PAUSER_ROLE pauses.
  */
@@ -39,6 +43,10 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
     uint256 public constant MAX_DATASETS_PER_JOB = 16;
     /// @notice AccessControl role that may trigger the emergency pause.
     bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
+    /// @notice EIP-712 type hash of the key manager's statement that no data key of job `jobId`
+    /// was, or will ever be, released to `enclave` under the job's `charges`-th claim ({releaseClaim}).
+    bytes32 public constant CLAIM_RELEASE_TYPEHASH =
+        keccak256("ClaimRelease(uint256 jobId,address enclave,uint16 charges)");
     /// @notice EIP-712 type hash of {IJobMarket-Receipt}.
     bytes32 public constant RECEIPT_TYPEHASH = keccak256(
         "Receipt(uint256 jobId,bytes32 datasetsHash,bytes32 modelHash,bytes32 resultHash,bytes32 metricsHash,uint64 epsilonSpent)"
@@ -49,12 +57,15 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
     /// 0 and 2. The operator is not stored (the registry knows it), nor are the result hashes
     /// (they are in {ResultSubmitted}), nor the worker fee (it is `escrow - Σ price`).
     struct Job {
-        // slot 0: what claiming needs; every transition reads and writes it
+        // slot 0: what claiming needs; every transition reads and writes it. `deadline` is the
+        // claim deadline while Open and the lease expiry while Claimed; `charges` counts the
+        // lapsed claims whose ε was debited ({claimJob} on a lapsed lease).
         address enclave;
         JobStatus status;
         uint8 datasetCount;
-        uint32 claimDeadline;
+        uint32 deadline;
         uint32 completionDeadline;
+        uint16 charges;
         // slot 1: set at creation
         address consumer;
         uint64 epsilon;
@@ -77,6 +88,16 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
         uint128 withdrawn;
     }
 
+    /// @dev An operator's stake, in one slot; `unbondingEnd` is non-zero once it asked to leave.
+    struct Stake {
+        uint128 amount;
+        uint64 unbondingEnd;
+    }
+
+    /// @inheritdoc IJobMarket
+    uint32 public immutable claimLease;
+    /// @inheritdoc IJobMarket
+    uint32 public immutable unbondingPeriod;
     IEnclaveRegistry private immutable _registry;
     IERC20 private immutable _token;
     // Slither's uninitialized-state detector misreads writes through `Job storage` pointers
@@ -89,15 +110,29 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
     uint64 private _jobCount;
     uint128 private _lockedEscrow;
     bool private _marketPaused;
+    mapping(address operator => Stake) private _stakes;
+    uint128 private _totalStake;
 
     /// @param registry_ The enclave registry whose active trainers may claim and settle jobs.
     /// @param token The ERC-20 token payments use, or the zero address for the native currency.
     /// @param adminDelay Seconds a governance handover must wait before the new admin accepts.
     /// @param governance Account receiving DEFAULT_ADMIN_ROLE and PAUSER_ROLE.
-    constructor(IEnclaveRegistry registry_, IERC20 token, uint48 adminDelay, address governance)
-        AccessControlDefaultAdminRules(adminDelay, governance)
-        EIP712("SterlingJobMarket", "1")
-    {
+    /// @param claimLease_ Seconds a claim or a lease renewal holds a job (> 0).
+    /// @param unbondingPeriod_ Seconds between an operator's unstake request and its withdrawal;
+    /// also the longest a job may run from creation to completion deadline (>= claimLease_).
+    constructor(
+        IEnclaveRegistry registry_,
+        IERC20 token,
+        uint48 adminDelay,
+        address governance,
+        uint32 claimLease_,
+        uint32 unbondingPeriod_
+    ) AccessControlDefaultAdminRules(adminDelay, governance) EIP712("SterlingJobMarket", "1") {
+        if (claimLease_ == 0 || unbondingPeriod_ < claimLease_) {
+            revert JobMarketInvalidTimings(claimLease_, unbondingPeriod_);
+        }
+        claimLease = claimLease_;
+        unbondingPeriod = unbondingPeriod_;
         _registry = registry_;
         _token = token;
         _grantRole(PAUSER_ROLE, governance);
@@ -118,7 +153,7 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
         uint64 completionDeadline = request.completionDeadline;
         if (
             block.timestamp >= claimDeadline || claimDeadline > completionDeadline
-                || completionDeadline > type(uint32).max
+                || completionDeadline > block.timestamp + unbondingPeriod / 2
         ) {
             revert JobMarketInvalidDeadlines(claimDeadline, completionDeadline);
         }
@@ -130,7 +165,7 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
         j.datasetCount = uint8(count); // count <= MAX_DATASETS_PER_JOB = 16
         j.epsilon = epsilon;
         j.delta = delta;
-        j.claimDeadline = uint32(claimDeadline); // both checked < 2^32 above
+        j.deadline = uint32(claimDeadline); // both <= now + unbondingPeriod / 2 < 2^32
         j.completionDeadline = uint32(completionDeadline);
         j.modelSpecHash = request.modelSpecHash;
         j.consumerKey = request.consumerKey;
@@ -166,12 +201,24 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
     /// @inheritdoc IJobMarket
     function claimJob(uint256 jobId, address enclave) external whenNotPaused {
         Job storage j = _jobs[jobId];
-        if (j.status != JobStatus.Open) {
-            revert JobMarketInvalidJobStatus(jobId, j.status);
-        }
-        uint64 claimDeadline = j.claimDeadline;
-        if (block.timestamp > claimDeadline) {
-            revert JobMarketClaimDeadlinePassed(jobId, claimDeadline);
+        JobStatus status = j.status;
+        uint64 deadline = j.deadline;
+        address lapsed = address(0); // the enclave whose lapsed claim a re-claim charges
+        if (status == JobStatus.Open) {
+            if (block.timestamp > deadline) {
+                revert JobMarketClaimDeadlinePassed(jobId, deadline);
+            }
+        } else if (status == JobStatus.Claimed) {
+            if (block.timestamp <= deadline) {
+                revert JobMarketLeaseActive(jobId, deadline);
+            }
+            uint64 completionDeadline = j.completionDeadline;
+            if (block.timestamp > completionDeadline) {
+                revert JobMarketCompletionDeadlinePassed(jobId, completionDeadline);
+            }
+            lapsed = j.enclave;
+        } else {
+            revert JobMarketInvalidJobStatus(jobId, status);
         }
         address operator = _registry.activeOperator(enclave, ROLE_TRAINER);
         if (operator == address(0)) {
@@ -180,10 +227,64 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
         if (operator != msg.sender) {
             revert JobMarketNotEnclaveOperator(msg.sender, operator);
         }
+        uint128 prices = _sumPrices(j);
+        if (lapsed != address(0)) {
+            _chargeLapsedClaim(j, jobId, lapsed, prices);
+        }
+        // After the charge: an operator re-claiming its own lapsed job must still be staked once slashed.
+        Stake memory stake = _stakes[operator];
+        if (stake.unbondingEnd != 0) {
+            revert JobMarketOperatorUnbonding(operator, stake.unbondingEnd);
+        }
+        if (stake.amount < prices) {
+            revert JobMarketStakeTooLow(operator, stake.amount, prices);
+        }
 
         j.status = JobStatus.Claimed;
         j.enclave = enclave;
+        j.deadline = _leaseEnd(j.completionDeadline);
         emit JobClaimed(jobId, enclave, msg.sender);
+    }
+
+    /// @inheritdoc IJobMarket
+    function renewLease(uint256 jobId) external {
+        Job storage j = _jobs[jobId];
+        if (j.status != JobStatus.Claimed) {
+            revert JobMarketInvalidJobStatus(jobId, j.status);
+        }
+        uint64 lease = j.deadline;
+        if (block.timestamp > lease) {
+            revert JobMarketLeaseLapsed(jobId, lease);
+        }
+        address operator = _registry.enclaveOf(j.enclave).operator;
+        if (operator != msg.sender) {
+            revert JobMarketNotEnclaveOperator(msg.sender, operator);
+        }
+        uint32 renewed = _leaseEnd(j.completionDeadline);
+        j.deadline = renewed;
+        emit LeaseRenewed(jobId, j.enclave, renewed);
+    }
+
+    /// @inheritdoc IJobMarket
+    function releaseClaim(uint256 jobId, bytes calldata keyManagerSignature) external {
+        Job storage j = _jobs[jobId];
+        if (j.status != JobStatus.Claimed) {
+            revert JobMarketInvalidJobStatus(jobId, j.status);
+        }
+        address enclave = j.enclave;
+        uint64 lease = j.deadline;
+        if (block.timestamp <= lease && msg.sender != _registry.enclaveOf(enclave).operator) {
+            revert JobMarketLeaseActive(jobId, lease);
+        }
+        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(CLAIM_RELEASE_TYPEHASH, jobId, enclave, j.charges)));
+        address signer = ECDSA.recoverCalldata(digest, keyManagerSignature);
+        if (_registry.activeOperator(signer, ROLE_KEY_MANAGER) == address(0)) {
+            revert JobMarketInvalidKeyManagerSignature(signer);
+        }
+        j.status = JobStatus.Open;
+        j.enclave = address(0);
+        j.deadline = j.completionDeadline;
+        emit ClaimReleased(jobId, enclave, j.charges);
     }
 
     /// @inheritdoc IJobMarket
@@ -219,14 +320,58 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
         Job storage j = _jobs[jobId];
         JobStatus status = j.status;
         bool releaseBudget = false;
-        if (status == JobStatus.Open && block.timestamp > j.claimDeadline) {
+        if (status == JobStatus.Open && block.timestamp > j.deadline) {
             releaseBudget = true;
-        } else if (!(status == JobStatus.Claimed && block.timestamp > j.completionDeadline)) {
+        } else if (
+            !(status == JobStatus.Claimed
+                    && (block.timestamp > j.completionDeadline || block.timestamp > uint256(j.deadline) + claimLease))
+        ) {
             revert JobMarketNotExpirable(jobId, status);
         }
         j.status = JobStatus.Expired;
         uint128 refund = _refund(j, jobId, releaseBudget);
+        if (!releaseBudget) {
+            // The claim lapsed or ran out of time holding the job; keys may have been released.
+            _slash(j, jobId, j.enclave, _sumPrices(j));
+        }
         emit JobExpired(jobId, refund);
+    }
+
+    /// @inheritdoc IJobMarket
+    function depositStake(uint256 amount) external payable nonReentrant {
+        if (amount == 0) {
+            revert JobMarketInvalidStake(amount);
+        }
+        uint128 added = SafeCast.toUint128(amount);
+        Stake storage stake = _stakes[msg.sender];
+        uint128 total = stake.amount + added; // checked
+        stake.amount = total;
+        _totalStake += added;
+        emit StakeDeposited(msg.sender, amount, total);
+        _collectStake(amount, msg.value);
+    }
+
+    /// @inheritdoc IJobMarket
+    function requestUnstake() external {
+        Stake storage stake = _stakes[msg.sender];
+        if (stake.amount == 0 || stake.unbondingEnd != 0) {
+            revert JobMarketInvalidStake(stake.amount);
+        }
+        uint64 end = uint64(block.timestamp) + unbondingPeriod;
+        stake.unbondingEnd = end;
+        emit UnstakeRequested(msg.sender, stake.amount, end);
+    }
+
+    /// @inheritdoc IJobMarket
+    function withdrawStake() external {
+        Stake memory stake = _stakes[msg.sender];
+        if (stake.unbondingEnd == 0 || block.timestamp < stake.unbondingEnd) {
+            revert JobMarketStakeLocked(msg.sender, stake.unbondingEnd);
+        }
+        delete _stakes[msg.sender];
+        _totalStake -= stake.amount;
+        emit StakeWithdrawn(msg.sender, stake.amount);
+        _credit(msg.sender, 0, stake.amount);
     }
 
     /// @inheritdoc IJobMarket
@@ -314,11 +459,27 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
         info.consumerKey = j.consumerKey;
         info.escrow = j.escrow;
         info.workerFee = j.escrow - total;
-        info.claimDeadline = j.claimDeadline;
+        if (info.status == JobStatus.Open) {
+            info.claimDeadline = j.deadline;
+        } else if (info.status == JobStatus.Claimed) {
+            info.leaseExpiry = j.deadline;
+        }
+        info.charges = j.charges;
         info.completionDeadline = j.completionDeadline;
         info.epsilonSpent = j.epsilonSpent;
         info.datasetIds = datasetIds;
         info.prices = prices;
+    }
+
+    /// @inheritdoc IJobMarket
+    function stakeOf(address operator) external view returns (uint256 amount, uint64 unbondingEnd) {
+        Stake memory stake = _stakes[operator];
+        return (stake.amount, stake.unbondingEnd);
+    }
+
+    /// @inheritdoc IJobMarket
+    function totalStake() external view returns (uint256) {
+        return _totalStake;
     }
 
     /// @inheritdoc IJobMarket
@@ -447,12 +608,7 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
                 revert JobMarketIncorrectPayment(sent, 0);
             }
             if (required != 0) {
-                uint256 before = _token.balanceOf(address(this));
-                _token.safeTransferFrom(msg.sender, address(this), required);
-                uint256 received = _token.balanceOf(address(this)) - before;
-                if (received != required) {
-                    revert JobMarketTokenTransferShortfall(required, received);
-                }
+                _pullTokens(required);
             }
         }
     }
@@ -495,6 +651,98 @@ contract JobMarket is IJobMarket, DatasetRegistry, AccessControlDefaultAdminRule
             _credit(ds.provider, jobId, price);
             paid += price;
         }
+    }
+
+    /// @dev Takes an operator's stake deposit of `amount` (`sent` is depositStake's msg.value):
+    /// `sent` in native mode, else `amount` tokens pulled with transferFrom (the state is already
+    /// updated; see {_collect}).
+    function _collectStake(uint256 amount, uint256 sent) private {
+        if (address(_token) == address(0)) {
+            if (sent != amount) {
+                revert JobMarketIncorrectPayment(sent, amount);
+            }
+        } else {
+            if (sent != 0) {
+                revert JobMarketIncorrectPayment(sent, 0);
+            }
+            _pullTokens(amount);
+        }
+    }
+
+    /// @dev Pulls exactly `amount` payment tokens from the caller with transferFrom; a token that
+    /// delivers less (fee on transfer) reverts with {JobMarketTokenTransferShortfall}.
+    function _pullTokens(uint256 amount) private {
+        uint256 before = _token.balanceOf(address(this));
+        _token.safeTransferFrom(msg.sender, address(this), amount);
+        uint256 received = _token.balanceOf(address(this)) - before;
+        if (received != amount) {
+            revert JobMarketTokenTransferShortfall(amount, received);
+        }
+    }
+
+    /// @dev A re-claim after `lapsed`'s lease ran out: its claim may have had the data keys, so
+    /// each dataset's reservation is debited in full and reserved again for the new claim (or the
+    /// re-claim reverts with {JobMarketBudgetExhausted}), and the lapsed operator is slashed.
+    function _chargeLapsedClaim(Job storage j, uint256 jobId, address lapsed, uint128 prices) private {
+        uint16 charges = j.charges + 1; // checked: at most 65,535 charges per job
+        j.charges = charges;
+        uint64 epsilon = j.epsilon;
+        uint256 count = j.datasetCount;
+        for (uint256 i = 0; i < count; ++i) {
+            (uint256 datasetId, uint128 price) = _unpack(j.datasets[i]);
+            DatasetRecord storage ds = _datasetRecord(datasetId);
+            uint64 remaining = _debitEpsilon(ds, epsilon, epsilon);
+            emit BudgetDebited(datasetId, jobId, epsilon, remaining);
+            if (epsilon > remaining) {
+                revert JobMarketBudgetExhausted(datasetId, epsilon, remaining);
+            }
+            _reserveEpsilon(ds, epsilon);
+            emit EpsilonReserved(datasetId, jobId, epsilon, price);
+        }
+        emit ClaimCharged(jobId, lapsed, charges);
+        _slash(j, jobId, lapsed, prices);
+    }
+
+    /// @dev Moves up to `prices` of the stake of `enclave`'s operator to the job's providers, in
+    /// proportion to their prices (the last provider gets the rounding remainder); emits
+    /// {StakeSlashed} and a {PaymentCredited} per provider. A slash finds at most the stake left.
+    function _slash(Job storage j, uint256 jobId, address enclave, uint128 prices) private {
+        address operator = _registry.enclaveOf(enclave).operator;
+        Stake storage stake = _stakes[operator];
+        uint128 amount = stake.amount < prices ? stake.amount : prices;
+        if (amount == 0) {
+            return;
+        }
+        // unchecked: amount <= stake.amount <= _totalStake.
+        unchecked {
+            stake.amount -= amount;
+            _totalStake -= amount;
+        }
+        emit StakeSlashed(operator, jobId, amount);
+        uint128 left = amount;
+        uint256 last = j.datasetCount - 1;
+        for (uint256 i = 0; i <= last; ++i) {
+            (uint256 datasetId, uint128 price) = _unpack(j.datasets[i]);
+            // amount * price fits 256 bits; share <= left because Σ price == prices.
+            uint128 share = i == last ? left : uint128((uint256(amount) * price) / prices);
+            left -= share;
+            _credit(_datasetRecord(datasetId).provider, jobId, share);
+        }
+    }
+
+    /// @dev Σ of the job's price snapshots (what its providers are owed for its ε).
+    function _sumPrices(Job storage j) private view returns (uint128 prices) {
+        uint256 count = j.datasetCount;
+        for (uint256 i = 0; i < count; ++i) {
+            (, uint128 price) = _unpack(j.datasets[i]);
+            prices += price;
+        }
+    }
+
+    /// @dev A lease starting now: `claimLease` seconds, but never past the completion deadline.
+    function _leaseEnd(uint32 completionDeadline) private view returns (uint32) {
+        uint256 end = block.timestamp + claimLease;
+        return end < completionDeadline ? uint32(end) : completionDeadline;
     }
 
     /// @dev Adds `amount` to `account`'s pending withdrawal and emits {PaymentCredited}; a zero

@@ -31,15 +31,24 @@ from .models import ModelSpec
 from .onchain import DELTA_SCALE, JobStatus, Role
 from .platform_seal import NoSealingKey
 from .receipt import (
+    MAX_CHARGES,
+    ClaimRelease,
     Receipt,
+    counter_message,
     datasets_hash,
     epsilon_to_units,
+    keys_released_message,
+    retired_claim_message,
+    sign_claim_release,
     sign_receipt,
 )
 from .report import report_data
 from .training import train_dp
 
 Emit = Callable[[dict[str, Any]], None]
+
+Claim = tuple[int, bytes, int, bytes, int]
+"""(chain id, market, job id, holding enclave, the job's charges count): one claim on a job."""
 
 
 def _sealed_key_label(content_hash: bytes) -> bytes:
@@ -62,7 +71,11 @@ class Enclave:
         self.signer = to_canonical_address(self._account.address)
         self.encryption_key = keywrap.public_key_bytes(self._box)
         self._job_keys = jobkeys.JobKeyRing()  # trainer: one key and one run per job
-        self._released: set[tuple[int, bytes, int, bytes, bytes]] = set()  # key manager: (chain, market, job, dataset, enclave)
+        # Key manager (docs/jobs.md, property 1): what it released and which claims it gave back.
+        self._released: set[tuple[int, bytes, int, bytes, bytes]] = set()  # (chain, market, job, dataset, enclave)
+        self._release_counts: dict[tuple[int, bytes, int, bytes], int] = {}  # (chain, market, job, dataset) -> releases
+        self._claims_with_keys: set[Claim] = set()  # claims some data key was released under
+        self._retired: set[Claim] = set()  # claims given back by a signed ClaimRelease: never a key under them
 
     def handle(self, op: str, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """Dispatch one validated request; returns the result map."""
@@ -71,7 +84,7 @@ class Enclave:
             "attest": self._attest,
         }
         if self.role is Role.KEY_MANAGER:
-            handlers |= {"deposit": self._deposit, "release": self._release}
+            handlers |= {"deposit": self._deposit, "release": self._release, "release_claim": self._release_claim}
         else:
             handlers |= {"prepare_job": self._prepare_job, "run": self._run}
         if op not in handlers:
@@ -105,6 +118,17 @@ class Enclave:
         return {"sealed_key": platform_seal.seal(self._sealing_key(), key, label=_sealed_key_label(content_hash))}
 
     def _release(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Re-wrap a data key to the per-job key of the enclave holding the job, within the counter rule.
+
+        Releases for one (chain, market, job, dataset) are counted: a release happens only while
+        the prior releases are at most the job's on-chain ``charges`` (each charge is one ε debit
+        of the dataset, the settlement or expiry the last one), so no more runs ever hold the key
+        than the chain debits ε for, even if the chain forgets a claim. Never under a lapsed
+        lease, never twice to one enclave, never under a claim given back by :meth:`_release_claim`.
+        """
+        job_id, charges = fields["job_id"], fields["job_charges"]
+        if charges > MAX_CHARGES:
+            raise ProtocolError(f"field 'job_charges' must be at most {MAX_CHARGES}")
         if not fields["trainer_active"]:
             raise KeyReleaseRefused("the requesting trainer enclave is not active in the registry")
         if fields["job_status"] != JobStatus.CLAIMED:
@@ -115,6 +139,11 @@ class Enclave:
             raise KeyReleaseRefused(f"the dataset is not part of job {fields['job_id']}")
         if fields["now"] > fields["job_completion_deadline"]:
             raise KeyReleaseRefused(f"job {fields['job_id']} is past its completion deadline")
+        if fields["now"] > fields["job_lease_expiry"]:
+            raise KeyReleaseRefused(
+                f"the claim on job {job_id} lapsed at {fields['job_lease_expiry']} (now {fields['now']}): "
+                "no key is released under a lapsed claim"
+            )
         jobkeys.check_job_key(
             chain_id=fields["chain_id"],
             market=fields["market"],
@@ -123,16 +152,39 @@ class Enclave:
             signature=fields["job_key_signature"],
             enclave=fields["job_enclave"],
         )
-        release = (fields["chain_id"], fields["market"], fields["job_id"], fields["content_hash"], fields["job_enclave"])
+        claim: Claim = (fields["chain_id"], fields["market"], job_id, fields["job_enclave"], charges)
+        if claim in self._retired:
+            raise KeyReleaseRefused(retired_claim_message(job_id, charges))
+        release = (fields["chain_id"], fields["market"], job_id, fields["content_hash"], fields["job_enclave"])
         if release in self._released:
-            raise KeyReleaseRefused(
-                f"the key of this dataset was already released for job {fields['job_id']} to this enclave: one claim, one key"
-            )
+            raise KeyReleaseRefused(f"the key of this dataset was already released for job {job_id} to this enclave: one claim, one key")
+        counted = (fields["chain_id"], fields["market"], job_id, fields["content_hash"])
+        prior = self._release_counts.get(counted, 0)
+        if prior > charges:
+            raise KeyReleaseRefused(counter_message("this dataset", job_id, prior, charges))
         key = platform_seal.unseal(self._sealing_key(), fields["sealed_key"], label=_sealed_key_label(fields["content_hash"]))
-        info = keywrap.release_info(fields["chain_id"], fields["market"], fields["job_id"], fields["content_hash"])
+        info = keywrap.release_info(fields["chain_id"], fields["market"], job_id, fields["content_hash"])
         wrapped = keywrap.wrap(key, fields["job_key"], info=info)
         self._released.add(release)
+        self._release_counts[counted] = prior + 1
+        self._claims_with_keys.add(claim)
         return {"released_key": wrapped}
+
+    def _release_claim(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Sign ``ClaimRelease(job, holder, charges)`` if no key of the job went to the holder under
+        this claim, and retire the claim: no key is ever released under it afterwards."""
+        job_id, charges = fields["job_id"], fields["job_charges"]
+        if charges > MAX_CHARGES:
+            raise ProtocolError(f"field 'job_charges' must be at most {MAX_CHARGES}")
+        if fields["job_status"] != JobStatus.CLAIMED:
+            raise KeyReleaseRefused(f"job {job_id} is not in the Claimed state")
+        claim: Claim = (fields["chain_id"], fields["market"], job_id, fields["job_enclave"], charges)
+        if claim in self._claims_with_keys:
+            raise KeyReleaseRefused(keys_released_message(job_id, fields["job_enclave"], charges))
+        statement = ClaimRelease(job_id=job_id, enclave=fields["job_enclave"], charges=charges)
+        signature = sign_claim_release(self._account, statement, chain_id=fields["chain_id"], market=fields["market"])
+        self._retired.add(claim)
+        return {"signature": signature}
 
     # --- trainer -----------------------------------------------------------------------------
 

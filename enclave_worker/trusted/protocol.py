@@ -51,6 +51,8 @@ REQUESTS: dict[str, dict[str, Field]] = {
         "job_enclave": B20,
         "job_content_hashes": Field(list, item_len=32, max_items=16),
         "job_completion_deadline": UINT,
+        "job_lease_expiry": UINT,
+        "job_charges": UINT,
         "now": UINT,
         "content_hash": B32,
         "sealed_key": Field(bytes, max_len=512),
@@ -58,6 +60,14 @@ REQUESTS: dict[str, dict[str, Field]] = {
         "trainer_active": Field(bool),
         "job_key": B32,
         "job_key_signature": Field(bytes, exact_len=65),
+    },
+    "release_claim": {
+        "chain_id": UINT,
+        "market": B20,
+        "job_id": UINT,
+        "job_status": UINT,
+        "job_enclave": B20,
+        "job_charges": UINT,
     },
     "prepare_job": {"chain_id": UINT, "market": B20, "job_id": UINT},
     "run": {

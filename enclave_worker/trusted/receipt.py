@@ -1,7 +1,12 @@
-"""EIP-712 receipts the trainer enclave signs and ``JobMarket.submitResult`` verifies.
+"""EIP-712 messages enclaves sign for the job market: receipts and claim releases.
 
-The domain binds chain id and market contract; the message binds job id, the datasets' content
+The trainer enclave signs a :class:`Receipt`, which ``JobMarket.submitResult`` verifies: the
+domain binds chain id and market contract; the message binds job id, the datasets' content
 hashes (in job order), the model and result hashes, the metrics document and the ε spent.
+
+The key manager signs a :class:`ClaimRelease`, which ``JobMarket.releaseClaim`` verifies (same
+domain): "no data key of job ``job_id`` was, or will ever be, released to ``enclave`` under the
+job's ``charges``-th claim", so the claim can be given back without an ε charge.
 """
 
 from __future__ import annotations
@@ -9,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from eth_account import Account
+from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak, to_canonical_address, to_checksum_address
 
 from .onchain import EPSILON_SCALE
 
@@ -27,6 +34,16 @@ RECEIPT_TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "epsilonSpent", "type": "uint64"},
     ]
 }
+
+CLAIM_RELEASE_TYPES: dict[str, list[dict[str, str]]] = {
+    "ClaimRelease": [
+        {"name": "jobId", "type": "uint256"},
+        {"name": "enclave", "type": "address"},
+        {"name": "charges", "type": "uint16"},
+    ]
+}
+MAX_CHARGES = 2**16 - 1
+"""``JobInfo.charges`` is a ``uint16``."""
 
 
 @dataclass(frozen=True)
@@ -79,3 +96,59 @@ def sign_receipt(account: LocalAccount, receipt: Receipt, *, chain_id: int, mark
     """Sign a receipt with the enclave's key; returns the 65-byte signature."""
     signed = account.sign_typed_data(domain(chain_id, market), RECEIPT_TYPES, receipt.message())
     return bytes(signed.signature)
+
+
+@dataclass(frozen=True)
+class ClaimRelease:
+    """The key manager's statement that the claim ``(job_id, enclave, charges)`` never had, and
+    never will have, a data key of the job."""
+
+    job_id: int
+    enclave: bytes
+    """The holding trainer enclave's 20-byte signer address."""
+    charges: int
+    """The job's ``charges`` count when the claim was made (``JobInfo.charges``)."""
+
+    def message(self) -> dict[str, Any]:
+        if len(self.enclave) != 20 or not 0 <= self.charges <= MAX_CHARGES:
+            raise ValueError("a claim release needs a 20-byte enclave address and charges in 0..65535")
+        return {"jobId": self.job_id, "enclave": to_checksum_address(self.enclave), "charges": self.charges}
+
+
+def sign_claim_release(account: LocalAccount, statement: ClaimRelease, *, chain_id: int, market: bytes) -> bytes:
+    """Sign a claim release with the key manager's key; returns the 65-byte signature."""
+    signed = account.sign_typed_data(domain(chain_id, market), CLAIM_RELEASE_TYPES, statement.message())
+    return bytes(signed.signature)
+
+
+def claim_release_signer(statement: ClaimRelease, signature: bytes, *, chain_id: int, market: bytes) -> bytes:
+    """The 20-byte address that signed ``statement`` (what ``releaseClaim`` checks is a key manager)."""
+    message = encode_typed_data(domain(chain_id, market), CLAIM_RELEASE_TYPES, statement.message())
+    return to_canonical_address(Account.recover_message(message, signature=signature))
+
+
+# Refusals of the key manager about claims, worded once for its trusted part and its host.
+
+
+def retired_claim_message(job_id: int, charges: int) -> str:
+    """Why no key is released to a claim the key manager gave back (trusted part and host alike)."""
+    return (
+        f"the claim on job {job_id} by this enclave (charges {charges}) was given back with a ClaimRelease statement: "
+        "no key is released under it"
+    )
+
+
+def counter_message(dataset: str, job_id: int, prior: int, charges: int) -> str:
+    """Why a release would give more runs the key than the chain debits ε for."""
+    return (
+        f"the key of {dataset} was released {prior} time(s) for job {job_id} and the chain shows {charges} charged "
+        f"lapsed claim(s): at most charges + 1 releases per job and dataset, one per ε debit"
+    )
+
+
+def keys_released_message(job_id: int, enclave: bytes, charges: int) -> str:
+    """Why the key manager does not sign a ClaimRelease statement (trusted part and host alike)."""
+    return (
+        f"data keys of job {job_id} were released to enclave {to_checksum_address(enclave)} under its claim "
+        f"(charges {charges}): no ClaimRelease; the job can only be re-claimed, with an ε charge, after its lease lapses"
+    )

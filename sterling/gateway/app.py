@@ -19,6 +19,7 @@ from sterling.gateway.api.routes import (
     events,
     health,
     jobs,
+    operators,
     payments,
     rpc,
     specs,
@@ -76,7 +77,7 @@ def create_app(settings: GatewaySettings, *, services: GatewayServices) -> FastA
     app.state.cache = ResponseCache(max_entries=settings.response_cache_entries)
     app.state.rpc = RpcGateway(backend_for(services.chain.w3, timeout=settings.rpc_timeout_seconds), max_batch=settings.rpc_max_batch)
 
-    for module in (health, config, datasets, jobs, workers, payments, blobs, specs, deposits, rpc, events):
+    for module in (health, config, datasets, jobs, workers, operators, payments, blobs, specs, deposits, rpc, events):
         app.include_router(module.router, prefix=API_PREFIX, responses=_ERRORS)
 
     @app.exception_handler(SterlingError)

@@ -33,7 +33,9 @@ _DATASET_EVENTS = frozenset(
 )  # fmt: skip
 _JOB_STAGES = {
     "JobCreated": "created", "JobClaimed": "claimed", "ResultSubmitted": "settled", "JobExpired": "expired", "JobCancelled": "cancelled",
+    "LeaseRenewed": "renewed", "ClaimReleased": "released", "ClaimCharged": "charged", "StakeSlashed": "slashed",
 }  # fmt: skip
+_STAKE_EVENTS = {"StakeDeposited": "deposited", "UnstakeRequested": "unbonding", "StakeWithdrawn": "withdrawn"}
 _PAYMENT_KINDS = {"PaymentCredited": "credited", "Withdrawn": "withdrawn"}
 _MARKET_EVENTS = {"Paused": True, "Unpaused": False}
 
@@ -57,6 +59,9 @@ def event_of(row: ChainEvent) -> ServerSentEvent:
             "kind": _PAYMENT_KINDS[row.name],
             **where,
         }
+    elif row.name in _STAKE_EVENTS:
+        kind = "stake"
+        data = {"operator": row.account, "change": _STAKE_EVENTS[row.name], "amount_wei": str(row.data.get("amount")), **where}
     elif row.name in _MARKET_EVENTS:
         kind = "market"
         data = {"paused": _MARKET_EVENTS[row.name], "account": row.account, **where}

@@ -25,7 +25,9 @@ from oracle.index_db import (
     JobDataset,
     JobEvent,
     MarketState,
+    MarketTotals,
     Measurement,
+    OperatorStake,
     Payment,
 )
 from sterling.gateway.errors import BadRequest, NotFound
@@ -42,8 +44,10 @@ from sterling.gateway.schemas import (
     JobProgressPublic,
     JobPublic,
     JobStatusName,
+    MoneyPublic,
     PaymentPublic,
     RoleName,
+    StakePublic,
     TimelineEventPublic,
     WorkerPublic,
 )
@@ -214,6 +218,8 @@ def _job_fields(row: Job) -> dict[str, Any]:
         "operator": row.operator,
         "claim_deadline": row.claim_deadline,
         "completion_deadline": row.completion_deadline,
+        "lease_expiry": row.lease_expiry or 0,
+        "charges": row.charges or 0,
         "model_hash": row.model_hash,
         "result_hash": row.result_hash,
         "metrics_hash": row.metrics_hash,
@@ -351,3 +357,40 @@ def list_payments(session: Session, *, account: str | None, limit: int, offset: 
         for p in rows
     ]  # fmt: skip
     return items, total, pending
+
+
+def stake_public(row: OperatorStake) -> StakePublic:
+    return StakePublic(
+        operator=row.operator, amount_wei=str(row.amount), unbonding_end=row.unbonding_end, slashed_wei=str(row.slashed_wei),
+        updated_block=row.updated_block,
+    )  # fmt: skip
+
+
+def operator_stake(session: Session, operator: str) -> StakePublic:
+    """``operator``'s stake (zero, like ``stakeOf``, if it never staked)."""
+    who = address(operator)
+    row = session.get(OperatorStake, who)
+    if row is None:
+        return StakePublic(operator=who, amount_wei="0", unbonding_end=0, slashed_wei="0", updated_block=None)
+    return stake_public(row)
+
+
+def market_money(session: Session, key: str) -> MoneyPublic:
+    """The market's money totals as of the indexed block (all zero before the first money event)."""
+    row = session.get(MarketTotals, key)
+    pending, locked, stake, balance = (0, 0, 0, 0) if row is None else (
+        row.pending_wei, row.locked_escrow_wei, row.total_stake_wei, row.received_wei - row.paid_out_wei,
+    )  # fmt: skip
+    return MoneyPublic(
+        balance_wei=str(balance), pending_wei=str(pending), locked_escrow_wei=str(locked), total_stake_wei=str(stake),
+        conserved=balance == pending + locked + stake,
+    )  # fmt: skip
+
+
+def list_stakes(session: Session, *, limit: int, offset: int) -> tuple[list[StakePublic], int]:
+    """Operators that ever staked, largest stake first."""
+    total = session.scalar(select(func.count()).select_from(OperatorStake)) or 0
+    rows = session.scalars(
+        select(OperatorStake).order_by(OperatorStake.amount.desc(), OperatorStake.operator).limit(limit).offset(offset)
+    ).all()
+    return [stake_public(r) for r in rows], total

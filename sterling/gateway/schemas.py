@@ -18,9 +18,9 @@ JobStatusName = Literal["open", "claimed", "completed", "expired", "cancelled"]
 DatasetStatusName = Literal["active", "paused", "delisted"]
 DatasetSort = Literal["price", "-price", "remaining_epsilon", "-remaining_epsilon", "listed", "-listed"]
 BudgetKind = Literal["listed", "reserved", "released", "debited", "topped_up", "terms_updated"]
-TimelineStage = Literal["created", "claimed", "settled", "expired", "cancelled"]
+TimelineStage = Literal["created", "claimed", "renewed", "released", "charged", "slashed", "settled", "expired", "cancelled"]
 PaymentKind = Literal["credited", "withdrawn"]
-PaymentReason = Literal["payout", "refund", "change"]
+PaymentReason = Literal["payout", "refund", "change", "slash", "stake"]
 RoleName = Literal["trainer", "key_manager"]
 
 
@@ -160,10 +160,12 @@ class JobPublic(BaseModel):
     escrow_wei: str
     worker_fee_wei: str
     consumer_key: str = Field(description="the consumer's X25519 key the model is sealed to")
-    enclave: str | None
-    operator: str | None
-    claim_deadline: int
+    enclave: str | None = Field(description="the holder, the trainer enclave with the claim (a re-claim replaces it; a release clears it)")
+    operator: str | None = Field(description="the holder's operator when it claimed the job")
+    claim_deadline: int = Field(description="while open, its last claimable second (after a release, the completion deadline); else 0")
     completion_deadline: int
+    lease_expiry: int = Field(description="while claimed, the claim lapses after this second unless its operator renews it; 0 otherwise")
+    charges: int = Field(description="re-claims after a lapsed lease: each charged every dataset the job's ε once more")
     model_hash: str | None = Field(description="from ResultSubmitted: SHA-256 of the model weights")
     result_hash: str | None = Field(description="from ResultSubmitted: SHA-256 of the sealed model (GET /api/jobs/{id}/result)")
     metrics_hash: str | None
@@ -180,7 +182,7 @@ class TimelineEventPublic(BaseModel):
     enclave: str | None = None
     operator: str | None = None
     epsilon_spent: float | None = None
-    amount_wei: str | None = Field(default=None, description="escrow (created) or refund (expired, cancelled)")
+    amount_wei: str | None = Field(default=None, description="escrow (created), refund (expired, cancelled) or stake slashed (slashed)")
 
 
 class JobPaymentPublic(BaseModel):
@@ -244,7 +246,10 @@ class PaymentPublic(BaseModel):
     job_id: int | None
     amount_wei: str
     kind: PaymentKind
-    reason: PaymentReason | None = Field(description="credits: payout (price or worker fee), refund, or change from maxTotalPrice")
+    reason: PaymentReason | None = Field(
+        description="credits: payout (price or worker fee), refund, change from maxTotalPrice, slash (a share of an operator's "
+        "slashed stake) or stake (an operator's unbonded stake)"
+    )
     block: int
     timestamp: int
     tx_hash: str
@@ -254,6 +259,32 @@ class PaymentListPublic(BaseModel):
     items: list[PaymentPublic]
     total: int
     pending_wei: str | None = Field(description="credited minus withdrawn, when an account is given")
+
+
+class StakePublic(BaseModel):
+    """An operator's stake as the index holds it (``JobMarket.stakeOf``)."""
+
+    operator: str
+    amount_wei: str
+    unbonding_end: int = Field(description="0 while it may claim; else the second its stake can be withdrawn")
+    slashed_wei: str = Field(description="all that was slashed from it to providers")
+    updated_block: int | None = Field(description="block of the last change (null: never staked)")
+
+
+class MoneyPublic(BaseModel):
+    """The market's money by the indexed events; conserved: balance = pending + locked escrow + total stake."""
+
+    balance_wei: str
+    pending_wei: str
+    locked_escrow_wei: str
+    total_stake_wei: str
+    conserved: bool
+
+
+class StakeListPublic(BaseModel):
+    items: list[StakePublic]
+    total: int
+    money: MoneyPublic
 
 
 class BlobPublic(BaseModel):

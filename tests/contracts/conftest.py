@@ -49,6 +49,14 @@ STATUS_NONE, STATUS_OPEN, STATUS_CLAIMED, STATUS_COMPLETED, STATUS_EXPIRED, STAT
 DATASET_ACTIVE, DATASET_PAUSED, DATASET_DELISTED = DatasetStatus.ACTIVE, DatasetStatus.PAUSED, DatasetStatus.DELISTED
 # Governance handover delay the tests deploy with (seconds).
 ADMIN_DELAY = 3 * 24 * 3600
+# Claim lease and unbonding period the tests deploy with (seconds). The lease is shorter than the
+# default 7,200-second completion window of :func:`job_request`, so leases can lapse in tests.
+CLAIM_LEASE = 600
+UNBONDING_PERIOD = 30 * 24 * 3600
+# Stake each operator deposits at deployment: native currency (wei) or payment-token units. It
+# covers the Σ prices of any job the tests create (16 datasets at 0.1 ether is 1.6 ether).
+STAKE = 10 * ETHER
+TOKEN_STAKE = 10**11
 
 
 # --------------------------------------------------------------------------- revert decoding
@@ -371,12 +379,24 @@ def deployment(w3: Web3, actors: Actors) -> Deployment:
     return deploy_all(w3, actors)
 
 
-def deploy_all(w3: Web3, actors: Actors, *, token: Contract | None = None) -> Deployment:
-    """Deploy registry and market (paying in ``token`` if given), approve the measurements, grant
-    the verifier and register the trainer enclave to ``actors.operator``."""
+def deploy_all(w3: Web3, actors: Actors, *, token: Contract | None = None, stake: bool = True) -> Deployment:
+    """Deploy registry and market (paying in ``token`` if given) with :data:`CLAIM_LEASE` and
+    :data:`UNBONDING_PERIOD`, approve the measurements, grant the verifier, register the trainer
+    enclave to ``actors.operator`` and, if ``stake``, have both operators deposit a stake
+    (:data:`STAKE` wei, or :data:`TOKEN_STAKE` token units minted to them)."""
     registry = deploy(w3, "EnclaveRegistry", actors.governance, ADMIN_DELAY, actors.governance)
     token_address = token.address if token is not None else ZERO_ADDRESS
-    market = deploy(w3, "JobMarket", actors.governance, registry.address, token_address, ADMIN_DELAY, actors.governance)
+    market = deploy(
+        w3,
+        "JobMarket",
+        actors.governance,
+        registry.address,
+        token_address,
+        ADMIN_DELAY,
+        actors.governance,
+        CLAIM_LEASE,
+        UNBONDING_PERIOD,
+    )
     d = Deployment(w3=w3, registry=registry, market=market, actors=actors, token=token)
     gov = actors.governance
     transact(w3, registry.functions.approveMeasurement(ROLE_TRAINER, TRAINER_MEASUREMENT), gov)
@@ -384,7 +404,67 @@ def deploy_all(w3: Web3, actors: Actors, *, token: Contract | None = None) -> De
     verifier_role = registry.functions.VERIFIER_ROLE().call()
     transact(w3, registry.functions.grantRole(verifier_role, actors.verifier.address), gov)
     register(d, actors.trainer, actors.operator)
+    if stake:
+        for operator in (actors.operator, actors.other_operator):
+            deposit_stake(d, operator, STAKE if token is None else TOKEN_STAKE)
     return d
+
+
+def deposit_stake(d: Deployment, operator: str, amount: int) -> Any:
+    """``operator`` deposits ``amount`` of stake: sent as value in native mode; in token mode
+    minted to it (test tokens mint freely) and approved first."""
+    if d.token is None:
+        return transact(d.w3, d.market.functions.depositStake(amount), operator, amount)
+    transact(d.w3, d.token.functions.mint(operator, amount), d.actors.governance)
+    transact(d.w3, d.token.functions.approve(d.market.address, amount), operator)
+    return transact(d.w3, d.market.functions.depositStake(amount), operator)
+
+
+def stake_of(d: Deployment, operator: str) -> tuple[int, int]:
+    """``stakeOf(operator)``: (amount, unbondingEnd)."""
+    amount, unbonding_end = d.market.functions.stakeOf(operator).call()
+    return int(amount), int(unbonding_end)
+
+
+KEY_MANAGER_RELEASE_TYPES = {
+    "ClaimRelease": [
+        {"name": "jobId", "type": "uint256"},
+        {"name": "enclave", "type": "address"},
+        {"name": "charges", "type": "uint16"},
+    ]
+}
+"""EIP-712 types of the key manager's no-release statement ({JobMarket-releaseClaim})."""
+
+
+def sign_release(
+    d: Deployment,
+    key: LocalAccount,
+    job_id: int,
+    enclave: str,
+    charges: int,
+    *,
+    market: Contract | None = None,
+    chain_id: int | None = None,
+) -> bytes:
+    """EIP-712 ``ClaimRelease(jobId, enclave, charges)`` signed by ``key`` under the market's domain
+    (``market`` and ``chain_id`` override it, to forge signatures for another domain)."""
+    dom = domain(d.w3, market or d.market, "SterlingJobMarket")
+    if chain_id is not None:
+        dom["chainId"] = chain_id
+    message = {"jobId": job_id, "enclave": enclave, "charges": charges}
+    return bytes(Account.sign_typed_data(key.key, dom, KEY_MANAGER_RELEASE_TYPES, message).signature)
+
+
+def register_key_manager(d: Deployment, operator: str | None = None, *, key: LocalAccount | None = None) -> Any:
+    """Register the key-manager enclave (``key``, default ``actors.key_manager``) to ``operator``
+    (default the governance account, which runs the key manager in these tests)."""
+    return register(
+        d,
+        key or d.actors.key_manager,
+        operator or d.actors.governance,
+        role=ROLE_KEY_MANAGER,
+        measurement=KEY_MANAGER_MEASUREMENT,
+    )
 
 
 @pytest.fixture(scope="function")
@@ -464,6 +544,24 @@ def holdings(d: Deployment, account: str) -> int:
     return int(d.token.functions.balanceOf(account).call())
 
 
+def market_funds(d: Deployment) -> int:
+    """The market's holdings less the operators' stakes (``totalStake``): what the escrow and the
+    pending withdrawals account for."""
+    return holdings(d, d.market.address) - int(d.market.functions.totalStake().call())
+
+
+def keep_alive(d: Deployment, job_id: int, until: int, *, operator: str | None = None) -> None:
+    """Travel to ``until`` while renewing ``job_id``'s lease at each expiry, as a live worker's
+    heartbeat would (from ``operator``, default ``actors.operator``)."""
+    while True:
+        lease = int(d.market.functions.job(job_id).call()[15])
+        if lease >= until:
+            break
+        d.travel_to(lease)
+        transact(d.w3, d.market.functions.renewLease(job_id), operator or d.actors.operator)
+    d.travel_to(until)
+
+
 def withdraw_all(d: Deployment, account: str) -> int:
     """Withdraw ``account``'s pending payments and return what it received (gas excluded)."""
     before = holdings(d, account)
@@ -473,9 +571,10 @@ def withdraw_all(d: Deployment, account: str) -> int:
 
 
 def assert_solvent(d: Deployment, accounts: list[str]) -> None:
-    """The market holds exactly Σ pending withdrawals of ``accounts`` + lockedEscrow()."""
+    """The market holds exactly Σ pending withdrawals of ``accounts`` + lockedEscrow() + totalStake()."""
     pending = sum(d.market.functions.pendingWithdrawal(a).call() for a in accounts)
-    assert holdings(d, d.market.address) == pending + d.market.functions.lockedEscrow().call()
+    locked = d.market.functions.lockedEscrow().call() + d.market.functions.totalStake().call()
+    assert holdings(d, d.market.address) == pending + locked
 
 
 def everyone(d: Deployment) -> list[str]:
@@ -484,15 +583,16 @@ def everyone(d: Deployment) -> list[str]:
     return [a.governance, a.operator, *a.providers, a.consumer, a.other_operator, a.stranger]
 
 
-def deploy_token_market(d: Deployment, token_name: str) -> Deployment:
+def deploy_token_market(d: Deployment, token_name: str, *, stake: bool = True) -> Deployment:
     """A fresh registry and market paying in a new ``token_name`` test token (on ``d``'s chain).
 
-    The consumer is minted 10^12 token units. Deployed inside a test, the ``chain`` fixture's
-    snapshot removes it afterwards.
+    The consumer is minted 10^12 token units; if ``stake``, each operator is minted and stakes
+    :data:`TOKEN_STAKE` units. Deployed inside a test, the ``chain`` fixture's snapshot removes
+    it afterwards.
     """
     token = deploy(d.w3, token_name, d.actors.governance, test=True)
     transact(d.w3, token.functions.mint(d.actors.consumer, 10**12), d.actors.governance)
-    return deploy_all(d.w3, d.actors, token=token)
+    return deploy_all(d.w3, d.actors, token=token, stake=stake)
 
 
 def send_unchecked(w3: Web3, call: Any, sender: str, value: int = 0, *, gas: int = 3_000_000) -> bytes:

@@ -44,7 +44,10 @@ from .conftest import (
     logged,
     receipt_for,
     register,
+    register_key_manager,
     sign_certificate,
+    sign_release,
+    stake_of,
     submit_call,
     submit_result,
     terms,
@@ -362,6 +365,60 @@ GUARDED: list[Guarded] = [
 ]
 
 
+def _release_live_claim_by_stranger(w: World) -> Attempt:
+    """A valid key-manager statement, but the lease is live: only the holder's operator may use it."""
+    register_key_manager(w.d)
+    signature = sign_release(w.d, w.a.key_manager, w.claimed_job, w.a.trainer.address, 0)
+    return Attempt(
+        w.m.releaseClaim(w.claimed_job, signature),
+        w.a.stranger,
+        "JobMarketLeaseActive",
+        (w.claimed_job, job_info(w.d, w.claimed_job)["leaseExpiry"]),
+        then=w.a.operator,
+    )
+
+
+def _release_signed_by_trainer(w: World) -> Attempt:
+    """The holder's operator, but the statement is signed by the trainer, not a key manager."""
+    signature = sign_release(w.d, w.a.trainer, w.claimed_job, w.a.trainer.address, 0)
+    return Attempt(
+        w.m.releaseClaim(w.claimed_job, signature),
+        w.a.operator,
+        "JobMarketInvalidKeyManagerSignature",
+        (w.a.trainer.address,),
+    )
+
+
+GUARDED += [
+    Guarded(
+        "JobMarket",
+        "renewLease",
+        "operator of another enclave",
+        lambda w: Attempt(
+            w.m.renewLease(w.claimed_job),
+            w.a.other_operator,
+            "JobMarketNotEnclaveOperator",
+            (w.a.other_operator, w.a.operator),
+            then=w.a.operator,
+        ),
+    ),
+    Guarded("JobMarket", "releaseClaim", "stranger while the lease is live", _release_live_claim_by_stranger),
+    Guarded("JobMarket", "releaseClaim", "statement not signed by a key manager", _release_signed_by_trainer),
+    Guarded(
+        "JobMarket",
+        "requestUnstake",
+        "account with no stake",
+        lambda w: Attempt(w.m.requestUnstake(), w.a.stranger, "JobMarketInvalidStake", (0,), then=w.a.other_operator),
+    ),
+    Guarded(
+        "JobMarket",
+        "withdrawStake",
+        "operator that did not ask to unstake",
+        lambda w: Attempt(w.m.withdrawStake(), w.a.operator, "JobMarketStakeLocked", (w.a.operator, 0)),
+    ),
+]
+
+
 # --------------------------------------------------------------------------- functions anyone may call
 
 
@@ -392,7 +449,20 @@ def _anyone_expires(w: World) -> None:
     assert w.m.pendingWithdrawal(w.a.consumer).call() == job_info(w.d, w.open_job)["escrow"]
 
 
+def _anyone_stakes(w: World) -> None:
+    transact(w.d.w3, w.m.depositStake(5), w.a.stranger, 5)
+    assert stake_of(w.d, w.a.stranger) == (5, 0)
+    # a stake only lets the staker's own enclaves claim: the stranger runs none
+    expect_revert(
+        lambda: transact(w.d.w3, w.m.claimJob(w.open_job, w.a.trainer.address), w.a.stranger),
+        "JobMarketNotEnclaveOperator",
+        w.a.stranger,
+        w.a.operator,
+    )
+
+
 OPEN: list[Open] = [
+    Open("JobMarket", "depositStake", "anyone may stake; it backs only the staker's own claims", _anyone_stakes),
     Open("JobMarket", "listDataset", "permissionless listing; the caller becomes the provider", _anyone_lists),
     Open("JobMarket", "createJob", "any consumer may buy an unrestricted dataset", _anyone_buys),
     Open("JobMarket", "submitResult", "the enclave's signature is the authority, not the sender", _anyone_submits),

@@ -16,13 +16,16 @@ from eth_utils import keccak
 from .conftest import (
     ADMIN_DELAY,
     CERTIFICATE_TYPES,
+    CLAIM_LEASE,
     EPSILON_SCALE,
     ETHER,
     RECEIPT_TYPES,
     ROLE_TRAINER,
+    STAKE,
     STATUS_COMPLETED,
     STATUS_OPEN,
     TRAINER_MEASUREMENT,
+    UNBONDING_PERIOD,
     ZERO_ADDRESS,
     Deployment,
     assert_solvent,
@@ -34,6 +37,7 @@ from .conftest import (
     dataset_info,
     deploy,
     deploy_token_market,
+    deposit_stake,
     domain,
     enclave_info,
     everyone,
@@ -42,6 +46,7 @@ from .conftest import (
     job_info,
     job_request,
     list_dataset,
+    market_funds,
     receipt_for,
     receipt_tuple,
     register,
@@ -147,7 +152,7 @@ def test_refund_cannot_be_reentered_to_cancel_and_withdraw(chain: Deployment) ->
     transact(chain.w3, mock.functions.cancelJob(target), a.governance)
     transact(chain.w3, mock.functions.withdraw(), a.governance)
     assert holdings(chain, mock.address) == 2 * escrow
-    assert holdings(chain, chain.market.address) == 0
+    assert market_funds(chain) == 0
 
 
 def test_token_hook_cannot_reenter_withdraw(chain: Deployment) -> None:
@@ -231,9 +236,18 @@ def test_receipt_signed_for_another_deployment(chain: Deployment) -> None:
     a = chain.actors
     (job_id, _) = _two_claimed_jobs(chain)
     other_market = deploy(
-        chain.w3, "JobMarket", a.governance, chain.registry.address, ZERO_ADDRESS, ADMIN_DELAY, a.governance
+        chain.w3,
+        "JobMarket",
+        a.governance,
+        chain.registry.address,
+        ZERO_ADDRESS,
+        ADMIN_DELAY,
+        a.governance,
+        CLAIM_LEASE,
+        UNBONDING_PERIOD,
     )
     other = Deployment(w3=chain.w3, registry=chain.registry, market=other_market, actors=a)
+    deposit_stake(other, a.operator, STAKE)
     other_job = create_job(other, [list_dataset(other, a.providers[0])])
     claim_job(other, other_job)
     receipt = receipt_for(other, other_job, 1)

@@ -15,11 +15,19 @@ LIFECYCLE_ONE = 400_000
 PER_EXTRA_DATASET = 60_000
 CEILINGS = {
     ("createJob", "1 dataset"): 189_000,
-    ("claimJob", ""): 42_700,
+    ("claimJob", ""): 48_200,  # 42,700 before issue 13: the stake check reads the operator's stake and Σ prices
     ("submitResult", "1 dataset"): 94_100,
     ("withdraw", ""): 36_200,
     ("createJob", "16 datasets (the maximum)"): 572_000,
     ("submitResult", "16 datasets"): 362_500,
+    # issue 13: leases and stakes
+    ("renewLease", ""): 41_600,
+    ("claimJob", "re-claim after lapse, 1 dataset (charge + slash)"): 88_500,
+    ("releaseClaim", ""): 54_700,
+    ("expireJob", "lapsed claim, 1 dataset (slash)"): 91_400,
+    ("depositStake", "top-up"): 35_800,
+    ("requestUnstake", ""): 30_300,
+    ("withdrawStake", ""): 33_600,
 }
 
 

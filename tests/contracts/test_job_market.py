@@ -9,6 +9,7 @@ from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
 from .conftest import (
+    CLAIM_LEASE,
     DATASET_ACTIVE,
     DELTA_SCALE,
     EPSILON_SCALE,
@@ -37,8 +38,10 @@ from .conftest import (
     holdings,
     job_info,
     job_request,
+    keep_alive,
     list_dataset,
     logged,
+    market_funds,
     receipt_for,
     receipt_tuple,
     register,
@@ -178,7 +181,7 @@ def test_full_lifecycle(chain: Deployment, n_datasets: int) -> None:
 
     job_id = create_job(chain, ids, epsilon=EPSILON_SCALE, worker_fee=FEE)
     assert job_id == 1 and m.jobCount().call() == 1
-    assert holdings(chain, chain.market.address) == escrow
+    assert market_funds(chain) == escrow
     assert m.lockedEscrow().call() == escrow
     assert consumer_before - holdings(chain, a.consumer) >= escrow
     for i in ids:
@@ -188,11 +191,16 @@ def test_full_lifecycle(chain: Deployment, n_datasets: int) -> None:
     assert job[0] == a.consumer and job[1] == STATUS_OPEN
     assert job[8] == escrow and job[9] == FEE and list(job[13]) == ids and list(job[14]) == [PRICE] * n_datasets
 
+    assert job[10] > 0 and (job[15], job[16]) == (0, 0)  # claim deadline while Open; no lease, no charge
+
     receipt = claim_job(chain, job_id)
     (claimed,) = logged(chain.market, receipt, "JobClaimed")
     assert claimed == {"jobId": job_id, "enclave": a.trainer.address, "operator": a.operator}
     job = m.job(job_id).call()
     assert job[1] == STATUS_CLAIMED and job[2] == a.trainer.address and job[3] == a.operator
+    # once Claimed, the claim deadline reads 0 and the lease runs claimLease seconds from the claim
+    claimed_at = chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
+    assert (job[10], job[15], job[16]) == (0, claimed_at + CLAIM_LEASE, 0)
 
     spent = EPSILON_SCALE * 3 // 4
     result = receipt_for(chain, job_id, spent)
@@ -230,7 +238,7 @@ def test_full_lifecycle(chain: Deployment, n_datasets: int) -> None:
         assert m.pendingWithdrawal(a.providers[i]).call() == 0
         assert m.totalWithdrawn(a.providers[i]).call() == PRICE
     assert withdraw_all(chain, a.operator) == FEE
-    assert holdings(chain, chain.market.address) == 0
+    assert market_funds(chain) == 0
 
 
 def test_job_info_views(chain: Deployment) -> None:
@@ -436,7 +444,7 @@ def test_change_above_required_is_credited_back(chain: Deployment) -> None:
     assert job_info(chain, 1)["escrow"] == required
     assert chain.market.functions.lockedEscrow().call() == required
     assert chain.market.functions.pendingWithdrawal(a.consumer).call() == change
-    assert holdings(chain, chain.market.address) == required + change
+    assert market_funds(chain) == required + change
     assert_solvent(chain, everyone(chain))
     assert withdraw_all(chain, a.consumer) == change
     assert_solvent(chain, everyone(chain))
@@ -548,11 +556,19 @@ def test_claim_errors(chain: Deployment) -> None:
         a.operator,
     )
     claim_job(chain, job_id)
+    # a Claimed job is only re-claimable once its lease lapsed (tests/contracts/test_leases_and_stakes.py)
+    expect_revert(
+        lambda: transact(chain.w3, claim(job_id, a.trainer.address), a.operator),
+        "JobMarketLeaseActive",
+        job_id,
+        job_info(chain, job_id)["leaseExpiry"],
+    )
+    submit_result(chain, job_id, receipt_for(chain, job_id, 1))
     expect_revert(
         lambda: transact(chain.w3, claim(job_id, a.trainer.address), a.operator),
         "JobMarketInvalidJobStatus",
         job_id,
-        STATUS_CLAIMED,
+        STATUS_COMPLETED,
     )
 
 
@@ -742,9 +758,11 @@ def test_expire_open_job_releases_epsilon(chain: Deployment) -> None:
 
 
 def test_expire_claimed_job_keeps_epsilon_consumed(chain: Deployment, claimed_job: int) -> None:
+    """A claim kept alive to its completion deadline but never settled: ε consumed, consumer
+    refunded, the holder's operator slashed its job's prices to the provider."""
     a = chain.actors
     deadline = chain.market.functions.job(claimed_job).call()[11]
-    chain.travel_to(deadline)
+    keep_alive(chain, claimed_job, deadline)  # renewed: not expirable as a lapsed claim either
     expect_revert(
         lambda: transact(chain.w3, chain.market.functions.expireJob(claimed_job), a.stranger),
         "JobMarketNotExpirable",
@@ -759,8 +777,9 @@ def test_expire_claimed_job_keeps_epsilon_consumed(chain: Deployment, claimed_jo
     assert debited["remaining"] == 8 * EPSILON_SCALE
     assert logged(chain.market, tx, "EpsilonReleased") == []
     assert chain.market.functions.dataset(1).call()[5:7] == (EPSILON_SCALE, EPSILON_SCALE)
+    assert logged(chain.market, tx, "StakeSlashed") == [{"operator": a.operator, "jobId": claimed_job, "amount": PRICE}]
     assert chain.market.functions.pendingWithdrawal(a.consumer).call() == PRICE + FEE
-    assert chain.market.functions.pendingWithdrawal(a.providers[0]).call() == 0
+    assert chain.market.functions.pendingWithdrawal(a.providers[0]).call() == PRICE  # the slash
     assert chain.market.functions.pendingWithdrawal(a.operator).call() == 0
     assert chain.market.functions.lockedEscrow().call() == PRICE + FEE  # job 2
     assert_solvent(chain, everyone(chain))

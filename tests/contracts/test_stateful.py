@@ -6,8 +6,11 @@ two consumers, two operators running trainer enclaves, governance and a stranger
 everything: listing, term updates (prices included), budget top-ups, pause/resume/delist, access
 restrictions and allow-lists, job creation (random dataset subsets, ε/δ, fees, price limits,
 deadlines, model specs), cancellation, claims, signed receipts (valid, forged, stale, overspent),
-expiry, withdrawals, time jumps (often to just before, at or after a deadline), the market's
-emergency pause, measurement approval/revocation, enclave revocation and (re-)registration. Each
+expiry, withdrawals, time jumps (often to just before, at or after a deadline or a lease's end),
+the market's emergency pause, measurement approval/revocation, enclave revocation and
+(re-)registration, and issue 13's leases and stakes: lease renewals, re-claims of lapsed claims
+(charged and slashed), releases on a key-manager statement (right, by the wrong key, for the wrong
+charges), expiry of lapsed claims, stake deposits, unstake requests and stake withdrawals. Each
 step draws one action with fixed weights; each example switches a few optional actions off
 (swarm testing). Every action is usually well-formed and sometimes has one deliberate fault.
 
@@ -17,11 +20,15 @@ exact events it emits (checked on the mined receipt). Any disagreement fails the
 
 After every step that mined a transaction (a step that mined none cannot change state):
 - the market's holdings (ether, or its token balance) == Σ pendingWithdrawal over all accounts
-  + lockedEscrow(), and both equal the model's;
+  + lockedEscrow() + totalStake(), all equal the model's (every stakeOf too);
+- every dataset's epsilonSpent == Σ of its BudgetDebited events' ε;
+- no fork at the ledger: per job and dataset, the claims that may have held keys (every claim not
+  given back by releaseClaim) <= the chain's BudgetDebited events for them (+1 while Claimed);
 - every dataset's epsilonSpent + epsilonReserved <= totalEpsilonBudget, ledger == the model's;
 - no job settles twice (ResultSubmitted / JobExpired / JobCancelled at most once per job);
-- Σ Withdrawn + Σ pending + lockedEscrow == Σ deposited by createJob, and Σ PaymentCredited ==
-  Σ escrow of terminal jobs + Σ change credited at creation (exact integers).
+- Σ Withdrawn + Σ pending + lockedEscrow + totalStake == Σ deposited by createJob and depositStake,
+  and Σ PaymentCredited == Σ escrow of terminal jobs + Σ change credited at creation + Σ slashed
+  + Σ stakes withdrawn (exact integers).
 
 At the end of every example the shipped indexer (:class:`oracle.indexer.Indexer`, which folds the
 logs with :mod:`oracle.fold`) indexes the chain from ``eth_getLogs`` alone into a fresh database;
@@ -51,6 +58,7 @@ import pytest
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
+from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed
 from eth_utils.abi import collapse_if_tuple, function_abi_to_4byte_selector
@@ -76,12 +84,17 @@ from oracle.index_db import IndexDatabase
 from oracle.indexer import Indexer
 
 from .conftest import (
+    CLAIM_LEASE,
     EPSILON_SCALE,
     KEY_MANAGER_MEASUREMENT,
+    KEY_MANAGER_RELEASE_TYPES,
     ONE_YEAR,
     ROLE_KEY_MANAGER,
     ROLE_TRAINER,
+    STAKE,
+    TOKEN_STAKE,
     TRAINER_MEASUREMENT,
+    UNBONDING_PERIOD,
     Deployment,
     actors_of,
     cert_tuple,
@@ -89,10 +102,12 @@ from .conftest import (
     decode_revert,
     deploy,
     deploy_all,
+    domain,
     receipt_tuple,
     register,
     sign_certificate,
     sign_receipt,
+    sign_release,
     transact,
 )
 from .log_state import (
@@ -163,15 +178,29 @@ ACTIONS = {
     "withdraw": 2,
     "govern": 2,
     "register enclave": 2,
+    "renew lease": 3,
+    "release claim": 2,
+    "stake": 2,
 }
 JOB_ACTIONS = {  # the statuses one of which some job must be in
     "cancel job": {JobStatus.OPEN},
-    "claim job": {JobStatus.OPEN},
+    "claim job": {JobStatus.OPEN, JobStatus.CLAIMED},  # Claimed: a re-claim after a lapsed lease
     "submit result": {JobStatus.CLAIMED},
     "expire job": {JobStatus.OPEN, JobStatus.CLAIMED},
+    "renew lease": {JobStatus.CLAIMED},
+    "release claim": {JobStatus.CLAIMED},
 }
 # Actions whose outcome depends on the block time, favoured right after a jump to a boundary.
-TIMED_ACTIONS = ("create job", "claim job", "submit result", "expire job", "register enclave")
+TIMED_ACTIONS = (
+    "create job",
+    "claim job",
+    "submit result",
+    "expire job",
+    "register enclave",
+    "renew lease",
+    "release claim",
+    "stake",
+)
 OPTIONAL_ACTIONS = (
     "list dataset",
     "manage dataset",
@@ -180,6 +209,9 @@ OPTIONAL_ACTIONS = (
     "withdraw",
     "govern",
     "register enclave",
+    "renew lease",
+    "release claim",
+    "stake",
 )
 
 ROGUE = Account.from_key(keccak(b"rogue enclave"))  # never registered at deployment
@@ -248,7 +280,21 @@ class MarketModel:
     token: str | None  # the payment token (token mode) or None (native mode)
     balances: dict[str, int] = field(default_factory=dict)  # token balances (token mode)
     allowances: dict[str, int] = field(default_factory=dict)  # allowances to the market
-    deposits: int = 0  # Σ paid in by createJob (msg.value, or tokens pulled)
+    deposits: int = 0  # Σ paid in by createJob and depositStake (msg.value, or tokens pulled)
+    # Issue 13 (kept out of ChainState, which the index must equal): stakes, leases, charges.
+    stakes: dict[str, tuple[int, int]] = field(default_factory=dict)  # operator -> (amount, unbondingEnd)
+    leases: dict[int, int] = field(default_factory=dict)  # Claimed job -> lease expiry
+    charges: dict[int, int] = field(default_factory=dict)  # job -> lapsed claims charged
+    reopened: set[int] = field(default_factory=set)  # jobs given back: Open until completion
+    key_claims: dict[int, int] = field(default_factory=dict)  # job -> claims that may have held keys
+
+    @property
+    def total_stake(self) -> int:
+        return sum(amount for amount, _ in self.stakes.values())
+
+    def open_until(self, job_id: int, job: JobState) -> int:
+        """The last second an Open job can be claimed (its completion deadline once given back)."""
+        return job.completion_deadline if job_id in self.reopened else job.claim_deadline
 
     # ---- DatasetRegistry
 
@@ -393,7 +439,7 @@ class MarketModel:
         if eps == 0 or delta == 0:
             raise RevertError("JobMarketInvalidPrivacyParameters", eps, delta)
         claim, completion = request.claim_deadline, request.completion_deadline
-        if now >= claim or claim > completion or completion > UINT32:
+        if now >= claim or claim > completion or completion > now + UNBONDING_PERIOD // 2:
             raise RevertError("JobMarketInvalidDeadlines", claim, completion)
         for i, dataset_id in enumerate(ids):
             ds = s.datasets.get(dataset_id)
@@ -530,6 +576,7 @@ class MarketModel:
         if sender != job.consumer:
             raise RevertError("JobMarketNotConsumer", job_id, sender)
         job.status = JobStatus.CANCELLED
+        job.claim_deadline = 0
         return [
             *self._refund(job_id, job, release=True),
             _event("market", "JobCancelled", jobId=job_id, refund=job.escrow),
@@ -539,18 +586,158 @@ class MarketModel:
         if self.state.paused:
             raise RevertError("EnforcedPause")
         job, status = self._job(job_id)
-        if job is None or status != JobStatus.OPEN:
+        lapsed = None
+        if job is not None and status == JobStatus.OPEN:
+            deadline = self.open_until(job_id, job)
+            if now > deadline:
+                raise RevertError("JobMarketClaimDeadlinePassed", job_id, deadline)
+        elif job is not None and status == JobStatus.CLAIMED:
+            lease = self.leases[job_id]
+            if now <= lease:
+                raise RevertError("JobMarketLeaseActive", job_id, lease)
+            if now > job.completion_deadline:
+                raise RevertError("JobMarketCompletionDeadlinePassed", job_id, job.completion_deadline)
+            lapsed = job.enclave
+        else:
             raise RevertError("JobMarketInvalidJobStatus", job_id, status)
-        if now > job.claim_deadline:
-            raise RevertError("JobMarketClaimDeadlinePassed", job_id, job.claim_deadline)
         operator = self.state.active_operator(enclave, ROLE_TRAINER, now)
         if operator == ZERO_ADDRESS:
             raise RevertError("JobMarketEnclaveNotActive", enclave)
         if operator != sender:
             raise RevertError("JobMarketNotEnclaveOperator", sender, operator)
+        prices = sum(job.prices)
+        amount, unbonding_end = self.stakes.get(operator, (0, 0))
+        if lapsed is not None:
+            for dataset_id in job.dataset_ids:  # debiting moves ε from reserved to spent: remaining stays
+                remaining = self.state.datasets[dataset_id].remaining
+                if job.epsilon > remaining:
+                    raise RevertError("JobMarketBudgetExhausted", dataset_id, job.epsilon, remaining)
+            if self.state.enclave(lapsed).operator == operator:  # the stake is checked after the slash
+                amount -= min(amount, prices)
+        if unbonding_end:
+            raise RevertError("JobMarketOperatorUnbonding", operator, unbonding_end)
+        if amount < prices:
+            raise RevertError("JobMarketStakeTooLow", operator, amount, prices)
+        events: list[Event] = []
+        if lapsed is not None:
+            charges = self.charges.get(job_id, 0) + 1
+            self.charges[job_id] = charges
+            for dataset_id, price in zip(job.dataset_ids, job.prices, strict=True):
+                ds = self.state.datasets[dataset_id]
+                ds.epsilon_spent += job.epsilon  # debited, then reserved again: reserved unchanged
+                events += [
+                    _event(
+                        "market",
+                        "BudgetDebited",
+                        datasetId=dataset_id,
+                        jobId=job_id,
+                        epsilonSpent=job.epsilon,
+                        remaining=ds.remaining + job.epsilon,
+                    ),
+                    _event("market", "EpsilonReserved", datasetId=dataset_id, jobId=job_id, epsilon=job.epsilon, price=price),
+                ]
+            events.append(_event("market", "ClaimCharged", jobId=job_id, enclave=lapsed, charges=charges))
+            events += self._slash(job_id, job, lapsed)
         job.status = JobStatus.CLAIMED
         job.enclave = enclave
-        return [_event("market", "JobClaimed", jobId=job_id, enclave=enclave, operator=sender)]
+        job.claim_deadline = 0  # as job() reports it: the claim deadline only while Open
+        self.leases[job_id] = min(now + CLAIM_LEASE, job.completion_deadline)
+        self.key_claims[job_id] = self.key_claims.get(job_id, 0) + 1
+        return [*events, _event("market", "JobClaimed", jobId=job_id, enclave=enclave, operator=sender)]
+
+    def _slash(self, job_id: int, job: JobState, enclave: str) -> list[Event]:
+        """Move up to Σ prices of ``enclave``'s operator's stake to the job's providers, pro rata."""
+        operator = self.state.enclave(enclave).operator
+        prices = sum(job.prices)
+        stake, unbonding_end = self.stakes.get(operator, (0, 0))
+        amount = min(stake, prices)
+        if amount == 0:
+            return []
+        self.stakes[operator] = (stake - amount, unbonding_end)
+        events = [_event("market", "StakeSlashed", operator=operator, jobId=job_id, amount=amount)]
+        left = amount
+        last = len(job.prices) - 1
+        for i, (dataset_id, price) in enumerate(zip(job.dataset_ids, job.prices, strict=True)):
+            share = left if i == last else amount * price // prices
+            left -= share
+            events += self._credit(self.state.datasets[dataset_id].provider, job_id, share)
+        return events
+
+    def renew_lease(self, sender: str, now: int, job_id: int) -> list[Event]:
+        job, status = self._job(job_id)
+        if job is None or status != JobStatus.CLAIMED:
+            raise RevertError("JobMarketInvalidJobStatus", job_id, status)
+        lease = self.leases[job_id]
+        if now > lease:
+            raise RevertError("JobMarketLeaseLapsed", job_id, lease)
+        operator = self.state.enclave(job.enclave).operator
+        if operator != sender:
+            raise RevertError("JobMarketNotEnclaveOperator", sender, operator)
+        renewed = min(now + CLAIM_LEASE, job.completion_deadline)
+        self.leases[job_id] = renewed
+        return [_event("market", "LeaseRenewed", jobId=job_id, enclave=job.enclave, leaseExpiry=renewed)]
+
+    def release_claim(self, sender: str, now: int, job_id: int, signer: str | RevertError) -> list[Event]:
+        """``signer``: the address the key manager's signature recovers to, or the ECDSA error."""
+        job, status = self._job(job_id)
+        if job is None or status != JobStatus.CLAIMED:
+            raise RevertError("JobMarketInvalidJobStatus", job_id, status)
+        lease = self.leases[job_id]
+        if now <= lease and sender != self.state.enclave(job.enclave).operator:
+            raise RevertError("JobMarketLeaseActive", job_id, lease)
+        if isinstance(signer, RevertError):
+            raise signer
+        if self.state.active_operator(signer, ROLE_KEY_MANAGER, now) == ZERO_ADDRESS:
+            raise RevertError("JobMarketInvalidKeyManagerSignature", signer)
+        enclave = job.enclave
+        job.status = JobStatus.OPEN
+        job.enclave = ZERO_ADDRESS
+        job.claim_deadline = job.completion_deadline  # claimable again until then
+        del self.leases[job_id]
+        self.reopened.add(job_id)
+        self.key_claims[job_id] -= 1  # the key manager certified this claim never had a key
+        charges = self.charges.get(job_id, 0)
+        return [_event("market", "ClaimReleased", jobId=job_id, enclave=enclave, charges=charges)]
+
+    def deposit_stake(self, sender: str, amount: int, value: int) -> list[Event]:
+        if amount == 0:
+            raise RevertError("JobMarketInvalidStake", 0)
+        expected = amount if self.token is None else 0
+        if value != expected:
+            raise RevertError("JobMarketIncorrectPayment", value, expected)
+        if self.token is not None:
+            allowance, balance = self.allowances.get(sender, 0), self.balances.get(sender, 0)
+            if allowance < amount:
+                raise RevertError("ERC20InsufficientAllowance", self.market, allowance, amount)
+            if balance < amount:
+                raise RevertError("ERC20InsufficientBalance", sender, balance, amount)
+        stake, unbonding_end = self.stakes.get(sender, (0, 0))
+        self.stakes[sender] = (stake + amount, unbonding_end)
+        self.deposits += amount
+        events = [_event("market", "StakeDeposited", operator=sender, amount=amount, total=stake + amount)]
+        if self.token is not None:
+            if self.allowances[sender] != UINT256:
+                self.allowances[sender] -= amount
+            events.append(self._transfer(sender, self.market, amount))
+        return events
+
+    def request_unstake(self, sender: str, now: int) -> list[Event]:
+        stake, unbonding_end = self.stakes.get(sender, (0, 0))
+        if stake == 0 or unbonding_end != 0:
+            raise RevertError("JobMarketInvalidStake", stake)
+        end = now + UNBONDING_PERIOD
+        self.stakes[sender] = (stake, end)
+        return [_event("market", "UnstakeRequested", operator=sender, amount=stake, unbondingEnd=end)]
+
+    def withdraw_stake(self, sender: str, now: int) -> list[Event]:
+        stake, unbonding_end = self.stakes.get(sender, (0, 0))
+        if unbonding_end == 0 or now < unbonding_end:
+            raise RevertError("JobMarketStakeLocked", sender, unbonding_end)
+        self.stakes.pop(sender, None)
+        return [
+            _event("market", "StakeWithdrawn", operator=sender, amount=stake),
+            *self._credit(sender, 0, stake),
+        ]
 
     def submit_result(
         self, now: int, job_id: int, receipt: dict[str, Any], recovered: str | RevertError
@@ -580,6 +767,7 @@ class MarketModel:
             raise RevertError("JobMarketEnclaveNotActive", recovered)
 
         job.status = JobStatus.COMPLETED
+        self.leases.pop(job_id, None)
         job.epsilon_spent = spent
         job.result = ResultHashes(receipt["modelHash"], receipt["resultHash"], receipt["metricsHash"])
         self.state.locked_escrow -= job.escrow
@@ -616,17 +804,23 @@ class MarketModel:
 
     def expire_job(self, now: int, job_id: int) -> list[Event]:
         job, status = self._job(job_id)
-        if job is not None and status == JobStatus.OPEN and now > job.claim_deadline:
+        if job is not None and status == JobStatus.OPEN and now > self.open_until(job_id, job):
             release = True
-        elif job is not None and status == JobStatus.CLAIMED and now > job.completion_deadline:
+        elif (
+            job is not None
+            and status == JobStatus.CLAIMED
+            and (now > job.completion_deadline or now > self.leases[job_id] + CLAIM_LEASE)
+        ):
             release = False
         else:
             raise RevertError("JobMarketNotExpirable", job_id, status)
         job.status = JobStatus.EXPIRED
-        return [
-            *self._refund(job_id, job, release=release),
-            _event("market", "JobExpired", jobId=job_id, refund=job.escrow),
-        ]
+        job.claim_deadline = 0
+        self.leases.pop(job_id, None)
+        events = self._refund(job_id, job, release=release)
+        if not release:
+            events += self._slash(job_id, job, job.enclave)
+        return [*events, _event("market", "JobExpired", jobId=job_id, refund=job.escrow)]
 
     def withdraw(self, sender: str) -> list[Event]:
         amount = self.state.pending.pop(sender, 0)
@@ -890,6 +1084,10 @@ class Environment:
             for account in self.roster.consumers:
                 transact(w3, token.functions.approve(self.market.address, UINT256), account)
                 allowances[account] = UINT256
+            for account in self.roster.operators:  # their deployment stake used what they were minted
+                transact(w3, token.functions.mint(account, 10**15), gov)
+                transact(w3, token.functions.approve(self.market.address, UINT256), account)
+                balances[account], allowances[account] = 10**15, UINT256
 
         contracts = {
             self.market.address: ("market", self.market.abi),
@@ -910,6 +1108,11 @@ class Environment:
             balances=balances,
             allowances=allowances,
         )
+        stake = STAKE if token is None else TOKEN_STAKE  # deploy_all staked both operators
+        self.base_model.stakes = {operator: (stake, 0) for operator in self.roster.operators}
+        self.base_model.deposits = 2 * stake
+        if token is not None:
+            self.base_model.balances[self.market.address] = 2 * stake
         self.snapshot = self.chain.tester.take_snapshot()
         self.steps = 0
         self.examples = 0
@@ -1020,6 +1223,10 @@ class MarketMachine(RuleBasedStateMachine):
         self.credited = 0  # Σ PaymentCredited
         self.change = 0  # Σ PaymentCredited by createJob (native-mode change)
         self.withdrawn = 0  # Σ Withdrawn
+        self.slashed = 0  # Σ StakeSlashed (credited to providers from stakes)
+        self.unstaked = 0  # Σ StakeWithdrawn (credited to operators from their stakes)
+        self.debits: Counter[tuple[int, int]] = Counter()  # (job, dataset) -> BudgetDebited events
+        self.debited: Counter[int] = Counter()  # dataset -> Σ BudgetDebited ε
         self.dirty = True  # a transaction was mined since the last invariant check
         self.counter = 0  # makes content hashes and result hashes unique
         self.disabled: set[str] = set()  # optional actions this example skips
@@ -1074,6 +1281,13 @@ class MarketMachine(RuleBasedStateMachine):
                 self.change += event.args["amount"]
         elif event.name == "Withdrawn":
             self.withdrawn += event.args["amount"]
+        elif event.name == "StakeSlashed":
+            self.slashed += event.args["amount"]
+        elif event.name == "StakeWithdrawn":
+            self.unstaked += event.args["amount"]
+        elif event.name == "BudgetDebited":
+            self.debits[event.args["jobId"], event.args["datasetId"]] += 1
+            self.debited[event.args["datasetId"]] += event.args["epsilonSpent"]
         elif event.name in ("ResultSubmitted", "JobExpired", "JobCancelled"):
             job_id = event.args["jobId"]
             self.settlements[job_id] += 1
@@ -1443,10 +1657,18 @@ class MarketMachine(RuleBasedStateMachine):
 
     def _claim_job(self, data: st.DataObject, now: int) -> None:
         fault = self._fault(data, ("job", "enclave", "sender"))
-        open_jobs = self._jobs(
-            data, now, JobStatus.OPEN, deadline=lambda j: j.claim_deadline, fits=lambda j: now <= j.claim_deadline
-        )
-        job_id = self._job_id(data, open_jobs, wrong=fault == "job")
+        model = self.model
+
+        def ids(status: JobStatus) -> dict[int, JobState]:
+            return {i: j for i, j in self.state.jobs.items() if j.status == status}
+
+        open_jobs = [i for i, j in ids(JobStatus.OPEN).items() if now <= model.open_until(i, j)]
+        lapsed = [i for i, j in ids(JobStatus.CLAIMED).items() if model.leases[i] < now <= j.completion_deadline]
+        if lapsed and (not open_jobs or _often(data, "re-claim a lapsed job")):
+            claimable = lapsed
+        else:
+            claimable = open_jobs or list(ids(JobStatus.OPEN)) or list(ids(JobStatus.CLAIMED))
+        job_id = self._job_id(data, claimable, wrong=fault == "job")
         active = [k for k in self.env.keys if self.state.active_operator(k, ROLE_TRAINER, now) != ZERO_ADDRESS]
         ending = [k for k in self.env.keys if abs(self.state.enclave(k).valid_until - now) <= 1]
         if ending and fault != "enclave" and _often(data, "enclave at the end of its certificate"):
@@ -1519,8 +1741,13 @@ class MarketMachine(RuleBasedStateMachine):
     def _expire_job(self, data: st.DataObject, now: int) -> None:
         fault = self._fault(data, ("job",), weight=4)
 
+        ids = {id(j): i for i, j in self.state.jobs.items()}
+
         def deadline(job: JobState) -> int:
-            return job.claim_deadline if job.status == JobStatus.OPEN else job.completion_deadline
+            job_id = ids[id(job)]
+            if job.status == JobStatus.OPEN:
+                return self.model.open_until(job_id, job)
+            return min(job.completion_deadline, self.model.leases[job_id] + CLAIM_LEASE)
 
         expirable = self._jobs(
             data, now, JobStatus.OPEN, JobStatus.CLAIMED, deadline=deadline, fits=lambda j: now > deadline(j)
@@ -1543,6 +1770,8 @@ class MarketMachine(RuleBasedStateMachine):
         boundaries = sorted(
             {j.claim_deadline for j in s.jobs.values() if j.status == JobStatus.OPEN}
             | {j.completion_deadline for j in s.jobs.values() if j.status == JobStatus.CLAIMED}
+            | set(self.model.leases.values())
+            | {lease + CLAIM_LEASE for lease in self.model.leases.values()}
             | {d.terms.expiry for d in s.datasets.values() if d.terms.expiry}
             | {e.valid_until for e in s.enclaves.values() if e.valid_until}
         )
@@ -1561,6 +1790,74 @@ class MarketMachine(RuleBasedStateMachine):
             target = now + data.draw(st.integers(61, 3600), label="seconds")
         if target > now:
             self.env.chain.tester.time_travel(target)
+
+    # ---- leases, releases and stakes (issue 13)
+
+    def _renew_lease(self, data: st.DataObject, now: int) -> None:
+        fault = self._fault(data, ("job", "sender"), weight=6)
+        live = [i for i, lease in self.model.leases.items() if now <= lease]
+        job_id = self._job_id(data, live or list(self.model.leases), wrong=fault == "job")
+        job = self.state.jobs.get(job_id)
+        operator = self.state.enclave(job.enclave).operator if job is not None else ZERO_ADDRESS
+        if operator != ZERO_ADDRESS and fault != "sender":
+            sender = operator
+        else:
+            sender = data.draw(st.sampled_from(self.roster.everyone), label="sender")
+        self._act(sender, self.env.market, "renewLease", (job_id,), lambda: self.model.renew_lease(sender, now, job_id))
+
+    def _release_claim(self, data: st.DataObject, now: int) -> None:
+        """Give a claim back on a key-manager statement (usually right, sometimes by the wrong key,
+        for the wrong charges or from a stranger while the lease is live)."""
+        fault = self._fault(data, ("job", "signer", "statement", "sender"), weight=6)
+        job_id = self._job_id(data, list(self.model.leases), wrong=fault == "job")
+        job = self.state.jobs.get(job_id)
+        enclave = job.enclave if job is not None else ZERO_ADDRESS
+        charges = self.model.charges.get(job_id, 0)
+        key = self.env.key_manager
+        if fault == "signer":
+            key = data.draw(st.sampled_from([*self.env.trainers, ROGUE]), label="signer")
+        signed_charges = charges + 1 if fault == "statement" else charges
+        signature = sign_release(self.env.d, key, job_id, enclave, signed_charges)
+        message = encode_typed_data(
+            domain(self.env.d.w3, self.env.d.market, "SterlingJobMarket"),
+            KEY_MANAGER_RELEASE_TYPES,
+            {"jobId": job_id, "enclave": enclave, "charges": charges},
+        )
+        recovered = str(Account.recover_message(message, signature=signature))
+        operator = self.state.enclave(enclave).operator if job is not None else ZERO_ADDRESS
+        if operator != ZERO_ADDRESS and fault != "sender" and _often(data, "the holder's operator"):
+            sender = operator
+        else:
+            sender = data.draw(st.sampled_from(self.roster.everyone), label="sender")
+        self._act(
+            sender,
+            self.env.market,
+            "releaseClaim",
+            (job_id, signature),
+            lambda: self.model.release_claim(sender, now, job_id, recovered),
+        )
+
+    def _stake(self, data: st.DataObject, now: int) -> None:
+        """An operator (or the stranger) deposits, asks to unstake, or withdraws its stake."""
+        who = data.draw(st.sampled_from((*self.roster.operators, self.roster.stranger)), label="staker")
+        what = data.draw(st.sampled_from(("deposit", "deposit", "unstake", "withdraw")), label="stake action")
+        market, model = self.env.market, self.model
+        if what == "deposit":
+            amount = data.draw(st.sampled_from((0, 1, 50 * self.env.unit, 500 * self.env.unit)), label="amount")
+            value = amount if model.token is None else 0
+            if _rarely(data, "wrong value"):
+                value += 1
+            self._act(
+                who, market, "depositStake", (amount,), lambda: model.deposit_stake(who, amount, value), value=value
+            )
+        elif what == "unstake":
+            self._act(who, market, "requestUnstake", (), lambda: model.request_unstake(who, now))
+        else:
+            end = model.stakes.get(who, (0, 0))[1]
+            if end > now and _often(data, "wait for the unbonding to end"):
+                self.env.chain.tester.time_travel(end)
+                now = self.env.chain.now()
+            self._act(who, market, "withdrawStake", (), lambda: model.withdraw_stake(who, now))
 
     # ---- governance actions
 
@@ -1653,19 +1950,35 @@ class MarketMachine(RuleBasedStateMachine):
         locked = chain.view(market, "lockedEscrow")
         pending = {a: chain.view(market, "pendingWithdrawal", a) for a in self.roster.everyone}
         held = env.holdings(market.address)
-        assert held == sum(pending.values()) + locked, f"holds {held}, owes {sum(pending.values())} + {locked}"
+        staked = chain.view(market, "totalStake")
+        owed = sum(pending.values())
+        assert held == owed + locked + staked, f"holds {held}, owes {owed} + {locked} + stakes {staked}"
         assert locked == self.state.locked_escrow
+        assert staked == model.total_stake
+        for account in self.roster.everyone:
+            assert tuple(chain.view(market, "stakeOf", account)) == model.stakes.get(account, (0, 0)), account
         assert {a: p for a, p in pending.items() if p} == self.state.pending
         for dataset_id, ds in self.state.datasets.items():
             info = chain.view(market, "dataset", dataset_id)
             (_, _, total, _, _), spent, reserved = info[4], info[5], info[6]
             assert spent + reserved <= total, f"dataset {dataset_id}: {spent} + {reserved} > {total}"
             assert (total, spent, reserved) == (ds.terms.total_epsilon_budget, ds.epsilon_spent, ds.epsilon_reserved)
-        # Everything paid in is withdrawn, owed or locked; everything credited came from settled
-        # jobs' escrow or from change.
-        assert self.withdrawn + sum(pending.values()) + locked == model.deposits
+            # the ledger is exactly the sum of the debits the chain announced
+            assert spent == self.debited[dataset_id], f"dataset {dataset_id}: spent {spent}, debited {self.debited[dataset_id]}"
+        # No fork, at the ledger: every claim that may have held a dataset's key (each claim not
+        # given back by releaseClaim) is matched by a debit of that dataset's ε for the job, the
+        # current claim's debit still to come while the job is Claimed.
+        for job_id, job in self.state.jobs.items():
+            key_claims = model.key_claims.get(job_id, 0)
+            pending_debit = 1 if job.status == JobStatus.CLAIMED else 0
+            for dataset_id in job.dataset_ids:
+                debits = self.debits[job_id, dataset_id]
+                assert key_claims <= debits + pending_debit, f"job {job_id}, dataset {dataset_id}: {key_claims} claims, {debits} debits"
+        # Everything paid in (jobs and stakes) is withdrawn, owed, locked or staked; everything
+        # credited came from settled jobs' escrow, from change, or from stakes (slashed or withdrawn).
+        assert self.withdrawn + owed + locked + staked == model.deposits
         terminal_escrow = sum(j.escrow for j in self.state.jobs.values() if j.status in TERMINAL)
-        assert self.credited == terminal_escrow + self.change
+        assert self.credited == terminal_escrow + self.change + self.slashed + self.unstaked
         assert max(self.settlements.values(), default=0) <= 1
 
     def teardown(self) -> None:
@@ -1684,7 +1997,9 @@ class MarketMachine(RuleBasedStateMachine):
         )
         assert max(settled.values(), default=0) <= 1
         _assert_same(indexed, self.state)
-        _assert_history(history, indexed, change=self.change)
+        _assert_history(
+            history, indexed, change=self.change, slashed=self.slashed, unstaked=self.unstaked, events=self.recorded
+        )
         _assert_views(env, indexed, self.model)
 
 
@@ -1714,16 +2029,48 @@ def _stages(job: JobState) -> list[str]:
     return ["created", *claimed, *ending]
 
 
-def _assert_history(history: IndexHistory, state: ChainState, *, change: int) -> None:
-    """The index's history agrees with its state: timelines, credits by reason, last ledger entries."""
+STAGE_OF_EVENT = {
+    "JobCreated": "created",
+    "JobClaimed": "claimed",
+    "LeaseRenewed": "renewed",
+    "ClaimReleased": "released",
+    "ClaimCharged": "charged",
+    "StakeSlashed": "slashed",
+    "ResultSubmitted": "settled",
+    "JobExpired": "expired",
+    "JobCancelled": "cancelled",
+}
+
+
+def _timelines(events: Sequence[Event]) -> dict[int, list[str]]:
+    """Each job's stages, in the order the chain emitted their events."""
+    timelines: dict[int, list[str]] = {}
+    for event in events:
+        stage = STAGE_OF_EVENT.get(event.name) if event.contract == "market" else None
+        if stage is not None:
+            timelines.setdefault(int(event.args["jobId"]), []).append(stage)
+    return timelines
+
+
+def _assert_history(
+    history: IndexHistory, state: ChainState, *, change: int, slashed: int, unstaked: int, events: Sequence[Event]
+) -> None:
+    """The index's history agrees with its state and the chain's events: timelines, credits by
+    reason, last ledger entries."""
+    timelines = _timelines(events)
     for i, job in state.jobs.items():
-        assert history.stages.get(i) == _stages(job), f"job {i}: timeline {history.stages.get(i)}"
+        assert history.stages.get(i) == timelines.get(i), f"job {i}: timeline {history.stages.get(i)}"
+        # the timeline starts and ends as the job's state says (claims may come and go in between)
+        bounds = [stage for stage in timelines.get(i, []) if stage in ("created", "settled", "expired", "cancelled")]
+        assert bounds == [stage for stage in _stages(job) if stage != "claimed"], f"job {i}: {bounds}"
     assert history.stages.keys() <= state.jobs.keys()
     jobs = state.jobs.values()
     expected = {
         PaymentReason.CHANGE: change,
         PaymentReason.REFUND: sum(j.escrow for j in jobs if j.status in (JobStatus.EXPIRED, JobStatus.CANCELLED)),
         PaymentReason.PAYOUT: sum(j.escrow for j in jobs if j.status == JobStatus.COMPLETED),
+        PaymentReason.SLASH: slashed,
+        PaymentReason.STAKE: unstaked,
     }
     assert history.credits == {r: v for r, v in expected.items() if v}, f"credits by reason {history.credits}"
     for i, ds in state.datasets.items():
@@ -1782,11 +2129,13 @@ def _assert_views(env: Environment, state: ChainState, model: MarketModel) -> No
             job.consumer_key,
             job.escrow,
             job.worker_fee,
-            job.claim_deadline,
+            job.claim_deadline,  # 0 unless Open (the completion deadline once given back)
             job.completion_deadline,
             job.epsilon_spent,
             job.dataset_ids,
             job.prices,
+            model.leases.get(i, 0),
+            model.charges.get(i, 0),
         )
         assert view(market, "job", i) == expected_job, f"job {i}"
         assert view(market, "datasetsHashOf", i) == datasets_hash(state, job)
@@ -1819,7 +2168,7 @@ def test_market_state_machine(mode: str, record_property: Callable[[str, object]
     # The deployment itself must index from its logs.
     indexed, history, _ = env.index()
     _assert_same(indexed, env.base_model.state)
-    _assert_history(history, indexed, change=0)
+    _assert_history(history, indexed, change=0, slashed=0, unstaked=0, events=[])
     steps = env.run(budget)
     record_property("stateful_steps", steps)
     logger.info("%s mode: %d steps in %d examples (budget %d)", mode, steps, env.examples, budget)

@@ -26,6 +26,7 @@ from .conftest import (
     job_request,
     list_dataset,
     logged,
+    market_funds,
     receipt_for,
     submit_result,
     transact,
@@ -78,7 +79,7 @@ def test_token_lifecycle(usd: Deployment) -> None:
     assert request[6] == required
     tx = transact(usd.w3, m.createJob(request), a.consumer)  # msg.value 0
     assert holdings(usd, a.consumer) == MINTED - required
-    assert holdings(usd, usd.market.address) == required
+    assert market_funds(usd) == required
     assert _token(usd).allowance(a.consumer, usd.market.address).call() == 0
     assert logged(usd.market, tx, "JobCreated")[0]["escrow"] == required
     assert logged(usd.market, tx, "PaymentCredited") == []
@@ -102,7 +103,7 @@ def test_token_lifecycle(usd: Deployment) -> None:
         assert holdings(usd, account) == amount
         assert m.totalWithdrawn(account).call() == amount
         assert_solvent(usd, accounts)
-    assert holdings(usd, usd.market.address) == 0
+    assert market_funds(usd) == 0
 
 
 def test_token_mode_pulls_required_not_the_limit(usd: Deployment) -> None:
@@ -141,7 +142,7 @@ def test_token_cancel_refunds_tokens(usd: Deployment) -> None:
     assert_solvent(usd, everyone(usd))
     assert withdraw_all(usd, a.consumer) == PRICE + FEE
     assert holdings(usd, a.consumer) == MINTED
-    assert holdings(usd, usd.market.address) == 0
+    assert market_funds(usd) == 0
 
 
 @pytest.mark.parametrize("claimed", [False, True], ids=["open", "claimed"])
@@ -160,7 +161,10 @@ def test_token_expiry_refunds_tokens(usd: Deployment, claimed: bool) -> None:
     assert_solvent(usd, everyone(usd))
     assert withdraw_all(usd, a.consumer) == PRICE + FEE
     assert holdings(usd, a.consumer) == MINTED
-    assert holdings(usd, usd.market.address) == 0
+    if claimed:  # the holder's operator answers for the consumed ε: its stake pays the provider
+        assert logged(usd.market, tx, "StakeSlashed") == [{"operator": a.operator, "jobId": job_id, "amount": PRICE}]
+        assert withdraw_all(usd, a.providers[0]) == PRICE
+    assert market_funds(usd) == 0
     assert usd.market.functions.remainingEpsilon(ds).call() == (9 if claimed else 10) * EPSILON_SCALE
 
 
@@ -170,7 +174,7 @@ def test_token_free_job_needs_no_allowance(usd: Deployment) -> None:
     job_id = create_job(usd, [ds], worker_fee=0)  # no approve: nothing to pull
     complete_job(usd, job_id)
     assert holdings(usd, a.consumer) == MINTED
-    assert holdings(usd, usd.market.address) == 0
+    assert market_funds(usd) == 0
 
 
 def test_insufficient_allowance_and_balance(usd: Deployment) -> None:
@@ -205,7 +209,7 @@ def test_insufficient_allowance_and_balance(usd: Deployment) -> None:
 
 
 def test_fee_on_transfer_token_is_refused(chain: Deployment) -> None:
-    d = deploy_token_market(chain, "FeeOnTransferToken")
+    d = deploy_token_market(chain, "FeeOnTransferToken", stake=False)
     a = d.actors
     ds = list_dataset(d, a.providers[0], price=PRICE)
     request = job_request(d, [ds], worker_fee=FEE)

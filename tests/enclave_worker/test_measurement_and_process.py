@@ -65,7 +65,8 @@ def test_bad_requests_get_clear_errors_and_the_enclave_keeps_serving(key_manager
         )
     release = {
         "chain_id": 1, "market": bytes(20), "job_id": 1, "job_status": 2, "job_enclave": b"\x01" * 20,
-        "job_content_hashes": [b"\x02" * 32], "job_completion_deadline": 10, "now": 5, "content_hash": b"\x02" * 32,
+        "job_content_hashes": [b"\x02" * 32], "job_completion_deadline": 10, "job_lease_expiry": 10, "job_charges": 0,
+        "now": 5, "content_hash": b"\x02" * 32,
         "sealed_key": bytes(80), "trainer_signer": b"\x01" * 20, "trainer_active": True,
         "job_key": bytes(32), "job_key_signature": bytes(65),
     }

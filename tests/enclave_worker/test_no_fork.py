@@ -31,6 +31,7 @@ def _claimed_job(net: LocalNet, seed: int) -> tuple[int, int, bytes]:
                           registry=net.registry, key_manager=net.key_manager, blobs=net.blobs)
     consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
     created = consumer.create_job([listed.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
+    net.market.ensure_stake(net.operator, net.market.price_of([listed.dataset_id]))
     net.market.claim_job(net.operator, created.job_id, net.worker.signer)
     return int(created.job_id), int(listed.dataset_id), listed.content_hash
 
@@ -120,6 +121,7 @@ def test_the_worker_prepares_each_job_once_and_settles_it(localnet: LocalNet) ->
                           registry=net.registry, key_manager=net.key_manager, blobs=net.blobs)
     consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
     created = consumer.create_job([listed.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
+    net.market.ensure_stake(net.operator, net.market.price_of([listed.dataset_id]))
     net.worker.run_job(created.job_id)
     assert net.market.job(created.job_id).status is JobStatus.COMPLETED
     releases = [e for e in net.key_manager.audit_log(content_hash=listed.content_hash) if e.job_id == created.job_id]

@@ -25,6 +25,8 @@ def _release(**overrides: object) -> dict[str, object]:
         "job_enclave": bytes(20),
         "job_content_hashes": [bytes(32)],
         "job_completion_deadline": 10,
+        "job_lease_expiry": 10,
+        "job_charges": 0,
         "now": 5,
         "content_hash": bytes(32),
         "sealed_key": bytes(80),

@@ -85,6 +85,8 @@ def test_dataset_and_job_details_show_budget_history_timeline_and_payments(gatew
     body = client.get(f"/api/jobs/{created.job_id}").json()
     assert body["status"] == "completed" and body["dataset_ids"] == [listed.dataset_id] and body["prices_wei"] == [str(2 * 10**17)]
     assert body["refund_wei"] is None
+    assert (body["claim_deadline"], body["lease_expiry"], body["charges"]) == (0, 0, 0)  # as job(): deadlines only while open / claimed
+    assert body["enclave"] == net.worker.signer
     assert [t["stage"] for t in body["timeline"]] == ["created", "claimed", "settled"]
     assert body["timeline"][0]["amount_wei"] == str(created.escrow)
     assert body["timeline"][1]["enclave"] == net.worker.signer and body["timeline"][1]["operator"] == net.operator.address
@@ -122,6 +124,37 @@ def test_payments_show_pending_balance_until_withdrawn(gateway: Gateway) -> None
     assert body["pending_wei"] == "0" and body["total"] == 2
     assert [(p["kind"], p["reason"], p["job_id"]) for p in body["items"]] == [("withdrawn", None, None), ("credited", "payout", created.job_id)]
     assert client.get("/api/payments").json()["pending_wei"] is None
+
+
+def test_a_claimed_job_shows_its_holder_and_lease_and_operators_their_stake(gateway: Gateway) -> None:
+    net, client = gateway.net, gateway.client
+    listed, _ = list_toy(net, 46, price=3 * 10**16)
+    consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
+    created = consumer.create_job([listed.dataset_id], toy_spec(epochs=1), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
+    gateway.sync()
+    body = client.get(f"/api/jobs/{created.job_id}").json()
+    assert body["status"] == "open" and body["claim_deadline"] == net.market.job(created.job_id).claim_deadline > 0
+    assert (body["enclave"], body["lease_expiry"], body["charges"]) == (None, 0, 0)
+    net.market.claim_job(net.operator, created.job_id, net.worker.signer)
+    net.market.renew_lease(net.operator, created.job_id)
+    gateway.sync()
+    body, view = client.get(f"/api/jobs/{created.job_id}").json(), net.market.job(created.job_id)
+    assert (body["status"], body["enclave"], body["operator"]) == ("claimed", net.worker.signer, net.operator.address)
+    assert (body["claim_deadline"], body["lease_expiry"], body["charges"]) == (0, view.lease_expiry, 0) and view.lease_expiry > 0
+    assert [t["stage"] for t in body["timeline"]] == ["created", "claimed", "renewed"]
+
+    stake, on_chain = client.get(f"/api/operators/{net.operator.address}/stake").json(), net.market.stake_of(net.operator.address)
+    assert (stake["amount_wei"], stake["unbonding_end"], stake["slashed_wei"]) == (str(on_chain.amount), on_chain.unbonding_end, "0")
+    nobody = net.chain.new_account(fund=0).address
+    assert client.get(f"/api/operators/{nobody}/stake").json() == {
+        "operator": nobody, "amount_wei": "0", "unbonding_end": 0, "slashed_wei": "0", "updated_block": None,
+    }  # fmt: skip
+    listing = client.get("/api/operators").json()
+    assert net.operator.address in [s["operator"] for s in listing["items"]] and listing["total"] == len(listing["items"])
+    money = listing["money"]
+    assert money["conserved"] and money["total_stake_wei"] == str(net.market.total_stake())
+    assert money["locked_escrow_wei"] == str(net.market.locked_escrow()) and money["balance_wei"] == str(net.chain.balance(net.market.address))
+    assert client.get("/api/operators/0x1234/stake").status_code == 422
 
 
 def test_workers_show_measurement_and_attestation(gateway: Gateway) -> None:

@@ -25,6 +25,8 @@ from oracle.index_db import (
     Job,
     JobEvent,
     MarketState,
+    MarketTotals,
+    OperatorStake,
     Payment,
     cursor_key,
     default_url,
@@ -38,7 +40,9 @@ MARKET_EVENTS = {
     "DatasetListed": BudgetEvent, "EpsilonReserved": BudgetEvent, "EpsilonReleased": BudgetEvent, "BudgetDebited": BudgetEvent,
     "BudgetToppedUp": BudgetEvent, "TermsUpdated": BudgetEvent,
     "JobCreated": JobEvent, "JobClaimed": JobEvent, "ResultSubmitted": JobEvent, "JobExpired": JobEvent, "JobCancelled": JobEvent,
+    "LeaseRenewed": JobEvent, "ClaimReleased": JobEvent, "ClaimCharged": JobEvent, "StakeSlashed": JobEvent,
     "PaymentCredited": Payment, "Withdrawn": Payment,
+    "StakeDeposited": None, "UnstakeRequested": None, "StakeWithdrawn": None,
     "DatasetStatusChanged": None, "AccessRestricted": None, "ConsumerAllowed": None, "ConsumerDisallowed": None,
     "ModelAllowed": None, "ModelDisallowed": None, "Paused": None, "Unpaused": None,
 }  # fmt: skip
@@ -193,7 +197,8 @@ def test_expired_jobs_release_budget_and_refund_in_the_index(fresh_localnet: Loc
         assert row is not None and row.remaining_epsilon == net.market.remaining_epsilon(listed.dataset_id) == 9 * EPSILON_SCALE
         kinds = session.scalars(select(BudgetEvent.kind).where(BudgetEvent.dataset_id == listed.dataset_id).order_by(BudgetEvent.id)).all()
         assert kinds == ["listed", "reserved", "reserved", "released", "debited"]
-        for job_id, stages in ((open_job.job_id, ["created", "expired"]), (claimed.job_id, ["created", "claimed", "expired"])):
+        # The claimed job ran out of time holding the job: its operator's stake is slashed to the provider.
+        for job_id, stages in ((open_job.job_id, ["created", "expired"]), (claimed.job_id, ["created", "claimed", "slashed", "expired"])):
             assert session.scalars(select(JobEvent.stage).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all() == stages
             job = session.get(Job, job_id)
             assert job is not None and job.status == JobStatus.EXPIRED
@@ -220,7 +225,19 @@ def assert_matches_chain(db: IndexDatabase, net: LocalNet) -> None:
             chain_job = net.market.job(job.id)
             assert (job.consumer, job.status, job.escrow_wei) == (chain_job.consumer, int(chain_job.status), chain_job.escrow)
             assert [(d.dataset_id, d.price_wei) for d in job.datasets] == list(zip(chain_job.dataset_ids, chain_job.prices, strict=True))
-        state = session.get(MarketState, cursor_key(net.chain.chain_id, net.market.address, net.registry.address))
+            assert (job.claim_deadline, job.lease_expiry, job.charges) == (chain_job.claim_deadline, chain_job.lease_expiry, chain_job.charges)
+            if chain_job.status == JobStatus.CLAIMED:
+                assert (job.enclave, job.operator) == (chain_job.enclave, chain_job.operator)
+        key = cursor_key(net.chain.chain_id, net.market.address, net.registry.address)
+        for stake in session.scalars(select(OperatorStake)):
+            on_chain = net.market.stake_of(stake.operator)
+            assert (stake.amount, stake.unbonding_end) == (on_chain.amount, on_chain.unbonding_end)
+        totals = session.get(MarketTotals, key)
+        if totals is not None:
+            assert (totals.locked_escrow_wei, totals.total_stake_wei) == (net.market.locked_escrow(), net.market.total_stake())
+            assert totals.received_wei - totals.paid_out_wei == net.market.payment_balance(net.market.address)
+            assert totals.received_wei - totals.paid_out_wei == totals.pending_wei + totals.locked_escrow_wei + totals.total_stake_wei
+        state = session.get(MarketState, key)
         assert (state is not None and state.paused) == net.market.paused()
         revoked = set(session.scalars(select(EnclaveRevocation.signer)))
         for signer in session.scalars(select(Enclave.signer)):

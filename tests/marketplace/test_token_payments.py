@@ -89,7 +89,10 @@ def test_a_job_paid_in_tokens_settles_and_providers_and_operator_withdraw_tokens
     # The approval happened inside create_job, for exactly the price, and all of it was pulled.
     assert created.escrow == PRICE + FEE
     assert t.balance(consumer.account.address) == 100 * USD - (PRICE + FEE)
-    assert t.balance(market.address) == PRICE + FEE == market.locked_escrow()
+    # The market holds the escrow and the operator's stake (a claim needs a stake of Σ prices).
+    stake = market.total_stake()
+    assert stake >= PRICE and market.stake_of(net.operator.address).amount == stake
+    assert t.balance(market.address) - stake == PRICE + FEE == market.locked_escrow()
     assert market.payment_allowance(consumer.account.address) == 0
     assert market.pending_withdrawal(consumer.account.address) == 0
     assert net.chain.balance(market.address) == 0  # no native currency moved
@@ -112,7 +115,7 @@ def test_a_job_paid_in_tokens_settles_and_providers_and_operator_withdraw_tokens
     amount, _ = market.withdraw(net.operator)
     assert amount == FEE and t.balance(net.operator.address) == operator_before + FEE
     assert market.payment_balance(provider.address) == PRICE
-    assert t.balance(market.address) == 0
+    assert t.balance(market.address) == stake
     with pytest.raises(ContractReverted) as err:
         market.withdraw(provider)
     assert err.value.error == "JobMarketNothingToWithdraw"

@@ -208,3 +208,59 @@ def test_events_outside_the_index_change_nothing() -> None:
     state = IndexState()
     apply(state, log("RoleGranted", "0x1", role=b"\x00" * 32, account=GOVERNANCE, sender=GOVERNANCE))
     assert state == IndexState() and "RoleGranted" not in EVENTS
+
+
+def test_a_re_claim_charges_the_lapsed_claim_and_a_release_reopens_the_job() -> None:
+    other_enclave, other_operator = "0x" + "77" * 20, "0x" + "88" * 20
+    state = replay(
+        [
+            listed(1, total=10 * EPS, price=100),
+            log("StakeDeposited", "0xs1", block=2, operator=OPERATOR, amount=500, total=500),
+            log("StakeDeposited", "0xs2", block=2, operator=other_operator, amount=300, total=300),
+            *created(1, [1], tx="0xcreate", epsilon=2 * EPS, prices=[100]),
+            DecodedLog("JobClaimed", {"jobId": 1, "enclave": ENCLAVE, "operator": OPERATOR}, "0xmarket", 3, 1003, "0xclaim",
+                       next(_log_index), {"claim_lease": 60}),  # fmt: skip
+            log("LeaseRenewed", "0xrenew", block=4, jobId=1, enclave=ENCLAVE, leaseExpiry=1100),
+            # The lease lapsed; another operator re-claims: ε charged, A slashed to the provider.
+            log("BudgetDebited", "0xre", block=5, datasetId=1, jobId=1, epsilonSpent=2 * EPS, remaining=8 * EPS),
+            log("EpsilonReserved", "0xre", block=5, datasetId=1, jobId=1, epsilon=2 * EPS, price=100),
+            log("ClaimCharged", "0xre", block=5, jobId=1, enclave=ENCLAVE, charges=1),
+            log("StakeSlashed", "0xre", block=5, operator=OPERATOR, jobId=1, amount=100),
+            log("PaymentCredited", "0xre", block=5, account=PROVIDER, jobId=1, amount=100),
+            log("JobClaimed", "0xre", block=5, jobId=1, enclave=other_enclave, operator=other_operator),
+        ]
+    )
+    job, dataset = state.jobs[1], state.datasets[1]
+    assert (job.status, job.enclave, job.operator, job.charges, job.claim_deadline) == (JobStatus.CLAIMED, other_enclave, other_operator, 1, 0)
+    assert job.lease_expiry == 1005 + 300  # the default lease without the indexer's claim_lease
+    assert (dataset.spent_epsilon, dataset.reserved_epsilon, dataset.remaining_epsilon) == (2 * EPS, 2 * EPS, 6 * EPS)
+    assert [s.stage for s in state.job_events] == ["created", "claimed", "renewed", "charged", "slashed", "claimed"]
+    assert state.job_events[1].job_id == 1 and state.reservations == {} and state.credits_due == {}
+    assert [(p.reason, p.amount_wei) for p in state.payments] == [(PaymentReason.SLASH, 100)]
+    assert (state.stakes[OPERATOR].amount, state.stakes[OPERATOR].slashed_wei) == (400, 100)
+    totals = state.totals
+    assert (totals.total_stake_wei, totals.locked_escrow_wei, totals.pending_wei) == (700, 105, 100) and totals.conserved
+
+    apply(state, log("ClaimReleased", "0xrel", block=6, jobId=1, enclave=other_enclave, charges=1))
+    assert (job.status, job.enclave, job.operator, job.lease_expiry, job.claim_deadline) == (JobStatus.OPEN, None, None, 0, 9000)
+    apply(state, log("UnstakeRequested", "0xu", block=7, operator=OPERATOR, amount=400, unbondingEnd=5000))
+    apply(state, log("StakeWithdrawn", "0xw", block=8, operator=OPERATOR, amount=400))
+    apply(state, log("PaymentCredited", "0xw", block=8, account=OPERATOR, jobId=0, amount=400))
+    assert (state.stakes[OPERATOR].amount, state.stakes[OPERATOR].unbonding_end) == (0, 0)
+    assert (state.payments[-1].reason, state.payments[-1].job_id) == (PaymentReason.STAKE, None) and state.totals.conserved
+
+
+@pytest.mark.parametrize(
+    ("logs", "message"),
+    [
+        ([listed(1), *created(1, [1], tx="0x1"), log("BudgetDebited", "0x2", datasetId=1, jobId=1, epsilonSpent=EPS, remaining=9 * EPS)],
+         "OPEN"),  # fmt: skip
+        ([listed(1), *created(1, [1], tx="0x1"), log("JobClaimed", "0x2", jobId=1, enclave=ENCLAVE, operator=OPERATOR),
+          log("BudgetDebited", "0x3", datasetId=1, jobId=1, epsilonSpent=EPS, remaining=8 * EPS)], "BudgetDebited says"),  # fmt: skip
+        ([log("StakeSlashed", "0x1", operator=OPERATOR, jobId=1, amount=1)], "never staked"),
+        ([log("StakeDeposited", "0x1", operator=OPERATOR, amount=5, total=6)], "StakeDeposited says"),
+    ],
+)
+def test_ledger_and_stake_logs_that_contradict_the_state_are_refused(logs: list[DecodedLog], message: str) -> None:
+    with pytest.raises(InconsistentLogs, match=message):
+        replay(logs)

@@ -88,7 +88,7 @@ export function subscribe(listener) {
   listeners.add(listener);
   if (!source) {
     source = new EventSource("/api/events");
-    for (const type of ["block", "dataset", "job", "payment", "market", "progress", "worker"]) {
+    for (const type of ["block", "dataset", "job", "payment", "market", "progress", "worker", "stake"]) {
       source.addEventListener(type, (e) => {
         let data = null;
         try {

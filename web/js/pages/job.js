@@ -1,6 +1,7 @@
 // Job detail: a live timeline (created → claimed → training with progress → settled, or expired
-// or cancelled), ε spent, payments, released statistics, the consumer's "Cancel job" while it is
-// open, and the model downloaded and decrypted in this browser.
+// or cancelled), the claim (holder, lease expiry, re-claims that charged ε again), ε spent,
+// payments, released statistics, the consumer's "Cancel job" while it is open, and the model
+// downloaded and decrypted in this browser.
 import { getBytes, getJSON, subscribe, waitForIndex } from "../api.js";
 import { epsilonProgress } from "../charts.js";
 import { consumerKeyFor, importKeyFile, openModel } from "../consumer-keys.js";
@@ -35,7 +36,8 @@ export async function render(root, [id]) {
       <div class="panel"><h2>Privacy</h2><dl class="kv">
         <dt>ε target</dt><dd>${eps(job.epsilon)}</dd><dt>δ</dt><dd>${esc(job.delta)}</dd>
         <dt>ε spent</dt><dd id="eps-spent">${job.status === "completed" ? eps(job.epsilon_spent) : "—"}</dd></dl>
-        ${job.status === "completed" ? epsilonProgress(job.epsilon_spent, job.epsilon) : ""}${metrics(job.metrics)}</div>
+        ${job.status === "completed" ? epsilonProgress(job.epsilon_spent, job.epsilon) : ""}${chargesNote(job)}${metrics(job.metrics)}</div>
+      ${claimPanel(job)}
       <div class="panel"><h2>Payment</h2><dl class="kv"><dt>Escrow</dt><dd>${money(job.escrow_wei)}</dd><dt>Worker fee</dt><dd>${money(job.worker_fee_wei)}</dd>
         <dt>Datasets</dt><dd>${job.dataset_ids.map((d, i) => `<a href="#/datasets/${d}">#${d}</a> at ${money((job.prices_wei || [])[i] ?? 0)}`).join(", ")}</dd>
         ${job.refund_wei !== null && job.refund_wei !== undefined ? `<dt>Refunded</dt><dd id="refund">${money(job.refund_wei)}</dd>` : ""}
@@ -77,7 +79,7 @@ function timeline(job) {
   const at = (e) => (e ? `block ${e.block}${e.timestamp ? ` · ${new Date(e.timestamp * 1000).toLocaleTimeString()}` : ""}` : "");
   const stages = [
     { key: "created", title: "Created", detail: at(by.created), state: "done" },
-    { key: "claimed", title: "Claimed by an attested worker", detail: at(by.claimed), state: by.claimed || job.status === "completed" ? "done" : job.status === "open" ? "current" : "" },
+    { key: "claimed", title: "Claimed by an attested worker", detail: at(by.claimed), state: job.status === "open" ? "current" : by.claimed || job.status === "completed" ? "done" : "" },
     {
       key: "training",
       title: "Training with DP-SGD",
@@ -92,6 +94,38 @@ function timeline(job) {
     return [stages[0], { key: "cancelled", title: `Cancelled by the consumer: ${money(job.refund_wei)} refunded`, detail: at(by.cancelled), state: "failed" }];
   }
   return stages;
+}
+
+const ZERO = /^0x0*$/;
+
+function holder(job) {
+  return job.enclave && !ZERO.test(job.enclave) ? job.enclave : null;
+}
+
+/** A re-claim after a lapsed lease charged every dataset the job's ε once more: say so where ε is shown. */
+function chargesNote(job) {
+  const n = Number(job.charges || 0);
+  if (n <= 0) return "";
+  const times = n === 1 ? "1 time" : `${n} times`;
+  return `<p class="chip warn" id="charges">Re-claimed after a lapsed lease ${times}: ε charged ${n} extra ${n === 1 ? "time" : "times"}.</p>`;
+}
+
+function claimPanel(job) {
+  const lease = Number(job.lease_expiry || 0);
+  const rows = [];
+  if (job.status === "claimed") {
+    rows.push(`<dt>Holder</dt><dd id="holder">${short(holder(job))}</dd>`);
+    if (job.operator) rows.push(`<dt>Operator</dt><dd>${short(job.operator)}</dd>`);
+    rows.push(`<dt>Lease expires</dt><dd id="lease-expiry" data-lease-expiry="${lease}">${lease ? esc(when(lease)) : "—"}</dd>`);
+  } else if (job.status === "open") {
+    rows.push(`<dt>Claimable until</dt><dd id="claim-deadline">${job.claim_deadline ? esc(when(job.claim_deadline)) : "—"}</dd>`);
+  } else if (holder(job)) {
+    rows.push(`<dt>Last holder</dt><dd id="holder">${short(holder(job))}</dd>`);
+  }
+  rows.push(`<dt>Completion deadline</dt><dd>${esc(when(job.completion_deadline))}</dd>`);
+  const released = (job.timeline || []).filter((e) => e.stage === "released").length;
+  const note = released ? `<p class="muted" id="released">The claim was given back ${released === 1 ? "once" : `${released} times`} on the key manager's statement that no data key was released (nothing charged).</p>` : "";
+  return `<div class="panel" id="claim-panel"><h2>Claim</h2><dl class="kv">${rows.join("")}</dl>${note}</div>`;
 }
 
 function trainingBar(job) {
