@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ from typing import Any
 import httpx
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eth_account.signers.local import LocalAccount
 from sqlalchemy import MetaData, create_engine, select
 from web3.logs import DISCARD
 
@@ -56,10 +58,10 @@ from enclave_worker.audit import AuditLog
 from enclave_worker.trusted import keywrap
 from enclave_worker.trusted.dataset import DatasetPackage, Schema
 from enclave_worker.trusted.models import ModelSpec
-from marketplace.chain import ANVIL_CHAIN_ID, Chain, anvil_binary, connect_rpc, free_port
+from marketplace.chain import ANVIL_CHAIN_ID, Chain, Wei, anvil_binary, connect_rpc, free_port
 from marketplace.config import checkout_root, get_settings
 from marketplace.contracts import EPSILON_SCALE, Deployment, JobStatus, MarketClient, RegistryClient, Terms, deploy
-from marketplace.gateway_client import create_job_over_http, indexed_id, list_dataset_over_http
+from marketplace.gateway_client import indexed_id, list_dataset_over_http
 from oracle.index_db import IndexDatabase
 from oracle.indexer import Indexer
 from sterling.up import LocalAccounts, ensure_funded
@@ -212,6 +214,21 @@ class UpProcess:
         return int(self.process.returncode)
 
 
+def _busiest(pids: list[int]) -> int:
+    """The process that used the most CPU over the next 0.3 s: a trainer enclave that is training."""
+
+    def cpu(pid: int) -> int:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    before = {pid: cpu(pid) for pid in pids}
+    time.sleep(0.3)
+    return max(pids, key=lambda pid: cpu(pid) - before[pid])
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -274,9 +291,11 @@ def _package(rows: int, seed: int) -> DatasetPackage:
     return DatasetPackage(features=features, labels=labels, schema=SCHEMA)
 
 
+ROWS = 3000
 SPEC = ModelSpec.model_validate(
-    {"architecture": "logistic_regression", "epochs": 2, "batch_size": 32, "learning_rate": 0.1, "max_grad_norm": 1.0, "seed": 0}
+    {"architecture": "mlp", "hidden_sizes": [128], "epochs": 60, "batch_size": 32, "learning_rate": 0.05, "max_grad_norm": 1.0, "seed": 0}
 )
+"""A job trains a few seconds, so kills land while jobs hold keys, run and settle."""
 
 
 def run(*, jobs: int, kills: int, seed: int, lease: int, span: float, work_dir: Path, say: Any = print) -> Outcome:
@@ -304,14 +323,25 @@ def run(*, jobs: int, kills: int, seed: int, lease: int, span: float, work_dir: 
         deployment = deploy(chain, accounts.governance, claim_lease=lease)
         deployment.save(state_dir / "deployment.json")
         up.start()
-        dataset_ids = _populate(up.url, accounts, jobs)
+        dataset_ids, spec_hash = _populate(up.url, accounts, jobs)
+        market = MarketClient(connect_rpc(node.url, kind="anvil", timeout=30), deployment.market)
+        consumer = Submitter(
+            MarketClient(connect_rpc(node.url, kind="anvil", timeout=30), deployment.market), accounts.dev[PROVIDERS],
+            dataset_ids, spec_hash, jobs=jobs, interval=0.5 * span / jobs,
+        )  # fmt: skip
         start = time.monotonic()
+        consumer.start()
         _play(plan, start, up, node)
-        chain = connect_rpc(node.url, kind="anvil", timeout=30)
-        market = MarketClient(chain, deployment.market)
+        consumer.join()
+        if consumer.error is not None:
+            outcome.problems.append(f"the consumer failed: {consumer.error}")
+        created = market.job_count()
+        if created != jobs:
+            outcome.problems.append(f"{created} jobs exist on the chain, {jobs} were to be created")
+        outcome.jobs = created
         bound = 4 * lease + 120.0
         say(f"chaos: schedule done; waiting at most {bound:.0f} s for every job to finish")
-        _wait_terminal(market, jobs, up, node, bound=bound)
+        _wait_terminal(market, outcome.jobs, bound=bound)
         status = up.stop()
         if status != 0:
             outcome.problems.append(f"sterling up exited with {status} after Ctrl-C")
@@ -323,9 +353,8 @@ def run(*, jobs: int, kills: int, seed: int, lease: int, span: float, work_dir: 
     return outcome
 
 
-def _populate(url: str, accounts: LocalAccounts, jobs: int) -> list[int]:
-    """List one dataset per provider and create ``jobs`` jobs over all of them, through the gateway."""
-    providers, consumer = accounts.dev[:PROVIDERS], accounts.dev[PROVIDERS]
+def _populate(url: str, accounts: LocalAccounts, jobs: int) -> tuple[list[int], bytes]:
+    """List one dataset per provider and publish the jobs' model spec, through the gateway."""
     terms = Terms(
         price_per_job=PRICE,  # type: ignore[arg-type]
         max_epsilon_per_job=EPSILON_SCALE,
@@ -334,17 +363,53 @@ def _populate(url: str, accounts: LocalAccounts, jobs: int) -> list[int]:
     )
     ids: list[int] = []
     with httpx.Client(base_url=url, timeout=60) as client:
-        for i, provider in enumerate(providers):
-            listing = list_dataset_over_http(client, provider, _package(120, seed=i), terms)
+        for i, provider in enumerate(accounts.dev[:PROVIDERS]):
+            listing = list_dataset_over_http(client, provider, _package(ROWS, seed=i), terms)
             ids.append(indexed_id(listing.receipt, "DatasetListed"))
-        for n in range(jobs):
-            chosen = ids if n % 3 == 0 else [ids[n % PROVIDERS]]
-            create_job_over_http(
-                client, consumer, dataset_ids=chosen, spec=SPEC,
-                consumer_key=keywrap.public_key_bytes(X25519PrivateKey.generate()),
-                max_total_price=PRICE * len(chosen), epsilon_units=EPSILON_SCALE // 2,
-            )  # fmt: skip
-    return ids
+        published = client.post("/api/specs", content=SPEC.to_bytes(), headers={"content-type": "application/json"})
+        published.raise_for_status()
+    return ids, bytes.fromhex(published.json()["sha256"])
+
+
+class Submitter(threading.Thread):
+    """The consumer: creates ``jobs`` jobs, one every ``interval`` seconds, straight on the chain
+    (so a job arrives whatever is down), retrying through node restarts without creating one twice."""
+
+    def __init__(self, market: MarketClient, consumer: LocalAccount, dataset_ids: list[int], spec_hash: bytes,
+                 *, jobs: int, interval: float) -> None:  # fmt: skip
+        super().__init__(name="chaos-consumer", daemon=True)
+        self.market, self.consumer, self.dataset_ids, self.spec_hash = market, consumer, dataset_ids, spec_hash
+        self.jobs, self.interval = jobs, interval
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            start = time.monotonic()
+            for n in range(self.jobs):
+                delay = start + n * self.interval - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                self._create(n)
+        except BaseException as e:  # reported by the driver
+            self.error = e
+
+    def _create(self, n: int) -> None:
+        chosen = self.dataset_ids if n % 3 == 0 else [self.dataset_ids[n % PROVIDERS]]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if self.market.job_count() > n:  # the previous attempt landed after all
+                    return
+                now = self.market.chain.now()
+                self.market.create_job(
+                    self.consumer, dataset_ids=chosen, model_spec_hash=self.spec_hash, epsilon=EPSILON_SCALE // 2,
+                    delta=10**13, consumer_key=keywrap.public_key_bytes(X25519PrivateKey.generate()), worker_fee=Wei(0),
+                    claim_deadline=now + 3600, completion_deadline=now + 7200,
+                )  # fmt: skip
+                return
+            except Exception:  # the node is down or lost the transaction: look again
+                time.sleep(1.0)
+        raise RuntimeError(f"job {n + 1} could not be created within 120 s")
 
 
 def _play(plan: list[Kill], start: float, up: UpProcess, node: AnvilNode) -> None:
@@ -358,7 +423,7 @@ def _play(plan: list[Kill], start: float, up: UpProcess, node: AnvilNode) -> Non
         elif kill.target == "trainer":
             pids = up.enclave_pids("trainer")
             if pids:
-                os.kill(random.Random(kill.at).choice(pids), signal.SIGKILL)
+                os.kill(_busiest(pids), signal.SIGKILL)
         elif kill.target == "key-manager":
             for pid in up.enclave_pids("key_manager"):
                 os.kill(pid, signal.SIGKILL)
@@ -371,7 +436,7 @@ def _play(plan: list[Kill], start: float, up: UpProcess, node: AnvilNode) -> Non
             node.start()
 
 
-def _wait_terminal(market: MarketClient, jobs: int, up: UpProcess, node: AnvilNode, *, bound: float) -> None:
+def _wait_terminal(market: MarketClient, jobs: int, *, bound: float) -> None:
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
         if all(market.job(i).status not in (JobStatus.OPEN, JobStatus.CLAIMED) for i in range(1, jobs + 1)):

@@ -28,6 +28,7 @@ it inside the enclave (state proofs against a finalised header) is future work.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,7 @@ class KeyManagerService:
         self.state_dir = state_dir
         self._deposits = state_dir / "deposits"
         self._deposits.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()  # one decision at a time: the audit log is a hash chain
         self.audit = AuditLog(state_dir / "audit.jsonl")  # verified here: a broken chain stops the start
         self._index = _DecisionIndex()
         self._index_generation = -1
@@ -144,62 +146,63 @@ class KeyManagerService:
                 was released to it already, its claim was given back, or the key's releases for
                 the job already number more than the job's charges (the counter rule).
         """
-        dataset = self.market.dataset(dataset_id)
-        job = self.market.job(job_id)
-        sealed_path = self._deposits / f"{dataset.content_hash.hex()}.sealed"
-        charges = job.charges
-        try:
-            if not sealed_path.exists():
-                raise KeyReleaseRefused(f"no wrapped key was deposited for dataset {dataset_id}")
-            content_hashes = [dataset.content_hash if i == dataset_id else self.market.dataset(i).content_hash for i in job.dataset_ids]
-            now = self.market.chain.now()
-            holder = str(to_checksum_address(trainer))
-            # The log's rules, for a request that passes the trusted part's chain-state checks (for
-            # any other it refuses with that check's reason).
-            if (
-                job.status is JobStatus.CLAIMED
-                and str(to_checksum_address(job.enclave)) == holder
-                and dataset.content_hash in content_hashes
-                and now <= job.completion_deadline
-                and now <= job.lease_expiry
-            ):
-                index = self._sync_index()
-                if (job_id, holder, charges) in index.retired:
-                    raise KeyReleaseRefused(retired_claim_message(job_id, charges))
-                if (job_id, dataset.content_hash.hex(), holder) in index.released_to:
-                    raise KeyReleaseRefused(
-                        f"the key of dataset {dataset_id} was already released for job {job_id} to this enclave: one claim, one key"
-                    )
-                prior = index.release_counts[(job_id, dataset.content_hash.hex())]
-                if prior > charges:
-                    raise KeyReleaseRefused(counter_message(f"dataset {dataset_id}", job_id, prior, charges))
-            reply = self.enclave.process.request(
-                "release",
-                chain_id=self.market.chain.chain_id,
-                market=self.market.address_bytes,
-                job_id=job_id,
-                job_status=int(job.status),
-                job_enclave=to_canonical_address(job.enclave),
-                job_content_hashes=content_hashes,
-                job_completion_deadline=job.completion_deadline,
-                job_lease_expiry=job.lease_expiry,
-                job_charges=charges,
-                now=now,
-                content_hash=dataset.content_hash,
-                sealed_key=sealed_path.read_bytes(),
-                trainer_signer=to_canonical_address(trainer),
-                trainer_active=self.registry.is_active(trainer, Role.TRAINER),
-                job_key=job_key.public_key,
-                job_key_signature=job_key.signature,
-            )
-        except EnclaveRequestFailed as e:
-            self._log(job_id, dataset_id, dataset.content_hash, trainer, charges, released=False, reason=e.message)
-            raise KeyReleaseRefused(e.message) from e
-        except KeyReleaseRefused as e:
-            self._log(job_id, dataset_id, dataset.content_hash, trainer, charges, released=False, reason=str(e))
-            raise
-        self._log(job_id, dataset_id, dataset.content_hash, trainer, charges, released=True, reason="claimed by this trainer")
-        return bytes(reply["released_key"])
+        with self._lock:
+            dataset = self.market.dataset(dataset_id)
+            job = self.market.job(job_id)
+            sealed_path = self._deposits / f"{dataset.content_hash.hex()}.sealed"
+            charges = job.charges
+            try:
+                if not sealed_path.exists():
+                    raise KeyReleaseRefused(f"no wrapped key was deposited for dataset {dataset_id}")
+                content_hashes = [dataset.content_hash if i == dataset_id else self.market.dataset(i).content_hash for i in job.dataset_ids]
+                now = self.market.chain.now()
+                holder = str(to_checksum_address(trainer))
+                # The log's rules, for a request that passes the trusted part's chain-state checks (for
+                # any other it refuses with that check's reason).
+                if (
+                    job.status is JobStatus.CLAIMED
+                    and str(to_checksum_address(job.enclave)) == holder
+                    and dataset.content_hash in content_hashes
+                    and now <= job.completion_deadline
+                    and now <= job.lease_expiry
+                ):
+                    index = self._sync_index()
+                    if (job_id, holder, charges) in index.retired:
+                        raise KeyReleaseRefused(retired_claim_message(job_id, charges))
+                    if (job_id, dataset.content_hash.hex(), holder) in index.released_to:
+                        raise KeyReleaseRefused(
+                            f"the key of dataset {dataset_id} was already released for job {job_id} to this enclave: one claim, one key"
+                        )
+                    prior = index.release_counts[(job_id, dataset.content_hash.hex())]
+                    if prior > charges:
+                        raise KeyReleaseRefused(counter_message(f"dataset {dataset_id}", job_id, prior, charges))
+                reply = self.enclave.process.request(
+                    "release",
+                    chain_id=self.market.chain.chain_id,
+                    market=self.market.address_bytes,
+                    job_id=job_id,
+                    job_status=int(job.status),
+                    job_enclave=to_canonical_address(job.enclave),
+                    job_content_hashes=content_hashes,
+                    job_completion_deadline=job.completion_deadline,
+                    job_lease_expiry=job.lease_expiry,
+                    job_charges=charges,
+                    now=now,
+                    content_hash=dataset.content_hash,
+                    sealed_key=sealed_path.read_bytes(),
+                    trainer_signer=to_canonical_address(trainer),
+                    trainer_active=self.registry.is_active(trainer, Role.TRAINER),
+                    job_key=job_key.public_key,
+                    job_key_signature=job_key.signature,
+                )
+            except EnclaveRequestFailed as e:
+                self._log(job_id, dataset_id, dataset.content_hash, trainer, charges, released=False, reason=e.message)
+                raise KeyReleaseRefused(e.message) from e
+            except KeyReleaseRefused as e:
+                self._log(job_id, dataset_id, dataset.content_hash, trainer, charges, released=False, reason=str(e))
+                raise
+            self._log(job_id, dataset_id, dataset.content_hash, trainer, charges, released=True, reason="claimed by this trainer")
+            return bytes(reply["released_key"])
 
     def claim_release_statement(self, job_id: int) -> bytes:
         """The key manager's EIP-712 ``ClaimRelease(jobId, enclave, charges)`` for the job's current
@@ -216,42 +219,43 @@ class KeyManagerService:
             KeyReleaseRefused: the job is not Claimed, or a key of it was released under this
                 claim (then the job can only be re-claimed, with an ε charge, after its lease lapses).
         """
-        job = self.market.job(job_id)
-        datasets = [(int(i), self.market.dataset(i).content_hash) for i in job.dataset_ids]
-        holder = str(to_checksum_address(job.enclave))
-        try:
-            if job.status is not JobStatus.CLAIMED:
-                raise KeyReleaseRefused(f"job {job_id} is not in the Claimed state")
-            if self._sync_index().keys_released_under(job_id, holder, job.charges):
-                raise KeyReleaseRefused(keys_released_message(job_id, to_canonical_address(holder), job.charges))
-            reply = self.enclave.process.request(
-                "release_claim",
-                chain_id=self.market.chain.chain_id,
-                market=self.market.address_bytes,
-                job_id=job_id,
-                job_status=int(job.status),
-                job_enclave=to_canonical_address(holder),
-                job_charges=job.charges,
+        with self._lock:
+            job = self.market.job(job_id)
+            datasets = [(int(i), self.market.dataset(i).content_hash) for i in job.dataset_ids]
+            holder = str(to_checksum_address(job.enclave))
+            try:
+                if job.status is not JobStatus.CLAIMED:
+                    raise KeyReleaseRefused(f"job {job_id} is not in the Claimed state")
+                if self._sync_index().keys_released_under(job_id, holder, job.charges):
+                    raise KeyReleaseRefused(keys_released_message(job_id, to_canonical_address(holder), job.charges))
+                reply = self.enclave.process.request(
+                    "release_claim",
+                    chain_id=self.market.chain.chain_id,
+                    market=self.market.address_bytes,
+                    job_id=job_id,
+                    job_status=int(job.status),
+                    job_enclave=to_canonical_address(holder),
+                    job_charges=job.charges,
+                )
+            except EnclaveRequestFailed as e:
+                self._log_statement(job_id, datasets, holder, job.charges, retired=False, reason=e.message)
+                raise KeyReleaseRefused(e.message) from e
+            except KeyReleaseRefused as e:
+                self._log_statement(job_id, datasets, holder, job.charges, retired=False, reason=str(e))
+                raise
+            signature = bytes(reply["signature"])
+            statement = ClaimRelease(job_id=job_id, enclave=to_canonical_address(holder), charges=job.charges)
+            try:
+                signer = claim_release_signer(statement, signature, chain_id=self.market.chain.chain_id, market=self.market.address_bytes)
+            except Exception:  # a malformed signature recovers to nobody
+                signer = b""
+            # Logged before anything else can fail: the trusted part has retired the claim already.
+            self._log_statement(
+                job_id, datasets, holder, job.charges, retired=True, reason="ClaimRelease signed: no key under this claim, ever"
             )
-        except EnclaveRequestFailed as e:
-            self._log_statement(job_id, datasets, holder, job.charges, retired=False, reason=e.message)
-            raise KeyReleaseRefused(e.message) from e
-        except KeyReleaseRefused as e:
-            self._log_statement(job_id, datasets, holder, job.charges, retired=False, reason=str(e))
-            raise
-        signature = bytes(reply["signature"])
-        statement = ClaimRelease(job_id=job_id, enclave=to_canonical_address(holder), charges=job.charges)
-        try:
-            signer = claim_release_signer(statement, signature, chain_id=self.market.chain.chain_id, market=self.market.address_bytes)
-        except Exception:  # a malformed signature recovers to nobody
-            signer = b""
-        # Logged before anything else can fail: the trusted part has retired the claim already.
-        self._log_statement(
-            job_id, datasets, holder, job.charges, retired=True, reason="ClaimRelease signed: no key under this claim, ever"
-        )
-        if signer != to_canonical_address(self.enclave.process.signer):
-            raise KeyReleaseRefused(f"the key manager's ClaimRelease for job {job_id} does not recover to its signer")
-        return signature
+            if signer != to_canonical_address(self.enclave.process.signer):
+                raise KeyReleaseRefused(f"the key manager's ClaimRelease for job {job_id} does not recover to its signer")
+            return signature
 
     def audit_log(self, *, content_hash: bytes | None = None) -> list[AuditEntry]:
         """Key-release and claim-release decisions (hash chain verified), optionally only those for one dataset."""

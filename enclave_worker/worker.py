@@ -55,7 +55,6 @@ MAX_HEARTBEAT_INTERVAL = 5.0
 
 _locks_guard = threading.Lock()
 _operator_locks: dict[str, threading.RLock] = {}
-_key_manager_locks: dict[int, threading.RLock] = {}
 
 
 def operator_lock(address: str) -> threading.RLock:
@@ -66,12 +65,6 @@ def operator_lock(address: str) -> threading.RLock:
     """
     with _locks_guard:
         return _operator_locks.setdefault(to_checksum_address(address), threading.RLock())
-
-
-def _key_manager_lock(key_manager: KeyManagerService) -> threading.RLock:
-    """Serializes the key-manager calls of workers running in parallel (its audit log is a hash chain)."""
-    with _locks_guard:
-        return _key_manager_locks.setdefault(id(key_manager), threading.RLock())
 
 
 @dataclass(frozen=True)
@@ -282,8 +275,7 @@ class TrainerWorker:
         job_key = self.prepare_job(job_id)
         datasets = []
         for dataset_id, record in zip(job.dataset_ids, records, strict=True):
-            with _key_manager_lock(self.key_manager):
-                released = self.key_manager.release(job_id=job_id, dataset_id=dataset_id, trainer=self.signer, job_key=job_key)
+            released = self.key_manager.release(job_id=job_id, dataset_id=dataset_id, trainer=self.signer, job_key=job_key)
             datasets.append(
                 {
                     "content_hash": record.content_hash,
@@ -326,8 +318,7 @@ class TrainerWorker:
             Whether the job is Open again.
         """
         try:
-            with _key_manager_lock(self.key_manager):
-                statement = self.key_manager.claim_release_statement(job_id)
+            statement = self.key_manager.claim_release_statement(job_id)
             with operator_lock(self.operator.address):
                 self.market.release_claim(self.operator, job_id, statement)
         except KeyReleaseRefused as e:

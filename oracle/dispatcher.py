@@ -94,48 +94,61 @@ class Dispatcher:
             return []
         outcomes: list[JobOutcome] = []
         errors: list[BaseException] = []
-
-        def run_queue(index: int, jobs: list[tuple[int, bool]]) -> None:
-            worker = self.workers[index]
-            try:
-                worker.ensure_enclave()
-            except Exception:  # the jobs below fail on their own and are recorded
-                logger.exception("worker %s: checking its enclave failed", worker.signer)
-            for job_id, rotate in jobs:
-                try:
-                    if rotate and not worker.can_take(job_id):
-                        logger.info(
-                            "job %d: every worker's enclave held it before; worker %s starts a fresh enclave", job_id, worker.signer
-                        )
-                        worker.rotate_enclave()
-                    logger.info("dispatching job %d to worker %s", job_id, worker.signer)
-                    outcome = worker.run_job(job_id, progress=progress)
-                except Exception as e:  # the job failed; the worker gave it back or left it to lapse
-                    logger.exception("job %d failed on worker %s", job_id, worker.signer)
-                    self._record_failure(job_id, index, e)
-                    errors.append(e)
-                else:
-                    with self._lock:
-                        self._failed.pop(job_id, None)
-                        self.failures.pop(job_id, None)
-                    outcomes.append(outcome)
-                finally:
-                    with self._lock:
-                        self._in_flight.discard(job_id)
-
         queues = [(i, ids) for i, ids in plan.items() if ids]
         if len(queues) == 1:
-            run_queue(*queues[0])
+            self._run_queue(*queues[0], progress=progress, outcomes=outcomes, errors=errors)
         else:
             with ThreadPoolExecutor(max_workers=len(queues), thread_name_prefix="sterling-worker") as pool:
-                for future in [pool.submit(run_queue, i, ids) for i, ids in queues]:
+                futures = [
+                    pool.submit(self._run_queue, i, ids, progress=progress, outcomes=outcomes, errors=errors) for i, ids in queues
+                ]
+                for future in futures:
                     future.result()
         if strict and errors:
             raise errors[0]
         return outcomes
 
-    def _plan(self) -> dict[int, list[tuple[int, bool]]]:
-        """Expire expirable jobs, give back lapsed claims that can be, and assign claimable jobs to workers."""
+    def _run_queue(
+        self,
+        index: int,
+        jobs: list[tuple[int, bool]],
+        *,
+        progress: ProgressFn | None,
+        outcomes: list[JobOutcome],
+        errors: list[BaseException],
+    ) -> None:
+        """Run ``jobs`` one after the other on worker ``index``, recording outcomes and failures."""
+        worker = self.workers[index]
+        try:
+            worker.ensure_enclave()
+        except Exception:  # the jobs below fail on their own and are recorded
+            logger.exception("worker %s: checking its enclave failed", worker.signer)
+        for job_id, rotate in jobs:
+            try:
+                if rotate and not worker.can_take(job_id):
+                    logger.info("job %d: every worker's enclave held it before; worker %s starts a fresh enclave", job_id, worker.signer)
+                    worker.rotate_enclave()
+                logger.info("dispatching job %d to worker %s", job_id, worker.signer)
+                outcome = worker.run_job(job_id, progress=progress)
+            except Exception as e:  # the job failed; the worker gave it back or left it to lapse
+                logger.exception("job %d failed on worker %s", job_id, worker.signer)
+                self._record_failure(job_id, index, e)
+                errors.append(e)
+            else:
+                with self._lock:
+                    self._failed.pop(job_id, None)
+                    self.failures.pop(job_id, None)
+                outcomes.append(outcome)
+            finally:
+                with self._lock:
+                    self._in_flight.discard(job_id)
+
+    def _plan(self, idle: set[int] | None = None) -> dict[int, list[tuple[int, bool]]]:
+        """Expire expirable jobs, give back lapsed claims that can be, and assign claimable jobs to workers.
+
+        Args:
+            idle: the workers that may be given jobs, one each (``None``: every worker, any number).
+        """
         chain = self.market.chain
         latest = chain.w3.eth.block_number
         if latest > self._scanned_to:
@@ -166,10 +179,12 @@ class Dispatcher:
                     continue
             elif job.status is JobStatus.OPEN and now >= job.claim_deadline:
                 continue
-            picked = self._pick_worker(job_id)
+            picked = self._pick_worker(job_id, idle)
             if picked is None:
                 continue
             index, rotate = picked
+            if idle is not None:
+                idle.discard(index)
             with self._lock:
                 self._in_flight.add(job_id)
             plan.setdefault(index, []).append((job_id, rotate))
@@ -248,7 +263,7 @@ class Dispatcher:
         """A re-claim debits the lapsed claim's ε and reserves it again: every dataset needs ε left."""
         return all(self.market.remaining_epsilon(i) >= job.epsilon for i in job.dataset_ids)
 
-    def _pick_worker(self, job_id: int) -> tuple[int, bool] | None:
+    def _pick_worker(self, job_id: int, idle: set[int] | None = None) -> tuple[int, bool] | None:
         """The worker for ``job_id`` and whether it must first start a fresh enclave; ``None`` while backing off.
 
         Workers take turns; the one that failed the job last is avoided when there is another,
@@ -260,7 +275,11 @@ class Dispatcher:
             return None
         count = len(self.workers)
         order = [(self._next + k) % count for k in range(count)]
-        if failure is not None and count > 1:
+        if idle is not None:
+            order = [i for i in order if i in idle]
+            if not order:
+                return None
+        if failure is not None and len(order) > 1 and failure.worker in order:
             order.remove(failure.worker)
             order.append(failure.worker)
         index, rotate = next(((i, False) for i in order if self.workers[i].can_take(job_id)), (order[0], True))
@@ -280,10 +299,31 @@ class Dispatcher:
     # --- serving ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, *, interval: float = 1.0) -> None:
-        """Poll until ``stop`` is set; a failing job is logged and retried by the rules above."""
+        """Poll until ``stop`` is set; a failing job is logged and retried by the rules above.
+
+        Unlike :meth:`poll_once`, a poll does not wait for the jobs it starts: each idle worker
+        gets one job on a thread of its own, and the next poll, ``interval`` seconds later, goes
+        on expiring, giving back and re-claiming while other workers train (a lapsed claim is
+        re-claimed within one poll of its lapse, not after the longest running job).
+        """
+        running: dict[int, threading.Thread] = {}
+        sink: list[JobOutcome] = []
+        errors: list[BaseException] = []
         while not stop.is_set():
             try:
-                self.poll_once()
+                idle = {i for i in range(len(self.workers)) if not (i in running and running[i].is_alive())}
+                if idle:
+                    for index, jobs in self._plan(idle).items():
+                        thread = threading.Thread(
+                            target=self._run_queue, args=(index, jobs), kwargs={"progress": None, "outcomes": sink, "errors": errors},
+                            name=f"sterling-worker-{index}", daemon=True,
+                        )  # fmt: skip
+                        running[index] = thread
+                        thread.start()
+                sink.clear()
+                errors.clear()
             except Exception:  # keep serving other jobs; the failure is in the log
                 logger.exception("dispatch failed")
             stop.wait(interval)
+        for thread in running.values():
+            thread.join(timeout=10)
