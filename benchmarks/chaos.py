@@ -52,6 +52,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import MetaData, create_engine, select
+from web3.logs import DISCARD
 
 from enclave_worker.audit import AuditLog
 from enclave_worker.trusted import keywrap
@@ -451,10 +452,11 @@ def _check(outcome: Outcome, market: MarketClient, state_dir: Path, deployment: 
     outcome.stranded = outcome.jobs - outcome.completed - outcome.refunded
 
     events = market.contract.events
-    debits: Counter[tuple[int, int]] = Counter()  # (job, dataset) -> number of debits
-    debited: Counter[int] = Counter()  # dataset -> ε debited
+    debits = Counter(
+        (int(e["args"]["jobId"]), int(e["args"]["datasetId"])) for e in events.BudgetDebited().get_logs(from_block=from_block)
+    )
+    debited: Counter[int] = Counter()
     for e in events.BudgetDebited().get_logs(from_block=from_block):
-        debits[(int(e["args"]["jobId"]), int(e["args"]["datasetId"]))] += 1
         debited[int(e["args"]["datasetId"])] += int(e["args"]["epsilonSpent"])
 
     audit = AuditLog(state_dir / "key-manager" / "audit.jsonl")
@@ -485,19 +487,21 @@ def _value_conserved(outcome: Outcome, market: MarketClient, from_block: int) ->
     chain = market.chain
     events = market.contract.events
     balance = chain.balance(market.address)
-    created = events.JobCreated().get_logs(from_block=from_block)
-    creating_txs = {bytes(e["transactionHash"]) for e in created}
-    deposited = sum(int(e["args"]["escrow"]) for e in created)
-    deposited += sum(int(e["args"]["amount"]) for e in events.StakeDeposited().get_logs(from_block=from_block))
     credited: Counter[str] = Counter()
     for e in events.PaymentCredited().get_logs(from_block=from_block):
         credited[str(e["args"]["account"])] += int(e["args"]["amount"])
-        if bytes(e["transactionHash"]) in creating_txs:
-            # createJob's change: native createJob sends maxTotalPrice = escrow + change
-            deposited += int(e["args"]["amount"])
     withdrawn: Counter[str] = Counter()
     for e in events.Withdrawn().get_logs(from_block=from_block):
         withdrawn[str(e["args"]["account"])] += int(e["args"]["amount"])
+    deposited = sum(int(e["args"]["escrow"]) for e in events.JobCreated().get_logs(from_block=from_block))
+    deposited += sum(int(e["args"]["amount"]) for e in events.StakeDeposited().get_logs(from_block=from_block))
+    # createJob sends maxTotalPrice and credits the change: count what was sent, i.e. escrow + change.
+    change = sum(
+        int(e["args"]["amount"])
+        for e in events.PaymentCredited().get_logs(from_block=from_block)
+        if _is_change(market, e)
+    )
+    deposited += change
     pending_total = 0
     ok = True
     for account in set(credited) | set(withdrawn):
@@ -514,6 +518,12 @@ def _value_conserved(outcome: Outcome, market: MarketClient, from_block: int) ->
         outcome.problems.append(f"balance {balance} != deposited {deposited} - withdrawn {sum(withdrawn.values())}")
         ok = False
     return ok
+
+
+def _is_change(market: MarketClient, log: Any) -> bool:
+    """Whether a PaymentCredited is createJob's change (credited in the job-creating transaction)."""
+    receipt = market.chain.w3.eth.get_transaction_receipt(log["transactionHash"])
+    return bool(market.contract.events.JobCreated().process_receipt(receipt, errors=DISCARD))
 
 
 def _compare_index(outcome: Outcome, market: MarketClient, state_dir: Path, deployment: Deployment) -> None:

@@ -427,7 +427,6 @@ class MarketClient:
         self.contract: Contract = chain.w3.eth.contract(address=_web3_address(address), abi=artifact["abi"])
         self.address = address
         self._token: tuple[Contract | None] | None = None  # asked once: the token is immutable
-        self._claim_lease: int | None = None  # asked once: immutable too
 
     @property
     def address_bytes(self) -> bytes:
@@ -624,10 +623,8 @@ class MarketClient:
         return self.chain.transact(sender, self.contract.functions.releaseClaim(job_id, key_manager_signature))
 
     def claim_lease(self) -> int:
-        """Seconds a claim or renewal holds a job (an immutable of the contract, read once)."""
-        if self._claim_lease is None:
-            self._claim_lease = int(self.chain.call(self.contract.functions.claimLease()))
-        return self._claim_lease
+        """Seconds a claim or renewal holds a job."""
+        return int(self.chain.call(self.contract.functions.claimLease()))
 
     def unbonding_period(self) -> int:
         """Seconds from an unstake request to the withdrawal; also the longest job."""

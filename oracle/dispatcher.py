@@ -156,13 +156,13 @@ class Dispatcher:
             self._known.update(int(log["args"]["jobId"]) for log in logs)
             self._scanned_to = latest
         lease = self.market.claim_lease()
-        with self._lock:
-            candidates = [job_id for job_id in sorted(self._known) if job_id not in self._in_flight]
-        jobs = [self.market.job(job_id) for job_id in candidates]  # one read per job and poll
-        self._catch_up_clock(jobs, lease)
+        self._catch_up_clock(lease)
         plan: dict[int, list[tuple[int, bool]]] = {}
-        for job in jobs:
-            job_id = job.job_id
+        for job_id in sorted(self._known):
+            with self._lock:
+                if job_id in self._in_flight:
+                    continue
+            job = self.market.job(job_id)
             if job.status in TERMINAL:
                 self._known.discard(job_id)
                 self._failed.pop(job_id, None)
@@ -190,17 +190,18 @@ class Dispatcher:
             plan.setdefault(index, []).append((job_id, rotate))
         return plan
 
-    def _catch_up_clock(self, jobs: list[JobRecord], lease: int) -> None:
+    def _catch_up_clock(self, lease: int) -> None:
         """On an idle local chain (embedded, or anvil mining only on transactions) the latest block's
         time stands still; when a job's lease or deadline passed in wall time but not yet in chain
         time, mine one block so that the decisions below (made in chain time) see it."""
         chain = self.market.chain
-        if chain.kind not in ("embedded", "anvil") or not jobs:
+        if chain.kind not in ("embedded", "anvil") or not self._known:
             return
         chain_now, wall = chain.now(), int(time.time())
         if wall <= chain_now:
             return
-        for job in jobs:
+        for job_id in self._known:
+            job = self.market.job(job_id)
             boundaries: tuple[int, ...]
             if job.status is JobStatus.OPEN:
                 boundaries = (job.claim_deadline,)

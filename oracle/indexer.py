@@ -169,6 +169,7 @@ class Indexer:
                 self._events[(client.address.lower(), contract_event.topic.lower())] = contract_event
         self._checked_chain = False
         self._block_times: dict[int, int] = {}
+        self._claim_lease: int | None = None
 
     # --- cursor -------------------------------------------------------------------------------
 
@@ -283,7 +284,7 @@ class Indexer:
             if name == "EnclaveRegistered":
                 extra["verifier"] = self._certificate_verifier(tx_hash)
             elif name == "JobClaimed":
-                extra["claim_lease"] = self.market.claim_lease()  # a JobClaimed does not carry its lease expiry
+                extra["claim_lease"] = self._market_claim_lease()
             decoded.append(
                 DecodedLog(
                     name=name,
@@ -304,6 +305,12 @@ class Indexer:
         raw = list(self.chain.w3.eth.get_logs({"fromBlock": start, "toBlock": end, "address": addresses}))
         raw.sort(key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
         return raw
+
+    def _market_claim_lease(self) -> int:
+        """The market's ``claimLease`` (immutable, asked once): a ``JobClaimed`` does not carry its lease expiry."""
+        if self._claim_lease is None:
+            self._claim_lease = self.market.claim_lease()
+        return self._claim_lease
 
     def _timestamp(self, block: int) -> int:
         if block not in self._block_times:
