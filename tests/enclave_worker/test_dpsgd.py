@@ -33,6 +33,10 @@ MODELS = {
         nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3),
     ),
     "mlp_no_bias": lambda: nn.Sequential(nn.Linear(6, 16, bias=False), nn.ReLU(), nn.Linear(16, 3)),
+    # Stacked activations, Sigmoid, Identity anywhere: still the hand-differentiated dense path.
+    "mlp_stacked": lambda: nn.Sequential(
+        nn.Identity(), nn.Linear(6, 16), nn.Sigmoid(), nn.Identity(), nn.Tanh(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3),
+    ),
     "cnn": lambda: nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(8 * 3 * 3, 3),
@@ -168,9 +172,45 @@ def test_unsupported_layers_are_detected() -> None:
     assert not dpsgd.supported(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)))
     assert not dpsgd.supported(nn.Sequential(nn.Conv2d(1, 2, 3, padding="same")))
     assert not dpsgd.supported(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)))
+    # A subclass that computes something else than its weights' layer would get that layer's gradients.
+    assert not dpsgd.supported(nn.Sequential(_ScaledLinear(6, 4), nn.ReLU(), nn.Linear(4, 3)))
+    assert dpsgd.supported(nn.Sequential(type("NamedLinear", (nn.Linear,), {})(6, 4)))
     with pytest.raises(dpsgd.UnsupportedLayer):
         dpsgd.BookKeepingDPSGD(nn.Sequential(nn.Embedding(4, 3)), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1),
             max_grad_norm=1, noise_multiplier=1, expected_batch_size=1)
+
+
+class _ScaledLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(2.0 * x)
+
+
+def _engine(model: nn.Module, clip: float = 1.0) -> dpsgd.BookKeepingDPSGD:
+    return dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1),
+        max_grad_norm=clip, noise_multiplier=0.0, expected_batch_size=23)
+
+
+def test_only_plain_dense_chains_are_differentiated_by_hand() -> None:
+    for name in ("logistic", "mlp", "mlp_no_bias", "mlp_stacked"):
+        assert _engine(MODELS[name]())._dense is not None, name
+    assert _engine(MODELS["cnn"]())._dense is None
+    # A dropout draws a mask; a module after the logits changes the loss; a hook must run.
+    assert _engine(nn.Sequential(nn.Linear(6, 4), nn.Dropout(0.5), nn.Linear(4, 3)))._dense is None
+    assert _engine(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3), nn.Softmax(dim=1)))._dense is None
+    hooked = MODELS["mlp"]()
+    hooked[1].register_forward_hook(lambda *_: None)
+    assert _engine(hooked)._dense is None
+
+
+def test_models_outside_the_dense_path_still_match_opacus() -> None:
+    torch.manual_seed(5)
+    built = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3), nn.LogSoftmax(dim=1))
+    x, y = torch.randn(23, 6), torch.randint(0, 3, (23,))
+    expected, expected_norms = _reference(built, x, y, 0.3)
+    got, norms = _engine(built, 0.3).clipped_sum(x, y)
+    torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-5)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
 
 
 def test_convolutional_batches_are_padded_to_few_shapes_and_the_padding_adds_nothing() -> None:
