@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMPS := .make-stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint-python typecheck fuzz chaos lint gas artifacts bench-crypto bench-dp bench-api clean
+.PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api clean
 
 setup: $(STAMPS)/python $(STAMPS)/npm $(STAMPS)/chromium
 
@@ -63,6 +63,14 @@ fuzz: setup
 CHAOS_ARGS ?=
 chaos: setup
 	$(PY) -m benchmarks.chaos --jobs 24 --kills 10 $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(CHAOS_ARGS)
+
+# Hold 200 event streams and 100 slow uploads (completed, abandoned, stalled into a 408) with 200
+# reads/s for 60 s against sterling up (anvil, child process); last line: health p99, errors, open
+# fds and staging files, which must be back at their baseline. Shorter: SOAK_ARGS="--seconds 10".
+# make test runs a short version (tests/benchmarks/test_soak.py).
+SOAK_ARGS ?=
+soak: setup
+	$(PY) -m benchmarks.soak $(SOAK_ARGS)
 
 # Static analysis of the contracts with Slither, from its own venv (slither-analyzer pins web3 < 8,
 # which the project's venv cannot have), through the solcjs wrapper; fails on any medium or high

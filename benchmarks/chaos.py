@@ -17,7 +17,8 @@ Expired, stops ``sterling up`` with Ctrl-C, and checks from the chain, the key m
 log and the index:
 
 * **no fork**: for each job and dataset, the key releases in the audit log are at most the
-  ``BudgetDebited`` events of that job and dataset;
+  ``BudgetDebited`` events of that job and dataset, not counting releases to a holder whose claim
+  was given back on its ``RunAbandoned`` (its run produced nothing);
 * **no stranded job**: every job reached Completed or Expired within the bound;
 * **value conserved**: the market's balance equals Σ deposited − Σ withdrawn and equals
   Σ pending + locked escrow + total stake; each account's pending equals its credits less its
@@ -54,7 +55,7 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import MetaData, create_engine, select
 from web3.logs import DISCARD
 
-from enclave_worker.audit import AuditLog
+from enclave_worker.audit import CLAIM_RELEASE, AuditLog
 from enclave_worker.trusted import keywrap
 from enclave_worker.trusted.dataset import DatasetPackage, Schema
 from enclave_worker.trusted.models import ModelSpec
@@ -258,6 +259,7 @@ class Outcome:
     stranded: int = 0
     value_conserved: bool = False
     given_back: int = 0  # ClaimReleased: claims returned with no ε charged
+    abandoned: int = 0  # of those, on the holder's RunAbandoned after a failed run with the keys
     charged: int = 0  # ClaimCharged: lapsed claims re-claimed with an ε charge
     slashed: int = 0  # StakeSlashed
     releases: int = 0  # key releases in the audit log
@@ -270,7 +272,8 @@ class Outcome:
 
     def details(self) -> str:
         return (
-            f"chaos: {self.releases} key releases, {self.given_back} claims given back with no ε charged, "
+            f"chaos: {self.releases} key releases, {self.given_back} claims given back with no ε charged "
+            f"({self.abandoned} on the holder's RunAbandoned), "
             f"{self.charged} lapsed claims re-claimed with an ε charge, {self.slashed} stakes slashed, {self.wall_seconds:.0f} s"
         )
 
@@ -465,8 +468,13 @@ def _check(outcome: Outcome, market: MarketClient, state_dir: Path, deployment: 
     except Exception as e:  # a broken chain is a failed check, reported with the rest
         outcome.problems.append(f"audit log: {e}")
         entries = []
-    releases = Counter((e.job_id, e.dataset_id) for e in entries if e.released)
-    outcome.releases = sum(releases.values())
+    # A release under a claim given back on its holder's RunAbandoned produced nothing: not a run.
+    abandoned = {(e.job_id, e.dataset_id, e.trainer.lower()) for e in entries if e.kind == CLAIM_RELEASE and e.retired and e.abandoned}
+    outcome.abandoned = len({(job, trainer) for job, _, trainer in abandoned})
+    outcome.releases = sum(1 for e in entries if e.released)
+    releases = Counter(
+        (e.job_id, e.dataset_id) for e in entries if e.released and (e.job_id, e.dataset_id, e.trainer.lower()) not in abandoned
+    )
     outcome.given_back = len(events.ClaimReleased().get_logs(from_block=from_block))
     outcome.charged = len(events.ClaimCharged().get_logs(from_block=from_block))
     outcome.slashed = len(events.StakeSlashed().get_logs(from_block=from_block))

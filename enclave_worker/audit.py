@@ -1,4 +1,4 @@
-"""An append-only, hash-chained log of the key manager's decisions: key releases and claim releases.
+"""An append-only, hash-chained log of the key manager's decisions: deposits, key releases and claim releases.
 
 Each line is a JSON object holding one decision and ``prev``, the SHA-256 of the previous line's
 bytes (64 zeros for the first), so an edited, removed or reordered entry breaks the chain and
@@ -36,6 +36,13 @@ RELEASE = "release"
 CLAIM_RELEASE = "claim_release"
 """``kind`` of a ClaimRelease decision, one entry per dataset of the job: ``retired`` says whether
 the statement was signed (the claim of ``trainer`` under ``charges`` then never gets a key)."""
+DEPOSIT = "deposit"
+"""``kind`` of an accepted deposit of ``provider``'s wrapped data key for ``content_hash`` (before
+listing: ``job_id`` and ``dataset_id`` are 0, ``trainer`` is empty)."""
+DEPOSIT_REFUSED = "deposit_refused"
+"""``kind`` of a refused deposit (bad signature, or a key ``provider`` deposited already); ``reason`` says why."""
+DEPOSIT_KINDS = (DEPOSIT, DEPOSIT_REFUSED)
+RELEASE_KINDS = (RELEASE, CLAIM_RELEASE)
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,11 @@ class AuditEntry:
     charges: int | None = None
     """The job's on-chain ``charges`` when decided (``None`` in entries written before leases)."""
     retired: bool = False
+    provider: str | None = None
+    """The depositing provider's address (deposit entries; ``None`` in the others)."""
+    abandoned: bool = False
+    """A claim release signed on the holder's ``RunAbandoned``: the keys released under the claim
+    no longer count against the job's charges."""
 
 
 class AuditLog:
@@ -120,6 +132,8 @@ class AuditLog:
         kind: str = RELEASE,
         charges: int | None = None,
         retired: bool = False,
+        provider: str | None = None,
+        abandoned: bool = False,
     ) -> AuditEntry:
         """Record one decision, chained to the last line (durable when this returns).
 
@@ -127,7 +141,9 @@ class AuditLog:
             AuditLogTampered: the file changed on disk since it was loaded and its chain is broken.
         """
         self.refresh()
-        entry = AuditEntry(time.time(), job_id, dataset_id, content_hash.hex(), trainer, released, reason, kind, charges, retired)
+        entry = AuditEntry(
+            time.time(), job_id, dataset_id, content_hash.hex(), trainer, released, reason, kind, charges, retired, provider, abandoned
+        )
         line = json.dumps({**asdict(entry), "prev": self._head}, sort_keys=True).encode()
         with self.path.open("ab") as f:
             f.write(line + b"\n")
@@ -160,14 +176,15 @@ class AuditLog:
                 raise AuditLogTampered(f"{self.path}: chain broken at line {number}")
             prev = hashlib.sha256(line).hexdigest()
 
-    def entries(self, *, content_hash: bytes | None = None) -> list[AuditEntry]:
-        """Verified entries, optionally only those of one dataset."""
+    def entries(self, *, content_hash: bytes | None = None, kinds: tuple[str, ...] | None = None) -> list[AuditEntry]:
+        """Verified entries, optionally only those of one dataset and/or of some kinds."""
         lines = self._lines()
         self._verify_lines(lines)
         result = [_parse(line) for line in lines]
-        if content_hash is None:
-            return result
-        return [e for e in result if e.content_hash == content_hash.hex()]
+        return [
+            e for e in result
+            if (content_hash is None or e.content_hash == content_hash.hex()) and (kinds is None or e.kind in kinds)
+        ]  # fmt: skip
 
 
 _FIELDS = frozenset(AuditEntry.__dataclass_fields__)

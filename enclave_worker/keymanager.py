@@ -1,5 +1,14 @@
 """Host side of the key-manager enclave: keeps providers' wrapped data keys and serves releases.
 
+A deposit carries the provider's address and its EIP-712 ``Deposit(contentHash, wrappedKeyHash,
+keyManager)`` signature under the market's domain (:mod:`.trusted.receipt`); the trusted part
+checks it and seals the data key together with the provider's address and the market. The host
+keeps one sealed key per (content hash, provider), at ``deposits/<content hash>/<provider>.sealed``,
+never overwritten, so nobody's deposit displaces or blocks another's; a release uses only the
+deposit of the listing's on-chain provider, and the trusted part checks the sealed provider again.
+Deposits stored by earlier versions as ``deposits/<content hash>.sealed`` carry no provider and
+are never used: their providers deposit again.
+
 The trusted key manager holds the X25519 key that providers wrap their data keys to. On a
 release request the host reads the job, the dataset and the requesting trainer from the chain
 and hands them, with the wrapped key, to the trusted part, which re-wraps the data key to the
@@ -28,6 +37,8 @@ it inside the enclave (state proofs against a finalised header) is future work.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,19 +46,49 @@ from pathlib import Path
 
 from eth_utils import to_canonical_address, to_checksum_address
 
-from marketplace._files import write_atomic
 from marketplace.contracts import JobStatus, MarketClient, RegistryClient
 from marketplace.errors import KeyReleaseRefused, KeyUnwrapFailed
 
-from .audit import CLAIM_RELEASE, RELEASE, AuditEntry, AuditLog
+from .audit import CLAIM_RELEASE, DEPOSIT, DEPOSIT_KINDS, DEPOSIT_REFUSED, RELEASE, RELEASE_KINDS, AuditEntry, AuditLog
 from .host import EnclaveRequestFailed
 from .sim_platform import LaunchedEnclave
 from .trusted.onchain import Role
-from .trusted.receipt import ClaimRelease, claim_release_signer, counter_message, keys_released_message, retired_claim_message
+from .trusted.receipt import (
+    ClaimRelease,
+    Deposit,
+    DepositExists,
+    DepositRefused,
+    DepositSignatureInvalid,
+    RunAbandoned,
+    check_deposit,
+    claim_release_signer,
+    counter_message,
+    keys_released_message,
+    retired_claim_message,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_WRAPPED_KEY_BYTES = 512
+SIGNATURE_BYTES = 65
+
+
+def _write_new(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` whole (fsynced) only if ``target`` does not exist yet.
+
+    Raises:
+        FileExistsError: ``target`` exists; it is left as it was.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(tmp, target)  # atomic, and never replaces an existing file
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -68,13 +109,18 @@ class _DecisionIndex:
     retired: set[tuple[int, str, int | None]] = field(default_factory=set)  # (job, trainer, charges)
 
     def add(self, e: AuditEntry) -> None:
-        trainer = str(to_checksum_address(e.trainer))
         if e.kind == RELEASE and e.released:
+            trainer = str(to_checksum_address(e.trainer))
             self.released_to.add((e.job_id, e.content_hash, trainer))
             self.release_counts[(e.job_id, e.content_hash)] += 1
             self.claims_with_keys.setdefault((e.job_id, trainer), set()).add(e.charges)
         elif e.kind == CLAIM_RELEASE and e.retired:
+            trainer = str(to_checksum_address(e.trainer))
             self.retired.add((e.job_id, trainer, e.charges))
+            if e.abandoned and (e.job_id, e.content_hash, trainer) in self.released_to:
+                # The holder's run produced nothing: its release no longer counts against the charges.
+                self.release_counts[(e.job_id, e.content_hash)] -= 1
+                self.claims_with_keys.get((e.job_id, trainer), set()).discard(e.charges)
 
     def keys_released_under(self, job_id: int, trainer: str, charges: int) -> bool:
         """Whether a key of the job went to ``trainer`` under this claim (a release logged without
@@ -115,23 +161,85 @@ class KeyManagerService:
     def signer(self) -> str:
         return str(to_checksum_address(self.enclave.process.signer))
 
-    def deposit(self, content_hash: bytes, wrapped_key: bytes) -> None:
-        """Accept a provider's data key wrapped to this key manager for the dataset ``content_hash``.
+    def deposit_path(self, content_hash: bytes, provider: str) -> Path:
+        """Where the sealed key ``provider`` deposited for ``content_hash`` is kept."""
+        return self._deposits / content_hash.hex() / f"{to_checksum_address(provider)}.sealed"
 
-        The trusted part opens it and returns it sealed to its own measurement; only that sealed
-        blob is stored, so it survives restarts of the same code and nothing else can open it.
+    def deposit(self, content_hash: bytes, wrapped_key: bytes, *, provider: str, signature: bytes) -> None:
+        """Accept ``provider``'s data key wrapped to this key manager for the ciphertext ``content_hash``.
+
+        The trusted part checks ``signature``, the provider's EIP-712 ``Deposit`` under this market's
+        domain and chain (:func:`~enclave_worker.trusted.receipt.sign_deposit`), opens the key and
+        returns it sealed to its own measurement together with the provider's address; only that
+        sealed blob is stored, so it survives restarts of the same code and nothing else can open
+        it. Every deposit, accepted or refused, is appended to the audit log.
+
+        Args:
+            provider: the depositing provider's address; only its deposit is ever released for a
+                dataset it lists (:meth:`release`).
+            signature: 65 bytes, by ``provider``.
 
         Raises:
-            KeyUnwrapFailed: the wrapped key does not open under this key manager and binding.
+            DepositSignatureInvalid: ``signature`` is not ``provider``'s over this deposit, chain id,
+                market and key manager.
+            DepositExists: ``provider`` already deposited a key for ``content_hash`` (it is kept).
+            KeyUnwrapFailed: malformed sizes, or the wrapped key does not open under this key
+                manager and binding.
         """
-        if len(content_hash) != 32 or len(wrapped_key) > MAX_WRAPPED_KEY_BYTES:
-            raise KeyUnwrapFailed("deposit needs a 32-byte content hash and a wrapped key of at most 512 bytes")
-        try:
-            reply = self.enclave.process.request("deposit", content_hash=content_hash, wrapped_key=wrapped_key)
-        except EnclaveRequestFailed as e:
-            raise KeyUnwrapFailed(f"deposit for {content_hash.hex()} refused: {e.message}") from e
-        write_atomic(self._deposits / f"{content_hash.hex()}.sealed", reply["sealed_key"])
-        logger.info("deposited wrapped key for dataset %s", content_hash.hex())
+        with self._lock:
+            try:
+                try:
+                    provider = str(to_checksum_address(provider))
+                except ValueError as e:
+                    raise DepositSignatureInvalid(f"the deposit's provider {provider!r} is not an address") from e
+                if len(content_hash) != 32 or len(wrapped_key) > MAX_WRAPPED_KEY_BYTES:
+                    raise KeyUnwrapFailed("deposit needs a 32-byte content hash and a wrapped key of at most 512 bytes")
+                if len(signature) != SIGNATURE_BYTES:
+                    raise DepositSignatureInvalid(f"the deposit signature must be {SIGNATURE_BYTES} bytes, got {len(signature)}")
+                # Checked here first so a forged deposit is refused as such, not as a duplicate; the
+                # trusted part checks it again before it seals anything.
+                statement = Deposit(content_hash=content_hash, wrapped_key=wrapped_key, key_manager=to_canonical_address(self.signer))
+                check_deposit(
+                    statement, signature, provider=to_canonical_address(provider), chain_id=self.market.chain.chain_id,
+                    market=self.market.address_bytes,
+                )  # fmt: skip
+                target = self.deposit_path(content_hash, provider)
+                if target.exists():
+                    raise DepositExists(self._exists_message(content_hash, provider))
+                try:
+                    reply = self.enclave.process.request(
+                        "deposit",
+                        chain_id=self.market.chain.chain_id,
+                        market=self.market.address_bytes,
+                        content_hash=content_hash,
+                        wrapped_key=wrapped_key,
+                        provider=to_canonical_address(provider),
+                        signature=signature,
+                    )
+                except EnclaveRequestFailed as e:
+                    if e.error == DepositSignatureInvalid.__name__:
+                        raise DepositSignatureInvalid(e.message) from e
+                    raise KeyUnwrapFailed(f"deposit for {content_hash.hex()} refused: {e.message}") from e
+                try:
+                    _write_new(target, reply["sealed_key"])
+                except FileExistsError as e:
+                    raise DepositExists(self._exists_message(content_hash, provider)) from e
+            except (DepositRefused, KeyUnwrapFailed) as e:
+                self._append(
+                    job_id=0, dataset_id=0, content_hash=content_hash, trainer="", released=False, reason=str(e),
+                    kind=DEPOSIT_REFUSED, provider=provider,
+                )  # fmt: skip
+                logger.info("deposit for %s by %s refused: %s", content_hash.hex(), provider, type(e).__name__)
+                raise
+            self._append(
+                job_id=0, dataset_id=0, content_hash=content_hash, trainer="", released=False,
+                reason="signed by the provider; sealed with its address", kind=DEPOSIT, provider=provider,
+            )  # fmt: skip
+            logger.info("deposited wrapped key for dataset %s by %s", content_hash.hex(), provider)
+
+    @staticmethod
+    def _exists_message(content_hash: bytes, provider: str) -> str:
+        return f"provider {provider} already deposited a key for {content_hash.hex()}: a deposit is never replaced"
 
     def release(self, *, job_id: int, dataset_id: int, trainer: str, job_key: JobKey) -> bytes:
         """Release a dataset's key, re-wrapped to ``trainer``'s per-job key, for one job, once.
@@ -149,11 +257,11 @@ class KeyManagerService:
         with self._lock:
             dataset = self.market.dataset(dataset_id)
             job = self.market.job(job_id)
-            sealed_path = self._deposits / f"{dataset.content_hash.hex()}.sealed"
+            sealed_path = self.deposit_path(dataset.content_hash, dataset.provider)
             charges = job.charges
             try:
                 if not sealed_path.exists():
-                    raise KeyReleaseRefused(f"no wrapped key was deposited for dataset {dataset_id}")
+                    raise KeyReleaseRefused(f"no wrapped key was deposited for dataset {dataset_id} by its provider {dataset.provider}")
                 content_hashes = [dataset.content_hash if i == dataset_id else self.market.dataset(i).content_hash for i in job.dataset_ids]
                 now = self.market.chain.now()
                 holder = str(to_checksum_address(trainer))
@@ -189,6 +297,7 @@ class KeyManagerService:
                     job_charges=charges,
                     now=now,
                     content_hash=dataset.content_hash,
+                    dataset_provider=to_canonical_address(dataset.provider),
                     sealed_key=sealed_path.read_bytes(),
                     trainer_signer=to_canonical_address(trainer),
                     trainer_active=self.registry.is_active(trainer, Role.TRAINER),
@@ -204,12 +313,14 @@ class KeyManagerService:
             self._log(job_id, dataset_id, dataset.content_hash, trainer, charges, released=True, reason="claimed by this trainer")
             return bytes(reply["released_key"])
 
-    def claim_release_statement(self, job_id: int) -> bytes:
+    def claim_release_statement(self, job_id: int, *, abandoned: bytes = b"") -> bytes:
         """The key manager's EIP-712 ``ClaimRelease(jobId, enclave, charges)`` for the job's current
         claim, for ``JobMarket.releaseClaim`` (``MarketClient.release_claim``) to give it back with no ε charged.
 
         Signed only if no data key of the job was released to the holding enclave under the job's
-        current ``charges``; the claim is then retired for good (logged once per dataset of the
+        current ``charges``, or if ``abandoned`` is the holder's signed ``RunAbandoned`` for this
+        claim (its run failed and produced nothing; the releases under it then no longer count
+        against the charges); the claim is then retired for good (logged once per dataset of the
         job): no key is ever released under it.
 
         Returns:
@@ -226,7 +337,8 @@ class KeyManagerService:
             try:
                 if job.status is not JobStatus.CLAIMED:
                     raise KeyReleaseRefused(f"job {job_id} is not in the Claimed state")
-                if self._sync_index().keys_released_under(job_id, holder, job.charges):
+                with_keys = self._sync_index().keys_released_under(job_id, holder, job.charges)
+                if with_keys and not self._abandoned_by_holder(job_id, holder, job.charges, abandoned):
                     raise KeyReleaseRefused(keys_released_message(job_id, to_canonical_address(holder), job.charges))
                 reply = self.enclave.process.request(
                     "release_claim",
@@ -236,6 +348,7 @@ class KeyManagerService:
                     job_status=int(job.status),
                     job_enclave=to_canonical_address(holder),
                     job_charges=job.charges,
+                    abandoned=abandoned if with_keys else b"",
                 )
             except EnclaveRequestFailed as e:
                 self._log_statement(job_id, datasets, holder, job.charges, retired=False, reason=e.message)
@@ -251,15 +364,25 @@ class KeyManagerService:
                 signer = b""
             # Logged before anything else can fail: the trusted part has retired the claim already.
             self._log_statement(
-                job_id, datasets, holder, job.charges, retired=True, reason="ClaimRelease signed: no key under this claim, ever"
-            )
+                job_id, datasets, holder, job.charges, retired=True, abandoned=with_keys,
+                reason="ClaimRelease signed on the holder's RunAbandoned: its run produced nothing" if with_keys
+                else "ClaimRelease signed: no key under this claim, ever",
+            )  # fmt: skip
             if signer != to_canonical_address(self.enclave.process.signer):
                 raise KeyReleaseRefused(f"the key manager's ClaimRelease for job {job_id} does not recover to its signer")
             return signature
 
-    def audit_log(self, *, content_hash: bytes | None = None) -> list[AuditEntry]:
-        """Key-release and claim-release decisions (hash chain verified), optionally only those for one dataset."""
-        return self.audit.entries(content_hash=content_hash)
+    def audit_log(self, *, content_hash: bytes | None = None, kinds: tuple[str, ...] = RELEASE_KINDS) -> list[AuditEntry]:
+        """Key-release and claim-release decisions (hash chain verified), optionally only those for one dataset.
+
+        Args:
+            kinds: the decisions wanted (:mod:`.audit` kinds); :meth:`deposit_log` has the deposits.
+        """
+        return self.audit.entries(content_hash=content_hash, kinds=kinds)
+
+    def deposit_log(self, *, content_hash: bytes | None = None) -> list[AuditEntry]:
+        """Accepted and refused deposits (hash chain verified), optionally only those for one ciphertext."""
+        return self.audit.entries(content_hash=content_hash, kinds=DEPOSIT_KINDS)
 
     def _append(self, **entry: object) -> None:
         generation = self.audit.generation
@@ -276,12 +399,22 @@ class KeyManagerService:
         )  # fmt: skip
         logger.info("key release job %d dataset %d to %s: %s (%s)", job_id, dataset_id, trainer, released, reason)
 
+    def _abandoned_by_holder(self, job_id: int, holder: str, charges: int, signature: bytes) -> bool:
+        """Whether ``signature`` is the holder's ``RunAbandoned`` for this claim (the trusted part checks it again)."""
+        statement = RunAbandoned(job_id=job_id, enclave=to_canonical_address(holder), charges=charges)
+        try:
+            signer = claim_release_signer(statement, signature, chain_id=self.market.chain.chain_id, market=self.market.address_bytes)
+        except Exception:  # absent or malformed: recovers to nobody
+            return False
+        return signer == to_canonical_address(holder)
+
     def _log_statement(
-        self, job_id: int, datasets: list[tuple[int, bytes]], holder: str, charges: int, *, retired: bool, reason: str
+        self, job_id: int, datasets: list[tuple[int, bytes]], holder: str, charges: int, *, retired: bool, reason: str,
+        abandoned: bool = False,
     ) -> None:
         for dataset_id, content_hash in datasets:
             self._append(
                 job_id=job_id, dataset_id=dataset_id, content_hash=content_hash, trainer=holder, released=False,
-                reason=reason, kind=CLAIM_RELEASE, charges=charges, retired=retired,
+                reason=reason, kind=CLAIM_RELEASE, charges=charges, retired=retired, abandoned=abandoned,
             )  # fmt: skip
         logger.info("claim release job %d of %s (charges %d): %s (%s)", job_id, holder, charges, retired, reason)

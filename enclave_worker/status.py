@@ -1,7 +1,8 @@
 """Live job status for the UI and CLI: the latest stage, epoch and ε spent of each job a worker runs.
 
 Only what the enclave reports as progress is recorded (stage, epoch, ε spent so far), nothing
-derived from the providers' data beyond that. One small JSON file per job, replaced atomically,
+derived from the providers' data beyond that, and a failed run's reason (the error's type and
+first line) with what became of its claim (given back, or left to lapse). One small JSON file per job, replaced atomically,
 so a gateway in another process can read it at any time.
 """
 
@@ -14,7 +15,9 @@ from typing import Any
 
 from marketplace._files import write_atomic
 
-_FIELDS = ("stage", "epoch", "epochs", "epsilon", "datasets", "epsilon_spent")
+_FIELDS = ("stage", "epoch", "epochs", "epsilon", "datasets", "epsilon_spent", "error", "outcome", "given_back")
+_FAILURE_FIELDS = ("error", "outcome", "given_back")
+"""Kept only while the latest stage is ``failed``: a later claim of the job starts clean."""
 
 
 class JobStatusBoard:
@@ -30,6 +33,9 @@ class JobStatusBoard:
     def update(self, job_id: int, event: dict[str, Any]) -> dict[str, Any]:
         """Merge a progress event into the job's status and write it atomically."""
         status = self.get(job_id) or {"job_id": int(job_id)}
+        if event.get("stage") not in (None, "failed"):
+            for key in _FAILURE_FIELDS:
+                status.pop(key, None)
         status.update({k: event[k] for k in _FIELDS if k in event})
         status["updated_at"] = time.time()
         write_atomic(self._path(job_id), json.dumps(status, sort_keys=True).encode())

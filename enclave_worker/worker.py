@@ -2,8 +2,9 @@
 
 Claims are leases (``docs/jobs.md``): while a job runs, a heartbeat renews the lease whenever a
 third of it or less is left; when a run fails the worker gives the job back at once if the key
-manager states that no data key was released under the claim, else it stops renewing so the lease
-lapses and any worker can re-claim the job (which charges ε once more). A dead trainer enclave is
+manager states that the claim's run produced nothing (no data key was released under it, or the
+holding enclave signed that it abandoned the run), else it stops renewing so the lease lapses and
+any worker can re-claim the job (which charges ε once more). A dead trainer enclave is
 replaced through the ``relaunch`` callback, and :meth:`TrainerWorker.recover` gives back the claims
 a previous enclave instance of the same operator left behind.
 """
@@ -89,6 +90,18 @@ class Recovered:
     released: bool
     """``True``: given back (Open, nothing charged); ``False``: keys were released, left to lapse."""
     reason: str
+
+
+FAILURE_REASON_CHARS = 300
+"""A failure's message on the timeline is cut to this many characters."""
+
+
+def failure_reason(error: BaseException) -> str:
+    """A failure as the timeline shows it: the error's type and the first line of its message,
+    cut to :data:`FAILURE_REASON_CHARS` (enclave errors carry no data, see docs/enclave-protocol.md)."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return text if len(text) <= FAILURE_REASON_CHARS else text[: FAILURE_REASON_CHARS - 1] + "…"
 
 
 class LeaseHeartbeat:
@@ -260,7 +273,8 @@ class TrainerWorker:
         except BaseException as e:
             heartbeat.stop()
             logger.error("job %d failed after its claim: %s", job_id, e)
-            self.give_back(job_id)  # first: the statement needs the key manager, not the trainer
+            given_back = self.give_back(job_id)  # first: the statement needs the key manager, not the trainer
+            self._report_failure(job_id, e, given_back, progress)
             self._relaunch_if_dead()
             raise
         finally:
@@ -304,21 +318,51 @@ class TrainerWorker:
             raise
         return reply
 
+    def _report_failure(self, job_id: int, error: BaseException, given_back: bool, progress: ProgressFn | None) -> None:
+        """Put the failure and what became of the claim on the job's timeline (status board and
+        ``progress``): given back (Open again, nothing charged) or left to lapse at the lease's
+        expiry, after which any worker may re-claim the job, charging its ε once more."""
+        if given_back:
+            outcome = "given back: the job is Open again, nothing charged"
+        else:
+            try:
+                lapse = self.market.job(job_id).lease_expiry
+                outcome = f"keys were released under the claim: it lapses at {lapse} (unix time); a re-claim charges ε once more"
+            except Exception:  # noqa: BLE001 - the chain may be what failed
+                outcome = "keys were released under the claim: it lapses at its lease expiry; a re-claim charges ε once more"
+        event = {"stage": "failed", "job_id": job_id, "error": failure_reason(error), "outcome": outcome, "given_back": given_back}
+        if progress is None:
+            return
+        try:
+            progress(event)
+        except Exception:  # noqa: BLE001 - reporting must not hide the failure itself
+            logger.exception("job %d: could not report its failure", job_id)
+
     # --- giving claims back ----------------------------------------------------------------
 
     def give_back(self, job_id: int) -> bool:
-        """Give a job this worker's operator holds back to Open, if no key was released under the claim.
+        """Give a job this worker's operator holds back to Open with nothing charged, if the key
+        manager certifies that the claim's run produced nothing.
 
-        Asks the key manager for its statement that no data key of the job was released under
-        the current claim and sends ``releaseClaim``. When keys were released (or the key
-        manager or chain cannot be reached) the claim is left to lapse: after ``claimLease``
-        any worker may re-claim the job, charging its ε again.
+        Asks the key manager for its ``ClaimRelease`` statement: it signs if no data key was
+        released under the claim, or, when keys were, on the holding enclave's own
+        ``RunAbandoned`` — which this worker's enclave signs if it holds the job and produced no
+        result from it (it then never runs the job). Then sends ``releaseClaim``. When neither is
+        possible (the holder was a previous, dead enclave, or the key manager or chain cannot be
+        reached) the claim is left to lapse: after ``claimLease`` any worker may re-claim the job,
+        charging its ε again.
 
         Returns:
             Whether the job is Open again.
         """
         try:
-            statement = self.key_manager.claim_release_statement(job_id)
+            try:
+                statement = self.key_manager.claim_release_statement(job_id)
+            except KeyReleaseRefused as refused:
+                abandoned = self._abandon(job_id)
+                if abandoned is None:
+                    raise refused
+                statement = self.key_manager.claim_release_statement(job_id, abandoned=abandoned)
             with operator_lock(self.operator.address):
                 self.market.release_claim(self.operator, job_id, statement)
         except KeyReleaseRefused as e:
@@ -329,6 +373,21 @@ class TrainerWorker:
             return False
         logger.info("job %d given back: Open again, nothing charged", job_id)
         return True
+
+    def _abandon(self, job_id: int) -> bytes | None:
+        """This worker's enclave's ``RunAbandoned`` for the job, if it holds the job and can sign
+        one (alive, prepared the job, produced nothing from it); else ``None``."""
+        job = self.market.job(job_id)
+        if job.status is not JobStatus.CLAIMED or to_checksum_address(job.enclave) != self.signer:
+            return None
+        try:
+            reply = self.enclave.process.request(
+                "abandon", chain_id=self.market.chain.chain_id, market=self.market.address_bytes, job_id=job_id, job_charges=job.charges
+            )
+        except (EnclaveRequestFailed, ProtocolError, OSError) as e:
+            logger.warning("job %d: the trainer enclave did not abandon it: %s", job_id, e)
+            return None
+        return bytes(reply["signature"])
 
     def recover(self, *, from_block: int = 0, keep: Iterable[str] = ()) -> list[Recovered]:
         """Give back the jobs earlier enclaves of this worker's operator left Claimed.

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -76,9 +77,14 @@ class BlobStore:
             raise
         return digest
 
+    @property
+    def staging_dir(self) -> Path:
+        """Where uploads are streamed before :meth:`commit` (their files are removed if the upload fails)."""
+        return self.root / "tmp"
+
     def staging_file(self) -> Path:
         """A new empty file on the store's file system, to stream an upload into before :meth:`commit`."""
-        tmp_dir = self.root / "tmp"
+        tmp_dir = self.staging_dir
         tmp_dir.mkdir(exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=tmp_dir)
         os.close(fd)
@@ -113,3 +119,24 @@ class BlobStore:
 
     def has(self, digest: str) -> bool:
         return self.path(digest).exists()
+
+    def digests(self) -> Iterator[tuple[str, os.stat_result]]:
+        """Every stored blob's digest with its file status (size, modification time), in no order."""
+        for shard in (self.root / "sha256").iterdir():
+            if not shard.is_dir():
+                continue
+            for entry in os.scandir(shard):
+                if len(entry.name) == 64 and entry.is_file():
+                    try:
+                        yield entry.name, entry.stat()
+                    except FileNotFoundError:  # deleted meanwhile
+                        continue
+
+    def delete(self, digest: str) -> bool:
+        """Remove a blob (garbage collection); ``False`` if it was not there."""
+        try:
+            self.path(digest).unlink()
+        except FileNotFoundError:
+            return False
+        logger.info("deleted blob %s", _check_hex(digest))
+        return True

@@ -279,8 +279,21 @@ class SerializedTesterProvider(EthereumTesterProvider):
         self.lock = threading.RLock()
 
     def make_request(self, method: Any, params: Any) -> Any:
+        from eth_tester.exceptions import TransactionFailed
+
         with self.lock:
-            return super().make_request(method, params)
+            try:
+                return super().make_request(method, params)
+            except TransactionFailed:
+                raise
+            except Exception as e:
+                failed = e.__context__
+                if not isinstance(failed, TransactionFailed):
+                    raise
+                # web3 tries to read revert data as Error(string); for custom-error data whose
+                # first word is a small odd offset it fails with OverflowError instead of its
+                # DecodingError fallback. Report the revert as that fallback does.
+                raise TransactionFailed(f"execution reverted: {failed.args[0]}") from None
 
 
 def embedded() -> Chain:

@@ -117,8 +117,15 @@ class GatewaySettings(BaseModel):
     port: int = Field(default=8000, ge=1, le=65535, description="port the gateway listens on")
     max_blob_bytes: int = Field(default=1 << 30, ge=1, description="largest ciphertext upload")
     max_json_bytes: int = Field(default=1 << 20, ge=1024, description="largest JSON request body")
-    rpc_max_batch: int = Field(default=100, ge=1, le=10_000, description="largest JSON-RPC batch forwarded")
+    rpc_max_batch: int = Field(default=20, ge=1, le=1000, description="largest JSON-RPC batch forwarded")
     rpc_timeout_seconds: float = Field(default=30.0, gt=0, description="timeout of a relayed JSON-RPC call")
+    rpc_gas_cap: int = Field(default=30_000_000, ge=21_000, description="most gas a relayed eth_call or eth_estimateGas may use")
+    rpc_call_seconds: float = Field(default=5.0, gt=0, description="time limit of a relayed eth_call or eth_estimateGas")
+    allowed_hosts: tuple[str, ...] | None = Field(
+        default=None,
+        description="Host headers the gateway answers, `name` or `name:port` (unset: localhost, 127.0.0.1 and [::1] "
+        "with the served port, and the listen address if it is a specific one)",
+    )
     events_poll_seconds: float = Field(default=0.5, gt=0, description="how often an event stream looks for news")
     response_cache_entries: int = Field(default=512, ge=1, le=100_000, description="rendered index queries kept until the index moves")
     web_dir: Path | None = Field(default=None, description="static UI served at / (unset: the UI shipped with the sterling package)")

@@ -25,6 +25,7 @@ from enclave_worker.trusted.models import ModelSpec
 from .abi import load_artifact
 from .contracts import Terms
 from .errors import SterlingError
+from .provider import signed_deposit
 
 _MARKET = Web3().eth.contract(abi=load_artifact("JobMarket")["abi"])
 RECEIPT_TIMEOUT_SECONDS = 60
@@ -146,7 +147,12 @@ def list_dataset_over_http(client: httpx.Client, provider: LocalAccount, package
     content_hash = upload.json()["sha256"]
     km_key = bytes.fromhex(config["key_manager"]["encryption_key"][2:])
     wrapped = keywrap.wrap(key, km_key, info=keywrap.datakey_info(bytes.fromhex(content_hash)))
-    _expect(client.post("/api/key-manager/deposits", json={"content_hash": content_hash, "wrapped_key": wrapped.hex()}), 201)
+    signature = signed_deposit(
+        provider, bytes.fromhex(content_hash), wrapped, key_manager=config["key_manager"]["signer"],
+        chain_id=int(config["chain_id"]), market=config["contracts"]["job_market"],
+    )  # fmt: skip
+    deposit = {"content_hash": content_hash, "wrapped_key": wrapped.hex(), "provider": provider.address, "signature": signature.hex()}
+    _expect(client.post("/api/key-manager/deposits", json=deposit), 201)
     schema_hash = bytes.fromhex(schema.json()["sha256"])
     data = _MARKET.encode_abi("listDataset", args=[bytes.fromhex(content_hash), schema_hash, "sterling-blob:", terms.as_tuple(), [], []])
     receipt = send_transaction(client, provider, to=config["contracts"]["job_market"], data=data)

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from eth_account.signers.local import LocalAccount
+from eth_utils import to_canonical_address
 
 from enclave_worker.trusted import dataformat, keywrap
 from enclave_worker.trusted.dataset import DatasetPackage, canonical_json
+from enclave_worker.trusted.receipt import Deposit, sign_deposit
 
 from .blobstore import BlobStore
 from .chain import TxResult
@@ -30,7 +32,25 @@ class KeyDepository(Protocol):
     @property
     def signer(self) -> str: ...
 
-    def deposit(self, content_hash: bytes, wrapped_key: bytes) -> None: ...
+    def deposit(self, content_hash: bytes, wrapped_key: bytes, *, provider: str, signature: bytes) -> None:
+        """Keep ``provider``'s wrapped key for ``content_hash``; ``signature`` is its EIP-712 ``Deposit``
+        (:func:`signed_deposit`).
+
+        Raises:
+            DepositSignatureInvalid: not signed by ``provider`` for this chain, market and key manager.
+            DepositExists: ``provider`` deposited a key for ``content_hash`` already (it is kept).
+            KeyUnwrapFailed: the key does not open for this key manager.
+        """
+        ...
+
+
+def signed_deposit(
+    provider: LocalAccount, content_hash: bytes, wrapped_key: bytes, *, key_manager: str, chain_id: int, market: str
+) -> bytes:
+    """``provider``'s EIP-712 signature of the deposit of ``wrapped_key`` for ``content_hash`` with
+    ``key_manager`` (its signer address), under the market contract's domain on ``chain_id``."""
+    statement = Deposit(content_hash=content_hash, wrapped_key=wrapped_key, key_manager=to_canonical_address(key_manager))
+    return sign_deposit(provider, statement, chain_id=chain_id, market=to_canonical_address(market))
 
 
 @dataclass(frozen=True)
@@ -65,7 +85,9 @@ def list_dataset(
         uri: where consumers' workers fetch the ciphertext; the content hash names the object.
 
     The data key is wrapped to the key manager's *attested* key as recorded in the enclave
-    registry (never to a key the host merely claims), bound to the ciphertext's content hash.
+    registry (never to a key the host merely claims), bound to the ciphertext's content hash, and
+    deposited with the provider's EIP-712 signature: the key manager releases only the deposit of
+    the listing's on-chain provider.
 
     Example:
         >>> listed = list_dataset(pkg, hospital, terms=terms, market=market, registry=registry,
@@ -78,7 +100,11 @@ def list_dataset(
     schema_hash = bytes.fromhex(blobs.put(canonical_json(package.schema.to_json())))
     assert schema_hash == package.schema.hash()
     km_key = registry.active_key_manager_key(key_manager.signer)
-    key_manager.deposit(content_hash, keywrap.wrap(key, km_key, info=keywrap.datakey_info(content_hash)))
+    wrapped = keywrap.wrap(key, km_key, info=keywrap.datakey_info(content_hash))
+    signature = signed_deposit(
+        provider, content_hash, wrapped, key_manager=key_manager.signer, chain_id=market.chain.chain_id, market=market.address
+    )
+    key_manager.deposit(content_hash, wrapped, provider=provider.address, signature=signature)
     dataset_id, tx = market.list_dataset(
         provider,
         content_hash=content_hash,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account import Account
-from eth_utils import to_canonical_address
+from eth_utils import to_canonical_address, to_checksum_address
 from safetensors.torch import save as save_tensors
 
 from . import dataformat, dp_metrics, jobkeys, keywrap, platform_seal, privacy_audit, sealing
@@ -33,7 +33,11 @@ from .platform_seal import NoSealingKey
 from .receipt import (
     MAX_CHARGES,
     ClaimRelease,
+    Deposit,
     Receipt,
+    RunAbandoned,
+    check_deposit,
+    claim_release_signer,
     counter_message,
     datasets_hash,
     epsilon_to_units,
@@ -52,7 +56,15 @@ Claim = tuple[int, bytes, int, bytes, int]
 
 
 def _sealed_key_label(content_hash: bytes) -> bytes:
-    return b"sterling/v1/sealed-datakey/" + content_hash
+    return b"sterling/v2/sealed-datakey/" + content_hash
+
+
+_SEALED_KEY_BINDING = 32 + 20 + 20
+"""A sealed data key's plaintext: ``chain id (uint256) || market || provider || data key``."""
+
+
+def _seal_binding(chain_id: int, market: bytes, provider: bytes) -> bytes:
+    return chain_id.to_bytes(32, "big") + market + provider
 
 
 def model_context(chain_id: int, market: bytes, job_id: int) -> bytes:
@@ -86,7 +98,7 @@ class Enclave:
         if self.role is Role.KEY_MANAGER:
             handlers |= {"deposit": self._deposit, "release": self._release, "release_claim": self._release_claim}
         else:
-            handlers |= {"prepare_job": self._prepare_job, "run": self._run}
+            handlers |= {"prepare_job": self._prepare_job, "run": self._run, "abandon": self._abandon}
         if op not in handlers:
             raise ProtocolError(f"op {op!r} is not served by a {self.role.name.lower()} enclave")
         return handlers[op](fields, emit)
@@ -112,10 +124,18 @@ class Enclave:
         return self._seal_key
 
     def _deposit(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        """Open a provider's wrapped data key and re-seal it for storage by the host."""
+        """Check the provider's EIP-712 ``Deposit`` signature, open its wrapped data key and re-seal
+        it, together with the provider's address and the market, for storage by the host.
+
+        The sealed key is released only for a dataset of that market whose on-chain provider is
+        that address (:meth:`_release`), so a deposit by anyone else never reaches a job.
+        """
         content_hash: bytes = fields["content_hash"]
+        statement = Deposit(content_hash=content_hash, wrapped_key=fields["wrapped_key"], key_manager=self.signer)
+        check_deposit(statement, fields["signature"], provider=fields["provider"], chain_id=fields["chain_id"], market=fields["market"])
         key = keywrap.unwrap(fields["wrapped_key"], self._box, info=keywrap.datakey_info(content_hash))
-        return {"sealed_key": platform_seal.seal(self._sealing_key(), key, label=_sealed_key_label(content_hash))}
+        binding = _seal_binding(fields["chain_id"], fields["market"], fields["provider"])
+        return {"sealed_key": platform_seal.seal(self._sealing_key(), binding + key, label=_sealed_key_label(content_hash))}
 
     def _release(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """Re-wrap a data key to the per-job key of the enclave holding the job, within the counter rule.
@@ -124,7 +144,8 @@ class Enclave:
         the prior releases are at most the job's on-chain ``charges`` (each charge is one ε debit
         of the dataset, the settlement or expiry the last one), so no more runs ever hold the key
         than the chain debits ε for, even if the chain forgets a claim. Never under a lapsed
-        lease, never twice to one enclave, never under a claim given back by :meth:`_release_claim`.
+        lease, never twice to one enclave, never under a claim given back by :meth:`_release_claim`,
+        and only a key sealed by :meth:`_deposit` for this market and the dataset's on-chain provider.
         """
         job_id, charges = fields["job_id"], fields["job_charges"]
         if charges > MAX_CHARGES:
@@ -162,7 +183,13 @@ class Enclave:
         prior = self._release_counts.get(counted, 0)
         if prior > charges:
             raise KeyReleaseRefused(counter_message("this dataset", job_id, prior, charges))
-        key = platform_seal.unseal(self._sealing_key(), fields["sealed_key"], label=_sealed_key_label(fields["content_hash"]))
+        sealed = platform_seal.unseal(self._sealing_key(), fields["sealed_key"], label=_sealed_key_label(fields["content_hash"]))
+        binding, key = sealed[:_SEALED_KEY_BINDING], sealed[_SEALED_KEY_BINDING:]
+        if binding != _seal_binding(fields["chain_id"], fields["market"], fields["dataset_provider"]):
+            raise KeyReleaseRefused(
+                f"the sealed key of this dataset was deposited by {to_checksum_address(binding[52:72])}, not by the dataset's "
+                f"on-chain provider {to_checksum_address(fields['dataset_provider'])} on this market"
+            )
         info = keywrap.release_info(fields["chain_id"], fields["market"], job_id, fields["content_hash"])
         wrapped = keywrap.wrap(key, fields["job_key"], info=info)
         self._released.add(release)
@@ -172,17 +199,32 @@ class Enclave:
 
     def _release_claim(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """Sign ``ClaimRelease(job, holder, charges)`` if no key of the job went to the holder under
-        this claim, and retire the claim: no key is ever released under it afterwards."""
+        this claim, or if the holder signed ``RunAbandoned`` for it (``abandoned``; empty when it
+        did not), and retire the claim: no key is ever released under it afterwards.
+
+        An abandoned claim's releases no longer count against the job's charges (its run produced
+        nothing and never will), so the next claim gets the keys without an ε charge; the holder
+        itself still never gets a key of the job again."""
         job_id, charges = fields["job_id"], fields["job_charges"]
+        chain_id, market, holder = fields["chain_id"], fields["market"], fields["job_enclave"]
         if charges > MAX_CHARGES:
             raise ProtocolError(f"field 'job_charges' must be at most {MAX_CHARGES}")
         if fields["job_status"] != JobStatus.CLAIMED:
             raise KeyReleaseRefused(f"job {job_id} is not in the Claimed state")
-        claim: Claim = (fields["chain_id"], fields["market"], job_id, fields["job_enclave"], charges)
+        claim: Claim = (chain_id, market, job_id, holder, charges)
         if claim in self._claims_with_keys:
-            raise KeyReleaseRefused(keys_released_message(job_id, fields["job_enclave"], charges))
-        statement = ClaimRelease(job_id=job_id, enclave=fields["job_enclave"], charges=charges)
-        signature = sign_claim_release(self._account, statement, chain_id=fields["chain_id"], market=fields["market"])
+            abandoned = RunAbandoned(job_id=job_id, enclave=holder, charges=charges)
+            try:
+                signer = claim_release_signer(abandoned, fields["abandoned"], chain_id=chain_id, market=market)
+            except Exception:  # absent or malformed: recovers to nobody
+                signer = b""
+            if signer != holder:
+                raise KeyReleaseRefused(keys_released_message(job_id, holder, charges))
+            for release in [r for r in self._released if r[:3] == (chain_id, market, job_id) and r[4] == holder]:
+                self._release_counts[release[:4]] -= 1
+            self._claims_with_keys.discard(claim)
+        statement = ClaimRelease(job_id=job_id, enclave=holder, charges=charges)
+        signature = sign_claim_release(self._account, statement, chain_id=chain_id, market=market)
         self._retired.add(claim)
         return {"signature": signature}
 
@@ -193,6 +235,17 @@ class Enclave:
         chain_id, market, job_id = fields["chain_id"], fields["market"], fields["job_id"]
         job_key = self._job_keys.prepare((chain_id, market, job_id))
         return {"job_key": job_key, "signature": jobkeys.sign_job_key(self._account, chain_id, market, job_id, job_key)}
+
+    def _abandon(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Sign ``RunAbandoned(job, this enclave, charges)`` for a job this enclave prepared and
+        produced nothing from (a failed run, or one never started); its key is forgotten first, so
+        the job never runs here afterwards."""
+        chain_id, market, job_id, charges = fields["chain_id"], fields["market"], fields["job_id"], fields["job_charges"]
+        if charges > MAX_CHARGES:
+            raise ProtocolError(f"field 'job_charges' must be at most {MAX_CHARGES}")
+        self._job_keys.abandon((chain_id, market, job_id))
+        statement = RunAbandoned(job_id=job_id, enclave=self.signer, charges=charges)
+        return {"signature": sign_claim_release(self._account, statement, chain_id=chain_id, market=market)}
 
     def _run(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         chain_id: int = fields["chain_id"]
@@ -294,6 +347,7 @@ class Enclave:
             epsilon_spent=spent_units,
         )
         signature = sign_receipt(self._account, receipt, chain_id=chain_id, market=market)
+        self._job_keys.produced((chain_id, market, job_id))  # nothing can fail from here to the reply
         return {
             "sealed_model": sealed,
             "metrics": metrics,

@@ -61,6 +61,8 @@ class JobKeyRing:
 
     _keys: dict[JobRef, X25519PrivateKey] = field(default_factory=dict)
     _prepared: set[JobRef] = field(default_factory=set)
+    _produced: set[JobRef] = field(default_factory=set)  # runs that handed a result out of the enclave
+    _abandoned: set[JobRef] = field(default_factory=set)
 
     def prepare(self, job: JobRef) -> bytes:
         """Create the job's key pair; returns the public key.
@@ -84,6 +86,26 @@ class JobKeyRing:
         key = self._keys.pop(job, None)
         if key is not None:
             return key
+        if job in self._abandoned:
+            raise RunRefused(f"job {job[2]} was abandoned by this enclave: it never runs here")
         if job in self._prepared:
             raise RunRefused(f"job {job[2]} already ran in this enclave: one claim, one key, one run")
         raise RunRefused(f"job {job[2]} was not prepared by this enclave: prepare_job first")
+
+    def produced(self, job: JobRef) -> None:
+        """Record that the job's run is handing its result out of the enclave: it can no longer be abandoned."""
+        self._produced.add(job)
+
+    def abandon(self, job: JobRef) -> None:
+        """Forget the job's key if its run has not taken it, so the job never runs here; allowed
+        only if this enclave prepared the job and no run of it produced a result.
+
+        Raises:
+            RunRefused: the job was never prepared here, or its run produced a result.
+        """
+        if job not in self._prepared:
+            raise RunRefused(f"job {job[2]} was not prepared by this enclave: nothing to abandon")
+        if job in self._produced:
+            raise RunRefused(f"job {job[2]} produced a result in this enclave: it cannot be abandoned")
+        self._keys.pop(job, None)
+        self._abandoned.add(job)

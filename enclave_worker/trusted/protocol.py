@@ -42,7 +42,14 @@ UINT = Field(int)
 REQUESTS: dict[str, dict[str, Field]] = {
     "hello": {},
     "attest": {"nonce": Field(bytes, max_len=64)},
-    "deposit": {"content_hash": B32, "wrapped_key": Field(bytes, max_len=512)},
+    "deposit": {
+        "chain_id": UINT,
+        "market": B20,
+        "content_hash": B32,
+        "wrapped_key": Field(bytes, max_len=512),
+        "provider": B20,
+        "signature": Field(bytes, exact_len=65),
+    },
     "release": {
         "chain_id": UINT,
         "market": B20,
@@ -55,6 +62,7 @@ REQUESTS: dict[str, dict[str, Field]] = {
         "job_charges": UINT,
         "now": UINT,
         "content_hash": B32,
+        "dataset_provider": B20,
         "sealed_key": Field(bytes, max_len=512),
         "trainer_signer": B20,
         "trainer_active": Field(bool),
@@ -68,8 +76,10 @@ REQUESTS: dict[str, dict[str, Field]] = {
         "job_status": UINT,
         "job_enclave": B20,
         "job_charges": UINT,
+        "abandoned": Field(bytes, max_len=65),
     },
     "prepare_job": {"chain_id": UINT, "market": B20, "job_id": UINT},
+    "abandon": {"chain_id": UINT, "market": B20, "job_id": UINT, "job_charges": UINT},
     "run": {
         "chain_id": UINT,
         "market": B20,

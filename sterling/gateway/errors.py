@@ -38,12 +38,17 @@ class BadRequest(GatewayError, ValueError):
     """Malformed input the request models could not catch (e.g. a hex field that is not hex)."""
 
 
+class NonStandardJson(GatewayError, ValueError):
+    """A JSON body uses what RFC 8259 does not allow (``NaN``, ``Infinity``, a number out of range) or is not JSON."""
+
+
 STATUS_OF: tuple[tuple[type[BaseException], int], ...] = (
     (NotFound, 404),
     (BlobNotFound, 404),
     (PayloadTooLarge, 413),
     (InvalidModelSpec, 422),
     (InvalidDataset, 422),
+    (NonStandardJson, 422),
     (UploadRejected, 400),
     (CiphertextError, 400),
     (KeyUnwrapFailed, 400),

@@ -1,16 +1,23 @@
 """Live updates for server-sent events, read from the chain index and the worker status board.
 
-Each open stream polls on its own (no shared background task): the index for events applied
-since the last one it sent (``chain_events.id``, which is also the SSE ``id`` a browser
-resumes from with ``Last-Event-ID``) and for a new indexed block, and the status board for
-changed jobs. When the client goes away the stream's generator is cancelled and nothing of it
-remains; :attr:`EventFeed.open_streams` counts the live ones.
+Open streams share one poll (no background task): whichever stream is due first reads a
+:class:`_Snapshot` — the newest event id, the indexed block, the status board's versions — at
+most once per ``poll_seconds``, and the others reuse it, so 500 idle streams cost one small
+query per poll, not 1,500 (each used to poll on its own, and together they starved the thread
+pool ``/api/health`` runs in). Only a stream that is behind the newest event reads the events
+applied since the last one it sent (``chain_events.id``, which is also the SSE ``id`` a browser
+resumes from with ``Last-Event-ID``). A stream ends after its ``lifetime`` (the browser
+reconnects and resumes); when the client goes away the stream's generator is cancelled and
+nothing of it remains; :attr:`EventFeed.open_streams` counts the live ones.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -71,6 +78,16 @@ def event_of(row: ChainEvent) -> ServerSentEvent:
     return ServerSentEvent(event=kind, id=str(row.id), data=data)
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """What every stream compares itself against, read once per poll for all of them."""
+
+    taken: float
+    latest_id: int
+    block: int
+    versions: dict[int, int]
+
+
 class EventFeed:
     """Produces the event streams of ``GET /api/events``."""
 
@@ -81,6 +98,8 @@ class EventFeed:
         self.poll_seconds = poll_seconds
         self.open_streams = 0
         self._closed = False
+        self._snapshot: _Snapshot | None = None
+        self._refreshing = False
 
     def close(self) -> None:
         """End every open stream at its next poll (the server is shutting down); new ones end at once."""
@@ -103,24 +122,56 @@ class EventFeed:
     def _progress_versions(self) -> dict[int, int]:
         return self.status.versions() if self.status is not None else {}
 
-    async def stream(self, last_event_id: str | None = None) -> AsyncIterator[ServerSentEvent]:
-        """Events from now on (or after ``last_event_id``): block, dataset, job, payment, market, worker, progress."""
-        self.open_streams += 1
+    def _read_snapshot(self) -> _Snapshot:
+        latest_id, block = self._latest()
+        return _Snapshot(taken=time.monotonic(), latest_id=latest_id, block=block, versions=self._progress_versions())
+
+    async def _shared_snapshot(self, *, max_age: float | None = None) -> _Snapshot:
+        """The latest snapshot, read again if it is ``max_age`` (a poll interval) old and no other stream is reading it already.
+
+        A burst of new streams waits for the one read in progress rather than starting its own
+        (hundreds of simultaneous reads would queue for the index's few pooled connections).
+        """
+        max_age = self.poll_seconds if max_age is None else max_age
+        while self._snapshot is None and self._refreshing:
+            await anyio.sleep(0.01)
+        snapshot = self._snapshot
+        if snapshot is not None and (self._refreshing or time.monotonic() - snapshot.taken < max_age):
+            return snapshot
+        self._refreshing = True
         try:
-            latest_id, block = await anyio.to_thread.run_sync(self._latest)
-            last_id = int(last_event_id) if last_event_id and last_event_id.isdigit() else latest_id
-            seen = await anyio.to_thread.run_sync(self._progress_versions)
+            snapshot = await anyio.to_thread.run_sync(self._read_snapshot)
+        finally:
+            self._refreshing = False
+        self._snapshot = snapshot
+        return snapshot
+
+    async def stream(self, after: int | None = None, *, lifetime: float = math.inf) -> AsyncIterator[ServerSentEvent]:
+        """Events from now on (or after event id ``after``): block, dataset, job, payment, market, worker, progress.
+
+        The stream ends after ``lifetime`` seconds (or when the feed is closed).
+        """
+        self.open_streams += 1
+        deadline = time.monotonic() + lifetime
+        try:
+            first = await self._shared_snapshot()
+            last_id = after if after is not None else first.latest_id
+            block, seen = first.block, first.versions
             yield ServerSentEvent(event="block", data={"indexed_block": block}, retry=2000)
-            while not self._closed:
+            while not self._closed and time.monotonic() < deadline:
                 await anyio.sleep(self.poll_seconds)
-                rows, indexed = await anyio.to_thread.run_sync(self._since, last_id)
-                for row in rows:
-                    last_id = row.id
-                    yield event_of(row)
-                if indexed != block and len(rows) < MAX_EVENTS_PER_POLL:
+                snapshot = await self._shared_snapshot()
+                indexed, more = snapshot.block, False
+                if snapshot.latest_id > last_id:
+                    rows, indexed = await anyio.to_thread.run_sync(self._since, last_id)
+                    for row in rows:
+                        last_id = row.id
+                        yield event_of(row)
+                    more = len(rows) >= MAX_EVENTS_PER_POLL
+                if indexed != block and not more:
                     block = indexed
                     yield ServerSentEvent(event="block", data={"indexed_block": block})
-                versions = await anyio.to_thread.run_sync(self._progress_versions)
+                versions = snapshot.versions
                 for job_id, version in sorted(versions.items()):
                     if seen.get(job_id) != version and self.status is not None:
                         progress = progress_public(self.status.get(job_id))

@@ -303,11 +303,19 @@ class DocumentPublic(BaseModel):
 class DepositCreate(BaseModel):
     content_hash: str = Field(pattern=HEX32_PATTERN, description="SHA-256 of the dataset ciphertext")
     wrapped_key: str = Field(pattern=r"^(0x)?([0-9a-fA-F]{2}){1,512}$", description="the data key HPKE-wrapped to the key manager")
+    provider: str = Field(pattern=ADDRESS_PATTERN, description="the provider's address: it lists the dataset on-chain")
+    signature: str = Field(
+        pattern=r"^(0x)?[0-9a-fA-F]{130}$",
+        description="the provider's 65-byte EIP-712 Deposit(contentHash, wrappedKeyHash = keccak256(wrappedKey), keyManager) "
+        "signature under the job market's domain (name SterlingJobMarket, version 1, chain id, market address)",
+    )
 
 
 class DepositPublic(BaseModel):
     content_hash: str
     key_manager: str
+    provider: str
+    """The depositing provider (EIP-55): its key is released only for datasets it lists."""
 
 
 class JsonRpcErrorPublic(BaseModel):

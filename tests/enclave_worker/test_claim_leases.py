@@ -61,8 +61,8 @@ def _other_trainer(net: LocalNet, operator: LocalAccount) -> TrainerWorker:
 def _amnesiac(net: LocalNet, state_dir: Path, content_hash: bytes) -> KeyManagerService:
     """A host of the same trusted part that lost its audit log (it keeps the sealed deposit)."""
     host = KeyManagerService(net.key_manager.enclave, market=net.market, registry=net.registry, state_dir=state_dir)
-    name = f"{content_hash.hex()}.sealed"
-    shutil.copyfile(net.key_manager.state_dir / "deposits" / name, host.state_dir / "deposits" / name)
+    name = content_hash.hex()  # the dataset's deposits, one per depositing provider
+    shutil.copytree(net.key_manager.state_dir / "deposits" / name, host.state_dir / "deposits" / name)
     return host
 
 
@@ -147,7 +147,7 @@ def test_releases_never_outnumber_the_chains_epsilon_debits(fresh_localnet: Loca
             (other_job, net.worker.signer, 0, False),
             (job_id, b.signer, 1, True),
         ]
-        assert net.key_manager.audit.verify() == len(decisions)
+        assert net.key_manager.audit.verify() == len(decisions) + len(net.key_manager.deposit_log())
     finally:
         b.enclave.close()
 
@@ -190,8 +190,9 @@ def test_a_claim_is_given_back_only_without_keys_and_then_never_gets_one(fresh_l
     # 3. A key was released under the claim on used_job: no statement, also after a restart.
     key_used = net.worker.prepare_job(used_job)
     net.key_manager.release(job_id=used_job, dataset_id=dataset_id, trainer=trainer, job_key=key_used)
-    had_keys = (f"data keys of job {used_job} were released to enclave {trainer} under its claim (charges 0): "
-                "no ClaimRelease; the job can only be re-claimed, with an ε charge, after its lease lapses")
+    had_keys = (f"data keys of job {used_job} were released to enclave {trainer} under its claim (charges 0) "
+                "and it did not sign a RunAbandoned: no ClaimRelease; the job can only be re-claimed, with an ε charge, "
+                "after its lease lapses")
     with pytest.raises(KeyReleaseRefused) as host:
         net.key_manager.claim_release_statement(used_job)
     assert str(host.value) == had_keys
@@ -214,4 +215,4 @@ def test_a_claim_is_given_back_only_without_keys_and_then_never_gets_one(fresh_l
         (used_job, CLAIM_RELEASE, 0, False, False),
         (used_job, CLAIM_RELEASE, 0, False, False),
     ]
-    assert net.key_manager.audit.verify() == len(entries)
+    assert net.key_manager.audit.verify() == len(entries) + len(net.key_manager.deposit_log())

@@ -36,8 +36,10 @@ def test_sealed_keys_survive_a_restart_and_refuse_other_code(fresh_localnet: Loc
     net = fresh_localnet
     listed = list_dataset(toy_package(50, 1), net.chain.new_account(), terms=toy_terms(), market=net.market,
                           registry=net.registry, key_manager=net.key_manager, blobs=net.blobs)
-    stored = sorted(p.name for p in (net.key_manager.state_dir / "deposits").iterdir())
-    assert stored == [f"{listed.content_hash.hex()}.sealed"]  # only the sealed blob is on disk
+    deposits = net.key_manager.state_dir / "deposits"
+    stored = sorted(p.relative_to(deposits) for p in deposits.rglob("*") if p.is_file())
+    provider = net.market.dataset(listed.dataset_id).provider
+    assert stored == [net.key_manager.deposit_path(listed.content_hash, provider).relative_to(deposits)]  # only the sealed blob
     consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
     job = consumer.create_job([listed.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
     net.market.claim_job(net.operator, job.job_id, net.worker.signer)

@@ -8,12 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 
 from enclave_worker import measurement
 from enclave_worker.host import EnclaveProcess, EnclaveRequestFailed
 from enclave_worker.trusted.errors import ProtocolError
 from enclave_worker.trusted.report import report_data
 from enclave_worker.trusted.onchain import Role
+from enclave_worker.trusted.receipt import Deposit, sign_deposit
 
 TRUSTED = Path(measurement.__file__).parent / "trusted"
 
@@ -56,8 +58,13 @@ def test_bad_requests_get_clear_errors_and_the_enclave_keeps_serving(key_manager
         key_manager_process.request("dump_keys")
     with pytest.raises(EnclaveRequestFailed, match="exceeds 64"):
         key_manager_process.request("attest", nonce=bytes(65))
+    provider = Account.create()
+    deposit = Deposit(content_hash=bytes(32), wrapped_key=bytes(80), key_manager=key_manager_process.signer)
     with pytest.raises(EnclaveRequestFailed, match="KeyUnwrapFailed"):
-        key_manager_process.request("deposit", content_hash=bytes(32), wrapped_key=bytes(80))
+        key_manager_process.request(
+            "deposit", chain_id=1, market=bytes(20), content_hash=bytes(32), wrapped_key=bytes(80),
+            provider=bytes.fromhex(provider.address[2:]), signature=sign_deposit(provider, deposit, chain_id=1, market=bytes(20)),
+        )  # fmt: skip
     with pytest.raises(EnclaveRequestFailed, match="not served by a key_manager"):
         key_manager_process.request(
             "run", chain_id=1, market=bytes(20), job_id=1, model_spec=b"{}", model_spec_hash=bytes(32), epsilon=1, delta=1,
@@ -66,7 +73,7 @@ def test_bad_requests_get_clear_errors_and_the_enclave_keeps_serving(key_manager
     release = {
         "chain_id": 1, "market": bytes(20), "job_id": 1, "job_status": 2, "job_enclave": b"\x01" * 20,
         "job_content_hashes": [b"\x02" * 32], "job_completion_deadline": 10, "job_lease_expiry": 10, "job_charges": 0,
-        "now": 5, "content_hash": b"\x02" * 32,
+        "now": 5, "content_hash": b"\x02" * 32, "dataset_provider": b"\x03" * 20,
         "sealed_key": bytes(80), "trainer_signer": b"\x01" * 20, "trainer_active": True,
         "job_key": bytes(32), "job_key_signature": bytes(65),
     }

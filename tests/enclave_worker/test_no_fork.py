@@ -76,8 +76,9 @@ def test_a_colluding_host_gets_one_run_per_claim(fresh_localnet: LocalNet, tmp_p
         f"the key of dataset {dataset_id} was already released for job {job_id} to this enclave: one claim, one key")
     # ... and a host that wiped its audit log meets the trusted part's own refusal.
     amnesiac = KeyManagerService(net.key_manager.enclave, market=net.market, registry=net.registry, state_dir=tmp_path / "wiped")
-    (amnesiac.state_dir / "deposits" / f"{content_hash.hex()}.sealed").write_bytes(
-        (net.key_manager.state_dir / "deposits" / f"{content_hash.hex()}.sealed").read_bytes())
+    provider = net.market.dataset(dataset_id).provider
+    amnesiac.deposit_path(content_hash, provider).parent.mkdir(parents=True)
+    amnesiac.deposit_path(content_hash, provider).write_bytes(net.key_manager.deposit_path(content_hash, provider).read_bytes())
     with pytest.raises(KeyReleaseRefused) as wiped:
         amnesiac.release(job_id=job_id, dataset_id=dataset_id, trainer=net.worker.signer, job_key=job_key)
     assert str(wiped.value) == f"the key of this dataset was already released for job {job_id} to this enclave: one claim, one key"

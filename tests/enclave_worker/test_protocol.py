@@ -29,6 +29,7 @@ def _release(**overrides: object) -> dict[str, object]:
         "job_charges": 0,
         "now": 5,
         "content_hash": bytes(32),
+        "dataset_provider": bytes(20),
         "sealed_key": bytes(80),
         "trainer_signer": bytes(20),
         "trainer_active": True,

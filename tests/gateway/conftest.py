@@ -48,14 +48,19 @@ class Gateway:
         return create_app(self.settings.model_copy(update=overrides), services=self.services)
 
 
+TEST_HOSTS = ("localhost", "127.0.0.1", "testserver")
+"""Hosts the test gateways answer: loopback, and ``testserver`` (a bare ``TestClient``'s Host)."""
+
+
 def make_gateway(net: LocalNet, state_dir: Path, *, dev_accounts: tuple[LocalAccount, ...] = ()) -> Gateway:
     index = IndexDatabase(default_url(state_dir))
     index.create_schema()
     indexer = Indexer(index, market=net.market, registry=net.registry, start_block=net.deployment.block, batch_blocks=50)
     services = GatewayServices.from_localnet(net, index, dev_accounts=dev_accounts)
-    settings = get_settings(events_poll_seconds=0.05)
+    settings = get_settings(events_poll_seconds=0.05, allowed_hosts=TEST_HOSTS)
     app = create_app(settings, services=services)
-    return Gateway(net, index, indexer, services, settings, app, TestClient(app), state_dir)
+    client = TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000))  # a browser on this machine
+    return Gateway(net, index, indexer, services, settings, app, client, state_dir)
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +75,9 @@ def gateway(localnet: LocalNet, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def unique_schema(tag: str) -> Schema:
     """A toy-shaped schema with its own feature names, so a test can filter on its schema hash."""
-    return Schema(task="classification", feature_names=tuple(f"{tag}_{i}" for i in range(4)), feature_shape=(4,), class_names=("neg", "pos"))
+    return Schema(
+        task="classification", feature_names=tuple(f"{tag}_{i}" for i in range(4)), feature_shape=(4,), class_names=("neg", "pos")
+    )
 
 
 def toy_with_schema(rows: int, seed: int, schema: Schema) -> DatasetPackage:

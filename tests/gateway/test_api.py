@@ -16,6 +16,7 @@ from marketplace.abi import ERC20_ABI, load_artifact
 from marketplace.chain import Chain
 from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE
+from marketplace.provider import signed_deposit
 from sterling.gateway.schemas import DatasetStatusName, JobStatusName, RoleName
 from sterling.localnet import bring_up
 from tests.conftest import toy_spec, toy_terms
@@ -241,16 +242,25 @@ def test_deposits_reach_the_key_manager_only_as_wrapped_keys(gateway: Gateway) -
     stored = net.blobs.put(dataformat.encrypt_bytes(b"rows", dataformat.new_data_key(), kind=dataformat.Kind.DATASET, context=bytes(32)))
     km_key = bytes.fromhex(client.get("/api/config").json()["key_manager"]["encryption_key"][2:])
     wrapped = keywrap.wrap(dataformat.new_data_key(), km_key, info=keywrap.datakey_info(bytes.fromhex(stored)))
-    ok = client.post("/api/key-manager/deposits", json={"content_hash": stored, "wrapped_key": wrapped.hex()})
-    assert ok.status_code == 201 and ok.json() == {"content_hash": "0x" + stored, "key_manager": net.key_manager.signer}
-    assert (net.key_manager.state_dir / "deposits" / f"{stored}.sealed").is_file()
+    provider = net.chain.new_account()
 
+    def signed(content_hash: str, key: bytes) -> dict[str, str]:
+        signature = signed_deposit(provider, bytes.fromhex(content_hash), key, key_manager=net.key_manager.signer,
+                                   chain_id=net.chain.chain_id, market=net.market.address)  # fmt: skip
+        return {"content_hash": content_hash, "wrapped_key": key.hex(), "provider": provider.address, "signature": signature.hex()}
+
+    ok = client.post("/api/key-manager/deposits", json=signed(stored, wrapped))
+    assert ok.status_code == 201 and ok.json() == {
+        "content_hash": "0x" + stored, "key_manager": net.key_manager.signer, "provider": provider.address}  # fmt: skip
+    assert net.key_manager.deposit_path(bytes.fromhex(stored), provider.address).is_file()
+
+    other = net.blobs.put(dataformat.encrypt_bytes(b"rows", dataformat.new_data_key(), kind=dataformat.Kind.DATASET, context=bytes(32)))
     wrong_binding = keywrap.wrap(dataformat.new_data_key(), km_key, info=keywrap.datakey_info(bytes(32)))
-    refused = client.post("/api/key-manager/deposits", json={"content_hash": stored, "wrapped_key": wrong_binding.hex()})
+    refused = client.post("/api/key-manager/deposits", json=signed(other, wrong_binding))
     assert refused.status_code == 400 and "refused" in refused.json()["detail"]
-    unknown = client.post("/api/key-manager/deposits", json={"content_hash": "11" * 32, "wrapped_key": wrapped.hex()})
+    unknown = client.post("/api/key-manager/deposits", json=signed("11" * 32, wrapped))
     assert unknown.status_code == 404 and "upload it before" in unknown.json()["detail"]
-    malformed = client.post("/api/key-manager/deposits", json={"content_hash": stored, "wrapped_key": "xyz"})
+    malformed = client.post("/api/key-manager/deposits", json={**signed(stored, wrapped), "wrapped_key": "xyz"})
     assert malformed.status_code == 422 and "wrapped_key" in malformed.json()["detail"]
 
 

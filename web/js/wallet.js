@@ -104,6 +104,23 @@ export async function jobMarket({ write = false } = {}) {
   return new Contract(cfg.contracts.job_market, JOB_MARKET_ABI, write ? await signer() : await reader());
 }
 
+let domainPromise = null;
+
+/**
+ * The job market's EIP-712 domain, as the contract reports it (`eip712Domain()`): what the
+ * statements it and the key manager verify are signed under (name, version, chain id, market).
+ */
+export function marketDomain() {
+  if (!domainPromise) {
+    domainPromise = (async () => {
+      const [, name, version, chainId, verifyingContract] = await (await jobMarket()).eip712Domain();
+      return { name, version, chainId, verifyingContract };
+    })();
+    domainPromise.catch(() => (domainPromise = null));
+  }
+  return domainPromise;
+}
+
 let limitsPromise = null;
 
 /** The market's public limits, read once from the contract: {maxDatasetsPerJob, maxListEntries}. */

@@ -88,6 +88,11 @@ function timeline(job) {
     },
     { key: "settled", title: "Settled: receipt verified on-chain, providers and worker paid", detail: at(by.settled), state: job.status === "completed" ? "done" : "" },
   ];
+  if (progress.stage === "failed" && (job.status === "claimed" || job.status === "open")) {
+    // The worker's report of a failed run (error text is escaped where titles are rendered).
+    stages.splice(3, 0, { key: "failed", title: `Training failed: ${progress.error || "unknown error"}`, detail: esc(progress.outcome || ""), state: "failed" });
+    stages[2].state = "";
+  }
   if (job.status === "expired") stages.push({ key: "expired", title: "Expired: escrow refunded", detail: at(by.expired), state: "failed" });
   if (job.status === "cancelled") {
     // Cancelled before any claim: the later stages never happen.

@@ -1,8 +1,8 @@
 // "List a dataset": the CSV is packaged and encrypted in this browser; only ciphertext, the
 // public schema and the key wrapped to the key manager's attested key leave the machine.
 import { postJSON, uploadBlob, waitForIndex } from "../api.js";
-import { bytesToHex, esc, hexToBytes, parseMoney, paymentUnit, short } from "../format.js";
-import { encryptForListing, readCsvDataset, readCsvHeader } from "../listing-flow.js";
+import { esc, hexToBytes, parseMoney, paymentUnit, short } from "../format.js";
+import { depositDataKey, encryptForListing, readCsvDataset, readCsvHeader } from "../listing-flow.js";
 import { deltaUnits, epsilonFromUnits, epsilonUnits, roleNumber } from "../onchain.js";
 import * as wallet from "../wallet.js";
 
@@ -11,7 +11,7 @@ const STEPS = [
   ["encrypt", "Encrypt with a fresh data key (in this browser)"],
   ["upload", "Upload the ciphertext"],
   ["schema", "Publish the schema"],
-  ["deposit", "Hand the data key, wrapped to the key manager's attested key, to the key manager"],
+  ["deposit", "Sign the deposit and hand the data key, wrapped to the key manager's attested key, to the key manager"],
   ["list", "Sign and send listDataset"],
 ];
 
@@ -154,7 +154,7 @@ async function listDataset(root, file, labelColumn, terms) {
     if (schema.sha256 !== listing.schemaHash) throw new Error("The gateway computed another schema hash.");
 
     step("deposit");
-    await postJSON("/api/key-manager/deposits", { content_hash: listing.contentHash, wrapped_key: bytesToHex(listing.wrappedKey) });
+    await depositDataKey(listing, { signer, keyManager: cfg.key_manager.signer });
 
     step("list");
     const market = await wallet.jobMarket({ write: true });

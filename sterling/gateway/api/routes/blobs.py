@@ -7,12 +7,15 @@ import logging
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import FileResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from enclave_worker.trusted.dataformat import Kind
 from sterling.gateway.api.deps import BlobsDep, SettingsDep
 from sterling.gateway.api.routes.jobs import BINARY
+from sterling.gateway.bounds import BodyTimeout, GatewayBounds, client_of, get_bounds
 from sterling.gateway.errors import ContentHashMismatch, NotFound, PayloadTooLarge, UploadRejected
 from sterling.gateway.schemas import BlobPublic
 from sterling.gateway.upload import CiphertextCheck
@@ -24,6 +27,7 @@ router = APIRouter(prefix="/blobs", tags=["blobs"])
 BLOB_PATH = "/api/blobs"
 Sha256Path = Annotated[str, Path(pattern=r"^(0x)?[0-9a-fA-F]{64}$", description="SHA-256 of the blob, hex")]
 _FLUSH_BYTES = 1 << 20
+BoundsDep = Annotated[GatewayBounds, Depends(get_bounds)]
 
 
 @router.post(
@@ -31,41 +35,65 @@ _FLUSH_BYTES = 1 << 20
     status_code=201,
     response_model=BlobPublic,
     openapi_extra={"requestBody": {"required": True, "content": BINARY, "description": "a Sterling ciphertext (docs/formats.md)"}},
-    responses={400: {"description": "not well-formed Sterling ciphertext"}, 413: {"description": "over the size limit"}},
+    responses={
+        400: {"description": "not well-formed Sterling ciphertext, or a payload that looks like plaintext"},
+        408: {"description": "the body made no progress for the body timeout"},
+        413: {"description": "over the size limit"},
+        429: {"description": "too many concurrent uploads from this client (Retry-After)"},
+        503: {"description": "too many concurrent uploads (Retry-After)"},
+        507: {"description": "the client's storage quota is used up; nothing stored"},
+    },
 )
 async def upload_blob(
     request: Request,
     blobs: BlobsDep,
     settings: SettingsDep,
+    bounds: BoundsDep,
     x_content_sha256: Annotated[str | None, Header(description="SHA-256 the body must hash to (hex)")] = None,
 ) -> BlobPublic:
     """Store a ciphertext under its SHA-256: only well-formed ``STRL``/``STRS`` objects are accepted.
 
-    The body is streamed to disk while its header and framing are checked and its hash computed;
-    anything that is not Sterling ciphertext (a CSV, a plaintext safetensors file, …) gets a 400.
+    The body is streamed to disk while its header, framing and byte statistics are checked and its
+    hash computed; anything that is not Sterling ciphertext (a CSV, a plaintext safetensors file,
+    plaintext behind a copied header, …) gets a 400. The bytes count against the client's storage
+    quota until a listing, job or result refers to them (507 beyond it).
     """
     expected = _expected_digest(x_content_sha256)
-    check = CiphertextCheck()
+    client = client_of(request.scope)
+    check = CiphertextCheck(entropy=bounds.uploads.entropy_check)
     digest = hashlib.sha256()
     staged = blobs.staging_file()
     try:
-        with staged.open("wb") as out:
-            pending = bytearray()
-            async for chunk in request.stream():
-                if check.size + len(chunk) > settings.max_blob_bytes:
-                    raise PayloadTooLarge(f"upload exceeds the limit of {settings.max_blob_bytes} bytes")
-                check.feed(chunk)
-                digest.update(chunk)
-                pending += chunk
-                if len(pending) >= _FLUSH_BYTES:
-                    await anyio.to_thread.run_sync(out.write, bytes(pending))
-                    pending.clear()
-            await anyio.to_thread.run_sync(out.write, bytes(pending))
-        layout = check.finish()
-        sha256 = digest.hexdigest()
-        if expected is not None and expected != sha256:
-            raise ContentHashMismatch(f"the body hashes to {sha256}, not to the X-Content-SHA256 {expected} sent with it")
-        blobs.commit(staged, sha256)
+        declared = request.headers.get("content-length", "")
+        adding = int(declared) if declared.isdigit() else None
+        used = await anyio.to_thread.run_sync(lambda: bounds.storage.usage_for_upload(client, adding=adding))
+        with bounds.storage.reservation(client, used=used, staging=staged) as charge:
+            with staged.open("wb") as out:
+                pending = bytearray()
+                async for chunk in request.stream():
+                    if check.size + len(chunk) > settings.max_blob_bytes:
+                        raise PayloadTooLarge(f"upload exceeds the limit of {settings.max_blob_bytes} bytes")
+                    charge(len(chunk))
+                    check.feed(chunk)
+                    digest.update(chunk)
+                    pending += chunk
+                    if len(pending) >= _FLUSH_BYTES:
+                        await anyio.to_thread.run_sync(out.write, bytes(pending))
+                        pending.clear()
+                await anyio.to_thread.run_sync(out.write, bytes(pending))
+            layout = check.finish()
+            sha256 = digest.hexdigest()
+            if expected is not None and expected != sha256:
+                raise ContentHashMismatch(f"the body hashes to {sha256}, not to the X-Content-SHA256 {expected} sent with it")
+            blobs.commit(staged, sha256)
+            bounds.storage.record(client, sha256, check.size)
+    except (BodyTimeout, ClientDisconnect) as e:
+        staged.unlink(missing_ok=True)
+        reason = "the body stalled" if isinstance(e, BodyTimeout) else "the client disconnected"
+        logger.warning("upload from %s aborted after %d bytes: %s", client, check.size, reason)
+        if isinstance(e, BodyTimeout):
+            raise
+        raise HTTPException(status_code=400, detail="the client disconnected before the upload ended") from None
     except BaseException:
         staged.unlink(missing_ok=True)
         raise

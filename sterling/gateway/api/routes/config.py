@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, DatasetStatus, JobStatus, Role
 from marketplace.abi import ERC20_ABI
 from sterling.gateway.api.deps import ServicesDep, SettingsDep
+from sterling.gateway.headers import is_loopback_host
 from sterling.gateway.schemas import (
     ConfigPublic,
     ContractsPublic,
@@ -27,10 +29,27 @@ def api_names(members: type[enum.IntEnum]) -> dict[str, int]:
     return {member.name.lower(): int(member) for member in members}
 
 
+def _is_loopback_client(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def offers_dev_keys(request: Request, chain_kind: str) -> bool:
+    """Dev accounts' keys go only to a browser on this machine, for a local development chain.
+
+    Both the ``Host`` it asked for and the address it connects from must be loopback: a LAN
+    client of a gateway listening on 0.0.0.0, or a page whose name rebinds to 127.0.0.1, gets none.
+    """
+    client = request.client.host if request.client is not None else None
+    return chain_kind in ("embedded", "anvil") and is_loopback_host(request.headers.get("host")) and _is_loopback_client(client)
+
+
 @router.get("/config", response_model=ConfigPublic)
-def config(services: ServicesDep, settings: SettingsDep) -> ConfigPublic:
+def config(request: Request, services: ServicesDep, settings: SettingsDep) -> ConfigPublic:
     """Chain id, contract addresses, the key manager's attested key, the payment token, the chain's units,
-    statuses and roles, the ERC-20 fragment, and dev accounts (local chains only)."""
+    statuses and roles, the ERC-20 fragment, and dev accounts (local chains, asked from this machine only)."""
     key_manager = None
     if services.key_manager is not None:
         signer = services.key_manager.signer
@@ -43,7 +62,7 @@ def config(services: ServicesDep, settings: SettingsDep) -> ConfigPublic:
             active=services.registry.is_active(signer, Role.KEY_MANAGER),
         )
     token = services.payment_token
-    local = services.chain.kind in ("embedded", "anvil")
+    local = offers_dev_keys(request, services.chain.kind)
     return ConfigPublic(
         chain_id=services.chain.chain_id,
         chain_kind=services.chain.kind,

@@ -34,5 +34,9 @@ _REQUEST = {
     responses={200: {"model": JsonRpcResponsePublic | list[JsonRpcResponsePublic], "description": "JSON-RPC 2.0 response(s)"}},
 )
 async def rpc(request: Request, gateway: RpcDep) -> JSONResponse:
-    """Forward JSON-RPC 2.0 (single or batch) to the chain node; other methods get ``-32601``, bad JSON ``-32700``."""
+    """Forward JSON-RPC 2.0 (single or batch) to the chain node; other methods get ``-32601``, bad JSON ``-32700``.
+
+    ``eth_call`` and ``eth_estimateGas`` are capped at ``rpc_gas_cap`` gas and ``rpc_call_seconds``
+    (then ``-32000`` "execution timed out"); the body must be ``application/json`` (else 415).
+    """
     return JSONResponse(await gateway.handle(await request.body()))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,8 +10,9 @@ from enclave_worker.trusted.dataset import Schema, canonical_json
 from enclave_worker.trusted.models import MAX_SPEC_BYTES, ModelSpec
 from marketplace.errors import InvalidDataset, InvalidModelSpec
 from sterling.gateway.api.deps import BlobsDep
-from sterling.gateway.errors import PayloadTooLarge
+from sterling.gateway.errors import NonStandardJson, PayloadTooLarge
 from sterling.gateway.schemas import DocumentPublic
+from sterling.gateway.strict_json import strict_loads
 
 router = APIRouter(tags=["documents"])
 
@@ -41,7 +41,10 @@ async def publish_spec(request: Request, blobs: BlobsDep) -> DocumentPublic:
     """Validate a model spec exactly as the worker will, store its canonical JSON; the hash is the job's ``modelSpecHash``."""
     raw = await _read(request, limit=MAX_SPEC_BYTES)
     try:
+        strict_loads(raw)  # NaN passes "input_scale must be positive"; a 5,000-digit integer is a ValueError, not a spec error
         spec = ModelSpec.from_bytes(raw)
+    except NonStandardJson as e:
+        raise InvalidModelSpec(f"model spec is not standard JSON: {e}") from e
     except RecursionError as e:
         raise InvalidModelSpec("model spec is nested too deeply") from e
     return DocumentPublic(sha256=blobs.put(spec.to_bytes()))
@@ -70,9 +73,9 @@ async def publish_schema(request: Request, blobs: BlobsDep) -> DocumentPublic:
     """Validate a dataset schema, store its canonical JSON; the hash is the listing's ``schemaHash``."""
     raw = await _read(request, limit=MAX_SPEC_BYTES)
     try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise InvalidDataset(f"schema is not JSON: {type(e).__name__}") from e
+        document = strict_loads(raw)
+    except NonStandardJson as e:
+        raise InvalidDataset(f"schema is not standard JSON: {e}") from e
     if not isinstance(document, dict):
         raise InvalidDataset("a dataset schema is a JSON object")
     schema = Schema.from_json(document)
