@@ -16,7 +16,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -47,15 +49,33 @@ class LoadResult:
         return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
 
 
+async def paced(total: int, rate: float, one: Callable[[int, float], Coroutine[Any, Any, None]]) -> None:
+    """Start ``one(i, due)`` for ``i < total`` at ``rate`` per second (open loop), each at its due
+    time, from one scheduler (not thousands of sleeping tasks); return when all have finished.
+    Latencies are measured from ``due``, so queueing in the client is not hidden."""
+    start = time.perf_counter() + 0.05
+    running: set[asyncio.Task[None]] = set()
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(i, due))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    if running:
+        await asyncio.gather(*running)
+
+
 async def _run(url: str, *, rate: float, duration: float, timeout: float, connections: int) -> LoadResult:
     total = int(rate * duration)
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        start = time.perf_counter() + 0.05
+        start = time.perf_counter()
 
-        async def one(due: float) -> None:
+        async def one(_: int, due: float) -> None:
             nonlocal errors
             try:
                 response = await client.get(url)
@@ -67,19 +87,8 @@ async def _run(url: str, *, rate: float, duration: float, timeout: float, connec
             else:
                 errors += 1
 
-        # One scheduler starts each request at its due time (not thousands of sleeping tasks).
-        running: set[asyncio.Task[None]] = set()
-        for i in range(total):
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one(due))
-            running.add(task)
-            task.add_done_callback(running.discard)
-        if running:
-            await asyncio.gather(*running)
-        elapsed = time.perf_counter() - start
+        await paced(total, rate, one)
+        elapsed = time.perf_counter() - start - 0.05
     return LoadResult(requests=total, errors=errors, duration_s=max(elapsed, duration), latencies_ms=tuple(latencies))
 
 

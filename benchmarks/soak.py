@@ -40,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.loadgen import LoadResult
+from benchmarks.loadgen import LoadResult, paced
 from enclave_worker.trusted import dataformat
 from sterling.up import spawned
 
@@ -273,7 +273,6 @@ class _Reader:
         """Reads at ``rate`` per second for ``seconds``; returns the health reads' latencies (ms) and the reads sent."""
         health: list[float] = []
         total = int(rate * seconds)
-        start = time.perf_counter() + 0.05
 
         async def one(i: int, due: float) -> None:
             path = READ_PATHS[i % len(READ_PATHS)]
@@ -285,17 +284,7 @@ class _Reader:
             if path == "/api/health":
                 health.append((time.perf_counter() - due) * 1000)
 
-        running: set[asyncio.Task[None]] = set()
-        for i in range(total):
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one(i, due))
-            running.add(task)
-            task.add_done_callback(running.discard)
-        if running:
-            await asyncio.gather(*running)
+        await paced(total, rate, one)
         return health, total
 
     def close(self) -> None:

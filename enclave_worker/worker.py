@@ -99,7 +99,8 @@ FAILURE_REASON_CHARS = 300
 def failure_reason(error: BaseException) -> str:
     """A failure as the timeline shows it: the error's type and the first line of its message,
     cut to :data:`FAILURE_REASON_CHARS` (enclave errors carry no data, see docs/enclave-protocol.md)."""
-    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = str(error).strip()
+    message = text.splitlines()[0] if text else ""
     text = f"{type(error).__name__}: {message}" if message else type(error).__name__
     return text if len(text) <= FAILURE_REASON_CHARS else text[: FAILURE_REASON_CHARS - 1] + "…"
 
@@ -327,9 +328,9 @@ class TrainerWorker:
         else:
             try:
                 lapse = self.market.job(job_id).lease_expiry
-                outcome = f"keys were released under the claim: it lapses at {lapse} (unix time); a re-claim charges ε once more"
+                outcome = f"not given back: the claim lapses at {lapse} (unix time); a re-claim charges ε once more"
             except Exception:  # noqa: BLE001 - the chain may be what failed
-                outcome = "keys were released under the claim: it lapses at its lease expiry; a re-claim charges ε once more"
+                outcome = "not given back: the claim lapses at its lease expiry; a re-claim charges ε once more"
         event = {"stage": "failed", "job_id": job_id, "error": failure_reason(error), "outcome": outcome, "given_back": given_back}
         if progress is None:
             return
@@ -356,13 +357,9 @@ class TrainerWorker:
             Whether the job is Open again.
         """
         try:
-            try:
-                statement = self.key_manager.claim_release_statement(job_id)
-            except KeyReleaseRefused as refused:
-                abandoned = self._abandon(job_id)
-                if abandoned is None:
-                    raise refused
-                statement = self.key_manager.claim_release_statement(job_id, abandoned=abandoned)
+            # One request to the key manager: with the abandonment if this enclave can sign one
+            # (it is ignored when no key was released under the claim).
+            statement = self.key_manager.claim_release_statement(job_id, abandoned=self._abandon(job_id) or b"")
             with operator_lock(self.operator.address):
                 self.market.release_claim(self.operator, job_id, statement)
         except KeyReleaseRefused as e:
