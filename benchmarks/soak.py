@@ -79,6 +79,8 @@ class SoakResult:
     outbound_growth: int = 0
     """Sockets to other services (the chain node) above the baseline: the HTTP pools of new worker threads."""
     streams_opened: int = 0
+    other_reads: LoadResult | None = None
+    """Latencies of the reads other than /api/health (index queries served from the threadpool)."""
     uploads: dict[str, int] = field(default_factory=lambda: {"completed": 0, "abandoned": 0, "timed out": 0})
 
     @property
@@ -236,6 +238,7 @@ class _Reader:
         self.port = port
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.errors: list[str] = []
+        self.read_latencies_ms: list[float] = []
 
     async def get(self, path: str) -> None:
         """One GET; raises on anything but a 200.
@@ -270,7 +273,8 @@ class _Reader:
         self.idle.append((reader, writer))
 
     async def run(self, *, rate: float, seconds: float) -> tuple[list[float], int]:
-        """Reads at ``rate`` per second for ``seconds``; returns the health reads' latencies (ms) and the reads sent."""
+        """Reads at ``rate`` per second for ``seconds``; returns the health reads' latencies (ms) and the reads sent
+        (the other reads' latencies go to :attr:`read_latencies_ms`)."""
         health: list[float] = []
         total = int(rate * seconds)
 
@@ -281,8 +285,8 @@ class _Reader:
             except Exception as e:
                 self.errors.append(f"read {path}: {type(e).__name__}: {e}")
                 return
-            if path == "/api/health":
-                health.append((time.perf_counter() - due) * 1000)
+            latency = (time.perf_counter() - due) * 1000
+            (health if path == "/api/health" else self.read_latencies_ms).append(latency)
 
         await paced(total, rate, one)
         return health, total
@@ -311,6 +315,9 @@ async def _load(port: int, *, seconds: float, streams: int, uploads: int, rate: 
         latencies, result.reads = await reader.run(rate=rate, seconds=seconds)
         health = LoadResult(requests=len(latencies), errors=0, duration_s=time.perf_counter() - started, latencies_ms=tuple(latencies))
         result.errors += reader.errors
+        result.other_reads = LoadResult(
+            requests=len(reader.read_latencies_ms), errors=0, duration_s=health.duration_s, latencies_ms=tuple(reader.read_latencies_ms)
+        )
     finally:
         reader.close()
         for task in tasks:
@@ -412,6 +419,11 @@ def run(
         f"health p50 {result.health.median_ms:.1f} ms over {len(result.health.latencies_ms)}; fds {result.baseline_fds} -> "
         f"{result.open_fds}, connections {result.baseline_connections} -> {result.connections}"
     )
+    if result.other_reads is not None and result.other_reads.latencies_ms:
+        say(
+            f"soak: other reads p50 {result.other_reads.median_ms:.1f} ms, p99 {result.other_reads.percentile(99):.1f} ms "
+            f"over {len(result.other_reads.latencies_ms)}"
+        )
     if grown:
         say(f"soak: descriptors above the baseline: {', '.join(f'{n} {kind}' for kind, n in grown.most_common())}")
     for error in result.errors[:10]:

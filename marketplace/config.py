@@ -127,6 +127,10 @@ class GatewaySettings(BaseModel):
         "with the served port, and the listen address if it is a specific one)",
     )
     events_poll_seconds: float = Field(default=0.5, gt=0, description="how often an event stream looks for news")
+    health_max_age_seconds: float = Field(
+        default=0.5, ge=0, le=60,
+        description="how old /api/health's figures may be before a request waits for fresh ones (0: every request waits)",
+    )  # fmt: skip
     response_cache_entries: int = Field(default=512, ge=1, le=100_000, description="rendered index queries kept until the index moves")
     web_dir: Path | None = Field(default=None, description="static UI served at / (unset: the UI shipped with the sterling package)")
     vendor_dir: Path | None = Field(default=None, description="npm packages served at /vendor (unset: the checkout's node_modules, if any)")

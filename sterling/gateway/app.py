@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import PurePosixPath
 
@@ -40,6 +41,7 @@ from sterling.gateway.headers import (
     default_allowed_hosts,
     inline_script_hashes,
 )
+from sterling.gateway.health import HealthProbe
 from sterling.gateway.limits import RequestGuardMiddleware
 from sterling.gateway.rpc import RpcGateway, backend_for
 from sterling.gateway.schemas import ErrorPublic
@@ -129,6 +131,7 @@ def create_app(settings: GatewaySettings, *, services: GatewayServices) -> FastA
     app.state.feed = EventFeed(
         services.index, cursor_key=services.cursor_key, status=services.status, poll_seconds=settings.events_poll_seconds
     )
+    app.state.health = HealthProbe(functools.partial(health.read_health, services), max_age=settings.health_max_age_seconds)
     app.state.cache = ResponseCache(max_entries=settings.response_cache_entries)
     app.state.rpc = RpcGateway(
         backend_for(services.chain.w3, timeout=settings.rpc_timeout_seconds),

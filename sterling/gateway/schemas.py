@@ -39,6 +39,7 @@ class HealthPublic(BaseModel):
     market_paused: bool = Field(
         description="the market's emergency stop, as of the indexed block: no new listings, jobs, claims or settlements"
     )
+    age_ms: float = Field(ge=0, description="how old these figures are (≤ health_max_age_seconds; a few seconds while a read is slow)")
 
 
 class ContractsPublic(BaseModel):

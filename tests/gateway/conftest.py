@@ -57,7 +57,7 @@ def make_gateway(net: LocalNet, state_dir: Path, *, dev_accounts: tuple[LocalAcc
     index.create_schema()
     indexer = Indexer(index, market=net.market, registry=net.registry, start_block=net.deployment.block, batch_blocks=50)
     services = GatewayServices.from_localnet(net, index, dev_accounts=dev_accounts)
-    settings = get_settings(events_poll_seconds=0.05, allowed_hosts=TEST_HOSTS)
+    settings = get_settings(events_poll_seconds=0.05, allowed_hosts=TEST_HOSTS, health_max_age_seconds=0)  # health as of now: tests check it right after a change
     app = create_app(settings, services=services)
     client = TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000))  # a browser on this machine
     return Gateway(net, index, indexer, services, settings, app, client, state_dir)
