@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMPS := .make-stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api clean
+.PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api bench-infer clean
 
 setup: $(STAMPS)/python $(STAMPS)/npm $(STAMPS)/chromium
 
@@ -103,6 +103,15 @@ bench-crypto: setup
 # training (sterling up on anvil in a child process); last line is the summary.
 bench-api: setup
 	$(PY) -m benchmarks.bench_api
+
+# Private inference: one HE-friendly model (64 → 32 square → 10, digits) served by native torch (one
+# row at a time, batched), TenSEAL CKKS (the benchmark-only extra `bench`, installed here) and the
+# Sterling end-to-end path; three interleaved rounds, medians; last line is the summary.
+# BENCH_INFER_ARGS="--sterling none" measures native torch and HE only.
+BENCH_INFER_ARGS ?=
+bench-infer: setup
+	$(PY) -c "import tenseal" 2>/dev/null || $(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m benchmarks.bench_infer $(BENCH_INFER_ARGS)
 
 # Recompile the contracts and rewrite the committed ABI + bytecode artifacts.
 artifacts: setup

@@ -41,7 +41,16 @@ DEPOSIT = "deposit"
 listing: ``job_id`` and ``dataset_id`` are 0, ``trainer`` is empty)."""
 DEPOSIT_REFUSED = "deposit_refused"
 """``kind`` of a refused deposit (bad signature, or a key ``provider`` deposited already); ``reason`` says why."""
+MODEL_DEPOSIT = "model_deposit"
+"""``kind`` of an accepted deposit of a served model's key by its owner (``provider``) for the model
+ciphertext ``content_hash`` (``job_id``, ``dataset_id`` 0)."""
+MODEL_DEPOSIT_REFUSED = "model_deposit_refused"
+"""``kind`` of a refused model-key deposit; ``reason`` says why."""
+MODEL_RELEASE = "model_release"
+"""``kind`` of a model-key release decision: ``dataset_id`` holds the model id, ``trainer`` the inference
+enclave, ``released`` whether the key went to it."""
 DEPOSIT_KINDS = (DEPOSIT, DEPOSIT_REFUSED)
+MODEL_KINDS = (MODEL_DEPOSIT, MODEL_DEPOSIT_REFUSED, MODEL_RELEASE)
 RELEASE_KINDS = (RELEASE, CLAIM_RELEASE)
 
 

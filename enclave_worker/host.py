@@ -69,7 +69,7 @@ class EnclaveProcess:
         """
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
-        args = [sys.executable, "-m", "enclave_worker.trusted.main", "--role", "trainer" if role is Role.TRAINER else "key_manager"]
+        args = [sys.executable, "-m", "enclave_worker.trusted.main", "--role", role.name.lower()]
         if threads is not None:
             args += ["--threads", str(threads)]
         pass_fds: tuple[int, ...] = ()

@@ -161,6 +161,15 @@ class KeyManagerService:
     def signer(self) -> str:
         return str(to_checksum_address(self.enclave.process.signer))
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held for every decision (the audit log is a hash chain); :class:`~.model_keys.ModelKeyService` shares it."""
+        return self._lock
+
+    def append_audit(self, **entry: object) -> None:
+        """Append a decision to the audit log, keeping the release index current (hold :attr:`lock`)."""
+        self._append(**entry)
+
     def deposit_path(self, content_hash: bytes, provider: str) -> Path:
         """Where the sealed key ``provider`` deposited for ``content_hash`` is kept."""
         return self._deposits / content_hash.hex() / f"{to_checksum_address(provider)}.sealed"

@@ -24,8 +24,10 @@ from pathlib import Path
 
 TRUSTED_DEPENDENCIES: dict[str, str] = {
     "cbor2": "cbor2",
+    "coincurve": "coincurve",
     "cryptography": "cryptography",
     "eth-account": "eth_account",
+    "eth-keys": "eth_keys",
     "eth-utils": "eth_utils",
     "numpy": "numpy",
     "opacus": "opacus",

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
         epsilon_units,
     )
     from .errors import SterlingError
+    from .model_market import ModelMarketClient, ModelTerms
     from .provider import ListedDataset, list_dataset
+    from .serving import InferenceClient, list_job_model, list_model, model_weights
 
 _EXPORTS: dict[str, str] = {
     "BlobStore": "blobstore",
@@ -54,6 +56,12 @@ _EXPORTS: dict[str, str] = {
     "SterlingError": "errors",
     "ListedDataset": "provider",
     "list_dataset": "provider",
+    "ModelMarketClient": "model_market",
+    "ModelTerms": "model_market",
+    "InferenceClient": "serving",
+    "list_job_model": "serving",
+    "list_model": "serving",
+    "model_weights": "serving",
 }
 
 __all__ = [
@@ -65,11 +73,14 @@ __all__ = [
     "DatasetRecord",
     "DatasetStatus",
     "Deployment",
+    "InferenceClient",
     "JobId",
     "JobRecord",
     "JobStatus",
     "ListedDataset",
     "MarketClient",
+    "ModelMarketClient",
+    "ModelTerms",
     "RegistryClient",
     "SterlingError",
     "Terms",
@@ -79,6 +90,9 @@ __all__ = [
     "deploy",
     "epsilon_units",
     "list_dataset",
+    "list_job_model",
+    "list_model",
+    "model_weights",
 ]
 
 

@@ -322,6 +322,28 @@ def connect_rpc(url: str, *, kind: ChainKind = "rpc", timeout: float = 30.0) -> 
         time.sleep(0.1)
 
 
+def connect_gateway(url: str, *, timeout: float = 30.0) -> Chain:
+    """The chain behind a Sterling gateway, through its JSON-RPC relay (``<url>/api/rpc``).
+
+    The relay answers reads and ``eth_sendRawTransaction`` only (transactions are signed locally, as
+    :meth:`Chain.transact` does), so the connection is checked with ``eth_chainId`` rather than
+    ``web3_clientVersion``.
+
+    Raises:
+        ChainUnavailable: the gateway does not answer within ``timeout`` seconds.
+    """
+    w3 = Web3(Web3.HTTPProvider(url.rstrip("/") + "/api/rpc", request_kwargs={"timeout": 60}))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            w3.eth.chain_id  # noqa: B018 (the call is the check)
+            return Chain(w3=w3, kind="rpc")
+        except Exception:  # not up yet, or not a gateway
+            if time.monotonic() > deadline:
+                raise ChainUnavailable(f"no Sterling gateway relay answered at {url}/api/rpc within {timeout:.0f} s") from None
+            time.sleep(0.1)
+
+
 def anvil_binary(configured: Path | None = None) -> Path:
     """The anvil executable: ``configured`` (the ``anvil_bin`` setting), else ``anvil`` on PATH, else
     the source checkout's npm package ``@foundry-rs/anvil``.

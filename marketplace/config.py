@@ -165,6 +165,10 @@ class UpSettings(BaseModel):
         description="stake the operator keeps deposited so its trainer may claim jobs (a claim needs Σ prices), "
         "in whole units of the payment currency (unset: 10 ETH, or 10 000 tokens in a token market)",
     )
+    serving: bool = Field(default=True, description="start an inference enclave serving the model market's models (docs/inference.md)")
+    redeem_interval: float = Field(
+        default=30.0, gt=0, description="seconds between the inference operator's redemptions of the latest vouchers it served"
+    )
 
 
 class DemoSettings(BaseModel):

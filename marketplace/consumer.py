@@ -64,12 +64,17 @@ class Consumer:
         claim_window: int = 3600,
         completion_window: int = 6 * 3600,
         max_total_price: Wei | None = None,
+        seal_to: bytes | None = None,
     ) -> CreatedJob:
         """Publish ``spec`` to the blob store and create a job paying the datasets' prices plus ``worker_fee``.
 
         Args:
             max_total_price: the most the job may cost (prices + fee); default the current price,
                 so a price raised meanwhile makes the job revert instead of costing more.
+            seal_to: the X25519 key the model is sealed to; default this consumer's own key. Pass the
+                key manager's registered key (``registry.active_key_manager_key(signer)``) to have
+                the model sealed for serving instead: nobody, this consumer included, ever holds its
+                weights; it can be listed with :func:`marketplace.serving.list_job_model`.
 
         Raises:
             InvalidModelSpec: the spec's ``metrics_epsilon`` leaves no ε for training (nothing is sent).
@@ -85,7 +90,7 @@ class Consumer:
             model_spec_hash=spec_hash,
             epsilon=epsilon_units(epsilon),
             delta=delta_units(delta),
-            consumer_key=self.public_key,
+            consumer_key=self.public_key if seal_to is None else seal_to,
             worker_fee=worker_fee,
             claim_deadline=now + claim_window,
             completion_deadline=now + completion_window,

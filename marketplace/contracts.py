@@ -1,4 +1,5 @@
-"""Deployment and typed clients of Sterling's contracts (``EnclaveRegistry`` and ``JobMarket``).
+"""Deployment and typed clients of Sterling's contracts (``EnclaveRegistry`` and ``JobMarket``;
+``ModelMarket``'s client is :mod:`marketplace.model_market`).
 
 The clients read the committed ABI + bytecode artifacts (no compiler needed at run time),
 return dataclasses instead of raw tuples, and send transactions through :class:`~marketplace.chain.Chain`.
@@ -32,6 +33,7 @@ from .errors import ConfigError, JobNotReady
 __all__ = [
     "CERTIFICATE_TYPES",
     "DEFAULT_ADMIN_DELAY",
+    "DEFAULT_CLOSE_DELAY",
     "DELTA_SCALE",
     "EPSILON_SCALE",
     "MAX_ADMIN_DELAY",
@@ -74,6 +76,9 @@ DEFAULT_CLAIM_LEASE = 300
 """Seconds a claim (or a renewal) holds a job; workers renew at a third of it (``docs/jobs.md``)."""
 DEFAULT_UNBONDING_PERIOD = 30 * 24 * 3600
 """Seconds from an operator's unstake request to its withdrawal; no job runs longer than half of it."""
+DEFAULT_CLOSE_DELAY = 24 * 3600
+"""Seconds from a client's close request on a model-market channel to its reclaim (one day): the
+time inference operators have to redeem the vouchers they served against."""
 ZERO_ADDRESS = "0x" + "00" * 20
 """``paymentToken`` of a market that pays in the native currency."""
 MAX_PRICE_PER_JOB = 2**96 - 1
@@ -263,6 +268,8 @@ class Deployment:
     """The ERC-20 token the market pays in; ``None`` for the native currency."""
     code_version: str = ""
     """:func:`code_version` of the artifacts deployed (empty in records from before it existed)."""
+    model_market: str | None = None
+    """The ``ModelMarket`` serving sealed models (``None`` in records from before it existed)."""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -279,7 +286,7 @@ class Deployment:
 def code_version() -> str:
     """A short hash of the committed contract bytecode: a recorded deployment of other code is stale."""
     digest = hashlib.sha256()
-    for name in ("EnclaveRegistry", "JobMarket"):
+    for name in ("EnclaveRegistry", "JobMarket", "ModelMarket"):
         digest.update(bytes.fromhex(load_artifact(name)["bytecode"].removeprefix("0x")))
     return digest.hexdigest()[:16]
 
@@ -303,8 +310,9 @@ def deploy(
     admin_delay: int = DEFAULT_ADMIN_DELAY,
     claim_lease: int = DEFAULT_CLAIM_LEASE,
     unbonding_period: int = DEFAULT_UNBONDING_PERIOD,
+    close_delay: int = DEFAULT_CLOSE_DELAY,
 ) -> Deployment:
-    """Deploy the enclave registry and the job market, governed by ``governance``.
+    """Deploy the enclave registry, the job market and the model market, governed by ``governance``.
 
     Args:
         payment_token: address of the ERC-20 token all payments use; ``None`` for the native currency.
@@ -312,9 +320,12 @@ def deploy(
         claim_lease: seconds a claim or lease renewal holds a job (``JobMarket.claimLease``).
         unbonding_period: seconds from an operator's unstake request to its withdrawal; a job
             may run at most half of it from creation to completion deadline.
+        close_delay: seconds from a client's close request on a model-market channel to its
+            reclaim (``ModelMarket.closeDelay``).
 
     Raises:
-        ConfigError: ``admin_delay`` is not a ``uint48`` or ``payment_token`` has no code.
+        ConfigError: ``admin_delay`` is not a ``uint48``, ``close_delay`` not a positive ``uint64``,
+            or ``payment_token`` has no code.
         ContractReverted: a constructor reverted.
 
     Example:
@@ -322,6 +333,8 @@ def deploy(
     """
     if not 0 <= admin_delay <= MAX_ADMIN_DELAY:
         raise ConfigError(f"admin_delay must fit 48 bits, got {admin_delay}")
+    if not 0 < close_delay < 2**64:
+        raise ConfigError(f"close_delay must be a positive 64-bit number of seconds, got {close_delay}")
     if payment_token is not None:
         try:
             checksummed = to_checksum_address(payment_token)
@@ -337,6 +350,10 @@ def deploy(
         chain, governance, "JobMarket", registry, payment_token or ZERO_ADDRESS, admin_delay, governance.address,
         claim_lease, unbonding_period,
     )  # fmt: skip
+    model_market, _ = _deploy_one(
+        chain, governance, "ModelMarket", registry, market, payment_token or ZERO_ADDRESS, admin_delay, governance.address,
+        close_delay,
+    )  # fmt: skip
     deployment = Deployment(
         chain_id=chain.chain_id,
         registry=registry,
@@ -345,10 +362,11 @@ def deploy(
         block=int(result.receipt["blockNumber"]),
         payment_token=payment_token,
         code_version=code_version(),
+        model_market=model_market,
     )
     logger.info(
-        "deployed registry %s and market %s on chain %d, paying in %s",
-        registry, market, deployment.chain_id, payment_token or "the native currency",
+        "deployed registry %s, market %s and model market %s on chain %d, paying in %s",
+        registry, market, model_market, deployment.chain_id, payment_token or "the native currency",
     )  # fmt: skip
     return deployment
 
@@ -389,7 +407,7 @@ class RegistryClient:
         return bool(self.chain.call(self.contract.functions.hasRole(role, account)))
 
     def register(self, operator: LocalAccount, certificate: Certificate, signature: bytes) -> TxResult:
-        name = f"register {'trainer' if certificate.role is Role.TRAINER else 'key manager'}"
+        name = f"register {certificate.role.name.lower().replace('_', ' ')}"
         return self.chain.transact(operator, self.contract.functions.register(certificate.as_tuple(), signature), name=name)
 
     def enclave_of(self, signer: str) -> EnclaveRecord:

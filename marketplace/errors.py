@@ -77,3 +77,9 @@ class BlobNotFound(SterlingError, KeyError):
 
 class JobNotReady(SterlingError):
     """A job has not reached the state an operation needs (e.g. fetching a result before settlement)."""
+
+
+class ResponseRejected(SterlingError, PermissionError):
+    """An inference response was refused by the client SDK: its receipt is not signed by the enclave the
+    request was encrypted to, or does not match the request, the response, the listing's weights hash,
+    the registry's measurement or the voucher; or the response does not decrypt."""

@@ -184,3 +184,39 @@ def create_job_over_http(
     )  # fmt: skip
     data = _MARKET.encode_abi("createJob", args=[request])
     return send_transaction(client, consumer, to=config["contracts"]["job_market"], data=data, value=max_total_price)
+
+
+class GatewayModelStore:
+    """A model owner's :class:`~marketplace.serving.ModelStore` over a gateway: the ciphertext to
+    ``POST /api/blobs``, the spec to ``POST /api/specs`` (what inference hosts behind it read)."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def put_ciphertext(self, ciphertext: bytes) -> bytes:
+        digest = hashlib.sha256(ciphertext).hexdigest()
+        headers = {"content-type": "application/octet-stream", "x-content-sha256": digest}
+        return bytes.fromhex(_expect(self.client.post("/api/blobs", content=ciphertext, headers=headers), 201).json()["sha256"])
+
+    def put_spec(self, spec: ModelSpec) -> bytes:
+        reply = _expect(self.client.post("/api/specs", content=spec.to_bytes(), headers={"content-type": "application/json"}), 201)
+        return bytes.fromhex(reply.json()["sha256"])
+
+
+class GatewayModelKeys:
+    """A model owner's :class:`~marketplace.serving.ModelKeyDepository` over a gateway's
+    ``POST /api/key-manager/model-deposits`` (the key manager's signer from ``GET /api/config``)."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+        self._signer: str | None = None
+
+    @property
+    def signer(self) -> str:
+        if self._signer is None:
+            self._signer = str(_expect(self.client.get("/api/config"), 200).json()["key_manager"]["signer"])
+        return self._signer
+
+    def deposit(self, content_hash: bytes, wrapped_key: bytes, *, owner: str, signature: bytes) -> None:
+        body = {"content_hash": content_hash.hex(), "wrapped_key": wrapped_key.hex(), "owner": owner, "signature": signature.hex()}
+        _expect(self.client.post("/api/key-manager/model-deposits", json=body), 201)

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sterling import serving_cli
+
 if TYPE_CHECKING:
     from marketplace.config import SterlingSettings
 
@@ -25,6 +27,8 @@ attest_app = typer.Typer(help="Verify attestation evidence offline (aws-nitro, o
 app.add_typer(attest_app, name="attest")
 privacy_app = typer.Typer(help="Privacy accounting (ε for DP-SGD, noise for a target ε) and empirical audits.", no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(serving_cli.models_app, name="models")
+app.command("infer")(serving_cli.infer)
 console = Console()
 ETHER = 10**18
 

@@ -15,11 +15,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
 from enclave_worker.keymanager import KeyManagerService
+from enclave_worker.model_keys import ModelKeyService
+from enclave_worker.serving import InferenceService
 from enclave_worker.sim_platform import LaunchedEnclave, SimPlatform
 from enclave_worker.status import JobStatusBoard
 from enclave_worker.trusted.onchain import Role
@@ -29,6 +32,7 @@ from marketplace.blobstore import BlobStore
 from marketplace.chain import Chain, TxResult, Wei
 from marketplace.contracts import DEFAULT_CLAIM_LEASE, Deployment, MarketClient, RegistryClient, deploy
 from marketplace.errors import ConfigError, ContractReverted
+from marketplace.model_market import ModelMarketClient
 from oracle.verifier import AttestationVerifier
 
 logger = logging.getLogger(__name__)
@@ -293,3 +297,46 @@ def start_enclaves(
         measurement=measurement,
         gas=gas,
     )
+
+
+@dataclass
+class LocalServing:
+    """The serving half of a local deployment: the model market, an inference enclave and its host."""
+
+    model_market: ModelMarketClient
+    model_keys: ModelKeyService
+    inference: InferenceService
+    operator: LocalAccount
+
+    def close(self) -> None:
+        self.inference.close()
+        self.inference.enclave.close()
+
+
+def start_serving(net: LocalNet, state_dir: Path, *, operator: LocalAccount | None = None, **options: Any) -> LocalServing:
+    """Approve the inference measurement, launch and register an inference enclave for ``operator``
+    (default: the trainer's operator) and serve ``net``'s model market from it.
+
+    ``options`` go to :class:`~enclave_worker.serving.InferenceService` (``max_batch``, ``max_wait``, ...).
+
+    Raises:
+        ConfigError: the deployment has no model market (a record from before serving existed).
+    """
+    if net.deployment.model_market is None:
+        raise ConfigError("this deployment has no model market; deploy again to serve models")
+    operator = operator or net.operator
+    model_market = ModelMarketClient(net.chain, net.deployment.model_market)
+    launched = net.platform.launch(Role.INFERENCE)
+    try:
+        if not net.registry.is_measurement_approved(Role.INFERENCE, launched.measurement):
+            net.registry.approve_measurement(net.governance, Role.INFERENCE, launched.measurement)
+        attest_and_register(launched, net.verifier, net.registry, operator)
+        model_keys = ModelKeyService(net.key_manager, model_market, blobs=net.blobs)
+        inference = InferenceService(
+            launched, model_market=model_market, registry=net.registry, key_manager=model_keys, blobs=net.blobs,
+            state_dir=state_dir / "inference", operator=operator, **options,
+        )  # fmt: skip
+    except BaseException:
+        launched.close()
+        raise
+    return LocalServing(model_market=model_market, model_keys=model_keys, inference=inference, operator=operator)

@@ -22,6 +22,7 @@ flags over the environment and ``brownie-config.yaml``; ``docs/configuration.md`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from enclave_worker.serving import InferenceService
 from marketplace import chain as chain_mod
 from marketplace._files import write_atomic
 from marketplace.chain import Chain, Wei, open_chain
@@ -52,7 +54,7 @@ from oracle.dispatcher import Dispatcher
 from oracle.index_db import IndexDatabase, default_url
 from oracle.indexer import Indexer, IndexerChainMismatch
 from sterling.gateway import GatewayServices, create_app
-from sterling.localnet import LocalNet, start_enclaves
+from sterling.localnet import LocalNet, start_enclaves, start_serving
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +210,19 @@ def _start_indexer(index: IndexDatabase, net: LocalNet, *, fresh: bool, interval
     return indexer
 
 
+def redeem_periodically(inference: InferenceService, stop: threading.Event, *, interval: float) -> None:
+    """Redeem the latest voucher of every channel served, every ``interval`` seconds and once more on stop."""
+    while True:
+        stopping = stop.wait(interval)
+        try:
+            for redemption in inference.redeem():
+                logger.info("redeemed %d queries of model %d by %s", redemption.queries, redemption.model_id, redemption.client)
+        except Exception as e:  # a node hiccup: try again next round
+            logger.warning("redeeming vouchers failed: %s: %s", type(e).__name__, e)
+        if stopping:
+            return
+
+
 def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: StageFn | None = None) -> None:
     """Run everything until SIGINT or SIGTERM, then stop it all (the chain last, so it dumps its state).
 
@@ -257,6 +272,15 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
             dispatcher = Dispatcher(net.market, net.workers, from_block=deployment.block)
             _start_thread(stack, "sterling-dispatcher", lambda stop: dispatcher.run(stop, interval=up.dispatcher_interval))
             services = GatewayServices.from_localnet(net, index, dev_accounts=accounts.dev, index_version=lambda: indexer.committed_block)
+            if up.serving and deployment.model_market is not None:
+                serving = start_serving(net, state_dir, operator=accounts.operator)
+                stack.callback(serving.close)
+                services = dataclasses.replace(
+                    services, model_market=serving.model_market, model_keys=serving.model_keys, inference=serving.inference
+                )
+                inference, every = serving.inference, up.redeem_interval
+                _start_thread(stack, "sterling-redeemer", lambda stop: redeem_periodically(inference, stop, interval=every))
+                note("serving", f"inference enclave {serving.inference.signer} serves model market {serving.model_market.address}")
             app = create_app(gateway, services=services)
             server = _Server(
                 uvicorn.Config(
@@ -291,6 +315,7 @@ def spawned(
     *,
     log: Path,
     chain: str = "anvil",
+    rpc_url: str | None = None,
     port: int | None = None,
     start_timeout: float = 240.0,
     stop_timeout: float = 90.0,
@@ -298,6 +323,7 @@ def spawned(
     """Run ``sterling up`` in a child process until the block ends, then stop it with Ctrl-C (SIGINT).
 
     Yields the gateway's base URL once ``/api/health`` answers, and the process. Output goes to ``log``.
+    ``rpc_url``: use that node (``--rpc-url``) instead of starting a ``chain`` of its own.
     The child runs in the source checkout when there is one (so it reads the checkout's
     ``brownie-config.yaml``), else in the current directory.
 
@@ -307,7 +333,8 @@ def spawned(
     """
     port = port or chain_mod.free_port()
     url = f"http://127.0.0.1:{port}"
-    args = [sys.executable, "-m", "sterling.cli", "up", "--chain", chain, "--state-dir", str(state_dir), "--port", str(port)]
+    network = ["--rpc-url", rpc_url] if rpc_url is not None else ["--chain", chain]
+    args = [sys.executable, "-m", "sterling.cli", "up", *network, "--state-dir", str(state_dir), "--port", str(port)]
     with log.open("ab") as out:
         process = subprocess.Popen(args, cwd=checkout_root(), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
     try:

@@ -8,7 +8,8 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {
     IEnclaveRegistry,
     ROLE_TRAINER as TRAINER,
-    ROLE_KEY_MANAGER as KEY_MANAGER
+    ROLE_KEY_MANAGER as KEY_MANAGER,
+    ROLE_INFERENCE as INFERENCE
 } from "./IEnclaveRegistry.sol";
 
 /**
@@ -27,6 +28,8 @@ contract EnclaveRegistry is IEnclaveRegistry, AccessControlDefaultAdminRules, EI
     uint8 public constant ROLE_TRAINER = TRAINER;
     /// @notice Role id for key-manager enclaves.
     uint8 public constant ROLE_KEY_MANAGER = KEY_MANAGER;
+    /// @notice Role id for inference enclaves serving sealed models (ModelMarket).
+    uint8 public constant ROLE_INFERENCE = INFERENCE;
     /// @notice AccessControl role of attestation verifiers allowed to sign certificates.
     bytes32 public constant VERIFIER_ROLE = keccak256("VERIFIER_ROLE");
     /// @notice EIP-712 type hash of {IEnclaveRegistry-Certificate}.
@@ -171,7 +174,7 @@ contract EnclaveRegistry is IEnclaveRegistry, AccessControlDefaultAdminRules, EI
 
     /// @dev Reverts with {EnclaveRegistryInvalidRole} unless `role` is a known role id.
     function _checkRoleId(uint8 role) private pure {
-        if (role != TRAINER && role != KEY_MANAGER) {
+        if (role != TRAINER && role != KEY_MANAGER && role != INFERENCE) {
             revert EnclaveRegistryInvalidRole(role);
         }
     }

@@ -5,6 +5,9 @@ pragma solidity 0.8.37;
 uint8 constant ROLE_TRAINER = 1;
 /// @dev Role of an enclave that holds the providers' data keys and re-wraps them for trainers.
 uint8 constant ROLE_KEY_MANAGER = 2;
+/// @dev Role of an enclave that serves sealed models (ModelMarket): decrypts queries, runs the model
+/// and signs responses; its operator redeems the clients' vouchers.
+uint8 constant ROLE_INFERENCE = 3;
 
 /**
  * @title IEnclaveRegistry
@@ -15,7 +18,7 @@ uint8 constant ROLE_KEY_MANAGER = 2;
 interface IEnclaveRegistry {
     /// @notice An attestation verifier's statement about one enclave, signed with EIP-712.
     struct Certificate {
-        uint8 role; // ROLE_TRAINER or ROLE_KEY_MANAGER
+        uint8 role; // ROLE_TRAINER, ROLE_KEY_MANAGER or ROLE_INFERENCE
         bytes32 measurement; // hash of the enclave's trusted code and pinned dependencies
         address signer; // address of the enclave's secp256k1 signing key
         bytes32 encryptionKey; // the enclave's X25519 public key (HPKE recipient)
@@ -33,7 +36,7 @@ interface IEnclaveRegistry {
         bool revoked;
     }
 
-    /// @dev `role` is neither ROLE_TRAINER nor ROLE_KEY_MANAGER.
+    /// @dev `role` is none of ROLE_TRAINER, ROLE_KEY_MANAGER, ROLE_INFERENCE.
     error EnclaveRegistryInvalidRole(uint8 role);
     /// @dev The certificate signature recovers to `recovered`, which does not hold VERIFIER_ROLE.
     error EnclaveRegistryUnknownVerifier(address recovered);
@@ -64,14 +67,14 @@ interface IEnclaveRegistry {
 
     /**
      * @notice Approves `measurement` for `role`.
-     * @dev Requirements: caller holds DEFAULT_ADMIN_ROLE; `role` is 1 or 2. Idempotent.
+     * @dev Requirements: caller holds DEFAULT_ADMIN_ROLE; `role` is 1, 2 or 3. Idempotent.
      * Emits {MeasurementApproved}.
      */
     function approveMeasurement(uint8 role, bytes32 measurement) external;
 
     /**
      * @notice Revokes `measurement` for `role`; enclaves running it immediately stop being active.
-     * @dev Requirements: caller holds DEFAULT_ADMIN_ROLE; `role` is 1 or 2. Idempotent.
+     * @dev Requirements: caller holds DEFAULT_ADMIN_ROLE; `role` is 1, 2 or 3. Idempotent.
      * Emits {MeasurementRevoked}.
      */
     function revokeMeasurement(uint8 role, bytes32 measurement) external;

@@ -1,7 +1,7 @@
 """The trusted part's request handlers: one :class:`Enclave` per process, holding its keys in memory.
 
-An enclave has a role (trainer or key manager), a secp256k1 signing key (its on-chain identity)
-and an X25519 key (what data keys are wrapped to), both generated inside at start and never
+An enclave has a role (trainer, key manager or inference), a secp256k1 signing key (its on-chain identity)
+and an X25519 key (what data keys, model keys and inference requests are encrypted to), both generated inside at start and never
 leaving it. It does no I/O of its own: the host passes every input, and everything is checked
 before use.
 """
@@ -19,21 +19,23 @@ from eth_account import Account
 from eth_utils import to_canonical_address, to_checksum_address
 from safetensors.torch import save as save_tensors
 
-from . import dataformat, dp_metrics, jobkeys, keywrap, platform_seal, privacy_audit, sealing
+from . import dataformat, dp_metrics, inference, jobkeys, keywrap, platform_seal, privacy_audit, sealing
 from .dataset import DatasetPackage, canonical_json, join
 from .errors import (
     CiphertextTampered,
     InvalidModelSpec,
     KeyReleaseRefused,
+    ModelReleaseRefused,
     ProtocolError,
 )
 from .models import ModelSpec
-from .onchain import DELTA_SCALE, JobStatus, Role
+from .onchain import DELTA_SCALE, JobStatus, ModelStatus, Role
 from .platform_seal import NoSealingKey
 from .receipt import (
     MAX_CHARGES,
     ClaimRelease,
     Deposit,
+    DepositSignatureInvalid,
     Receipt,
     RunAbandoned,
     check_deposit,
@@ -48,6 +50,7 @@ from .receipt import (
 )
 from .report import report_data
 from .training import train_dp
+from .vouchers import ModelDeposit, VoucherInvalid, model_deposit_signer
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -67,6 +70,14 @@ def _seal_binding(chain_id: int, market: bytes, provider: bytes) -> bytes:
     return chain_id.to_bytes(32, "big") + market + provider
 
 
+def _sealed_model_key_label(content_hash: bytes) -> bytes:
+    return b"sterling/v1/sealed-modelkey/" + content_hash
+
+
+def _sealed_job_model_key_label(content_hash: bytes) -> bytes:
+    return b"sterling/v1/sealed-job-modelkey/" + content_hash
+
+
 def model_context(chain_id: int, market: bytes, job_id: int) -> bytes:
     """The 32-byte context a sealed model's ciphertext is bound to."""
     return hashlib.sha256(keywrap.model_info(chain_id, market, job_id)).digest()
@@ -75,7 +86,7 @@ def model_context(chain_id: int, market: bytes, job_id: int) -> bytes:
 class Enclave:
     """State and handlers of one trusted process."""
 
-    def __init__(self, role: Role, *, seal_key: bytes | None = None) -> None:
+    def __init__(self, role: Role, *, seal_key: bytes | None = None, model_cache: int = inference.DEFAULT_MODEL_CACHE) -> None:
         self.role = role
         self._seal_key = seal_key
         self._account = Account.create()
@@ -88,6 +99,10 @@ class Enclave:
         self._release_counts: dict[tuple[int, bytes, int, bytes], int] = {}  # (chain, market, job, dataset) -> releases
         self._claims_with_keys: set[Claim] = set()  # claims some data key was released under
         self._retired: set[Claim] = set()  # claims given back by a signed ClaimRelease: never a key under them
+        # Inference: loaded models and the channels' voucher marks (docs/inference.md).
+        self._server = None
+        if role is Role.INFERENCE:
+            self._server = inference.InferenceServer(bytes(self._account.key), self._box, cache_size=model_cache)
 
     def handle(self, op: str, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """Dispatch one validated request; returns the result map."""
@@ -96,7 +111,16 @@ class Enclave:
             "attest": self._attest,
         }
         if self.role is Role.KEY_MANAGER:
-            handlers |= {"deposit": self._deposit, "release": self._release, "release_claim": self._release_claim}
+            handlers |= {
+                "deposit": self._deposit,
+                "release": self._release,
+                "release_claim": self._release_claim,
+                "deposit_model": self._deposit_model,
+                "release_model": self._release_model,
+                "deposit_job_model": self._deposit_job_model,
+            }
+        elif self.role is Role.INFERENCE:
+            handlers |= {"load_model": self._load_model, "infer": self._infer}
         else:
             handlers |= {"prepare_job": self._prepare_job, "run": self._run, "abandon": self._abandon}
         if op not in handlers:
@@ -228,6 +252,141 @@ class Enclave:
         self._retired.add(claim)
         return {"signature": signature}
 
+    def _deposit_model(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Check the model owner's EIP-712 ``Deposit`` (under the model market's domain), open its
+        wrapped model key and re-seal it with (chain id, model market, owner) for storage by the host.
+
+        The sealed key is released only for a listing of that model market whose on-chain owner is
+        that address (:meth:`_release_model`).
+        """
+        content_hash: bytes = fields["content_hash"]
+        chain_id, model_market, owner = fields["chain_id"], fields["model_market"], fields["owner"]
+        statement = ModelDeposit(content_hash=content_hash, wrapped_key=fields["wrapped_key"], key_manager=self.signer)
+        try:
+            signer = model_deposit_signer(statement, fields["signature"], chain_id=chain_id, model_market=model_market)
+        except VoucherInvalid as e:
+            raise DepositSignatureInvalid(f"the model deposit signature is malformed ({e})") from e
+        if signer != owner:
+            raise DepositSignatureInvalid(
+                f"the model deposit for {content_hash.hex()} is not signed by owner {to_checksum_address(owner)} for chain {chain_id}, "
+                f"model market {to_checksum_address(model_market)} and key manager {to_checksum_address(self.signer)}"
+            )
+        key = keywrap.unwrap(fields["wrapped_key"], self._box, info=keywrap.modelkey_info(content_hash))
+        binding = _seal_binding(chain_id, model_market, owner)
+        return {"sealed_key": platform_seal.seal(self._sealing_key(), binding + key, label=_sealed_model_key_label(content_hash))}
+
+    def _deposit_job_model(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Take the model of a completed job whose consumer had it sealed to this key manager (for
+        serving, so that nobody ever holds its weights): open the sealed result, check it is the
+        receipt's, and seal its key with (chain id, model market, the job's consumer, the job id).
+
+        Its key is released only for a listing of that model market whose owner is the consumer
+        and whose ``sourceJobId`` is this job (:meth:`_release_model`), so a listing cannot show
+        the ε of one job while serving the weights of another.
+        """
+        chain_id, market, job_id = fields["chain_id"], fields["market"], fields["job_id"]
+        if fields["job_status"] != JobStatus.COMPLETED:
+            raise ModelReleaseRefused(f"job {job_id} is not completed")
+        if fields["job_consumer_key"] != self.encryption_key:
+            raise ModelReleaseRefused(f"job {job_id}'s model was sealed to its consumer, not to this key manager for serving")
+        sealed_result: bytes = fields["sealed_result"]
+        if hashlib.sha256(sealed_result).digest() != fields["result_hash"]:
+            raise CiphertextTampered(f"job {job_id}: the sealed result does not match the receipt's result hash")
+        key, body = sealing.open_key(sealed_result, self._box, info=keywrap.model_info(chain_id, market, job_id))
+        weights = dataformat.decrypt_bytes(body, key, kind=dataformat.Kind.MODEL, context=model_context(chain_id, market, job_id))
+        weights_hash = hashlib.sha256(weights).digest()
+        if weights_hash != fields["model_hash"]:
+            raise CiphertextTampered(f"job {job_id}: the decrypted model does not match the receipt's model hash")
+        inference.weights_schema(weights, model_id=0)  # servable: it carries its input schema
+        del weights
+        content_hash = hashlib.sha256(body).digest()
+        binding = _seal_binding(chain_id, fields["model_market"], fields["job_consumer"]) + job_id.to_bytes(32, "big")
+        return {
+            "sealed_key": platform_seal.seal(self._sealing_key(), binding + key, label=_sealed_job_model_key_label(content_hash)),
+            "content_hash": content_hash,
+            "weights_hash": weights_hash,
+            "ciphertext_offset": len(sealed_result) - len(body),
+        }
+
+    def _release_model(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Re-wrap a model key to an active inference enclave's on-chain encryption key.
+
+        Only for an ACTIVE, unexpired listing whose on-chain owner deposited the sealed key (for this
+        chain and model market), and only to an enclave the registry shows active in the INFERENCE
+        role (``inference_active``: a trainer, key manager, revoked or unapproved enclave is refused).
+        """
+        model_id, content_hash = fields["model_id"], fields["model_content_hash"]
+        chain_id, model_market = fields["chain_id"], fields["model_market"]
+        enclave = to_checksum_address(fields["inference_signer"])
+        if not fields["inference_active"]:
+            raise ModelReleaseRefused(f"enclave {enclave} is not an active inference enclave in the registry")
+        if fields["model_status"] != ModelStatus.ACTIVE:
+            raise ModelReleaseRefused(
+                f"model {model_id} is not active (status {fields['model_status']}, not ACTIVE = {int(ModelStatus.ACTIVE)})"
+            )
+        if fields["model_expiry"] != 0 and fields["now"] >= fields["model_expiry"]:
+            raise ModelReleaseRefused(f"model {model_id} expired at {fields['model_expiry']} (now {fields['now']})")
+        source_job = fields["model_source_job"]
+        if source_job:  # trained here: the key came from that job's sealed result (:meth:`_deposit_job_model`)
+            sealed = platform_seal.unseal(self._sealing_key(), fields["sealed_key"], label=_sealed_job_model_key_label(content_hash))
+            sealed_job = int.from_bytes(sealed[_SEALED_KEY_BINDING : _SEALED_KEY_BINDING + 32], "big")
+            if sealed_job != source_job:
+                raise ModelReleaseRefused(f"model {model_id} lists job {source_job} as its source, but its weights are job {sealed_job}'s")
+            binding, key = sealed[:_SEALED_KEY_BINDING], sealed[_SEALED_KEY_BINDING + 32 :]
+        else:
+            sealed = platform_seal.unseal(self._sealing_key(), fields["sealed_key"], label=_sealed_model_key_label(content_hash))
+            binding, key = sealed[:_SEALED_KEY_BINDING], sealed[_SEALED_KEY_BINDING:]
+        if binding != _seal_binding(chain_id, model_market, fields["model_owner"]):
+            raise ModelReleaseRefused(
+                f"the sealed key of model {model_id} was deposited by {to_checksum_address(binding[52:72])}, not by its on-chain "
+                f"owner {to_checksum_address(fields['model_owner'])} on this model market"
+            )
+        info = keywrap.model_release_info(chain_id, model_market, model_id, content_hash)
+        return {"released_key": keywrap.wrap(key, fields["inference_key"], info=info)}
+
+    # --- inference ---------------------------------------------------------------------------
+
+    def _inference(self) -> inference.InferenceServer:
+        assert self._server is not None  # handle() routes these ops to an inference enclave only
+        return self._server
+
+    def _load_model(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Open a released model, check it against the listing's hashes and keep it loaded (LRU)."""
+        terms = inference.ListingTerms.from_fields(fields["model_id"], fields)
+        loaded = self._inference().load(
+            chain_id=fields["chain_id"],
+            model_market=fields["model_market"],
+            terms=terms,
+            released_key=fields["released_key"],
+            ciphertext=fields["ciphertext"],
+            model_spec=fields["model_spec"],
+            measurement=fields["measurement"],
+        )
+        return {"model_id": terms.model_id, "features": loaded.features, "loaded": len(self._inference().models)}
+
+    def _infer(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Answer a batch of request envelopes for one model (:meth:`inference.InferenceServer.infer`)."""
+        items = fields["requests"]
+        if sum(len(item["envelope"]) for item in items) > inference.MAX_BATCH_BYTES:
+            raise ProtocolError(f"a batch's envelopes hold at most {inference.MAX_BATCH_BYTES} bytes together")
+        requests = [
+            (
+                item["envelope"],
+                inference.ChannelState(
+                    deposited=item["deposited"],
+                    redeemed=item["redeemed"],
+                    redeemed_queries=item["redeemed_queries"],
+                    allowed=item["allowed"],
+                    enclave=item["channel_enclave"],
+                ),
+            )
+            for item in items
+        ]
+        results = self._inference().infer(
+            chain_id=fields["chain_id"], model_market=fields["model_market"], model_id=fields["model_id"], requests=requests
+        )
+        return {"results": results}
+
     # --- trainer -----------------------------------------------------------------------------
 
     def _prepare_job(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -299,7 +458,11 @@ class Enclave:
             raise ProtocolError(f"accountant reports {epsilon_spent} above the job's epsilon; refusing to sign")
         weights = save_tensors(
             {k: v.detach().contiguous() for k, v in result.model.state_dict().items()},
-            metadata={"sterling_model_spec": raw_spec.decode(), "sterling_job_id": str(job_id)},
+            metadata={
+                inference.WEIGHTS_SPEC_KEY: raw_spec.decode(),
+                inference.WEIGHTS_SCHEMA_KEY: canonical_json(data.schema.to_json()).decode(),  # so it can be served as is
+                "sterling_job_id": str(job_id),
+            },
         )
         sealed = sealing.seal(
             weights,

@@ -65,3 +65,61 @@ class KeyReleaseRefused(SterlingError, PermissionError):
 
 class RunRefused(SterlingError, PermissionError):
     """A trainer enclave refused to prepare or run a job: each job gets one key and one run per claim."""
+
+
+class ModelReleaseRefused(KeyReleaseRefused):
+    """The key manager refused to deposit or release a served model's key; the message says which check failed."""
+
+
+class ModelLoadFailed(SterlingError, ValueError):
+    """An inference enclave could not load a released model: its ciphertext, weights or spec do not match the listing."""
+
+
+class ModelNotLoaded(SterlingError, LookupError):
+    """An inference request names a model this enclave has not loaded (or has evicted): load it first."""
+
+
+class EnvelopeMalformed(SterlingError, ValueError):
+    """A request envelope's clear header is not one this enclave reads (magic, version, lengths)."""
+
+
+class RequestTampered(CiphertextTampered):
+    """A request envelope's ciphertext does not open for this enclave under its header, or its rows do not
+    match the header's row count: altered, swapped header fields, or sent to another enclave's key."""
+
+
+class InferenceRefused(SterlingError, PermissionError):
+    """The inference enclave refused a request; nothing was served or charged. The subclass says why."""
+
+
+class WrongModel(InferenceRefused):
+    """The voucher is for another model than the request, or the request for another model than the batch."""
+
+
+class WrongEnclave(InferenceRefused):
+    """The voucher names another inference enclave: only that enclave's operator could redeem it."""
+
+
+class ClientNotAllowed(InferenceRefused):
+    """The model is restricted and the client is not on its allow-list."""
+
+
+class VoucherRefused(InferenceRefused):
+    """The voucher does not pay for the request under the channel rule (docs/inference.md)."""
+
+
+class VoucherStale(VoucherRefused):
+    """The voucher's query total is not exactly the channel's mark plus the request's rows: a replayed,
+    stale or skipped-ahead voucher."""
+
+
+class VoucherUnderpaid(VoucherRefused):
+    """The voucher's amount does not raise the channel's total by the request's rows times the price."""
+
+
+class VoucherOverDeposit(VoucherRefused):
+    """The voucher's amount exceeds what the client deposited on the channel: it could not be redeemed."""
+
+
+class QueryCapExceeded(VoucherRefused):
+    """The voucher's query total exceeds the model's per-client query cap (its extraction budget)."""

@@ -57,3 +57,13 @@ def release_info(chain_id: int, market: bytes, job_id: int, content_hash: bytes)
 def model_info(chain_id: int, market: bytes, job_id: int) -> bytes:
     """Binding of a trained model's key, wrapped to the consumer, to its job."""
     return b"sterling/v1/model/" + chain_id.to_bytes(32, "big") + market + job_id.to_bytes(32, "big")
+
+
+def modelkey_info(content_hash: bytes) -> bytes:
+    """Binding of a model owner's key, wrapped to the key manager, to its model ciphertext."""
+    return b"sterling/v1/modelkey/" + content_hash
+
+
+def model_release_info(chain_id: int, model_market: bytes, model_id: int, content_hash: bytes) -> bytes:
+    """Binding of a model key released by the key manager to an inference enclave for one listed model."""
+    return b"sterling/v1/model-release/" + chain_id.to_bytes(32, "big") + model_market + model_id.to_bytes(32, "big") + content_hash

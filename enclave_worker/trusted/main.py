@@ -1,4 +1,4 @@
-"""Entry point of a trusted process: ``python -m enclave_worker.trusted.main --role trainer|key_manager``.
+"""Entry point of a trusted process: ``python -m enclave_worker.trusted.main --role trainer|key_manager|inference``.
 
 Reads request frames from stdin and writes reply frames to stdout (see :mod:`.protocol`); logs go
 to stderr and never contain keys, plaintext or weights. Errors are answered with an ``error``
@@ -19,6 +19,8 @@ from .errors import SterlingError
 from .onchain import Role
 
 logger = logging.getLogger("enclave_worker.trusted")
+
+_ROLES = {"trainer": Role.TRAINER, "key_manager": Role.KEY_MANAGER, "inference": Role.INFERENCE}
 
 
 def serve(enclave: Enclave, src: BinaryIO, dst: BinaryIO) -> None:
@@ -49,9 +51,10 @@ def serve(enclave: Enclave, src: BinaryIO, dst: BinaryIO) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--role", choices=["trainer", "key_manager"], required=True)
+    parser.add_argument("--role", choices=list(_ROLES), required=True)
     parser.add_argument("--seal-fd", type=int, default=None, help="file descriptor the platform writes the 32-byte sealing key to")
-    parser.add_argument("--threads", type=int, default=None, help="compute threads for training (default: one per core)")
+    parser.add_argument("--threads", type=int, default=None, help="compute threads for training or inference (default: one per core)")
+    parser.add_argument("--models", type=int, default=None, help="models an inference enclave keeps loaded (LRU)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         if not 1 <= args.threads <= 1024:
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.models is not None and not 1 <= args.models <= 1024:
+        parser.error("--models must be between 1 and 1024")
     seal_key = None
     if args.seal_fd is not None:
         with os.fdopen(args.seal_fd, "rb") as f:
@@ -70,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    enclave = Enclave(Role.TRAINER if args.role == "trainer" else Role.KEY_MANAGER, seal_key=seal_key)
+    cache = {} if args.models is None else {"model_cache": args.models}
+    enclave = Enclave(_ROLES[args.role], seal_key=seal_key, **cache)
     serve(enclave, sys.stdin.buffer, out)
 
 

@@ -32,8 +32,12 @@ class ModelSpec(BaseModel):
     architecture: Literal["logistic_regression", "mlp", "cnn"]
     hidden_sizes: tuple[int, ...] = Field(default=(), max_length=8, description="dense layer widths (mlp; the cnn's head)")
     channels: tuple[int, ...] = Field(default=(), max_length=4, description="conv layer widths (cnn only)")
-    activation: Literal["relu", "tanh"] = Field(
-        default="relu", description="hidden activation; tanh (a tempered sigmoid) often trains better under DP-SGD"
+    activation: Literal["relu", "tanh", "square"] = Field(
+        default="relu",
+        description=(
+            "hidden activation; tanh (a tempered sigmoid) often trains better under DP-SGD; "
+            "square (x*x) keeps the network a polynomial, as homomorphic encryption needs"
+        ),
     )
     input_mean: tuple[float, ...] | None = None
     input_scale: tuple[float, ...] | None = None
@@ -185,17 +189,35 @@ class MaxPool2d(nn.MaxPool2d):
         return _ChannelsLastMaxPool.apply(input, [k, k], [k, k])  # type: ignore[no-untyped-call,no-any-return]  # apply is unannotated
 
 
+class Square(nn.Module):
+    """``x ↦ x²``, element-wise: the activation of HE-friendly networks (CryptoNets, TenSEAL's
+    encrypted-MNIST tutorial), whose only non-linear operation is a multiplication, so the same
+    weights can also be evaluated on CKKS ciphertexts (``make bench-infer`` compares the two).
+
+    No state: a model with it saves and loads like any other. DP-SGD differentiates it through
+    autograd (:mod:`.dpsgd`'s hand-differentiated dense path takes an activation's backward from
+    its output, and ``x²`` does not determine the sign of ``x``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.square(x)
+
+
 def _activation(spec: ModelSpec) -> nn.Module:
-    return nn.Tanh() if spec.activation == "tanh" else nn.ReLU()
+    if spec.activation == "tanh":
+        return nn.Tanh()
+    if spec.activation == "square":
+        return Square()
+    return nn.ReLU()
 
 
 def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
     """Instantiate the architecture a spec names for a dataset schema.
 
     - ``logistic_regression``: one linear layer on flat features;
-    - ``mlp``: linear + ReLU per hidden size, then a linear output layer;
+    - ``mlp``: linear + the spec's activation (ReLU, tanh or square) per hidden size, then a
+      linear output layer;
     - ``cnn``: for image features ``[channels, height, width]`` (8x8 digits, 28x28 images):
-      per entry of ``channels`` a 3x3 convolution (padding 1) + ReLU, with 2x2 max-pooling after
+      per entry of ``channels`` a 3x3 convolution (padding 1) + the activation, with 2x2 max-pooling after
       every second one and after the last, then the ``hidden_sizes`` dense head.
 
     Raises:

@@ -20,6 +20,7 @@ class Role(enum.IntEnum):
 
     TRAINER = 1
     KEY_MANAGER = 2
+    INFERENCE = 3  # serves sealed models (ModelMarket): decrypts queries, runs the model, signs responses
 
 
 class JobStatus(enum.IntEnum):
@@ -39,3 +40,24 @@ class DatasetStatus(enum.IntEnum):
     ACTIVE = 0
     PAUSED = 1
     DELISTED = 2
+
+
+class ModelStatus(enum.IntEnum):
+    """``IModelMarket.ModelStatus``: whether a listed model may be served and bought credit for."""
+
+    NONE = 0  # no such model
+    ACTIVE = 1
+    PAUSED = 2
+    DELISTED = 3
+
+
+class OutputPolicy(enum.IntEnum):
+    """``IModelMarket`` output policy: what the inference enclave releases per row (the listing's
+    ``outputPolicy``; its ``outputParam`` is k for TOP_K and the decimals for PROBABILITIES)."""
+
+    LABEL = 1  # the arg-max class only
+    TOP_K = 2  # the k most likely classes, most likely first, without their probabilities
+    PROBABILITIES = 3  # every class's probability, rounded to outputParam decimals (0-6)
+
+
+MAX_PROBABILITY_DECIMALS = 6

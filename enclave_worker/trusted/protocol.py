@@ -22,6 +22,13 @@ MAX_FRAME_BYTES = 1 << 30
 
 _LEN = struct.Struct(">I")
 
+MAX_MODEL_BYTES = 1 << 29
+"""A served model's ciphertext travels in one ``load_model`` frame (at most 512 MiB)."""
+MAX_BATCH_REQUESTS = 256
+"""Request envelopes in one ``infer`` batch (the same as ``inference.MAX_BATCH_REQUESTS``)."""
+MAX_ENVELOPE_BYTES = 4 << 20
+"""One request envelope (the same as ``inference.MAX_ENVELOPE_BYTES``)."""
+
 
 @dataclass(frozen=True)
 class Field:
@@ -77,6 +84,74 @@ REQUESTS: dict[str, dict[str, Field]] = {
         "job_enclave": B20,
         "job_charges": UINT,
         "abandoned": Field(bytes, max_len=65),
+    },
+    "deposit_model": {
+        "chain_id": UINT,
+        "model_market": B20,
+        "content_hash": B32,
+        "wrapped_key": Field(bytes, max_len=512),
+        "owner": B20,
+        "signature": Field(bytes, exact_len=65),
+    },
+    "deposit_job_model": {
+        "chain_id": UINT,
+        "market": B20,
+        "model_market": B20,
+        "job_id": UINT,
+        "job_status": UINT,
+        "job_consumer": B20,
+        "job_consumer_key": B32,
+        "result_hash": B32,
+        "model_hash": B32,
+        "sealed_result": Field(bytes, max_len=MAX_MODEL_BYTES),
+    },
+    "release_model": {
+        "chain_id": UINT,
+        "model_market": B20,
+        "model_id": UINT,
+        "model_status": UINT,
+        "model_owner": B20,
+        "model_content_hash": B32,
+        "model_expiry": UINT,
+        "model_source_job": UINT,
+        "now": UINT,
+        "sealed_key": Field(bytes, max_len=512),
+        "inference_signer": B20,
+        "inference_active": Field(bool),
+        "inference_key": B32,
+    },
+    "load_model": {
+        "chain_id": UINT,
+        "model_market": B20,
+        "model_id": UINT,
+        "weights_hash": B32,
+        "spec_hash": B32,
+        "content_hash": B32,
+        "price_per_query": UINT,
+        "output_policy": UINT,
+        "output_param": UINT,
+        "query_cap": UINT,
+        "released_key": Field(bytes, max_len=512),
+        "ciphertext": Field(bytes, max_len=MAX_MODEL_BYTES),
+        "model_spec": Field(bytes, max_len=1 << 20),
+        "measurement": B32,
+    },
+    "infer": {
+        "chain_id": UINT,
+        "model_market": B20,
+        "model_id": UINT,
+        "requests": Field(
+            list,
+            max_items=MAX_BATCH_REQUESTS,
+            items={
+                "envelope": Field(bytes, max_len=MAX_ENVELOPE_BYTES),
+                "deposited": UINT,
+                "redeemed": UINT,
+                "redeemed_queries": UINT,
+                "allowed": Field(bool),
+                "channel_enclave": B20,
+            },
+        ),
     },
     "prepare_job": {"chain_id": UINT, "market": B20, "job_id": UINT},
     "abandon": {"chain_id": UINT, "market": B20, "job_id": UINT, "job_charges": UINT},

@@ -49,6 +49,20 @@ def open_sealed(
         KeyUnwrapFailed: not addressed to this key or this binding.
         CiphertextTampered / CiphertextTruncated / CiphertextTrailingData: body damaged.
     """
+    key, body = open_key(envelope, private_key, info=info)
+    return dataformat.decrypt_bytes(body, key, kind=kind, context=context)
+
+
+def open_key(envelope: bytes, private_key: X25519PrivateKey, *, info: bytes) -> tuple[bytes, bytes]:
+    """The data key of an envelope made by :func:`seal`, and its Sterling ciphertext (not decrypted).
+
+    The key manager uses it for a model sealed to it for serving: it keeps the key, and the
+    ciphertext is what inference enclaves decrypt.
+
+    Raises:
+        CiphertextMalformed: not an envelope.
+        KeyUnwrapFailed: not addressed to this key or this binding.
+    """
     if len(envelope) < _PREFIX.size:
         raise CiphertextMalformed("sealed envelope is too short")
     magic, version, wrapped_len = _PREFIX.unpack_from(envelope)
@@ -59,5 +73,4 @@ def open_sealed(
     if wrapped_len > MAX_WRAPPED_LEN or len(envelope) < _PREFIX.size + wrapped_len:
         raise CiphertextMalformed("sealed envelope has an invalid wrapped-key length")
     wrapped = envelope[_PREFIX.size : _PREFIX.size + wrapped_len]
-    key = keywrap.unwrap(wrapped, private_key, info=info)
-    return dataformat.decrypt_bytes(envelope[_PREFIX.size + wrapped_len :], key, kind=kind, context=context)
+    return keywrap.unwrap(wrapped, private_key, info=info), envelope[_PREFIX.size + wrapped_len :]

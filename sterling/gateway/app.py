@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
+from enclave_worker.trusted.inference import MAX_ENVELOPE_BYTES
 from marketplace.errors import SterlingError
 from sterling.gateway.api.routes import (
     blobs,
@@ -23,6 +24,7 @@ from sterling.gateway.api.routes import (
     events,
     health,
     jobs,
+    models,
     operators,
     payments,
     rpc,
@@ -139,7 +141,7 @@ def create_app(settings: GatewaySettings, *, services: GatewayServices) -> FastA
         gas_cap=settings.rpc_gas_cap, call_seconds=settings.rpc_call_seconds,
     )  # fmt: skip
 
-    for module in (health, config, datasets, jobs, workers, operators, payments, blobs, specs, deposits, rpc, events):
+    for module in (health, config, datasets, jobs, models, workers, operators, payments, blobs, specs, deposits, rpc, events):
         app.include_router(module.router, prefix=API_PREFIX, responses=_ERRORS)
 
     @app.exception_handler(SterlingError)
@@ -163,20 +165,22 @@ def create_app(settings: GatewaySettings, *, services: GatewayServices) -> FastA
         return JSONResponse({"detail": "request JSON is nested too deeply"}, status_code=400)
 
     upload_path = f"{API_PREFIX}{blobs.router.prefix}"
+    inference_path = f"{API_PREFIX}/inference"
     rpc_path = f"{API_PREFIX}/rpc"
     # The last added runs first: security headers, Host, content type, size and depth, then strict JSON next to the routes.
     app.add_middleware(StrictJsonMiddleware, skip={rpc_path})
     app.add_middleware(
         RequestGuardMiddleware,
         default_limit=settings.max_json_bytes,
-        limits={upload_path: settings.max_blob_bytes},
-        binary_paths={upload_path},
+        limits={upload_path: settings.max_blob_bytes, inference_path: MAX_ENVELOPE_BYTES},
+        binary_paths={upload_path, inference_path},
     )
     app.state.bounds = GatewayBounds.for_services(services)
     app.add_middleware(BoundsMiddleware, bounds=app.state.bounds, upload_path=upload_path, events_path=f"{API_PREFIX}/events")
     app.add_middleware(
-        ContentTypeMiddleware, prefix=f"{API_PREFIX}/", default="application/json", media_types={upload_path: "application/octet-stream"}
-    )
+        ContentTypeMiddleware, prefix=f"{API_PREFIX}/", default="application/json",
+        media_types=dict.fromkeys((upload_path, inference_path), "application/octet-stream"),
+    )  # fmt: skip
     app.add_middleware(HostGuardMiddleware, allowed_hosts=default_allowed_hosts(settings))
     vendor, web = vendor_dir(settings), web_dir(settings)
     docs_paths = [path for path in (app.docs_url, app.redoc_url) if path]

@@ -21,7 +21,7 @@ BudgetKind = Literal["listed", "reserved", "released", "debited", "topped_up", "
 TimelineStage = Literal["created", "claimed", "renewed", "released", "charged", "slashed", "settled", "expired", "cancelled"]
 PaymentKind = Literal["credited", "withdrawn"]
 PaymentReason = Literal["payout", "refund", "change", "slash", "stake"]
-RoleName = Literal["trainer", "key_manager"]
+RoleName = Literal["trainer", "key_manager", "inference"]
 
 
 class ErrorPublic(BaseModel):
@@ -45,6 +45,7 @@ class HealthPublic(BaseModel):
 class ContractsPublic(BaseModel):
     job_market: str
     enclave_registry: str
+    model_market: str | None = Field(default=None, description="the model market served models are listed on (none: no serving)")
 
 
 class KeyManagerPublic(BaseModel):
@@ -332,3 +333,74 @@ class JsonRpcResponsePublic(BaseModel):
     id: int | str | None
     result: Any = None
     error: JsonRpcErrorPublic | None = None
+
+
+class ModelPublic(BaseModel):
+    """A model listed for serving (``ModelMarket.modelOf``)."""
+
+    model_id: int
+    owner: str
+    status: Literal["active", "paused", "delisted"]
+    weights_hash: str = Field(description="SHA-256 of the plaintext safetensors; every response receipt signs it")
+    spec_hash: str
+    content_hash: str = Field(description="SHA-256 of the encrypted weights in the blob store")
+    price_per_query_wei: str = Field(description="price per row, in the market's payment unit")
+    output_policy: Literal["label", "top_k", "probabilities"]
+    output_param: int = Field(description="k for top_k, decimals for probabilities")
+    query_cap: int = Field(description="rows one client may ever ask (the extraction budget)")
+    expiry: int
+    restricted: bool = Field(description="only allow-listed clients may buy credit and query")
+    source_job_id: int = Field(description="the Sterling job that trained it (0: trained elsewhere)")
+    epsilon: float | None = Field(description="the ε it was trained with, if trained here")
+    delta_units: str
+    serving_enclave: str | None = Field(
+        default=None, description="the inference enclave serving it through this gateway; check it in the registry before encrypting to it"
+    )
+
+
+class ChannelPublic(BaseModel):
+    """A client's payment channel with one model."""
+
+    model_id: int
+    client: str
+    deposited_wei: str
+    redeemed_wei: str
+    redeemed_queries: int
+    close_requested_at: int
+    balance_wei: str
+    enclave: str = Field(description="the inference enclave the channel is bound to (its credit is spent there only)")
+
+
+class ModelDepositCreate(BaseModel):
+    """A model owner's key deposit: the model key HPKE-wrapped to the key manager, with the owner's signature."""
+
+    content_hash: str = Field(pattern=HEX32_PATTERN, description="SHA-256 of the model ciphertext")
+    wrapped_key: str = Field(pattern=r"^(0x)?([0-9a-fA-F]{2}){1,512}$", description="the model key HPKE-wrapped to the key manager")
+    owner: str = Field(pattern=ADDRESS_PATTERN, description="the owner's address: it lists the model on-chain")
+    signature: str = Field(pattern=r"^(0x)?[0-9a-fA-F]{130}$", description="the owner's EIP-712 Deposit under the model market's domain")
+
+
+class InferencePublic(BaseModel):
+    """An answered request: the encrypted response and the enclave's signature of its receipt."""
+
+    request_id: str
+    response: str = Field(description="hex of response_nonce || AES-256-GCM(outputs), for the client only")
+    receipt_signature: str
+    enclave: str
+    amount_wei: str = Field(description="the channel total of the voucher served against")
+    queries: int
+
+
+class JobModelCreate(BaseModel):
+    """Which completed job's model (sealed to the key manager for serving) to take."""
+
+    job_id: int = Field(ge=1, lt=2**256)
+
+
+class JobModelPublic(BaseModel):
+    """A job's model taken for serving: what its consumer passes to ``listModelFromJob``."""
+
+    job_id: int
+    content_hash: str = Field(description="SHA-256 of the model ciphertext in the blob store")
+    weights_hash: str = Field(description="the receipt's modelHash")
+    owner: str = Field(description="the job's consumer, the only account whose listing gets the key")

@@ -15,10 +15,13 @@ from marketplace.abi import ERC20_ABI
 from marketplace.blobstore import BlobStore
 from marketplace.chain import Chain
 from marketplace.contracts import MarketClient, RegistryClient
+from marketplace.model_market import ModelMarketClient
 from marketplace.provider import KeyDepository
 from oracle.index_db import IndexDatabase, cursor_key
 
 if TYPE_CHECKING:
+    from enclave_worker.model_keys import ModelKeyService
+    from enclave_worker.serving import InferenceService
     from sterling.localnet import LocalNet
 
 
@@ -41,6 +44,8 @@ class GatewayServices:
         status: the worker status board (``None``: no progress events).
         dev_accounts: funded development accounts shown to the UI (local chains only).
         attestation_formats: verifier address → evidence format it checks (``sim``, ``aws-nitro``).
+        model_market, model_keys, inference: the model market, the key manager's model-key service and
+            the inference host requests are relayed to (``None``: no serving).
         index_version: the block the index has reached, known in memory because the only indexer
             writing it runs in this process (``sterling up``); ``None``: read it from the database.
     """
@@ -56,6 +61,9 @@ class GatewayServices:
     dev_accounts: tuple[LocalAccount, ...] = ()
     attestation_formats: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     index_version: Callable[[], int | None] | None = None
+    model_market: ModelMarketClient | None = None
+    model_keys: ModelKeyService | None = None
+    inference: InferenceService | None = None
 
     @property
     def cursor_key(self) -> str:
@@ -93,4 +101,5 @@ class GatewayServices:
             dev_accounts=dev_accounts,
             attestation_formats=MappingProxyType({net.verifier.signer.address: "sim"}),
             index_version=index_version,
+            model_market=ModelMarketClient(net.chain, net.deployment.model_market) if net.deployment.model_market else None,
         )

@@ -184,7 +184,9 @@ def test_health_config_and_not_found(gateway: Gateway) -> None:
         "indexed_block": net.chain.w3.eth.block_number, "lag_blocks": 0, "market_paused": False,
     }  # fmt: skip
     config = client.get("/api/config").json()
-    assert config["contracts"] == {"job_market": net.market.address, "enclave_registry": net.registry.address}
+    assert config["contracts"] == {
+        "job_market": net.market.address, "enclave_registry": net.registry.address, "model_market": net.deployment.model_market,
+    }  # fmt: skip
     assert config["rpc_path"] == "/api/rpc" and config["epsilon_scale"] == 10**6 and config["delta_scale"] == 10**18
     assert config["payment_token"] is None  # the market is paid in the native currency
     record = net.registry.enclave_of(net.key_manager.signer)

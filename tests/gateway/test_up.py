@@ -61,7 +61,7 @@ def test_sterling_up_serves_stops_and_resumes_with_its_state(tmp_path: Path) -> 
             index = client.get("/")
             assert index.status_code == 200 and "<html" in index.text.lower()
         workers = client.get("/api/workers").json()
-        assert {w["role"] for w in workers if w["active"]} == {"trainer", "key_manager"}
+        assert {w["role"] for w in workers if w["active"]} == {"trainer", "key_manager", "inference"}
         provider = Account.from_key(config["dev_accounts"][0]["private_key"])
         listing = list_dataset_over_http(client, provider, toy_package(150, 5), toy_terms(price=10**17))
         dataset = wait_until(lambda: client.get("/api/datasets", params={"provider": provider.address}).json()["items"])[0]

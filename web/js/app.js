@@ -11,6 +11,8 @@ const routes = [
   { pattern: /^\/jobs\/new$/, nav: "create-job", load: () => import("./pages/create-job.js") },
   { pattern: /^\/jobs$/, nav: "jobs", load: () => import("./pages/jobs.js") },
   { pattern: /^\/jobs\/(\d+)$/, nav: "jobs", load: () => import("./pages/job.js") },
+  { pattern: /^\/models$/, nav: "models", load: () => import("./pages/models.js") },
+  { pattern: /^\/models\/(\d+)$/, nav: "models", load: () => import("./pages/model.js") },
   { pattern: /^\/workers$/, nav: "workers", load: () => import("./pages/workers.js") },
   { pattern: /^\/account$/, nav: "account", load: () => import("./pages/account.js") },
 ];

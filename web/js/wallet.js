@@ -2,12 +2,12 @@
 // chain, the chain's development accounts, signed locally and sent through the gateway's
 // JSON-RPC endpoint (which forwards reads and eth_sendRawTransaction only).
 import { BrowserProvider, Contract, Interface, JsonRpcProvider, Wallet } from "ethers";
-import { ENCLAVE_REGISTRY_ABI, JOB_MARKET_ABI } from "./abi.js";
+import { ENCLAVE_REGISTRY_ABI, JOB_MARKET_ABI, MODEL_MARKET_ABI } from "./abi.js";
 import { getJSON } from "./api.js";
 import { money, paymentUnit } from "./format.js";
 import { datasetStatusName, epsilonFromUnits, erc20Abi, jobStatusName } from "./onchain.js";
 
-const ERRORS = new Interface([...JOB_MARKET_ABI, ...ENCLAVE_REGISTRY_ABI].filter((item) => item.type === "error"));
+const ERRORS = new Interface([...JOB_MARKET_ABI, ...ENCLAVE_REGISTRY_ABI, ...MODEL_MARKET_ABI].filter((item) => item.type === "error"));
 
 const STORAGE_KEY = "sterling.account";
 let config = null;
@@ -136,6 +136,13 @@ export function marketLimits() {
   return limitsPromise;
 }
 
+/** The model market contract (serving, docs/inference.md), connected to the signer (write) or the reader. */
+export async function modelMarket({ write = false } = {}) {
+  const cfg = await loadConfig();
+  if (!cfg.contracts.model_market) throw new Error("This deployment has no model market: it serves no models.");
+  return new Contract(cfg.contracts.model_market, MODEL_MARKET_ABI, write ? await signer() : await reader());
+}
+
 /** The enclave registry contract (reads). */
 export async function enclaveRegistry() {
   const cfg = await loadConfig();
@@ -182,6 +189,16 @@ const EXPLAIN = {
   DatasetRegistryNotProvider: ([id]) => `Only the provider of dataset #${id} can change it.`,
   DatasetRegistryDelisted: ([id]) => `Dataset #${id} is delisted and can no longer be changed.`,
   DatasetRegistryInvalidTerms: ([problem]) => `The terms were refused: ${TERMS_PROBLEMS[Number(problem)] || "they are invalid"}.`,
+  ModelMarketInvalidStatus: ([id]) => `Model #${id} is not active now: it takes no deposits and answers no queries.`,
+  ModelMarketModelExpired: ([id]) => `Model #${id}'s listing has expired: it takes no new deposits.`,
+  ModelMarketClientNotAllowed: ([id]) => `Model #${id} is offered only to an allow-list of clients, and your account is not on it.`,
+  ModelMarketInvalidDeposit: () => "A deposit must be a positive amount.",
+  ModelMarketNotOwner: ([id]) => `Only the owner of model #${id} can do this.`,
+  ModelMarketNothingToWithdraw: () => "There is nothing to withdraw from the model market.",
+  ModelMarketChannelBoundElsewhere: ([id, , bound]) =>
+    `Your channel on model #${id} is bound to inference enclave ${bound}, which still holds unspent credit: spend it there, or request a close and reclaim it, before buying credit for another enclave.`,
+  ModelMarketWrongEnclave: ([enclave, bound]) => `The voucher names enclave ${enclave}, but the channel is bound to ${bound}.`,
+  ModelMarketEnclaveNotActive: ([enclave]) => `${enclave} is not an active inference enclave in the registry.`,
   DatasetRegistryInvalidTopUp: () => "A top-up must add a positive amount of ε that keeps the budget within its limit.",
 };
 // IDatasetRegistry.TermsProblem, in order.

@@ -39,3 +39,11 @@ export class InvalidDataset extends SterlingError {}
 
 /** A CSV file cannot be turned into a dataset package; the message names the row and column. */
 export class InvalidCsv extends InvalidDataset {}
+
+/** A request envelope or a response's outputs are not in Sterling's format (as trusted/errors.py). */
+export class EnvelopeMalformed extends SterlingError {}
+
+/** An inference answer failed verification: its receipt is not signed by the enclave the request
+ * was encrypted to, over this request, response, model and voucher; or it does not decrypt
+ * (marketplace/errors.py `ResponseRejected`). */
+export class ResponseRejected extends SterlingError {}

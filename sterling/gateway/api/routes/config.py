@@ -68,7 +68,10 @@ def config(request: Request, services: ServicesDep, settings: SettingsDep) -> Co
         chain_kind=services.chain.kind,
         rpc_path=RPC_PATH,
         deployment_block=services.deployment_block,
-        contracts=ContractsPublic(job_market=services.market.address, enclave_registry=services.registry.address),
+        contracts=ContractsPublic(
+            job_market=services.market.address, enclave_registry=services.registry.address,
+            model_market=services.model_market.address if services.model_market is not None else None,
+        ),  # fmt: skip
         key_manager=key_manager,
         payment_token=(
             PaymentTokenPublic(address=token.address, symbol=token.symbol, decimals=token.decimals) if token is not None else None

@@ -1,0 +1,214 @@
+"""Served models: the catalogue, channels, owners' key deposits and ``POST /api/inference``.
+
+The gateway sees request envelopes, encrypted answers and vouchers only: a request is HPKE-encrypted
+by the client to the inference enclave's **on-chain** key (the SDK reads it from the registry,
+never from this gateway) and its answer is encrypted back to the client; the gateway relays
+bytes to the inference host and the enclave's signed receipt back (docs/inference.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Literal
+
+from eth_utils import to_checksum_address
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+
+from enclave_worker.serving import ModelUnavailable, RateLimited, ServiceBusy
+from enclave_worker.trusted import errors as trusted_errors
+from enclave_worker.trusted.onchain import EPSILON_SCALE, ModelStatus, OutputPolicy
+from enclave_worker.trusted.receipt import DepositExists, DepositSignatureInvalid
+from enclave_worker.trusted.vouchers import VoucherInvalid
+from marketplace.errors import JobNotReady, KeyReleaseRefused
+from marketplace.model_market import ModelRecord
+from sterling.gateway.api.deps import ServicesDep
+from sterling.gateway.errors import BadRequest, NotFound
+from sterling.gateway.schemas import (
+    ChannelPublic,
+    DepositPublic,
+    InferencePublic,
+    JobModelCreate,
+    JobModelPublic,
+    ModelDepositCreate,
+    ModelPublic,
+)
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["models"])
+
+REFUSAL_STATUS: dict[type[Exception], int] = {
+    VoucherInvalid: 402,
+    trusted_errors.VoucherStale: 402,
+    trusted_errors.VoucherUnderpaid: 402,
+    trusted_errors.VoucherOverDeposit: 402,
+    trusted_errors.QueryCapExceeded: 403,
+    trusted_errors.ClientNotAllowed: 403,
+    trusted_errors.WrongModel: 400,
+    trusted_errors.WrongEnclave: 400,
+    trusted_errors.RequestTampered: 400,
+    trusted_errors.EnvelopeMalformed: 400,
+}
+"""An enclave's refusal of one request → the HTTP status the client gets (402: pay with a valid voucher)."""
+
+
+_STATUS: dict[ModelStatus, Literal["active", "paused", "delisted"]] = {
+    ModelStatus.ACTIVE: "active", ModelStatus.PAUSED: "paused", ModelStatus.DELISTED: "delisted",
+}  # fmt: skip
+_POLICY: dict[OutputPolicy, Literal["label", "top_k", "probabilities"]] = {
+    OutputPolicy.LABEL: "label", OutputPolicy.TOP_K: "top_k", OutputPolicy.PROBABILITIES: "probabilities",
+}  # fmt: skip
+
+
+def _model_public(record: ModelRecord) -> ModelPublic:
+    terms = record.terms
+    return ModelPublic(
+        model_id=record.model_id, owner=record.owner, status=_STATUS[ModelStatus(record.status)],
+        weights_hash="0x" + terms.weights_hash.hex(), spec_hash="0x" + terms.spec_hash.hex(),
+        content_hash="0x" + terms.content_hash.hex(), price_per_query_wei=str(int(terms.price_per_query)),
+        output_policy=_POLICY[OutputPolicy(terms.output_policy)], output_param=terms.output_param, query_cap=terms.query_cap,
+        expiry=terms.expiry, restricted=terms.restricted, source_job_id=terms.source_job_id,
+        epsilon=terms.epsilon / EPSILON_SCALE if terms.epsilon else None, delta_units=str(terms.delta),
+    )  # fmt: skip
+
+
+def _market(services: ServicesDep) -> Any:
+    if services.model_market is None:
+        raise NotFound("this gateway serves no model market")
+    return services.model_market
+
+
+@router.get("/models", response_model=list[ModelPublic])
+def list_models(services: ServicesDep) -> list[ModelPublic]:
+    """Every listed model, newest first (read from the model market contract)."""
+    market = _market(services)
+    return [_model_public(market.model(i)) for i in range(market.model_count(), 0, -1)]
+
+
+@router.get("/models/{model_id}", response_model=ModelPublic)
+def get_model(model_id: int, services: ServicesDep) -> ModelPublic:
+    """One listing, with the inference enclave that serves it here (verify it in the registry before you encrypt to it)."""
+    market = _market(services)
+    if not 1 <= model_id <= market.model_count():
+        raise NotFound(f"model {model_id} is not listed")
+    public = _model_public(market.model(model_id))
+    if services.inference is not None:
+        public.serving_enclave = services.inference.signer
+    return public
+
+
+@router.get("/models/{model_id}/channels/{client}", response_model=ChannelPublic)
+def get_channel(model_id: int, client: str, services: ServicesDep) -> ChannelPublic:
+    """A client's credit on a model: deposited, redeemed (paid to owner and operator), queries redeemed, close requested."""
+    market = _market(services)
+    if not 1 <= model_id <= market.model_count():
+        raise NotFound(f"model {model_id} is not listed")
+    try:
+        address = str(to_checksum_address(client))
+    except ValueError as e:
+        raise BadRequest(f"{client!r} is not an address") from e
+    channel = market.channel(model_id, address)
+    return ChannelPublic(
+        model_id=model_id, client=address, deposited_wei=str(int(channel.deposited)), redeemed_wei=str(int(channel.redeemed)),
+        redeemed_queries=channel.redeemed_queries, close_requested_at=channel.close_requested_at,
+        balance_wei=str(int(channel.balance)), enclave=channel.enclave,
+    )  # fmt: skip
+
+
+@router.post(
+    "/key-manager/model-deposits",
+    status_code=201,
+    response_model=DepositPublic,
+    responses={400: {"description": "not signed by the owner, or the key does not open"}, 404: {"description": "ciphertext not stored"},
+               409: {"description": "this owner deposited a key for this ciphertext already"}},
+)  # fmt: skip
+def deposit_model_key(body: ModelDepositCreate, services: ServicesDep) -> DepositPublic:
+    """Forward a model key wrapped to the key manager's attested key, with the owner's EIP-712 deposit signature."""
+    if services.model_keys is None:
+        raise NotFound("this gateway has no key manager for models")
+    content_hash = body.content_hash.lower().removeprefix("0x")
+    if not services.blobs.has(content_hash):
+        raise NotFound(f"no ciphertext {content_hash} in the blob store: upload it before depositing its key")
+    owner = str(to_checksum_address("0x" + body.owner.removeprefix("0x")))
+    try:
+        services.model_keys.deposit(
+            bytes.fromhex(content_hash), bytes.fromhex(body.wrapped_key.removeprefix("0x")), owner=owner,
+            signature=bytes.fromhex(body.signature.removeprefix("0x")),
+        )  # fmt: skip
+    except DepositSignatureInvalid as e:
+        raise BadRequest(f"deposit refused: {e}") from e
+    except DepositExists as e:
+        raise HTTPException(status_code=409, detail=f"deposit refused: {e}") from e
+    return DepositPublic(content_hash="0x" + content_hash, key_manager=services.model_keys.signer, provider=owner)
+
+
+@router.post(
+    "/key-manager/job-models",
+    status_code=201,
+    response_model=JobModelPublic,
+    responses={404: {"description": "no such job, or it has not completed"}, 409: {"description": "the job's model was taken already"},
+               403: {"description": "the job's model was sealed to its consumer, not to the key manager"}},
+)  # fmt: skip
+def take_job_model(body: JobModelCreate, services: ServicesDep) -> JobModelPublic:
+    """Have the key manager take a completed job's model that its consumer had sealed to it for serving;
+    its consumer then lists it with ``ModelMarket.listModelFromJob`` (the weights never leave the enclaves)."""
+    if services.model_keys is None:
+        raise NotFound("this gateway has no key manager for models")
+    if not 1 <= body.job_id <= services.market.job_count():
+        raise NotFound(f"job {body.job_id} does not exist")
+    try:
+        taken = services.model_keys.deposit_from_job(body.job_id)
+    except JobNotReady as e:
+        raise NotFound(str(e)) from e
+    except DepositExists as e:
+        raise HTTPException(status_code=409, detail=str(e)) from e
+    except KeyReleaseRefused as e:
+        raise HTTPException(status_code=403, detail=str(e)) from e
+    return JobModelPublic(
+        job_id=taken.job_id, content_hash="0x" + taken.content_hash.hex(), weights_hash="0x" + taken.weights_hash.hex(), owner=taken.owner
+    )
+
+
+@router.post(
+    "/inference",
+    response_model=InferencePublic,
+    responses={
+        400: {"description": "malformed or tampered envelope, or one for another model or enclave"},
+        402: {"description": "the voucher is invalid, stale or replayed, underpays, or exceeds the deposit"},
+        403: {"description": "the client is over the model's query cap or not on its allow-list"},
+        404: {"description": "the model is not listed, not active, or cannot be served here"},
+        429: {"description": "this client is over its request rate (Retry-After)"},
+        503: {"description": "the inference queue is full (Retry-After)"},
+    },
+    openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+)
+async def infer(request: Request) -> Response:
+    """Relay one request envelope (``application/octet-stream``, built by ``marketplace.inference.build_request``)
+    to the inference enclave; answers the encrypted response and the enclave's receipt signature.
+
+    The hot path of serving: no dependency injection or response-model validation (the answer is a
+    few fixed hex fields), so the gateway spends its time on the request, not on the framework."""
+    inference = request.app.state.services.inference
+    if inference is None:
+        raise NotFound("this gateway serves no inference enclave")
+    envelope = await request.body()
+    try:
+        served = await asyncio.wrap_future(inference.submit(envelope))
+    except ServiceBusy as e:
+        status = 429 if isinstance(e, RateLimited) else 503
+        return JSONResponse({"detail": str(e)}, status_code=status, headers={"Retry-After": str(max(1, round(e.retry_after)))})
+    except ModelUnavailable as e:
+        raise NotFound(str(e)) from e
+    except Exception as e:
+        refused = next((code for family, code in REFUSAL_STATUS.items() if isinstance(e, family)), None)
+        if refused is None:
+            raise
+        return JSONResponse({"detail": str(e), "error": type(e).__name__}, status_code=refused)
+    body = (
+        f'{{"request_id":"0x{served.request_id.hex()}","response":"0x{served.response.hex()}",'
+        f'"receipt_signature":"0x{served.receipt_signature.hex()}","enclave":"{served.enclave}",'
+        f'"amount_wei":"{served.voucher.amount}","queries":{served.voucher.queries}}}'
+    )
+    return Response(body, media_type="application/json")

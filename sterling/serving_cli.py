@@ -1,0 +1,240 @@
+"""``sterling infer`` and ``sterling models``: ask served models, list them, list your own (docs/inference.md).
+
+Every command talks to a gateway (``--gateway``, default the local ``sterling up``) and to the chain
+through its JSON-RPC relay; transactions and vouchers are signed here with the account whose key is
+in ``STERLING_PRIVATE_KEY`` (hex), or, on a local development chain, with one of the gateway's
+development accounts (``--dev-account N``). The inference enclave's key always comes from the
+registry on-chain, never from the gateway.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from marketplace.serving import InferenceClient
+
+models_app = typer.Typer(help="Served models: the catalogue, and listing your own.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+GatewayOption = Annotated[str, typer.Option("--gateway", help="the gateway's base URL")]
+DevAccountOption = Annotated[
+    int | None, typer.Option("--dev-account", help="sign with the gateway's N-th development account (local chains only)")
+]
+DEFAULT_GATEWAY = "http://127.0.0.1:8000"
+
+
+def _account(http: Any, dev_account: int | None) -> LocalAccount:
+    from eth_account import Account
+
+    if dev_account is not None:
+        accounts = http.get("/api/config").json().get("dev_accounts") or []
+        if not 0 <= dev_account < len(accounts):
+            raise typer.BadParameter(f"the gateway offers {len(accounts)} development accounts", param_hint="--dev-account")
+        account: LocalAccount = Account.from_key(accounts[dev_account]["private_key"])
+        return account
+    key = os.environ.get("STERLING_PRIVATE_KEY")
+    if not key:
+        raise typer.BadParameter("set STERLING_PRIVATE_KEY to the hex key to sign with, or pass --dev-account on a local chain")
+    try:
+        account = Account.from_key(key)
+    except (ValueError, TypeError) as e:
+        raise typer.BadParameter("STERLING_PRIVATE_KEY is not a private key") from e
+    return account
+
+
+def _read_rows(path: Path) -> Any:
+    """A CSV of numbers (an optional header row of names is skipped) as float32 rows."""
+    import numpy as np
+
+    try:
+        with path.open(newline="") as f:
+            lines = [row for row in csv.reader(f) if row]
+    except OSError as e:
+        raise typer.BadParameter(f"cannot read {path}: {e}") from e
+    if lines and not _numeric(lines[0]):
+        lines = lines[1:]
+    if not lines:
+        raise typer.BadParameter(f"{path} holds no rows")
+    width = len(lines[0])
+    for number, row in enumerate(lines, start=1):
+        if len(row) != width or not _numeric(row):
+            raise typer.BadParameter(f"{path}: row {number} is not {width} numbers")
+    rows = np.asarray(lines, dtype=np.float32)
+    if not np.isfinite(rows).all():
+        raise typer.BadParameter(f"{path} holds a NaN or an infinity")
+    return rows
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(v) for v in row]
+    except ValueError:
+        return False
+    return True
+
+
+def _client(gateway: str, dev_account: int | None) -> tuple[InferenceClient, Any]:
+    import httpx
+
+    from marketplace.chain import connect_gateway
+    from marketplace.contracts import RegistryClient
+    from marketplace.errors import ChainUnavailable
+    from marketplace.model_market import ModelMarketClient
+    from marketplace.serving import InferenceClient, gateway_transport
+
+    http = httpx.Client(base_url=gateway, timeout=120)
+    try:
+        config = http.get("/api/config").json()
+        chain = connect_gateway(gateway)
+    except (httpx.HTTPError, ValueError, ChainUnavailable) as e:
+        http.close()
+        raise typer.BadParameter(f"no Sterling gateway at {gateway}: {e}", param_hint="--gateway") from e
+    market_address = (config.get("contracts") or {}).get("model_market")
+    if not market_address:
+        http.close()
+        raise typer.BadParameter(f"the gateway at {gateway} serves no model market", param_hint="--gateway")
+    client = InferenceClient(
+        _account(http, dev_account), model_market=ModelMarketClient(chain, market_address),
+        registry=RegistryClient(chain, config["contracts"]["enclave_registry"]), transport=gateway_transport(http),
+    )  # fmt: skip
+    return client, http
+
+
+def infer(
+    model_id: Annotated[int, typer.Argument(help="the listed model's id")],
+    input_csv: Annotated[Path, typer.Argument(help="rows to ask about: a CSV of numbers, one row per line (a header row is skipped)")],
+    out: Annotated[Path, typer.Option("--out", help="where to write the predictions (CSV)")] = Path("predictions.csv"),
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    dev_account: DevAccountOption = None,
+    deposit: Annotated[int, typer.Option("--deposit", help="buy this much credit (wei or token units) first; 0: none")] = 0,
+    batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, help="rows per encrypted request")] = 4096,
+) -> None:
+    """Ask a served model about every row of a CSV; the rows are encrypted to the inference enclave's
+    on-chain key, every answer's receipt is verified, and each request is paid with a voucher."""
+    import numpy as np
+
+    from marketplace.errors import SterlingError
+
+    rows = _read_rows(input_csv)
+    client, http = _client(gateway, dev_account)
+    try:
+        detail = http.get(f"/api/models/{model_id}")
+        if detail.status_code != 200:
+            raise typer.BadParameter(f"model {model_id}: {detail.json().get('detail')}")
+        listing = detail.json()
+        enclave = listing.get("serving_enclave")
+        if not enclave:
+            raise typer.BadParameter(f"the gateway does not serve model {model_id}")
+        if deposit:
+            client.deposit(model_id, deposit, enclave)
+            console.print(f"deposited {deposit} on model {model_id}'s channel")
+        client.sync(model_id)
+        price = int(listing["price_per_query_wei"])
+        channel = client.model_market.channel(model_id, client.account.address)
+        totals = client.book.totals(model_id, client.account.address)
+        if int(channel.deposited) - totals.amount < price * len(rows):
+            err.print(
+                f"[red]not enough credit:[/red] {len(rows)} rows cost {price * len(rows)}, the channel has "
+                f"{int(channel.deposited) - totals.amount} left; add --deposit"
+            )
+            raise typer.Exit(1)
+        with Progress(
+            TextColumn("encrypted queries"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(), console=err
+        ) as progress:
+            task = progress.add_task("rows", total=len(rows))
+            values = client.query_many(
+                model_id, rows, enclave=enclave, batch_rows=batch_rows, progress=lambda done, total: progress.update(task, completed=done)
+            )  # fmt: skip
+    except SterlingError as e:
+        err.print(f"[red]refused:[/red] {type(e).__name__}: {e}")
+        raise typer.Exit(1) from e
+    finally:
+        http.close()
+    _write_predictions(out, np.asarray(values), listing["output_policy"], int(listing["output_param"]))
+    console.print(f"{len(rows)} predictions of model {model_id} written to {out} (verified receipts from enclave {enclave})")
+
+
+def _write_predictions(out: Path, values: Any, policy: str, param: int) -> None:
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        if policy == "label":
+            writer.writerow(["label"])
+            writer.writerows([[int(v)] for v in values.reshape(-1)])
+        elif policy == "top_k":
+            writer.writerow([f"top_{i + 1}" for i in range(values.shape[1])])
+            writer.writerows([[int(v) for v in row] for row in values])
+        else:
+            writer.writerow([f"p_{i}" for i in range(values.shape[1])])
+            writer.writerows([[f"{float(v):.{param}f}" for v in row] for row in values])
+
+
+@models_app.command("list")
+def list_models(gateway: GatewayOption = DEFAULT_GATEWAY) -> None:
+    """The model catalogue: price, output policy, query cap, and the ε it was trained with if trained here."""
+    import httpx
+
+    try:
+        models = httpx.get(f"{gateway}/api/models", timeout=30).json()
+    except (httpx.HTTPError, ValueError) as e:
+        raise typer.BadParameter(f"no Sterling gateway at {gateway}: {e}", param_hint="--gateway") from e
+    table = Table("id", "status", "price / row", "output", "cap / client", "trained", "owner")
+    for m in models:
+        output = m["output_policy"] + (f" {m['output_param']}" if m["output_policy"] != "label" else "")
+        trained = f"job {m['source_job_id']}, ε {m['epsilon']:g}" if m["source_job_id"] else "elsewhere"
+        table.add_row(str(m["model_id"]), m["status"], m["price_per_query_wei"], output, f"{m['query_cap']:,}", trained, m["owner"])
+    console.print(table)
+
+
+@models_app.command("publish")
+def publish(
+    weights: Annotated[Path, typer.Argument(help="safetensors written by marketplace.serving.model_weights (spec and schema inside)")],
+    price: Annotated[int, typer.Option("--price", min=0, help="price per row, wei or token units")],
+    cap: Annotated[int, typer.Option("--cap", min=1, help="rows one client may ever ask (the extraction budget)")],
+    policy: Annotated[str, typer.Option("--policy", help="label, top_k or probabilities")] = "label",
+    param: Annotated[int, typer.Option("--param", min=0, help="k for top_k, decimals for probabilities")] = 0,
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    dev_account: DevAccountOption = None,
+) -> None:
+    """Seal a model for the key manager, upload it, deposit its key and list it for serving."""
+    import json
+
+    from enclave_worker.trusted.inference import WEIGHTS_SPEC_KEY
+    from enclave_worker.trusted.models import ModelSpec
+    from enclave_worker.trusted.onchain import OutputPolicy
+    from marketplace.errors import SterlingError
+    from marketplace.gateway_client import GatewayModelKeys, GatewayModelStore
+    from marketplace.serving import list_model
+
+    try:
+        raw = weights.read_bytes()
+        header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+        spec = ModelSpec.from_bytes(header["__metadata__"][WEIGHTS_SPEC_KEY].encode())
+        output_policy = OutputPolicy[policy.upper()]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise typer.BadParameter(f"{weights} is not a Sterling model (safetensors with its spec and schema), or bad --policy: {e}") from e
+    client, http = _client(gateway, dev_account)
+    try:
+        listed = list_model(
+            raw, spec, client.account, price_per_query=price, output_policy=output_policy, output_param=param, query_cap=cap,
+            model_market=client.model_market, registry=client.registry, key_manager=GatewayModelKeys(http),
+            store=GatewayModelStore(http),
+        )  # fmt: skip
+    except SterlingError as e:
+        err.print(f"[red]refused:[/red] {type(e).__name__}: {e}")
+        raise typer.Exit(1) from e
+    finally:
+        http.close()
+    console.print(f"listed model [bold]{listed.model_id}[/bold]: weights sha256 {hashlib.sha256(raw).hexdigest()}")
