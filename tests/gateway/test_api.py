@@ -226,7 +226,7 @@ def test_config_serves_the_chain_statuses_roles_and_erc20_abi_from_their_one_def
     for served, enum_type in ((config["job_statuses"], JobStatus), (config["dataset_statuses"], DatasetStatus), (config["roles"], Role)):
         assert {enum_type[name.upper()]: number for name, number in served.items()} == {member: member.value for member in enum_type}
     assert config["job_statuses"] == {"none": 0, "open": 1, "claimed": 2, "completed": 3, "expired": 4, "cancelled": 5}
-    assert config["dataset_statuses"] == {"active": 0, "paused": 1, "delisted": 2} and config["roles"] == {"trainer": 1, "key_manager": 2}
+    assert config["dataset_statuses"] == {"active": 0, "paused": 1, "delisted": 2} and config["roles"] == {"trainer": 1, "key_manager": 2, "inference": 3}
     # The names the API answers with are the served ones: what the UI reads from /api/config
     # maps a status in a REST answer to the chain's number, and back.
     assert set(get_args(JobStatusName)) == set(config["job_statuses"]) - {"none"}
