@@ -252,8 +252,7 @@ class InferenceService:
                             pending.future.set_exception(failure)
 
     def _serve(self, model_id: int, items: list[_Pending]) -> None:
-        loaded = self.ensure_loaded(model_id)
-        record = loaded.record
+        self.ensure_loaded(model_id)
         requests = []
         for pending in items:
             deposited, redeemed, redeemed_queries, allowed, bound = self._channel(model_id, pending.header.client)
@@ -292,7 +291,6 @@ class InferenceService:
             )  # fmt: skip
         if served:
             self._record_vouchers(served)
-        del record
 
     def _infer_frame(self, model_id: int, requests: list[dict[str, Any]]) -> dict[str, Any]:
         return self.enclave.process.request(

@@ -60,6 +60,16 @@ RESPONSE_TYPES: dict[str, list[dict[str, str]]] = {
     ]
 }
 
+MODEL_DEPOSIT_TYPES: dict[str, list[dict[str, str]]] = {
+    "Deposit": [
+        {"name": "contentHash", "type": "bytes32"},
+        {"name": "wrappedKeyHash", "type": "bytes32"},
+        {"name": "keyManager", "type": "address"},
+    ]
+}
+"""The same type for eth-account / ethers ``signTypedData``. It has the dataset deposit's shape, but
+under the model market's domain, so a dataset deposit never stands in for a model's (or back)."""
+
 _U256 = 2**256
 _U64 = 2**64
 
@@ -111,12 +121,20 @@ def _type_string(types: dict[str, list[dict[str, str]]]) -> str:
 
 VOUCHER_TYPE = _type_string(VOUCHER_TYPES)
 RESPONSE_TYPE = _type_string(RESPONSE_TYPES)
+MODEL_DEPOSIT_TYPE = _type_string(MODEL_DEPOSIT_TYPES)
 _TYPEHASHES = {
-    name: keccak(_type_string({name: fields}).encode()) for types in (VOUCHER_TYPES, RESPONSE_TYPES) for name, fields in types.items()
+    name: keccak(_type_string({name: fields}).encode())
+    for types in (VOUCHER_TYPES, RESPONSE_TYPES, MODEL_DEPOSIT_TYPES)
+    for name, fields in types.items()
 }
 _ENCODERS: dict[str, Callable[[Any], bytes]] = {
     "uint256": lambda v: _uint(v, _U256), "uint64": lambda v: _uint(v, _U64), "address": _address, "bytes32": _b32,
 }  # fmt: skip
+
+
+def _digest(struct_hash: bytes, chain_id: int, model_market: bytes) -> bytes:
+    """``keccak256("\\x19\\x01" || domainSeparator || hashStruct)``: what is signed."""
+    return keccak(b"\x19\x01" + domain_separator(chain_id, model_market) + struct_hash)
 
 
 def _struct_hash(types: dict[str, list[dict[str, str]]], values: tuple[object, ...]) -> bytes:
@@ -146,7 +164,7 @@ class Voucher:
 
     def digest(self, *, chain_id: int, model_market: bytes) -> bytes:
         """The 32-byte EIP-712 digest the client signs."""
-        return keccak(b"\x19\x01" + domain_separator(chain_id, model_market) + self.struct_hash())
+        return _digest(self.struct_hash(), chain_id, model_market)
 
     def message(self) -> dict[str, object]:
         """The message as eth-account / ethers ``signTypedData`` take it."""
@@ -191,7 +209,7 @@ class ResponseReceipt:
         )
 
     def digest(self, *, chain_id: int, model_market: bytes) -> bytes:
-        return keccak(b"\x19\x01" + domain_separator(chain_id, model_market) + self.struct_hash())
+        return _digest(self.struct_hash(), chain_id, model_market)
 
     def message(self) -> dict[str, object]:
         return {
@@ -261,18 +279,6 @@ def response_signer(receipt: ResponseReceipt, signature: bytes, *, chain_id: int
 
 # Model deposits: a model owner's key, deposited with the key manager (added for serving).
 
-MODEL_DEPOSIT_TYPE = "Deposit(bytes32 contentHash,bytes32 wrappedKeyHash,address keyManager)"
-_MODEL_DEPOSIT_TYPEHASH = keccak(MODEL_DEPOSIT_TYPE.encode())
-
-MODEL_DEPOSIT_TYPES: dict[str, list[dict[str, str]]] = {
-    "Deposit": [
-        {"name": "contentHash", "type": "bytes32"},
-        {"name": "wrappedKeyHash", "type": "bytes32"},
-        {"name": "keyManager", "type": "address"},
-    ]
-}
-"""The same type for eth-account / ethers ``signTypedData``. It has the dataset deposit's shape, but
-under the model market's domain, so a dataset deposit never stands in for a model's (or back)."""
 
 
 @dataclass(frozen=True)
@@ -287,10 +293,10 @@ class ModelDeposit:
     """The key manager enclave's 20-byte signer address."""
 
     def struct_hash(self) -> bytes:
-        return keccak(_MODEL_DEPOSIT_TYPEHASH + _b32(self.content_hash) + keccak(self.wrapped_key) + _address(self.key_manager))
+        return _struct_hash(MODEL_DEPOSIT_TYPES, (self.content_hash, keccak(self.wrapped_key), self.key_manager))
 
     def digest(self, *, chain_id: int, model_market: bytes) -> bytes:
-        return keccak(b"\x19\x01" + domain_separator(chain_id, model_market) + self.struct_hash())
+        return _digest(self.struct_hash(), chain_id, model_market)
 
     def message(self) -> dict[str, object]:
         return {
