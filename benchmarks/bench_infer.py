@@ -220,7 +220,8 @@ class SterlingUp:
     The owner lists the benchmark's model over the gateway's HTTP routes (ciphertext, spec, key
     deposit) and on-chain (LABEL policy, a cap above the run's queries); each client is its own
     account with its own channel and credit, and its own :class:`~marketplace.serving.InferenceClient`
-    (registry checks, HPKE, vouchers, receipt verification) over its own HTTP connection.
+    (registry checks, HPKE, vouchers, receipt verification) over its own keep-alive HTTP connection
+    (:func:`~marketplace.serving.http_transport`).
     """
 
     PRICE = 10**9  # wei per row
@@ -237,7 +238,7 @@ class SterlingUp:
         from marketplace.contracts import Deployment, RegistryClient
         from marketplace.gateway_client import GatewayModelKeys, GatewayModelStore
         from marketplace.model_market import ModelMarketClient
-        from marketplace.serving import InferenceClient, gateway_transport, list_model
+        from marketplace.serving import InferenceClient, http_transport, list_model
         from sterling.up import spawned
 
         self._stack = ExitStack()
@@ -262,11 +263,11 @@ class SterlingUp:
             self.clients = []
             for _ in range(clients):
                 account = chain.new_account()
-                connection = self._stack.enter_context(httpx.Client(base_url=url, timeout=120))
-                client = InferenceClient(account, model_market=market, registry=registry, transport=gateway_transport(connection))
+                client = InferenceClient(account, model_market=market, registry=registry, transport=http_transport(url))
                 client.deposit(self.model_id, queries_per_client * self.PRICE, self.enclave)
                 self.clients.append(client)
             self.log = work / "up.log"
+            self.url = url
         except BaseException:
             self._stack.close()
             raise

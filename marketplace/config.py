@@ -166,6 +166,11 @@ class UpSettings(BaseModel):
         "in whole units of the payment currency (unset: 10 ETH, or 10 000 tokens in a token market)",
     )
     serving: bool = Field(default=True, description="start an inference enclave serving the model market's models (docs/inference.md)")
+    inference_threads: int = Field(
+        default=1, ge=1, le=1024,
+        description="torch threads of the inference enclave (1: its batches are small, and idle OpenMP threads spin on the cores the "
+        "gateway needs; raise it for large models served in bulk)",
+    )  # fmt: skip
     redeem_interval: float = Field(
         default=30.0, gt=0, description="seconds between the inference operator's redemptions of the latest vouchers it served"
     )

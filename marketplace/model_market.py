@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, NewType
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import event_abi_to_log_topic, to_canonical_address, to_checksum_address
 from web3.contract import Contract
 from web3.logs import DISCARD
 
@@ -40,7 +40,10 @@ __all__ = [
     "MAX_CHANNEL_DEPOSIT",
     "MAX_OPERATOR_FEE_BPS",
     "MAX_PRICE_PER_QUERY",
+    "CHANNEL_EVENTS",
+    "MODEL_EVENTS",
     "ChannelRecord",
+    "MarketChanges",
     "ModelId",
     "ModelMarketClient",
     "ModelRecord",
@@ -250,6 +253,22 @@ def deploy_model_market(
     return address, result
 
 
+CHANNEL_EVENTS = frozenset({"ChannelBound", "Deposited", "CloseRequested", "Reclaimed", "VoucherRedeemed"})
+"""Events that change one channel (model id and client are their first two indexed topics)."""
+MODEL_EVENTS = frozenset({"ModelRepriced", "ModelStatusChanged", "ClientsAllowed"})
+"""Events that change a listing's terms, status or allow-list (model id is their first indexed topic)."""
+
+
+@dataclass(frozen=True)
+class MarketChanges:
+    """What the model market's logs say changed in a block range (see :meth:`ModelMarketClient.changes`)."""
+
+    channels: frozenset[tuple[int, bytes]]
+    """(model id, client's 20-byte address) of every channel a channel event names."""
+    models: frozenset[int]
+    """Models whose price, status or allow-list changed."""
+
+
 class ModelMarketClient:
     """Typed access to ``ModelMarket`` (listings, channels, vouchers, payments)."""
 
@@ -263,6 +282,9 @@ class ModelMarketClient:
         self.contract: Contract = chain.w3.eth.contract(address=_web3_address(address), abi=artifact["abi"])
         self.address = address
         self._token: tuple[Contract | None] | None = None  # asked once: the token is immutable
+        self._event_names = {
+            event_abi_to_log_topic(item): str(item["name"]) for item in artifact["abi"] if item.get("type") == "event"
+        }  # fmt: skip
 
     @property
     def address_bytes(self) -> bytes:
@@ -423,6 +445,22 @@ class ModelMarketClient:
         result = self.chain.transact(client, self.contract.functions.reclaim(model_id))
         (event,) = self.contract.events.Reclaimed().process_receipt(result.receipt, errors=DISCARD)
         return Wei(int(event["args"]["amount"])), result
+
+    def changes(self, from_block: int, to_block: int) -> MarketChanges:
+        """The channels and listings that changed in blocks ``from_block`` to ``to_block`` (both
+        included), from the market's logs: one ``eth_getLogs`` call whatever the number of channels,
+        so a server can cache channel states and re-read only those an event names."""
+        logs = self.chain.w3.eth.get_logs({"address": self.contract.address, "fromBlock": from_block, "toBlock": to_block})
+        channels: set[tuple[int, bytes]] = set()
+        models: set[int] = set()
+        for log in logs:
+            topics = log["topics"]
+            name = self._event_names.get(bytes(topics[0])) if topics else None
+            if name in CHANNEL_EVENTS:
+                channels.add((int.from_bytes(bytes(topics[1]), "big"), to_canonical_address(bytes(topics[2])[12:])))
+            elif name in MODEL_EVENTS:
+                models.add(int.from_bytes(bytes(topics[1]), "big"))
+        return MarketChanges(channels=frozenset(channels), models=frozenset(models))
 
     def channel(self, model_id: int, client: str) -> ChannelRecord:
         deposited, redeemed, queries, close_requested_at, enclave = self.chain.call(self.contract.functions.channelOf(model_id, client))

@@ -313,9 +313,12 @@ class LocalServing:
         self.inference.enclave.close()
 
 
-def start_serving(net: LocalNet, state_dir: Path, *, operator: LocalAccount | None = None, **options: Any) -> LocalServing:
+def start_serving(
+    net: LocalNet, state_dir: Path, *, operator: LocalAccount | None = None, threads: int | None = 1, **options: Any
+) -> LocalServing:
     """Approve the inference measurement, launch and register an inference enclave for ``operator``
-    (default: the trainer's operator) and serve ``net``'s model market from it.
+    (default: the trainer's operator) with ``threads`` torch threads (``None``: one per core) and
+    serve ``net``'s model market from it.
 
     ``options`` go to :class:`~enclave_worker.serving.InferenceService` (``max_batch``, ``max_wait``, ...).
 
@@ -326,7 +329,7 @@ def start_serving(net: LocalNet, state_dir: Path, *, operator: LocalAccount | No
         raise ConfigError("this deployment has no model market; deploy again to serve models")
     operator = operator or net.operator
     model_market = ModelMarketClient(net.chain, net.deployment.model_market)
-    launched = net.platform.launch(Role.INFERENCE)
+    launched = net.platform.launch(Role.INFERENCE, threads=threads)
     try:
         if not net.registry.is_measurement_approved(Role.INFERENCE, launched.measurement):
             net.registry.approve_measurement(net.governance, Role.INFERENCE, launched.measurement)

@@ -93,7 +93,7 @@ def _client(gateway: str, dev_account: int | None) -> tuple[InferenceClient, Any
     from marketplace.contracts import RegistryClient
     from marketplace.errors import ChainUnavailable
     from marketplace.model_market import ModelMarketClient
-    from marketplace.serving import InferenceClient, gateway_transport
+    from marketplace.serving import InferenceClient, http_transport
 
     http = httpx.Client(base_url=gateway, timeout=120)
     try:
@@ -108,7 +108,7 @@ def _client(gateway: str, dev_account: int | None) -> tuple[InferenceClient, Any
         raise typer.BadParameter(f"the gateway at {gateway} serves no model market", param_hint="--gateway")
     client = InferenceClient(
         _account(http, dev_account), model_market=ModelMarketClient(chain, market_address),
-        registry=RegistryClient(chain, config["contracts"]["enclave_registry"]), transport=gateway_transport(http),
+        registry=RegistryClient(chain, config["contracts"]["enclave_registry"]), transport=http_transport(gateway),
     )  # fmt: skip
     return client, http
 

@@ -273,7 +273,7 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
             _start_thread(stack, "sterling-dispatcher", lambda stop: dispatcher.run(stop, interval=up.dispatcher_interval))
             services = GatewayServices.from_localnet(net, index, dev_accounts=accounts.dev, index_version=lambda: indexer.committed_block)
             if up.serving and deployment.model_market is not None:
-                serving = start_serving(net, state_dir, operator=accounts.operator)
+                serving = start_serving(net, state_dir, operator=accounts.operator, threads=up.inference_threads)
                 stack.callback(serving.close)
                 services = dataclasses.replace(
                     services, model_market=serving.model_market, model_keys=serving.model_keys, inference=serving.inference

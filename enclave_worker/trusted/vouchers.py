@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from eth_keys.datatypes import PrivateKey, Signature
-from eth_keys.exceptions import BadSignature
-from eth_utils import ValidationError, keccak, to_checksum_address
+from coincurve import PrivateKey, PublicKey
+from eth_utils import keccak, to_checksum_address
 
 from .errors import SterlingError
 
@@ -72,6 +71,7 @@ under the model market's domain, so a dataset deposit never stands in for a mode
 
 _U256 = 2**256
 _U64 = 2**64
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 class VoucherInvalid(SterlingError, PermissionError):
@@ -224,25 +224,40 @@ class ResponseReceipt:
         }
 
 
+@lru_cache(maxsize=16)
+def _signing_key(private_key: bytes) -> PrivateKey:
+    """The libsecp256k1 key of ``private_key``, built once (building it derives the public key)."""
+    return PrivateKey(private_key)
+
+
 def sign_digest(private_key: bytes, digest: bytes) -> bytes:
-    """A 65-byte ``r || s || v`` signature (v = 27 or 28, as OpenZeppelin's ECDSA takes it)."""
-    signature = PrivateKey(private_key).sign_msg_hash(digest)
-    return signature.to_bytes()[:64] + bytes([signature.v + 27])
+    """A 65-byte ``r || s || v`` signature (v = 27 or 28, low s: as OpenZeppelin's ECDSA takes it)."""
+    signature = _signing_key(private_key).sign_recoverable(digest, hasher=None)  # r || s || recovery id; libsecp256k1 signs low-s
+    return signature[:64] + bytes([signature[64] + 27])
 
 
 def recover_digest(digest: bytes, signature: bytes) -> bytes:
     """The 20-byte address that signed ``digest``.
 
+    Only what OpenZeppelin's ``ECDSA.recover`` accepts is accepted: r and s in range and s in the
+    lower half of the curve order, so a signature the contract would refuse (a malleable high-s
+    twin of a valid one) is never taken by the enclave as payment it cannot redeem.
+
     Raises:
-        VoucherInvalid: the signature is malformed or recovers to nobody.
+        VoucherInvalid: the signature is malformed, malleable (high s) or recovers to nobody.
     """
     if len(signature) != 65 or signature[64] not in (27, 28):
         raise VoucherInvalid("a signature must be 65 bytes ending in v = 27 or 28")
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big")
+    if not 0 < r < _SECP256K1_N:
+        raise VoucherInvalid("the signature's r is out of range")
+    if not 0 < s <= _SECP256K1_N // 2:
+        raise VoucherInvalid("the signature's s is zero or in the upper half of the curve order (malleable: OpenZeppelin refuses it)")
     try:
-        public_key = Signature(signature[:64] + bytes([signature[64] - 27])).recover_public_key_from_msg_hash(digest)
-    except (BadSignature, ValidationError) as e:
-        raise VoucherInvalid(f"the signature recovers to nobody ({type(e).__name__})") from e
-    return public_key.to_canonical_address()
+        public_key = PublicKey.from_signature_and_message(signature[:64] + bytes([signature[64] - 27]), digest, hasher=None)
+    except ValueError as e:
+        raise VoucherInvalid(f"the signature recovers to nobody ({e})") from e
+    return keccak(public_key.format(compressed=False)[1:])[12:]
 
 
 def sign_voucher(private_key: bytes, voucher: Voucher, *, chain_id: int, model_market: bytes) -> bytes:

@@ -419,6 +419,10 @@ def test_redeem_refusals(w: World) -> None:
     assert error.error_args == (w.client.address,)
     # malformed signature
     reverts("ModelMarketInvalidVoucherSignature", w.mm.redeem, w.operator, v, good[:64])
+    # the malleable high-s twin of the good signature (same signer): refused, as the enclave refuses it
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    twin = good[:32] + (n - int.from_bytes(good[32:64], "big")).to_bytes(32, "big") + bytes([55 - good[64]])
+    reverts("ModelMarketInvalidVoucherSignature", w.mm.redeem, w.operator, v, twin)
     # other model: the client's signature of model m, presented for another model of the same owner
     other, _ = w.mm.list_model(w.owner, terms())
     w.mm.deposit(w.client, other, Wei(100 * PRICE), w.enclave.address)

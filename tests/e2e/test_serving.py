@@ -248,6 +248,58 @@ def test_a_full_queue_and_a_fast_client_get_retry_after(localnet: LocalNet, tmp_
         served.close()
 
 
+def test_the_host_reads_a_known_channel_once_and_follows_the_chain_by_its_events(localnet: LocalNet, tmp_path: Path) -> None:
+    """Chain state off the hot path: requests on a known channel make no chain reads; a top-up, a
+    redemption and a pause reach the host through the market's logs within a few watcher periods,
+    although the time-based re-reads are set to a minute."""
+    served = start_serving(localnet, tmp_path / "watched", channel_seconds=0.2, terms_seconds=60)
+    try:
+        model, spec, x, _ = _trained_digits_model(seed=5)
+        owner = localnet.chain.new_account()
+        listed = list_model(
+            model_weights(model, spec, DIGITS_SCHEMA), spec, owner, price_per_query=PRICE, output_policy=OutputPolicy.LABEL,
+            output_param=0, query_cap=1000, model_market=served.model_market, registry=localnet.registry,
+            key_manager=served.model_keys, store=BlobModelStore(localnet.blobs),
+        )  # fmt: skip
+        client = InferenceClient(
+            localnet.chain.new_account(), model_market=served.model_market, registry=localnet.registry,
+            transport=gateway_transport(_gateway_client(localnet, served, tmp_path)),
+        )  # fmt: skip
+        enclave = served.inference.signer
+        client.deposit(listed.model_id, 4 * PRICE, enclave)
+        reads: list[int] = []
+        market_channel = served.model_market.channel
+
+        def counted(model_id: int, address: str) -> object:
+            reads.append(model_id)
+            return market_channel(model_id, address)
+
+        served.model_market.channel = counted  # type: ignore[method-assign]
+        client.query(listed.model_id, x[:1], enclave=enclave)
+        assert reads == [listed.model_id]  # the first request reads its channel
+        for i in range(1, 3):  # over several watcher periods, no event: no read
+            time.sleep(0.3)
+            client.query(listed.model_id, x[i : i + 1], enclave=enclave)
+        assert reads == [listed.model_id]
+
+        def eventually(condition: object, what: str) -> None:
+            deadline = time.monotonic() + 10
+            while not condition():  # type: ignore[operator]
+                assert time.monotonic() < deadline, what
+                time.sleep(0.05)
+
+        client.deposit(listed.model_id, 10 * PRICE, enclave)  # a top-up: the Deposited event re-reads the channel
+        eventually(lambda: len(reads) == 2, "the host did not re-read the channel after a deposit")
+        client.query(listed.model_id, x[3:10], enclave=enclave)  # 10 rows in all, above the first deposit
+        assert len(reads) == 2  # served from the refreshed state, no refusal and no read on the way
+        served.model_market.pause(owner, listed.model_id)  # ModelStatusChanged: the listing is read again on its next request
+        eventually(lambda: listed.model_id not in served.inference._loaded, "the host did not drop the paused model")
+        with pytest.raises(ServingUnavailable, match="paused"):
+            client.query(listed.model_id, x[10:11], enclave=enclave)
+    finally:
+        served.close()
+
+
 def test_the_cli_publishes_a_model_and_answers_a_csv(localnet: LocalNet, serving: LocalServing, tmp_path: Path) -> None:
     """``sterling models publish``, ``sterling models list`` and ``sterling infer`` against a real HTTP gateway."""
     import threading

@@ -65,3 +65,20 @@ def test_malformed_signatures_and_fields_are_refused_cleanly() -> None:
         vouchers.check_voucher(_voucher(voucher.client, queries=2**64), good, chain_id=CHAIN, model_market=MARKET)
     with pytest.raises(VoucherInvalid, match="malformed"):
         vouchers.check_voucher(_voucher(voucher.client, amount=-1), good, chain_id=CHAIN, model_market=MARKET)
+
+
+def test_a_malleable_high_s_twin_is_refused_as_openzeppelin_refuses_it() -> None:
+    """(r, N - s, v ^ 1) recovers the same signer, but the contract's ECDSA refuses it: the enclave
+    must too, or a client could pay with vouchers the operator can never redeem."""
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    account = Account.create()
+    voucher = _voucher(to_canonical_address(account.address))
+    good = vouchers.sign_voucher(account.key, voucher, chain_id=CHAIN, model_market=MARKET)
+    s = int.from_bytes(good[32:64], "big")
+    assert s <= n // 2  # we sign low-s
+    twin = good[:32] + (n - s).to_bytes(32, "big") + bytes([55 - good[64]])
+    with pytest.raises(VoucherInvalid, match="upper half"):
+        vouchers.check_voucher(voucher, twin, chain_id=CHAIN, model_market=MARKET)
+    for r in (0, n):
+        with pytest.raises(VoucherInvalid, match="r is out of range"):
+            vouchers.check_voucher(voucher, r.to_bytes(32, "big") + good[32:], chain_id=CHAIN, model_market=MARKET)
