@@ -23,6 +23,7 @@ flags over the environment and ``brownie-config.yaml``; ``docs/configuration.md`
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -298,6 +299,11 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
                     on_ready(url)
 
             threading.Thread(target=announce, name="sterling-announce", daemon=True).start()
+            # Everything built so far (contracts' ABIs, the app, torch, web3) lives as long as the
+            # process: out of the collector's sight, a full collection no longer walks it and stalls
+            # every request for a few hundred milliseconds (measured: p99 of 32 inference clients).
+            gc.collect()
+            gc.freeze()
             with suppress(KeyboardInterrupt):
                 server.run()
             note("stopping", "gateway stopped; stopping dispatcher, indexer, enclaves and chain")

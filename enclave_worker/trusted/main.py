@@ -8,6 +8,7 @@ frame and the process keeps serving.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout = sys.stderr
     cache = {} if args.models is None else {"model_cache": args.models}
     enclave = Enclave(_ROLES[args.role], seal_key=seal_key, **cache)
+    gc.collect()
+    gc.freeze()  # the loaded code lives as long as the process: full collections need not walk it
     serve(enclave, sys.stdin.buffer, out)
 
 

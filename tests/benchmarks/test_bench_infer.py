@@ -116,3 +116,20 @@ def test_threaded_clients_counts_every_request_and_failure() -> None:
     load = threaded_clients(single, rows, clients=3, requests=25)
     assert sorted(calls) == sorted(i % 10 for i in range(25))
     assert load.errors == 3 and len(load.latencies_ms) == 22 and load.achieved_rps > 0
+
+
+@pytest.mark.slow
+def test_a_short_run_against_sterling_up_serves_torch_labels_from_client_processes(model: BenchModel) -> None:
+    """The real Sterling path: ``sterling up`` over anvil, the owner's listing over HTTP, concurrent
+    clients in two worker processes; every request answered, the labels torch's."""
+    sterling = bench_infer.SterlingUp(model, clients=4, processes=2, queries_per_client=20_000)
+    try:
+        printed: list[str] = []
+        results = bench_infer.run(model, sterling, repeats=1, single_requests=20, sterling_single_requests=20, bulk=500, he=False,
+                                  clients=4, concurrent_requests=200, threads=1, out=printed.append)  # fmt: skip
+    finally:
+        sterling.close()
+    assert not results.notes, printed
+    assert any(line == "goal met    : labels equal native torch's on 1,000 rows" for line in printed), printed
+    assert results.figures["sterling_rps"].median > 0 and results.figures["sterling_bulk"].median > 0
+    assert re.fullmatch(r"bench-infer: single p50 \d+\.\d\d ms, .*concurrent [\d,]+ req/s p99 \d+\.\d ms", printed[-1]), printed[-1]
