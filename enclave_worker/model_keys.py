@@ -19,15 +19,15 @@ query by the vouchers the inference enclave checks (docs/inference.md), so relea
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from eth_utils import to_canonical_address, to_checksum_address
 
 from marketplace.blobstore import BlobStore
-from marketplace.contracts import JobStatus
+from marketplace.contracts import JobRecord, JobStatus, ResultRecord
 from marketplace.errors import JobNotReady, KeyReleaseRefused, KeyUnwrapFailed
 from marketplace.model_market import ModelMarketClient
+from marketplace.serving import JobModel
 
 from .audit import MODEL_DEPOSIT, MODEL_DEPOSIT_REFUSED, MODEL_RELEASE
 from .host import EnclaveRequestFailed
@@ -37,19 +37,6 @@ from .trusted.receipt import DepositExists, DepositRefused, DepositSignatureInva
 from .trusted.vouchers import ModelDeposit, VoucherInvalid, model_deposit_signer
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class JobModel:
-    """A job's model taken for serving: what its consumer lists with ``listModelFromJob``."""
-
-    job_id: int
-    content_hash: bytes
-    """SHA-256 of the model ciphertext in the blob store (the listing's ``contentHash``)."""
-    weights_hash: bytes
-    """SHA-256 of the weights (the receipt's ``modelHash``, the listing's ``weightsHash``)."""
-    owner: str
-    """The job's consumer: the only account whose listing gets the key."""
 
 
 class ModelKeyService:
@@ -144,16 +131,10 @@ class ModelKeyService:
             KeyReleaseRefused: the job's model was sealed to its consumer, or the result does not open or check.
             ValueError: this service has no blob store.
         """
-        if self.blobs is None:
-            raise ValueError("this model-key service has no blob store to read results from")
-        km = self.key_manager
-        job = km.market.job(job_id)
-        if job.status is not JobStatus.COMPLETED:
-            raise JobNotReady(f"job {job_id} is {job.status.name}, not COMPLETED")
-        result = km.market.result_submitted(job_id)
+        km, (blobs, job, result) = self.key_manager, self._completed_job(job_id)
         with km.lock:
             try:
-                sealed_result = self.blobs.get(result.result_hash.hex())
+                sealed_result = blobs.get(result.result_hash.hex())
                 try:
                     reply = km.enclave.process.request(
                         "deposit_job_model", chain_id=km.market.chain.chain_id, market=km.market.address_bytes,
@@ -167,7 +148,7 @@ class ModelKeyService:
                 target = self.deposit_path(content_hash, job.consumer)
                 if target.exists():
                     raise DepositExists(f"job {job_id}'s model was taken for serving already")
-                stored = self.blobs.put(sealed_result[reply["ciphertext_offset"] :])
+                stored = blobs.put(sealed_result[reply["ciphertext_offset"] :])
                 if stored != content_hash.hex():
                     raise KeyReleaseRefused(f"job {job_id}: the model ciphertext stored is not the one the key manager sealed")
                 try:
@@ -187,6 +168,78 @@ class ModelKeyService:
             )  # fmt: skip
         logger.info("took job %d's model for serving (ciphertext %s, for %s)", job_id, content_hash.hex(), job.consumer)
         return JobModel(job_id=job_id, content_hash=content_hash, weights_hash=reply["weights_hash"], owner=str(job.consumer))
+
+    def deposit_job_model_copy(self, job_id: int, content_hash: bytes, wrapped_key: bytes, *, signature: bytes) -> JobModel:
+        """Take for serving the model of completed job ``job_id`` whose consumer had it sealed to
+        itself ("as well as to itself"): the consumer uploaded a copy of the weights to the blob
+        store (``content_hash``), encrypted under a fresh key wrapped to this key manager, and signed
+        its EIP-712 ``Deposit`` (:func:`marketplace.serving.list_job_model` does all of it).
+
+        The trusted part checks that the job's consumer signed it and that it decrypts to the weights
+        the job's receipt names (``modelHash``), and seals the key as for a model sealed to the key
+        manager by the job itself: it is released only for the job's own listing (``listModelFromJob``).
+
+        Raises:
+            JobNotReady: the job has not completed.
+            DepositSignatureInvalid: not signed by the job's consumer for this chain, model market and key manager.
+            DepositExists: a key for this copy was deposited already.
+            KeyReleaseRefused: the copy is not in the blob store, does not open, or is not the job's model.
+            ValueError: this service has no blob store.
+        """
+        km, (blobs, job, result) = self.key_manager, self._completed_job(job_id)
+        with km.lock:
+            try:
+                if len(content_hash) != 32 or len(wrapped_key) > MAX_WRAPPED_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+                    raise KeyReleaseRefused(
+                        "a model copy needs a 32-byte content hash, a wrapped key of at most 512 bytes and a 65-byte signature"
+                    )
+                if not blobs.has(content_hash.hex()):
+                    raise KeyReleaseRefused(f"no model ciphertext {content_hash.hex()} in the blob store: upload the copy first")
+                target = self.deposit_path(content_hash, job.consumer)
+                if target.exists():
+                    raise DepositExists(f"a key for job {job_id}'s model copy {content_hash.hex()} was deposited already")
+                try:
+                    reply = km.enclave.process.request(
+                        "deposit_job_model_copy", chain_id=self.model_market.chain.chain_id,
+                        model_market=self.model_market.address_bytes, job_id=job_id, job_status=int(job.status),
+                        job_consumer=to_canonical_address(job.consumer), model_hash=result.model_hash,
+                        ciphertext=blobs.get(content_hash.hex()), wrapped_key=wrapped_key, signature=signature,
+                    )  # fmt: skip
+                except EnclaveRequestFailed as e:
+                    if e.error == DepositSignatureInvalid.__name__:
+                        raise DepositSignatureInvalid(e.message) from e
+                    raise KeyReleaseRefused(f"job {job_id}'s model copy cannot be taken for serving: {e.message}") from e
+                try:
+                    _write_new(target, reply["sealed_key"])
+                except FileExistsError as e:
+                    raise DepositExists(f"a key for job {job_id}'s model copy {content_hash.hex()} was deposited already") from e
+            except (DepositRefused, KeyReleaseRefused) as e:
+                km.append_audit(
+                    job_id=job_id, dataset_id=0, content_hash=content_hash, trainer="", released=False, reason=str(e),
+                    kind=MODEL_DEPOSIT_REFUSED, provider=str(job.consumer),
+                )  # fmt: skip
+                raise
+            km.append_audit(
+                job_id=job_id, dataset_id=0, content_hash=content_hash, trainer="", released=False,
+                reason="a copy signed by the job's consumer, checked against the receipt's model hash; kept for its consumer",
+                kind=MODEL_DEPOSIT, provider=str(job.consumer),
+            )  # fmt: skip
+        logger.info("took a copy of job %d's model for serving (ciphertext %s, for %s)", job_id, content_hash.hex(), job.consumer)
+        return JobModel(job_id=job_id, content_hash=content_hash, weights_hash=result.model_hash, owner=str(job.consumer))
+
+    def _completed_job(self, job_id: int) -> tuple[BlobStore, JobRecord, ResultRecord]:
+        """The blob store, a job whose model may be taken for serving, and its receipt's event.
+
+        Raises:
+            JobNotReady: the job has not completed.
+            ValueError: this service has no blob store (where results and copies are read).
+        """
+        if self.blobs is None:
+            raise ValueError("this model-key service has no blob store to read a job's model from")
+        job = self.key_manager.market.job(job_id)
+        if job.status is not JobStatus.COMPLETED:
+            raise JobNotReady(f"job {job_id} is {job.status.name}, not COMPLETED")
+        return self.blobs, job, self.key_manager.market.result_submitted(job_id)
 
     def release(self, *, model_id: int, enclave: str) -> bytes:
         """The key of listed model ``model_id``, re-wrapped to inference enclave ``enclave``'s on-chain key.

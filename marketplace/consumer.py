@@ -130,8 +130,8 @@ class Consumer:
         document: dict[str, Any] = json.loads(raw)
         return document
 
-    def fetch_model(self, job_id: int) -> nn.Module:
-        """Download, decrypt and load the model of a completed job.
+    def fetch_weights(self, job_id: int) -> bytes:
+        """Download and decrypt the weights (safetensors bytes) of a completed job, checked against its receipt.
 
         Raises:
             JobNotReady: the job has not completed.
@@ -152,6 +152,17 @@ class Consumer:
         )
         if hashlib.sha256(weights).digest() != result.model_hash:
             raise CiphertextTampered(f"job {job_id}: decrypted model does not match the receipt's model hash")
+        return weights
+
+    def fetch_model(self, job_id: int) -> nn.Module:
+        """Download, decrypt and load the model of a completed job (:meth:`fetch_weights` into its architecture).
+
+        Raises:
+            JobNotReady: the job has not completed.
+            CiphertextTampered: the stored result or the decrypted weights do not match the on-chain hashes.
+        """
+        weights = self.fetch_weights(job_id)
+        job = self.market.job(job_id)
         spec = ModelSpec.from_bytes(self.blobs.get(job.model_spec_hash.hex()))
         schema = Schema.from_json(json.loads(self.blobs.get(self.market.dataset(job.dataset_ids[0]).schema_hash.hex())))
         model = build_model(spec, schema)

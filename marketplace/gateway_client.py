@@ -26,6 +26,7 @@ from .abi import load_artifact
 from .contracts import Terms
 from .errors import SterlingError
 from .provider import signed_deposit
+from .serving import JobModel
 
 _MARKET = Web3().eth.contract(abi=load_artifact("JobMarket")["abi"])
 RECEIPT_TIMEOUT_SECONDS = 60
@@ -220,3 +221,19 @@ class GatewayModelKeys:
     def deposit(self, content_hash: bytes, wrapped_key: bytes, *, owner: str, signature: bytes) -> None:
         body = {"content_hash": content_hash.hex(), "wrapped_key": wrapped_key.hex(), "owner": owner, "signature": signature.hex()}
         _expect(self.client.post("/api/key-manager/model-deposits", json=body), 201)
+
+    def deposit_from_job(self, job_id: int) -> JobModel:
+        """``POST /api/key-manager/job-models``: the key manager takes a job's model sealed to it."""
+        return self._job_model({"job_id": job_id})
+
+    def deposit_job_model_copy(self, job_id: int, content_hash: bytes, wrapped_key: bytes, *, signature: bytes) -> JobModel:
+        """``POST /api/key-manager/job-models`` with the consumer's copy (uploaded to the blob store first)."""
+        copy = {"content_hash": content_hash.hex(), "wrapped_key": wrapped_key.hex(), "signature": signature.hex()}
+        return self._job_model({"job_id": job_id, "copy": copy})
+
+    def _job_model(self, body: dict[str, Any]) -> JobModel:
+        taken = _expect(self.client.post("/api/key-manager/job-models", json=body), 201).json()
+        return JobModel(
+            job_id=int(taken["job_id"]), content_hash=bytes.fromhex(taken["content_hash"].removeprefix("0x")),
+            weights_hash=bytes.fromhex(taken["weights_hash"].removeprefix("0x")), owner=str(taken["owner"]),
+        )  # fmt: skip

@@ -24,7 +24,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 import numpy as np
@@ -158,10 +158,29 @@ def list_model(
     return ListedModel(model_id=int(model_id), sealed=sealed, spec_hash=spec_hash, tx=tx)
 
 
+@dataclass(frozen=True)
+class JobModel:
+    """A job's model taken for serving: what its consumer lists with ``listModelFromJob``."""
+
+    job_id: int
+    content_hash: bytes
+    """SHA-256 of the model ciphertext in the blob store (the listing's ``contentHash``)."""
+    weights_hash: bytes
+    """SHA-256 of the weights (the receipt's ``modelHash``, the listing's ``weightsHash``)."""
+    owner: str
+    """The job's consumer: the only account whose listing gets the key."""
+
+
 class JobModelDepository(Protocol):
     """The key manager's host (or a gateway route) that takes a job's model sealed to it for serving."""
 
-    def deposit_from_job(self, job_id: int) -> Any: ...
+    def deposit_from_job(self, job_id: int) -> JobModel: ...
+
+
+class JobModelCopyDepository(ModelKeyDepository, Protocol):
+    """The key manager's host (or a gateway route) that takes a copy of a job's model from its consumer."""
+
+    def deposit_job_model_copy(self, job_id: int, content_hash: bytes, wrapped_key: bytes, *, signature: bytes) -> JobModel: ...
 
 
 def list_job_model(
@@ -174,22 +193,49 @@ def list_job_model(
     query_cap: int,
     market: MarketClient,
     model_market: ModelMarketClient,
-    key_manager: JobModelDepository,
+    key_manager: JobModelDepository | JobModelCopyDepository,
     expiry: int = 0,
     restricted: bool = False,
+    weights: bytes | None = None,
+    registry: RegistryClient | None = None,
+    store: ModelStore | None = None,
 ) -> ListedModel:
-    """List for serving the model of ``consumer``'s completed job ``job_id``, which was sealed to the
-    key manager (``Consumer.create_job(..., seal_to=<key manager key>)``): the key manager takes it
-    from the sealed result, and the listing shows the job's ε and δ (``listModelFromJob``).
+    """List for serving the model of ``consumer``'s completed job ``job_id``; the listing shows the
+    job's ε and δ (``listModelFromJob``). Two ways, by how the job sealed its result:
+
+    - to the key manager (``Consumer.create_job(..., seal_to=<key manager key>)``): the key manager
+      takes the model from the sealed result; nobody, the consumer included, ever holds its weights;
+    - to the consumer itself (the default), which then also sells it as a service: pass the
+      ``weights`` it decrypted (the safetensors bytes, exactly), the ``registry`` (for the key
+      manager's on-chain key) and the ``store`` the inference hosts read. A copy is sealed to the
+      key manager like any listed model and deposited with the consumer's signature; the key
+      manager takes it only if it decrypts to the weights the job's receipt names.
 
     Raises:
+        ValueError: ``weights`` are not the job's model (their SHA-256 is not the receipt's
+            ``modelHash``), or ``registry``/``store`` are missing; nothing was stored or signed.
         JobNotReady: the job has not completed.
-        KeyReleaseRefused: its model was sealed to the consumer, not to the key manager.
+        KeyReleaseRefused: without ``weights``, its model was sealed to the consumer, not to the key manager.
         ContractReverted: not the job's consumer, or the job's model is listed already.
     """
     job = market.job(job_id)
     result = market.result_submitted(job_id)
-    taken = key_manager.deposit_from_job(job_id)
+    if weights is None:
+        taken = key_manager.deposit_from_job(job_id)  # type: ignore[union-attr]
+    else:
+        if hashlib.sha256(weights).digest() != result.model_hash:
+            raise ValueError(f"these weights are not job {job_id}'s model: their SHA-256 is not its receipt's model hash")
+        if registry is None or store is None:
+            raise ValueError("listing a job's model from its weights needs the registry and a model store")
+        depository: JobModelCopyDepository = key_manager  # type: ignore[assignment]
+        sealed = seal_model(weights, registry.active_key_manager_key(depository.signer))
+        if store.put_ciphertext(sealed.ciphertext) != sealed.content_hash:
+            raise ConfigError("the store named the model ciphertext by another hash than its SHA-256")
+        signature = sign_model_deposit(
+            consumer, sealed.content_hash, sealed.wrapped_key, key_manager=depository.signer, chain_id=model_market.chain.chain_id,
+            model_market=model_market.address,
+        )  # fmt: skip
+        taken = depository.deposit_job_model_copy(job_id, sealed.content_hash, sealed.wrapped_key, signature=signature)
     terms = ModelTerms(
         weights_hash=result.model_hash, spec_hash=job.model_spec_hash, content_hash=bytes(taken.content_hash),
         price_per_query=Wei(price_per_query), output_policy=output_policy, output_param=output_param, query_cap=query_cap,
@@ -427,6 +473,8 @@ __all__ = [
     "Answer",
     "BlobModelStore",
     "InferenceClient",
+    "JobModel",
+    "JobModelCopyDepository",
     "ListedModel",
     "ModelKeyDepository",
     "ModelStore",

@@ -118,6 +118,7 @@ class Enclave:
                 "deposit_model": self._deposit_model,
                 "release_model": self._release_model,
                 "deposit_job_model": self._deposit_job_model,
+                "deposit_job_model_copy": self._deposit_job_model_copy,
             }
         elif self.role is Role.INFERENCE:
             handlers |= {"load_model": self._load_model, "infer": self._infer}
@@ -300,13 +301,55 @@ class Enclave:
         inference.weights_schema(weights, model_id=0)  # servable: it carries its input schema
         del weights
         content_hash = hashlib.sha256(body).digest()
-        binding = _seal_binding(chain_id, fields["model_market"], fields["job_consumer"]) + job_id.to_bytes(32, "big")
         return {
-            "sealed_key": platform_seal.seal(self._sealing_key(), binding + key, label=_sealed_job_model_key_label(content_hash)),
+            "sealed_key": self._seal_job_model_key(chain_id, fields["model_market"], fields["job_consumer"], job_id, key, content_hash),
             "content_hash": content_hash,
             "weights_hash": weights_hash,
             "ciphertext_offset": len(sealed_result) - len(body),
         }
+
+    def _deposit_job_model_copy(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Take for serving the model of a completed job whose consumer had it sealed to ITSELF: the
+        consumer, who holds the weights, deposits a copy encrypted under a fresh key wrapped to this
+        key manager (as an owner lists any model) with its EIP-712 ``Deposit``. The copy must be
+        signed by the job's consumer and decrypt to weights whose SHA-256 is the job's receipt's
+        ``modelHash`` (the ciphertext's AEAD context is that hash too), so the listing that shows the
+        job's ε and δ serves exactly the weights that job trained. The key is then sealed as
+        :meth:`_deposit_job_model` seals it (released only for the job's own listing).
+        """
+        chain_id, model_market, job_id = fields["chain_id"], fields["model_market"], fields["job_id"]
+        if fields["job_status"] != JobStatus.COMPLETED:
+            raise ModelReleaseRefused(f"job {job_id} is not completed")
+        ciphertext: bytes = fields["ciphertext"]
+        content_hash = hashlib.sha256(ciphertext).digest()
+        statement = ModelDeposit(content_hash=content_hash, wrapped_key=fields["wrapped_key"], key_manager=self.signer)
+        try:
+            signer = model_deposit_signer(statement, fields["signature"], chain_id=chain_id, model_market=model_market)
+        except VoucherInvalid as e:
+            raise DepositSignatureInvalid(f"the model deposit signature is malformed ({e})") from e
+        if signer != fields["job_consumer"]:
+            raise DepositSignatureInvalid(
+                f"the copy of job {job_id}'s model is not signed by the job's consumer {to_checksum_address(fields['job_consumer'])} "
+                f"for chain {chain_id}, model market {to_checksum_address(model_market)} and key manager {to_checksum_address(self.signer)}"
+            )
+        key = keywrap.unwrap(fields["wrapped_key"], self._box, info=keywrap.modelkey_info(content_hash))
+        weights = dataformat.decrypt_bytes(ciphertext, key, kind=dataformat.Kind.MODEL, context=fields["model_hash"])
+        if hashlib.sha256(weights).digest() != fields["model_hash"]:
+            raise CiphertextTampered(f"job {job_id}: the copy does not decrypt to the model its receipt names")
+        inference.weights_schema(weights, model_id=0)  # servable: it carries its input schema
+        del weights
+        return {
+            "sealed_key": self._seal_job_model_key(chain_id, model_market, fields["job_consumer"], job_id, key, content_hash),
+            "content_hash": content_hash,
+            "weights_hash": fields["model_hash"],
+        }
+
+    def _seal_job_model_key(
+        self, chain_id: int, model_market: bytes, consumer: bytes, job_id: int, key: bytes, content_hash: bytes
+    ) -> bytes:
+        """A job's model key sealed with (chain id, model market, the job's consumer, the job id)."""
+        binding = _seal_binding(chain_id, model_market, consumer) + job_id.to_bytes(32, "big")
+        return platform_seal.seal(self._sealing_key(), binding + key, label=_sealed_job_model_key_label(content_hash))
 
     def _release_model(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """Re-wrap a model key to an active inference enclave's on-chain encryption key.

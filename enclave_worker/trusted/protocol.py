@@ -105,6 +105,17 @@ REQUESTS: dict[str, dict[str, Field]] = {
         "model_hash": B32,
         "sealed_result": Field(bytes, max_len=MAX_MODEL_BYTES),
     },
+    "deposit_job_model_copy": {
+        "chain_id": UINT,
+        "model_market": B20,
+        "job_id": UINT,
+        "job_status": UINT,
+        "job_consumer": B20,
+        "model_hash": B32,
+        "ciphertext": Field(bytes, max_len=MAX_MODEL_BYTES),
+        "wrapped_key": Field(bytes, max_len=512),
+        "signature": Field(bytes, exact_len=65),
+    },
     "release_model": {
         "chain_id": UINT,
         "model_market": B20,

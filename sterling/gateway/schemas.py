@@ -391,10 +391,22 @@ class InferencePublic(BaseModel):
     queries: int
 
 
+class JobModelCopy(BaseModel):
+    """A copy of a job's model from its consumer (who had the model sealed to itself), for serving."""
+
+    content_hash: str = Field(pattern=HEX32_PATTERN, description="SHA-256 of the copy's ciphertext, uploaded to the blob store first")
+    wrapped_key: str = Field(pattern=r"^(0x)?([0-9a-fA-F]{2}){1,512}$", description="the copy's key HPKE-wrapped to the key manager")
+    signature: str = Field(
+        pattern=r"^(0x)?[0-9a-fA-F]{130}$", description="the job's consumer's EIP-712 Deposit under the model market's domain"
+    )
+
+
 class JobModelCreate(BaseModel):
-    """Which completed job's model (sealed to the key manager for serving) to take."""
+    """Which completed job's model to take for serving: sealed to the key manager by the job (no
+    ``copy``), or a ``copy`` from a consumer who had it sealed to itself."""
 
     job_id: int = Field(ge=1, lt=2**256)
+    copy_: JobModelCopy | None = Field(default=None, alias="copy", description="the consumer's copy, if the job sealed the model to it")
 
 
 class JobModelPublic(BaseModel):

@@ -5,6 +5,7 @@ latest voucher once for many queries and the owner withdraws (issue 15)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -20,8 +21,10 @@ from enclave_worker.trusted import errors as trusted_errors
 from enclave_worker.trusted.dataset import Schema
 from enclave_worker.trusted.models import ModelSpec, build_model
 from enclave_worker.trusted.onchain import OutputPolicy
-from enclave_worker.trusted.receipt import DepositExists
-from marketplace.errors import ConfigError, KeyReleaseRefused, KeyUnwrapFailed, ResponseRejected
+from enclave_worker.trusted.receipt import DepositExists, DepositSignatureInvalid
+from marketplace.errors import ConfigError, ContractReverted, KeyReleaseRefused, KeyUnwrapFailed, ResponseRejected
+from marketplace.gateway_client import GatewayModelKeys, GatewayModelStore
+from marketplace.inference import seal_model, sign_model_deposit
 from marketplace.serving import Answer, BlobModelStore, InferenceClient, ServingUnavailable, gateway_transport, list_model, model_weights
 from sterling.gateway import create_app
 from sterling.localnet import LocalNet, LocalServing, start_serving
@@ -481,3 +484,71 @@ def test_a_model_trained_here_is_sold_as_a_service_without_anyone_holding_its_we
     with pytest.raises(KeyReleaseRefused, match="sealed to its consumer"):
         serving.model_keys.deposit_from_job(mine.job_id)
     assert own.fetch_model(mine.job_id) is not None
+
+
+def test_a_consumer_keeps_its_model_and_sells_it_as_a_service_too(localnet: LocalNet, serving: LocalServing, tmp_path: Path) -> None:
+    """'As well as to itself': the job's model is sealed to its consumer, who decrypts it and lists it
+    from the job with a copy sealed to the key manager; the key manager takes the copy only if the
+    job's consumer signed it and it is the receipt's model. The listing shows the job's ε and δ."""
+    from marketplace.consumer import Consumer
+    from marketplace.provider import list_dataset
+    from marketplace.serving import list_job_model
+    from tests.conftest import toy_package, toy_spec, toy_terms
+
+    provider = localnet.chain.new_account()
+    listed_data = list_dataset(
+        toy_package(200, 13), provider, terms=toy_terms(), market=localnet.market, registry=localnet.registry,
+        key_manager=localnet.key_manager, blobs=localnet.blobs,
+    )  # fmt: skip
+    consumer = Consumer(localnet.chain.new_account(), market=localnet.market, blobs=localnet.blobs)
+    created = consumer.create_job([listed_data.dataset_id], toy_spec(epochs=2), epsilon=1.0, delta=1e-5, worker_fee=10**16)  # type: ignore[arg-type]
+    localnet.worker.run_job(created.job_id)
+    weights = consumer.fetch_weights(created.job_id)  # the consumer has its model
+    store = BlobModelStore(localnet.blobs)
+    common = {
+        "price_per_query": PRICE, "output_policy": OutputPolicy.LABEL, "output_param": 0, "query_cap": 100, "market": localnet.market,
+        "model_market": serving.model_market, "key_manager": serving.model_keys, "registry": localnet.registry, "store": store,
+    }  # fmt: skip
+
+    # Other weights than the receipt's: refused before anything is stored or signed.
+    tampered = bytearray(weights)
+    tampered[-1] ^= 1
+    with pytest.raises(ValueError, match="not job"):
+        list_job_model(consumer.account, created.job_id, weights=bytes(tampered), **common)  # type: ignore[arg-type]
+    # A copy signed by someone else than the job's consumer, or of other weights, is refused by the key manager.
+    km_key = localnet.registry.active_key_manager_key(serving.model_keys.signer)
+    stranger = localnet.chain.new_account()
+    refusals: tuple[tuple[object, bytes, type[Exception], str], ...] = (
+        (stranger, weights, DepositSignatureInvalid, "not signed by the job's consumer"),
+        (consumer.account, bytes(tampered), KeyReleaseRefused, "cannot be taken for serving"),
+    )
+    for signer, payload, refused, message in refusals:
+        sealed = seal_model(payload, km_key)
+        store.put_ciphertext(sealed.ciphertext)
+        signature = sign_model_deposit(
+            signer, sealed.content_hash, sealed.wrapped_key, key_manager=serving.model_keys.signer,  # type: ignore[arg-type]
+            chain_id=localnet.chain.chain_id, model_market=serving.model_market.address,
+        )  # fmt: skip
+        with pytest.raises(refused, match=message):
+            serving.model_keys.deposit_job_model_copy(created.job_id, sealed.content_hash, sealed.wrapped_key, signature=signature)
+
+    # Through the gateway: a stranger's copy is refused (400); the consumer's is taken and listed.
+    http = _gateway_client(localnet, serving, tmp_path)
+    stranger_copy = {"content_hash": sealed.content_hash.hex(), "wrapped_key": sealed.wrapped_key.hex(), "signature": "00" * 65}
+    refused_copy = http.post("/api/key-manager/job-models", json={"job_id": created.job_id, "copy": stranger_copy})
+    assert refused_copy.status_code == 400, refused_copy.text
+    over_http = {**common, "key_manager": GatewayModelKeys(http), "store": GatewayModelStore(http)}
+    listing = list_job_model(consumer.account, created.job_id, weights=weights, **over_http)  # type: ignore[arg-type]
+    job = localnet.market.job(created.job_id)
+    record = serving.model_market.model(listing.model_id)
+    assert record.terms.source_job_id == created.job_id and record.owner == consumer.account.address
+    assert record.terms.epsilon == job.epsilon_spent and record.terms.delta == job.delta
+    assert record.terms.weights_hash == hashlib.sha256(weights).digest()
+    client = _client(localnet, serving, http)
+    client.deposit(listing.model_id, 10 * PRICE, serving.inference.signer)
+    rows = toy_package(6, 14).features
+    labels = client.query(listing.model_id, rows, enclave=serving.inference.signer).values
+    expected = consumer.fetch_model(created.job_id)(torch.from_numpy(rows)).argmax(dim=1).numpy()
+    assert np.array_equal(labels.reshape(-1), expected)
+    with pytest.raises(ContractReverted, match="ModelMarketJobAlreadyListed"):  # once per job, whichever way
+        list_job_model(consumer.account, created.job_id, weights=weights, **common)  # type: ignore[arg-type]

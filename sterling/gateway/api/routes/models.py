@@ -149,19 +149,30 @@ def deposit_model_key(body: ModelDepositCreate, services: ServicesDep) -> Deposi
     status_code=201,
     response_model=JobModelPublic,
     responses={404: {"description": "no such job, or it has not completed"}, 409: {"description": "the job's model was taken already"},
-               403: {"description": "the job's model was sealed to its consumer, not to the key manager"}},
+               403: {"description": "no copy: the job sealed its model to its consumer; a copy: it is not the job's model"},
+               400: {"description": "the copy is not signed by the job's consumer"}},
 )  # fmt: skip
 def take_job_model(body: JobModelCreate, services: ServicesDep) -> JobModelPublic:
-    """Have the key manager take a completed job's model that its consumer had sealed to it for serving;
-    its consumer then lists it with ``ModelMarket.listModelFromJob`` (the weights never leave the enclaves)."""
+    """Have the key manager take a completed job's model for serving: one the job sealed to it (the
+    weights never leave the enclaves), or a ``copy`` from a consumer who had it sealed to itself,
+    checked against the job's receipt. Its consumer then lists it with ``ModelMarket.listModelFromJob``."""
     if services.model_keys is None:
         raise NotFound("this gateway has no key manager for models")
     if not 1 <= body.job_id <= services.market.job_count():
         raise NotFound(f"job {body.job_id} does not exist")
     try:
-        taken = services.model_keys.deposit_from_job(body.job_id)
+        if body.copy_ is None:
+            taken = services.model_keys.deposit_from_job(body.job_id)
+        else:
+            copy = body.copy_
+            taken = services.model_keys.deposit_job_model_copy(
+                body.job_id, bytes.fromhex(copy.content_hash.removeprefix("0x")), bytes.fromhex(copy.wrapped_key.removeprefix("0x")),
+                signature=bytes.fromhex(copy.signature.removeprefix("0x")),
+            )  # fmt: skip
     except JobNotReady as e:
         raise NotFound(str(e)) from e
+    except DepositSignatureInvalid as e:
+        raise BadRequest(f"deposit refused: {e}") from e
     except DepositExists as e:
         raise HTTPException(status_code=409, detail=str(e)) from e
     except KeyReleaseRefused as e:
