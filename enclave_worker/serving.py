@@ -51,7 +51,7 @@ from eth_utils import to_canonical_address, to_checksum_address
 
 from marketplace.blobstore import BlobStore
 from marketplace.contracts import RegistryClient
-from marketplace.errors import SterlingError
+from marketplace.errors import ContractReverted, SterlingError
 from marketplace.inference import refusal
 from marketplace.model_market import MarketChanges, ModelMarketClient, ModelRecord, Redemption
 
@@ -128,6 +128,93 @@ class ServingStats:
     refusals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
+VOUCHER_LEDGER = "vouchers.jsonl"
+"""The file, in an inference host's state directory, of the latest voucher served on each channel."""
+
+
+class VoucherLedger:
+    """The latest voucher served on each channel (model, client), appended to a JSON-lines file as
+    it is served, so a restart, or ``sterling models redeem``, can still redeem it. Reading tolerates
+    a torn last line (a host writing while it is read)."""
+
+    def __init__(self, path: Path, *, writable: bool = True) -> None:
+        self.path = path
+        self._latest: dict[tuple[int, bytes], tuple[Voucher, bytes]] = {}
+        self._lock = threading.Lock()
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    voucher = Voucher(
+                        model_id=int(entry["model_id"]), client=bytes.fromhex(entry["client"]), enclave=bytes.fromhex(entry["enclave"]),
+                        amount=int(entry["amount"]), queries=int(entry["queries"]),
+                    )  # fmt: skip
+                    signature = bytes.fromhex(entry["signature"])
+                except (ValueError, KeyError, TypeError):
+                    logger.warning("skipping a malformed line of %s", path)
+                    continue
+                self._keep(voucher, signature)
+        self._log = None
+        if writable:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = path.open("a", encoding="utf-8")
+
+    def _keep(self, voucher: Voucher, signature: bytes) -> bool:
+        key = (voucher.model_id, voucher.client)
+        current = self._latest.get(key)
+        if current is None or voucher.amount > current[0].amount or voucher.queries > current[0].queries:
+            self._latest[key] = (voucher, signature)
+            return True
+        return False
+
+    def record(self, served: list[tuple[Voucher, bytes]]) -> None:
+        """Keep (and append) each voucher that is its channel's latest."""
+        if self._log is None:
+            raise ValueError(f"{self.path} was opened for reading only")
+        with self._lock:
+            lines = []
+            for voucher, signature in served:
+                if self._keep(voucher, signature):
+                    lines.append(json.dumps({
+                        "model_id": voucher.model_id, "client": voucher.client.hex(), "enclave": voucher.enclave.hex(),
+                        "amount": str(voucher.amount), "queries": voucher.queries, "signature": signature.hex(),
+                    }))  # fmt: skip
+            if lines:
+                self._log.write("\n".join(lines) + "\n")
+                self._log.flush()
+
+    def latest(self) -> list[tuple[Voucher, bytes]]:
+        """The latest voucher of every channel."""
+        with self._lock:
+            return list(self._latest.values())
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+
+
+def redeem_vouchers(
+    vouchers: list[tuple[Voucher, bytes]], *, model_market: ModelMarketClient, operator: LocalAccount, min_amount: int = 1
+) -> list[Redemption]:
+    """Redeem, as ``operator``, each voucher that is at least ``min_amount`` above its channel's
+    redeemed total on-chain: one transaction per channel, whatever the number of queries. A voucher
+    someone redeemed meanwhile (another redeemer of the same ledger) is skipped, not an error."""
+    redeemed = []
+    for voucher, signature in vouchers:
+        channel = model_market.channel(voucher.model_id, str(to_checksum_address(voucher.client)))
+        if voucher.amount - int(channel.redeemed) < max(min_amount, 1):
+            continue
+        try:
+            redemption, _ = model_market.redeem(operator, voucher, signature)
+        except ContractReverted as e:
+            if e.error != "ModelMarketStaleVoucher":
+                raise
+            logger.info("voucher of channel (%d, %s) was redeemed meanwhile", voucher.model_id, to_checksum_address(voucher.client))
+            continue
+        redeemed.append(redemption)
+    return redeemed
+
+
 class InferenceService:
     """Serves the model market's models from one inference enclave (see the module doc)."""
 
@@ -170,12 +257,8 @@ class InferenceService:
         self._buckets_lock = threading.Lock()
         self._loaded: dict[int, _Loaded] = {}
         self._channels: dict[tuple[int, bytes], tuple[float, tuple[int, int, int, bool, bytes]]] = {}
-        self._vouchers: dict[tuple[int, bytes], tuple[Voucher, bytes]] = {}
-        self._vouchers_lock = threading.Lock()
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._voucher_log_path = state_dir / "vouchers.jsonl"
-        self._load_vouchers()
-        self._voucher_log = self._voucher_log_path.open("a", encoding="utf-8")
+        self.vouchers = VoucherLedger(state_dir / VOUCHER_LEDGER)
         self._closed = False
         self._watched_at: float | None = None  # when the watcher last read the market's logs up to the head
         self._watch_stop = threading.Event()
@@ -302,7 +385,7 @@ class InferenceService:
                 )
             )  # fmt: skip
         if served:
-            self._record_vouchers(served)
+            self.vouchers.record(served)
 
     def _infer_frame(self, model_id: int, requests: list[dict[str, Any]]) -> dict[str, Any]:
         return self.enclave.process.request(
@@ -412,47 +495,9 @@ class InferenceService:
 
     # --- vouchers ------------------------------------------------------------------------------
 
-    def _load_vouchers(self) -> None:
-        if not self._voucher_log_path.exists():
-            return
-        for line in self._voucher_log_path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-                voucher = Voucher(
-                    model_id=int(entry["model_id"]), client=bytes.fromhex(entry["client"]), enclave=bytes.fromhex(entry["enclave"]),
-                    amount=int(entry["amount"]), queries=int(entry["queries"]),
-                )  # fmt: skip
-                signature = bytes.fromhex(entry["signature"])
-            except (ValueError, KeyError, TypeError):
-                logger.warning("skipping a malformed line of %s", self._voucher_log_path)
-                continue
-            self._keep_latest(voucher, signature)
-
-    def _keep_latest(self, voucher: Voucher, signature: bytes) -> bool:
-        key = (voucher.model_id, voucher.client)
-        current = self._vouchers.get(key)
-        if current is None or voucher.amount > current[0].amount or voucher.queries > current[0].queries:
-            self._vouchers[key] = (voucher, signature)
-            return True
-        return False
-
-    def _record_vouchers(self, served: list[tuple[Voucher, bytes]]) -> None:
-        with self._vouchers_lock:
-            lines = []
-            for voucher, signature in served:
-                if self._keep_latest(voucher, signature):
-                    lines.append(json.dumps({
-                        "model_id": voucher.model_id, "client": voucher.client.hex(), "enclave": voucher.enclave.hex(),
-                        "amount": str(voucher.amount), "queries": voucher.queries, "signature": signature.hex(),
-                    }))  # fmt: skip
-            if lines:
-                self._voucher_log.write("\n".join(lines) + "\n")
-                self._voucher_log.flush()
-
     def unredeemed(self) -> list[tuple[Voucher, bytes]]:
         """The latest voucher of every channel this service served."""
-        with self._vouchers_lock:
-            return list(self._vouchers.values())
+        return self.vouchers.latest()
 
     def redeem(self, *, min_amount: int = 1) -> list[Redemption]:
         """Redeem, as the operator, every channel's latest voucher that is at least ``min_amount`` above the chain's redeemed total.
@@ -462,14 +507,9 @@ class InferenceService:
         """
         if self.operator is None:
             raise ValueError("this inference service has no operator account to redeem with")
-        redeemed = []
-        for voucher, signature in self.unredeemed():
-            channel = self.model_market.channel(voucher.model_id, str(to_checksum_address(voucher.client)))
-            if voucher.amount - int(channel.redeemed) < max(min_amount, 1):
-                continue
-            redemption, _ = self.model_market.redeem(self.operator, voucher, signature)
-            redeemed.append(redemption)
-            self._channels.pop((voucher.model_id, voucher.client), None)
+        redeemed = redeem_vouchers(self.unredeemed(), model_market=self.model_market, operator=self.operator, min_amount=min_amount)
+        for redemption in redeemed:
+            self._channels.pop((redemption.model_id, to_canonical_address(redemption.client)), None)
         return redeemed
 
     def close(self) -> None:
@@ -481,4 +521,4 @@ class InferenceService:
         self._queue.put(None)
         self._thread.join(timeout=30)
         self._watcher.join(timeout=30)
-        self._voucher_log.close()
+        self.vouchers.close()

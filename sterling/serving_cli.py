@@ -238,3 +238,54 @@ def publish(
     finally:
         http.close()
     console.print(f"listed model [bold]{listed.model_id}[/bold]: weights sha256 {hashlib.sha256(raw).hexdigest()}")
+
+
+@models_app.command("redeem")
+def redeem(
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="the state directory of the sterling up that served the queries (its inference/ ledger)")
+    ] = Path(".sterling"),
+    min_amount: Annotated[int, typer.Option("--min-amount", min=1, help="redeem a channel only if it owes at least this much more")] = 1,
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+) -> None:
+    """Redeem, as the inference enclave's operator, the latest voucher served on every channel: one
+    transaction per channel for any number of queries (``sterling up`` also does it every
+    ``up.redeem_interval`` seconds). Signs with ``STERLING_PRIVATE_KEY``, or else the operator key
+    in the state directory's ``accounts.json``."""
+    import httpx
+
+    from enclave_worker.serving import VOUCHER_LEDGER, VoucherLedger, redeem_vouchers
+    from marketplace.chain import connect_gateway
+    from marketplace.errors import ChainUnavailable, SterlingError
+    from marketplace.model_market import ModelMarketClient
+    from sterling.up import LocalAccounts
+
+    ledger_path = state_dir / "inference" / VOUCHER_LEDGER
+    if not ledger_path.exists():
+        raise typer.BadParameter(f"no voucher ledger at {ledger_path}: this state directory served no queries", param_hint="--state-dir")
+    if os.environ.get("STERLING_PRIVATE_KEY"):
+        operator = _account(None, None)
+    elif (state_dir / "accounts.json").exists():
+        operator = LocalAccounts.load_or_create(state_dir / "accounts.json", dev_count=0).operator
+    else:
+        raise typer.BadParameter("set STERLING_PRIVATE_KEY to the operator's key, or point --state-dir at sterling up's state")
+    try:
+        config = httpx.get(f"{gateway}/api/config", timeout=30).json()
+        chain = connect_gateway(gateway)
+    except (httpx.HTTPError, ValueError, ChainUnavailable) as e:
+        raise typer.BadParameter(f"no Sterling gateway at {gateway}: {e}", param_hint="--gateway") from e
+    market_address = (config.get("contracts") or {}).get("model_market")
+    if not market_address:
+        raise typer.BadParameter(f"the gateway at {gateway} serves no model market", param_hint="--gateway")
+    vouchers = VoucherLedger(ledger_path, writable=False).latest()
+    try:
+        market = ModelMarketClient(chain, market_address)
+        redeemed = redeem_vouchers(vouchers, model_market=market, operator=operator, min_amount=min_amount)
+    except SterlingError as e:
+        err.print(f"[red]refused:[/red] {type(e).__name__}: {e}")
+        raise typer.Exit(1) from e
+    table = Table("model", "client", "queries", "paid (wei)", "operator fee (wei)")
+    for r in redeemed:
+        table.add_row(str(r.model_id), r.client, f"{r.queries:,}", str(r.paid), str(r.fee))
+    console.print(table)
+    console.print(f"redeemed {len(redeemed)} of {len(vouchers)} channels as {operator.address}")

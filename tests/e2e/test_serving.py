@@ -270,20 +270,23 @@ def test_the_host_reads_a_known_channel_once_and_follows_the_chain_by_its_events
         )  # fmt: skip
         enclave = served.inference.signer
         client.deposit(listed.model_id, 4 * PRICE, enclave)
-        reads: list[int] = []
+        reads: list[int] = []  # the deposit each chain read of the channel saw
         market_channel = served.model_market.channel
 
         def counted(model_id: int, address: str) -> object:
-            reads.append(model_id)
-            return market_channel(model_id, address)
+            channel = market_channel(model_id, address)
+            reads.append(int(channel.deposited))
+            return channel
 
         served.model_market.channel = counted  # type: ignore[method-assign]
         client.query(listed.model_id, x[:1], enclave=enclave)
-        assert reads == [listed.model_id]  # the first request reads its channel
-        for i in range(1, 3):  # over several watcher periods, no event: no read
+        assert reads and set(reads) == {4 * PRICE}  # the first request reads its channel (the watcher may too, for the deposit)
+        time.sleep(0.6)  # the watcher catches up with the blocks before (it may re-read once for the deposit's event)
+        settled = len(reads)
+        for i in range(1, 3):  # over several watcher periods with no event: no read
             time.sleep(0.3)
             client.query(listed.model_id, x[i : i + 1], enclave=enclave)
-        assert reads == [listed.model_id]
+        assert len(reads) == settled
 
         def eventually(condition: object, what: str) -> None:
             deadline = time.monotonic() + 10
@@ -292,9 +295,10 @@ def test_the_host_reads_a_known_channel_once_and_follows_the_chain_by_its_events
                 time.sleep(0.05)
 
         client.deposit(listed.model_id, 10 * PRICE, enclave)  # a top-up: the Deposited event re-reads the channel
-        eventually(lambda: len(reads) == 2, "the host did not re-read the channel after a deposit")
+        eventually(lambda: reads[-1] == 14 * PRICE, "the host did not re-read the channel after a deposit")
+        settled = len(reads)
         client.query(listed.model_id, x[3:10], enclave=enclave)  # 10 rows in all, above the first deposit
-        assert len(reads) == 2  # served from the refreshed state, no refusal and no read on the way
+        assert len(reads) == settled  # served from the refreshed state, no refusal and no read on the way
         served.model_market.pause(owner, listed.model_id)  # ModelStatusChanged: the listing is read again on its next request
         eventually(lambda: listed.model_id not in served.inference._loaded, "the host did not drop the paused model")
         with pytest.raises(ServingUnavailable, match="paused"):
@@ -356,6 +360,18 @@ def test_the_cli_publishes_a_model_and_answers_a_csv(localnet: LocalNet, serving
         assert lines[0] == "top_1,top_2" and len(lines) == 301
         expected = torch.topk(model(torch.from_numpy(x[:300])).detach(), 2, dim=1).indices.tolist()
         assert [[int(v) for v in line.split(",")] for line in lines[1:]] == expected
+        # The operator redeems what the CLI's client owes: one transaction, then nothing is left.
+        state_dir = serving.inference.vouchers.path.parent.parent
+        operator_env = {"STERLING_PRIVATE_KEY": serving.operator.key.hex()}
+        assert serving.model_market.channel(model_id, client.address).redeemed == 0
+        redeemed = runner.invoke(cli, ["models", "redeem", "--state-dir", str(state_dir), "--gateway", url], env=operator_env)
+        assert redeemed.exit_code == 0, redeemed.output
+        channel = serving.model_market.channel(model_id, client.address)
+        assert channel.redeemed == 300 * PRICE and channel.redeemed_queries == 300
+        again = runner.invoke(cli, ["models", "redeem", "--state-dir", str(state_dir), "--gateway", url], env=operator_env)
+        assert again.exit_code == 0 and "redeemed 0 of" in again.output, again.output
+        nowhere = runner.invoke(cli, ["models", "redeem", "--state-dir", str(tmp_path / "none"), "--gateway", url], env=operator_env)
+        assert nowhere.exit_code == 2 and "no voucher ledger" in " ".join(nowhere.output.replace("│", " ").split())
         bad = tmp_path / "bad.csv"
         bad.write_text("1,2,3\n4,five,6\n")
         refused = runner.invoke(cli, ["infer", str(model_id), str(bad), "--gateway", url], env=env)
