@@ -3,6 +3,7 @@ gateways, a connection the server closed while idle, and a gateway that is not t
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -17,12 +18,17 @@ from marketplace.serving import ServingUnavailable, http_transport
 
 class _Gateway(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    seen: list[tuple[str, str, bytes, int]] = []  # (path, content type, body, client port)
+    seen: list[tuple[str, str, bytes, int]] = []  # (path, content type, body, connection number)
     close_after_answer = False
+    connections = itertools.count()
+
+    def setup(self) -> None:  # one handler per accepted connection; a client port can be reused, this number cannot
+        super().setup()
+        self.connection_number = next(type(self).connections)
 
     def do_POST(self) -> None:  # noqa: N802 (the http.server API)
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).seen.append((self.path, self.headers["Content-Type"], body, self.client_address[1]))
+        type(self).seen.append((self.path, self.headers["Content-Type"], body, self.connection_number))
         if body == b"stale":
             self._reply(402, {"detail": "the voucher is stale", "error": "VoucherStale"})
         elif body == b"busy":
@@ -67,9 +73,9 @@ def test_answers_ride_one_keep_alive_connection(gateway: tuple[str, ThreadingHTT
     send = http_transport(url)
     assert send(b"\x01\x02").response == b"\x01\x02"
     assert send(b"\x03").receipt_signature == b"\xab"
-    (path, content_type, _, port1), (_, _, _, port2) = _Gateway.seen
+    (path, content_type, _, connection1), (_, _, _, connection2) = _Gateway.seen
     assert path == "/api/inference" and content_type == "application/octet-stream"
-    assert port1 == port2  # the same connection
+    assert connection1 == connection2  # the same connection
 
 
 def test_refusals_and_busy_gateways_raise_what_they_mean(gateway: tuple[str, ThreadingHTTPServer]) -> None:
@@ -92,7 +98,7 @@ def test_a_connection_the_gateway_closed_is_opened_again(gateway: tuple[str, Thr
     _Gateway.close_after_answer = False
     assert send(b"\x02").response == b"\x02"
     assert [body for _, _, body, _ in _Gateway.seen] == [b"\x01", b"\x02"]
-    assert _Gateway.seen[0][3] != _Gateway.seen[1][3]
+    assert _Gateway.seen[0][3] != _Gateway.seen[1][3]  # a new connection (its client port may be the old one's)
 
 
 def test_no_gateway_and_bad_urls() -> None:
