@@ -19,7 +19,9 @@ from eth_account import Account
 from eth_utils import to_canonical_address, to_checksum_address
 from safetensors.torch import save as save_tensors
 
-from . import dataformat, dp_metrics, inference, jobkeys, keywrap, platform_seal, privacy_audit, sealing
+from . import dataformat, dp_metrics, evaluation, inference, jobkeys, keywrap, platform_seal, privacy_audit, sealing
+from .competition import Admission, CompetitionSignatureInvalid, check_signed_by
+from .competition import sign as sign_competition
 from .dataset import DatasetPackage, canonical_json, join
 from .errors import (
     CiphertextTampered,
@@ -27,9 +29,10 @@ from .errors import (
     KeyReleaseRefused,
     ModelReleaseRefused,
     ProtocolError,
+    SubmissionRefused,
 )
 from .models import ModelSpec
-from .onchain import DELTA_SCALE, JobStatus, ModelStatus, Role
+from .onchain import DELTA_SCALE, CompetitionStatus, JobStatus, ModelStatus, Role, Split
 from .platform_seal import NoSealingKey
 from .receipt import (
     MAX_CHARGES,
@@ -78,6 +81,21 @@ def _sealed_job_model_key_label(content_hash: bytes) -> bytes:
     return b"sterling/v1/sealed-job-modelkey/" + content_hash
 
 
+def _sealed_test_set_key_label(content_hash: bytes) -> bytes:
+    return b"sterling/v1/sealed-testset-key/" + content_hash
+
+
+def _sealed_submission_key_label(content_hash: bytes) -> bytes:
+    return b"sterling/v1/sealed-submission-key/" + content_hash
+
+
+_SEALED_COMPETITION_BINDING = _SEALED_KEY_BINDING + 32
+"""A sealed test-set key's binding adds the test set's schema hash, a submission key's its competition id."""
+
+Evaluation = tuple[int, bytes, int, int, int]
+"""(chain id, competition market, competition id, submission index, split): one scoring."""
+
+
 def model_context(chain_id: int, market: bytes, job_id: int) -> bytes:
     """The 32-byte context a sealed model's ciphertext is bound to."""
     return hashlib.sha256(keywrap.model_info(chain_id, market, job_id)).digest()
@@ -100,9 +118,12 @@ class Enclave:
         self._claims_with_keys: set[Claim] = set()  # claims some data key was released under
         self._retired: set[Claim] = set()  # claims given back by a signed ClaimRelease: never a key under them
         # Inference: loaded models and the channels' voucher marks (docs/inference.md).
+        # Competitions: the leaderboard best each scoring's keys were released against (key manager).
+        self._evaluations: dict[Evaluation, int] = {}
         self._server = None
         if role is Role.INFERENCE:
             self._server = inference.InferenceServer(bytes(self._account.key), self._box, cache_size=model_cache)
+        self._evaluator = evaluation.Evaluator(self._account, self._box) if role is Role.EVALUATOR else None
 
     def handle(self, op: str, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """Dispatch one validated request; returns the result map."""
@@ -119,9 +140,15 @@ class Enclave:
                 "release_model": self._release_model,
                 "deposit_job_model": self._deposit_job_model,
                 "deposit_job_model_copy": self._deposit_job_model_copy,
+                "deposit_test_set": self._deposit_test_set,
+                "admit_submission": self._admit_submission,
+                "release_evaluation": self._release_evaluation,
+                "release_purchase": self._release_purchase,
             }
         elif self.role is Role.INFERENCE:
             handlers |= {"load_model": self._load_model, "infer": self._infer}
+        elif self.role is Role.EVALUATOR:
+            handlers |= {"score": self._score}
         else:
             handlers |= {"prepare_job": self._prepare_job, "run": self._run, "abandon": self._abandon}
         if op not in handlers:
@@ -386,6 +413,200 @@ class Enclave:
             )
         info = keywrap.model_release_info(chain_id, model_market, model_id, content_hash)
         return {"released_key": keywrap.wrap(key, fields["inference_key"], info=info)}
+
+    # --- key manager: competitions ------------------------------------------------------------
+
+    def _deposit_test_set(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Check the organizer's EIP-712 ``Deposit`` (under the competition market's domain), open
+        the test set and re-seal its key with (chain id, competition market, organizer, schema hash).
+
+        The key is released only to an evaluator scoring a competition of that market whose
+        on-chain organizer is that address and whose terms name this test set and schema
+        (:meth:`_release_evaluation`). The test set is decrypted here once, so a competition is
+        never created over a test set that does not open or has no valid schema.
+        """
+        chain_id, competitions, organizer = fields["chain_id"], fields["competitions"], fields["organizer"]
+        ciphertext: bytes = fields["ciphertext"]
+        content_hash = hashlib.sha256(ciphertext).digest()
+        statement = Deposit(content_hash=content_hash, wrapped_key=fields["wrapped_key"], key_manager=self.signer)
+        try:
+            check_signed_by(
+                statement, fields["signature"], organizer, chain_id=chain_id, competitions=competitions, what="the test-set deposit"
+            )
+        except CompetitionSignatureInvalid as e:
+            raise DepositSignatureInvalid(str(e)) from e
+        key = keywrap.unwrap(fields["wrapped_key"], self._box, info=keywrap.test_set_info(chain_id, competitions, content_hash))
+        package = DatasetPackage.from_bytes(dataformat.decrypt_bytes(ciphertext, key, kind=dataformat.Kind.DATASET))
+        schema_hash = package.schema.hash()
+        binding = _seal_binding(chain_id, competitions, organizer) + schema_hash
+        return {
+            "sealed_key": platform_seal.seal(self._sealing_key(), binding + key, label=_sealed_test_set_key_label(content_hash)),
+            "content_hash": content_hash,
+            "schema_hash": schema_hash,
+            "rows": package.rows,
+        }
+
+    def _admit_submission(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Open a participant's sealed model, check it against the competition's rules, seal its key
+        with (chain id, competition market, participant, competition id) and sign its ``Admission``.
+
+        The model key must be wrapped with :func:`keywrap.submission_info` for this competition and
+        participant, and the participant must have signed the deposit: a ciphertext and wrapped key
+        copied from someone else do not open under another name. ``CompetitionMarket.submit`` takes
+        the admission only from the participant it names.
+        """
+        chain_id, competitions, participant = fields["chain_id"], fields["competitions"], fields["participant"]
+        rules = evaluation.Rules.from_fields(fields)
+        if fields["competition_status"] != CompetitionStatus.OPEN:
+            raise SubmissionRefused(f"competition {rules.competition_id} is not open")
+        if fields["now"] >= fields["closes_at"]:
+            raise SubmissionRefused(f"competition {rules.competition_id}'s window closed at {fields['closes_at']} (now {fields['now']})")
+        ciphertext: bytes = fields["ciphertext"]
+        content_hash = hashlib.sha256(ciphertext).digest()
+        statement = Deposit(content_hash=content_hash, wrapped_key=fields["wrapped_key"], key_manager=self.signer)
+        try:
+            check_signed_by(
+                statement, fields["signature"], participant, chain_id=chain_id, competitions=competitions, what="the submission"
+            )
+        except CompetitionSignatureInvalid as e:
+            raise DepositSignatureInvalid(str(e)) from e
+        info = keywrap.submission_info(chain_id, competitions, rules.competition_id, participant, content_hash)
+        key = keywrap.unwrap(fields["wrapped_key"], self._box, info=info)
+        weights = dataformat.decrypt_bytes(ciphertext, key, kind=dataformat.Kind.MODEL)
+        evaluation.open_submission(weights, rules=rules)
+        weights_hash = hashlib.sha256(weights).digest()
+        del weights
+        admission = Admission(
+            competition_id=rules.competition_id, participant=participant, content_hash=content_hash, weights_hash=weights_hash
+        )
+        binding = _seal_binding(chain_id, competitions, participant) + rules.competition_id.to_bytes(32, "big")
+        return {
+            "sealed_key": platform_seal.seal(self._sealing_key(), binding + key, label=_sealed_submission_key_label(content_hash)),
+            "content_hash": content_hash,
+            "weights_hash": weights_hash,
+            "admission": sign_competition(self._account, admission, chain_id=chain_id, competitions=competitions),
+        }
+
+    def _unseal_submission_key(self, fields: dict[str, Any], competition_id: int) -> bytes:
+        """The key of the submission the request names, checked against its on-chain participant and competition."""
+        sealed = platform_seal.unseal(
+            self._sealing_key(), fields["submission_sealed_key"], label=_sealed_submission_key_label(fields["submission_hash"])
+        )
+        binding, key = sealed[:_SEALED_COMPETITION_BINDING], sealed[_SEALED_COMPETITION_BINDING:]
+        expected = _seal_binding(fields["chain_id"], fields["competitions"], fields["participant"]) + competition_id.to_bytes(32, "big")
+        if binding != expected:
+            raise KeyReleaseRefused(
+                f"the sealed key of submission {fields['index']} was admitted for {to_checksum_address(binding[52:72])} to competition "
+                f"{int.from_bytes(binding[72:104], 'big')}, not for its on-chain participant "
+                f"{to_checksum_address(fields['participant'])} to competition {competition_id}"
+            )
+        return key
+
+    def _release_evaluation(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Re-wrap the test set's key and a submission's key to an active evaluator, for ONE scoring.
+
+        PUBLIC: only for the next submission in order (the chain's ``nextPublic``), not yet scored;
+        PRIVATE: only from the close of the window on, not yet scored. Both keys are bound to the
+        submission, the split and ``previous_best`` (:func:`keywrap.evaluation_info`), and a
+        scoring is released against one best only: asked again with another, it is refused, so
+        no host gets a submission's public score against several leaderboard states.
+        """
+        rules = evaluation.Rules.from_fields(fields)
+        chain_id, competitions, competition_id = fields["chain_id"], fields["competitions"], rules.competition_id
+        index, previous_best = fields["index"], fields["previous_best"]
+        if index >= 2**32 or previous_best >= 2**64:
+            raise ProtocolError("index is a uint32 and previous_best a uint64")
+        if not fields["evaluator_active"]:
+            raise KeyReleaseRefused(f"enclave {to_checksum_address(fields['evaluator_signer'])} is not an active evaluator in the registry")
+        if fields["competition_status"] != CompetitionStatus.OPEN:
+            raise KeyReleaseRefused(f"competition {competition_id} is not open: its scores are final")
+        if fields["split"] not in (s.value for s in Split):
+            raise ProtocolError(f"unknown split {fields['split']}")
+        split = Split(fields["split"])
+        if split is Split.PUBLIC:
+            if fields["public_scored"]:
+                raise KeyReleaseRefused(f"submission {index} of competition {competition_id} has its public score")
+            if index != fields["next_public"]:
+                raise KeyReleaseRefused(
+                    f"public scores are posted in submission order: submission {fields['next_public']} is next, not {index}"
+                )
+        else:
+            if fields["now"] < fields["closes_at"]:
+                raise KeyReleaseRefused(
+                    f"competition {competition_id}'s private split is scored from {fields['closes_at']} on (now {fields['now']})"
+                )
+            if fields["private_scored"]:
+                raise KeyReleaseRefused(f"submission {index} of competition {competition_id} has its private score")
+            if previous_best != 0:
+                raise ProtocolError("a private scoring takes previous_best 0")
+        scoring: Evaluation = (chain_id, competitions, competition_id, index, int(split))
+        released_against = self._evaluations.get(scoring)
+        if released_against is not None and released_against != previous_best:
+            raise KeyReleaseRefused(
+                f"submission {index} of competition {competition_id} was released for {split.name.lower()} scoring against best "
+                f"{released_against}, not {previous_best}: one submission, one score per split"
+            )
+        sealed = platform_seal.unseal(
+            self._sealing_key(), fields["test_set_sealed_key"], label=_sealed_test_set_key_label(rules.test_set_hash)
+        )
+        binding, data_key = sealed[:_SEALED_COMPETITION_BINDING], sealed[_SEALED_COMPETITION_BINDING:]
+        if binding != _seal_binding(chain_id, competitions, fields["organizer"]) + rules.schema_hash:
+            raise KeyReleaseRefused(
+                f"the test set of competition {competition_id} was deposited by {to_checksum_address(binding[52:72])} with schema "
+                f"{binding[72:104].hex()}, not by its organizer "
+                f"{to_checksum_address(fields['organizer'])} with schema {rules.schema_hash.hex()}"
+            )
+        model_key = self._unseal_submission_key(fields, competition_id)
+
+        def wrap(key: bytes, content_hash: bytes) -> bytes:
+            info = keywrap.evaluation_info(chain_id, competitions, competition_id, index, int(split), previous_best, content_hash)
+            return keywrap.wrap(key, fields["evaluator_key"], info=info)
+
+        self._evaluations[scoring] = previous_best
+        return {"test_set_key": wrap(data_key, rules.test_set_hash), "submission_key": wrap(model_key, fields["submission_hash"])}
+
+    def _release_purchase(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Re-wrap a bought submission's model key to its buyer's on-chain key (``purchaseOf``):
+        only after the close, and only for a buyer the chain shows paid (a non-zero key)."""
+        competition_id, index = fields["competition_id"], fields["index"]
+        if index >= 2**32:
+            raise ProtocolError("index is a uint32")
+        if fields["competition_status"] != CompetitionStatus.CLOSED:
+            raise KeyReleaseRefused(f"competition {competition_id} is not closed: no model is sold before the close")
+        if fields["buyer_key"] == bytes(32):
+            raise KeyReleaseRefused(
+                f"{to_checksum_address(fields['buyer'])} has not bought submission {index} of competition {competition_id}: "
+                "every unsold model stays sealed"
+            )
+        key = self._unseal_submission_key(fields, competition_id)
+        info = keywrap.purchase_info(
+            fields["chain_id"], fields["competitions"], competition_id, index, fields["buyer"], fields["submission_hash"]
+        )
+        return {"released_key": keywrap.wrap(key, fields["buyer_key"], info=info)}
+
+    # --- evaluator -----------------------------------------------------------------------------
+
+    def _score(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Score one submission on one split (:meth:`evaluation.Evaluator.score`)."""
+        assert self._evaluator is not None  # handle() routes this op to an evaluator only
+        if fields["split"] not in (s.value for s in Split):
+            raise ProtocolError(f"unknown split {fields['split']}")
+        if fields["index"] >= 2**32 or fields["previous_best"] >= 2**64:
+            raise ProtocolError("index is a uint32 and previous_best a uint64")
+        scored = self._evaluator.score(
+            chain_id=fields["chain_id"],
+            competitions=fields["competitions"],
+            rules=evaluation.Rules.from_fields(fields),
+            index=fields["index"],
+            split=Split(fields["split"]),
+            previous_best=fields["previous_best"],
+            test_set_key=fields["test_set_key"],
+            test_set=fields["test_set"],
+            submission_hash=fields["submission_hash"],
+            submission_key=fields["submission_key"],
+            submission=fields["submission"],
+        )
+        return scored.to_reply()
 
     # --- inference ---------------------------------------------------------------------------
 

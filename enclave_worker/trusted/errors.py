@@ -123,3 +123,11 @@ class VoucherOverDeposit(VoucherRefused):
 
 class QueryCapExceeded(VoucherRefused):
     """The voucher's query total exceeds the model's per-client query cap (its extraction budget)."""
+
+
+class SubmissionRefused(SterlingError, PermissionError):
+    """The key manager refused to admit a sealed model to a competition (its rules, its window or its signature)."""
+
+
+class EvaluationRefused(SterlingError, PermissionError):
+    """The evaluator enclave refused to score a submission (a second scoring against another state, a mismatch)."""

@@ -67,3 +67,53 @@ def modelkey_info(content_hash: bytes) -> bytes:
 def model_release_info(chain_id: int, model_market: bytes, model_id: int, content_hash: bytes) -> bytes:
     """Binding of a model key released by the key manager to an inference enclave for one listed model."""
     return b"sterling/v1/model-release/" + chain_id.to_bytes(32, "big") + model_market + model_id.to_bytes(32, "big") + content_hash
+
+
+def test_set_info(chain_id: int, competitions: bytes, content_hash: bytes) -> bytes:
+    """Binding of an organizer's test-set key, wrapped to the key manager, to its competition market and ciphertext."""
+    return b"sterling/v1/test-set/" + chain_id.to_bytes(32, "big") + competitions + content_hash
+
+
+def submission_info(chain_id: int, competitions: bytes, competition_id: int, participant: bytes, content_hash: bytes) -> bytes:
+    """Binding of a participant's model key, wrapped to the key manager, to its competition, its
+    participant and its ciphertext: a copied wrapped key does not open under another participant."""
+    return (
+        b"sterling/v1/submission/"
+        + chain_id.to_bytes(32, "big")
+        + competitions
+        + competition_id.to_bytes(32, "big")
+        + participant
+        + content_hash
+    )
+
+
+def evaluation_info(
+    chain_id: int, competitions: bytes, competition_id: int, index: int, split: int, previous_best: int, content_hash: bytes
+) -> bytes:
+    """Binding of a key (the test set's or submission ``index``'s, named by ``content_hash``)
+    released to an evaluator enclave for ONE scoring: that submission, that split, and the
+    leaderboard best the Ladder compares against (``previous_best``), so a released key cannot
+    score against another leaderboard state."""
+    return (
+        b"sterling/v1/evaluation/"
+        + chain_id.to_bytes(32, "big")
+        + competitions
+        + competition_id.to_bytes(32, "big")
+        + index.to_bytes(4, "big")
+        + bytes([split])
+        + previous_best.to_bytes(8, "big")
+        + content_hash
+    )
+
+
+def purchase_info(chain_id: int, competitions: bytes, competition_id: int, index: int, buyer: bytes, content_hash: bytes) -> bytes:
+    """Binding of a bought submission's model key, re-wrapped to its buyer's key."""
+    return (
+        b"sterling/v1/purchase/"
+        + chain_id.to_bytes(32, "big")
+        + competitions
+        + competition_id.to_bytes(32, "big")
+        + index.to_bytes(4, "big")
+        + buyer
+        + content_hash
+    )

@@ -1,4 +1,4 @@
-"""Entry point of a trusted process: ``python -m enclave_worker.trusted.main --role trainer|key_manager|inference``.
+"""Entry point of a trusted process: ``python -m enclave_worker.trusted.main --role trainer|key_manager|inference|evaluator``.
 
 Reads request frames from stdin and writes reply frames to stdout (see :mod:`.protocol`); logs go
 to stderr and never contain keys, plaintext or weights. Errors are answered with an ``error``
@@ -21,7 +21,7 @@ from .onchain import Role
 
 logger = logging.getLogger("enclave_worker.trusted")
 
-_ROLES = {"trainer": Role.TRAINER, "key_manager": Role.KEY_MANAGER, "inference": Role.INFERENCE}
+_ROLES = {"trainer": Role.TRAINER, "key_manager": Role.KEY_MANAGER, "inference": Role.INFERENCE, "evaluator": Role.EVALUATOR}
 
 
 def serve(enclave: Enclave, src: BinaryIO, dst: BinaryIO) -> None:

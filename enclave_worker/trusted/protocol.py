@@ -45,6 +45,23 @@ class Field:
 B20 = Field(bytes, exact_len=20)
 B32 = Field(bytes, exact_len=32)
 UINT = Field(int)
+WRAPPED_KEY = Field(bytes, max_len=512)
+SIGNATURE = Field(bytes, exact_len=65)
+
+MAX_TEST_SET_BYTES = 1 << 29
+"""A competition's encrypted test set travels in one frame (at most 512 MiB)."""
+
+RULES: dict[str, Field] = {
+    "competition_id": UINT,
+    "test_set_hash": B32,
+    "schema_hash": B32,
+    "metric": UINT,
+    "public_split_bps": UINT,
+    "ladder_step": UINT,
+    "max_parameters": UINT,
+    "architectures": UINT,
+}
+"""A competition's scoring rules as the host read them from the chain (``evaluation.Rules``)."""
 
 REQUESTS: dict[str, dict[str, Field]] = {
     "hello": {},
@@ -163,6 +180,73 @@ REQUESTS: dict[str, dict[str, Field]] = {
                 "channel_enclave": B20,
             },
         ),
+    },
+    "deposit_test_set": {
+        "chain_id": UINT,
+        "competitions": B20,
+        "organizer": B20,
+        "wrapped_key": WRAPPED_KEY,
+        "signature": SIGNATURE,
+        "ciphertext": Field(bytes, max_len=MAX_TEST_SET_BYTES),
+    },
+    "admit_submission": {
+        "chain_id": UINT,
+        "competitions": B20,
+        **RULES,
+        "competition_status": UINT,
+        "closes_at": UINT,
+        "now": UINT,
+        "participant": B20,
+        "ciphertext": Field(bytes, max_len=MAX_MODEL_BYTES),
+        "wrapped_key": WRAPPED_KEY,
+        "signature": SIGNATURE,
+    },
+    "release_evaluation": {
+        "chain_id": UINT,
+        "competitions": B20,
+        **RULES,
+        "competition_status": UINT,
+        "organizer": B20,
+        "closes_at": UINT,
+        "now": UINT,
+        "index": UINT,
+        "split": UINT,
+        "previous_best": UINT,
+        "next_public": UINT,
+        "public_scored": Field(bool),
+        "private_scored": Field(bool),
+        "participant": B20,
+        "submission_hash": B32,
+        "test_set_sealed_key": WRAPPED_KEY,
+        "submission_sealed_key": WRAPPED_KEY,
+        "evaluator_signer": B20,
+        "evaluator_active": Field(bool),
+        "evaluator_key": B32,
+    },
+    "release_purchase": {
+        "chain_id": UINT,
+        "competitions": B20,
+        "competition_id": UINT,
+        "competition_status": UINT,
+        "index": UINT,
+        "participant": B20,
+        "submission_hash": B32,
+        "buyer": B20,
+        "buyer_key": B32,
+        "submission_sealed_key": WRAPPED_KEY,
+    },
+    "score": {
+        "chain_id": UINT,
+        "competitions": B20,
+        **RULES,
+        "index": UINT,
+        "split": UINT,
+        "previous_best": UINT,
+        "test_set_key": WRAPPED_KEY,
+        "test_set": Field(bytes, max_len=MAX_TEST_SET_BYTES),
+        "submission_hash": B32,
+        "submission_key": WRAPPED_KEY,
+        "submission": Field(bytes, max_len=MAX_MODEL_BYTES),
     },
     "prepare_job": {"chain_id": UINT, "market": B20, "job_id": UINT},
     "abandon": {"chain_id": UINT, "market": B20, "job_id": UINT, "job_charges": UINT},
