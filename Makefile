@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMPS := .make-stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api bench-infer clean
+.PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api bench-infer bench-score clean
 
 setup: $(STAMPS)/python $(STAMPS)/npm $(STAMPS)/chromium
 
@@ -112,6 +112,10 @@ BENCH_INFER_ARGS ?=
 bench-infer: setup
 	$(PY) -c "import tenseal" 2>/dev/null || $(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m benchmarks.bench_infer $(BENCH_INFER_ARGS)
+
+# Scoring throughput of the evaluator enclave: the digits CNN on a 10,000-row test set (docs/competitions.md).
+bench-score: setup
+	$(PY) -m benchmarks.bench_score
 
 # Recompile the contracts and rewrite the committed ABI + bytecode artifacts.
 artifacts: setup

@@ -60,6 +60,7 @@ from enclave_worker.trusted import keywrap
 from enclave_worker.trusted.dataset import DatasetPackage, Schema
 from enclave_worker.trusted.models import ModelSpec
 from marketplace.chain import ANVIL_CHAIN_ID, Chain, Wei, anvil_binary, connect_rpc, free_port
+from marketplace.competitions import CompetitionMarketClient
 from marketplace.config import checkout_root, get_settings
 from marketplace.contracts import EPSILON_SCALE, Deployment, JobStatus, MarketClient, RegistryClient, Terms, deploy
 from marketplace.gateway_client import indexed_id, list_dataset_over_http
@@ -543,7 +544,8 @@ def _compare_index(outcome: Outcome, market: MarketClient, state_dir: Path, depl
         rebuilt = IndexDatabase(rebuilt_url)
         rebuilt.create_schema()
         registry = RegistryClient(market.chain, deployment.registry)
-        indexer = Indexer(rebuilt, market=market, registry=registry, start_block=deployment.block)
+        competitions = CompetitionMarketClient(market.chain, deployment.competitions) if deployment.competitions else None
+        indexer = Indexer(rebuilt, market=market, registry=registry, start_block=deployment.block, competitions=competitions)
         while indexer.poll_once():
             pass
         live_tables = _dump(live_url)

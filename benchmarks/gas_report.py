@@ -33,6 +33,8 @@ from web3.contract import Contract
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.types import Wei
 
+from enclave_worker.trusted.competition import Admission, ScoreReceipt, sign
+from enclave_worker.trusted.onchain import Split
 from enclave_worker.trusted.receipt import RECEIPT_TYPES
 from marketplace.abi import load_artifact
 from marketplace.contracts import CERTIFICATE_TYPES, DEFAULT_CLAIM_LEASE, DEFAULT_UNBONDING_PERIOD
@@ -40,8 +42,10 @@ from marketplace.contracts import CERTIFICATE_TYPES, DEFAULT_CLAIM_LEASE, DEFAUL
 ZERO_ADDRESS = "0x" + "00" * 20
 ROLE_TRAINER = 1
 ROLE_KEY_MANAGER = 2
+ROLE_EVALUATOR = 4
 MEASUREMENT = keccak(b"sterling trainer (gas report)")
 KM_MEASUREMENT = keccak(b"sterling key manager (gas report)")
+EVALUATOR_MEASUREMENT = keccak(b"sterling evaluator (gas report)")
 RELEASE_TYPES = {
     "ClaimRelease": [
         {"name": "jobId", "type": "uint256"},
@@ -283,6 +287,107 @@ def _provider_functions(m: _Market, report: GasReport, dataset_id: int) -> None:
     report.add("setAccessRestrictions", "", m.send(f.setAccessRestrictions(dataset_id, False, False), p))
 
 
+class _Competitions(_Market):
+    """A :class:`_Market` plus a CompetitionMarket on the same registry, with an active key
+    manager (run by governance) and an active evaluator (run by the operator). The organizer is
+    the consumer; providers 0 and 1 take part."""
+
+    def __init__(self, *, token: bool) -> None:
+        super().__init__(token=token)
+        self.evaluator = Account.from_key(keccak(b"gas report evaluator"))
+        token_address = ZERO_ADDRESS if self.token is None else self.token.address
+        self.competitions, gas = self._deploy("CompetitionMarket", self.registry.address, token_address, ADMIN_DELAY, self.governance)
+        self.deploy_gas["CompetitionMarket"] = gas
+        r = self.registry.functions
+        self.send(r.grantRole(r.VERIFIER_ROLE().call(), self.verifier.address), self.governance)
+        self.register_key_manager()
+        self.send(r.approveMeasurement(ROLE_EVALUATOR, EVALUATOR_MEASUREMENT), self.governance)
+        self._register(self.evaluator.address, ROLE_EVALUATOR, EVALUATOR_MEASUREMENT, self.operator)
+        self.organizer, self.participants = self.consumer, (self.providers[0], self.providers[1])
+        if self.token is not None:
+            for who in (self.organizer, *self.participants):
+                self.send(self.token.functions.mint(who, 10**30), who)
+                self.send(self.token.functions.approve(self.competitions.address, 2**256 - 1), who)
+        self._models = 0
+
+    def _value(self, amount: int) -> Wei:
+        return Wei(amount if self.token is None else 0)
+
+    def _sign(self, statement: Admission | ScoreReceipt, key: Any) -> bytes:
+        return sign(key, statement, chain_id=self.w3.eth.chain_id, competitions=bytes.fromhex(self.competitions.address[2:]))
+
+    def enter(self, competition_id: int, participant: ChecksumAddress) -> int:
+        self._models += 1
+        content, weights = keccak(b"model %d" % self._models), keccak(b"weights")
+        admission = self._sign(Admission(competition_id, bytes.fromhex(participant[2:]), content, weights), self.key_manager)
+        return self.send(self.competitions.functions.submit(competition_id, content, weights, PRICE, admission), participant)
+
+    def score(self, competition_id: int, index: int, split: Split, score: int) -> int:
+        f = self.competitions.functions
+        info = f.competitionOf(competition_id).call()
+        content = f.submissionOf(competition_id, index).call()[1]
+        previous = info[6] if split is Split.PUBLIC else 0  # the leaderboard's best
+        receipt = ScoreReceipt(competition_id, index, content, info[2][0], info[2][4], split, score, previous)
+        return self.send(f.postScore(receipt.as_tuple(), self._sign(receipt, self.evaluator)), self.operator)
+
+    def round(self) -> dict[str, int]:
+        """One competition from creation to the winner's withdrawal; gas per transaction.
+
+        Participant 0 submits twice (its first and its second submission), participant 1 once;
+        submission 1 (participant 0) wins; participant 1 buys submission 0.
+        """
+        f = self.competitions.functions
+        now = self.now()
+        terms = (keccak(b"test set"), keccak(b"schema"), keccak(b"rules"), PRICE, 1, 3000, 1000, now - 1, now + 3600, 1800, 3, 0, 7, 2)
+        competition_id = int(f.createCompetition(terms).call({"from": self.organizer, "value": self._value(PRICE)}))
+        gas = {"create": self.send(f.createCompetition(terms), self.organizer, self._value(PRICE))}
+        a, b = self.participants
+        gas["submit first"] = self.enter(competition_id, a)
+        gas["submit"] = self.enter(competition_id, a)
+        self.enter(competition_id, b)
+        gas["public first"] = self.score(competition_id, 0, Split.PUBLIC, 900_000)
+        gas["public"] = self.score(competition_id, 1, Split.PUBLIC, 950_000)
+        self.score(competition_id, 2, Split.PUBLIC, 950_000)
+        self.travel(3601)
+        gas["private first"] = self.score(competition_id, 0, Split.PRIVATE, 900_000)
+        gas["private"] = self.score(competition_id, 1, Split.PRIVATE, 950_000)  # takes the lead
+        self.score(competition_id, 2, Split.PRIVATE, 800_000)
+        gas["close"] = self.send(f.close(competition_id), self.organizer)
+        gas["buy"] = self.send(f.buy(competition_id, 0, keccak(b"buyer key")), b, self._value(PRICE))
+        gas["withdraw"] = self.send(f.withdraw(), a)
+        return gas
+
+
+def measure_competitions(report: GasReport) -> None:
+    """Add the CompetitionMarket rows (native currency, then ERC-20) to ``report``.
+
+    "first" rows: the participant's first submission to the competition, the competition's
+    first public score (its leaderboard slot is written fresh), the first credit of a winner
+    who was never paid. The others are steady state: a second round on the same accounts.
+    """
+    m = _Competitions(token=False)
+    report.add("deploy", "CompetitionMarket", m.deploy_gas["CompetitionMarket"])
+    first, steady = m.round(), m.round()
+    report.add("createCompetition", "first", first["create"])
+    report.add("createCompetition", "", steady["create"])
+    report.add("submit", "first", steady["submit first"])
+    report.add("submit", "", steady["submit"])
+    report.add("postScore", "public, the competition's first", steady["public first"])
+    report.add("postScore", "public", steady["public"])
+    report.add("postScore", "private, the competition's first", steady["private first"])
+    report.add("postScore", "private, takes the lead", steady["private"])
+    report.add("close", "first credit of the winner", first["close"])
+    report.add("close", "", steady["close"])
+    report.add("buy", "", steady["buy"])
+    report.add("withdraw", "competitions", steady["withdraw"])
+    t = _Competitions(token=True)
+    t.round()
+    token = t.round()
+    report.add("createCompetition", "ERC-20", token["create"])
+    report.add("buy", "ERC-20", token["buy"])
+    report.add("withdraw", "competitions, ERC-20", token["withdraw"])
+
+
 def measure() -> GasReport:
     """Run every measurement (native-currency market, plus an ERC-20 market) and return them."""
     report = GasReport()
@@ -333,6 +438,7 @@ def measure() -> GasReport:
     report.add("createJob", "ERC-20, 1 dataset", t["createJob"])
     report.add("withdraw", "ERC-20", t["withdraw (worker)"])
     report.add("lifecycle", "ERC-20, 1 dataset", t["total"])
+    measure_competitions(report)
     return report
 
 

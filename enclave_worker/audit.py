@@ -49,7 +49,17 @@ MODEL_DEPOSIT_REFUSED = "model_deposit_refused"
 MODEL_RELEASE = "model_release"
 """``kind`` of a model-key release decision: ``dataset_id`` holds the model id, ``trainer`` the inference
 enclave, ``released`` whether the key went to it."""
+COMPETITION_DEPOSIT = "competition_deposit"
+"""``kind`` of an accepted competition deposit: a test-set key by its organizer, or a submission's
+model key by its participant (``provider``); ``dataset_id`` holds the competition id (0 for a test set)."""
+COMPETITION_DEPOSIT_REFUSED = "competition_deposit_refused"
+"""``kind`` of a refused competition deposit or admission; ``reason`` says why."""
+COMPETITION_RELEASE = "competition_release"
+"""``kind`` of a competition key-release decision: to an evaluator for one scoring, or to a buyer
+(``trainer`` holds the evaluator or the buyer, ``dataset_id`` the competition id, ``job_id`` the
+submission index); ``released`` says whether the key went."""
 DEPOSIT_KINDS = (DEPOSIT, DEPOSIT_REFUSED)
+COMPETITION_KINDS = (COMPETITION_DEPOSIT, COMPETITION_DEPOSIT_REFUSED, COMPETITION_RELEASE)
 MODEL_KINDS = (MODEL_DEPOSIT, MODEL_DEPOSIT_REFUSED, MODEL_RELEASE)
 RELEASE_KINDS = (RELEASE, CLAIM_RELEASE)
 

@@ -174,6 +174,10 @@ class UpSettings(BaseModel):
     redeem_interval: float = Field(
         default=30.0, gt=0, description="seconds between the inference operator's redemptions of the latest vouchers it served"
     )
+    competitions: bool = Field(
+        default=True, description="start an evaluator enclave scoring the competition market's submissions (docs/competitions.md)"
+    )
+    evaluator_interval: float = Field(default=2.0, gt=0, description="seconds between the evaluator's looks for scorings due")
 
 
 class DemoSettings(BaseModel):

@@ -270,6 +270,8 @@ class Deployment:
     """:func:`code_version` of the artifacts deployed (empty in records from before it existed)."""
     model_market: str | None = None
     """The ``ModelMarket`` serving sealed models (``None`` in records from before it existed)."""
+    competitions: str | None = None
+    """The ``CompetitionMarket`` running ML competitions (``None`` in records from before it existed)."""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +288,7 @@ class Deployment:
 def code_version() -> str:
     """A short hash of the committed contract bytecode: a recorded deployment of other code is stale."""
     digest = hashlib.sha256()
-    for name in ("EnclaveRegistry", "JobMarket", "ModelMarket"):
+    for name in ("EnclaveRegistry", "JobMarket", "ModelMarket", "CompetitionMarket"):
         digest.update(bytes.fromhex(load_artifact(name)["bytecode"].removeprefix("0x")))
     return digest.hexdigest()[:16]
 
@@ -312,7 +314,8 @@ def deploy(
     unbonding_period: int = DEFAULT_UNBONDING_PERIOD,
     close_delay: int = DEFAULT_CLOSE_DELAY,
 ) -> Deployment:
-    """Deploy the enclave registry, the job market and the model market, governed by ``governance``.
+    """Deploy the enclave registry, the job market, the model market and the competition market,
+    governed by ``governance``.
 
     Args:
         payment_token: address of the ERC-20 token all payments use; ``None`` for the native currency.
@@ -354,6 +357,9 @@ def deploy(
         chain, governance, "ModelMarket", registry, market, payment_token or ZERO_ADDRESS, admin_delay, governance.address,
         close_delay,
     )  # fmt: skip
+    competitions, _ = _deploy_one(
+        chain, governance, "CompetitionMarket", registry, payment_token or ZERO_ADDRESS, admin_delay, governance.address
+    )
     deployment = Deployment(
         chain_id=chain.chain_id,
         registry=registry,
@@ -363,10 +369,11 @@ def deploy(
         payment_token=payment_token,
         code_version=code_version(),
         model_market=model_market,
+        competitions=competitions,
     )
     logger.info(
-        "deployed registry %s, market %s and model market %s on chain %d, paying in %s",
-        registry, market, model_market, deployment.chain_id, payment_token or "the native currency",
+        "deployed registry %s, market %s, model market %s and competition market %s on chain %d, paying in %s",
+        registry, market, model_market, competitions, deployment.chain_id, payment_token or "the native currency",
     )  # fmt: skip
     return deployment
 

@@ -19,10 +19,11 @@ from eth_utils import event_abi_to_log_topic, filter_abi_by_type
 from web3 import Web3
 
 from enclave_worker.trusted import dataformat, keywrap
-from enclave_worker.trusted.dataset import DatasetPackage, canonical_json
+from enclave_worker.trusted.dataset import DatasetPackage, Schema, canonical_json
 from enclave_worker.trusted.models import ModelSpec
 
 from .abi import load_artifact
+from .competing import AdmittedSubmission, Rules, TestSetDeposit
 from .contracts import Terms
 from .errors import SterlingError
 from .provider import signed_deposit
@@ -204,9 +205,8 @@ class GatewayModelStore:
         return bytes.fromhex(reply.json()["sha256"])
 
 
-class GatewayModelKeys:
-    """A model owner's :class:`~marketplace.serving.ModelKeyDepository` over a gateway's
-    ``POST /api/key-manager/model-deposits`` (the key manager's signer from ``GET /api/config``)."""
+class _GatewayKeyManager:
+    """The key manager behind a gateway: its signer from ``GET /api/config`` (read once)."""
 
     def __init__(self, client: httpx.Client) -> None:
         self.client = client
@@ -217,6 +217,11 @@ class GatewayModelKeys:
         if self._signer is None:
             self._signer = str(_expect(self.client.get("/api/config"), 200).json()["key_manager"]["signer"])
         return self._signer
+
+
+class GatewayModelKeys(_GatewayKeyManager):
+    """A model owner's :class:`~marketplace.serving.ModelKeyDepository` over a gateway's
+    ``POST /api/key-manager/model-deposits``."""
 
     def deposit(self, content_hash: bytes, wrapped_key: bytes, *, owner: str, signature: bytes) -> None:
         body = {"content_hash": content_hash.hex(), "wrapped_key": wrapped_key.hex(), "owner": owner, "signature": signature.hex()}
@@ -237,3 +242,68 @@ class GatewayModelKeys:
             job_id=int(taken["job_id"]), content_hash=bytes.fromhex(taken["content_hash"].removeprefix("0x")),
             weights_hash=bytes.fromhex(taken["weights_hash"].removeprefix("0x")), owner=str(taken["owner"]),
         )  # fmt: skip
+
+
+class GatewayCompetitionStore:
+    """A :class:`~marketplace.competing.CompetitionStore` over a gateway: ciphertexts to ``POST /api/blobs``,
+    the schema to ``POST /api/schemas``, the rules to ``POST /api/competition-rules``, reads from ``GET /api/blobs``."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def put_ciphertext(self, ciphertext: bytes) -> bytes:
+        digest = hashlib.sha256(ciphertext).hexdigest()
+        headers = {"content-type": "application/octet-stream", "x-content-sha256": digest}
+        return bytes.fromhex(_expect(self.client.post("/api/blobs", content=ciphertext, headers=headers), 201).json()["sha256"])
+
+    def put_schema(self, schema: Schema) -> bytes:
+        body = canonical_json(schema.to_json())
+        return bytes.fromhex(_expect(self.client.post("/api/schemas", content=body, headers=_JSON), 201).json()["sha256"])
+
+    def put_rules(self, rules: Rules) -> bytes:
+        reply = _expect(self.client.post("/api/competition-rules", content=rules.to_bytes(), headers=_JSON), 201)
+        return bytes.fromhex(reply.json()["sha256"])
+
+    def get(self, digest: bytes) -> bytes:
+        data = _expect(self.client.get(f"/api/blobs/{digest.hex()}"), 200).content
+        if hashlib.sha256(data).digest() != digest:
+            raise GatewayRequestFailed(f"the gateway answered other bytes than blob {digest.hex()}")
+        return data
+
+
+class GatewayCompetitionKeys(_GatewayKeyManager):
+    """The key manager's competition side (:class:`~marketplace.competing.CompetitionKeyDepository`)
+    over a gateway's ``/api/key-manager/*`` routes."""
+
+    def deposit_test_set(self, content_hash: bytes, wrapped_key: bytes, *, organizer: str, signature: bytes) -> TestSetDeposit:
+        body = {"content_hash": content_hash.hex(), "wrapped_key": wrapped_key.hex(), "organizer": organizer, "signature": signature.hex()}
+        reply = _expect(self.client.post("/api/key-manager/test-sets", json=body), 201).json()
+        return TestSetDeposit(content_hash=content_hash, schema_hash=bytes.fromhex(reply["schema_hash"][2:]), rows=int(reply["rows"]))
+
+    def admit(
+        self, competition_id: int, content_hash: bytes, wrapped_key: bytes, *, participant: str, signature: bytes
+    ) -> AdmittedSubmission:
+        body = {
+            "competition_id": competition_id, "content_hash": content_hash.hex(), "wrapped_key": wrapped_key.hex(),
+            "participant": participant, "signature": signature.hex(),
+        }  # fmt: skip
+        return _admitted(_expect(self.client.post("/api/key-manager/admissions", json=body), 201).json())
+
+    def admit_job_model(self, competition_id: int, job_id: int) -> AdmittedSubmission:
+        body = {"competition_id": competition_id, "job_id": job_id}
+        return _admitted(_expect(self.client.post("/api/key-manager/job-admissions", json=body), 201).json())
+
+    def release_purchase(self, competition_id: int, index: int, *, buyer: str) -> bytes:
+        body = {"competition_id": competition_id, "index": index, "buyer": buyer}
+        return bytes.fromhex(_expect(self.client.post("/api/key-manager/purchases", json=body), 200).json()["released_key"][2:])
+
+
+_JSON = {"content-type": "application/json"}
+
+
+def _admitted(reply: dict[str, Any]) -> AdmittedSubmission:
+    return AdmittedSubmission(
+        competition_id=int(reply["competition_id"]), participant=str(reply["participant"]),
+        content_hash=bytes.fromhex(reply["content_hash"][2:]), weights_hash=bytes.fromhex(reply["weights_hash"][2:]),
+        admission=bytes.fromhex(reply["admission"][2:]),
+    )  # fmt: skip

@@ -1,4 +1,5 @@
-"""The index's state from the chain's events: one pure step per ``JobMarket`` / ``EnclaveRegistry`` log.
+"""The index's state from the chain's events: one pure step per ``JobMarket`` / ``EnclaveRegistry`` /
+``CompetitionMarket`` log.
 
 :func:`apply` folds one decoded log into an :class:`IndexState`: it reads and changes only the
 state it is given (no database, no chain), so the same logs applied to the same state always
@@ -14,8 +15,14 @@ leave the same state behind. This is the only place that says what an event mean
   and the market's money totals (:class:`MarketTotals`: Σ pending, locked escrow, total stake and
   what came in and went out), which let the index check conservation;
 - the market's emergency stop (``Paused``/``Unpaused``); measurements, enclaves and revocations;
+- competitions (:data:`COMPETITION_EVENTS` of the competition market, whose own ``PaymentCredited``
+  and ``Withdrawn`` the indexer leaves out): terms, organizer and status (``CompetitionCreated``,
+  ``CompetitionClosed`` with its winner, checked against the private ranking), every submission
+  (``Submitted``) with its public and private score, the leaderboard's best and next public index
+  and the private leader, as ``competitionOf`` / ``submissionOf`` report them (``ScorePosted``);
 - the history the index keeps: every change of a dataset's ε ledger (:class:`BudgetRecord`), every
-  stage of a job (:class:`JobStageRecord`), every credit and withdrawal (:class:`PaymentRecord`).
+  stage of a job (:class:`JobStageRecord`), every credit and withdrawal (:class:`PaymentRecord`),
+  every posted score (:class:`ScoreRecord`) and every bought competition model (:class:`PurchaseRecord`).
 
 :class:`oracle.indexer.Indexer` loads the rows a batch of logs touches (:func:`touched`) into an
 ``IndexState``, folds the batch, and writes the state and the new history back in the same
@@ -36,6 +43,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from marketplace.competitions import NO_SCORE_LOWER_IS_BETTER, CompetitionStatus, Metric, Split
 from marketplace.contracts import DEFAULT_CLAIM_LEASE, DatasetStatus, JobStatus
 from marketplace.errors import SterlingError
 
@@ -44,6 +52,11 @@ logger = logging.getLogger(__name__)
 BudgetKind = Literal["listed", "terms_updated", "topped_up", "reserved", "released", "debited"]
 JobStage = Literal["created", "claimed", "renewed", "released", "charged", "slashed", "settled", "expired", "cancelled"]
 PaymentKind = Literal["credited", "withdrawn"]
+
+COMPETITION_EVENTS: frozenset[str] = frozenset({"CompetitionCreated", "Submitted", "ScorePosted", "CompetitionClosed", "ModelBought"})
+"""The competition market's events the fold follows (:data:`marketplace.competitions.COMPETITION_EVENTS`)."""
+NO_LEADER = 2**32 - 1
+"""``CompetitionMarket.NO_LEADER``: the ``winnerIndex`` of a close when no submission has a private score."""
 
 
 class InconsistentLogs(SterlingError):
@@ -290,6 +303,74 @@ class Reservation:
     tx_hash: str
 
 
+@dataclass
+class CompetitionState:
+    """A competition as ``competitionOf`` reports it: its terms (fixed at creation), status,
+    leaderboard (public best, next public index), private ranking (leader) and, once closed, its winner."""
+
+    id: int
+    organizer: str
+    test_set_hash: str
+    schema_hash: str
+    rules_hash: str
+    prize_wei: int
+    metric: int
+    """:class:`~marketplace.competitions.Metric`'s value."""
+    public_split_bps: int
+    ladder_step: int
+    opens_at: int
+    closes_at: int
+    scoring_period: int
+    submission_cap: int
+    max_parameters: int
+    architectures: int
+    """A mask of :class:`~marketplace.competitions.Architecture` bits."""
+    purchase_policy: int
+    """:class:`~marketplace.competitions.PurchasePolicy`'s value."""
+    public_best: int
+    """The leaderboard's best: 0 (higher-is-better) or :data:`NO_SCORE_LOWER_IS_BETTER` before any public score."""
+    created_block: int
+    created_at: int
+    created_tx: str
+    updated_block: int
+    """The block of the last change (a submission, a score, the close; the creation at first)."""
+    status: CompetitionStatus = CompetitionStatus.OPEN
+    submission_count: int = 0
+    next_public: int = 0
+    """Index of the next submission to score on the public split."""
+    private_scored: int = 0
+    leader: int | None = None
+    """Index of the best private score so far (ties: the earlier submission); ``None`` before any."""
+    leader_score: int = 0
+    winner_index: int | None = None
+    """Once closed: the submission that won the prize (``None``: nothing was scored, the prize went back)."""
+    winner: str | None = None
+    """Once closed: its participant, credited the prize."""
+    closed_block: int | None = None
+    closed_at: int | None = None
+
+
+@dataclass
+class SubmissionState:
+    """A submission to a competition, as ``submissionOf`` reports it, plus its weights hash (only in ``Submitted``)."""
+
+    competition_id: int
+    index: int
+    participant: str
+    content_hash: str
+    weights_hash: str
+    ask_price_wei: int
+    submitted_at: int
+    """The block time of its ``Submitted`` (the contract's ``submittedAt``)."""
+    submitted_block: int
+    submitted_tx: str
+    updated_block: int
+    public_score: int | None = None
+    """The Ladder's leaderboard value released for it; ``None`` until scored on the public split."""
+    private_score: int | None = None
+    """``None`` until scored on the private split."""
+
+
 # --------------------------------------------------------------------------- history
 
 
@@ -343,6 +424,35 @@ class PaymentRecord:
     log_index: int
 
 
+@dataclass(frozen=True)
+class ScoreRecord:
+    """One posted score (``ScorePosted``): for the public split the leaderboard's new best, for the private the score."""
+
+    competition_id: int
+    index: int
+    split: Split
+    score: int
+    evaluator: str
+    block: int
+    timestamp: int
+    tx_hash: str
+    log_index: int
+
+
+@dataclass(frozen=True)
+class PurchaseRecord:
+    """A submitted model bought after its competition closed (``ModelBought``)."""
+
+    competition_id: int
+    index: int
+    buyer: str
+    price_wei: int
+    block: int
+    timestamp: int
+    tx_hash: str
+    log_index: int
+
+
 @dataclass
 class IndexState:
     """What the fold reads and writes: state by key, plus the history the applied logs produced.
@@ -368,6 +478,11 @@ class IndexState:
     credits_due: dict[tuple[str, int], tuple[PaymentReason, int]] = field(default_factory=dict)
     """By (tx hash, job id): credits a ``StakeSlashed`` or ``StakeWithdrawn`` announced, with the
     amount still to come; empty again after each complete transaction."""
+    competitions: dict[int, CompetitionState] = field(default_factory=dict)
+    submissions: dict[tuple[int, int], SubmissionState] = field(default_factory=dict)
+    """By (competition id, index)."""
+    scores: list[ScoreRecord] = field(default_factory=list)
+    purchases: list[PurchaseRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -383,6 +498,9 @@ class StateKeys:
     """Whether the market's pause flag changes."""
     operators: frozenset[str] = frozenset()
     """Operators whose stake changes (the market's totals are always needed)."""
+    competitions: frozenset[int] = frozenset()
+    submissions: frozenset[tuple[int, int]] = frozenset()
+    """(competition id, index) of the submissions the logs name (a close: its winner)."""
 
 
 def touched(logs: Iterable[DecodedLog]) -> StateKeys:
@@ -392,9 +510,19 @@ def touched(logs: Iterable[DecodedLog]) -> StateKeys:
     enclaves: set[str] = set()
     measurements: set[tuple[int, str]] = set()
     operators: set[str] = set()
+    competitions: set[int] = set()
+    submissions: set[tuple[int, int]] = set()
     market = False
     for log in logs:
         a = log.args
+        if log.name in COMPETITION_EVENTS:
+            competition_id = int(a["competitionId"])
+            competitions.add(competition_id)
+            if "index" in a:
+                submissions.add((competition_id, int(a["index"])))
+            if log.name == "CompetitionClosed" and int(a["winnerIndex"]) != NO_LEADER:
+                submissions.add((competition_id, int(a["winnerIndex"])))
+            continue
         if "datasetId" in a:
             datasets.add(int(a["datasetId"]))
         datasets.update(int(d) for d in a.get("datasetIds", ()))
@@ -407,7 +535,10 @@ def touched(logs: Iterable[DecodedLog]) -> StateKeys:
         if log.name in STAKE_EVENTS:
             operators.add(str(a["operator"]))
         market = market or log.name in ("Paused", "Unpaused")
-    return StateKeys(frozenset(datasets), frozenset(jobs), frozenset(enclaves), frozenset(measurements), market, frozenset(operators))
+    return StateKeys(
+        frozenset(datasets), frozenset(jobs), frozenset(enclaves), frozenset(measurements), market, frozenset(operators),
+        frozenset(competitions), frozenset(submissions),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the fold
@@ -929,6 +1060,171 @@ def _enclave_revoked(state: IndexState, log: DecodedLog) -> None:
     state.revocations.setdefault(str(log.args["signer"]), Revocation(block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash))
 
 
+# ---- the competition market
+
+
+def _competition(state: IndexState, competition_id: int) -> CompetitionState:
+    try:
+        return state.competitions[competition_id]
+    except KeyError:
+        raise InconsistentLogs(f"event for competition {competition_id}, which was never created") from None
+
+
+def _open_competition(state: IndexState, log: DecodedLog) -> CompetitionState:
+    competition = _competition(state, int(log.args["competitionId"]))
+    if competition.status is not CompetitionStatus.OPEN:
+        raise InconsistentLogs(f"{log.name} for competition {competition.id}, which is {competition.status.name}")
+    return competition
+
+
+def _submission(state: IndexState, competition_id: int, index: int) -> SubmissionState:
+    try:
+        return state.submissions[(competition_id, index)]
+    except KeyError:
+        raise InconsistentLogs(f"event for submission {index} of competition {competition_id}, which was never made") from None
+
+
+def _metric(value: int) -> Metric:
+    try:
+        return Metric(value)
+    except ValueError:  # the market refuses other metrics at creation
+        raise InconsistentLogs(f"unknown metric {value}") from None
+
+
+def _takes_the_lead(metric: Metric, score: int, index: int, leader_score: int, leader: int) -> bool:
+    """``CompetitionMarket._beats``: strictly better, or equal and submitted earlier (a lower index)."""
+    if score == leader_score:
+        return index < leader
+    return score > leader_score if metric.higher_is_better else score < leader_score
+
+
+def _competition_created(state: IndexState, log: DecodedLog) -> None:
+    a, t = log.args, log.args["terms"]
+    competition_id = int(a["competitionId"])
+    if competition_id in state.competitions:
+        raise InconsistentLogs(f"competition {competition_id} created twice")
+    metric = _metric(int(t["metric"]))
+    state.competitions[competition_id] = CompetitionState(
+        id=competition_id,
+        organizer=str(a["organizer"]),
+        test_set_hash=hex0x(t["testSetHash"]),
+        schema_hash=hex0x(t["schemaHash"]),
+        rules_hash=hex0x(t["rulesHash"]),
+        prize_wei=int(t["prize"]),
+        metric=int(metric),
+        public_split_bps=int(t["publicSplitBps"]),
+        ladder_step=int(t["ladderStep"]),
+        opens_at=int(t["opensAt"]),
+        closes_at=int(t["closesAt"]),
+        scoring_period=int(t["scoringPeriod"]),
+        submission_cap=int(t["submissionCap"]),
+        max_parameters=int(t["maxParameters"]),
+        architectures=int(t["architectures"]),
+        purchase_policy=int(t["purchasePolicy"]),
+        public_best=0 if metric.higher_is_better else NO_SCORE_LOWER_IS_BETTER,
+        created_block=log.block,
+        created_at=log.timestamp,
+        created_tx=log.tx_hash,
+        updated_block=log.block,
+    )
+
+
+def _submitted(state: IndexState, log: DecodedLog) -> None:
+    """Submission indexes run from 0 in the order of the ``Submitted`` logs."""
+    a = log.args
+    competition = _open_competition(state, log)
+    index = int(a["index"])
+    if index != competition.submission_count:
+        raise InconsistentLogs(f"competition {competition.id}: submission {index} after {competition.submission_count} submissions")
+    state.submissions[(competition.id, index)] = SubmissionState(
+        competition_id=competition.id,
+        index=index,
+        participant=str(a["participant"]),
+        content_hash=hex0x(a["contentHash"]),
+        weights_hash=hex0x(a["weightsHash"]),
+        ask_price_wei=int(a["askPrice"]),
+        submitted_at=log.timestamp,
+        submitted_block=log.block,
+        submitted_tx=log.tx_hash,
+        updated_block=log.block,
+    )
+    competition.submission_count += 1
+    competition.updated_block = log.block
+
+
+def _score_posted(state: IndexState, log: DecodedLog) -> None:
+    """A public score is the leaderboard's new best (posted in submission order); a private one may take the lead."""
+    a = log.args
+    competition = _open_competition(state, log)
+    index, score = int(a["index"]), int(a["score"])
+    submission = _submission(state, competition.id, index)
+    try:
+        split = Split(int(a["split"]))
+    except ValueError:
+        raise InconsistentLogs(f"competition {competition.id}: a score on unknown split {a['split']}") from None
+    if split is Split.PUBLIC:
+        if submission.public_score is not None or index != competition.next_public:
+            raise InconsistentLogs(f"competition {competition.id}: public score of submission {index}, next is {competition.next_public}")
+        submission.public_score = score
+        competition.public_best = score
+        competition.next_public += 1
+    else:
+        if submission.private_score is not None:
+            raise InconsistentLogs(f"competition {competition.id}: submission {index} scored twice on the private split")
+        submission.private_score = score
+        leader = competition.leader
+        if leader is None or _takes_the_lead(_metric(competition.metric), score, index, competition.leader_score, leader):
+            competition.leader, competition.leader_score = index, score
+        competition.private_scored += 1
+    submission.updated_block = competition.updated_block = log.block
+    state.scores.append(
+        ScoreRecord(
+            competition_id=competition.id, index=index, split=split, score=score, evaluator=str(a["evaluator"]),
+            block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash, log_index=log.log_index,
+        )
+    )  # fmt: skip
+
+
+def _competition_closed(state: IndexState, log: DecodedLog) -> None:
+    """The prize goes to the private leader's participant, or back to the organizer when nothing was scored."""
+    a = log.args
+    competition = _open_competition(state, log)
+    winner_index, prize = int(a["winnerIndex"]), int(a["prize"])
+    expected = NO_LEADER if competition.leader is None else competition.leader
+    if winner_index != expected or prize != competition.prize_wei:
+        leading = "no submission" if competition.leader is None else f"submission {competition.leader}"
+        raise InconsistentLogs(
+            f"competition {competition.id}: closed with winner index {winner_index} and prize {prize}, "
+            f"but the events leave {leading} leading for {competition.prize_wei}"
+        )
+    if competition.leader is not None:
+        winner = str(a["winner"])
+        if winner != _submission(state, competition.id, competition.leader).participant:
+            raise InconsistentLogs(f"competition {competition.id}: the prize went to {winner}, not submission {winner_index}'s participant")
+        competition.winner_index, competition.winner = competition.leader, winner
+    competition.status = CompetitionStatus.CLOSED
+    competition.closed_block, competition.closed_at = log.block, log.timestamp
+    competition.updated_block = log.block
+
+
+def _model_bought(state: IndexState, log: DecodedLog) -> None:
+    a = log.args
+    competition = _competition(state, int(a["competitionId"]))
+    index, price = int(a["index"]), int(a["price"])
+    submission = _submission(state, competition.id, index)
+    if competition.status is not CompetitionStatus.CLOSED or price != submission.ask_price_wei:
+        raise InconsistentLogs(
+            f"competition {competition.id} ({competition.status.name}): "
+            f"submission {index} asking {submission.ask_price_wei} bought for {price}"
+        )
+    state.purchases.append(
+        PurchaseRecord(
+            competition_id=competition.id, index=index, buyer=str(a["buyer"]), price_wei=price,
+            block=log.block, timestamp=log.timestamp, tx_hash=log.tx_hash, log_index=log.log_index,
+        )
+    )  # fmt: skip
+
+
 _STEPS: dict[str, Callable[[IndexState, DecodedLog], None]] = {
     "DatasetListed": _dataset_listed,
     "TermsUpdated": _terms_updated,
@@ -962,10 +1258,18 @@ _STEPS: dict[str, Callable[[IndexState, DecodedLog], None]] = {
     "MeasurementRevoked": _measurement_revoked,
     "EnclaveRegistered": _enclave_registered,
     "EnclaveRevoked": _enclave_revoked,
+    "CompetitionCreated": _competition_created,
+    "Submitted": _submitted,
+    "ScorePosted": _score_posted,
+    "CompetitionClosed": _competition_closed,
+    "ModelBought": _model_bought,
 }
 
 STAKE_EVENTS: frozenset[str] = frozenset({"StakeDeposited", "UnstakeRequested", "StakeWithdrawn", "StakeSlashed"})
 """The events that change an operator's stake (their ``operator`` argument names it)."""
 
 EVENTS: frozenset[str] = frozenset(_STEPS)
-"""The events the fold follows (of ``JobMarket`` and ``EnclaveRegistry``); others change nothing."""
+"""The events the fold follows (of ``JobMarket``, ``EnclaveRegistry`` and, :data:`COMPETITION_EVENTS`,
+``CompetitionMarket``); others change nothing. The fold tells events apart by name only, so the
+indexer hands it nothing else of the competition market (its ``PaymentCredited`` and ``Withdrawn``
+are not the job market's)."""

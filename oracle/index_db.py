@@ -9,7 +9,7 @@ Every history row derived from a log carries the log's ``(tx_hash, log_index)`` 
 unique constraint, and :class:`ChainEvent` records each applied log once, which is what makes
 replaying a block range harmless (see :mod:`oracle.indexer`). State rows (a dataset's terms,
 status and allow-lists, a job's status, holder and lease, operator stakes, the market's pause flag
-and money totals, revoked enclaves) are what the
+and money totals, revoked enclaves, competitions and their submissions) are what the
 logs up to the cursor leave behind: the state of :mod:`oracle.fold`, whose fields have the names of
 these columns.
 """
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 UINT256_DIGITS = 78
 """Decimal digits of 2**256 - 1: every on-chain unsigned integer fits."""
 DEFAULT_DB_NAME = "index.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped whenever the tables change; an index of another version is dropped and rebuilt from the chain."""
 
 
@@ -99,6 +99,8 @@ class Cursor(Base):
     registry_address: Mapped[str] = mapped_column(String(42))
     start_block: Mapped[int] = mapped_column(BigInteger)
     start_block_hash: Mapped[str] = mapped_column(String(66))
+    competitions_address: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    """The competition market whose logs the index holds too (``None``: none)."""
     last_block: Mapped[int] = mapped_column(BigInteger)
     last_block_timestamp: Mapped[int] = mapped_column(BigInteger, default=0)
 
@@ -118,6 +120,7 @@ class ChainEvent(Base):
     name: Mapped[str] = mapped_column(String(64))
     dataset_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    competition_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     account: Mapped[str | None] = mapped_column(String(42), nullable=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
@@ -398,6 +401,107 @@ class MarketTotals(Base):
     received_wei: Mapped[int] = mapped_column(UInt, default=0)
     paid_out_wei: Mapped[int] = mapped_column(UInt, default=0)
     updated_block: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Competition(Base):
+    """A competition (``competitionOf``): its terms, organizer, status, leaderboard, private ranking and close."""
+
+    __tablename__ = "competitions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    organizer: Mapped[str] = mapped_column(String(42), index=True)
+    status: Mapped[int] = mapped_column(Integer, index=True)
+    """``ICompetitionMarket.CompetitionStatus``: 1 open, 2 closed."""
+    test_set_hash: Mapped[str] = mapped_column(String(66))
+    schema_hash: Mapped[str] = mapped_column(String(66))
+    rules_hash: Mapped[str] = mapped_column(String(66))
+    prize_wei: Mapped[int] = mapped_column(UInt)
+    metric: Mapped[int] = mapped_column(Integer)
+    public_split_bps: Mapped[int] = mapped_column(Integer)
+    ladder_step: Mapped[int] = mapped_column(BigInteger)
+    opens_at: Mapped[int] = mapped_column(UInt)
+    closes_at: Mapped[int] = mapped_column(UInt)
+    scoring_period: Mapped[int] = mapped_column(UInt)
+    submission_cap: Mapped[int] = mapped_column(Integer)
+    max_parameters: Mapped[int] = mapped_column(BigInteger)
+    architectures: Mapped[int] = mapped_column(Integer)
+    purchase_policy: Mapped[int] = mapped_column(Integer)
+    submission_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    next_public: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Index of the next submission to score on the public split."""
+    private_scored: Mapped[int] = mapped_column(BigInteger, default=0)
+    public_best: Mapped[int] = mapped_column(UInt)
+    """The leaderboard's best: 0 (higher-is-better) or 2**64 - 1 (lower-is-better) before any public score."""
+    leader: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Index of the best private score so far (ties: the earlier submission)."""
+    leader_score: Mapped[int] = mapped_column(UInt, default=0)
+    winner_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Once closed: the submission that won (``None``: nothing was scored and the prize went back to the organizer)."""
+    winner: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    created_block: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    created_tx: Mapped[str] = mapped_column(String(66))
+    closed_block: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    closed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    updated_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class CompetitionSubmission(Base):
+    """A submission to a competition (``submissionOf``) with the weights hash of its ``Submitted`` log."""
+
+    __tablename__ = "competition_submissions"
+
+    competition_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    participant: Mapped[str] = mapped_column(String(42), index=True)
+    content_hash: Mapped[str] = mapped_column(String(66))
+    weights_hash: Mapped[str] = mapped_column(String(66))
+    ask_price_wei: Mapped[int] = mapped_column(UInt)
+    submitted_at: Mapped[int] = mapped_column(BigInteger)
+    submitted_block: Mapped[int] = mapped_column(BigInteger)
+    submitted_tx: Mapped[str] = mapped_column(String(66))
+    public_score: Mapped[int | None] = mapped_column(UInt, nullable=True)
+    """The Ladder's leaderboard value released for it (``None`` until scored on the public split)."""
+    private_score: Mapped[int | None] = mapped_column(UInt, nullable=True)
+    updated_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class CompetitionScore(Base):
+    """One posted score (``ScorePosted``): the leaderboard over time. ``split``: 1 public, 2 private."""
+
+    __tablename__ = "competition_scores"
+    __table_args__ = (
+        UniqueConstraint("tx_hash", "log_index", name="uq_competition_scores_log"),
+        Index("ix_competition_scores_competition_block", "competition_id", "block", "log_index"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    competition_id: Mapped[int] = mapped_column(BigInteger)
+    index: Mapped[int] = mapped_column(BigInteger)
+    split: Mapped[int] = mapped_column(Integer)
+    score: Mapped[int] = mapped_column(UInt)
+    evaluator: Mapped[str] = mapped_column(String(42))
+    block: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+
+
+class CompetitionPurchase(Base):
+    """A submitted model bought after its competition closed (``ModelBought``)."""
+
+    __tablename__ = "competition_purchases"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_competition_purchases_log"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    competition_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    index: Mapped[int] = mapped_column(BigInteger)
+    buyer: Mapped[str] = mapped_column(String(42), index=True)
+    price_wei: Mapped[int] = mapped_column(UInt)
+    block: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
 
 
 def cursor_key(chain_id: int, market: str, registry: str) -> str:

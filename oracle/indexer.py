@@ -1,4 +1,4 @@
-"""The chain event indexer: ``JobMarket`` and ``EnclaveRegistry`` logs into the SQL index.
+"""The chain event indexer: ``JobMarket``, ``EnclaveRegistry`` and ``CompetitionMarket`` logs into the SQL index.
 
 Exactly once: each poll reads the logs of a bounded block range ``cursor + 1 … end`` and
 writes every derived row *and* the advanced cursor in one database transaction. A crash before
@@ -11,14 +11,15 @@ Every piece of on-chain state a client asks about is rebuilt from the events alo
 dataset's terms, ε ledger, status, restriction flags and allow-lists; each job's status, price
 snapshots, holder, lease, charges and refund; operator stakes and the market's money totals (checked
 for conservation after every range); the market's emergency stop; enclaves, measurements and
-revocations. What
+revocations; and, when the indexer is given the competition market, its competitions, their
+submissions and scores, the history of posted scores and the models bought. What
 each event means is said once, by the pure fold of :mod:`oracle.fold`: for every range the indexer
 loads the rows its new logs touch into an :class:`~oracle.fold.IndexState`, folds the logs in
 chain order, and writes the state and the history the fold produced back in the same
 transaction. The index is therefore a pure function of the chain up to its cursor.
 
 Example:
-    >>> indexer = Indexer(db, market=market, registry=registry, start_block=deployment.block)  # doctest: +SKIP
+    >>> indexer = Indexer(db, market=market, registry=registry, start_block=deployment.block, competitions=competitions)  # doctest: +SKIP
     >>> indexer.poll_once()
     [IndexedRange(from_block=12, to_block=40, events=17)]
 """
@@ -38,11 +39,13 @@ from sqlalchemy.orm import Session
 from web3.contract.base_contract import BaseContractEvent
 from web3.types import LogReceipt
 
+from marketplace.competitions import CompetitionMarketClient, CompetitionStatus
 from marketplace.contracts import CERTIFICATE_TYPES, DatasetStatus, JobStatus, MarketClient, RegistryClient
 from marketplace.errors import SterlingError
 
 from . import fold
 from .fold import (
+    CompetitionState,
     DatasetState,
     DecodedLog,
     EnclaveState,
@@ -53,6 +56,7 @@ from .fold import (
     MeasurementState,
     OperatorStake,
     Revocation,
+    SubmissionState,
     hex0x,
 )
 from .index_db import (
@@ -60,6 +64,10 @@ from .index_db import (
     AllowedModel,
     BudgetEvent,
     ChainEvent,
+    Competition,
+    CompetitionPurchase,
+    CompetitionScore,
+    CompetitionSubmission,
     Cursor,
     Dataset,
     Enclave,
@@ -119,6 +127,8 @@ _ENCLAVE_COLUMNS = _columns(EnclaveState)
 _MARKET_COLUMNS = _columns(MarketPause)
 _STAKE_COLUMNS = _columns(OperatorStake)
 _TOTALS_COLUMNS = _columns(fold.MarketTotals)
+_COMPETITION_COLUMNS = _columns(CompetitionState, skip=("status",))
+_SUBMISSION_COLUMNS = _columns(SubmissionState)
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,7 @@ class IndexedRange:
 
 
 class Indexer:
-    """Follows the market and registry logs into an :class:`~oracle.index_db.IndexDatabase`."""
+    """Follows the market and registry logs (and the competition market's) into an :class:`~oracle.index_db.IndexDatabase`."""
 
     def __init__(
         self,
@@ -142,6 +152,7 @@ class Indexer:
         start_block: int,
         batch_blocks: int = DEFAULT_BATCH_BLOCKS,
         confirmations: int = 0,
+        competitions: CompetitionMarketClient | None = None,
     ) -> None:
         """Create an indexer; nothing is read until :meth:`poll_once`.
 
@@ -149,12 +160,16 @@ class Indexer:
             start_block: first block to read (the deployment block).
             batch_blocks: largest block range per ``eth_getLogs`` call and per transaction.
             confirmations: stay this many blocks behind the head (reorg safety on public chains).
+            competitions: the competition market to index too (its :data:`~oracle.fold.COMPETITION_EVENTS`);
+                ``None``: no competitions. An index keeps the competition market it began with
+                (:meth:`cursor`).
         """
         if batch_blocks < 1:
             raise ValueError("batch_blocks must be at least 1")
         self.db = db
         self.market = market
         self.registry = registry
+        self.competitions = competitions
         self.chain = market.chain
         self.start_block = start_block
         self.batch_blocks = batch_blocks
@@ -163,10 +178,18 @@ class Indexer:
         """The last block this indexer committed (or found committed); an in-process version of the index."""
         self.key = cursor_key(self.chain.chain_id, market.address, registry.address)
         self._events: dict[tuple[str, str], BaseContractEvent] = {}
-        for client in (market, registry):
+        """The followed events by (contract, topic): the competition market's own ``PaymentCredited``
+        and ``Withdrawn`` are left out, for the fold knows events by name only."""
+        followed: list[tuple[MarketClient | RegistryClient | CompetitionMarketClient, frozenset[str]]] = [
+            (market, fold.EVENTS - fold.COMPETITION_EVENTS), (registry, fold.EVENTS - fold.COMPETITION_EVENTS),
+        ]  # fmt: skip
+        if competitions is not None:
+            followed.append((competitions, fold.COMPETITION_EVENTS))
+        for client, names in followed:
             # web3 annotates ContractEvents.__iter__ as returning an Iterable; it yields the events.
             for contract_event in cast(Iterable[BaseContractEvent], client.contract.events):
-                self._events[(client.address.lower(), contract_event.topic.lower())] = contract_event
+                if contract_event.event_name in names:
+                    self._events[(client.address.lower(), contract_event.topic.lower())] = contract_event
         self._checked_chain = False
         self._block_times: dict[int, int] = {}
         self._claim_lease: int | None = None
@@ -177,13 +200,16 @@ class Indexer:
         """The persisted cursor, created at ``start_block - 1`` on first use.
 
         Raises:
-            IndexerChainMismatch: the block at ``start_block`` is not the one the index began from.
+            IndexerChainMismatch: the block at ``start_block`` is not the one the index began from,
+                or the index follows another competition market than this indexer (or none while
+                this one follows one, or the reverse): its competitions would miss logs.
         """
         with self.db.session() as session:
             cursor = session.get(Cursor, self.key)
         if cursor is not None and self._checked_chain:
             return cursor
         start_hash = hex0x(self.chain.w3.eth.get_block(self.start_block)["hash"])
+        competitions = self.competitions.address if self.competitions is not None else None
         with self.db.transaction() as session:
             cursor = session.get(Cursor, self.key)
             if cursor is None:
@@ -192,6 +218,7 @@ class Indexer:
                     chain_id=self.chain.chain_id,
                     market_address=self.market.address,
                     registry_address=self.registry.address,
+                    competitions_address=competitions,
                     start_block=self.start_block,
                     start_block_hash=start_hash,
                     last_block=self.start_block - 1,
@@ -203,6 +230,11 @@ class Indexer:
                 raise IndexerChainMismatch(
                     f"index cursor {self.key} began at block {cursor.start_block} with hash {cursor.start_block_hash}, "
                     f"but the connected chain has {start_hash} there: the chain was reset; reset the index"
+                )
+            elif cursor.competitions_address != competitions:
+                raise IndexerChainMismatch(
+                    f"index cursor {self.key} holds the logs of competition market {cursor.competitions_address}, "
+                    f"this indexer follows {competitions}: reset the index"
                 )
         self._checked_chain = True
         return cursor
@@ -263,7 +295,7 @@ class Indexer:
         return IndexedRange(start, end, applied)
 
     def _fetch(self, start: int, end: int) -> list[DecodedLog]:
-        """Decode the logs of both contracts in ``start … end``, in chain order (no DB access)."""
+        """Decode the followed logs of the contracts in ``start … end``, in chain order (no DB access)."""
         raw = self._get_logs(start, end)
         self._block_times.clear()
         decoded = []
@@ -276,8 +308,6 @@ class Indexer:
                 continue
             data = contract_event.process_log(log)
             name = str(data["event"])
-            if name not in fold.EVENTS:
-                continue
             block = int(log["blockNumber"])
             tx_hash = hex0x(log["transactionHash"])
             extra: dict[str, Any] = {}
@@ -300,8 +330,10 @@ class Indexer:
         return decoded
 
     def _get_logs(self, start: int, end: int) -> list[LogReceipt]:
-        """``eth_getLogs`` of both contracts in ``start … end`` (one request), in chain order."""
+        """``eth_getLogs`` of the contracts in ``start … end`` (one request), in chain order."""
         addresses = [self.market.contract.address, self.registry.contract.address]
+        if self.competitions is not None:
+            addresses.append(self.competitions.contract.address)
         raw = list(self.chain.w3.eth.get_logs({"fromBlock": start, "toBlock": end, "address": addresses}))
         raw.sort(key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
         return raw
@@ -367,6 +399,7 @@ class Indexer:
         args = log.args
         dataset_id = args.get("datasetId")
         job_id = args.get("jobId")
+        competition_id = args.get("competitionId")
         account = args.get("account", args.get("operator") if log.name in fold.STAKE_EVENTS else None)
         session.add(
             ChainEvent(
@@ -378,6 +411,7 @@ class Indexer:
                 name=log.name,
                 dataset_id=int(dataset_id) if dataset_id is not None else None,
                 job_id=int(job_id) if job_id is not None else None,
+                competition_id=int(competition_id) if competition_id is not None else None,
                 account=str(account) if account is not None else None,
                 data=_json_safe(args),
             )
@@ -429,6 +463,21 @@ class Indexer:
         totals = session.get(MarketTotalsRow, self.key)
         if totals is not None:
             state.totals = fold.MarketTotals(**{name: getattr(totals, name) for name in _TOTALS_COLUMNS})
+        if keys.competitions:
+            for competition in session.scalars(select(Competition).where(Competition.id.in_(sorted(keys.competitions)))):
+                state.competitions[competition.id] = CompetitionState(
+                    **{name: getattr(competition, name) for name in _COMPETITION_COLUMNS}, status=CompetitionStatus(competition.status)
+                )
+        by_competition: dict[int, list[int]] = {}
+        for competition_id, index in sorted(keys.submissions):
+            by_competition.setdefault(competition_id, []).append(index)
+        for competition_id, indexes in by_competition.items():
+            named = select(CompetitionSubmission).where(
+                CompetitionSubmission.competition_id == competition_id, CompetitionSubmission.index.in_(indexes)
+            )
+            for submission in session.scalars(named):
+                columns = {name: getattr(submission, name) for name in _SUBMISSION_COLUMNS}
+                state.submissions[(submission.competition_id, submission.index)] = SubmissionState(**columns)
         return state
 
     def _store(self, session: Session, state: IndexState) -> None:
@@ -500,6 +549,21 @@ class Indexer:
         session.add_all(BudgetEvent(**asdict(record)) for record in state.budget_events)
         session.add_all(JobEvent(**asdict(record)) for record in state.job_events)
         session.add_all(Payment(**asdict(record)) for record in state.payments)
+        for competition in state.competitions.values():
+            competition_row = session.get(Competition, competition.id)
+            if competition_row is None:
+                competition_row = Competition(id=competition.id)
+                session.add(competition_row)
+            _copy(competition, competition_row, _COMPETITION_COLUMNS)
+            competition_row.status = int(competition.status)
+        for key, submission in state.submissions.items():
+            submission_row = session.get(CompetitionSubmission, key)
+            if submission_row is None:
+                submission_row = CompetitionSubmission(competition_id=submission.competition_id, index=submission.index)
+                session.add(submission_row)
+            _copy(submission, submission_row, _SUBMISSION_COLUMNS)
+        session.add_all(CompetitionScore(**{**asdict(record), "split": int(record.split)}) for record in state.scores)
+        session.add_all(CompetitionPurchase(**asdict(record)) for record in state.purchases)
         session.flush()
 
 

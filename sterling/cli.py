@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sterling import serving_cli
+from sterling import competition_cli, serving_cli
 
 if TYPE_CHECKING:
     from marketplace.config import SterlingSettings
@@ -28,6 +28,7 @@ app.add_typer(attest_app, name="attest")
 privacy_app = typer.Typer(help="Privacy accounting (ε for DP-SGD, noise for a target ε) and empirical audits.", no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(serving_cli.models_app, name="models")
+app.add_typer(competition_cli.competition_app, name="competition")
 app.command("infer")(serving_cli.infer)
 console = Console()
 ETHER = 10**18
@@ -62,10 +63,16 @@ def demo(
         int | None, typer.Option(help="seed of the data split and model initialisation; default: STERLING_DEMO_SEED, else 7")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each step")] = False,
+    scenario: Annotated[
+        str, typer.Option("--scenario", help="training (three hospitals, one DP job) or competition (sealed test set, sealed models)")
+    ] = "training",
 ) -> None:
-    """Run the three-hospital private-training scenario end to end."""
+    """Run a scenario end to end: the three-hospital private training (default), or a competition."""
     from marketplace.errors import ConfigError
     from sterling.demo import demo_network, run_demo
+
+    if scenario not in ("training", "competition"):
+        raise typer.BadParameter("choose training or competition", param_hint="--scenario")
 
     settings = _settings(network=chain, demo={"seed": seed})
     try:
@@ -86,11 +93,46 @@ def demo(
                 bar.update(task, description=str(event.get("stage")), detail=str(event.get("detail", "")))
                 bar.console.log(f"{event.get('stage')}: {event.get('detail', '')}")
 
-        report = run_demo(settings, progress=on_progress)
-    _print_report(report.to_json())
+        if scenario == "competition":
+            from sterling.competition_demo import run_competition_demo
+
+            report: Any = run_competition_demo(settings, progress=on_progress)
+        else:
+            report = run_demo(settings, progress=on_progress)
+    if scenario == "competition":
+        _print_competition_report(report.to_json())
+    else:
+        _print_report(report.to_json())
     if json_out is not None:
         json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
         console.print(f"report written to {json_out}")
+
+
+def _print_competition_report(r: dict[str, Any]) -> None:
+    summary = Table(title=f"Sterling demo — competition {r['competition_id']} on {r['chain']}", show_header=False)
+    summary.add_row("Private test rows (public split)", f"{r['test_rows']} ({r['public_rows']})")
+    summary.add_row("Winner / prize", f"{r['winner']} / {_eth(r['prize_wei'])}")
+    summary.add_row("Copied ciphertext at the key manager", r["copy_attempt"]["key_manager"])
+    summary.add_row("Copied admission on-chain", r["copy_attempt"]["chain"])
+    purchase = r["purchase"]
+    summary.add_row("Bought model: weights match / test accuracy", f"{purchase['weights_match']} / {purchase['test_accuracy']:.2%}")
+    summary.add_row("Scoring in the enclave", f"{r['scoring']['rows_per_second']:,.0f} rows/s over {r['scoring']['scorings']} scorings")
+    summary.add_row("Evaluator measurement", r["evaluator_measurement"])
+    summary.add_row("Wall time", f"{r['wall_seconds']:.1f} s")
+    console.print(summary)
+    board = Table(title="Leaderboard (public: the Ladder's value when scored, η = 0.01)")
+    for col in ("entry", "participant", "model", "public", "private", "ask"):
+        board.add_column(col)
+    for e in r["leaderboard"]:
+        scores = f"{e['public_score']:.2f}", f"{e['private_score']:.4f}"
+        board.add_row(str(e["entry"]), e["participant"], e["architecture"], *scores, _eth(e["ask_wei"]))
+    console.print(board)
+    gas = Table(title="Gas per transaction")
+    gas.add_column("transaction")
+    gas.add_column("gas", justify="right")
+    for name, used in r["gas"].items():
+        gas.add_row(name, f"{used:,}")
+    console.print(gas)
 
 
 def _print_report(r: dict[str, Any]) -> None:

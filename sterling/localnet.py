@@ -20,6 +20,8 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
+from enclave_worker.competition_keys import CompetitionKeyService
+from enclave_worker.evaluator import EvaluatorService
 from enclave_worker.keymanager import KeyManagerService
 from enclave_worker.model_keys import ModelKeyService
 from enclave_worker.serving import InferenceService
@@ -30,6 +32,7 @@ from enclave_worker.worker import TrainerWorker
 from marketplace.abi import ERC20_ABI
 from marketplace.blobstore import BlobStore
 from marketplace.chain import Chain, TxResult, Wei
+from marketplace.competitions import CompetitionMarketClient
 from marketplace.contracts import DEFAULT_CLAIM_LEASE, Deployment, MarketClient, RegistryClient, deploy
 from marketplace.errors import ConfigError, ContractReverted
 from marketplace.model_market import ModelMarketClient
@@ -299,6 +302,20 @@ def start_enclaves(
     )
 
 
+def _launch_registered(net: LocalNet, role: Role, operator: LocalAccount, threads: int | None) -> LaunchedEnclave:
+    """Launch an enclave of ``role``, approve its measurement if governance has not yet (local
+    deployments only) and register it for ``operator``."""
+    launched = net.platform.launch(role, threads=threads)
+    try:
+        if not net.registry.is_measurement_approved(role, launched.measurement):
+            net.registry.approve_measurement(net.governance, role, launched.measurement)
+        attest_and_register(launched, net.verifier, net.registry, operator)
+    except BaseException:
+        launched.close()
+        raise
+    return launched
+
+
 @dataclass
 class LocalServing:
     """The serving half of a local deployment: the model market, an inference enclave and its host."""
@@ -329,11 +346,8 @@ def start_serving(
         raise ConfigError("this deployment has no model market; deploy again to serve models")
     operator = operator or net.operator
     model_market = ModelMarketClient(net.chain, net.deployment.model_market)
-    launched = net.platform.launch(Role.INFERENCE, threads=threads)
+    launched = _launch_registered(net, Role.INFERENCE, operator, threads)
     try:
-        if not net.registry.is_measurement_approved(Role.INFERENCE, launched.measurement):
-            net.registry.approve_measurement(net.governance, Role.INFERENCE, launched.measurement)
-        attest_and_register(launched, net.verifier, net.registry, operator)
         model_keys = ModelKeyService(net.key_manager, model_market, blobs=net.blobs)
         inference = InferenceService(
             launched, model_market=model_market, registry=net.registry, key_manager=model_keys, blobs=net.blobs,
@@ -343,3 +357,41 @@ def start_serving(
         launched.close()
         raise
     return LocalServing(model_market=model_market, model_keys=model_keys, inference=inference, operator=operator)
+
+
+@dataclass
+class LocalCompetitions:
+    """The competition half of a local deployment: the competition market, the key manager's
+    competition side and an evaluator enclave with its host."""
+
+    competitions: CompetitionMarketClient
+    keys: CompetitionKeyService
+    evaluator: EvaluatorService
+    operator: LocalAccount
+
+    def close(self) -> None:
+        self.evaluator.enclave.close()
+
+
+def start_competitions(net: LocalNet, *, operator: LocalAccount | None = None, threads: int | None = 1) -> LocalCompetitions:
+    """Approve the evaluator measurement, launch and register an evaluator enclave for ``operator``
+    (default: the trainer's operator) with ``threads`` torch threads, and score ``net``'s
+    competition market with it.
+
+    Raises:
+        ConfigError: the deployment has no competition market (a record from before competitions existed).
+    """
+    if net.deployment.competitions is None:
+        raise ConfigError("this deployment has no competition market; deploy again to run competitions")
+    operator = operator or net.operator
+    competitions = CompetitionMarketClient(net.chain, net.deployment.competitions)
+    launched = _launch_registered(net, Role.EVALUATOR, operator, threads)
+    try:
+        keys = CompetitionKeyService(net.key_manager, competitions, blobs=net.blobs)
+        evaluator = EvaluatorService(
+            launched, competitions=competitions, registry=net.registry, keys=keys, blobs=net.blobs, operator=operator
+        )
+    except BaseException:
+        launched.close()
+        raise
+    return LocalCompetitions(competitions=competitions, keys=keys, evaluator=evaluator, operator=operator)

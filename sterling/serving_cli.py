@@ -23,6 +23,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
+    from marketplace.chain import Chain
     from marketplace.serving import InferenceClient
 
 models_app = typer.Typer(help="Served models: the catalogue, and listing your own.", no_args_is_help=True)
@@ -86,22 +87,33 @@ def _numeric(row: list[str]) -> bool:
     return True
 
 
-def _client(gateway: str, dev_account: int | None) -> tuple[InferenceClient, Any]:
+def connect(gateway: str, *, timeout: float) -> tuple[Any, dict[str, Any], Chain]:
+    """An HTTP client of ``gateway``, its ``/api/config`` and the chain behind its JSON-RPC relay.
+
+    Raises:
+        typer.BadParameter: no Sterling gateway answers there.
+    """
     import httpx
 
     from marketplace.chain import connect_gateway
-    from marketplace.contracts import RegistryClient
     from marketplace.errors import ChainUnavailable
-    from marketplace.model_market import ModelMarketClient
-    from marketplace.serving import InferenceClient, http_transport
 
-    http = httpx.Client(base_url=gateway, timeout=120)
+    http = httpx.Client(base_url=gateway, timeout=timeout)
     try:
         config = http.get("/api/config").json()
         chain = connect_gateway(gateway)
     except (httpx.HTTPError, ValueError, ChainUnavailable) as e:
         http.close()
         raise typer.BadParameter(f"no Sterling gateway at {gateway}: {e}", param_hint="--gateway") from e
+    return http, config, chain
+
+
+def _client(gateway: str, dev_account: int | None) -> tuple[InferenceClient, Any]:
+    from marketplace.contracts import RegistryClient
+    from marketplace.model_market import ModelMarketClient
+    from marketplace.serving import InferenceClient, http_transport
+
+    http, config, chain = connect(gateway, timeout=120)
     market_address = (config.get("contracts") or {}).get("model_market")
     if not market_address:
         http.close()

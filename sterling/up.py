@@ -48,6 +48,7 @@ from enclave_worker.serving import InferenceService
 from marketplace import chain as chain_mod
 from marketplace._files import write_atomic
 from marketplace.chain import Chain, Wei, open_chain
+from marketplace.competitions import CompetitionMarketClient
 from marketplace.config import SterlingSettings, checkout_root
 from marketplace.contracts import Deployment, code_version, deploy
 from marketplace.errors import ChainUnavailable, ConfigError, SterlingError
@@ -55,7 +56,7 @@ from oracle.dispatcher import Dispatcher
 from oracle.index_db import IndexDatabase, default_url
 from oracle.indexer import Indexer, IndexerChainMismatch
 from sterling.gateway import GatewayServices, create_app
-from sterling.localnet import LocalNet, start_enclaves, start_serving
+from sterling.localnet import LocalNet, start_competitions, start_enclaves, start_serving
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,8 @@ def _start_thread(stack: ExitStack, name: str, target: Callable[[threading.Event
 
 
 def _start_indexer(index: IndexDatabase, net: LocalNet, *, fresh: bool, interval: float, stack: ExitStack) -> Indexer:
-    indexer = Indexer(index, market=net.market, registry=net.registry, start_block=net.deployment.block)
+    competitions = CompetitionMarketClient(net.chain, net.deployment.competitions) if net.deployment.competitions else None
+    indexer = Indexer(index, market=net.market, registry=net.registry, start_block=net.deployment.block, competitions=competitions)
     if fresh:
         index.reset()
     try:
@@ -282,6 +284,13 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
                 inference, every = serving.inference, up.redeem_interval
                 _start_thread(stack, "sterling-redeemer", lambda stop: redeem_periodically(inference, stop, interval=every))
                 note("serving", f"inference enclave {serving.inference.signer} serves model market {serving.model_market.address}")
+            if up.competitions and deployment.competitions is not None:
+                contest = start_competitions(net, operator=accounts.operator)
+                stack.callback(contest.close)
+                services = dataclasses.replace(services, competitions=contest.competitions, competition_keys=contest.keys)
+                evaluator, interval = contest.evaluator, up.evaluator_interval
+                _start_thread(stack, "sterling-evaluator", lambda stop: evaluator.serve(stop, interval=interval))
+                note("competitions", f"evaluator enclave {evaluator.signer} scores competition market {contest.competitions.address}")
             app = create_app(gateway, services=services)
             server = _Server(
                 uvicorn.Config(

@@ -9,7 +9,8 @@ import {
     IEnclaveRegistry,
     ROLE_TRAINER as TRAINER,
     ROLE_KEY_MANAGER as KEY_MANAGER,
-    ROLE_INFERENCE as INFERENCE
+    ROLE_INFERENCE as INFERENCE,
+    ROLE_EVALUATOR as EVALUATOR
 } from "./IEnclaveRegistry.sol";
 
 /**
@@ -30,6 +31,8 @@ contract EnclaveRegistry is IEnclaveRegistry, AccessControlDefaultAdminRules, EI
     uint8 public constant ROLE_KEY_MANAGER = KEY_MANAGER;
     /// @notice Role id for inference enclaves serving sealed models (ModelMarket).
     uint8 public constant ROLE_INFERENCE = INFERENCE;
+    /// @notice Role id for evaluator enclaves scoring competition submissions (CompetitionMarket).
+    uint8 public constant ROLE_EVALUATOR = EVALUATOR;
     /// @notice AccessControl role of attestation verifiers allowed to sign certificates.
     bytes32 public constant VERIFIER_ROLE = keccak256("VERIFIER_ROLE");
     /// @notice EIP-712 type hash of {IEnclaveRegistry-Certificate}.
@@ -174,7 +177,7 @@ contract EnclaveRegistry is IEnclaveRegistry, AccessControlDefaultAdminRules, EI
 
     /// @dev Reverts with {EnclaveRegistryInvalidRole} unless `role` is a known role id.
     function _checkRoleId(uint8 role) private pure {
-        if (role != TRAINER && role != KEY_MANAGER && role != INFERENCE) {
+        if (role != TRAINER && role != KEY_MANAGER && role != INFERENCE && role != EVALUATOR) {
             revert EnclaveRegistryInvalidRole(role);
         }
     }

@@ -8,6 +8,9 @@ uint8 constant ROLE_KEY_MANAGER = 2;
 /// @dev Role of an enclave that serves sealed models (ModelMarket): decrypts queries, runs the model
 /// and signs responses; its operator redeems the clients' vouchers.
 uint8 constant ROLE_INFERENCE = 3;
+/// @dev Role of an enclave that scores sealed competition submissions (CompetitionMarket) on
+/// private test sets and signs score receipts.
+uint8 constant ROLE_EVALUATOR = 4;
 
 /**
  * @title IEnclaveRegistry
@@ -18,7 +21,7 @@ uint8 constant ROLE_INFERENCE = 3;
 interface IEnclaveRegistry {
     /// @notice An attestation verifier's statement about one enclave, signed with EIP-712.
     struct Certificate {
-        uint8 role; // ROLE_TRAINER, ROLE_KEY_MANAGER or ROLE_INFERENCE
+        uint8 role; // ROLE_TRAINER, ROLE_KEY_MANAGER, ROLE_INFERENCE or ROLE_EVALUATOR
         bytes32 measurement; // hash of the enclave's trusted code and pinned dependencies
         address signer; // address of the enclave's secp256k1 signing key
         bytes32 encryptionKey; // the enclave's X25519 public key (HPKE recipient)
@@ -36,7 +39,7 @@ interface IEnclaveRegistry {
         bool revoked;
     }
 
-    /// @dev `role` is none of ROLE_TRAINER, ROLE_KEY_MANAGER, ROLE_INFERENCE.
+    /// @dev `role` is none of ROLE_TRAINER, ROLE_KEY_MANAGER, ROLE_INFERENCE, ROLE_EVALUATOR.
     error EnclaveRegistryInvalidRole(uint8 role);
     /// @dev The certificate signature recovers to `recovered`, which does not hold VERIFIER_ROLE.
     error EnclaveRegistryUnknownVerifier(address recovered);
@@ -67,14 +70,14 @@ interface IEnclaveRegistry {
 
     /**
      * @notice Approves `measurement` for `role`.
-     * @dev Requirements: caller holds DEFAULT_ADMIN_ROLE; `role` is 1, 2 or 3. Idempotent.
+     * @dev Requirements: caller holds DEFAULT_ADMIN_ROLE; `role` is 1, 2, 3 or 4. Idempotent.
      * Emits {MeasurementApproved}.
      */
     function approveMeasurement(uint8 role, bytes32 measurement) external;
 
     /**
      * @notice Revokes `measurement` for `role`; enclaves running it immediately stop being active.
-     * @dev Requirements: caller holds DEFAULT_ADMIN_ROLE; `role` is 1, 2 or 3. Idempotent.
+     * @dev Requirements: caller holds DEFAULT_ADMIN_ROLE; `role` is 1, 2, 3 or 4. Idempotent.
      * Emits {MeasurementRevoked}.
      */
     function revokeMeasurement(uint8 role, bytes32 measurement) external;

@@ -142,6 +142,7 @@ class Enclave:
                 "deposit_job_model_copy": self._deposit_job_model_copy,
                 "deposit_test_set": self._deposit_test_set,
                 "admit_submission": self._admit_submission,
+                "admit_job_model": self._admit_job_model,
                 "release_evaluation": self._release_evaluation,
                 "release_purchase": self._release_purchase,
             }
@@ -312,28 +313,39 @@ class Enclave:
         and whose ``sourceJobId`` is this job (:meth:`_release_model`), so a listing cannot show
         the ε of one job while serving the weights of another.
         """
-        chain_id, market, job_id = fields["chain_id"], fields["market"], fields["job_id"]
-        if fields["job_status"] != JobStatus.COMPLETED:
-            raise ModelReleaseRefused(f"job {job_id} is not completed")
-        if fields["job_consumer_key"] != self.encryption_key:
-            raise ModelReleaseRefused(f"job {job_id}'s model was sealed to its consumer, not to this key manager for serving")
-        sealed_result: bytes = fields["sealed_result"]
-        if hashlib.sha256(sealed_result).digest() != fields["result_hash"]:
-            raise CiphertextTampered(f"job {job_id}: the sealed result does not match the receipt's result hash")
-        key, body = sealing.open_key(sealed_result, self._box, info=keywrap.model_info(chain_id, market, job_id))
-        weights = dataformat.decrypt_bytes(body, key, kind=dataformat.Kind.MODEL, context=model_context(chain_id, market, job_id))
-        weights_hash = hashlib.sha256(weights).digest()
-        if weights_hash != fields["model_hash"]:
-            raise CiphertextTampered(f"job {job_id}: the decrypted model does not match the receipt's model hash")
+        chain_id, job_id = fields["chain_id"], fields["job_id"]
+        key, body, weights = self._open_job_result(fields)
         inference.weights_schema(weights, model_id=0)  # servable: it carries its input schema
         del weights
         content_hash = hashlib.sha256(body).digest()
         return {
             "sealed_key": self._seal_job_model_key(chain_id, fields["model_market"], fields["job_consumer"], job_id, key, content_hash),
             "content_hash": content_hash,
-            "weights_hash": weights_hash,
-            "ciphertext_offset": len(sealed_result) - len(body),
+            "weights_hash": fields["model_hash"],
+            "ciphertext_offset": len(fields["sealed_result"]) - len(body),
         }
+
+    def _open_job_result(self, fields: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
+        """Open the sealed result of a completed job whose consumer had it sealed to this key
+        manager, checked against the receipt's result and model hashes.
+
+        Returns:
+            ``(model key, model ciphertext, weights)``: the ciphertext is the result without its
+            wrapped key, under the job's fresh model key.
+        """
+        chain_id, market, job_id = fields["chain_id"], fields["market"], fields["job_id"]
+        if fields["job_status"] != JobStatus.COMPLETED:
+            raise ModelReleaseRefused(f"job {job_id} is not completed")
+        if fields["job_consumer_key"] != self.encryption_key:
+            raise ModelReleaseRefused(f"job {job_id}'s model was sealed to its consumer, not to this key manager")
+        sealed_result: bytes = fields["sealed_result"]
+        if hashlib.sha256(sealed_result).digest() != fields["result_hash"]:
+            raise CiphertextTampered(f"job {job_id}: the sealed result does not match the receipt's result hash")
+        key, body = sealing.open_key(sealed_result, self._box, info=keywrap.model_info(chain_id, market, job_id))
+        weights = dataformat.decrypt_bytes(body, key, kind=dataformat.Kind.MODEL, context=model_context(chain_id, market, job_id))
+        if hashlib.sha256(weights).digest() != fields["model_hash"]:
+            raise CiphertextTampered(f"job {job_id}: the decrypted model does not match the receipt's model hash")
+        return key, body, weights
 
     def _deposit_job_model_copy(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """Take for serving the model of a completed job whose consumer had it sealed to ITSELF: the
@@ -457,10 +469,7 @@ class Enclave:
         """
         chain_id, competitions, participant = fields["chain_id"], fields["competitions"], fields["participant"]
         rules = evaluation.Rules.from_fields(fields)
-        if fields["competition_status"] != CompetitionStatus.OPEN:
-            raise SubmissionRefused(f"competition {rules.competition_id} is not open")
-        if fields["now"] >= fields["closes_at"]:
-            raise SubmissionRefused(f"competition {rules.competition_id}'s window closed at {fields['closes_at']} (now {fields['now']})")
+        self._check_window(rules, fields)
         ciphertext: bytes = fields["ciphertext"]
         content_hash = hashlib.sha256(ciphertext).digest()
         statement = Deposit(content_hash=content_hash, wrapped_key=fields["wrapped_key"], key_manager=self.signer)
@@ -476,10 +485,43 @@ class Enclave:
         evaluation.open_submission(weights, rules=rules)
         weights_hash = hashlib.sha256(weights).digest()
         del weights
-        admission = Admission(
-            competition_id=rules.competition_id, participant=participant, content_hash=content_hash, weights_hash=weights_hash
+        return self._admitted(chain_id, competitions, rules.competition_id, participant, key, content_hash, weights_hash)
+
+    def _admit_job_model(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """Admit the model of a completed job, sealed to this key manager, as its consumer's
+        submission: the participant never holds the weights. The job's model ciphertext becomes the
+        submission's (``ciphertext_offset`` into the sealed result); the rest is :meth:`_admit_submission`'s."""
+        chain_id, competitions, participant = fields["chain_id"], fields["competitions"], fields["job_consumer"]
+        rules = evaluation.Rules.from_fields(fields)
+        self._check_window(rules, fields)
+        key, body, weights = self._open_job_result(fields)
+        evaluation.open_submission(weights, rules=rules)
+        del weights
+        reply = self._admitted(
+            chain_id, competitions, rules.competition_id, participant, key, hashlib.sha256(body).digest(), fields["model_hash"]
         )
-        binding = _seal_binding(chain_id, competitions, participant) + rules.competition_id.to_bytes(32, "big")
+        return reply | {"ciphertext_offset": len(fields["sealed_result"]) - len(body)}
+
+    @staticmethod
+    def _check_window(rules: evaluation.Rules, fields: dict[str, Any]) -> None:
+        if fields["competition_status"] != CompetitionStatus.OPEN:
+            raise SubmissionRefused(f"competition {rules.competition_id} is not open")
+        if fields["now"] >= fields["closes_at"]:
+            raise SubmissionRefused(f"competition {rules.competition_id}'s window closed at {fields['closes_at']} (now {fields['now']})")
+
+    def _admitted(
+        self,
+        chain_id: int,
+        competitions: bytes,
+        competition_id: int,
+        participant: bytes,
+        key: bytes,
+        content_hash: bytes,
+        weights_hash: bytes,
+    ) -> dict[str, Any]:
+        """Seal an admitted model's key with (chain id, competition market, participant, competition id) and sign its admission."""
+        admission = Admission(competition_id=competition_id, participant=participant, content_hash=content_hash, weights_hash=weights_hash)
+        binding = _seal_binding(chain_id, competitions, participant) + competition_id.to_bytes(32, "big")
         return {
             "sealed_key": platform_seal.seal(self._sealing_key(), binding + key, label=_sealed_submission_key_label(content_hash)),
             "content_hash": content_hash,

@@ -18,6 +18,7 @@ from enclave_worker.trusted.inference import MAX_ENVELOPE_BYTES
 from marketplace.errors import SterlingError
 from sterling.gateway.api.routes import (
     blobs,
+    competitions,
     config,
     datasets,
     deposits,
@@ -141,7 +142,7 @@ def create_app(settings: GatewaySettings, *, services: GatewayServices) -> FastA
         gas_cap=settings.rpc_gas_cap, call_seconds=settings.rpc_call_seconds,
     )  # fmt: skip
 
-    for module in (health, config, datasets, jobs, models, workers, operators, payments, blobs, specs, deposits, rpc, events):
+    for module in (health, config, datasets, jobs, models, competitions, workers, operators, payments, blobs, specs, deposits, rpc, events):
         app.include_router(module.router, prefix=API_PREFIX, responses=_ERRORS)
 
     @app.exception_handler(SterlingError)

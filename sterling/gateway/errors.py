@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enclave_worker.trusted.errors import EvaluationRefused, SubmissionRefused
+from enclave_worker.trusted.receipt import DepositExists, DepositSignatureInvalid
 from marketplace.errors import (
     BlobNotFound,
     ChainUnavailable,
@@ -9,6 +11,8 @@ from marketplace.errors import (
     ContractReverted,
     InvalidDataset,
     InvalidModelSpec,
+    JobNotReady,
+    KeyReleaseRefused,
     KeyUnwrapFailed,
     SterlingError,
 )
@@ -45,6 +49,12 @@ class NonStandardJson(GatewayError, ValueError):
 STATUS_OF: tuple[tuple[type[BaseException], int], ...] = (
     (NotFound, 404),
     (BlobNotFound, 404),
+    (JobNotReady, 404),
+    (DepositExists, 409),
+    (DepositSignatureInvalid, 400),
+    (SubmissionRefused, 403),
+    (EvaluationRefused, 403),
+    (KeyReleaseRefused, 403),
     (PayloadTooLarge, 413),
     (InvalidModelSpec, 422),
     (InvalidDataset, 422),

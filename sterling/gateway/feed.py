@@ -45,6 +45,10 @@ _JOB_STAGES = {
 _STAKE_EVENTS = {"StakeDeposited": "deposited", "UnstakeRequested": "unbonding", "StakeWithdrawn": "withdrawn"}
 _PAYMENT_KINDS = {"PaymentCredited": "credited", "Withdrawn": "withdrawn"}
 _MARKET_EVENTS = {"Paused": True, "Unpaused": False}
+_COMPETITION_CHANGES = {
+    "CompetitionCreated": "created", "Submitted": "submitted", "ScorePosted": "scored", "CompetitionClosed": "closed",
+    "ModelBought": "bought",
+}  # fmt: skip
 
 
 def event_of(row: ChainEvent) -> ServerSentEvent:
@@ -72,6 +76,9 @@ def event_of(row: ChainEvent) -> ServerSentEvent:
     elif row.name in _MARKET_EVENTS:
         kind = "market"
         data = {"paused": _MARKET_EVENTS[row.name], "account": row.account, **where}
+    elif row.name in _COMPETITION_CHANGES:
+        kind = "competition"
+        data = {"competition_id": row.competition_id, "change": _COMPETITION_CHANGES[row.name], "index": row.data.get("index"), **where}
     else:
         kind = "worker"
         data = {"signer": row.data.get("signer"), **where}
@@ -147,7 +154,7 @@ class EventFeed:
         return snapshot
 
     async def stream(self, after: int | None = None, *, lifetime: float = math.inf) -> AsyncIterator[ServerSentEvent]:
-        """Events from now on (or after event id ``after``): block, dataset, job, payment, market, worker, progress.
+        """Events from now on (or after event id ``after``): block, dataset, job, payment, market, competition, worker, progress.
 
         The stream ends after ``lifetime`` seconds (or when the feed is closed).
         """

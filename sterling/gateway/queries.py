@@ -5,18 +5,32 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from eth_utils import to_checksum_address
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, Role
+from enclave_worker.trusted.evaluation import ARCHITECTURES
+from enclave_worker.trusted.onchain import (
+    DELTA_SCALE,
+    EPSILON_SCALE,
+    NO_SCORE_LOWER_IS_BETTER,
+    SCORE_SCALE,
+    CompetitionStatus,
+    Metric,
+    PurchasePolicy,
+    Role,
+    Split,
+)
 from marketplace.blobstore import BlobStore
 from marketplace.contracts import DatasetStatus, JobStatus
 from marketplace.errors import BlobNotFound, CiphertextTampered
 from oracle.index_db import (
     BudgetEvent,
+    Competition,
+    CompetitionScore,
+    CompetitionSubmission,
     Cursor,
     Dataset,
     Enclave,
@@ -35,6 +49,9 @@ from sterling.gateway.limits import check_json_depth
 from sterling.gateway.schemas import (
     AttestationPublic,
     BudgetEventPublic,
+    CompetitionDetailPublic,
+    CompetitionPhase,
+    CompetitionPublic,
     DatasetDetailPublic,
     DatasetPublic,
     DatasetSort,
@@ -47,7 +64,9 @@ from sterling.gateway.schemas import (
     MoneyPublic,
     PaymentPublic,
     RoleName,
+    ScorePointPublic,
     StakePublic,
+    SubmissionPublic,
     TimelineEventPublic,
     WorkerPublic,
 )
@@ -61,6 +80,8 @@ _DATASET_ORDER = {
     "-listed": (Dataset.listed_block.desc(), Dataset.id.desc()),
 }
 MAX_DOCUMENT_BYTES = 1 << 20
+MAX_ROW_ID = 2**63 - 1
+"""The largest id an index table's (signed 64-bit) key holds: a larger one names nothing indexed."""
 DATASET_STATUS: dict[int, DatasetStatusName] = {
     status: cast(DatasetStatusName, status.name.lower()) for status in DatasetStatus  # the API's names: the enum's, lower-cased
 }
@@ -394,3 +415,95 @@ def list_stakes(session: Session, *, limit: int, offset: int) -> tuple[list[Stak
         select(OperatorStake).order_by(OperatorStake.amount.desc(), OperatorStake.operator).limit(limit).offset(offset)
     ).all()
     return [stake_public(r) for r in rows], total
+
+
+_POLICY: dict[PurchasePolicy, Literal["none", "organizer", "anyone"]] = {
+    PurchasePolicy.NONE: "none", PurchasePolicy.ORGANIZER: "organizer", PurchasePolicy.ANYONE: "anyone",
+}  # fmt: skip
+
+
+def competition_phase(row: Competition, now: int) -> CompetitionPhase:
+    """Where a competition stands at chain time ``now`` (its status from the index, its window from its terms)."""
+    if row.status == CompetitionStatus.CLOSED:
+        return "closed"
+    if now < row.opens_at:
+        return "upcoming"
+    if now < row.closes_at:
+        return "submissions"
+    return "scoring" if now < row.closes_at + row.scoring_period else "closable"
+
+
+def _competition_fields(row: Competition, now: int) -> dict[str, Any]:
+    metric = Metric(row.metric)
+    has_best = row.next_public > 0 and row.public_best != NO_SCORE_LOWER_IS_BETTER
+    return {
+        "competition_id": row.id,
+        "organizer": row.organizer,
+        "status": "closed" if row.status == CompetitionStatus.CLOSED else "open",
+        "phase": competition_phase(row, now),
+        "test_set_hash": row.test_set_hash,
+        "schema_hash": row.schema_hash,
+        "rules_hash": row.rules_hash,
+        "prize_wei": str(row.prize_wei),
+        "metric": metric.name.lower(),
+        "higher_is_better": metric.higher_is_better,
+        "public_split_bps": row.public_split_bps,
+        "ladder_step": row.ladder_step / SCORE_SCALE,
+        "opens_at": row.opens_at,
+        "closes_at": row.closes_at,
+        "open_to_all_at": row.closes_at + row.scoring_period,
+        "submission_cap": row.submission_cap,
+        "max_parameters": row.max_parameters,
+        "architectures": [name for name, bit in ARCHITECTURES.items() if bit & row.architectures],
+        "purchase_policy": _POLICY[PurchasePolicy(row.purchase_policy)],
+        "submission_count": row.submission_count,
+        "next_public": row.next_public,
+        "private_scored": row.private_scored,
+        "public_best": row.public_best / SCORE_SCALE if has_best else None,
+        "leader": row.leader,
+    }
+
+
+def list_competitions(session: Session, *, now: int) -> list[CompetitionPublic]:
+    """Every indexed competition, newest first; ``now`` is the chain's time (for the phase)."""
+    rows = session.scalars(select(Competition).order_by(Competition.id.desc()))
+    return [CompetitionPublic(**_competition_fields(row, now)) for row in rows]
+
+
+def competition_detail(session: Session, competition_id: int, blobs: BlobStore, *, now: int) -> CompetitionDetailPublic:
+    """One competition with its rules (from the blob store), its submissions in index order and
+    every posted score in chain order.
+
+    Raises:
+        NotFound: no such competition in the index.
+    """
+    row = session.get(Competition, competition_id) if 0 < competition_id <= MAX_ROW_ID else None
+    if row is None:
+        raise NotFound(f"competition {competition_id} does not exist (or is not indexed yet)")
+    submissions = session.scalars(
+        select(CompetitionSubmission).where(CompetitionSubmission.competition_id == competition_id).order_by(CompetitionSubmission.index)
+    )
+    history = session.scalars(
+        select(CompetitionScore)
+        .where(CompetitionScore.competition_id == competition_id)
+        .order_by(CompetitionScore.block, CompetitionScore.log_index)
+    )
+    return CompetitionDetailPublic(
+        **_competition_fields(row, now),
+        rules=read_json_blob(blobs, row.rules_hash),
+        submissions=[
+            SubmissionPublic(
+                index=s.index, participant=s.participant, content_hash=s.content_hash, ask_price_wei=str(s.ask_price_wei),
+                submitted_at=s.submitted_at, public_score=s.public_score / SCORE_SCALE if s.public_score is not None else None,
+                private_score=s.private_score / SCORE_SCALE if s.private_score is not None else None,
+            )
+            for s in submissions
+        ],
+        history=[
+            ScorePointPublic(
+                index=e.index, split="public" if e.split == Split.PUBLIC else "private", score=e.score / SCORE_SCALE,
+                block=e.block, time=e.timestamp,
+            )
+            for e in history
+        ],
+    )  # fmt: skip

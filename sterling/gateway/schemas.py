@@ -21,7 +21,7 @@ BudgetKind = Literal["listed", "reserved", "released", "debited", "topped_up", "
 TimelineStage = Literal["created", "claimed", "renewed", "released", "charged", "slashed", "settled", "expired", "cancelled"]
 PaymentKind = Literal["credited", "withdrawn"]
 PaymentReason = Literal["payout", "refund", "change", "slash", "stake"]
-RoleName = Literal["trainer", "key_manager", "inference"]
+RoleName = Literal["trainer", "key_manager", "inference", "evaluator"]
 
 
 class ErrorPublic(BaseModel):
@@ -46,6 +46,7 @@ class ContractsPublic(BaseModel):
     job_market: str
     enclave_registry: str
     model_market: str | None = Field(default=None, description="the model market served models are listed on (none: no serving)")
+    competitions: str | None = Field(default=None, description="the competition market (none: no competitions)")
 
 
 class KeyManagerPublic(BaseModel):
@@ -84,6 +85,7 @@ class ConfigPublic(BaseModel):
         description="the ERC-20 every price, fee and payment is in; null when the market is paid in the chain's native currency"
     )
     epsilon_scale: int
+    score_scale: int = Field(description="competition scores (and the Ladder's step) on-chain are integers in 1/score_scale metric units")
     delta_scale: int
     max_blob_bytes: int
     dev_accounts: list[DevAccountPublic]
@@ -416,3 +418,130 @@ class JobModelPublic(BaseModel):
     content_hash: str = Field(description="SHA-256 of the model ciphertext in the blob store")
     weights_hash: str = Field(description="the receipt's modelHash")
     owner: str = Field(description="the job's consumer, the only account whose listing gets the key")
+
+
+# --- competitions ------------------------------------------------------------------------------
+
+MetricName = Literal["accuracy", "macro_f1", "roc_auc", "log_loss", "rmse"]
+CompetitionPhase = Literal["upcoming", "submissions", "scoring", "closable", "closed"]
+WRAPPED_KEY_PATTERN = r"^(0x)?([0-9a-fA-F]{2}){1,512}$"
+SIGNATURE_PATTERN = r"^(0x)?[0-9a-fA-F]{130}$"
+
+
+class CompetitionPublic(BaseModel):
+    """A competition (``CompetitionMarket.competitionOf``). Scores are metric values (the chain's 10⁻⁶ units / 1e6)."""
+
+    competition_id: int
+    organizer: str
+    status: Literal["open", "closed"]
+    phase: CompetitionPhase = Field(
+        description="upcoming: before the window; submissions: window open; scoring: private scores being posted; "
+        "closable: anyone may close; closed: final"
+    )
+    test_set_hash: str
+    schema_hash: str = Field(description="SHA-256 of the canonical schema every submission must take (GET /api/documents/{hash})")
+    rules_hash: str = Field(description="SHA-256 of the rules document in the blob store")
+    prize_wei: str
+    metric: MetricName
+    higher_is_better: bool
+    public_split_bps: int
+    ladder_step: float = Field(description="the Ladder's step η: the public leaderboard moves only for a gain above it")
+    opens_at: int
+    closes_at: int
+    open_to_all_at: int = Field(description="from this second on anyone may close (an organizer who never closes keeps nothing)")
+    submission_cap: int
+    max_parameters: int
+    architectures: list[Literal["logistic_regression", "mlp", "cnn"]]
+    purchase_policy: Literal["none", "organizer", "anyone"]
+    submission_count: int
+    next_public: int
+    private_scored: int
+    public_best: float | None
+    leader: int | None = Field(description="the index of the best private score so far (the winner once closed)")
+
+
+class SubmissionPublic(BaseModel):
+    index: int
+    participant: str
+    content_hash: str
+    ask_price_wei: str = Field(description="what a buyer pays after the close; 0: not for sale")
+    submitted_at: int
+    public_score: float | None = Field(description="the Ladder's leaderboard value when it was scored")
+    private_score: float | None
+
+
+class ScorePointPublic(BaseModel):
+    """One posted score, for the leaderboard chart over time."""
+
+    index: int
+    split: Literal["public", "private"]
+    score: float
+    block: int
+    time: int
+
+
+class CompetitionDetailPublic(CompetitionPublic):
+    rules: dict[str, Any] | None = Field(description="the rules document (None if the gateway does not hold it)")
+    submissions: list[SubmissionPublic]
+    history: list[ScorePointPublic]
+
+
+class TestSetDepositCreate(BaseModel):
+    """An organizer's test-set key deposit: the key HPKE-wrapped to the key manager, with the organizer's signature."""
+
+    content_hash: str = Field(pattern=HEX32_PATTERN, description="SHA-256 of the test set ciphertext, uploaded first")
+    wrapped_key: str = Field(pattern=WRAPPED_KEY_PATTERN)
+    organizer: str = Field(pattern=ADDRESS_PATTERN)
+    signature: str = Field(pattern=SIGNATURE_PATTERN, description="the organizer's EIP-712 Deposit under the competition market's domain")
+
+
+class TestSetDepositPublic(BaseModel):
+    content_hash: str
+    schema_hash: str
+    rows: int
+    key_manager: str
+
+
+class AdmissionCreate(BaseModel):
+    """A participant's sealed model, for the key manager to check against the rules and admit."""
+
+    competition_id: int = Field(ge=1, lt=2**256)
+    content_hash: str = Field(pattern=HEX32_PATTERN, description="SHA-256 of the model ciphertext, uploaded first")
+    wrapped_key: str = Field(pattern=WRAPPED_KEY_PATTERN, description="the model key wrapped with the submission binding")
+    participant: str = Field(pattern=ADDRESS_PATTERN)
+    signature: str = Field(pattern=SIGNATURE_PATTERN, description="the participant's EIP-712 Deposit under the competition market's domain")
+
+
+class JobAdmissionCreate(BaseModel):
+    """A completed job's model, sealed to the key manager, to admit as its consumer's entry."""
+
+    competition_id: int = Field(ge=1, lt=2**256)
+    job_id: int = Field(ge=1, lt=2**256)
+
+
+class AdmissionPublic(BaseModel):
+    """What ``CompetitionMarket.submit`` takes from the participant."""
+
+    competition_id: int
+    participant: str
+    content_hash: str
+    weights_hash: str
+    admission: str = Field(description="the key manager's EIP-712 Admission signature")
+    key_manager: str
+
+
+class PurchaseKeyCreate(BaseModel):
+    competition_id: int = Field(ge=1, lt=2**256)
+    index: int = Field(ge=0, lt=2**32)
+    buyer: str = Field(pattern=ADDRESS_PATTERN)
+
+
+class PurchaseKeyPublic(BaseModel):
+    """A bought model's key, wrapped to the X25519 key its buyer gave on-chain (only the buyer opens it)."""
+
+    competition_id: int
+    index: int
+    buyer: str
+    content_hash: str = Field(description="the model ciphertext to fetch from the blob store")
+    weights_hash: str = Field(description="the SHA-256 the decrypted safetensors must have")
+    released_key: str

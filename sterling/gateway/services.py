@@ -14,12 +14,14 @@ from enclave_worker.status import JobStatusBoard
 from marketplace.abi import ERC20_ABI
 from marketplace.blobstore import BlobStore
 from marketplace.chain import Chain
+from marketplace.competitions import CompetitionMarketClient
 from marketplace.contracts import MarketClient, RegistryClient
 from marketplace.model_market import ModelMarketClient
 from marketplace.provider import KeyDepository
 from oracle.index_db import IndexDatabase, cursor_key
 
 if TYPE_CHECKING:
+    from enclave_worker.competition_keys import CompetitionKeyService
     from enclave_worker.model_keys import ModelKeyService
     from enclave_worker.serving import InferenceService
     from sterling.localnet import LocalNet
@@ -46,6 +48,8 @@ class GatewayServices:
         attestation_formats: verifier address → evidence format it checks (``sim``, ``aws-nitro``).
         model_market, model_keys, inference: the model market, the key manager's model-key service and
             the inference host requests are relayed to (``None``: no serving).
+        competitions, competition_keys: the competition market and the key manager's competition side
+            (``None``: no competitions).
         index_version: the block the index has reached, known in memory because the only indexer
             writing it runs in this process (``sterling up``); ``None``: read it from the database.
     """
@@ -64,6 +68,8 @@ class GatewayServices:
     model_market: ModelMarketClient | None = None
     model_keys: ModelKeyService | None = None
     inference: InferenceService | None = None
+    competitions: CompetitionMarketClient | None = None
+    competition_keys: CompetitionKeyService | None = None
 
     @property
     def cursor_key(self) -> str:
@@ -102,4 +108,5 @@ class GatewayServices:
             attestation_formats=MappingProxyType({net.verifier.signer.address: "sim"}),
             index_version=index_version,
             model_market=ModelMarketClient(net.chain, net.deployment.model_market) if net.deployment.model_market else None,
+            competitions=CompetitionMarketClient(net.chain, net.deployment.competitions) if net.deployment.competitions else None,
         )

@@ -22,10 +22,11 @@ from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 from web3.providers.eth_tester import EthereumTesterProvider
 
+from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, Role  # noqa: F401 - the tests import DELTA_SCALE from here
 from enclave_worker.trusted.receipt import RECEIPT_TYPES
+from marketplace import chain as chain_mod
 from marketplace.abi import load_artifact
-from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, Role
-from marketplace.chain import ErrorDecoder
+from marketplace.chain import Chain, ErrorDecoder
 from marketplace.contracts import CERTIFICATE_TYPES, DatasetStatus, JobStatus
 
 ROLE_TRAINER = int(Role.TRAINER)
@@ -347,6 +348,14 @@ def create_job(
 def w3() -> Web3:
     """An in-process py-evm chain."""
     return Web3(EthereumTesterProvider())
+
+
+@pytest.fixture(scope="session")
+def sdk_chain() -> Chain:
+    """An in-process py-evm chain driven through the SDK (:class:`marketplace.chain.Chain`: local
+    keys sign, reverts arrive as ``ContractReverted``), shared by the tests that use the SDK's
+    clients; each module deploys its own contracts on it and reverts its tests by snapshot."""
+    return chain_mod.embedded()
 
 
 @pytest.fixture(scope="session")

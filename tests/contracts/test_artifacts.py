@@ -21,7 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 def test_committed_artifacts_match_fresh_compile() -> None:
     fresh = compile_contracts()
-    assert sorted(fresh) == ["EnclaveRegistry", "JobMarket", "ModelMarket"]
+    assert sorted(fresh) == ["CompetitionMarket", "EnclaveRegistry", "JobMarket", "ModelMarket"]
     for name, artifact in fresh.items():
         committed = load_artifact(name)
         assert committed["abi"] == artifact["abi"], name
@@ -30,7 +30,7 @@ def test_committed_artifacts_match_fresh_compile() -> None:
 
 
 def test_the_browsers_abi_copy_matches_the_committed_artifacts() -> None:
-    committed = {name: load_artifact(name) for name in ("EnclaveRegistry", "JobMarket", "ModelMarket")}
+    committed = {name: load_artifact(name) for name in ("EnclaveRegistry", "JobMarket", "ModelMarket", "CompetitionMarket")}
     assert (PROJECT_ROOT / WEB_ABI_PATH).read_text(encoding="utf-8") == render_web_abi(committed), (
         "web/js/abi.js is stale: run `python -m marketplace.compile`"
     )

@@ -99,12 +99,12 @@ def test_register_unknown_verifier(chain: Deployment) -> None:
 
 def test_register_invalid_role(chain: Deployment) -> None:
     a = chain.actors
-    cert = certificate(a.other_trainer.address, a.operator, chain.now() + ONE_YEAR, role=4)
+    cert = certificate(a.other_trainer.address, a.operator, chain.now() + ONE_YEAR, role=5)  # 1-4 are roles (4: evaluator)
     signature = sign_certificate(chain, a.verifier, cert)
     expect_revert(
         lambda: transact(chain.w3, chain.registry.functions.register(cert_tuple(cert), signature), a.operator),
         "EnclaveRegistryInvalidRole",
-        4,
+        5,
     )
 
 
@@ -230,10 +230,10 @@ def test_approve_measurement_emits_event_and_is_idempotent(chain: Deployment) ->
 def test_revoke_measurement_invalid_role(chain: Deployment) -> None:
     expect_revert(
         lambda: transact(
-            chain.w3, chain.registry.functions.revokeMeasurement(4, TRAINER_MEASUREMENT), chain.actors.governance
+            chain.w3, chain.registry.functions.revokeMeasurement(5, TRAINER_MEASUREMENT), chain.actors.governance
         ),
         "EnclaveRegistryInvalidRole",
-        4,
+        5,
     )
 
 

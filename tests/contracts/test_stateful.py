@@ -1891,7 +1891,7 @@ class MarketMachine(RuleBasedStateMachine):
             if approve and revoked and _often(data, "re-approve"):
                 role, measurement = data.draw(st.sampled_from(revoked), label="measurement")
             else:
-                role = data.draw(st.sampled_from((ROLE_TRAINER,) * 4 + (ROLE_KEY_MANAGER, 0, 4)), label="role")
+                role = data.draw(st.sampled_from((ROLE_TRAINER,) * 4 + (ROLE_KEY_MANAGER, 0, 5)), label="role")
                 measurement = data.draw(st.sampled_from(MEASUREMENTS), label="measurement")
             self._act(
                 sender,
@@ -1909,7 +1909,7 @@ class MarketMachine(RuleBasedStateMachine):
         if not _often(data, "home operator"):
             operator = data.draw(st.sampled_from((*self.roster.operators, self.roster.stranger)), label="operator")
         if fault == "role":
-            role = data.draw(st.sampled_from((ROLE_TRAINER, ROLE_KEY_MANAGER, 0, 4)), label="role")
+            role = data.draw(st.sampled_from((ROLE_TRAINER, ROLE_KEY_MANAGER, 0, 5)), label="role")
         if fault == "measurement":
             measurement = data.draw(st.sampled_from(MEASUREMENTS), label="measurement")
         if fault == "expired":

@@ -63,3 +63,40 @@ def test_demo_on_the_embedded_chain(tmp_path: Path) -> None:
 @pytest.mark.anvil
 def test_demo_on_anvil(tmp_path: Path) -> None:
     _check(_run_demo("anvil", tmp_path / "report.json"), "anvil")
+
+
+COMPETITION_KEYS = {
+    "chain", "competition_id", "test_rows", "public_rows", "leaderboard", "public_history", "copy_attempt", "winner", "prize_wei",
+    "purchase", "scoring", "evaluator_measurement", "attestation_format", "gas", "wall_seconds",
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_competition_demo_on_the_embedded_chain(tmp_path: Path) -> None:
+    """``sterling demo --scenario competition``: the copy is refused twice, the best private score
+    wins the prize, the organizer buys that model and it is the one scored."""
+    out = tmp_path / "competition.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sterling.cli", "demo", "--scenario", "competition", "--chain", "embedded", "--json-out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Leaderboard" in proc.stdout and "Gas per transaction" in proc.stdout
+    r = json.loads(out.read_text())
+    assert set(r) == COMPETITION_KEYS
+    assert r["test_rows"] == 797 and 0 < r["public_rows"] < r["test_rows"]
+    assert r["copy_attempt"]["key_manager"].startswith("refused") and r["copy_attempt"]["chain"].startswith("refused: CompetitionMarket")
+    board = r["leaderboard"]
+    assert [e["participant"] for e in board] == ["Alice", "Bob", "Carol"]
+    best = max(board, key=lambda e: (e["private_score"], -e["entry"]))
+    assert r["winner"] == best["participant"] and r["prize_wei"] == 10**18
+    # the Ladder: the public leaderboard never goes down, moves in steps of η = 0.01, and only for a gain above η
+    history = r["public_history"]
+    assert history == sorted(history) and all(v % 10_000 == 0 for v in history)
+    assert all(b == a or b >= a + 10_000 for a, b in zip(history, history[1:], strict=False))
+    purchase = r["purchase"]
+    assert purchase["weights_match"] and purchase["entry"] == best["entry"]
+    assert abs(purchase["test_accuracy"] - best["private_score"]) < 0.05  # the bought model is the one scored (its whole-test-set accuracy)
+    assert r["scoring"]["rows_per_second"] > 1_000
+    for tx in ("createCompetition", "submit (Alice)", "close", "buy"):
+        assert 21_000 < r["gas"][tx] < 300_000

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from enclave_worker.trusted.dataset import DatasetPackage, Schema
+from marketplace.competitions import CompetitionMarketClient
 from marketplace.consumer import Consumer, CreatedJob
 from marketplace.provider import ListedDataset, list_dataset
 from oracle.index_db import IndexDatabase, default_url
@@ -55,7 +56,10 @@ TEST_HOSTS = ("localhost", "127.0.0.1", "testserver")
 def make_gateway(net: LocalNet, state_dir: Path, *, dev_accounts: tuple[LocalAccount, ...] = ()) -> Gateway:
     index = IndexDatabase(default_url(state_dir))
     index.create_schema()
-    indexer = Indexer(index, market=net.market, registry=net.registry, start_block=net.deployment.block, batch_blocks=50)
+    competitions = CompetitionMarketClient(net.chain, net.deployment.competitions) if net.deployment.competitions else None
+    indexer = Indexer(
+        index, market=net.market, registry=net.registry, start_block=net.deployment.block, batch_blocks=50, competitions=competitions
+    )
     services = GatewayServices.from_localnet(net, index, dev_accounts=dev_accounts)
     settings = get_settings(events_poll_seconds=0.05, allowed_hosts=TEST_HOSTS, health_max_age_seconds=0)  # health as of now: tests check it right after a change
     app = create_app(settings, services=services)

@@ -186,8 +186,10 @@ def test_health_config_and_not_found(gateway: Gateway) -> None:
     config = client.get("/api/config").json()
     assert config["contracts"] == {
         "job_market": net.market.address, "enclave_registry": net.registry.address, "model_market": net.deployment.model_market,
+        "competitions": net.deployment.competitions,
     }  # fmt: skip
     assert config["rpc_path"] == "/api/rpc" and config["epsilon_scale"] == 10**6 and config["delta_scale"] == 10**18
+    assert config["score_scale"] == 10**6
     assert config["payment_token"] is None  # the market is paid in the native currency
     record = net.registry.enclave_of(net.key_manager.signer)
     assert config["key_manager"]["encryption_key"] == "0x" + record.encryption_key.hex()
@@ -226,7 +228,7 @@ def test_config_serves_the_chain_statuses_roles_and_erc20_abi_from_their_one_def
     for served, enum_type in ((config["job_statuses"], JobStatus), (config["dataset_statuses"], DatasetStatus), (config["roles"], Role)):
         assert {enum_type[name.upper()]: number for name, number in served.items()} == {member: member.value for member in enum_type}
     assert config["job_statuses"] == {"none": 0, "open": 1, "claimed": 2, "completed": 3, "expired": 4, "cancelled": 5}
-    assert config["dataset_statuses"] == {"active": 0, "paused": 1, "delisted": 2} and config["roles"] == {"trainer": 1, "key_manager": 2, "inference": 3}
+    assert config["dataset_statuses"] == {"active": 0, "paused": 1, "delisted": 2} and config["roles"] == {"trainer": 1, "key_manager": 2, "inference": 3, "evaluator": 4}
     # The names the API answers with are the served ones: what the UI reads from /api/config
     # maps a status in a REST answer to the chain's number, and back.
     assert set(get_args(JobStatusName)) == set(config["job_statuses"]) - {"none"}

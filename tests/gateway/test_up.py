@@ -60,8 +60,8 @@ def test_sterling_up_serves_stops_and_resumes_with_its_state(tmp_path: Path) -> 
         if (REPO / "web" / "index.html").exists():
             index = client.get("/")
             assert index.status_code == 200 and "<html" in index.text.lower()
-        # The inference enclave registers after the gateway answers; wait for the index to show it.
-        roles = {"trainer", "key_manager", "inference"}
+        # The inference and evaluator enclaves register after the gateway answers; wait for the index to show them.
+        roles = {"trainer", "key_manager", "inference", "evaluator"}
         wait_until(lambda: {w["role"] for w in client.get("/api/workers").json() if w["active"]} == roles or None)
         provider = Account.from_key(config["dev_accounts"][0]["private_key"])
         listing = list_dataset_over_http(client, provider, toy_package(150, 5), toy_terms(price=10**17))
@@ -104,7 +104,7 @@ def test_sterling_up_on_the_embedded_chain_serves_the_api_and_the_ui(tmp_path: P
         assert config["key_manager"]["active"] is True
         health = client.get("/api/health").json()
         assert health["status"] == "ok" and health["lag_blocks"] >= 0
-        wait_until(lambda: len(client.get("/api/workers").json()) == 3 or None)  # trainer, key manager, inference
+        wait_until(lambda: len(client.get("/api/workers").json()) == 4 or None)  # trainer, key manager, inference, evaluator
         page = client.get("/")
         assert page.status_code == 200 and "Sterling" in page.text
         assert client.get("/vendor/ethers/dist/ethers.min.js").status_code == 200

@@ -149,7 +149,7 @@ def test_list_train_settle_decrypt_withdraw_in_the_browser(up: httpx.Client, bro
     expect(page.locator(f"a[href='#/jobs/{job_id}']")).to_be_visible()
     shoot(page, "jobs")
     page.goto(f"{base}/#/workers")
-    expect(page.locator("tbody tr")).to_have_count(3)  # trainer, key manager, inference enclave
+    expect(page.locator("tbody tr")).to_have_count(4)  # trainer, key manager, inference and evaluator enclaves
     expect(page.locator("tbody")).to_contain_text("active")
     shoot(page, "workers")
 

@@ -13,6 +13,9 @@ const routes = [
   { pattern: /^\/jobs\/(\d+)$/, nav: "jobs", load: () => import("./pages/job.js") },
   { pattern: /^\/models$/, nav: "models", load: () => import("./pages/models.js") },
   { pattern: /^\/models\/(\d+)$/, nav: "models", load: () => import("./pages/model.js") },
+  { pattern: /^\/competitions$/, nav: "competitions", load: () => import("./pages/competitions.js") },
+  { pattern: /^\/competitions\/new$/, nav: "competitions", load: () => import("./pages/create-competition.js") },
+  { pattern: /^\/competitions\/(\d+)$/, nav: "competitions", load: () => import("./pages/competition.js") },
   { pattern: /^\/workers$/, nav: "workers", load: () => import("./pages/workers.js") },
   { pattern: /^\/account$/, nav: "account", load: () => import("./pages/account.js") },
 ];

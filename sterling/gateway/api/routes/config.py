@@ -7,7 +7,7 @@ import ipaddress
 
 from fastapi import APIRouter, Request
 
-from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, DatasetStatus, JobStatus, Role
+from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, SCORE_SCALE, DatasetStatus, JobStatus, Role
 from marketplace.abi import ERC20_ABI
 from sterling.gateway.api.deps import ServicesDep, SettingsDep
 from sterling.gateway.headers import is_loopback_host
@@ -71,12 +71,14 @@ def config(request: Request, services: ServicesDep, settings: SettingsDep) -> Co
         contracts=ContractsPublic(
             job_market=services.market.address, enclave_registry=services.registry.address,
             model_market=services.model_market.address if services.model_market is not None else None,
+            competitions=services.competitions.address if services.competitions is not None else None,
         ),  # fmt: skip
         key_manager=key_manager,
         payment_token=(
             PaymentTokenPublic(address=token.address, symbol=token.symbol, decimals=token.decimals) if token is not None else None
         ),
         epsilon_scale=EPSILON_SCALE,
+        score_scale=SCORE_SCALE,
         delta_scale=DELTA_SCALE,
         max_blob_bytes=settings.max_blob_bytes,
         job_statuses=api_names(JobStatus),

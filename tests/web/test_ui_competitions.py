@@ -1,0 +1,356 @@
+"""A competition run entirely from the browser, in Chromium, against a real gateway and a real evaluator enclave.
+
+The organizer creates a competition from the page (the test set is sealed in the page to the key
+manager's on-chain key, deposited, the prize escrowed); a participant submits a model sealed in
+the page; a second participant's model breaks the rules and the key manager's refusal is shown;
+the evaluator enclave scores the entries (public split through the Ladder, then private after the
+window); the organizer closes, buys the winning model and downloads it, decrypted in the page.
+
+Competitions move chain time past their windows, so this module runs its own deployment on an
+embedded chain (``bring_up`` + ``start_competitions``) behind an in-process gateway served by
+uvicorn, never the session's shared ``localnet``; the evaluator is driven with ``run_once``
+between browser steps. Screenshots (desktop and phone) go to ``screenshots/``.
+
+Observed, not explained: now and then ``GET /api/competitions/{id}`` right after
+``evaluator.run_once()`` returned (its ``postScore`` receipt in hand) still showed the entry
+unscored while the page polled the chain through ``/api/rpc``; a direct read moments later showed
+it scored, and the gateway caught up within seconds. The test therefore waits for the gateway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from eth_account.signers.local import LocalAccount
+from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from enclave_worker.trusted.models import ModelSpec
+from enclave_worker.trusted.onchain import Split
+from marketplace import chain as chain_mod
+from marketplace.abi import load_artifact
+from sterling.gateway import create_app
+from sterling.localnet import LocalCompetitions, LocalNet, bring_up, start_competitions
+from tests.e2e.test_competition import TEST, _weights
+from tests.gateway.conftest import Gateway, make_gateway
+from tests.gateway.test_up import wait_until
+from tests.web.test_ui_flows import PHONE, shoot, use_account
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ETHER = 10**18
+MLP = ModelSpec(architecture="mlp", hidden_sizes=(32,), epochs=1, batch_size=32, learning_rate=0.1, max_grad_norm=1.0)
+TOO_LARGE = ModelSpec(architecture="mlp", hidden_sizes=(128,), epochs=1, batch_size=32, learning_rate=0.1, max_grad_norm=1.0)
+MAX_PARAMETERS = 5000  # MLP: 64·32 + 32 + 32·10 + 10 = 2410 parameters; TOO_LARGE: 64·128 + 128 + 128·10 + 10 = 9610
+
+
+@dataclass
+class Contest:
+    url: str
+    net: LocalNet
+    competitions: LocalCompetitions
+    gateway: Gateway
+    organizer: LocalAccount
+    alice: LocalAccount
+    bob: LocalAccount
+
+
+def wait_for_outcome(page: Page, ok: str, error: str, progress: str, *, name: str = "competition-create", timeout: float = 90_000) -> None:
+    """Wait until the flow shows ``ok``; if it shows ``error`` or neither in time, fail with where it stood (and a screenshot)."""
+    try:
+        page.wait_for_selector(f"{ok}, {error}", timeout=timeout)
+    except PlaywrightTimeout:
+        shoot(page, f"failed-{name}")
+        stood = page.locator(progress).inner_text()
+        raise AssertionError(f"no outcome after {timeout / 1000:.0f} s; the flow stood at:\n{stood}") from None
+    if page.locator(error).count():
+        shoot(page, f"failed-{name}")
+        raise AssertionError(f"the flow failed: {page.locator(progress).inner_text()}")
+
+
+@contextlib.contextmanager
+def served(net: LocalNet, started: LocalCompetitions, root: Path, dev_accounts: tuple[LocalAccount, ...]) -> Iterator[tuple[str, Gateway]]:
+    """The gateway over ``net`` with ``started``'s key manager side, under uvicorn, its indexer in a thread."""
+    gateway = make_gateway(net, root, dev_accounts=dev_accounts)
+    app = create_app(gateway.settings, services=dataclasses.replace(gateway.services, competition_keys=started.keys))
+    stop = threading.Event()
+    indexer = threading.Thread(target=gateway.indexer.run, args=(stop,), kwargs={"interval": 0.2}, daemon=True)
+    indexer.start()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    serving.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not serving.is_alive() or time.monotonic() > deadline:
+                pytest.fail("the gateway did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", gateway
+    finally:
+        app.state.feed.close()
+        server.should_exit = True
+        stop.set()
+        serving.join(timeout=10)
+        indexer.join(timeout=10)
+        sock.close()
+        gateway.client.close()
+        gateway.index.close()
+
+
+@pytest.fixture(scope="module")
+def contest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contest]:
+    root = tmp_path_factory.mktemp("ui-competitions")
+    net = bring_up(chain_mod.embedded(), root / "net")
+    started = start_competitions(net)
+    try:
+        organizer, alice, bob = (net.chain.new_account() for _ in range(3))
+        with served(net, started, root / "gateway", (organizer, alice, bob)) as (url, gateway):
+            yield Contest(url, net, started, gateway, organizer, alice, bob)
+    finally:
+        started.close()
+        net.close()
+
+
+def test_create_submit_score_close_buy_and_download_in_the_browser(contest: Contest, browser: Browser, tmp_path: Path) -> None:
+    t = contest
+    api = t.gateway.client
+    test_file, alice_file, bob_file = tmp_path / "digits-test.safetensors", tmp_path / "alice.safetensors", tmp_path / "bob.safetensors"
+    test_file.write_bytes(TEST.to_bytes())
+    _, alice_weights = _weights(MLP, 200, seed=1)
+    _, bob_weights = _weights(TOO_LARGE, 0, seed=2)
+    alice_file.write_bytes(alice_weights)
+    bob_file.write_bytes(bob_weights)
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # The organizer creates a competition: the test set is sealed in the page, the prize escrowed.
+    page.goto(f"{t.url}/#/competitions")
+    use_account(page, 0)
+    expect(page.locator("#competition-list")).to_contain_text("No competitions yet")
+    page.click("#new-competition")
+    page.set_input_files("#test-set", test_file)
+    expect(page.locator("#test-set-info")).to_contain_text(f"{TEST.rows} rows · 64 features · 10 classes")
+    page.fill("#title", "Handwritten digits")
+    page.fill("#description", "8×8 digits, 10 classes.\nHighest private accuracy wins.")
+    page.fill("#training-data", "https://scikit-learn.org/stable/datasets/toy_dataset.html")
+    page.fill("#training-datasets", "1")
+    page.fill("#prize", "1")
+    page.fill("#window-hours", "1")
+    page.fill("#scoring-hours", "1")
+    page.fill("#cap", "2")
+    page.fill("#max-parameters", str(MAX_PARAMETERS))
+    page.uncheck("#arch-cnn")
+    page.select_option("#purchase-policy", "organizer")
+    shoot(page, "competition-create")
+    page.click("#create-submit")
+    wait_for_outcome(page, "#created-link", "#create-error", "#progress-panel")
+    expect(page.locator("#create-steps li.done")).to_have_count(5)
+    cid = int(str(page.get_attribute("#created-link", "href")).rsplit("/", 1)[1])
+    created = api.get(f"/api/competitions/{cid}").json()
+    assert created["organizer"] == t.organizer.address and created["prize_wei"] == str(ETHER) and created["phase"] == "submissions"
+    assert created["ladder_step"] == pytest.approx(0.01) and created["public_split_bps"] == 3000 and created["submission_cap"] == 2
+    assert created["max_parameters"] == MAX_PARAMETERS and created["architectures"] == ["logistic_regression", "mlp"]
+    assert created["purchase_policy"] == "organizer" and created["closes_at"] - created["opens_at"] == 3600
+    assert created["rules"]["title"] == "Handwritten digits" and created["rules"]["training_datasets"] == [1]
+    assert created["schema_hash"] == "0x" + TEST.schema.hash().hex()
+    stored = api.get(f"/api/blobs/{created['test_set_hash'][2:]}").content
+    assert stored[:4] == b"STRL" and hashlib.sha256(stored).hexdigest() == created["test_set_hash"][2:]
+    assert TEST.features[:8].tobytes() not in stored and TEST.labels.tobytes() not in stored
+
+    # Its page: rules (checked against the on-chain hash), prize, the Ladder, a live countdown.
+    page.click("#created-link")
+    expect(page.locator("#competition-title")).to_have_text("Handwritten digits")
+    expect(page.locator("#competition-about")).to_contain_text("matches the rules hash on-chain")
+    expect(page.locator("#competition-prize")).to_contain_text("1 ETH")
+    expect(page.locator("#competition-datasets a")).to_have_attribute("href", "#/datasets/1")
+    expect(page.locator("#ladder-note")).to_contain_text("η = 0.01")
+    countdown = page.locator("#countdown")
+    expect(countdown).to_have_text(re.compile(r"^closes in (59 min \d+ s|1 h 0 min)$"))
+    first = countdown.text_content()
+    expect(countdown).not_to_have_text(str(first), timeout=5000)  # it ticks
+    expect(page.locator("#close-panel")).to_be_hidden()
+    expect(page.locator("#leaderboard")).to_contain_text("No entries yet")
+
+    # Alice submits: a file that is not a model is refused in the page, her model is sealed and admitted.
+    use_account(page, 1)
+    expect(page.locator("#weights-hint")).to_contain_text("You made 0 of 2 allowed entries")
+    page.set_input_files("#weights-file", test_file)
+    expect(page.locator("#weights-error")).to_contain_text("no Sterling model spec and input schema")
+    page.set_input_files("#weights-file", alice_file)
+    expect(page.locator("#weights-info")).to_contain_text("mlp (hidden 32)")
+    expect(page.locator("#weights-error")).to_have_text("")
+    page.fill("#ask-price", "0.5")
+    page.click("#submit-model")
+    wait_for_outcome(page, "#submit-ok", "#submit-error", "#submit-panel", name="competition-submit")
+    expect(page.locator("#submitted-index")).to_have_text("#0")
+    entry = api.get(f"/api/competitions/{cid}").json()["submissions"][0]
+    assert entry["participant"] == t.alice.address and entry["ask_price_wei"] == str(ETHER // 2)
+    sealed = api.get(f"/api/blobs/{entry['content_hash'][2:]}").content
+    assert sealed[:4] == b"STRL" and alice_weights[-256:] not in sealed and b"sterling_model_spec" not in sealed
+    assert t.competitions.competitions.weights_hash(cid, 0) == hashlib.sha256(alice_weights).digest()
+
+    # Bob's model is too large: the key manager refuses it, the page says why, nothing is submitted.
+    use_account(page, 2)
+    expect(page.locator("#weights-hint")).to_contain_text("You made 0 of 2 allowed entries")
+    page.set_input_files("#weights-file", bob_file)
+    expect(page.locator("#weights-info")).to_contain_text("mlp (hidden 128)")
+    page.click("#submit-model")
+    refusal = page.locator("#submit-error")
+    expect(refusal).to_contain_text("The key manager refused the model", timeout=60_000)
+    expect(refusal).to_contain_text(f"the model has 9610 parameters, competition {cid} allows at most {MAX_PARAMETERS}")
+    expect(page.locator("#submit-steps [data-step=admit]")).to_have_class("failed")
+    assert api.get(f"/api/competitions/{cid}").json()["submission_count"] == 1
+
+    # The evaluator enclave scores Alice's entry on the public split; the leaderboard and its chart follow.
+    posted = t.competitions.evaluator.run_once()
+    assert [(p.index, p.split) for p in posted] == [(0, Split.PUBLIC)]
+    # (Read until the gateway shows it: once in a few runs its first read right after run_once still
+    # showed the entry unscored, with the receipt already in; see the module's docstring.)
+    public = wait_until(lambda: api.get(f"/api/competitions/{cid}").json()["submissions"][0]["public_score"], timeout=15)
+    assert public > 0.5
+    public_cell = page.locator("#leaderboard-table tr[data-entry='0'] td[data-public]")
+    expect(public_cell).to_have_attribute("data-public", str(public), timeout=30_000)
+    public_text = re.sub(r"\.?0+$", "", f"{public:.6f}")  # the chain's 10⁻⁶ resolution, trailing zeros dropped
+    expect(public_cell).to_have_text(public_text)
+    expect(page.locator("#competition-public-best")).to_have_text(public_text)
+    expect(page.locator("#leaderboard-svg circle.public")).to_have_count(1)
+    expect(page.locator("#leaderboard-svg path")).to_have_count(1)
+    shoot(page, "competition-leaderboard")
+
+    # The window closes; the evaluator posts the private scores; the organizer closes and Alice wins.
+    t.net.chain.advance_time(3601)
+    private = t.competitions.evaluator.run_once()
+    assert [(p.index, p.split) for p in private] == [(0, Split.PRIVATE)]
+    use_account(page, 0)
+    expect(page.locator("#close-panel")).to_be_visible(timeout=30_000)
+    expect(page.locator("#close-reason")).to_contain_text("Every entry has its private score")
+    expect(page.locator("#countdown")).to_contain_text("anyone may close in")
+    before = t.competitions.competitions.credits(t.alice.address)
+    page.click("#close-competition")
+    wait_for_outcome(page, "#close-ok", "#close-error", "#close-panel", name="competition-close")
+    expect(page.locator("#winner-chip")).to_be_visible(timeout=30_000)
+    expect(page.locator("#leaderboard-table tr.winner")).to_have_attribute("data-entry", "0")
+    closed = api.get(f"/api/competitions/{cid}").json()
+    assert closed["status"] == "closed" and closed["leader"] == 0
+    assert t.competitions.competitions.credits(t.alice.address) == before + ETHER
+    private_score = closed["submissions"][0]["private_score"]
+    expect(page.locator("#leaderboard-table tr[data-entry='0'] td[data-private]")).to_have_attribute("data-private", str(private_score))
+    expect(page.locator("#leaderboard-svg circle.private")).to_have_count(1)
+    expect(page.locator("#leaderboard-svg circle.public")).to_have_count(1)
+
+    # Only the organizer may buy (the competition's policy): Bob gets no buy button.
+    use_account(page, 2)
+    expect(page.locator("#leaderboard-table")).to_be_visible()
+    expect(page.locator("[data-buy]")).to_have_count(0)
+
+    # The organizer buys Alice's model, opens it in the page and saves it: the weights she submitted.
+    use_account(page, 0)
+    buy = page.locator("[data-buy='0']")
+    expect(buy).to_have_text("Buy for 0.5 ETH", timeout=30_000)
+    buy.click()
+    wait_for_outcome(page, "#buy-ok", "#buy-error", "#buy-panel", name="competition-buy")
+    expect(page.locator("#buy-steps li.done")).to_have_count(4)
+    expect(page.locator("#opened-sha256")).to_have_text("0x" + hashlib.sha256(alice_weights).hexdigest())
+    with page.expect_download() as download:
+        page.click("#download-model")
+    assert Path(download.value.path()).read_bytes() == alice_weights
+    assert t.competitions.competitions.credits(t.alice.address) == before + ETHER + ETHER // 2
+    shoot(page, "competition-closed")
+    # Bought once: opening again pays nothing more.
+    expect(page.locator("[data-buy='0']")).to_have_text("Open again", timeout=30_000)
+    page.click("[data-buy='0']")
+    expect(page.locator("#buy-ok")).to_contain_text("Opened entry #0")
+    assert t.competitions.competitions.credits(t.alice.address) == before + ETHER + ETHER // 2
+
+    # The list shows it closed with its public best; Alice withdraws her prize and sale there.
+    page.goto(f"{t.url}/#/competitions")
+    card = page.locator(f"[data-competition-id='{cid}']")
+    expect(card).to_contain_text("Handwritten digits")
+    expect(card).to_contain_text("Closed")
+    expect(card.locator("[data-public-best]")).to_have_text(public_text)
+    shoot(page, "competitions")
+    use_account(page, 1)
+    expect(page.locator("#competition-credits")).to_have_text("1.5 ETH", timeout=30_000)
+    page.click("#competition-withdraw")
+    expect(page.locator("#withdraw-ok")).to_be_visible(timeout=60_000)
+    assert t.competitions.competitions.credits(t.alice.address) == 0
+
+    # Readable on a phone.
+    page.set_viewport_size(PHONE)
+    pages = [("#/competitions", "competitions"), (f"#/competitions/{cid}", "competition"), ("#/competitions/new", "competition-create")]
+    for route, name in pages:
+        page.goto(f"{t.url}/{route}")
+        expect(page.locator("main h1")).to_be_visible()
+        page.wait_for_timeout(300)
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{route} is {overflow}px wider than a phone screen"
+        shoot(page, f"phone-{name}")
+    context.close()
+    assert not errors, errors
+
+
+USD = 10**6  # the test stablecoin has 6 decimals
+
+
+def test_in_a_token_market_the_page_approves_the_prize_then_creates_the_competition(
+    tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    """A market paid in an ERC-20 (as tests/web/test_ui_token_market.py): the prize is approved, then escrowed in tokens."""
+    root = tmp_path_factory.mktemp("ui-competitions-token")
+    chain = chain_mod.embedded()
+    minter = chain.new_account()
+    artifact = load_artifact("TestStablecoin", test=True)
+    factory = chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    address = chain.transact(minter, factory.constructor(), name="deploy TestStablecoin").receipt["contractAddress"]  # type: ignore[arg-type]
+    token = chain.w3.eth.contract(address=address, abi=artifact["abi"])
+    net = bring_up(chain, root / "net", payment_token=str(address))
+    started = start_competitions(net)
+    test_file = root / "digits-test.safetensors"
+    test_file.write_bytes(TEST.to_bytes())
+    try:
+        organizer = chain.new_account()
+        chain.transact(minter, token.functions.mint(organizer.address, 100 * USD))
+        with served(net, started, root / "gateway", (organizer,)) as (url, gateway):
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{url}/#/competitions/new")
+            use_account(page, 0)
+            expect(page.locator("label[for=prize]")).to_have_text("Prize (tUSD)")
+            expect(page.locator("#create-submit")).to_have_text("Encrypt, approve and open the competition")
+            page.set_input_files("#test-set", test_file)
+            page.fill("#title", "Digits, paid in tokens")
+            page.fill("#prize", "25")
+            page.click("#create-submit")
+            wait_for_outcome(page, "#created-link", "#create-error", "#progress-panel", name="competition-create-token")
+            expect(page.locator("[data-step=approve]")).to_have_class("done")
+            expect(page.locator("[data-step=create]")).to_have_class("done")
+            expect(page.locator("#create-outcome")).to_contain_text("25 tUSD in escrow")
+            cid = int(str(page.get_attribute("#created-link", "href")).rsplit("/", 1)[1])
+            created = gateway.client.get(f"/api/competitions/{cid}").json()
+            assert created["prize_wei"] == str(25 * USD) and created["organizer"] == organizer.address
+            assert token.functions.balanceOf(organizer.address).call() == 75 * USD
+            assert token.functions.balanceOf(started.competitions.address).call() == 25 * USD
+            page.click("#created-link")
+            expect(page.locator("#competition-prize")).to_contain_text("25 tUSD")
+            context.close()
+            assert not errors, errors
+    finally:
+        started.close()
+        net.close()
