@@ -55,6 +55,7 @@ typecheck: setup
 # The contracts' stateful property test at 50,000 random steps (make test runs 2,000).
 fuzz: setup
 	STERLING_STATEFUL_STEPS=50000 $(PY) -m pytest tests/contracts/test_stateful.py -q -p no:cacheprovider
+	STERLING_COMPETITION_EXAMPLES=200 STERLING_COMPETITION_STEPS=100 $(PY) -m pytest tests/contracts/test_competition_market_stateful.py -q -p no:cacheprovider
 
 # Kill components with SIGKILL at seeded random moments while 24 jobs run on two workers, then
 # check no fork, no stranded job, value conserved, audit log and index (docs/jobs.md). The seed

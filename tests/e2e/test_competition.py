@@ -253,9 +253,14 @@ def test_a_jobs_model_is_submitted_without_its_participant_seeing_it(net: LocalN
     assert posted[0].score >= 700_000  # the DP job's model learned the toy task (its public accuracy, Ladder-rounded)
 
 
-def test_the_gateway_serves_competitions_and_relays_the_key_manager(net: LocalNet, contest: LocalCompetitions, tmp_path: Path) -> None:
+def test_the_gateway_serves_competitions_and_relays_the_key_manager(
+    net: LocalNet, contest: LocalCompetitions, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Through the gateway only (what the CLI and the browser use): the organizer's test set, the
-    rules, a participant's admission, the list, the leaderboard with its history, and a purchase key."""
+    rules, a participant's admission, the list, the leaderboard with its history, and a purchase key.
+    The test set's plaintext is nowhere outside the evaluator: not in the gateway's index or files,
+    the blob store, the key manager's files or the logs at DEBUG."""
+    caplog.set_level(logging.DEBUG)
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from enclave_worker.trusted import keywrap
@@ -311,6 +316,13 @@ def test_the_gateway_serves_competitions_and_relays_the_key_manager(net: LocalNe
         with pytest.raises(GatewayRequestFailed):  # a second admission of a model into a closed competition is refused
             submit_model(carol, weights, competition_id=cid, ask_price=0, **sdk)  # type: ignore[arg-type]
     gateway.index.close()
+    needle, labels = TEST.features[:4].tobytes(), ",".join(map(str, TEST.labels[:32].tolist()))
+    for root in (tmp_path, net.blobs.root, contest.keys.key_manager.state_dir):
+        for path in root.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert needle not in data and TEST.labels[:64].tobytes() not in data, path
+    assert needle.hex() not in caplog.text and labels not in caplog.text
 
 
 def test_the_cli_runs_a_competition_end_to_end(net: LocalNet, contest: LocalCompetitions, tmp_path: Path) -> None:
