@@ -11,10 +11,11 @@ embedded chain (``bring_up`` + ``start_competitions``) behind an in-process gate
 uvicorn, never the session's shared ``localnet``; the evaluator is driven with ``run_once``
 between browser steps. Screenshots (desktop and phone) go to ``screenshots/``.
 
-Observed, not explained: now and then ``GET /api/competitions/{id}`` right after
-``evaluator.run_once()`` returned (its ``postScore`` receipt in hand) still showed the entry
-unscored while the page polled the chain through ``/api/rpc``; a direct read moments later showed
-it scored, and the gateway caught up within seconds. The test therefore waits for the gateway.
+``GET /api/competitions/{id}`` answers from the gateway's chain index, which its indexer thread
+brings up to date every 0.2 s: right after a transaction (the page's create, submit or close, or
+the evaluator's ``postScore``) the index may not hold it yet (a 404 for a new competition, an entry
+still unscored). The test therefore reads the gateway until it shows the transaction
+(``indexed``), never once.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -77,6 +79,21 @@ def wait_for_outcome(page: Page, ok: str, error: str, progress: str, *, name: st
     if page.locator(error).count():
         shoot(page, f"failed-{name}")
         raise AssertionError(f"the flow failed: {page.locator(progress).inner_text()}")
+
+
+def indexed(api: Any, cid: int, shows: Callable[[dict[str, Any]], bool], *, timeout: float = 15) -> dict[str, Any]:
+    """Competition ``cid`` as the gateway serves it, once its index shows what ``shows`` asks for (see the module's docstring)."""
+
+    def read() -> dict[str, Any] | None:
+        answer = api.get(f"/api/competitions/{cid}")
+        if answer.status_code == 404:
+            return None
+        assert answer.status_code == 200, answer.text
+        detail: dict[str, Any] = answer.json()
+        return detail if shows(detail) else None
+
+    found: dict[str, Any] = wait_until(read, timeout=timeout)
+    return found
 
 
 @contextlib.contextmanager
@@ -161,7 +178,7 @@ def test_create_submit_score_close_buy_and_download_in_the_browser(contest: Cont
     wait_for_outcome(page, "#created-link", "#create-error", "#progress-panel")
     expect(page.locator("#create-steps li.done")).to_have_count(5)
     cid = int(str(page.get_attribute("#created-link", "href")).rsplit("/", 1)[1])
-    created = api.get(f"/api/competitions/{cid}").json()
+    created = indexed(api, cid, lambda c: True)
     assert created["organizer"] == t.organizer.address and created["prize_wei"] == str(ETHER) and created["phase"] == "submissions"
     assert created["ladder_step"] == pytest.approx(0.01) and created["public_split_bps"] == 3000 and created["submission_cap"] == 2
     assert created["max_parameters"] == MAX_PARAMETERS and created["architectures"] == ["logistic_regression", "mlp"]
@@ -198,7 +215,7 @@ def test_create_submit_score_close_buy_and_download_in_the_browser(contest: Cont
     page.click("#submit-model")
     wait_for_outcome(page, "#submit-ok", "#submit-error", "#submit-panel", name="competition-submit")
     expect(page.locator("#submitted-index")).to_have_text("#0")
-    entry = api.get(f"/api/competitions/{cid}").json()["submissions"][0]
+    entry = indexed(api, cid, lambda c: c["submission_count"] == 1)["submissions"][0]
     assert entry["participant"] == t.alice.address and entry["ask_price_wei"] == str(ETHER // 2)
     sealed = api.get(f"/api/blobs/{entry['content_hash'][2:]}").content
     assert sealed[:4] == b"STRL" and alice_weights[-256:] not in sealed and b"sterling_model_spec" not in sealed
@@ -219,9 +236,7 @@ def test_create_submit_score_close_buy_and_download_in_the_browser(contest: Cont
     # The evaluator enclave scores Alice's entry on the public split; the leaderboard and its chart follow.
     posted = t.competitions.evaluator.run_once()
     assert [(p.index, p.split) for p in posted] == [(0, Split.PUBLIC)]
-    # (Read until the gateway shows it: once in a few runs its first read right after run_once still
-    # showed the entry unscored, with the receipt already in; see the module's docstring.)
-    public = wait_until(lambda: api.get(f"/api/competitions/{cid}").json()["submissions"][0]["public_score"], timeout=15)
+    public = indexed(api, cid, lambda c: c["submissions"][0]["public_score"] is not None)["submissions"][0]["public_score"]
     assert public > 0.5
     public_cell = page.locator("#leaderboard-table tr[data-entry='0'] td[data-public]")
     expect(public_cell).to_have_attribute("data-public", str(public), timeout=30_000)
@@ -245,7 +260,7 @@ def test_create_submit_score_close_buy_and_download_in_the_browser(contest: Cont
     wait_for_outcome(page, "#close-ok", "#close-error", "#close-panel", name="competition-close")
     expect(page.locator("#winner-chip")).to_be_visible(timeout=30_000)
     expect(page.locator("#leaderboard-table tr.winner")).to_have_attribute("data-entry", "0")
-    closed = api.get(f"/api/competitions/{cid}").json()
+    closed = indexed(api, cid, lambda c: c["status"] == "closed")
     assert closed["status"] == "closed" and closed["leader"] == 0
     assert t.competitions.competitions.credits(t.alice.address) == before + ETHER
     private_score = closed["submissions"][0]["private_score"]
@@ -343,7 +358,7 @@ def test_in_a_token_market_the_page_approves_the_prize_then_creates_the_competit
             expect(page.locator("[data-step=create]")).to_have_class("done")
             expect(page.locator("#create-outcome")).to_contain_text("25 tUSD in escrow")
             cid = int(str(page.get_attribute("#created-link", "href")).rsplit("/", 1)[1])
-            created = gateway.client.get(f"/api/competitions/{cid}").json()
+            created = indexed(gateway.client, cid, lambda c: True)
             assert created["prize_wei"] == str(25 * USD) and created["organizer"] == organizer.address
             assert token.functions.balanceOf(organizer.address).call() == 75 * USD
             assert token.functions.balanceOf(started.competitions.address).call() == 25 * USD
