@@ -29,17 +29,16 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
 from eth_utils import to_canonical_address
-from safetensors.torch import save as save_tensors
 
 from enclave_worker.sim_platform import SimPlatform
-from enclave_worker.trusted import inference
 from enclave_worker.trusted.competition import sign
-from enclave_worker.trusted.dataset import DatasetPackage, canonical_json
+from enclave_worker.trusted.dataset import DatasetPackage
 from enclave_worker.trusted.models import ModelSpec, build_model
 from enclave_worker.trusted.onchain import Architecture, CompetitionStatus, Metric, Role, Split
 from enclave_worker.trusted.receipt import Deposit
 from marketplace.competing import seal_submission, seal_test_set
 from marketplace.datasets import digits
+from marketplace.serving import model_weights
 
 CHAIN_ID = 31337
 COMPETITIONS = bytes.fromhex("c0" * 20)
@@ -72,11 +71,7 @@ def cnn_weights(package: DatasetPackage, steps: int = 60) -> tuple[torch.nn.Modu
         torch.nn.functional.cross_entropy(module(x), y).backward()  # type: ignore[no-untyped-call]
         optimizer.step()
     module.eval()
-    metadata = {
-        inference.WEIGHTS_SPEC_KEY: SPEC.to_bytes().decode(),
-        inference.WEIGHTS_SCHEMA_KEY: canonical_json(package.schema.to_json()).decode(),
-    }
-    return module, save_tensors({k: v.detach().contiguous() for k, v in module.state_dict().items()}, metadata=metadata)
+    return module, model_weights(module, SPEC, package.schema)
 
 
 def plain_rows_per_second(module: torch.nn.Module, features: np.ndarray, repeats: int = 5) -> float:

@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 from sklearn.datasets import load_digits
 
 from enclave_worker.trusted import inference
 from enclave_worker.trusted.competition import sign
-from enclave_worker.trusted.dataset import DatasetPackage, Schema, canonical_json
+from enclave_worker.trusted.dataset import DatasetPackage, Schema
 from enclave_worker.trusted.errors import KeyUnwrapFailed
 from enclave_worker.trusted.models import ModelSpec, build_model
 from enclave_worker.trusted.onchain import SCORE_SCALE, Architecture, Metric, PurchasePolicy, Split
@@ -39,6 +38,7 @@ from marketplace.competing import BlobCompetitionStore, Rules, buy_model, open_c
 from marketplace.competitions import CompetitionTerms
 from marketplace.config import SterlingSettings
 from marketplace.errors import ContractReverted
+from marketplace.serving import model_weights
 from sterling.demo import demo_network
 from sterling.localnet import bring_up, start_competitions
 
@@ -123,29 +123,18 @@ def train(entrant: Entrant, x: np.ndarray, y: np.ndarray, seed: int) -> bytes:
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(module(xt), yt).backward()  # type: ignore[no-untyped-call]
         optimizer.step()
-    metadata = {
-        inference.WEIGHTS_SPEC_KEY: entrant.spec.to_bytes().decode(),
-        inference.WEIGHTS_SCHEMA_KEY: canonical_json(SCHEMA.to_json()).decode(),
-    }
-    return save_tensors({k: v.detach().contiguous() for k, v in module.state_dict().items()}, metadata=metadata)
+    return model_weights(module, entrant.spec, SCHEMA)
 
 
 def accuracy(weights: bytes, package: DatasetPackage) -> float:
     """The accuracy of safetensors ``weights`` (spec in their metadata) on ``package``."""
-    spec = ModelSpec.from_bytes(_metadata(weights)[inference.WEIGHTS_SPEC_KEY].encode())
+    spec = inference.weights_spec(weights)
     module = build_model(spec, SCHEMA)
     module.load_state_dict(load_tensors(weights))
     module.eval()
     with torch.inference_mode():
         predicted = module(torch.from_numpy(package.features)).argmax(dim=1).numpy()
     return float((predicted == package.labels).mean())
-
-
-def _metadata(weights: bytes) -> dict[str, str]:
-    import json
-
-    header = int.from_bytes(weights[:8], "little")
-    return dict(json.loads(weights[8 : 8 + header])["__metadata__"])
 
 
 def run_competition_demo(settings: SterlingSettings, *, progress: ProgressFn | None = None) -> CompetitionDemoReport:

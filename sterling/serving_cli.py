@@ -221,10 +221,8 @@ def publish(
     dev_account: DevAccountOption = None,
 ) -> None:
     """Seal a model for the key manager, upload it, deposit its key and list it for serving."""
-    import json
 
-    from enclave_worker.trusted.inference import WEIGHTS_SPEC_KEY
-    from enclave_worker.trusted.models import ModelSpec
+    from enclave_worker.trusted.inference import weights_spec
     from enclave_worker.trusted.onchain import OutputPolicy
     from marketplace.errors import SterlingError
     from marketplace.gateway_client import GatewayModelKeys, GatewayModelStore
@@ -232,8 +230,7 @@ def publish(
 
     try:
         raw = weights.read_bytes()
-        header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
-        spec = ModelSpec.from_bytes(header["__metadata__"][WEIGHTS_SPEC_KEY].encode())
+        spec = weights_spec(raw)
         output_policy = OutputPolicy[policy.upper()]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise typer.BadParameter(f"{weights} is not a Sterling model (safetensors with its spec and schema), or bad --policy: {e}") from e

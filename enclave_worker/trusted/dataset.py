@@ -18,7 +18,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from .errors import InvalidDataset, SchemaMismatch
+from .errors import InvalidDataset, MalformedSafetensors, SchemaMismatch
 
 SCHEMA_VERSION = 1
 MAX_HEADER_BYTES = 1 << 20
@@ -119,7 +119,10 @@ class DatasetPackage:
         Raises:
             InvalidDataset: not a safetensors file with features, labels and a valid schema.
         """
-        metadata = _safetensors_metadata(raw)
+        try:
+            metadata = safetensors_metadata(raw)
+        except MalformedSafetensors as e:
+            raise InvalidDataset(f"dataset package {e}") from e
         try:
             schema = Schema.from_json(json.loads(metadata["sterling_schema"]))
         except (KeyError, json.JSONDecodeError) as e:
@@ -133,20 +136,26 @@ class DatasetPackage:
         return cls(features=tensors["features"], labels=tensors["labels"], schema=schema)
 
 
-def _safetensors_metadata(raw: bytes) -> dict[str, str]:
-    """Read the ``__metadata__`` map from a safetensors header (8-byte LE length, then JSON)."""
+def safetensors_metadata(raw: bytes) -> dict[str, str]:
+    """The ``__metadata__`` map of a safetensors file's header (8-byte LE length, then JSON), read
+    without parsing the tensors: where Sterling's packages and models carry their schema and spec.
+
+    Raises:
+        MalformedSafetensors: too short, a header length past the end or over ``MAX_HEADER_BYTES``,
+            a header that is not a JSON object, or no metadata.
+    """
     if len(raw) < 8:
-        raise InvalidDataset("dataset package is too short to be safetensors")
+        raise MalformedSafetensors("is too short to be safetensors")
     (header_len,) = struct.unpack("<Q", raw[:8])
     if header_len > MAX_HEADER_BYTES or 8 + header_len > len(raw):
-        raise InvalidDataset("dataset package has an invalid safetensors header length")
+        raise MalformedSafetensors("has an invalid safetensors header length")
     try:
         header = json.loads(raw[8 : 8 + header_len])
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidDataset("dataset package header is not JSON") from e
+        raise MalformedSafetensors("header is not JSON") from e
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(metadata, dict):
-        raise InvalidDataset("dataset package has no metadata")
+        raise MalformedSafetensors("has no metadata")
     return {str(k): str(v) for k, v in metadata.items()}
 
 

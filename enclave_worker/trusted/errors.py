@@ -43,6 +43,10 @@ class KeyUnwrapFailed(SterlingError, ValueError):
     """An HPKE-wrapped key did not open with this key pair and binding (wrong recipient or context)."""
 
 
+class MalformedSafetensors(SterlingError, ValueError):
+    """Bytes that are not a safetensors file with a ``__metadata__`` map in its header."""
+
+
 class InvalidDataset(SterlingError, ValueError):
     """A canonical dataset package is malformed or does not match its schema."""
 

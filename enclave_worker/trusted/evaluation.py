@@ -16,7 +16,6 @@ evaluator and asks again learns nothing new.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +30,8 @@ from . import dataformat, keywrap, ladder, metrics
 from .competition import ScoreReceipt, sign
 from .dataset import DatasetPackage, Schema
 from .errors import CiphertextTampered, EvaluationRefused, InvalidModelSpec, ModelLoadFailed, ProtocolError, SubmissionRefused
-from .inference import WEIGHTS_SPEC_KEY, weights_schema
-from .models import ModelSpec, build_model
+from .inference import WEIGHTS_SPEC_KEY, weights_schema, weights_spec
+from .models import build_model
 from .onchain import NO_SCORE_LOWER_IS_BETTER, Architecture, Metric, Split
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -111,11 +110,9 @@ def open_submission(weights: bytes, *, rules: Rules) -> tuple[nn.Module, Schema]
             not allow, more parameters than it allows, or weights that do not fit their spec.
     """
     try:
-        header_len = int.from_bytes(weights[:8], "little")
-        metadata = json.loads(weights[8 : 8 + header_len]).get("__metadata__") or {}
-        spec = ModelSpec.from_bytes(str(metadata[WEIGHTS_SPEC_KEY]).encode())
+        spec = weights_spec(weights)
         schema = weights_schema(weights, model_id=0)
-    except (KeyError, ValueError, TypeError, AttributeError, InvalidModelSpec, ModelLoadFailed) as e:
+    except ModelLoadFailed as e:
         raise SubmissionRefused(
             f"the model carries no valid spec and input schema in its safetensors metadata ({WEIGHTS_SPEC_KEY!r}; {type(e).__name__})"
         ) from e

@@ -59,7 +59,7 @@ from safetensors.torch import load as load_tensors
 from torch import nn
 
 from . import dataformat, keywrap
-from .dataset import Schema
+from .dataset import Schema, safetensors_metadata
 from .errors import (
     CiphertextTampered,
     ClientNotAllowed,
@@ -297,13 +297,24 @@ def weights_schema(weights: bytes, *, model_id: int) -> Schema:
         ModelLoadFailed: no Sterling schema in the metadata, or not a valid one.
     """
     try:
-        header_len = int.from_bytes(weights[:8], "little")
-        metadata = json.loads(weights[8 : 8 + header_len]).get("__metadata__") or {}
-        return Schema.from_json(json.loads(metadata[WEIGHTS_SCHEMA_KEY]))
-    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        return Schema.from_json(json.loads(safetensors_metadata(weights)[WEIGHTS_SCHEMA_KEY]))
+    except (KeyError, ValueError, TypeError, AttributeError) as e:  # MalformedSafetensors and InvalidDataset are ValueErrors
         raise ModelLoadFailed(
             f"model {model_id}: the weights carry no valid input schema in their metadata ({WEIGHTS_SCHEMA_KEY!r}; {type(e).__name__})"
         ) from e
+
+
+def weights_spec(weights: bytes) -> ModelSpec:
+    """The model spec a Sterling model's safetensors carry in their metadata (a job's model, or one
+    saved with ``marketplace.serving.model_weights``).
+
+    Raises:
+        ModelLoadFailed: no Sterling spec in the metadata, or not a valid one.
+    """
+    try:
+        return ModelSpec.from_bytes(safetensors_metadata(weights)[WEIGHTS_SPEC_KEY].encode())
+    except (KeyError, ValueError) as e:  # MalformedSafetensors and InvalidModelSpec are ValueErrors
+        raise ModelLoadFailed(f"the weights carry no valid model spec in their metadata ({WEIGHTS_SPEC_KEY!r}; {type(e).__name__})") from e
 
 
 # --- listing terms, the model cache and channel marks --------------------------------------
