@@ -83,6 +83,7 @@ class EvaluatorService:
         self.blobs = blobs
         self.operator = operator
         self._lock = threading.Lock()
+        self._closed: set[int] = set()  # competitions seen closed: nothing is ever due on them again
 
     @property
     def signer(self) -> str:
@@ -92,11 +93,13 @@ class EvaluatorService:
         """The scorings due on a competition now, in the order they must be posted."""
         record = self.competitions.competition(competition_id)
         if record.status is not CompetitionStatus.OPEN:
+            if record.status is CompetitionStatus.CLOSED:
+                self._closed.add(competition_id)
             return []
         due: list[tuple[int, Split]] = []
         if record.next_public < record.submission_count:
             due.append((record.next_public, Split.PUBLIC))
-        if self.competitions.chain.now() >= record.terms.closes_at:
+        if record.private_scored < record.submission_count and self.competitions.chain.now() >= record.terms.closes_at:
             for index in range(record.submission_count):
                 if not self.competitions.submission(competition_id, index).private_scored:
                     due.append((index, Split.PRIVATE))
@@ -154,20 +157,24 @@ class EvaluatorService:
         )
 
     def run_once(self) -> list[PostedScore]:
-        """Score everything due on every open competition; a refusal is logged and the rest goes on."""
+        """Score everything due on every open competition; a refusal is logged and the rest goes on.
+
+        Each pass posts everything :meth:`due` listed (at most one public score, as the Ladder
+        takes them in order, and every private one), then asks again, as a public score makes
+        the next one due: a round reads each submission once, not once per scoring.
+        """
         posted: list[PostedScore] = []
         for competition_id in range(1, self.competitions.competition_count() + 1):
+            if competition_id in self._closed:
+                continue
             failed: set[tuple[int, Split]] = set()
-            while True:
-                due = [d for d in self.due(competition_id) if d not in failed]
-                if not due:
-                    break
-                index, split = due[0]
-                try:
-                    posted.append(self.score(competition_id, index, split))
-                except Exception as e:  # one bad scoring must not stop the others; it is logged with its cause
-                    logger.warning("cannot score submission %d of competition %d (%s): %s", index, competition_id, split.name, e)
-                    failed.add((index, split))
+            while due := [d for d in self.due(competition_id) if d not in failed]:
+                for index, split in due:
+                    try:
+                        posted.append(self.score(competition_id, index, split))
+                    except Exception as e:  # one bad scoring must not stop the others; it is logged with its cause
+                        logger.warning("cannot score submission %d of competition %d (%s): %s", index, competition_id, split.name, e)
+                        failed.add((index, split))
         return posted
 
     def serve(self, stop: threading.Event, *, interval: float = 2.0) -> None:

@@ -470,6 +470,13 @@ def list_competitions(session: Session, *, now: int) -> list[CompetitionPublic]:
     return [CompetitionPublic(**_competition_fields(row, now)) for row in rows]
 
 
+def submission_weights_hash(session: Session, competition_id: int, index: int) -> str | None:
+    """The weights hash submission ``index`` was admitted with, from its indexed ``Submitted`` log
+    (``None`` until the indexer has seen it)."""
+    row = session.get(CompetitionSubmission, (competition_id, index)) if 0 < competition_id <= MAX_ROW_ID else None
+    return None if row is None else row.weights_hash
+
+
 def competition_detail(session: Session, competition_id: int, blobs: BlobStore, *, now: int) -> CompetitionDetailPublic:
     """One competition with its rules (from the blob store), its submissions in index order and
     every posted score in chain order.

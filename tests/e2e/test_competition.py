@@ -102,7 +102,7 @@ def _terms(now: int, **overrides: object) -> CompetitionTerms:
 
 
 def test_a_competition_from_sealed_test_set_to_a_bought_model(
-    net: LocalNet, contest: LocalCompetitions, caplog: pytest.LogCaptureFixture
+    net: LocalNet, contest: LocalCompetitions, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     localnet = net
     caplog.set_level(logging.DEBUG)
@@ -183,10 +183,22 @@ def test_a_competition_from_sealed_test_set_to_a_bought_model(
     winner = 0 if private[0] >= private[1] else 1
     assert private[0] > private[1]  # the trained MLP beats the barely trained logistic regression
 
+    # while it waits for its close the evaluator's rounds read no submission; once closed, not even the competition
+    reads: list[tuple[str, int]] = []
+    evaluator_market = contest.evaluator.competitions
+    for name in ("submission", "competition"):
+        method = getattr(evaluator_market, name)
+        monkeypatch.setattr(evaluator_market, name, lambda c, *a, _m=method, _n=name: reads.append((_n, c)) or _m(c, *a))
+    assert contest.evaluator.run_once() == []
+    assert ("submission", cid) not in reads and ("competition", cid) in reads
+
     winner_account = (alice, bob)[winner]
     before = market.credits(winner_account.address)
     market.close(organizer, cid)
     assert market.competition(cid).status is CompetitionStatus.CLOSED
+    reads.clear()
+    assert contest.evaluator.run_once() == [] and contest.evaluator.run_once() == []
+    assert reads.count(("competition", cid)) == 1  # the first round saw it closed; the second skipped it
     assert market.credits(winner_account.address) == before + ETHER
     with pytest.raises(ContractReverted):
         market.close(organizer, cid)
@@ -311,6 +323,8 @@ def test_the_gateway_serves_competitions_and_relays_the_key_manager(
         market.buy(dave, cid, entry.index, keywrap.public_key_bytes(private_key))
         assert open_bought_model(dave.address, cid, entry.index, private_key, competitions=market, key_manager=keys, blobs=store) == weights
         gateway.sync()
+        key = http.post("/api/key-manager/purchases", json={"competition_id": cid, "index": entry.index, "buyer": dave.address}).json()
+        assert key["weights_hash"] == "0x" + hashlib.sha256(weights).hexdigest()  # from the index now that it holds the entry
         closed = http.get(f"/api/competitions/{cid}").json()
         assert closed["status"] == "closed" and closed["leader"] == entry.index and closed["submissions"][0]["private_score"] is not None
         with pytest.raises(GatewayRequestFailed):  # a second admission of a model into a closed competition is refused

@@ -184,9 +184,10 @@ def admit_job_model(body: JobAdmissionCreate, services: ServicesDep) -> Admissio
         404: {"description": "no such submission"},
     },
 )
-def purchase_key(body: PurchaseKeyCreate, services: ServicesDep) -> PurchaseKeyPublic:
+def purchase_key(body: PurchaseKeyCreate, services: ServicesDep, session: SessionDep) -> PurchaseKeyPublic:
     """A bought model's key, wrapped to the X25519 key its buyer gave with ``CompetitionMarket.buy``:
-    only that buyer opens it. Every unsold model's key stays sealed."""
+    only that buyer opens it. Every unsold model's key stays sealed. The weights hash comes from
+    the index (from the chain's ``Submitted`` logs while the index has not caught up)."""
     keys, market = _keys(services), _market(services)
     record = _competition(market, body.competition_id)
     if body.index >= record.submission_count:
@@ -194,8 +195,10 @@ def purchase_key(body: PurchaseKeyCreate, services: ServicesDep) -> PurchaseKeyP
     buyer = _address(body.buyer)
     released = keys.release_purchase(body.competition_id, body.index, buyer=buyer)
     submission = market.submission(body.competition_id, body.index)
+    weights_hash = queries.submission_weights_hash(session, body.competition_id, body.index)
+    if weights_hash is None:
+        weights_hash = "0x" + market.weights_hash(body.competition_id, body.index, from_block=services.deployment_block).hex()
     return PurchaseKeyPublic(
         competition_id=body.competition_id, index=body.index, buyer=buyer, content_hash="0x" + submission.content_hash.hex(),
-        weights_hash="0x" + market.weights_hash(body.competition_id, body.index, from_block=services.deployment_block).hex(),
-        released_key="0x" + released.hex(),
+        weights_hash=weights_hash, released_key="0x" + released.hex(),
     )  # fmt: skip
