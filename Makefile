@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api bench-infer bench-score clean
 
-setup: $(STAMPS)/python $(STAMPS)/npm $(STAMPS)/chromium
+setup: $(STAMPS)/python $(STAMPS)/npm $(STAMPS)/chromium $(STAMPS)/postgresql
 
 $(STAMPS)/python: pyproject.toml
 	@mkdir -p $(STAMPS)
@@ -36,11 +36,23 @@ $(STAMPS)/chromium:
 		|| { echo "install Debian's chromium as root: apt-get install chromium" >&2; exit 1; }
 	@touch $@
 
+# Debian's PostgreSQL server binaries: tests and bench-scale start throw-away clusters with them
+# (initdb + pg_ctl in a temporary folder, tests/postgres.py); no server is left running.
+$(STAMPS)/postgresql:
+	@mkdir -p $(STAMPS)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update && apt-get install -y --no-install-recommends postgresql; } \
+		|| { echo "install Debian's postgresql as root: apt-get install postgresql" >&2; exit 1; }
+	@touch $@
+
 demo: setup
 	$(VENV)/bin/sterling demo
 
+# The whole suite on SQLite, then the chain index and gateway suites again on PostgreSQL.
+POSTGRES_SUITES := tests/gateway tests/oracle/test_index_leases.py tests/oracle/test_competition_index.py \
+	--ignore=tests/gateway/test_up.py --ignore=tests/gateway/test_postgres.py
 test: setup $(STAMPS)/lint lint-python typecheck
 	STERLING_CHROMIUM=$(CHROMIUM) $(PY) -m pytest $(PYTEST_ARGS)
+	STERLING_TEST_DATABASE=postgresql $(PY) -m pytest -q -p no:cacheprovider $(POSTGRES_SUITES)
 
 # Python static checks, both configured in pyproject.toml and run by `make test` before pytest.
 # Lint: pyflakes, pycodestyle, isort, bugbear, pyupgrade, simplify (formatting is not enforced).

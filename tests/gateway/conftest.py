@@ -15,7 +15,7 @@ from enclave_worker.trusted.dataset import DatasetPackage, Schema
 from marketplace.competitions import CompetitionMarketClient
 from marketplace.consumer import Consumer, CreatedJob
 from marketplace.provider import ListedDataset, list_dataset
-from oracle.index_db import IndexDatabase, default_url
+from oracle.index_db import IndexDatabase
 from oracle.indexer import Indexer
 from sterling.gateway import (
     GatewayServices,
@@ -25,6 +25,7 @@ from sterling.gateway import (
 )
 from sterling.localnet import LocalNet
 from tests.conftest import toy_package, toy_spec, toy_terms
+from tests.postgres import index_url
 
 
 @dataclass
@@ -53,15 +54,18 @@ TEST_HOSTS = ("localhost", "127.0.0.1", "testserver")
 """Hosts the test gateways answer: loopback, and ``testserver`` (a bare ``TestClient``'s Host)."""
 
 
-def make_gateway(net: LocalNet, state_dir: Path, *, dev_accounts: tuple[LocalAccount, ...] = ()) -> Gateway:
-    index = IndexDatabase(default_url(state_dir))
+def make_gateway(net: LocalNet, state_dir: Path, *, dev_accounts: tuple[LocalAccount, ...] = (), database_url: str | None = None) -> Gateway:
+    """A gateway over ``net`` with its own index (at ``database_url``; default :func:`tests.postgres.index_url`)."""
+    index = IndexDatabase(database_url or index_url(state_dir))
     index.create_schema()
     competitions = CompetitionMarketClient(net.chain, net.deployment.competitions) if net.deployment.competitions else None
     indexer = Indexer(
         index, market=net.market, registry=net.registry, start_block=net.deployment.block, batch_blocks=50, competitions=competitions
     )
     services = GatewayServices.from_localnet(net, index, dev_accounts=dev_accounts)
-    settings = get_settings(events_poll_seconds=0.05, allowed_hosts=TEST_HOSTS, health_max_age_seconds=0)  # health as of now: tests check it right after a change
+    settings = get_settings(
+        events_poll_seconds=0.05, allowed_hosts=TEST_HOSTS, health_max_age_seconds=0
+    )  # health as of now: tests check it right after a change
     app = create_app(settings, services=services)
     client = TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000))  # a browser on this machine
     return Gateway(net, index, indexer, services, settings, app, client, state_dir)

@@ -29,12 +29,12 @@ from oracle.index_db import (
     OperatorStake,
     Payment,
     cursor_key,
-    default_url,
 )
 from oracle.fold import DecodedLog, IndexState, PaymentReason
 from oracle.indexer import Indexer, IndexerChainMismatch
 from tests.conftest import TOY_SCHEMA, toy_spec, toy_terms
 from tests.gateway.conftest import list_toy, run_toy_job
+from tests.postgres import index_url
 
 MARKET_EVENTS = {
     "DatasetListed": BudgetEvent, "EpsilonReserved": BudgetEvent, "EpsilonReleased": BudgetEvent, "BudgetDebited": BudgetEvent,
@@ -95,7 +95,7 @@ class CrashingIndexer(Indexer):
 
 def test_index_matches_the_chain_and_survives_crash_and_restart(localnet: LocalNet, tmp_path: Path) -> None:
     net = localnet
-    url = default_url(tmp_path)
+    url = index_url(tmp_path)
     db = IndexDatabase(url)
     db.create_schema()
     first = Indexer(db, market=net.market, registry=net.registry, start_block=net.deployment.block, batch_blocks=3)
@@ -176,7 +176,7 @@ def b_provider(net: LocalNet, dataset_id: int) -> str:
 
 def test_expired_jobs_release_budget_and_refund_in_the_index(fresh_localnet: LocalNet, tmp_path: Path) -> None:
     net = fresh_localnet
-    db = IndexDatabase(default_url(tmp_path))
+    db = IndexDatabase(index_url(tmp_path))
     db.create_schema()
     indexer = Indexer(db, market=net.market, registry=net.registry, start_block=net.deployment.block)
     listed, _ = list_toy(net, 31)
@@ -264,7 +264,7 @@ def index_state(db: IndexDatabase) -> dict[str, list[str]]:
 
 def test_provider_changes_cancellation_pause_and_revocation_are_indexed_from_the_logs_alone(fresh_localnet: LocalNet, tmp_path: Path) -> None:
     net = fresh_localnet
-    db = IndexDatabase(default_url(tmp_path / "one"))
+    db = IndexDatabase(index_url(tmp_path / "one"))
     db.create_schema()
     indexer = Indexer(db, market=net.market, registry=net.registry, start_block=net.deployment.block, batch_blocks=4)
     provider, consumer, other = (net.chain.new_account() for _ in range(3))
@@ -373,7 +373,7 @@ def test_provider_changes_cancellation_pause_and_revocation_are_indexed_from_the
         session.execute(update(Cursor).values(last_block=net.deployment.block - 1))
     indexer.poll_once()
     assert index_state(db) == snapshot
-    rebuilt = IndexDatabase(default_url(tmp_path / "two"))
+    rebuilt = IndexDatabase(index_url(tmp_path / "two"))
     rebuilt.create_schema()
     Indexer(rebuilt, market=net.market, registry=net.registry, start_block=net.deployment.block, batch_blocks=1000).poll_once()
     assert index_state(rebuilt) == snapshot
@@ -382,7 +382,7 @@ def test_provider_changes_cancellation_pause_and_revocation_are_indexed_from_the
 
 
 def test_an_index_of_another_schema_version_is_rebuilt(tmp_path: Path) -> None:
-    db = IndexDatabase(default_url(tmp_path))
+    db = IndexDatabase(index_url(tmp_path))
     db.create_schema()
     with db.transaction() as session:
         session.add(Cursor(key="k", chain_id=1, market_address="m", registry_address="r", start_block=1, start_block_hash="h", last_block=9))

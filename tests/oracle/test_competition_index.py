@@ -63,6 +63,7 @@ from sterling.gateway.feed import event_of
 from sterling.localnet import LocalCompetitions, LocalNet, bring_up, start_competitions
 from tests.e2e.test_competition import TEST, _terms, _weights
 from tests.gateway.conftest import make_gateway
+from tests.postgres import index_url
 
 ETHER = 10**18
 LOGREG = ModelSpec(architecture="logistic_regression", epochs=1, batch_size=32, learning_rate=0.1, max_grad_norm=1.0)
@@ -206,7 +207,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     tmp = tmp_path_factory.mktemp("competition-index")
     net = bring_up(chain_mod.embedded(), tmp / "net")
     contest = start_competitions(net)
-    live = IndexDatabase(f"sqlite:///{tmp / 'live.db'}")
+    live = IndexDatabase(index_url(tmp / "live"))
     live.create_schema()
     market = contest.competitions
     s = Scenario(net, contest, market, live, _indexer(net, live, batch_blocks=2, competitions=market), tmp)
@@ -381,7 +382,7 @@ def test_a_replay_changes_nothing_and_a_rebuild_is_the_same_index(scenario: Scen
     replayed = _indexer(s.net, s.live, batch_blocks=3, competitions=s.market)
     assert sum(r.events for r in replayed.poll_once()) == 0  # every log was applied before: none again
     assert _rows(s.live) == before
-    rebuilt = IndexDatabase(f"sqlite:///{s.tmp / 'rebuilt.db'}")
+    rebuilt = IndexDatabase(index_url(s.tmp / "rebuilt"))
     rebuilt.create_schema()
     _indexer(s.net, rebuilt, batch_blocks=10_000, competitions=s.market).poll_once()
     assert _rows(rebuilt) == before
@@ -392,7 +393,7 @@ def test_an_index_keeps_the_competition_market_it_began_with(scenario: Scenario)
     s = scenario
     with pytest.raises(IndexerChainMismatch, match="competition market"):
         _indexer(s.net, s.live, batch_blocks=10, competitions=None).poll_once()
-    without = IndexDatabase(f"sqlite:///{s.tmp / 'without.db'}")
+    without = IndexDatabase(index_url(s.tmp / "without"))
     without.create_schema()
     _indexer(s.net, without, batch_blocks=10_000, competitions=None).poll_once()  # as before competitions: nothing of theirs
     rows = _rows(without)

@@ -46,6 +46,7 @@ from oracle.index_db import (
     cursor_key,
 )
 from oracle.indexer import Indexer
+from tests.postgres import index_url
 
 EPS = 10**6
 LEASE = 100
@@ -101,7 +102,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     governance = chain.new_account()
     deployment = deploy(chain, governance, claim_lease=LEASE, unbonding_period=UNBONDING)
     tmp = tmp_path_factory.mktemp("leases")
-    live = IndexDatabase(f"sqlite:///{tmp / 'live.db'}")
+    live = IndexDatabase(index_url(tmp / "live"))
     live.create_schema()
     s = Scenario(
         chain=chain, market=MarketClient(chain, deployment.market), registry=RegistryClient(chain, deployment.registry),
@@ -201,7 +202,7 @@ def _rows(db: IndexDatabase) -> dict[str, list[dict[str, Any]]]:
 
 
 def test_the_live_index_equals_a_rebuild_from_the_chain(scenario: Scenario) -> None:
-    rebuilt = IndexDatabase(f"sqlite:///{scenario.tmp / 'rebuilt.db'}")
+    rebuilt = IndexDatabase(index_url(scenario.tmp / "rebuilt"))
     rebuilt.create_schema()
     _new_indexer(scenario, rebuilt, batch_blocks=10_000).poll_once()
     live, fresh = _rows(scenario.live), _rows(rebuilt)
