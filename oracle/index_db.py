@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 UINT256_DIGITS = 78
 """Decimal digits of 2**256 - 1: every on-chain unsigned integer fits."""
 DEFAULT_DB_NAME = "index.db"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bumped whenever the tables change; an index of another version is dropped and rebuilt from the chain."""
 
 
@@ -103,6 +103,21 @@ class Cursor(Base):
     """The competition market whose logs the index holds too (``None``: none)."""
     last_block: Mapped[int] = mapped_column(BigInteger)
     last_block_timestamp: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_block_hash: Mapped[str] = mapped_column(String(66), default="")
+    """The hash ``last_block`` had when it was indexed: a reorganisation below the cursor changes it."""
+    rollbacks: Mapped[int] = mapped_column(BigInteger, default=0)
+    """How many times a reorganisation rolled the index back: with ``last_block``, the index's version."""
+
+
+class IndexedBlock(Base):
+    """The hash of each block a committed range ended at (the most recent ones): where a
+    reorganisation forked off is the highest of them the chain still has."""
+
+    __tablename__ = "indexed_blocks"
+
+    cursor_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(66))
 
 
 class ChainEvent(Base):

@@ -34,7 +34,7 @@ from typing import Any, TypeVar, cast
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from web3.contract.base_contract import BaseContractEvent
 from web3.types import LogReceipt
@@ -62,6 +62,7 @@ from .fold import (
 from .index_db import (
     AllowedConsumer,
     AllowedModel,
+    Base,
     BudgetEvent,
     ChainEvent,
     Competition,
@@ -73,6 +74,8 @@ from .index_db import (
     Enclave,
     EnclaveRevocation,
     IndexDatabase,
+    IndexedBlock,
+    IndexMeta,
     Job,
     JobDataset,
     JobEvent,
@@ -87,6 +90,9 @@ from .index_db import OperatorStake as OperatorStakeRow
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_BLOCKS = 500
+REORG_MEMORY = 256
+"""Range ends whose hashes the index keeps: a reorganisation forking off below the oldest of them
+rebuilds the index from the start block."""
 JS_SAFE_INTEGER = 2**53 - 1
 _SEEN_CHUNK = 500  # transaction hashes per replay-guard query (SQLite allows 999 parameters in old builds)
 _Entry = TypeVar("_Entry", AllowedConsumer, AllowedModel)
@@ -175,7 +181,9 @@ class Indexer:
         self.batch_blocks = batch_blocks
         self.confirmations = confirmations
         self.committed_block: int | None = None
-        """The last block this indexer committed (or found committed); an in-process version of the index."""
+        """The last block this indexer committed (or found committed)."""
+        self.rollbacks = 0
+        """Reorganisations the index was rolled back for (as the cursor records them)."""
         self.key = cursor_key(self.chain.chain_id, market.address, registry.address)
         self._events: dict[tuple[str, str], BaseContractEvent] = {}
         """The followed events by (contract, topic): the competition market's own ``PaymentCredited``
@@ -223,6 +231,8 @@ class Indexer:
                     start_block_hash=start_hash,
                     last_block=self.start_block - 1,
                     last_block_timestamp=0,
+                    last_block_hash="",
+                    rollbacks=0,
                 )
                 session.add(cursor)
                 logger.info("new index cursor %s from block %d", self.key, self.start_block)
@@ -247,10 +257,22 @@ class Indexer:
 
     # --- polling ------------------------------------------------------------------------------
 
+    @property
+    def version(self) -> tuple[int, int] | None:
+        """``(rollbacks, last block)`` of what this indexer committed: it changes whenever the
+        index does (a rollback may bring the block back below a height seen before, never the
+        pair), so the gateway versions its cached answers with it. ``None`` before the first poll."""
+        return None if self.committed_block is None else (self.rollbacks, self.committed_block)
+
     def poll_once(self) -> list[IndexedRange]:
-        """Index everything from the cursor to the head (minus confirmations), batch by batch."""
-        cursor = self.cursor()
-        self.committed_block = max(self.committed_block or -1, cursor.last_block)
+        """Index everything from the cursor to the head (minus confirmations), batch by batch.
+
+        First, if the block the cursor stands on is no longer the chain's (a reorganisation deeper
+        than ``confirmations``), the index is rolled back to where the chains fork (:meth:`_roll_back`).
+        """
+        cursor = self._follow_reorganisation(self.cursor())
+        self.committed_block = cursor.last_block
+        self.rollbacks = cursor.rollbacks
         head = int(self.chain.w3.eth.block_number) - self.confirmations
         ranges = []
         start = cursor.last_block + 1
@@ -280,19 +302,88 @@ class Indexer:
             stop.wait(interval)
 
     def _index_range(self, start: int, end: int) -> IndexedRange:
+        end_hash, end_time = self._block_ref(end)  # before the logs: if the chain reorganises in between, the next poll sees it
         logs = self._fetch(start, end)
-        end_time = self._timestamp(end)
         with self.db.transaction() as session:
             cursor = session.get(Cursor, self.key)
             if cursor is None or cursor.last_block != start - 1:
                 raise _CursorMoved(f"cursor {self.key} is not at block {start - 1}")
             applied = self._apply_all(session, logs)
-            cursor.last_block = end
-            cursor.last_block_timestamp = end_time
+            self._advance(session, cursor, end, end_hash, end_time)
         self.committed_block = end  # after the commit: a reader never sees a version ahead of the data
         if logs:
             logger.info("indexed blocks %d-%d: %d events", start, end, applied)
         return IndexedRange(start, end, applied)
+
+    def _advance(self, session: Session, cursor: Cursor, end: int, end_hash: str, end_time: int) -> None:
+        """Move the cursor to ``end`` and remember its hash (the oldest remembered beyond :data:`REORG_MEMORY` are dropped)."""
+        cursor.last_block, cursor.last_block_hash, cursor.last_block_timestamp = end, end_hash, end_time
+        session.merge(IndexedBlock(cursor_key=self.key, block=end, hash=end_hash))
+        if end % 64 == 0 or end - self.start_block < REORG_MEMORY:
+            return  # prune now and then, not on every range
+        kept = select(IndexedBlock.block).where(IndexedBlock.cursor_key == self.key).order_by(IndexedBlock.block.desc())
+        oldest_kept = session.scalars(kept.offset(REORG_MEMORY - 1).limit(1)).first()
+        if oldest_kept is not None:
+            session.execute(delete(IndexedBlock).where(IndexedBlock.cursor_key == self.key, IndexedBlock.block < oldest_kept))
+
+    def _block_ref(self, block: int) -> tuple[str, int]:
+        """The hash and time of ``block`` on the connected chain."""
+        header = self.chain.w3.eth.get_block(block)
+        self._block_times[block] = int(header["timestamp"])
+        return hex0x(header["hash"]), int(header["timestamp"])
+
+    # --- reorganisations ----------------------------------------------------------------------
+
+    def _follow_reorganisation(self, cursor: Cursor) -> Cursor:
+        """The cursor, after rolling the index back if the chain no longer has the block it stands on."""
+        if cursor.last_block < self.start_block or not cursor.last_block_hash:
+            return cursor
+        if self._block_ref(cursor.last_block)[0] == cursor.last_block_hash:
+            return cursor
+        with self.db.session() as session:
+            remembered = session.execute(
+                select(IndexedBlock.block, IndexedBlock.hash)
+                .where(IndexedBlock.cursor_key == self.key, IndexedBlock.block <= cursor.last_block)
+                .order_by(IndexedBlock.block.desc())
+            ).all()
+        fork = next((block for block, block_hash in remembered if self._block_ref(block)[0] == block_hash), self.start_block - 1)
+        return self._roll_back(cursor, fork)
+
+    def _roll_back(self, orphaned: Cursor, fork: int) -> Cursor:
+        """Undo every row the logs after ``fork`` produced, in one transaction.
+
+        The index is a pure function of the logs up to its cursor, and its state rows (a dataset's
+        ε ledger, a job's status…) fold in every log that touched them, so the rows of the orphaned
+        blocks cannot be peeled off one by one: the index is emptied and the canonical logs up to
+        ``fork`` are folded again, then the cursor stands on ``fork``. Readers see the old index
+        until the commit, then the canonical one, never a mix. The cost is that of indexing up to
+        ``fork`` again; it happens only for reorganisations deeper than ``confirmations``.
+        """
+        logger.warning(
+            "chain reorganisation: block %d of the index is no longer the chain's (hash %s); rolling back to block %d",
+            orphaned.last_block, orphaned.last_block_hash, fork,
+        )  # fmt: skip
+        self._block_times.clear()
+        with self.db.transaction() as session:
+            cursor = session.get(Cursor, self.key)
+            if cursor is None or cursor.last_block != orphaned.last_block or cursor.last_block_hash != orphaned.last_block_hash:
+                raise _CursorMoved(f"cursor {self.key} moved while a rollback was prepared")
+            for table in reversed(Base.metadata.sorted_tables):
+                if table.name not in (Cursor.__tablename__, IndexMeta.__tablename__):
+                    session.execute(table.delete())
+            cursor.last_block, cursor.last_block_hash, cursor.last_block_timestamp = self.start_block - 1, "", 0
+            start, events = self.start_block, 0
+            while start <= fork:
+                end = min(start + self.batch_blocks - 1, fork)
+                end_hash, end_time = self._block_ref(end)
+                events += self._apply_all(session, self._fetch(start, end))
+                self._advance(session, cursor, end, end_hash, end_time)
+                start = end + 1
+            cursor.rollbacks += 1
+            session.flush()
+            session.expunge(cursor)
+        logger.warning("rolled the index back to block %d: %d canonical events folded again", fork, events)
+        return cursor
 
     def _fetch(self, start: int, end: int) -> list[DecodedLog]:
         """Decode the followed logs of the contracts in ``start … end``, in chain order (no DB access)."""

@@ -274,7 +274,7 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
             indexer = _start_indexer(index, net, fresh=fresh, interval=up.indexer_interval, stack=stack)
             dispatcher = Dispatcher(net.market, net.workers, from_block=deployment.block)
             _start_thread(stack, "sterling-dispatcher", lambda stop: dispatcher.run(stop, interval=up.dispatcher_interval))
-            services = GatewayServices.from_localnet(net, index, dev_accounts=accounts.dev, index_version=lambda: indexer.committed_block)
+            services = GatewayServices.from_localnet(net, index, dev_accounts=accounts.dev, index_version=lambda: indexer.version)
             if up.serving and deployment.model_market is not None:
                 serving = start_serving(net, state_dir, operator=accounts.operator, threads=up.inference_threads)
                 stack.callback(serving.close)

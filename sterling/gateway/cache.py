@@ -1,10 +1,11 @@
 """Rendered responses of index queries, reused until the index moves.
 
 Every write to the index happens in the same transaction as the move of its cursor (see
-:mod:`oracle.indexer`), so the cursor's last indexed block versions the whole index: a response
-rendered at block *b* is exactly what the same query gives until the cursor leaves *b*. Keys
-therefore start with that block, and a hit costs one primary-key read instead of the query,
-the ORM objects and the JSON rendering.
+:mod:`oracle.indexer`), so the cursor versions the whole index: a response rendered at
+``(rollbacks, block)`` is exactly what the same query gives until the cursor leaves it (a
+reorganisation's rollback may bring the block back to a height seen before, but counts one more
+rollback). Keys therefore start with that pair, and a hit costs one primary-key read instead of
+the query, the ORM objects and the JSON rendering.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class ResponseCache:
         return body
 
 
-def index_version(session: Session, cursor_key: str) -> int:
-    """The index's last indexed block (−1 before the first poll): its version for caching."""
+def index_version(session: Session, cursor_key: str) -> tuple[int, int]:
+    """The index's ``(rollbacks, last indexed block)`` (``(0, -1)`` before the first poll): its version for caching."""
     cursor = session.get(Cursor, cursor_key)
-    return -1 if cursor is None else int(cursor.last_block)
+    return (0, -1) if cursor is None else (int(cursor.rollbacks), int(cursor.last_block))

@@ -50,8 +50,9 @@ class GatewayServices:
             the inference host requests are relayed to (``None``: no serving).
         competitions, competition_keys: the competition market and the key manager's competition side
             (``None``: no competitions).
-        index_version: the block the index has reached, known in memory because the only indexer
-            writing it runs in this process (``sterling up``); ``None``: read it from the database.
+        index_version: the index's ``(rollbacks, last block)`` (:attr:`oracle.indexer.Indexer.version`),
+            known in memory because the only indexer writing it runs in this process (``sterling up``);
+            ``None``: read it from the database.
     """
 
     chain: Chain
@@ -64,7 +65,7 @@ class GatewayServices:
     status: JobStatusBoard | None = None
     dev_accounts: tuple[LocalAccount, ...] = ()
     attestation_formats: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    index_version: Callable[[], int | None] | None = None
+    index_version: Callable[[], tuple[int, int] | None] | None = None
     model_market: ModelMarketClient | None = None
     model_keys: ModelKeyService | None = None
     inference: InferenceService | None = None
@@ -92,7 +93,7 @@ class GatewayServices:
         index: IndexDatabase,
         *,
         dev_accounts: tuple[LocalAccount, ...] = (),
-        index_version: Callable[[], int | None] | None = None,
+        index_version: Callable[[], tuple[int, int] | None] | None = None,
     ) -> GatewayServices:
         """Services for a :class:`~sterling.localnet.LocalNet` (its verifier checks ``sim`` evidence)."""
         return cls(

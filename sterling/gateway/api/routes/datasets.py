@@ -56,7 +56,7 @@ async def datasets(
         statuses=tuple(sorted(set(status))) if status else LISTED_STATUSES,
     )  # fmt: skip
 
-    def version_from_database() -> int:
+    def version_from_database() -> tuple[int, int]:
         with services.index.session() as session:
             return index_version(session, services.cursor_key)
 
