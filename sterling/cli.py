@@ -164,6 +164,87 @@ def _print_report(r: dict[str, Any]) -> None:
     console.print(gas)
 
 
+_RPC_URL = Annotated[str, typer.Option("--rpc-url", envvar="STERLING_RPC_URL", help="the chain's JSON-RPC URL")]
+_DEPLOYMENT = Annotated[
+    Path, typer.Option("--deployment", help="the deployment record (deployment.json in the state folder of `sterling up`)")
+]
+_DATABASE = Annotated[
+    str, typer.Option("--database-url", envvar="STERLING_DATABASE_URL", help="SQLAlchemy URL of the shared chain index")
+]
+
+
+def _log_json(verbose: bool) -> None:
+    """One structured format for the standalone services: a JSON object per line."""
+    class JsonFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+            if record.exc_info:
+                entry["error"] = self.formatException(record.exc_info)
+            return json.dumps(entry)
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
+
+
+@app.command()
+def indexer(
+    rpc_url: _RPC_URL,
+    deployment: _DEPLOYMENT,
+    database_url: _DATABASE,
+    confirmations: Annotated[int, typer.Option(min=0, help="stay this many blocks behind the head")] = 0,
+    interval: Annotated[float, typer.Option(min=0.05, help="seconds between polls")] = 1.0,
+    once: Annotated[bool, typer.Option("--once", help="index up to the head once, print what was indexed, exit")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each range")] = False,
+) -> None:
+    """Follow the chain into the shared index database until SIGTERM or Ctrl-C (a service of its own; docs/operations.md)."""
+    import threading
+
+    from marketplace.errors import SterlingError
+    from sterling.standalone import ChainView, run_indexer, stop_on_signals
+
+    _log_json(verbose)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    try:
+        ranges = run_indexer(
+            ChainView.connect(rpc_url, deployment), database_url, confirmations=confirmations, interval=interval, stop=stop, once=once
+        )
+    except SterlingError as e:
+        console.print(f"[red]{type(e).__name__}:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from e
+    if once:
+        last = ranges[-1].to_block if ranges else None
+        print(json.dumps({"ranges": len(ranges), "events": sum(r.events for r in ranges), "last_block": last}))
+
+
+@app.command()
+def gateway(
+    rpc_url: _RPC_URL,
+    deployment: _DEPLOYMENT,
+    database_url: _DATABASE,
+    blobs: Annotated[Path, typer.Option("--blobs", help="the blob folder (shared, or this machine's copy)")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log requests' failures and the service's steps")] = False,
+) -> None:
+    """Serve the API and the UI from the shared index (another process runs `sterling indexer`) until SIGTERM or Ctrl-C."""
+    import threading
+
+    from marketplace.errors import SterlingError
+    from sterling.standalone import ChainView, run_gateway, stop_on_signals
+
+    _log_json(verbose)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    try:
+        view = ChainView.connect(rpc_url, deployment)
+    except SterlingError as e:
+        console.print(f"[red]{type(e).__name__}:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from e
+    run_gateway(view, database_url, blobs, host=host, port=port, stop=stop)
+
+
 @app.command()
 def up(
     chain: Annotated[

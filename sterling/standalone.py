@@ -1,0 +1,131 @@
+"""Sterling's read side as services of their own, for several machines (issue 17): ``sterling
+indexer`` follows the chain into a shared database, and any number of ``sterling gateway``
+processes serve the API and the UI from that database, the chain and a blob folder.
+
+Neither needs a secret: the indexer only reads the chain, a gateway only reads the index and relays
+signed transactions (``/api/rpc``). What they share is the chain's JSON-RPC URL, the deployment
+record (``deployment.json`` as ``sterling up`` writes it) and the database URL (PostgreSQL when
+several machines share it). A standalone gateway has no key manager, workers or enclaves behind it:
+the routes that relay to them answer 404 and say so (docs/operations.md); ``sterling up``
+composes everything on one machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from marketplace.blobstore import BlobStore
+from marketplace.chain import Chain, connect_rpc
+from marketplace.competitions import CompetitionMarketClient
+from marketplace.contracts import Deployment, MarketClient, RegistryClient
+from marketplace.errors import ConfigError
+from marketplace.model_market import ModelMarketClient
+from oracle.index_db import IndexDatabase
+from oracle.indexer import IndexedRange, Indexer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChainView:
+    """The chain and the deployment a standalone service follows."""
+
+    chain: Chain
+    deployment: Deployment
+    market: MarketClient
+    registry: RegistryClient
+
+    @classmethod
+    def connect(cls, rpc_url: str, deployment_path: Path) -> ChainView:
+        """Connect to the node at ``rpc_url`` and check that the recorded deployment is on it.
+
+        Raises:
+            ConfigError: the record is unreadable, or of another chain, or its contracts are not there.
+            ChainUnavailable: the node does not answer.
+        """
+        deployment = Deployment.load(deployment_path)
+        chain = connect_rpc(rpc_url, kind="rpc")
+        if chain.chain_id != deployment.chain_id:
+            raise ConfigError(f"{deployment_path} records chain {deployment.chain_id}; the node at {rpc_url} is chain {chain.chain_id}")
+        for name, address in (("registry", deployment.registry), ("market", deployment.market)):
+            if not chain.w3.eth.get_code(chain.w3.to_checksum_address(address)):
+                raise ConfigError(f"no contract at the recorded {name} address {address} on the node at {rpc_url}")
+        return cls(chain, deployment, MarketClient(chain, deployment.market), RegistryClient(chain, deployment.registry))
+
+    def competitions(self) -> CompetitionMarketClient | None:
+        return CompetitionMarketClient(self.chain, self.deployment.competitions) if self.deployment.competitions else None
+
+    def model_market(self) -> ModelMarketClient | None:
+        return ModelMarketClient(self.chain, self.deployment.model_market) if self.deployment.model_market else None
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """Set ``stop`` on SIGTERM and SIGINT (the process's main thread only)."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        logger.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def run_indexer(
+    view: ChainView, database_url: str, *, confirmations: int, interval: float, stop: threading.Event, once: bool = False
+) -> list[IndexedRange]:
+    """Index the deployment's logs into ``database_url`` until ``stop`` (or one poll with ``once``).
+
+    Returns:
+        The ranges of the one poll with ``once``; otherwise nothing.
+
+    Raises:
+        IndexerChainMismatch: the database holds the index of another chain or deployment.
+    """
+    index = IndexDatabase(database_url)
+    try:
+        index.create_schema()
+        indexer = Indexer(
+            index, market=view.market, registry=view.registry, start_block=view.deployment.block,
+            confirmations=confirmations, competitions=view.competitions(),
+        )  # fmt: skip
+        indexer.cursor()  # a database of another chain or deployment stops here, before anything is written
+        if once:
+            return indexer.poll_once()
+        logger.info("indexing %s from block %d into %s", view.deployment.market, view.deployment.block, index.engine.url.render_as_string())
+        indexer.run(stop, interval=interval)
+        return []
+    finally:
+        index.close()
+
+
+def run_gateway(view: ChainView, database_url: str, blobs: Path, *, host: str, port: int, stop: threading.Event) -> None:
+    """Serve the API and the UI from the index at ``database_url`` until ``stop``; another process indexes."""
+    from sterling.gateway import GatewayServices, create_app, get_settings
+
+    index = IndexDatabase(database_url)
+    try:
+        services = GatewayServices(
+            chain=view.chain, market=view.market, registry=view.registry, blobs=BlobStore(blobs), index=index,
+            deployment_block=view.deployment.block, model_market=view.model_market(), competitions=view.competitions(),
+        )  # fmt: skip
+        app = create_app(get_settings(host=host, port=port), services=services)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+
+        def exit_on_stop() -> None:
+            stop.wait()
+            server.should_exit = True
+
+        threading.Thread(target=exit_on_stop, name="sterling-gateway-stop", daemon=True).start()
+        try:
+            server.run()
+        finally:
+            app.state.feed.close()
+    finally:
+        index.close()
