@@ -49,10 +49,11 @@ from enclave_worker.trusted.onchain import (
     Split,
 )
 
-from .abi import ERC20_ABI, load_artifact
+from .abi import load_artifact
 from .chain import Chain, TxResult, Wei
 from .contracts import _TOKEN_ERRORS, DEFAULT_ADMIN_DELAY, MAX_ADMIN_DELAY, ZERO_ADDRESS, _deploy_one, _web3_address
 from .errors import ChainUnavailable, ConfigError
+from .payments import PullPaymentsClient
 
 __all__ = [
     "ALL_ARCHITECTURES",
@@ -403,8 +404,14 @@ def _event(name: str, data: EventData) -> CompetitionEvent:
 # --- client --------------------------------------------------------------------------------------
 
 
-class CompetitionMarketClient:
-    """Typed access to ``CompetitionMarket`` (competitions, submissions, scores, purchases, payments)."""
+class CompetitionMarketClient(PullPaymentsClient):
+    """Typed access to ``CompetitionMarket`` (competitions, submissions, scores, purchases, payments).
+
+    The payment currency, :meth:`withdraw` and :meth:`credits` are
+    :class:`~marketplace.payments.PullPaymentsClient`'s (the contract's ``PullPayments``).
+    """
+
+    _WITHDRAW_NAME = "withdraw (competitions)"
 
     def __init__(self, chain: Chain, address: str) -> None:
         artifact = load_artifact("CompetitionMarket")
@@ -414,7 +421,6 @@ class CompetitionMarketClient:
         self.chain = chain
         self.contract: Contract = chain.w3.eth.contract(address=_web3_address(address), abi=artifact["abi"])
         self.address = address
-        self._token: tuple[Contract | None] | None = None  # asked once: the token is immutable
         self._event_names = {
             event_abi_to_log_topic(item): str(item["name"])
             for item in artifact["abi"]
@@ -444,47 +450,6 @@ class CompetitionMarketClient:
         """The ``EnclaveRegistry`` whose key managers admit submissions and whose evaluators sign scores."""
         return str(self.chain.call(self.contract.functions.registry()))
 
-    # --- payment currency -------------------------------------------------------------------
-
-    def payment_token(self) -> str | None:
-        """The ERC-20 token all payments use, or ``None`` when the market pays in the native currency."""
-        token = self._token_contract()
-        return None if token is None else str(token.address)
-
-    def _token_contract(self) -> Contract | None:
-        if self._token is None:
-            address = str(self.chain.call(self.contract.functions.paymentToken()))
-            token = None if int(address, 16) == 0 else self.chain.w3.eth.contract(address=_web3_address(address), abi=ERC20_ABI)
-            self._token = (token,)
-        return self._token[0]
-
-    def payment_allowance(self, owner: str) -> Wei:
-        """Tokens ``owner`` lets the market pull (0 in native mode, where nothing is pulled)."""
-        token = self._token_contract()
-        if token is None:
-            return Wei(0)
-        return Wei(int(self.chain.call(token.functions.allowance(owner, self.address))))
-
-    def approve_payment(self, owner: LocalAccount, amount: Wei) -> TxResult:
-        """Let the market pull up to ``amount`` tokens from ``owner`` (ERC-20 ``approve``).
-
-        Raises:
-            ConfigError: the market pays in the native currency.
-        """
-        token = self._token_contract()
-        if token is None:
-            raise ConfigError("this market pays in the native currency; there is nothing to approve")
-        return self.chain.transact(owner, token.functions.approve(self.address, amount), name="approve (payment token)")
-
-    def _pay(self, payer: LocalAccount, amount: Wei) -> int:
-        """The value to attach for a payment of ``amount``: ``amount`` in native mode; in token
-        mode 0, after approving the market for ``amount`` if its allowance is lower."""
-        if self._token_contract() is None:
-            return amount
-        if amount and self.payment_allowance(payer.address) < amount:
-            self.approve_payment(payer, amount)
-        return 0
-
     # --- competitions -----------------------------------------------------------------------
 
     def create_competition(self, organizer: LocalAccount, terms: CompetitionTerms) -> tuple[CompetitionId, TxResult]:
@@ -497,7 +462,7 @@ class CompetitionMarketClient:
             ConfigError: the terms are out of range or the window is already over (checked before sending).
             ContractReverted: e.g. ``CompetitionMarketInvalidWindow`` (the window ended before the
                 transaction landed), ``ERC20InsufficientBalance``,
-                ``CompetitionMarketTokenTransferShortfall``.
+                ``PullPaymentsTokenTransferShortfall``.
 
         Example:
             >>> competition_id, _ = market.create_competition(organizer, terms)  # doctest: +SKIP
@@ -674,22 +639,6 @@ class CompetitionMarketClient:
     def purchase_key(self, competition_id: int, index: int, buyer: str) -> bytes:
         """The X25519 key ``buyer`` bought submission ``index`` with; 32 zero bytes if it did not buy it."""
         return bytes(self.chain.call(self.contract.functions.purchaseOf(competition_id, index, buyer)))
-
-    # --- payments ---------------------------------------------------------------------------
-
-    def withdraw(self, account: LocalAccount) -> tuple[Wei, TxResult]:
-        """Send ``account`` all its pending payments (native currency or the payment token).
-
-        Raises:
-            ContractReverted: ``CompetitionMarketNothingToWithdraw`` when nothing is pending.
-        """
-        result = self.chain.transact(account, self.contract.functions.withdraw(), name="withdraw (competitions)")
-        (event,) = self.contract.events.Withdrawn().process_receipt(result.receipt, errors=DISCARD)
-        return Wei(int(event["args"]["amount"])), result
-
-    def credits(self, account: str) -> Wei:
-        """What ``account`` can withdraw."""
-        return Wei(int(self.chain.call(self.contract.functions.credits(account))))
 
     # --- events -----------------------------------------------------------------------------
 

@@ -26,9 +26,10 @@ from web3.logs import DISCARD
 from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, DatasetStatus, JobStatus, Role
 from enclave_worker.trusted.receipt import Receipt
 
-from .abi import ERC20_ABI, load_artifact
+from .abi import load_artifact
 from .chain import Chain, TxResult, Wei
 from .errors import ConfigError, JobNotReady
+from .payments import PaymentCurrency
 
 __all__ = [
     "CERTIFICATE_TYPES",
@@ -83,6 +84,7 @@ ZERO_ADDRESS = "0x" + "00" * 20
 """``paymentToken`` of a market that pays in the native currency."""
 MAX_PRICE_PER_JOB = 2**96 - 1
 """Largest ``pricePerJob`` the market accepts (jobs store price snapshots in 96 bits)."""
+
 
 def _web3_address(address: str) -> ChecksumAddress:
     """``address`` typed as web3 wants it; web3 itself rejects it at run time unless it is a checksum address."""
@@ -436,11 +438,12 @@ class RegistryClient:
         return self.enclave_of(signer).encryption_key
 
 
-class MarketClient:
+class MarketClient(PaymentCurrency):
     """Typed access to ``JobMarket`` (dataset registry, jobs, privacy-budget ledger, payments).
 
     Amounts (:data:`~marketplace.chain.Wei`) are in the market's payment unit: wei, or the
-    smallest unit of its ERC-20 token (see :meth:`payment_token`).
+    smallest unit of its ERC-20 token (see :meth:`payment_token`; the payment currency's methods
+    are :class:`~marketplace.payments.PaymentCurrency`'s).
     """
 
     def __init__(self, chain: Chain, address: str) -> None:
@@ -451,50 +454,10 @@ class MarketClient:
         self.chain = chain
         self.contract: Contract = chain.w3.eth.contract(address=_web3_address(address), abi=artifact["abi"])
         self.address = address
-        self._token: tuple[Contract | None] | None = None  # asked once: the token is immutable
 
     @property
     def address_bytes(self) -> bytes:
         return bytes.fromhex(self.address[2:])
-
-    # --- payment currency -------------------------------------------------------------------
-
-    def payment_token(self) -> str | None:
-        """The ERC-20 token all payments use, or ``None`` when the market pays in the native currency."""
-        token = self._token_contract()
-        return None if token is None else str(token.address)
-
-    def _token_contract(self) -> Contract | None:
-        if self._token is None:
-            address = str(self.chain.call(self.contract.functions.paymentToken()))
-            token = None if int(address, 16) == 0 else self.chain.w3.eth.contract(address=_web3_address(address), abi=ERC20_ABI)
-            self._token = (token,)
-        return self._token[0]
-
-    def payment_balance(self, account: str) -> Wei:
-        """``account``'s balance in the payment currency (native balance, or token ``balanceOf``)."""
-        token = self._token_contract()
-        if token is None:
-            return self.chain.balance(account)
-        return Wei(int(self.chain.call(token.functions.balanceOf(account))))
-
-    def payment_allowance(self, owner: str) -> Wei:
-        """Tokens ``owner`` lets the market pull (0 in native mode, where nothing is pulled)."""
-        token = self._token_contract()
-        if token is None:
-            return Wei(0)
-        return Wei(int(self.chain.call(token.functions.allowance(owner, self.address))))
-
-    def approve_payment(self, owner: LocalAccount, amount: Wei) -> TxResult:
-        """Let the market pull up to ``amount`` tokens from ``owner`` (ERC-20 ``approve``).
-
-        Raises:
-            ConfigError: the market pays in the native currency.
-        """
-        token = self._token_contract()
-        if token is None:
-            raise ConfigError("this market pays in the native currency; there is nothing to approve")
-        return self.chain.transact(owner, token.functions.approve(self.address, amount), name="approve (payment token)")
 
     # --- datasets ---------------------------------------------------------------------------
 
@@ -541,9 +504,7 @@ class MarketClient:
         """Add (``allowed``) or remove accounts on the dataset's consumer allow-list."""
         return self.chain.transact(provider, self.contract.functions.setConsumersAllowed(dataset_id, list(consumers), allowed))
 
-    def set_models_allowed(
-        self, provider: LocalAccount, dataset_id: int, model_spec_hashes: Sequence[bytes], allowed: bool
-    ) -> TxResult:
+    def set_models_allowed(self, provider: LocalAccount, dataset_id: int, model_spec_hashes: Sequence[bytes], allowed: bool) -> TxResult:
         """Add (``allowed``) or remove model-spec hashes on the dataset's model allow-list."""
         fn = self.contract.functions.setModelsAllowed(dataset_id, list(model_spec_hashes), allowed)
         return self.chain.transact(provider, fn)
@@ -613,11 +574,7 @@ class MarketClient:
             list(dataset_ids), model_spec_hash, epsilon, delta, consumer_key, worker_fee, max_total_price,
             claim_deadline, completion_deadline,
         )  # fmt: skip
-        value = 0
-        if self._token_contract() is None:
-            value = max_total_price
-        elif self.payment_allowance(consumer.address) < max_total_price:
-            self.approve_payment(consumer, max_total_price)
+        value = self._pay(consumer, max_total_price)
         result = self.chain.transact(consumer, self.contract.functions.createJob(request), value=value)
         (event,) = self.contract.events.JobCreated().process_receipt(result.receipt, errors=DISCARD)
         return JobId(int(event["args"]["jobId"])), result
@@ -657,11 +614,7 @@ class MarketClient:
 
     def deposit_stake(self, operator: LocalAccount, amount: Wei) -> TxResult:
         """Add ``amount`` to ``operator``'s stake (in token mode the market is approved first if needed)."""
-        value = 0
-        if self._token_contract() is None:
-            value = amount
-        elif self.payment_allowance(operator.address) < amount:
-            self.approve_payment(operator, amount)
+        value = self._pay(operator, amount)
         return self.chain.transact(operator, self.contract.functions.depositStake(amount), value=value)
 
     def request_unstake(self, operator: LocalAccount) -> TxResult:

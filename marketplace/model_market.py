@@ -30,10 +30,11 @@ from web3.logs import DISCARD
 from enclave_worker.trusted.onchain import MAX_PROBABILITY_DECIMALS, ModelStatus, OutputPolicy, Role
 from enclave_worker.trusted.vouchers import DOMAIN_NAME, DOMAIN_VERSION, Voucher, sign_voucher
 
-from .abi import ERC20_ABI, load_artifact
+from .abi import load_artifact
 from .chain import Chain, TxResult, Wei
 from .contracts import _TOKEN_ERRORS, DEFAULT_ADMIN_DELAY, DEFAULT_CLOSE_DELAY, MAX_ADMIN_DELAY, ZERO_ADDRESS, _deploy_one, _web3_address
 from .errors import ConfigError
+from .payments import PullPaymentsClient
 
 __all__ = [
     "DEFAULT_CLOSE_DELAY",
@@ -269,8 +270,14 @@ class MarketChanges:
     """Models whose price, status or allow-list changed."""
 
 
-class ModelMarketClient:
-    """Typed access to ``ModelMarket`` (listings, channels, vouchers, payments)."""
+class ModelMarketClient(PullPaymentsClient):
+    """Typed access to ``ModelMarket`` (listings, channels, vouchers, payments).
+
+    The payment currency, :meth:`withdraw` and :meth:`credits` are
+    :class:`~marketplace.payments.PullPaymentsClient`'s (the contract's ``PullPayments``).
+    """
+
+    _WITHDRAW_NAME = "withdraw (model market)"
 
     def __init__(self, chain: Chain, address: str) -> None:
         artifact = load_artifact("ModelMarket")
@@ -281,7 +288,6 @@ class ModelMarketClient:
         self.chain = chain
         self.contract: Contract = chain.w3.eth.contract(address=_web3_address(address), abi=artifact["abi"])
         self.address = address
-        self._token: tuple[Contract | None] | None = None  # asked once: the token is immutable
         self._event_names = {
             event_abi_to_log_topic(item): str(item["name"]) for item in artifact["abi"] if item.get("type") == "event"
         }  # fmt: skip
@@ -293,38 +299,6 @@ class ModelMarketClient:
     def domain(self) -> dict[str, Any]:
         """The EIP-712 domain vouchers and response receipts are signed under."""
         return {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": self.chain.chain_id, "verifyingContract": self.address}
-
-    # --- payment currency -------------------------------------------------------------------
-
-    def payment_token(self) -> str | None:
-        """The ERC-20 token all payments use, or ``None`` when the market pays in the native currency."""
-        token = self._token_contract()
-        return None if token is None else str(token.address)
-
-    def _token_contract(self) -> Contract | None:
-        if self._token is None:
-            address = str(self.chain.call(self.contract.functions.paymentToken()))
-            token = None if int(address, 16) == 0 else self.chain.w3.eth.contract(address=_web3_address(address), abi=ERC20_ABI)
-            self._token = (token,)
-        return self._token[0]
-
-    def payment_allowance(self, owner: str) -> Wei:
-        """Tokens ``owner`` lets the market pull (0 in native mode, where nothing is pulled)."""
-        token = self._token_contract()
-        if token is None:
-            return Wei(0)
-        return Wei(int(self.chain.call(token.functions.allowance(owner, self.address))))
-
-    def approve_payment(self, owner: LocalAccount, amount: Wei) -> TxResult:
-        """Let the market pull up to ``amount`` tokens from ``owner`` (ERC-20 ``approve``).
-
-        Raises:
-            ConfigError: the market pays in the native currency.
-        """
-        token = self._token_contract()
-        if token is None:
-            raise ConfigError("this market pays in the native currency; there is nothing to approve")
-        return self.chain.transact(owner, token.functions.approve(self.address, amount), name="approve (payment token)")
 
     # --- listings ---------------------------------------------------------------------------
 
@@ -422,11 +396,7 @@ class ModelMarketClient:
                 ``ModelMarketInvalidStatus``, ``ModelMarketModelExpired``,
                 ``ModelMarketClientNotAllowed``, ``ERC20InsufficientBalance``.
         """
-        value = 0
-        if self._token_contract() is None:
-            value = amount
-        elif self.payment_allowance(client.address) < amount:
-            self.approve_payment(client, amount)
+        value = self._pay(client, amount)
         return self.chain.transact(client, self.contract.functions.deposit(model_id, amount, enclave), value=value)
 
     def request_close(self, client: LocalAccount, model_id: int) -> TxResult:
@@ -517,21 +487,7 @@ class ModelMarketClient:
         )
         return redemption, result
 
-    # --- payments ---------------------------------------------------------------------------
-
-    def withdraw(self, account: LocalAccount) -> tuple[Wei, TxResult]:
-        """Send ``account`` all its pending payments (native currency or the payment token).
-
-        Raises:
-            ContractReverted: ``ModelMarketNothingToWithdraw`` when nothing is pending.
-        """
-        result = self.chain.transact(account, self.contract.functions.withdraw(), name="withdraw (model market)")
-        (event,) = self.contract.events.Withdrawn().process_receipt(result.receipt, errors=DISCARD)
-        return Wei(int(event["args"]["amount"])), result
-
-    def credits(self, account: str) -> Wei:
-        """What ``account`` can withdraw."""
-        return Wei(int(self.chain.call(self.contract.functions.credits(account))))
+    # --- settings ---------------------------------------------------------------------------
 
     def operator_fee_bps(self) -> int:
         """The operator's share of each redeemed payment, in basis points."""

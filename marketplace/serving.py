@@ -375,8 +375,6 @@ class InferenceClient:
         naming another enclave is refused (``ModelMarketChannelBoundElsewhere``) until the channel
         has nothing left to spend; only the bound enclave's vouchers are redeemable.
         """
-        if self.model_market.payment_token() is not None and self.model_market.payment_allowance(self.account.address) < amount:
-            self.model_market.approve_payment(self.account, Wei(amount))
         return self.model_market.deposit(self.account, model_id, Wei(amount), enclave)
 
     def enclave(self, signer: str) -> ServingEnclave:

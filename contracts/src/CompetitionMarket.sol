@@ -4,12 +4,11 @@ pragma solidity 0.8.37;
 import {AccessControlDefaultAdminRules} from
     "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
-import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
-import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {ICompetitionMarket} from "./ICompetitionMarket.sol";
 import {IEnclaveRegistry, ROLE_EVALUATOR, ROLE_KEY_MANAGER} from "./IEnclaveRegistry.sol";
+import {PullPayments} from "./PullPayments.sol";
 
 /**
  * @title CompetitionMarket
@@ -19,7 +18,8 @@ import {IEnclaveRegistry, ROLE_EVALUATOR, ROLE_KEY_MANAGER} from "./IEnclaveRegi
  * @dev Invariant: the contract's balance (native or token) == Σ prizes of Open competitions +
  * Σ credits (barring forced ether or tokens sent without a call): createCompetition adds a prize
  * to the first sum, close moves it to the second, buy adds the price to the second, withdraw
- * takes from it. Nothing else moves value.
+ * takes from it. Nothing else moves value. Payments go through {PullPayments}: prizes and
+ * purchases are taken by `_collect`, winners, organizers and sellers credited by `_credit`.
  * The leaderboard follows the Ladder (Blum & Hardt, 2015): the evaluator releases a public score
  * only when a submission beats the best so far by the competition's step η, else the old best,
  * so public scores are posted in submission order against the current best (the step itself and
@@ -28,9 +28,7 @@ import {IEnclaveRegistry, ROLE_EVALUATOR, ROLE_KEY_MANAGER} from "./IEnclaveRegi
  * Governance (DEFAULT_ADMIN_ROLE, two-step handover with a delay) has no power over competitions;
  * the role is kept for parity with the other markets.
  */
-contract CompetitionMarket is ICompetitionMarket, AccessControlDefaultAdminRules, EIP712, ReentrancyGuardTransient {
-    using SafeERC20 for IERC20;
-
+contract CompetitionMarket is ICompetitionMarket, AccessControlDefaultAdminRules, EIP712, PullPayments {
     /// @notice Metric: share of rows whose arg-max class is the label (higher is better).
     uint8 public constant METRIC_ACCURACY = 1;
     /// @notice Metric: unweighted mean of the per-class F1 scores (higher is better).
@@ -119,15 +117,7 @@ contract CompetitionMarket is ICompetitionMarket, AccessControlDefaultAdminRules
         bool privateScored;
     }
 
-    /// @dev An account's payments, in one slot. Once an account has withdrawn, `withdrawn` keeps
-    /// the slot non-zero, so later credits cost an update instead of a fresh write.
-    struct Balance {
-        uint128 pending;
-        uint128 withdrawn;
-    }
-
     IEnclaveRegistry private immutable _registry;
-    IERC20 private immutable _token;
     // Slither's uninitialized-state detector misreads writes through storage pointers
     // (createCompetition, submit and postScore write these through `storage` references), as in
     // JobMarket and ModelMarket; acknowledged in docs/contracts.md.
@@ -140,7 +130,6 @@ contract CompetitionMarket is ICompetitionMarket, AccessControlDefaultAdminRules
     // slither-disable-next-line uninitialized-state
     mapping(uint256 competitionId => mapping(uint32 index => mapping(address buyer => bytes32 buyerKey))) private
         _purchases;
-    mapping(address account => Balance) private _balances;
     uint256 private _competitionCount;
 
     /// @param registry_ The enclave registry whose active key managers admit submissions and
@@ -151,9 +140,9 @@ contract CompetitionMarket is ICompetitionMarket, AccessControlDefaultAdminRules
     constructor(IEnclaveRegistry registry_, IERC20 token, uint48 adminDelay, address governance)
         AccessControlDefaultAdminRules(adminDelay, governance)
         EIP712("SterlingCompetitions", "1")
+        PullPayments(token)
     {
         _registry = registry_;
-        _token = token;
     }
 
     // --- competitions ------------------------------------------------------------------------
@@ -380,31 +369,7 @@ contract CompetitionMarket is ICompetitionMarket, AccessControlDefaultAdminRules
         _collect(price, msg.value);
     }
 
-    /// @inheritdoc ICompetitionMarket
-    function withdraw() external nonReentrant {
-        Balance memory balance = _balances[msg.sender];
-        uint256 amount = balance.pending;
-        if (amount == 0) {
-            revert CompetitionMarketNothingToWithdraw(msg.sender);
-        }
-        _balances[msg.sender] = Balance({pending: 0, withdrawn: balance.withdrawn + balance.pending});
-        emit Withdrawn(msg.sender, amount);
-        if (address(_token) != address(0)) {
-            _token.safeTransfer(msg.sender, amount);
-        } else {
-            (bool success,) = payable(msg.sender).call{value: amount}("");
-            if (!success) {
-                revert CompetitionMarketWithdrawFailed(msg.sender, amount);
-            }
-        }
-    }
-
     // --- views -------------------------------------------------------------------------------
-
-    /// @inheritdoc ICompetitionMarket
-    function credits(address account) external view returns (uint256) {
-        return _balances[account].pending;
-    }
 
     /// @inheritdoc ICompetitionMarket
     function competitionOf(uint256 competitionId) external view returns (CompetitionInfo memory) {
@@ -492,11 +457,6 @@ contract CompetitionMarket is ICompetitionMarket, AccessControlDefaultAdminRules
         return address(_registry);
     }
 
-    /// @inheritdoc ICompetitionMarket
-    function paymentToken() external view returns (address) {
-        return address(_token);
-    }
-
     // --- internals ---------------------------------------------------------------------------
 
     /// @dev Reverts with the first rule of {ICompetitionMarket-createCompetition} `terms` break
@@ -577,36 +537,6 @@ contract CompetitionMarket is ICompetitionMarket, AccessControlDefaultAdminRules
         (address signer, ECDSA.RecoverError failure, bytes32 detail) = ECDSA.tryRecoverCalldata(digest, signature);
         // `detail` is zero exactly when there is no failure (else the bad length or s value).
         return failure == ECDSA.RecoverError.NoError && detail == 0 ? signer : address(0);
-    }
-
-    /// @dev Takes a payment of `amount` (`sent` is msg.value): `sent` in native mode, else
-    /// `amount` tokens pulled with transferFrom after the state was updated (the callers are
-    /// non-reentrant, withdraw too).
-    function _collect(uint256 amount, uint256 sent) private {
-        if (address(_token) == address(0)) {
-            if (sent != amount) {
-                revert CompetitionMarketIncorrectPayment(sent, amount);
-            }
-        } else {
-            if (sent != 0) {
-                revert CompetitionMarketIncorrectPayment(sent, 0);
-            }
-            uint256 before = _token.balanceOf(address(this));
-            _token.safeTransferFrom(msg.sender, address(this), amount);
-            uint256 received = _token.balanceOf(address(this)) - before;
-            if (received != amount) {
-                revert CompetitionMarketTokenTransferShortfall(amount, received);
-            }
-        }
-    }
-
-    /// @dev Adds `amount` to `account`'s pending payments and emits {PaymentCredited}; zero is skipped.
-    function _credit(address account, uint256 competitionId, uint128 amount) private {
-        if (amount == 0) {
-            return;
-        }
-        _balances[account].pending += amount;
-        emit PaymentCredited(account, competitionId, amount);
     }
 
     /// @dev EIP-712 digest of an admission under the "SterlingCompetitions" v1 domain.

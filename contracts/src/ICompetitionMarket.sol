@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.37;
 
+import {IPullPayments} from "./IPullPayments.sol";
+
 /**
  * @title ICompetitionMarket
  * @notice Trustworthy ML competitions on private test sets. An organizer escrows a prize and
@@ -15,9 +17,10 @@ pragma solidity 0.8.37;
  * their participant asked, the key manager re-wrapping the model key to the buyer's key.
  * @dev Amounts are in the market's payment unit ({paymentToken}: native currency when zero, else
  * that ERC-20); times are unix seconds; scores are fixed-point integers in units of 1e-6 of the
- * metric (enclave_worker/trusted/onchain.py SCORE_SCALE).
+ * metric (enclave_worker/trusted/onchain.py SCORE_SCALE). Payments, with their errors and events,
+ * come from {IPullPayments} (in {PaymentCredited}, `id` is the competition id).
  */
-interface ICompetitionMarket {
+interface ICompetitionMarket is IPullPayments {
     /// @notice Lifecycle of a competition (enclave_worker/trusted/onchain.py CompetitionStatus mirrors it).
     enum CompetitionStatus {
         None, // 0: no such competition
@@ -102,12 +105,6 @@ interface ICompetitionMarket {
     error CompetitionMarketInvalidArchitectures(uint8 architectures);
     /// @dev `purchasePolicy` is not PURCHASE_NONE, PURCHASE_ORGANIZER or PURCHASE_ANYONE.
     error CompetitionMarketInvalidPurchasePolicy(uint8 purchasePolicy);
-    /// @dev `sent` native currency was attached; `expected` was needed (the amount in native
-    /// mode, zero in token mode).
-    error CompetitionMarketIncorrectPayment(uint256 sent, uint256 expected);
-    /// @dev The token transfer in delivered `received`, not `expected` (fee-on-transfer tokens are
-    /// not supported).
-    error CompetitionMarketTokenTransferShortfall(uint256 expected, uint256 received);
     /// @dev No competition has id `competitionId`.
     error CompetitionMarketUnknownCompetition(uint256 competitionId);
     /// @dev The competition is in `status`, which does not allow the operation.
@@ -165,10 +162,6 @@ interface ICompetitionMarket {
     error CompetitionMarketInvalidBuyerKey(bytes32 buyerKey);
     /// @dev `buyer` already bought submission `index`.
     error CompetitionMarketAlreadyBought(uint256 competitionId, uint32 index, address buyer);
-    /// @dev `account` has no pending payment.
-    error CompetitionMarketNothingToWithdraw(address account);
-    /// @dev Sending `amount` native currency to `account` failed.
-    error CompetitionMarketWithdrawFailed(address account, uint256 amount);
 
     /// @dev `organizer` created competition `competitionId` with `terms`, escrowing `terms.prize`.
     event CompetitionCreated(uint256 indexed competitionId, address indexed organizer, CompetitionTerms terms);
@@ -191,10 +184,6 @@ interface ICompetitionMarket {
     event CompetitionClosed(uint256 indexed competitionId, uint32 winnerIndex, address winner, uint128 prize);
     /// @dev `buyer` bought submission `index` for `price`; the key manager wraps its model key to `buyerKey`.
     event ModelBought(uint256 indexed competitionId, uint32 index, address indexed buyer, uint96 price, bytes32 buyerKey);
-    /// @dev `amount` was credited to `account`'s pending payments (from competition `competitionId`).
-    event PaymentCredited(address indexed account, uint256 indexed competitionId, uint256 amount);
-    /// @dev `account` withdrew `amount`.
-    event Withdrawn(address indexed account, uint256 amount);
 
     /**
      * @notice Creates a competition organized by the caller, Open, escrowing `terms.prize`; ids
@@ -262,12 +251,6 @@ interface ICompetitionMarket {
      */
     function buy(uint256 competitionId, uint32 index, bytes32 buyerKey) external payable;
 
-    /// @notice Sends the caller all its pending payments. @dev Non-reentrant. Emits {Withdrawn}.
-    function withdraw() external;
-
-    /// @notice Amount `account` can withdraw.
-    function credits(address account) external view returns (uint256);
-
     /// @notice The competition `competitionId`. Reverts with {CompetitionMarketUnknownCompetition} if unknown.
     function competitionOf(uint256 competitionId) external view returns (CompetitionInfo memory);
 
@@ -296,7 +279,4 @@ interface ICompetitionMarket {
 
     /// @notice Address of the {IEnclaveRegistry} consulted for key managers and evaluators.
     function registry() external view returns (address);
-
-    /// @notice The ERC-20 token all payments use, or the zero address for the native currency.
-    function paymentToken() external view returns (address);
 }

@@ -2,6 +2,7 @@
 pragma solidity 0.8.37;
 
 import {IJobMarket} from "./IJobMarket.sol";
+import {IPullPayments} from "./IPullPayments.sol";
 
 /**
  * @title IModelMarket
@@ -16,9 +17,10 @@ import {IJobMarket} from "./IJobMarket.sol";
  * leaves with {requestClose}, then {reclaim} after {closeDelay} seconds, which gives the operator
  * that long to redeem what was served.
  * @dev Amounts are in the market's payment unit ({paymentToken}: native currency when zero, else
- * that ERC-20); times are unix seconds.
+ * that ERC-20); times are unix seconds. Payments, with their errors and events, come from
+ * {IPullPayments} (in {PaymentCredited}, `id` is the model id).
  */
-interface IModelMarket {
+interface IModelMarket is IPullPayments {
     /// @notice Lifecycle of a listing (enclave_worker/trusted/onchain.py ModelStatus mirrors it).
     enum ModelStatus {
         None, // 0: no such model
@@ -90,12 +92,6 @@ interface IModelMarket {
     error ModelMarketTooManyEntries(uint256 count, uint256 max);
     /// @dev A deposit must be positive.
     error ModelMarketInvalidDeposit(uint256 amount);
-    /// @dev `sent` native currency was attached; `expected` was needed (the amount in native
-    /// mode, zero in token mode).
-    error ModelMarketIncorrectPayment(uint256 sent, uint256 expected);
-    /// @dev The token transfer in delivered `received`, not `expected` (fee-on-transfer tokens are
-    /// not supported).
-    error ModelMarketTokenTransferShortfall(uint256 expected, uint256 received);
     /// @dev `enclave` is not an active inference enclave in the registry.
     error ModelMarketEnclaveNotActive(address enclave);
     /// @dev `sender` is not the enclave's registered `operator`.
@@ -137,10 +133,6 @@ interface IModelMarket {
     error ModelMarketInvalidFee(uint16 bps, uint16 max);
     /// @dev The close delay must be positive.
     error ModelMarketInvalidCloseDelay(uint64 closeDelay);
-    /// @dev `account` has no pending payment.
-    error ModelMarketNothingToWithdraw(address account);
-    /// @dev Sending `amount` native currency to `account` failed.
-    error ModelMarketWithdrawFailed(address account, uint256 amount);
 
     /// @dev `owner` listed model `modelId` with `terms`.
     event ModelListed(uint256 indexed modelId, address indexed owner, ModelTerms terms);
@@ -174,10 +166,6 @@ interface IModelMarket {
     );
     /// @dev Governance set the operator fee to `bps` basis points.
     event OperatorFeeChanged(uint16 bps);
-    /// @dev `amount` was credited to `account`'s pending payments (from model `modelId`).
-    event PaymentCredited(address indexed account, uint256 indexed modelId, uint256 amount);
-    /// @dev `account` withdrew `amount`.
-    event Withdrawn(address indexed account, uint256 amount);
 
     /**
      * @notice Lists a model owned by the caller, Active; ids start at 1.
@@ -253,9 +241,6 @@ interface IModelMarket {
      */
     function redeem(Voucher calldata voucher, bytes calldata signature) external;
 
-    /// @notice Sends the caller all its pending payments. @dev Non-reentrant. Emits {Withdrawn}.
-    function withdraw() external;
-
     /// @notice Sets the operator's share of each redeemed payment. @dev Requirements:
     /// DEFAULT_ADMIN_ROLE; bps <= MAX_OPERATOR_FEE_BPS. Emits {OperatorFeeChanged}.
     function setOperatorFee(uint16 bps) external;
@@ -273,9 +258,6 @@ interface IModelMarket {
     /// @notice The EIP-712 digest of `voucher` under this market's domain.
     function hashVoucher(Voucher calldata voucher) external view returns (bytes32);
 
-    /// @notice Amount `account` can withdraw.
-    function credits(address account) external view returns (uint256);
-
     /// @notice Number of models listed (also the latest id).
     function modelCount() external view returns (uint256);
 
@@ -290,7 +272,4 @@ interface IModelMarket {
 
     /// @notice Address of the {IJobMarket} whose completed jobs {listModelFromJob} lists.
     function jobMarket() external view returns (address);
-
-    /// @notice The ERC-20 token all payments use, or the zero address for the native currency.
-    function paymentToken() external view returns (address);
 }

@@ -4,14 +4,13 @@ pragma solidity 0.8.37;
 import {AccessControlDefaultAdminRules} from
     "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
-import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
-import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IEnclaveRegistry, ROLE_INFERENCE} from "./IEnclaveRegistry.sol";
 import {IJobMarket} from "./IJobMarket.sol";
 import {IModelMarket} from "./IModelMarket.sol";
+import {PullPayments} from "./PullPayments.sol";
 
 /**
  * @title ModelMarket
@@ -22,10 +21,10 @@ import {IModelMarket} from "./IModelMarket.sol";
  * A channel is bound to one inference enclave; it changes only when the channel has nothing left
  * to spend, so every voucher the chain pays was served by the one enclave holding its marks.
  * Governance (DEFAULT_ADMIN_ROLE, two-step handover with a delay) only sets the operator fee.
+ * Payments go through {PullPayments}: deposits are taken by `_collect`; owners, operators and
+ * reclaiming clients are credited by `_credit` and pull with `withdraw`.
  */
-contract ModelMarket is IModelMarket, AccessControlDefaultAdminRules, EIP712, ReentrancyGuardTransient {
-    using SafeERC20 for IERC20;
-
+contract ModelMarket is IModelMarket, AccessControlDefaultAdminRules, EIP712, PullPayments {
     /// @notice Output policy: the arg-max class only.
     uint8 public constant OUTPUT_LABEL = 1;
     /// @notice Output policy: the k most likely classes (outputParam = k >= 1), no probabilities.
@@ -79,18 +78,10 @@ contract ModelMarket is IModelMarket, AccessControlDefaultAdminRules, EIP712, Re
         uint64 closeRequestedAt;
     }
 
-    /// @dev An account's payments, in one slot. Once an account has withdrawn, `withdrawn` keeps
-    /// the slot non-zero, so later credits cost an update instead of a fresh write.
-    struct Balance {
-        uint128 pending;
-        uint128 withdrawn;
-    }
-
     /// @inheritdoc IModelMarket
     uint64 public immutable closeDelay;
     IEnclaveRegistry private immutable _registry;
     IJobMarket private immutable _jobMarket;
-    IERC20 private immutable _token;
     // Slither's uninitialized-state detector misreads writes through storage pointers (_list,
     // deposit, redeem, reclaim and setAllowed write these through `storage` references), as in
     // JobMarket; acknowledged in docs/contracts.md.
@@ -100,7 +91,6 @@ contract ModelMarket is IModelMarket, AccessControlDefaultAdminRules, EIP712, Re
     mapping(uint256 modelId => mapping(address client => Channel)) private _channels;
     // slither-disable-next-line uninitialized-state
     mapping(uint256 modelId => mapping(address client => bool)) private _allowed;
-    mapping(address account => Balance) private _balances;
     mapping(uint256 jobId => uint256 modelId) private _modelOfJob;
     uint64 private _modelCount;
     /// @inheritdoc IModelMarket
@@ -123,6 +113,7 @@ contract ModelMarket is IModelMarket, AccessControlDefaultAdminRules, EIP712, Re
     )
         AccessControlDefaultAdminRules(adminDelay, governance)
         EIP712("SterlingModelMarket", "1")
+        PullPayments(token)
     {
         if (closeDelay_ == 0) {
             revert ModelMarketInvalidCloseDelay(closeDelay_);
@@ -130,7 +121,6 @@ contract ModelMarket is IModelMarket, AccessControlDefaultAdminRules, EIP712, Re
         closeDelay = closeDelay_;
         _registry = registry_;
         _jobMarket = jobMarket_;
-        _token = token;
         operatorFeeBps = DEFAULT_OPERATOR_FEE_BPS;
         emit OperatorFeeChanged(DEFAULT_OPERATOR_FEE_BPS);
     }
@@ -374,25 +364,6 @@ contract ModelMarket is IModelMarket, AccessControlDefaultAdminRules, EIP712, Re
     }
 
     /// @inheritdoc IModelMarket
-    function withdraw() external nonReentrant {
-        Balance memory balance = _balances[msg.sender];
-        uint256 amount = balance.pending;
-        if (amount == 0) {
-            revert ModelMarketNothingToWithdraw(msg.sender);
-        }
-        _balances[msg.sender] = Balance({pending: 0, withdrawn: balance.withdrawn + balance.pending});
-        emit Withdrawn(msg.sender, amount);
-        if (address(_token) != address(0)) {
-            _token.safeTransfer(msg.sender, amount);
-        } else {
-            (bool success,) = payable(msg.sender).call{value: amount}("");
-            if (!success) {
-                revert ModelMarketWithdrawFailed(msg.sender, amount);
-            }
-        }
-    }
-
-    /// @inheritdoc IModelMarket
     function setOperatorFee(uint16 bps) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (bps > MAX_OPERATOR_FEE_BPS) {
             revert ModelMarketInvalidFee(bps, MAX_OPERATOR_FEE_BPS);
@@ -453,11 +424,6 @@ contract ModelMarket is IModelMarket, AccessControlDefaultAdminRules, EIP712, Re
     }
 
     /// @inheritdoc IModelMarket
-    function credits(address account) external view returns (uint256) {
-        return _balances[account].pending;
-    }
-
-    /// @inheritdoc IModelMarket
     function modelCount() external view returns (uint256) {
         return _modelCount;
     }
@@ -470,11 +436,6 @@ contract ModelMarket is IModelMarket, AccessControlDefaultAdminRules, EIP712, Re
     /// @inheritdoc IModelMarket
     function jobMarket() external view returns (address) {
         return address(_jobMarket);
-    }
-
-    /// @inheritdoc IModelMarket
-    function paymentToken() external view returns (address) {
-        return address(_token);
     }
 
     // --- internals ---------------------------------------------------------------------------
@@ -519,36 +480,6 @@ contract ModelMarket is IModelMarket, AccessControlDefaultAdminRules, EIP712, Re
         if (m.owner != msg.sender) {
             revert ModelMarketNotOwner(modelId, msg.sender);
         }
-    }
-
-    /// @dev Takes a deposit of `amount` (`sent` is msg.value): `sent` in native mode, else
-    /// `amount` tokens pulled with transferFrom after the state was updated (deposit is
-    /// non-reentrant, withdraw too).
-    function _collect(uint256 amount, uint256 sent) private {
-        if (address(_token) == address(0)) {
-            if (sent != amount) {
-                revert ModelMarketIncorrectPayment(sent, amount);
-            }
-        } else {
-            if (sent != 0) {
-                revert ModelMarketIncorrectPayment(sent, 0);
-            }
-            uint256 before = _token.balanceOf(address(this));
-            _token.safeTransferFrom(msg.sender, address(this), amount);
-            uint256 received = _token.balanceOf(address(this)) - before;
-            if (received != amount) {
-                revert ModelMarketTokenTransferShortfall(amount, received);
-            }
-        }
-    }
-
-    /// @dev Adds `amount` to `account`'s pending payments and emits {PaymentCredited}; zero is skipped.
-    function _credit(address account, uint256 modelId, uint128 amount) private {
-        if (amount == 0) {
-            return;
-        }
-        _balances[account].pending += amount;
-        emit PaymentCredited(account, modelId, amount);
     }
 
     /// @dev EIP-712 digest of `voucher` under the "SterlingModelMarket" v1 domain.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.37;
 
+import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 import {IJobMarket} from "../src/IJobMarket.sol";
 import {IDatasetRegistry} from "../src/IDatasetRegistry.sol";
 
@@ -8,7 +9,9 @@ import {IDatasetRegistry} from "../src/IDatasetRegistry.sol";
  * @title PaymentReceiverMock
  * @notice Test helper: a provider or consumer contract whose ether receipt can be refused or can
  * re-enter the market (withdraw again, or cancel a job), to exercise JobMarketWithdrawFailed and
- * the reentrancy guard on withdrawals and refunds.
+ * the reentrancy guard on withdrawals and refunds. Deployed over a ModelMarket or a
+ * CompetitionMarket instead, it acts there through {forward} and exercises the shared
+ * PullPayments withdraw the same way (`withdraw()` is the same function in every market).
  */
 contract PaymentReceiverMock {
     /// @notice What `receive` does.
@@ -46,6 +49,12 @@ contract PaymentReceiverMock {
     /// @notice Cancels one of this contract's jobs.
     function cancelJob(uint256 jobId) external {
         market.cancelJob(jobId);
+    }
+
+    /// @notice Sends `data` with msg.value to the market as this contract (e.g. a
+    /// CompetitionMarket's createCompetition), bubbling up its revert.
+    function forward(bytes calldata data) external payable returns (bytes memory) {
+        return Address.functionCallWithValue(address(market), data, msg.value);
     }
 
     /// @notice Withdraws this contract's pending payments from the market.

@@ -139,9 +139,7 @@ class World:
         statement = Admission(competition_id, _addr(participant), content, weights)
         return sign(signer or self.key_manager, statement, chain_id=self.chain.chain_id, competitions=self.cm.address_bytes)
 
-    def submit(
-        self, participant: LocalAccount, *, competition_id: int | None = None, content: bytes | None = None, ask: int = 0
-    ) -> int:
+    def submit(self, participant: LocalAccount, *, competition_id: int | None = None, content: bytes | None = None, ask: int = 0) -> int:
         cid = self.competition_id if competition_id is None else competition_id
         content = content or self.new_content()
         index, _ = self.cm.submit(participant, cid, content, WEIGHTS, Wei(ask), self.admission(participant, cid, content))
@@ -352,7 +350,7 @@ def test_the_window_must_be_non_empty_and_end_in_the_future(w: World) -> None:
 def test_the_prize_must_be_paid_exactly(w: World) -> None:
     fn = w.cm.contract.functions.createCompetition(w.terms().as_tuple())
     for sent in (0, PRIZE - 1, PRIZE + 1):
-        expect("CompetitionMarketIncorrectPayment", (sent, PRIZE), w.chain.transact, w.organizer, fn, value=sent)
+        expect("PullPaymentsIncorrectPayment", (sent, PRIZE), w.chain.transact, w.organizer, fn, value=sent)
 
 
 # --------------------------------------------------------------------------- submissions
@@ -615,7 +613,7 @@ def test_the_best_private_score_wins_ties_going_to_the_earlier_submission(w: Wor
     (closed,) = events(w, result, "CompetitionClosed")
     assert closed == {"competitionId": cid, "winnerIndex": winner, "winner": winner_account.address, "prize": PRIZE}
     (credited,) = events(w, result, "PaymentCredited")
-    assert credited == {"account": winner_account.address, "competitionId": cid, "amount": PRIZE}
+    assert credited == {"account": winner_account.address, "id": cid, "amount": PRIZE}
     assert w.cm.credits(winner_account.address) == before + PRIZE
     assert w.cm.competition(cid).status is CompetitionStatus.CLOSED
     w.assert_conserved()
@@ -709,7 +707,7 @@ def test_a_model_is_bought_after_the_close_at_its_price(w: World) -> None:
     (bought,) = events(w, result, "ModelBought")
     assert bought == {"competitionId": cid, "index": 0, "buyer": w.stranger.address, "price": ASK, "buyerKey": BUYER_KEY}
     (credited,) = events(w, result, "PaymentCredited")
-    assert credited == {"account": w.alice.address, "competitionId": cid, "amount": ASK}
+    assert credited == {"account": w.alice.address, "id": cid, "amount": ASK}
     assert w.cm.purchase_key(cid, 0, w.stranger.address) == BUYER_KEY
     assert w.cm.purchase_key(cid, 0, w.organizer.address) == bytes(32)
     assert w.cm.credits(w.alice.address) == ASK
@@ -725,7 +723,7 @@ def test_a_purchase_pays_exactly_and_names_a_key(w: World) -> None:
     cid = _closed(w, PurchasePolicy.ANYONE)
     fn = w.cm.contract.functions.buy(cid, 0, BUYER_KEY)
     for sent in (0, ASK - 1, ASK + 1):
-        expect("CompetitionMarketIncorrectPayment", (sent, ASK), w.chain.transact, w.stranger, fn, value=sent)
+        expect("PullPaymentsIncorrectPayment", (sent, ASK), w.chain.transact, w.stranger, fn, value=sent)
     zero = w.cm.contract.functions.buy(cid, 0, bytes(32))
     expect("CompetitionMarketInvalidBuyerKey", (bytes(32),), w.chain.transact, w.stranger, zero, value=ASK)
     with pytest.raises(ContractReverted) as info:  # the client reads the price first
@@ -756,7 +754,7 @@ def test_the_purchase_policy_decides_who_may_buy(w: World, policy: PurchasePolic
 def test_withdraw_sends_the_pending_payments(w: World) -> None:
     cid = _closed(w, PurchasePolicy.ANYONE)  # bob's submission 1 won
     w.cm.buy(w.stranger, cid, 0, BUYER_KEY)
-    expect("CompetitionMarketNothingToWithdraw", (w.carol.address,), w.cm.withdraw, w.carol)
+    expect("PullPaymentsNothingToWithdraw", (w.carol.address,), w.cm.withdraw, w.carol)
     before = w.chain.balance(w.bob.address)
     amount, result = w.cm.withdraw(w.bob)
     assert amount == PRIZE
@@ -764,9 +762,36 @@ def test_withdraw_sends_the_pending_payments(w: World) -> None:
     assert w.chain.balance(w.bob.address) == before + PRIZE - gas
     assert w.cm.withdraw(w.alice)[0] == ASK
     assert w.cm.credits(w.bob.address) == w.cm.credits(w.alice.address) == 0
-    expect("CompetitionMarketNothingToWithdraw", (w.bob.address,), w.cm.withdraw, w.bob)
+    expect("PullPaymentsNothingToWithdraw", (w.bob.address,), w.cm.withdraw, w.bob)
     assert w.chain.balance(w.cm.address) == sum(r.terms.prize for r in (w.cm.competition(w.competition_id),))
     w.assert_conserved()
+
+
+def test_a_refused_or_reentrant_withdrawal_fails_and_loses_nothing(w: World) -> None:
+    """The shared PullPayments withdraw: an organizer contract whose receive() refuses the refunded
+    prize, or calls withdraw again (the reentrancy guard refuses it), gets
+    PullPaymentsWithdrawFailed and keeps its credit; accepting, it is paid once."""
+    artifact = load_artifact("PaymentReceiverMock", test=True)
+    factory = w.chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    deployed = w.chain.transact(w.stranger, factory.constructor(w.cm.address), name="deploy PaymentReceiverMock")  # type: ignore[arg-type]
+    mock = w.chain.w3.eth.contract(address=deployed.receipt["contractAddress"], abi=artifact["abi"])
+    terms = w.terms()
+    create = w.cm.contract.encode_abi("createCompetition", args=[terms.as_tuple()])
+    w.chain.transact(w.stranger, mock.functions.forward(create), value=PRIZE)
+    cid = w.cm.competition_count()
+    assert w.cm.competition(cid).organizer == mock.address
+    w.reach(terms.open_to_all_at)
+    w.cm.close(w.stranger, cid)  # nothing was submitted: the prize goes back to the organizer
+    assert w.cm.credits(mock.address) == PRIZE
+    held = w.chain.balance(w.cm.address)
+    for mode in (1, 2):  # PaymentReceiverMock.Mode.Reject, Reenter
+        w.chain.transact(w.stranger, mock.functions.setMode(mode, 0))
+        expect("PullPaymentsWithdrawFailed", (mock.address, PRIZE), w.chain.transact, w.stranger, mock.functions.withdraw())
+        assert (w.cm.credits(mock.address), w.chain.balance(w.cm.address), w.chain.balance(mock.address)) == (PRIZE, held, 0)
+    w.chain.transact(w.stranger, mock.functions.setMode(0, 0))  # Accept
+    w.chain.transact(w.stranger, mock.functions.withdraw())
+    assert (w.cm.credits(mock.address), w.chain.balance(w.cm.address), w.chain.balance(mock.address)) == (0, held - PRIZE, PRIZE)
+    expect("PullPaymentsNothingToWithdraw", (mock.address,), w.chain.transact, w.stranger, mock.functions.withdraw())
 
 
 def _deploy_test_token(chain: Chain, account: LocalAccount, name: str = "TestStablecoin") -> tuple[str, Any]:
@@ -789,7 +814,7 @@ def test_erc20_path(base: World, w: World) -> None:
     fn = t.cm.contract.functions.createCompetition(t.terms().as_tuple())
     reverts("ERC20InsufficientAllowance", chain.transact, t.organizer, fn)
     t.cm.approve_payment(t.organizer, Wei(PRIZE))
-    expect("CompetitionMarketIncorrectPayment", (1, 0), chain.transact, t.organizer, fn, value=1)
+    expect("PullPaymentsIncorrectPayment", (1, 0), chain.transact, t.organizer, fn, value=1)
     t.competition_id = t.create()  # the allowance is there already: pulled
     assert int(token.functions.balanceOf(t.cm.address).call()) == PRIZE
     assert t.cm.payment_allowance(t.organizer.address) == 0
@@ -812,7 +837,7 @@ def test_erc20_path(base: World, w: World) -> None:
     market, _ = deploy_competition_market(chain, t.governance, t.deployment.registry, fee_address)
     fee_cm = CompetitionMarketClient(chain, market)
     chain.transact(minter, fee_token.functions.mint(t.organizer.address, 10 * PRIZE))
-    expect("CompetitionMarketTokenTransferShortfall", (PRIZE, PRIZE - PRIZE // 100), fee_cm.create_competition, t.organizer, t.terms())
+    expect("PullPaymentsTokenTransferShortfall", (PRIZE, PRIZE - PRIZE // 100), fee_cm.create_competition, t.organizer, t.terms())
     # A token calling back into the market while paying it meets the reentrancy guard.
     hook_address, hook = _deploy_test_token(chain, minter, "HookToken")
     market, _ = deploy_competition_market(chain, t.governance, t.deployment.registry, hook_address)

@@ -226,7 +226,7 @@ class CompetitionMachine(RuleBasedStateMachine):
             self._expect("CompetitionMarketInvalidPrize", (0,), lambda: w.chain.transact(organizer, fn))
             return
         if kind == "underpaid":
-            self._expect("CompetitionMarketIncorrectPayment", (prize - 1, prize), lambda: w.chain.transact(organizer, fn, value=prize - 1))
+            self._expect("PullPaymentsIncorrectPayment", (prize - 1, prize), lambda: w.chain.transact(organizer, fn, value=prize - 1))
             return
         competition_id, result = w.cm.create_competition(organizer, terms)
         assert competition_id == self.base_id + len(self.competitions) + 1
@@ -529,7 +529,7 @@ class CompetitionMachine(RuleBasedStateMachine):
         elif buyer.address in sub.buyers:
             error, args = "CompetitionMarketAlreadyBought", (cid, i, buyer.address)
         elif kind == "wrong_payment":
-            error, args = "CompetitionMarketIncorrectPayment", (value, price)
+            error, args = "PullPaymentsIncorrectPayment", (value, price)
         fn = w.cm.contract.functions.buy(cid, i, key)
         self._expect(error, args, lambda: w.chain.transact(buyer, fn, value=value))
         if error is None:
@@ -544,7 +544,7 @@ class CompetitionMachine(RuleBasedStateMachine):
         account = paid[a % len(paid)] if paid and a < 4 else self.accounts[a % len(self.accounts)]
         pending = self.credits[account.address]
         self._clear_of_boundaries()
-        error = "CompetitionMarketNothingToWithdraw" if pending == 0 else None
+        error = "PullPaymentsNothingToWithdraw" if pending == 0 else None
         got = self._expect(error, (account.address,), lambda: self.w.cm.withdraw(account))
         if got is not None:
             assert got[0] == pending

@@ -285,7 +285,7 @@ def test_deposit_rules(w: World) -> None:
     reverts("ModelMarketInvalidDeposit", w.mm.deposit, w.client, m, Wei(0), w.enclave.address)
     reverts("ModelMarketUnknownModel", w.mm.deposit, w.client, 99, Wei(1), w.enclave.address)
     fn = w.mm.contract.functions.deposit(m, 100, w.enclave.address)
-    error = reverts("ModelMarketIncorrectPayment", w.chain.transact, w.client, fn, value=99)
+    error = reverts("PullPaymentsIncorrectPayment", w.chain.transact, w.client, fn, value=99)
     assert error.error_args == (99, 100)
     expiring, _ = w.mm.list_model(w.owner, terms(expiry=w.chain.now() + 100))
     w.mm.deposit(w.client, expiring, Wei(1), w.enclave.address)
@@ -399,7 +399,7 @@ def test_fee_split_and_withdraw(w: World) -> None:
     gas_cost = result.gas_used * int(result.receipt["effectiveGasPrice"])
     assert amount == 751 and w.chain.balance(w.owner.address) == before + 751 - gas_cost
     assert w.mm.credits(w.owner.address) == 0
-    reverts("ModelMarketNothingToWithdraw", w.mm.withdraw, w.owner)
+    reverts("PullPaymentsNothingToWithdraw", w.mm.withdraw, w.owner)
     assert w.mm.withdraw(w.operator)[0] == 250
     w.mm.set_operator_fee(w.governance, 0)
     v = w.voucher(2001, 4)
@@ -623,7 +623,7 @@ def test_erc20_path() -> None:
     assert w.mm.payment_token() == token_address
     fn = w.mm.contract.functions.deposit(w.model_id, 10**6, w.enclave.address)
     reverts("ERC20InsufficientAllowance", chain.transact, w.client, fn)
-    reverts("ModelMarketIncorrectPayment", chain.transact, w.client, fn, value=1)
+    reverts("PullPaymentsIncorrectPayment", chain.transact, w.client, fn, value=1)
     w.mm.deposit(w.client, w.model_id, Wei(10**6), w.enclave.address)  # approves, then pulls
     assert int(token.functions.balanceOf(w.mm.address).call()) == 10**6
     v = w.voucher(1000, 1)
@@ -636,7 +636,7 @@ def test_erc20_path() -> None:
     w.mm.withdraw(w.client)
     assert int(token.functions.balanceOf(w.client.address).call()) == 10**9 - 1000
     assert int(token.functions.balanceOf(w.mm.address).call()) == 100 == w.mm.credits(w.operator.address)
-    reverts("ModelMarketNothingToWithdraw", w.mm.withdraw, w.client)
+    reverts("PullPaymentsNothingToWithdraw", w.mm.withdraw, w.client)
     # A token that delivers less than asked (fee on transfer) is refused.
     fee_token, _ = _deploy_test_token(chain, minter, "FeeOnTransferToken")
     market, _ = deploy_model_market(chain, w.governance, w.deployment.registry, fee_token, job_market=w.deployment.market,
@@ -645,7 +645,7 @@ def test_erc20_path() -> None:
     model, _ = fee_mm.list_model(w.owner, terms())
     ft = chain.w3.eth.contract(address=fee_token, abi=load_artifact("FeeOnTransferToken", test=True)["abi"])  # type: ignore[call-overload]
     chain.transact(minter, ft.functions.mint(w.client.address, 10**9))
-    error = reverts("ModelMarketTokenTransferShortfall", fee_mm.deposit, w.client, model, Wei(10**6), w.enclave.address)
+    error = reverts("PullPaymentsTokenTransferShortfall", fee_mm.deposit, w.client, model, Wei(10**6), w.enclave.address)
     assert error.error_args == (10**6, 10**6 - 10**4)
 
 

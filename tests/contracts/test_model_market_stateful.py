@@ -151,7 +151,8 @@ class ChannelMachine(RuleBasedStateMachine):
         m=st.integers(0, 1),
         c=st.integers(0, 1),
         kind=st.sampled_from(
-            ["growing"] * 6 + ["exhaust"] * 2
+            ["growing"] * 6
+            + ["exhaust"] * 2
             + ["stale", "replayed", "over_deposit", "over_cap", "other_model", "other_enclave", "wrong_signer", "queries_back"]
             + ["not_operator"]
         ),  # fmt: skip
@@ -280,7 +281,7 @@ class ChannelMachine(RuleBasedStateMachine):
     def withdraw(self, a: int) -> None:
         account = self.accounts[a]
         pending = self.credits[account.address]
-        got = self._expect("ModelMarketNothingToWithdraw" if pending == 0 else None, lambda: self.w.mm.withdraw(account))
+        got = self._expect("PullPaymentsNothingToWithdraw" if pending == 0 else None, lambda: self.w.mm.withdraw(account))
         if pending:
             assert got[0] == pending
             self.credits[account.address] = 0

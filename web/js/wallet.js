@@ -194,7 +194,7 @@ const EXPLAIN = {
   ModelMarketClientNotAllowed: ([id]) => `Model #${id} is offered only to an allow-list of clients, and your account is not on it.`,
   ModelMarketInvalidDeposit: () => "A deposit must be a positive amount.",
   ModelMarketNotOwner: ([id]) => `Only the owner of model #${id} can do this.`,
-  ModelMarketNothingToWithdraw: () => "There is nothing to withdraw from the model market.",
+  PullPaymentsNothingToWithdraw: () => "There is nothing to withdraw from the model market.",
   ModelMarketChannelBoundElsewhere: ([id, , bound]) =>
     `Your channel on model #${id} is bound to inference enclave ${bound}, which still holds unspent credit: spend it there, or request a close and reclaim it, before buying credit for another enclave.`,
   ModelMarketWrongEnclave: ([enclave, bound]) => `The voucher names enclave ${enclave}, but the channel is bound to ${bound}.`,
