@@ -500,7 +500,8 @@ def competition_detail(session: Session, competition_id: int, blobs: BlobStore, 
         rules=read_json_blob(blobs, row.rules_hash),
         submissions=[
             SubmissionPublic(
-                index=s.index, participant=s.participant, content_hash=s.content_hash, ask_price_wei=str(s.ask_price_wei),
+                index=s.index, participant=s.participant, content_hash=s.content_hash, weights_hash=s.weights_hash,
+                ask_price_wei=str(s.ask_price_wei),
                 submitted_at=s.submitted_at, public_score=s.public_score / SCORE_SCALE if s.public_score is not None else None,
                 private_score=s.private_score / SCORE_SCALE if s.private_score is not None else None,
             )

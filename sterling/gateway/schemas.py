@@ -464,6 +464,7 @@ class SubmissionPublic(BaseModel):
     index: int
     participant: str
     content_hash: str
+    weights_hash: str = Field(description="SHA-256 of the plaintext safetensors the key manager admitted (from its Submitted log)")
     ask_price_wei: str = Field(description="what a buyer pays after the close; 0: not for sale")
     submitted_at: int
     public_score: float | None = Field(description="the Ladder's leaderboard value when it was scored")

@@ -438,10 +438,10 @@ def _public_from_contract(record: CompetitionRecord, now: int) -> dict[str, Any]
     }  # fmt: skip
 
 
-def _submission_from_contract(sub: SubmissionRecord) -> dict[str, Any]:
+def _submission_from_contract(market: CompetitionMarketClient, competition_id: int, sub: SubmissionRecord) -> dict[str, Any]:
     return {
         "index": sub.index, "participant": sub.participant, "content_hash": _hex(sub.content_hash),
-        "ask_price_wei": str(int(sub.ask_price)),
+        "weights_hash": _hex(market.weights_hash(competition_id, sub.index)), "ask_price_wei": str(int(sub.ask_price)),
         "submitted_at": sub.submitted_at, "public_score": sub.public_score / SCORE_SCALE if sub.public_scored else None,
         "private_score": sub.private_score / SCORE_SCALE if sub.private_scored else None,
     }  # fmt: skip
@@ -462,7 +462,7 @@ def _detail_from_contract(s: Scenario, competition_id: int, now: int) -> dict[st
     return {
         **_public_from_contract(record, now),
         "rules": json.loads(s.net.blobs.get(record.terms.rules_hash.hex())),
-        "submissions": [_submission_from_contract(sub) for sub in market.submissions(competition_id)],
+        "submissions": [_submission_from_contract(market, competition_id, sub) for sub in market.submissions(competition_id)],
         "history": history,
     }
 

@@ -42,9 +42,13 @@ from enclave_worker.trusted.models import ModelSpec
 from enclave_worker.trusted.onchain import Split
 from marketplace import chain as chain_mod
 from marketplace.abi import load_artifact
+from marketplace.competing import BlobCompetitionStore, Rules, open_competition
+from marketplace.consumer import Consumer
+from marketplace.provider import list_dataset
 from sterling.gateway import create_app
 from sterling.localnet import LocalCompetitions, LocalNet, bring_up, start_competitions
-from tests.e2e.test_competition import TEST, _weights
+from tests.conftest import TOY_SCHEMA, toy_package, toy_spec, toy_terms
+from tests.e2e.test_competition import TEST, _terms, _weights
 from tests.gateway.conftest import Gateway, make_gateway
 from tests.gateway.test_up import wait_until
 from tests.web.test_ui_flows import PHONE, shoot, use_account
@@ -93,6 +97,18 @@ def indexed(api: Any, cid: int, shows: Callable[[dict[str, Any]], bool], *, time
         return detail if shows(detail) else None
 
     found: dict[str, Any] = wait_until(read, timeout=timeout)
+    return found
+
+
+def wider_than_the_screen(page: Page) -> list[str]:
+    """The innermost elements reaching past the viewport's right edge (to say what overflows on a phone)."""
+    found: list[str] = page.evaluate(
+        """() => [...document.querySelectorAll("body *")]
+          .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
+          .filter((e) => ![...e.children].some((k) => k.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5))
+          .filter((e) => !e.closest(".table-wrap"))
+          .map((e) => `${e.tagName.toLowerCase()}${e.id ? "#" + e.id : ""}.${e.className}: ${e.textContent.slice(0, 60)}`)"""
+    )
     return found
 
 
@@ -315,6 +331,157 @@ def test_create_submit_score_close_buy_and_download_in_the_browser(contest: Cont
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"{route} is {overflow}px wider than a phone screen"
         shoot(page, f"phone-{name}")
+    context.close()
+    assert not errors, errors
+
+
+def test_a_jobs_model_sealed_to_the_key_manager_is_trained_and_entered_from_the_browser(contest: Contest, browser: Browser) -> None:
+    """Bob trains a job from the create-job page with its model sealed to the key manager (the
+    page puts the key manager's attested key on-chain as the job's consumer key), a real trainer
+    enclave trains it, and he enters its model from the competition page: the key manager admits
+    it from the job's sealed result, the page submits the admission. Nobody, Bob included, ever
+    holds the weights: the page never fetches the job's result or the entry's ciphertext and offers
+    no download. A competition whose size limit the model breaks gets the key manager's refusal on
+    screen; a job sealed to Bob's own key is listed as one that cannot be entered, and why.
+
+    The dataset, the competitions and Bob's second job (sealed to himself) are made with the SDK:
+    listing a dataset and creating a competition in the page are the flows tested above and in
+    ``test_ui_flows``; what is new here is the sealed job, made in the page.
+    """
+    t = contest
+    net, api, keys = t.net, t.gateway.client, t.competitions.keys
+    km_key = net.registry.active_key_manager_key(net.key_manager.signer)
+
+    # A toy dataset, and two competitions over its schema suggesting it: one allows 5 parameters (a
+    # logistic regression on 4 features and 2 classes has 10), the other any size.
+    listed = list_dataset(
+        toy_package(300, 7), net.chain.new_account(), terms=toy_terms(), market=net.market, registry=net.registry,
+        key_manager=net.key_manager, blobs=net.blobs,
+    )  # fmt: skip
+    organizer = net.chain.new_account()
+    rules = Rules(title="Toy, trained here", training_datasets=(listed.dataset_id,))
+
+    def opened(max_parameters: int) -> int:
+        return open_competition(
+            organizer, toy_package(200, 99), terms=_terms(net.chain.now(), max_parameters=max_parameters), rules=rules,
+            competitions=t.competitions.competitions, registry=net.registry, key_manager=keys, blobs=BlobCompetitionStore(net.blobs),
+        ).competition_id  # fmt: skip
+
+    strict, cid = opened(5), opened(0)
+    assert indexed(api, cid, lambda c: True)["schema_hash"] == "0x" + TOY_SCHEMA.hash().hex()
+
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    fetched: list[str] = []
+    downloads: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: fetched.append(r.url))
+    page.on("download", lambda d: downloads.append(d.suggested_filename))
+
+    # Bob has no job to enter yet; the competition's page links to a job sealed to the key manager on its dataset.
+    page.goto(f"{t.url}/#/competitions/{cid}")
+    use_account(page, 2)
+    expect(page.locator("#no-jobs")).to_contain_text("no completed job whose model is sealed to the key manager")
+    expect(page.locator("#submit-job")).to_be_disabled()
+    page.click("#train-sealed")
+    expect(page.locator(f"#ds-{listed.dataset_id}")).to_be_checked()
+    expect(page.locator("#seal-key-manager")).to_be_checked()
+    expect(page.locator("#seal-choice")).to_contain_text(
+        "Seal the model to the key manager, for serving or a competition: nobody, you included, ever sees its weights."
+    )
+    page.select_option("#architecture", "logistic_regression")
+    page.fill("#epochs", "3")
+    page.fill("#lr", "0.1")
+    expect(page.locator("#create-submit")).to_be_enabled()
+    shoot(page, "create-job-sealed")
+    page.click("#create-submit")
+    expect(page.locator("#job-sealed-to-key-manager")).to_contain_text("nobody, you included, ever sees its weights", timeout=60_000)
+    expect(page.locator("#save-key")).to_have_count(0)
+    sealed_id = int(str(page.get_attribute("#job-link", "href")).rsplit("/", 1)[1])
+    job = net.market.job(sealed_id)
+    assert job.consumer == t.bob.address and job.consumer_key == km_key
+
+    # Still open: listed as not ready. Then a real trainer enclave trains it, and a second job of Bob's, sealed to himself.
+    page.goto(f"{t.url}/#/competitions/{cid}")
+    expect(page.locator(f"[data-job-check='{sealed_id}']")).to_contain_text("still waiting for a worker", timeout=15_000)
+    own = Consumer(t.bob, market=net.market, blobs=net.blobs)
+    own_id = own.create_job([listed.dataset_id], toy_spec(epochs=1), epsilon=0.5, delta=1e-5, worker_fee=10**16).job_id  # type: ignore[arg-type]
+    net.worker.run_job(sealed_id)
+    net.worker.run_job(own_id)
+    model_hash = net.market.result_submitted(sealed_id).model_hash
+    result_hash = net.market.result_submitted(sealed_id).result_hash
+    wait_until(lambda: all(api.get(f"/api/jobs/{j}").json()["status"] == "completed" for j in (sealed_id, own_id)), timeout=15)
+
+    # The job's page: sealed to the key manager, what it is for, and no download.
+    page.goto(f"{t.url}/#/jobs/{sealed_id}")
+    expect(page.locator("#model-sealed")).to_contain_text("nobody, its consumer included, can download or decrypt its weights")
+    expect(page.locator("#sealed-to")).to_contain_text("the key manager enclave")
+    expect(page.locator("#sealed-model-hash")).to_have_text("0x" + model_hash.hex())
+    expect(page.locator("#download-model")).to_have_count(0)
+    shoot(page, "job-sealed-to-key-manager")
+    page.goto(f"{t.url}/#/jobs/{own_id}")
+    expect(page.locator("#download-model")).to_be_visible()  # sealed to Bob: his to download (the page holds no key for it)
+    expect(page.locator("#sealed-to")).to_contain_text("the consumer's key")
+
+    # A competition allowing 5 parameters: the key manager refuses the model, the page says why; nothing is submitted.
+    page.goto(f"{t.url}/#/competitions/{strict}")
+    own_row = page.locator(f"[data-job-check='{own_id}']")
+    expect(own_row).to_contain_text("sealed to your own key: the key manager cannot open it", timeout=15_000)
+    expect(page.locator(f"#job-{own_id}")).to_be_disabled()
+    expect(page.locator("#own-key-note")).to_contain_text("can still be entered as a file: download it from its job's page")
+    expect(page.locator(f"[data-job-check='{sealed_id}']")).to_contain_text("can be entered")
+    expect(page.locator("#job-hint")).to_contain_text("You made 0 of 2 allowed entries")
+    page.check(f"#job-{sealed_id}")
+    page.click("#submit-job")
+    refusal = page.locator("#submit-job-error")
+    expect(refusal).to_contain_text(f"The key manager refused the model of job #{sealed_id}", timeout=60_000)
+    expect(refusal).to_contain_text(f"the model has 10 parameters, competition {strict} allows at most 5")
+    expect(page.locator("#submit-job-steps [data-step=check]")).to_have_class("done")
+    expect(page.locator("#submit-job-steps [data-step=admit]")).to_have_class("failed")
+    shoot(page, "competition-submit-job-refused")
+    assert t.competitions.competitions.competition(strict).submission_count == 0
+
+    # The open competition takes it: admission by the key manager, then submit from Bob's wallet.
+    page.goto(f"{t.url}/#/competitions/{cid}")
+    expect(page.locator(f"[data-job-check='{sealed_id}']")).to_contain_text("can be entered", timeout=15_000)
+    page.check(f"#job-{sealed_id}")
+    page.fill("#job-ask-price", "0.25")
+    page.click("#submit-job")
+    wait_for_outcome(page, "#submit-job-ok", "#submit-job-error", "#submit-job-panel", name="competition-submit-job")
+    expect(page.locator("#submit-job-steps li.done")).to_have_count(3)
+    expect(page.locator("#submitted-job-index")).to_have_text("#0")
+    expect(page.locator("#submitted-job-weights")).to_have_text("0x" + model_hash.hex())
+    submission = t.competitions.competitions.submission(cid, 0)
+    assert submission.participant == t.bob.address and submission.ask_price == ETHER // 4
+    assert t.competitions.competitions.weights_hash(cid, 0) == model_hash  # the job's receipt's weights, which nobody held
+    entry = indexed(api, cid, lambda c: c["submission_count"] == 1)["submissions"][0]
+    assert entry["participant"] == t.bob.address and entry["content_hash"] == "0x" + submission.content_hash.hex()
+    assert net.blobs.get(submission.content_hash.hex())[:4] == b"STRL"
+
+    # The entry in the leaderboard, then its public score; the job is now listed as entered; the cap hint follows.
+    expect(page.locator("#leaderboard-table tr[data-entry='0']")).to_contain_text("you", timeout=30_000)
+    expect(page.locator(f"[data-job-check='{sealed_id}']")).to_contain_text("✓ entered, as entry #0", timeout=30_000)
+    expect(page.locator(f"#job-{sealed_id}")).to_be_disabled()
+    expect(page.locator("#job-hint")).to_contain_text("You made 1 of 2 allowed entries")
+    posted = [p for p in t.competitions.evaluator.run_once() if p.competition_id == cid]
+    assert [(p.index, p.split) for p in posted] == [(0, Split.PUBLIC)]
+    public = indexed(api, cid, lambda c: c["submissions"][0]["public_score"] is not None)["submissions"][0]["public_score"]
+    public_cell = page.locator("#leaderboard-table tr[data-entry='0'] td[data-public]")
+    expect(public_cell).to_have_attribute("data-public", str(public), timeout=30_000)
+    shoot(page, "competition-submit-job")
+
+    # The page never fetched the sealed result or the entry's ciphertext, and saved nothing.
+    for forbidden in (f"/api/jobs/{sealed_id}/result", f"/api/blobs/{result_hash.hex()}", f"/api/blobs/{submission.content_hash.hex()}"):
+        assert not [u for u in fetched if forbidden in u], f"the page fetched {forbidden}"
+    assert not downloads, downloads
+
+    # Readable on a phone.
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(300)
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the competition page is {overflow}px wider than a phone screen: {wider_than_the_screen(page)}"
+    shoot(page, "phone-competition-submit-job")
     context.close()
     assert not errors, errors
 

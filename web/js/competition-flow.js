@@ -4,7 +4,9 @@
 // ciphertext, their keys deposited with a signed EIP-712 Deposit under the competition market's
 // domain, and the transactions (createCompetition, submit, close, buy) signed by the wallet and
 // relayed by /api/rpc. A bought model is opened here with a key made here; its ciphertext and
-// weights hashes are read from the chain, not taken from the gateway.
+// weights hashes are read from the chain, not taken from the gateway. A job's model sealed to the
+// key manager is entered without anyone holding its weights: the key manager admits it from the
+// job's sealed result (marketplace/competing.py `submit_job_model`).
 import { Contract, getAddress, Interface } from "ethers";
 import { COMPETITION_MARKET_ABI } from "./abi.js";
 import { ApiError, getBytes, getJSON, postJSON, uploadBlob } from "./api.js";
@@ -14,9 +16,12 @@ import { readCsvFile } from "./crypto/csv.js";
 import { generateKeyPair, publicKeyOf } from "./crypto/hpke.js";
 import { canonicalJson } from "./crypto/package.js";
 import { money, paymentUnit } from "./format.js";
+import { attestedKeyManagerKey, sealedToKeyManager } from "./key-manager.js";
 import { signDeposit } from "./listing-flow.js";
-import { roleNumber } from "./onchain.js";
+import { jobStatusName } from "./onchain.js";
 import * as wallet from "./wallet.js";
+
+export { attestedKeyManagerKey };
 
 const ERRORS = new Interface(COMPETITION_MARKET_ABI.filter((item) => item.type === "error"));
 const PURCHASE_KEY_PREFIX = "sterling.purchase-key.";
@@ -95,21 +100,6 @@ export async function scoreScale() {
 /** The chain's clock: the latest block's timestamp (what the contract calls now). */
 export async function chainNow() {
   return Number((await (await wallet.reader()).getBlock("latest")).timestamp);
-}
-
-/** The key manager's X25519 key as recorded on-chain by attestation — not merely what the gateway says. */
-export async function attestedKeyManagerKey() {
-  const cfg = await wallet.loadConfig();
-  if (!cfg.key_manager) throw new Error("This gateway names no key manager; nothing can be sealed to it.");
-  const registry = await wallet.enclaveRegistry();
-  const signer = cfg.key_manager.signer;
-  const [active, enclave] = await Promise.all([registry.isActive(signer, roleNumber("key_manager")), registry.enclaveOf(signer)]);
-  if (!active) throw new Error(`The key manager ${signer} is not an active, attested enclave on-chain; refusing to hand it a key.`);
-  const onChain = enclave.encryptionKey.toLowerCase().replace(/^0x/, "");
-  if (onChain !== String(cfg.key_manager.encryption_key).toLowerCase().replace(/^0x/, "")) {
-    throw new Error("The gateway's key manager key differs from the attested key on-chain; refusing to continue.");
-  }
-  return fromHex(onChain, 32);
 }
 
 /** The canonical bytes of a rules document (competing.py `Rules.to_bytes`), whose SHA-256 is the competition's rulesHash. */
@@ -295,6 +285,104 @@ export async function submitModel(c, file, askPrice, { onStep, onProgress }) {
   return { index: event ? event.args.index.toString() : "?", txHash: tx.hash, weightsHash: sealed.weightsHash, contentHash: sealed.contentHash };
 }
 
+/**
+ * The connected account's jobs as candidate entries of competition ``c``, newest first, each with
+ * why it cannot be entered (``problem``, null when it can): its model must be sealed to the key
+ * manager, completed, of an allowed architecture and trained on the competition's input schema,
+ * and not entered already. Completed jobs sealed to their consumer are listed too, so the page can
+ * say why they cannot be entered; jobs sealed to the key manager still training are listed as not
+ * ready. The size limit is the key manager's to judge (it builds the model), as for a file.
+ * @param {Map<string, Promise<object>>} cache job details and datasets, which do not change once completed
+ * @returns {Promise<{job: object, spec: object|null, problem: string|null, entered: number|null, ownKey: boolean}[]>}
+ */
+export async function entrantJobs(c, me, cache) {
+  const cfg = await wallet.loadConfig();
+  const once = (key, load) => {
+    if (!cache.has(key)) cache.set(key, load().catch((error) => (cache.delete(key), Promise.reject(error))));
+    return cache.get(key);
+  };
+  // GET /api/jobs filters by consumer and status, not by consumer key: read the account's jobs and keep the relevant ones here.
+  const { items } = await getJSON(`/api/jobs?consumer=${getAddress(me)}&limit=500`);
+  const relevant = items.filter((j) => (sealedToKeyManager(j, cfg) ? j.status === "completed" || j.status === "open" || j.status === "claimed" : j.status === "completed"));
+  const entered = enteredWeights(c, me);
+  return Promise.all(
+    relevant.map(async (job) => {
+      if (job.status !== "completed") return { job, spec: null, entered: null, ownKey: false, problem: `still ${job.status === "open" ? "waiting for a worker" : "training"}: it can be entered once it completes.` };
+      const detail = await once(`job.${job.id}`, () => getJSON(`/api/jobs/${job.id}`));
+      if (!sealedToKeyManager(job, cfg)) {
+        return { job: detail, spec: detail.model_spec || null, entered: null, ownKey: true, problem: "sealed to your own key: the key manager cannot open it." };
+      }
+      const dataset = await once(`dataset.${job.dataset_ids[0]}`, () => getJSON(`/api/datasets/${job.dataset_ids[0]}`));
+      const spec = detail.model_spec || {};
+      const index = entered.get(String(job.model_hash).toLowerCase());
+      let problem = null;
+      if (index !== undefined) problem = `entered, as entry #${index}.`;
+      else if (!c.architectures.includes(spec.architecture)) problem = `a ${spec.architecture || "unknown"} model: this competition takes ${c.architectures.join(", ")} models.`;
+      else if ("0x" + String(dataset.schema_hash).toLowerCase().replace(/^0x/, "") !== String(c.schema_hash).toLowerCase()) {
+        problem = "trained on data with another input schema than this competition's test set.";
+      }
+      return { job: detail, spec, entered: index ?? null, ownKey: false, problem };
+    }),
+  );
+}
+
+/** The weights hashes ``me`` entered in ``c`` (the index's record of their Submitted logs) → entry index. */
+function enteredWeights(c, me) {
+  const mine = c.submissions.filter((s) => String(s.participant).toLowerCase() === me.toLowerCase());
+  return new Map(mine.map((s) => [String(s.weights_hash).toLowerCase(), Number(s.index)]));
+}
+
+/**
+ * Enter the model of the connected account's completed job ``job`` (as GET /api/jobs/{id} serves
+ * it), whose result was sealed to the key manager: the chain is asked whether the job is this
+ * account's, completed and sealed to the key manager's attested key; the key manager opens the
+ * sealed result in its enclave, checks it against the job's receipt and the rules and signs an
+ * admission for the job's own model ciphertext; the admission is checked to name this account and
+ * the weights hash of the job's receipt on-chain, then submitted. Nothing here ever holds, fetches
+ * or decrypts the model: its weights stay sealed.
+ * @param {{onStep: (name: string) => void}} ui
+ * @returns {Promise<{index: string, txHash: string, weightsHash: string, contentHash: string}>}
+ * @throws {CompetitionRefused} the chain or the key manager says the job cannot be entered (the message says why)
+ */
+export async function submitJobModel(c, job, askPrice, { onStep }) {
+  const signer = await wallet.signer();
+  const participant = getAddress(await signer.getAddress());
+  const jobId = BigInt(job.id);
+
+  onStep("check");
+  const [jobs, kmKey, market] = await Promise.all([wallet.jobMarket(), attestedKeyManagerKey(), competitionMarket({ write: true })]);
+  const info = await jobs.job(jobId);
+  if (getAddress(info.consumer) !== participant) throw new CompetitionRefused(`Job #${job.id} is ${info.consumer}'s, not yours: only its consumer may enter its model.`);
+  const status = jobStatusName(info.status);
+  if (status !== "completed") throw new CompetitionRefused(`Job #${job.id} is ${status}, not completed: its model can be entered once it settles.`);
+  if (String(info.consumerKey).toLowerCase() !== "0x" + toHex(kmKey)) {
+    throw new CompetitionRefused(`Job #${job.id}'s model is sealed to its consumer's key, not to the key manager's: the key manager cannot open it. Download it from the job's page and submit the file instead.`);
+  }
+  const modelHash = await receiptModelHash(jobs, job);
+
+  onStep("admit");
+  const admitted = await keyManager("/api/key-manager/job-admissions", { competition_id: c.competition_id, job_id: Number(job.id) }, `model of job #${job.id}`);
+  if (getAddress(admitted.participant) !== participant || String(admitted.weights_hash).toLowerCase() !== modelHash) {
+    throw new CompetitionRefused("The admission names another participant or other weights than this job's consumer and its receipt's model hash on-chain.");
+  }
+
+  onStep("submit");
+  const tx = await market.submit(BigInt(c.competition_id), admitted.content_hash, admitted.weights_hash, askPrice, admitted.admission);
+  const receipt = await tx.wait();
+  const event = parsedLogs(market, receipt).find((e) => e.name === "Submitted");
+  return { index: event ? event.args.index.toString() : "?", txHash: tx.hash, weightsHash: modelHash, contentHash: String(admitted.content_hash).toLowerCase() };
+}
+
+/** The model hash job ``job``'s receipt committed to, from its ResultSubmitted log on-chain (not the gateway's word). */
+async function receiptModelHash(jobs, job) {
+  const cfg = await wallet.loadConfig();
+  const settled = (job.timeline || []).find((e) => e.stage === "settled");
+  const from = settled ? settled.block : Number(cfg.deployment_block || 0);
+  const logs = await jobs.queryFilter(jobs.filters.ResultSubmitted(BigInt(job.id)), from, settled ? settled.block : "latest");
+  if (!logs.length) throw new CompetitionRefused(`The chain has no result of job #${job.id}: it has not settled.`);
+  return String(logs[logs.length - 1].args.modelHash).toLowerCase();
+}
+
 /** Close a competition (the prize goes to the best private score). */
 export async function closeCompetition(c) {
   const market = await competitionMarket({ write: true });
@@ -405,7 +493,7 @@ export function describeError(error) {
 // What the user should understand from the competition market's errors that a person can cause and fix.
 const EXPLAIN = {
   CompetitionMarketInvalidWindow: () => "The submission window must end in the future.",
-  CompetitionMarketIncorrectPayment: ([sent, expected]) => `The market expected ${money(expected)} with the transaction, not ${money(sent)}.`,
+  PullPaymentsIncorrectPayment: ([sent, expected]) => `The market expected ${money(expected)} with the transaction, not ${money(sent)}.`,
   CompetitionMarketOutsideSubmissionWindow: ([id]) => `Competition #${id} takes no submissions now: its window is not open.`,
   CompetitionMarketSubmissionCapReached: ([id, , cap]) => `You made ${cap} submission${Number(cap) === 1 ? "" : "s"} to competition #${id}, its limit per participant.`,
   CompetitionMarketDuplicateSubmission: () => "This very ciphertext was submitted already (to this or another competition).",
@@ -417,7 +505,7 @@ const EXPLAIN = {
   CompetitionMarketNotForSale: ([id, index]) => `Entry ${index} of competition #${id} is not for sale.`,
   CompetitionMarketBuyerNotAllowed: ([id]) => `Only the organizer of competition #${id} may buy its models.`,
   CompetitionMarketAlreadyBought: ([, index]) => `You bought entry ${index} already.`,
-  CompetitionMarketNothingToWithdraw: () => "There is nothing to withdraw from the competition market.",
+  PullPaymentsNothingToWithdraw: () => "There is nothing to withdraw from the competition market.",
 };
 
 function decodeRevert(error) {

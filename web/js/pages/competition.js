@@ -2,10 +2,12 @@
 // countdown, the Ladder's step, the leaderboard (public scores through the Ladder; private scores
 // once the window has closed; the winner once closed) and its chart over time; submitting a model
 // sealed in this browser; closing; and buying an entry, opened in this browser and checked against
-// the weights hash on-chain.
+// the weights hash on-chain; or entering the model of one of the account's jobs sealed to the key
+// manager, which nobody ever holds.
+import { getJSON } from "../api.js";
 import * as flow from "../competition-flow.js";
 import { sha256, toHex } from "../crypto/bytes.js";
-import { chip, download, esc, money, parseMoney, paymentUnit, short, when } from "../format.js";
+import { chip, download, eps, esc, money, parseMoney, paymentUnit, short, when } from "../format.js";
 import * as wallet from "../wallet.js";
 import { chainSkew, countdown, duration, metricText, phaseChip, scoreText, startCountdowns, tickCountdowns } from "./competitions.js";
 
@@ -14,6 +16,11 @@ const SUBMIT_STEPS = [
   ["seal", "Encrypt with a fresh key, wrapped to the key manager's attested key (in this browser)"],
   ["upload", "Upload the ciphertext"],
   ["admit", "Sign the deposit; the key manager checks the model against the rules and signs its admission"],
+  ["submit", "Sign and send submit"],
+];
+const JOB_STEPS = [
+  ["check", "Check on-chain that the job is yours, completed, and sealed to the key manager's attested key"],
+  ["admit", "The key manager opens the job's sealed result in its enclave, checks it against the job's receipt and the rules, and signs its admission"],
   ["submit", "Sign and send submit"],
 ];
 const BUY_STEPS = [
@@ -55,7 +62,19 @@ export async function render(root, [id]) {
       </form>
       <div id="submit-progress" hidden><ol class="steps" id="submit-steps">${steps(SUBMIT_STEPS)}</ol>
         <p><label for="submit-bar">Current step</label> <progress id="submit-bar" max="1" value="0"></progress></p></div>
-      <div id="submit-outcome" aria-live="polite"></div></section>`;
+      <div id="submit-outcome" aria-live="polite"></div></section>
+    <section class="panel" id="submit-job-panel" hidden><h2>Submit a model trained here</h2>
+      <p class="muted">A model you trained through a Sterling job whose result was sealed to the key manager: the key manager opens it inside its enclave, checks it against the job's receipt and this competition's rules, and admits it as your entry. Nobody, you included, ever sees its weights. <a id="train-sealed" href="#/jobs/new?seal=key-manager">Train one</a> (choose "Seal the model to the key manager").</p>
+      <form class="stack" id="submit-job-form" novalidate>
+        <fieldset class="field"><legend><strong>Your jobs</strong></legend>
+          <div id="job-choices"><p class="muted">Choose an account to see your jobs.</p></div>
+          <span class="hint" id="job-hint"></span><span class="error" id="job-error" role="alert"></span></fieldset>
+        <div class="field"><label for="job-ask-price">Ask price after the close (${esc(paymentUnit().symbol)}; 0: not for sale)</label>
+          <input id="job-ask-price" type="number" min="0" step="any" value="0"></div>
+        <div><button type="submit" id="submit-job" disabled>Submit the job's model</button></div>
+      </form>
+      <div id="submit-job-progress" hidden><ol class="steps" id="submit-job-steps">${steps(JOB_STEPS)}</ol></div>
+      <div id="submit-job-outcome" aria-live="polite"></div></section>`;
 
   let c = null;
   let me = null;
@@ -63,6 +82,9 @@ export async function render(root, [id]) {
   let busy = false;
   let last = "";
   let rulesChecked = null;
+  let entries = 0; // the connected account's entries in this competition (on-chain)
+  let jobsShown = "";
+  const jobCache = new Map();
   let loaded;
   const ready = new Promise((resolve) => (loaded = resolve)); // the handlers below may fire before the first load ends
 
@@ -87,12 +109,61 @@ export async function render(root, [id]) {
     renderClose();
     const open = c.phase === "submissions";
     root.querySelector("#submit-panel").hidden = !open;
+    root.querySelector("#submit-job-panel").hidden = !open;
+    const datasets = Array.isArray(c.rules?.training_datasets) ? c.rules.training_datasets.map(Number).filter((d) => d > 0) : [];
+    root.querySelector("#train-sealed").href = `#/jobs/new?seal=key-manager${datasets.length ? `&datasets=${datasets.join(",")}` : ""}`;
     if (open && me) {
       const market = await flow.competitionMarket();
-      const mine = Number(await market.submissionsBy(BigInt(competitionId), me));
-      root.querySelector("#weights-hint").textContent = `Weights saved as a Sterling job saves a model: the model spec and input schema in the safetensors metadata. ${c.architectures.join(", ")}; ${c.max_parameters ? `at most ${c.max_parameters.toLocaleString()} parameters` : "any size"}. You made ${mine} of ${c.submission_cap} allowed entries.`;
+      entries = Number(await market.submissionsBy(BigInt(competitionId), me));
+      const capped = entries >= c.submission_cap;
+      const made = `You made ${entries} of ${c.submission_cap} allowed entries${capped ? ": this competition takes no more from you" : ""}.`;
+      root.querySelector("#weights-hint").textContent = `Weights saved as a Sterling job saves a model: the model spec and input schema in the safetensors metadata. ${c.architectures.join(", ")}; ${c.max_parameters ? `at most ${c.max_parameters.toLocaleString()} parameters` : "any size"}. ${made}`;
+      root.querySelector("#job-hint").textContent = `${c.max_parameters ? `The key manager checks the model's size (at most ${c.max_parameters.toLocaleString()} parameters). ` : ""}${made}`;
+      if (!busy) root.querySelector("#submit-model").disabled = capped;
     }
+    jobsShown = ""; // the competition changed (an entry, the phase): show the jobs' eligibility again
   }
+
+  /** The account's jobs as candidate entries, with why each can or cannot be entered; the choice survives a refresh. */
+  async function loadJobs() {
+    const box = root.querySelector("#job-choices");
+    if (!c || c.phase !== "submissions" || !me) {
+      if (!me) box.innerHTML = `<p class="muted">Choose an account to see your jobs.</p>`;
+      return;
+    }
+    const jobs = await flow.entrantJobs(c, me, jobCache);
+    const shown = JSON.stringify([me, entries, jobs.map((j) => [j.job.id, j.job.status, j.problem])]);
+    if (shown === jobsShown) return;
+    jobsShown = shown;
+    const chosen = root.querySelector("input[name=job]:checked")?.value;
+    box.innerHTML = jobs.length
+      ? `<div class="table-wrap"><table id="job-table"><thead><tr><th>Enter</th><th>Job</th><th>Model</th><th>Datasets</th><th>ε spent</th><th>Check</th></tr></thead><tbody>
+        ${jobs
+          .map(({ job, spec, problem, entered }) => {
+            const hidden = spec && Array.isArray(spec.hidden_sizes) && spec.hidden_sizes.length ? ` (hidden ${spec.hidden_sizes.join("×")})` : "";
+            const check = entered !== null ? `<span class="eligible">✓ ${esc(problem)}</span>` : problem ? `<span class="ineligible">✗ ${esc(problem)}</span>` : `<span class="eligible">✓ sealed to the key manager; can be entered</span>`;
+            return `<tr data-job="${job.id}"><td><input type="radio" name="job" value="${job.id}" id="job-${job.id}" aria-label="enter job ${job.id}" ${problem ? "disabled" : ""} ${!problem && String(job.id) === chosen ? "checked" : ""}></td>
+              <td><a href="#/jobs/${job.id}">#${job.id}</a></td>
+              <td>${spec ? esc(`${spec.architecture}${hidden}`) : `<span class="muted">—</span>`}</td>
+              <td>${job.dataset_ids.map((d) => `<a href="#/datasets/${d}">#${d}</a>`).join(", ")}</td>
+              <td>${job.epsilon_spent === null || job.epsilon_spent === undefined ? "—" : eps(job.epsilon_spent)}</td>
+              <td data-job-check="${job.id}">${check}</td></tr>`;
+          })
+          .join("")}</tbody></table></div>
+        ${jobs.some((j) => j.ownKey) ? `<p class="hint" id="own-key-note">A model sealed to your own key can still be entered as a file: download it from its job's page and submit it above. Or train again with "Seal the model to the key manager", so that nobody ever holds it.</p>` : ""}`
+      : `<p class="muted" id="no-jobs">You have no completed job whose model is sealed to the key manager. <a href="${esc(root.querySelector("#train-sealed").getAttribute("href"))}">Train one</a>: when you create it, choose "Seal the model to the key manager".</p>`;
+    syncJobButton();
+  }
+
+  function syncJobButton() {
+    const chosen = root.querySelector("input[name=job]:checked");
+    root.querySelector("#submit-job").disabled = busy || !chosen || entries >= (c?.submission_cap ?? 0);
+  }
+
+  const refresh = async () => {
+    await load();
+    await loadJobs();
+  };
 
   async function renderLeaderboard() {
     const box = root.querySelector("#leaderboard");
@@ -155,7 +226,7 @@ export async function render(root, [id]) {
     } finally {
       busy = false;
       last = "";
-      await load().catch(() => {});
+      await refresh().catch(() => {});
     }
   });
 
@@ -186,7 +257,7 @@ export async function render(root, [id]) {
     } finally {
       busy = false;
       last = "";
-      await load().catch(() => {});
+      await refresh().catch(() => {});
     }
   });
 
@@ -249,14 +320,65 @@ export async function render(root, [id]) {
       button.disabled = false;
       busy = false;
       last = "";
-      await load().catch(() => {});
+      await refresh().catch(() => {});
+    }
+  });
+
+  root.querySelector("#job-choices").addEventListener("change", () => {
+    root.querySelector("#job-error").textContent = "";
+    syncJobButton();
+  });
+
+  root.querySelector("#submit-job-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const error = root.querySelector("#job-error");
+    const outcome = root.querySelector("#submit-job-outcome");
+    const chosen = root.querySelector("input[name=job]:checked");
+    error.textContent = "";
+    if (!chosen) {
+      error.textContent = "Choose one of your jobs whose model is sealed to the key manager.";
+      return;
+    }
+    await ready;
+    let ask;
+    try {
+      ask = parseMoney(root.querySelector("#job-ask-price").value);
+      if (ask < 0n) throw new Error("negative");
+    } catch {
+      outcome.innerHTML = `<div class="error-box" role="alert">The ask price is not a number.</div>`;
+      return;
+    }
+    const jobId = chosen.value;
+    busy = true;
+    syncJobButton();
+    outcome.innerHTML = "";
+    root.querySelector("#submit-job-progress").hidden = false;
+    root.querySelectorAll("#submit-job-steps li").forEach((li) => (li.className = ""));
+    const mark = stepper(root, "#submit-job-steps");
+    try {
+      const job = jobCache.has(`job.${jobId}`) ? await jobCache.get(`job.${jobId}`) : await getJSON(`/api/jobs/${jobId}`);
+      const entry = await flow.submitJobModel(c, job, ask, { onStep: mark });
+      mark(null);
+      outcome.innerHTML = `<div class="ok-box" role="status" id="submit-job-ok">Job #${esc(jobId)}'s model was admitted by the key manager and submitted as entry <strong id="submitted-job-index">#${esc(entry.index)}</strong> in transaction ${short(entry.txHash)}${ask > 0n ? `, for sale at ${money(ask)} after the close` : ""}.
+        Weights SHA-256 <span class="mono" id="submitted-job-weights">${esc(entry.weightsHash)}</span>, the job's receipt's model hash. Nobody saw its weights; the evaluator posts its public score shortly.</div>`;
+    } catch (e) {
+      mark.fail();
+      outcome.innerHTML = `<div class="error-box" role="alert" id="submit-job-error">${esc(flow.describeError(e))}</div>`;
+    } finally {
+      busy = false;
+      last = "";
+      await refresh().catch(() => {});
+      syncJobButton();
     }
   });
 
   await load();
+  await loadJobs().catch((error) => {
+    root.querySelector("#job-choices").innerHTML = `<div class="error-box" role="alert">Your jobs could not be read: ${esc(error.message || error)}</div>`;
+  });
   const stopCountdowns = startCountdowns(root, () => skew);
-  // Scores are posted on-chain by the evaluator, not announced in the gateway's event feed: poll.
-  const timer = setInterval(() => !busy && load().catch(() => {}), 3000);
+  // Scores are posted on-chain by the evaluator, and jobs settle, without a word in the gateway's event feed here: poll.
+  const timer = setInterval(() => !busy && refresh().catch(() => {}), 3000);
   return () => {
     clearInterval(timer);
     stopCountdowns();

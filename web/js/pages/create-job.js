@@ -1,10 +1,13 @@
 // "Create a training job": pick datasets, a model and ε; eligibility and the total price are
 // checked live against each dataset's status and terms before anything is sent. The total shown
 // is the job's price limit (createJob's maxTotalPrice): if a provider raises a price before the
-// transaction is mined, the market refuses the job instead of charging more.
+// transaction is mined, the market refuses the job instead of charging more. The model is sealed
+// to a key made in this browser, or, by choice, to the key manager's attested key (for serving or a
+// competition: nobody, the consumer included, ever sees its weights).
 import { ApiError, getJSON, postJSON, waitForIndex } from "../api.js";
 import { bytesToHex, datasetUnavailable, download, esc, money, eps, parseMoney, paymentUnit, short } from "../format.js";
 import { newConsumerKey, rememberJobKey } from "../consumer-keys.js";
+import { attestedKeyManagerKey } from "../key-manager.js";
 import { deltaUnits, epsilonUnits } from "../onchain.js";
 import * as wallet from "../wallet.js";
 
@@ -13,7 +16,11 @@ const DATASETS_PATH = "/api/datasets?limit=200&sort=-listed";
 export async function render(root) {
   const query = new URLSearchParams(location.hash.split("?")[1] || "");
   const preselected = new Set((query.get("datasets") || "").split(",").filter(Boolean));
-  const [{ items: datasets }, me, health, limits] = await Promise.all([getJSON(DATASETS_PATH), wallet.address(), getJSON("/api/health"), wallet.marketLimits()]);
+  const sealPreset = query.get("seal") === "key-manager";
+  const [{ items: datasets }, me, health, limits, cfg] = await Promise.all([
+    getJSON(DATASETS_PATH), wallet.address(), getJSON("/api/health"), wallet.marketLimits(), wallet.loadConfig(),
+  ]);
+  const hasKeyManager = Boolean(cfg.key_manager);
   const unit = paymentUnit();
   root.innerHTML = `<h1>Create a training job</h1>
     <form class="stack panel" id="job-form" novalidate>
@@ -53,6 +60,15 @@ export async function render(root) {
         <label><input type="checkbox" name="private_metrics" value="train_loss"> training loss</label>
         <div class="row"><div class="field"><label for="metrics-eps">ε for statistics</label><input id="metrics-eps" name="metrics_epsilon" type="number" min="0" step="any" value="0"></div>
         <div class="field"><label for="canaries">Privacy audit canaries (0 = none)</label><input id="canaries" name="audit_canaries" type="number" min="0" max="10000" value="0"></div></div>
+      </fieldset>
+      <fieldset class="field" id="seal-choice"><legend><strong>Who can open the trained model</strong></legend>
+        <label class="check"><input type="radio" name="seal" value="consumer" id="seal-consumer" ${sealPreset && hasKeyManager ? "" : "checked"}> You: it is sealed to a key made in this browser, and you download and decrypt it here.</label>
+        <label class="check"><input type="radio" name="seal" value="key-manager" id="seal-key-manager" aria-describedby="seal-hint" ${hasKeyManager ? "" : "disabled"} ${sealPreset && hasKeyManager ? "checked" : ""}> Seal the model to the key manager, for serving or a competition: nobody, you included, ever sees its weights.</label>
+        <span class="hint" id="seal-hint">${
+          hasKeyManager
+            ? "The job's consumer key on-chain is then the key manager enclave's attested key. Only the key manager opens the trained model, inside its enclave, to admit it to a competition (from the competition's page) or to serve it; the job's page offers no download."
+            : "This gateway names no key manager: the model can only be sealed to you."
+        }</span>
       </fieldset>
       <div id="summary" class="panel" aria-live="polite"></div>
       <span class="error" id="spec-error" role="alert"></span>
@@ -192,7 +208,10 @@ async function submit(form, root, state) {
       outcome.innerHTML = "";
       return false;
     }
-    const key = await newConsumerKey();
+    // Sealed to the key manager: its key as the registry attests it, never merely the gateway's word; no key is made here.
+    const sealedToKeyManager = new FormData(form).get("seal") === "key-manager";
+    const key = sealedToKeyManager ? null : await newConsumerKey();
+    const consumerKey = sealedToKeyManager ? await attestedKeyManagerKey() : key.publicKey;
     const market = await wallet.jobMarket({ write: true });
     const head = await (await wallet.reader()).getBlock("latest");
     const now = BigInt(head.timestamp);
@@ -201,7 +220,7 @@ async function submit(form, root, state) {
       modelSpecHash: specHash,
       epsilon: epsilonUnits(state.epsilon),
       delta: deltaUnits(state.delta),
-      consumerKey: "0x" + bytesToHex(key.publicKey),
+      consumerKey: "0x" + bytesToHex(consumerKey),
       workerFee: state.fee,
       maxTotalPrice: state.total,
       claimDeadline: now + 3600n,
@@ -233,11 +252,17 @@ async function submit(form, root, state) {
     const receipt = await tx.wait();
     const event = receipt.logs.map((l) => { try { return market.interface.parseLog(l); } catch { return null; } }).find((e) => e && e.name === "JobCreated");
     const jobId = event.args.jobId.toString();
-    rememberJobKey(jobId, key);
+    if (key) rememberJobKey(jobId, key);
     await waitForIndex(receipt.blockNumber);
     outcome.querySelector('[data-step="create"]')?.classList.replace("current", "done");
     const steps = outcome.querySelector("#pay-steps");
-    outcome.innerHTML = `${steps ? steps.outerHTML : ""}<div class="ok-box" role="status">Job <a id="job-link" href="#/jobs/${jobId}">#${jobId}</a> created in ${short(tx.hash)}.
+    const created = `Job <a id="job-link" href="#/jobs/${jobId}">#${jobId}</a> created in ${short(tx.hash)}.`;
+    if (!key) {
+      outcome.innerHTML = `${steps ? steps.outerHTML : ""}<div class="ok-box" role="status" id="job-sealed-to-key-manager">${created}
+        Its model will be sealed to the key manager: nobody, you included, ever sees its weights. Once it completes, submit it from a <a href="#/competitions">competition</a>'s page, or list it for serving with the SDK (<span class="mono">marketplace.serving.list_job_model</span>).</div>`;
+      return false;
+    }
+    outcome.innerHTML = `${steps ? steps.outerHTML : ""}<div class="ok-box" role="status">${created}
       Your model will be encrypted to a key that stays in this browser. <button type="button" class="secondary" id="save-key">Save the key to a file</button></div>`;
     root.querySelector("#save-key").addEventListener("click", () =>
       download(new TextEncoder().encode(JSON.stringify({ job_id: jobId, public_key: bytesToHex(key.publicKey), private_key: bytesToHex(key.privateKey) })), `sterling-job-${jobId}-key.json`, "application/json"),

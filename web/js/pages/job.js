@@ -1,11 +1,13 @@
 // Job detail: a live timeline (created → claimed → training with progress → settled, or expired
 // or cancelled), the claim (holder, lease expiry, re-claims that charged ε again), ε spent,
 // payments, released statistics, the consumer's "Cancel job" while it is open, and the model
-// downloaded and decrypted in this browser.
+// downloaded and decrypted in this browser — or, for a job whose model was sealed to the key
+// manager, what can be done with a model nobody can download.
 import { getBytes, getJSON, subscribe, waitForIndex } from "../api.js";
 import { epsilonProgress } from "../charts.js";
 import { consumerKeyFor, importKeyFile, openModel } from "../consumer-keys.js";
 import { download, esc, eps, jobStatusChip, money, short, when } from "../format.js";
+import { sealedToKeyManager } from "../key-manager.js";
 import * as wallet from "../wallet.js";
 
 export async function render(root, [id]) {
@@ -23,13 +25,16 @@ export async function render(root, [id]) {
   let busy = false;
 
   async function load() {
-    const [job, me] = await Promise.all([getJSON(`/api/jobs/${id}`), wallet.address()]);
+    const [job, me, cfg] = await Promise.all([getJSON(`/api/jobs/${id}`), wallet.address(), wallet.loadConfig()]);
+    const sealed = sealedToKeyManager(job, cfg);
     const stages = timeline(job);
     const cancellable = job.status === "open" && Boolean(me && me.toLowerCase() === String(job.consumer).toLowerCase());
     cancelPanel.hidden = !cancellable && !cancelStatus.hasChildNodes(); // the outcome of a cancellation stays in view
     cancelButton.hidden = !cancellable;
     cancelButton.disabled = busy;
     head.innerHTML = `<h1>Job #${job.id} ${jobStatusChip(job.status)}</h1>`;
+    // A download under way (or its outcome) survives the re-render: its handler writes to this very node.
+    const downloading = view.querySelector("#download-status");
     view.innerHTML = `<div class="panel"><h2>Timeline</h2><ol class="steps" id="timeline">${stages
         .map((s) => `<li class="${s.state}" data-stage="${s.key}"><span class="dot"></span><span><strong>${esc(s.title)}</strong> ${s.detail ? `<span class="muted">${s.detail}</span>` : ""}</span></li>`)
         .join("")}</ol>${trainingBar(job)}</div>
@@ -41,10 +46,12 @@ export async function render(root, [id]) {
       <div class="panel"><h2>Payment</h2><dl class="kv"><dt>Escrow</dt><dd>${money(job.escrow_wei)}</dd><dt>Worker fee</dt><dd>${money(job.worker_fee_wei)}</dd>
         <dt>Datasets</dt><dd>${job.dataset_ids.map((d, i) => `<a href="#/datasets/${d}">#${d}</a> at ${money((job.prices_wei || [])[i] ?? 0)}`).join(", ")}</dd>
         ${job.refund_wei !== null && job.refund_wei !== undefined ? `<dt>Refunded</dt><dd id="refund">${money(job.refund_wei)}</dd>` : ""}
-        <dt>Consumer</dt><dd>${short(job.consumer)}</dd><dt>Enclave</dt><dd>${job.enclave && !/^0x0+$/.test(job.enclave) ? short(job.enclave) : "—"}</dd></dl>
+        <dt>Consumer</dt><dd>${short(job.consumer)}</dd>
+        <dt>Model sealed to</dt><dd id="sealed-to">${sealed ? "the key manager enclave" : "the consumer's key"} <span class="muted">${short(job.consumer_key)}</span></dd><dt>Enclave</dt><dd>${job.enclave && !/^0x0+$/.test(job.enclave) ? short(job.enclave) : "—"}</dd></dl>
         ${job.payments && job.payments.length ? `<h3>Credited</h3><ul>${job.payments.map((p) => `<li>${short(p.account)}: ${money(p.amount_wei)} <span class="muted">(${esc(p.reason)})</span></li>`).join("")}</ul>` : ""}</div>
-      <div class="panel"><h2>Model</h2>${resultSection(job)}</div>`;
-    wireDownload(view, job);
+      <div class="panel"><h2>Model</h2>${sealed ? sealedSection(job) : resultSection(job)}</div>`;
+    if (!sealed) wireDownload(view, job);
+    if (downloading) view.querySelector("#download-status")?.replaceWith(downloading);
   }
 
   cancelButton.addEventListener("click", async () => {
@@ -157,6 +164,15 @@ function metrics(doc) {
       (${audit.correct} of ${audit.guesses} guesses right, ${audit.canaries} canaries) against the accountant's ${eps(audit.epsilon_target)}.</p>`);
   }
   return parts.join("");
+}
+
+/** A model sealed to the key manager: nobody downloads it; say what it is for. */
+function sealedSection(job) {
+  const done = job.status === "completed";
+  return `<div class="ok-box" id="model-sealed">${done ? "The model is sealed" : "When the job settles, its model will be sealed"} to the key manager enclave's key, as the job asked: nobody, its consumer included, can download or decrypt its weights.
+      The key manager opens it only inside its enclave, to admit it as an entry to a competition or to serve it.</div>
+    <p>${done ? `Its weights hash (the receipt's model hash) is <span class="mono" id="sealed-model-hash">${esc(job.model_hash)}</span>.` : ""}
+      Submit it to a competition from the competition's page (<a href="#/competitions" id="sealed-competitions">open competitions</a>), or list it for serving with the SDK (<span class="mono">marketplace.serving.list_job_model</span>).</p>`;
 }
 
 function resultSection(job) {
