@@ -1,9 +1,10 @@
 // "List a dataset": the CSV is packaged and encrypted in this browser; only ciphertext, the
 // public schema and the key wrapped to the key manager's attested key leave the machine.
 import { postJSON, uploadBlob, waitForIndex } from "../api.js";
-import { esc, hexToBytes, parseMoney, paymentUnit, short } from "../format.js";
+import { esc, parseMoney, paymentUnit, short } from "../format.js";
 import { depositDataKey, encryptForListing, readCsvDataset, readCsvHeader } from "../listing-flow.js";
-import { deltaUnits, epsilonFromUnits, epsilonUnits, roleNumber } from "../onchain.js";
+import { deltaUnits, epsilonFromUnits, epsilonUnits } from "../onchain.js";
+import { attestedKeyManagerKey } from "../key-manager.js";
 import * as wallet from "../wallet.js";
 
 const STEPS = [
@@ -138,7 +139,7 @@ async function listDataset(root, file, labelColumn, terms) {
     const signer = await wallet.signer();
     const provider = await signer.getAddress();
     const cfg = await wallet.loadConfig();
-    const kmKey = await attestedKeyManagerKey(cfg);
+    const kmKey = await attestedKeyManagerKey();
 
     step("package");
     const dataset = await readCsvDataset(file, labelColumn);
@@ -184,17 +185,4 @@ function safeParse(contract, log) {
   } catch {
     return null;
   }
-}
-
-/** The key manager's X25519 key as recorded on-chain by attestation — not merely what the gateway says. */
-async function attestedKeyManagerKey(cfg) {
-  const registry = await wallet.enclaveRegistry();
-  const signer = cfg.key_manager.signer;
-  const [active, enclave] = await Promise.all([registry.isActive(signer, roleNumber("key_manager")), registry.enclaveOf(signer)]);
-  if (!active) throw new Error(`The key manager ${signer} is not an active, attested enclave on-chain; refusing to hand it a key.`);
-  const onChain = enclave.encryptionKey.toLowerCase().replace(/^0x/, "");
-  if (onChain !== String(cfg.key_manager.encryption_key).toLowerCase().replace(/^0x/, "")) {
-    throw new Error("The gateway's key manager key differs from the attested key on-chain; refusing to continue.");
-  }
-  return hexToBytes(onChain);
 }
