@@ -36,7 +36,7 @@ from marketplace.errors import JobNotReady, KeyReleaseRefused, KeyUnwrapFailed
 
 from .audit import COMPETITION_DEPOSIT, COMPETITION_DEPOSIT_REFUSED, COMPETITION_RELEASE
 from .host import EnclaveRequestFailed
-from .keymanager import MAX_WRAPPED_KEY_BYTES, SIGNATURE_BYTES, KeyManagerService, _write_new
+from .keymanager import MAX_WRAPPED_KEY_BYTES, SIGNATURE_BYTES, KeyManagerService, _write_new, unconfirmed_message
 from .trusted.errors import SubmissionRefused
 from .trusted.onchain import Role, Split
 from .trusted.receipt import DepositExists, DepositRefused, DepositSignatureInvalid
@@ -342,6 +342,11 @@ class CompetitionKeyService:
             submission = self.competitions.submission(competition_id, index)
             try:
                 buyer = _address(buyer, "buyer")
+                bought_with = self.competitions.purchase_key(competition_id, index, buyer)
+                if km.confirmations and bought_with != self.competitions.purchase_key(
+                    competition_id, index, buyer, block=self.competitions.chain.confirmed_block(km.confirmations)
+                ):
+                    raise KeyReleaseRefused(unconfirmed_message(f"{buyer}'s purchase of submission {index}", km.confirmations))
                 record = self.competitions.competition(competition_id)
                 sealed = self.submission_path(submission.content_hash, submission.participant)
                 if not sealed.exists():
@@ -350,7 +355,7 @@ class CompetitionKeyService:
                     "release_purchase", KeyReleaseRefused, chain_id=self.competitions.chain.chain_id,
                     competitions=self.competitions.address_bytes, competition_id=competition_id, competition_status=int(record.status),
                     index=index, participant=to_canonical_address(submission.participant), submission_hash=submission.content_hash,
-                    buyer=to_canonical_address(buyer), buyer_key=self.competitions.purchase_key(competition_id, index, buyer),
+                    buyer=to_canonical_address(buyer), buyer_key=bought_with,
                     submission_sealed_key=sealed.read_bytes(),
                 )  # fmt: skip
             except (KeyReleaseRefused, DepositSignatureInvalid) as e:

@@ -46,8 +46,8 @@ from pathlib import Path
 
 from eth_utils import to_canonical_address, to_checksum_address
 
-from marketplace.contracts import JobStatus, MarketClient, RegistryClient
-from marketplace.errors import KeyReleaseRefused, KeyUnwrapFailed
+from marketplace.contracts import JobRecord, JobStatus, MarketClient, RegistryClient
+from marketplace.errors import ContractReverted, KeyReleaseRefused, KeyUnwrapFailed
 
 from .audit import CLAIM_RELEASE, DEPOSIT, DEPOSIT_KINDS, DEPOSIT_REFUSED, RELEASE, RELEASE_KINDS, AuditEntry, AuditLog
 from .host import EnclaveRequestFailed
@@ -129,12 +129,31 @@ class _DecisionIndex:
         return charges in logged or None in logged
 
 
+
+def unconfirmed_message(what: str, confirmations: int) -> str:
+    """Why a key is not released yet: ``what`` is not ``confirmations`` blocks deep."""
+    return (
+        f"{what} is not yet {confirmations} blocks deep: the key is released once no reorganisation of that depth "
+        "can take it back; ask again in a few blocks"
+    )
+
 class KeyManagerService:
     """The key manager's untrusted host: storage of wrapped keys, chain reads, audit log."""
 
-    def __init__(self, enclave: LaunchedEnclave, *, market: MarketClient, registry: RegistryClient, state_dir: Path) -> None:
+    def __init__(
+        self, enclave: LaunchedEnclave, *, market: MarketClient, registry: RegistryClient, state_dir: Path, confirmations: int = 0
+    ) -> None:
+        """
+        Args:
+            confirmations: blocks a claim (or, for a competition, a purchase) must have on top of it
+                before a key is released for it, so that no reorganisation of that depth can take the
+                claim or the payment back after the key went out (0: local chains).
+        """
         if enclave.process.role is not Role.KEY_MANAGER:
             raise ValueError("KeyManagerService needs a key-manager enclave")
+        if confirmations < 0:
+            raise ValueError(f"confirmations must be at least 0, got {confirmations}")
+        self.confirmations = confirmations
         self.enclave = enclave
         self.market = market
         self.registry = registry
@@ -274,6 +293,8 @@ class KeyManagerService:
                 content_hashes = [dataset.content_hash if i == dataset_id else self.market.dataset(i).content_hash for i in job.dataset_ids]
                 now = self.market.chain.now()
                 holder = str(to_checksum_address(trainer))
+                if self.confirmations and not self._claim_confirmed(job):
+                    raise KeyReleaseRefused(unconfirmed_message(f"job {job_id}'s claim", self.confirmations))
                 # The log's rules, for a request that passes the trusted part's chain-state checks (for
                 # any other it refuses with that check's reason).
                 if (
@@ -321,6 +342,15 @@ class KeyManagerService:
                 raise
             self._log(job_id, dataset_id, dataset.content_hash, trainer, charges, released=True, reason="claimed by this trainer")
             return bytes(reply["released_key"])
+
+    def _claim_confirmed(self, job: JobRecord) -> bool:
+        """Whether the chain ``confirmations`` blocks back already shows the job as it is now
+        (status, holder, charges); a job created since is not confirmed either."""
+        try:
+            confirmed = self.market.job(job.job_id, block=self.market.chain.confirmed_block(self.confirmations))
+        except ContractReverted:  # JobMarketUnknownJob: the job itself is younger than that
+            return False
+        return (confirmed.status, confirmed.enclave, confirmed.charges) == (job.status, job.enclave, job.charges)
 
     def claim_release_statement(self, job_id: int, *, abandoned: bytes = b"") -> bytes:
         """The key manager's EIP-712 ``ClaimRelease(jobId, enclave, charges)`` for the job's current

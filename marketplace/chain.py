@@ -31,7 +31,7 @@ from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted
-from web3.types import RPCEndpoint, TxParams, TxReceipt
+from web3.types import BlockIdentifier, RPCEndpoint, TxParams, TxReceipt
 from web3.types import Wei as Web3Wei
 
 from .config import ChainKind, checkout_root
@@ -156,7 +156,7 @@ class Chain:
         logger.info("%s mined in tx %s, gas %d", label, tx_hash.hex(), gas)
         return TxResult(name=label, tx_hash="0x" + tx_hash.hex().removeprefix("0x"), gas_used=gas, receipt=receipt)
 
-    def _embedded_revert_data(self, sender: str, fn: ContractFunction, value: int) -> bytes | None:
+    def _embedded_revert_data(self, sender: str, fn: ContractFunction, value: int, block: BlockIdentifier = "latest") -> bytes | None:
         """Raw revert bytes of a call on the embedded chain.
 
         web3's tester provider renders custom-error data into a message string; eth-tester
@@ -168,7 +168,7 @@ class Chain:
         call = {"from": sender, "to": fn.address, "data": fn._encode_transaction_data(), "value": value, "gas": 30_000_000}
         try:
             with embedded_lock(self) or contextlib.nullcontext():
-                tester.call(call, "latest")
+                tester.call(call, block)
         except TransactionFailed as e:
             raw = e.args[0] if e.args else None
             if isinstance(raw, Exception) and raw.args:
@@ -179,12 +179,19 @@ class Chain:
             return raw if isinstance(raw, bytes) else None
         return None
 
-    def call(self, fn: ContractFunction, *, name: str | None = None) -> Any:
-        """Run a view function, decoding reverts like :meth:`transact`."""
+    def call(self, fn: ContractFunction, *, name: str | None = None, block: BlockIdentifier = "latest") -> Any:
+        """Run a view function (on the state after ``block``), decoding reverts like :meth:`transact`
+        (on the embedded chain too, whose tester provider raises ``TransactionFailed`` instead of
+        web3's ``ContractLogicError``)."""
         try:
-            return fn.call()
+            return fn.call(block_identifier=block)
         except ContractLogicError as e:
             raise self.decode_revert(e.data, function=name or fn.fn_name) from e
+        except Exception as e:
+            if type(e).__name__ != "TransactionFailed" or self.kind != "embedded":
+                raise
+            caller = str(self.w3.eth.accounts[0])  # funded: the re-run carries a gas limit
+            raise self.decode_revert(self._embedded_revert_data(caller, fn, 0, block), function=name or fn.fn_name) from e
 
     def new_account(self, *, fund: Wei = Wei(10**21)) -> LocalAccount:
         """A fresh key pair, funded from the node's first unlocked development account."""
@@ -231,6 +238,18 @@ class Chain:
     def now(self) -> int:
         """Timestamp of the latest block (the contracts' notion of now)."""
         return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def confirmed_block(self, confirmations: int) -> int:
+        """The newest block with ``confirmations`` blocks on top of it (``latest`` itself for 0): what
+        a decision that cannot be undone reads, so that a reorganisation no deeper than that cannot
+        take back what it was based on.
+
+        Raises:
+            ValueError: ``confirmations`` is negative.
+        """
+        if confirmations < 0:
+            raise ValueError(f"confirmations must be at least 0, got {confirmations}")
+        return max(0, int(self.w3.eth.block_number) - confirmations)
 
     def advance_time(self, seconds: int) -> None:
         """Move chain time forward and mine a block (embedded and anvil only)."""

@@ -32,9 +32,8 @@ from typing import Any, NewType
 from eth_account.signers.local import LocalAccount
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
-from web3.types import EventData, LogReceipt
+from web3.types import BlockIdentifier, EventData, LogReceipt
 
 from enclave_worker.trusted.competition import Admission, ScoreReceipt
 from enclave_worker.trusted.competition import domain as competition_domain
@@ -431,17 +430,6 @@ class CompetitionMarketClient(PullPaymentsClient):
     def address_bytes(self) -> bytes:
         return bytes.fromhex(self.address[2:])
 
-    def _view(self, fn: ContractFunction) -> Any:
-        """:meth:`Chain.call`, decoding a view's revert on the embedded chain too, whose tester
-        provider raises ``TransactionFailed`` instead of web3's ``ContractLogicError``."""
-        try:
-            return self.chain.call(fn)
-        except Exception as e:
-            if type(e).__name__ != "TransactionFailed" or self.chain.kind != "embedded":
-                raise
-            caller = str(self.chain.w3.eth.accounts[0])  # funded: the re-run carries a gas limit
-            raise self.chain.decode_revert(self.chain._embedded_revert_data(caller, fn, 0), function=fn.fn_name) from e
-
     def domain(self) -> dict[str, Any]:
         """The EIP-712 domain admissions and score receipts are signed under."""
         return competition_domain(self.chain.chain_id, self.address_bytes)
@@ -493,7 +481,7 @@ class CompetitionMarketClient(PullPaymentsClient):
         Raises:
             ContractReverted: ``CompetitionMarketUnknownCompetition``.
         """
-        c = self._view(self.contract.functions.competitionOf(competition_id))
+        c = self.chain.call(self.contract.functions.competitionOf(competition_id))
         organizer, status, terms, count, next_public, private_scored, public_best, leader, leader_score, has_leader = c
         return CompetitionRecord(
             competition_id=CompetitionId(competition_id),
@@ -551,7 +539,7 @@ class CompetitionMarketClient(PullPaymentsClient):
         Raises:
             ContractReverted: ``CompetitionMarketUnknownSubmission``.
         """
-        s = self._view(self.contract.functions.submissionOf(competition_id, index))
+        s = self.chain.call(self.contract.functions.submissionOf(competition_id, index))
         participant, content_hash, ask_price, submitted_at, public_score, private_score, public_scored, private_scored = s
         return SubmissionRecord(
             competition_id=CompetitionId(competition_id),
@@ -636,9 +624,9 @@ class CompetitionMarketClient(PullPaymentsClient):
         fn = self.contract.functions.buy(competition_id, index, buyer_key)
         return self.chain.transact(buyer, fn, value=value, name="buy (competition model)")
 
-    def purchase_key(self, competition_id: int, index: int, buyer: str) -> bytes:
-        """The X25519 key ``buyer`` bought submission ``index`` with; 32 zero bytes if it did not buy it."""
-        return bytes(self.chain.call(self.contract.functions.purchaseOf(competition_id, index, buyer)))
+    def purchase_key(self, competition_id: int, index: int, buyer: str, *, block: BlockIdentifier = "latest") -> bytes:
+        """The X25519 key ``buyer`` bought submission ``index`` with (as of ``block``); 32 zero bytes if it did not buy it."""
+        return bytes(self.chain.call(self.contract.functions.purchaseOf(competition_id, index, buyer), block=block))
 
     # --- events -----------------------------------------------------------------------------
 

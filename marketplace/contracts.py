@@ -22,6 +22,7 @@ from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 from web3.contract import Contract
 from web3.logs import DISCARD
+from web3.types import BlockIdentifier
 
 from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, DatasetStatus, JobStatus, Role
 from enclave_worker.trusted.receipt import Receipt
@@ -661,8 +662,9 @@ class MarketClient(PaymentCurrency):
     def pending_withdrawal(self, account: str) -> Wei:
         return Wei(int(self.chain.call(self.contract.functions.pendingWithdrawal(account))))
 
-    def job(self, job_id: int) -> JobRecord:
-        j = self.chain.call(self.contract.functions.job(job_id))
+    def job(self, job_id: int, *, block: BlockIdentifier = "latest") -> JobRecord:
+        """Job ``job_id`` as of ``block`` (the latest by default)."""
+        j = self.chain.call(self.contract.functions.job(job_id), block=block)
         return JobRecord(
             job_id=JobId(job_id),
             consumer=str(j[0]),

@@ -19,6 +19,8 @@ from fastapi.testclient import TestClient
 from safetensors.torch import save as save_tensors
 from sklearn.datasets import load_digits
 
+from enclave_worker.competition_keys import CompetitionKeyService
+from enclave_worker.keymanager import KeyManagerService
 from enclave_worker.trusted import inference, ladder, metrics
 from enclave_worker.trusted.competition import sign
 from enclave_worker.trusted.dataset import DatasetPackage, Schema, canonical_json
@@ -210,6 +212,17 @@ def test_a_competition_from_sealed_test_set_to_a_bought_model(
         keys.release_purchase(cid, winner, buyer=mallory.address)
     bought = buy_model(organizer, cid, winner, competitions=market, key_manager=keys, blobs=store)
     assert bought.weights == (alice_weights, bob_weights)[winner]
+    # a key manager that waits for 2 confirmations releases the key of a purchase only once 2 blocks lie on it
+    careful = CompetitionKeyService(
+        KeyManagerService(keys.key_manager.enclave, market=net.market, registry=net.registry, state_dir=keys.key_manager.state_dir,
+                          confirmations=2),
+        market, blobs=blobs,
+    )  # fmt: skip
+    with pytest.raises(KeyReleaseRefused, match="purchase of submission .* is not yet 2 blocks deep"):
+        careful.release_purchase(cid, winner, buyer=organizer.address)
+    chain.advance_time(1)
+    chain.advance_time(1)
+    assert len(careful.release_purchase(cid, winner, buyer=organizer.address)) > 32
     assert market.credits(winner_account.address) == before + ETHER + (ETHER // 2, ETHER // 4)[winner]
     paid, _ = market.withdraw(winner_account)
     assert paid == before + ETHER + (ETHER // 2, ETHER // 4)[winner]
