@@ -10,6 +10,11 @@ Each poll reads the chain and, for every job created since ``from_block`` that i
 * **Expirable** (Open past its claim deadline; Claimed past its completion deadline or lapsed for
   a whole extra lease) → ``expireJob``, so the consumer is refunded without waiting for anyone.
 
+The jobs it watches are found incrementally: each poll reads only the ``JobCreated`` logs of the
+blocks since the last one, and a job leaves the watch list once it is finished, so a poll's work
+follows the live jobs, not the market's history. With a ``cursor_path`` that watch list and the
+last block read are kept on disk, so a restarted dispatcher does not read the whole history again.
+
 What may run again is decided by chain state alone, plus a per-job in-flight set and a short
 back-off after a failure (a job a worker just failed is not retried in a tight loop, and goes to
 another worker when there is one). Workers (one job at a time each, any operators) run their
@@ -18,12 +23,15 @@ jobs of a poll in parallel.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
@@ -55,10 +63,14 @@ class Dispatcher:
         expirer: LocalAccount | None = None,
         retry_backoff: float = 1.0,
         max_backoff: float = 300.0,
+        cursor_path: Path | None = None,
     ) -> None:
         """
         Args:
             from_block: jobs created before this block are ignored.
+            cursor_path: a JSON file keeping the last block read and the unfinished jobs across
+                restarts (written after every poll that changed them; ignored if it records
+                another market or chain, or cannot be read).
             expirer: the account that sends ``expireJob`` and ``releaseClaim`` for lapsed jobs
                 (default: the first worker's operator).
             retry_backoff: wall seconds before a failed job is tried again, doubled on every
@@ -80,6 +92,39 @@ class Dispatcher:
         self._known: set[int] = set()
         self._scanned_to = from_block - 1
         self._next = 0
+        self.cursor_path = cursor_path
+        self._load_cursor()
+
+    # --- the persisted cursor ------------------------------------------------------------------
+
+    def _cursor_identity(self) -> dict[str, object]:
+        return {"chain_id": self.market.chain.chain_id, "market": self.market.address.lower(), "from_block": self.from_block}
+
+    def _load_cursor(self) -> None:
+        if self.cursor_path is None or not self.cursor_path.exists():
+            return
+        try:
+            saved = json.loads(self.cursor_path.read_text())
+            if {k: saved.get(k) for k in ("chain_id", "market", "from_block")} != self._cursor_identity():
+                logger.warning("dispatcher cursor %s is of another market or chain; ignored", self.cursor_path)
+                return
+            scanned_to, known = int(saved["scanned_to"]), {int(j) for j in saved["known"]}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            logger.warning("unreadable dispatcher cursor %s (%s); reading from block %d", self.cursor_path, e, self.from_block)
+            return
+        if scanned_to > int(self.market.chain.w3.eth.block_number):
+            logger.warning("dispatcher cursor %s is ahead of the chain (reset?); reading from block %d", self.cursor_path, self.from_block)
+            return
+        self._scanned_to, self._known = scanned_to, known
+        logger.info("dispatcher resumes after block %d with %d unfinished job(s)", scanned_to, len(known))
+
+    def _save_cursor(self) -> None:
+        if self.cursor_path is None:
+            return
+        state = {**self._cursor_identity(), "scanned_to": self._scanned_to, "known": sorted(self._known)}
+        temporary = self.cursor_path.with_name(self.cursor_path.name + ".tmp")
+        temporary.write_text(json.dumps(state))
+        os.replace(temporary, self.cursor_path)  # atomic: a crash leaves the old cursor or the new one
 
     # --- one poll --------------------------------------------------------------------------
 
@@ -151,6 +196,7 @@ class Dispatcher:
         """
         chain = self.market.chain
         latest = chain.w3.eth.block_number
+        before = (self._scanned_to, frozenset(self._known))
         if latest > self._scanned_to:
             logs = self.market.contract.events.JobCreated().get_logs(from_block=self._scanned_to + 1, to_block=latest)
             self._known.update(int(log["args"]["jobId"]) for log in logs)
@@ -188,6 +234,8 @@ class Dispatcher:
             with self._lock:
                 self._in_flight.add(job_id)
             plan.setdefault(index, []).append((job_id, rotate))
+        if (self._scanned_to, frozenset(self._known)) != before:
+            self._save_cursor()
         return plan
 
     def _catch_up_clock(self, lease: int) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from marketplace.consumer import Consumer
@@ -29,3 +32,39 @@ def test_dispatcher_runs_open_jobs_once(localnet: LocalNet) -> None:
 def test_dispatcher_needs_a_worker(localnet: LocalNet) -> None:
     with pytest.raises(ValueError):
         Dispatcher(localnet.market, [])
+
+
+def test_a_restarted_dispatcher_resumes_from_its_cursor_without_reading_the_history(localnet: LocalNet, tmp_path: Path) -> None:
+    """The watch list and the last block read survive a restart; the logs before it are not read again,
+    finished jobs are not looked at, and a cursor of another market is ignored."""
+    net = localnet
+    listed = list_dataset(toy_package(100, 22), net.chain.new_account(), terms=toy_terms(), market=net.market,
+                          registry=net.registry, key_manager=net.key_manager, blobs=net.blobs)
+    consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
+    first_block = net.chain.w3.eth.block_number
+    done = consumer.create_job([listed.dataset_id], toy_spec(epochs=1), epsilon=0.5, delta=1e-5, worker_fee=0).job_id  # type: ignore[arg-type]
+    cursor = tmp_path / "dispatcher.json"
+    first = Dispatcher(net.market, [net.worker], from_block=first_block, cursor_path=cursor)
+    assert [o.job_id for o in first.poll_once()] == [done]
+    assert first.poll_once() == []  # this poll sees the job finished and drops it from the watch list
+    saved = json.loads(cursor.read_text())
+    assert saved["scanned_to"] >= first_block and saved["known"] == [] and saved["market"] == net.market.address.lower()
+
+    waiting = consumer.create_job([listed.dataset_id], toy_spec(epochs=1), epsilon=0.5, delta=1e-5, worker_fee=0).job_id  # type: ignore[arg-type]
+    ranges: list[tuple[int, int]] = []
+    looked_at: list[int] = []
+    restarted = Dispatcher(net.market, [net.worker], from_block=first_block, cursor_path=cursor)
+    created = net.market.contract.events.JobCreated()
+    original_get_logs, original_job = created.get_logs, net.market.job
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(net.market.contract.events.JobCreated()), "get_logs",
+                      lambda self, **kw: ranges.append((kw["from_block"], kw["to_block"])) or original_get_logs(**kw))
+        patch.setattr(net.market, "job", lambda job_id, **kw: looked_at.append(job_id) or original_job(job_id, **kw))
+        assert [o.job_id for o in restarted.poll_once()] == [waiting]
+    assert ranges and ranges[0][0] == saved["scanned_to"] + 1  # only the blocks after the cursor
+    assert done not in looked_at  # a finished job is not read again
+
+    # a cursor of another market is ignored: everything from from_block is read again
+    cursor.write_text(json.dumps({**json.loads(cursor.read_text()), "market": "0x" + "11" * 20}))
+    other = Dispatcher(net.market, [net.worker], from_block=first_block, cursor_path=cursor)
+    assert other._scanned_to == first_block - 1 and other.poll_once() == []
