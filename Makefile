@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMPS := .make-stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api bench-infer bench-score clean
+.PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api bench-infer bench-score bench-large clean
 
 setup: $(STAMPS)/python $(STAMPS)/npm $(STAMPS)/chromium $(STAMPS)/postgresql
 
@@ -129,6 +129,13 @@ bench-infer: setup
 # Scoring throughput of the evaluator enclave: the digits CNN on a 10,000-row test set (docs/competitions.md).
 bench-score: setup
 	$(PY) -m benchmarks.bench_score
+
+# DP training on 1 GiB of rows through a trainer enclave whose memory budget (256 MiB) cannot hold
+# them: rows scanned from the host window by window, against the same rows in memory; last line is
+# the summary (docs/enclave-protocol.md, "Datasets larger than the enclave"). Part (d) of bench-scale.
+BENCH_LARGE_ARGS ?=
+bench-large: setup
+	$(PY) -m benchmarks.bench_large_dataset $(BENCH_LARGE_ARGS)
 
 # Recompile the contracts and rewrite the committed ABI + bytecode artifacts.
 artifacts: setup

@@ -295,6 +295,7 @@ def time_enclave_job(*, rounds: int, epochs: int = 10) -> JobTiming:
 
     from enclave_worker.host import EnclaveProcess
     from enclave_worker.trusted import dataformat, keywrap
+    from enclave_worker.trusted.dataset import canonical_json
     from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, Role
     from enclave_worker.trusted.training import train_dp
 
@@ -304,6 +305,7 @@ def time_enclave_job(*, rounds: int, epochs: int = 10) -> JobTiming:
     key = dataformat.new_data_key()
     ciphertext = dataformat.encrypt_bytes(data.to_bytes(), key, kind=dataformat.Kind.DATASET, context=bytes(32))
     content_hash = hashlib.sha256(ciphertext).digest()
+    schema = canonical_json(data.schema.to_json())
     market, chain_id = bytes(20), 31337
     consumer = keywrap.public_key_bytes(X25519PrivateKey.generate())
     enclave_times: list[float] = []
@@ -317,7 +319,8 @@ def time_enclave_job(*, rounds: int, epochs: int = 10) -> JobTiming:
                 enclave.request,
                 "run", chain_id=chain_id, market=market, job_id=job_id, model_spec=raw_spec,
                 model_spec_hash=hashlib.sha256(raw_spec).digest(), epsilon=EPSILON_SCALE, delta=round(1e-5 * DELTA_SCALE),
-                consumer_key=consumer, datasets=[{"content_hash": content_hash, "released_key": released, "ciphertext": ciphertext}],
+                consumer_key=consumer,
+                datasets=[{"content_hash": content_hash, "released_key": released, "ciphertext": ciphertext, "schema": schema}],
             )
             pair: list[tuple[list[float], Callable[[], object]]] = [(enclave_times, through_enclave), (direct_times, direct)]
             for bucket, fn in pair if job_id % 2 else pair[::-1]:

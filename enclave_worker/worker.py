@@ -11,10 +11,12 @@ a previous enclave instance of the same operator left behind.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,17 +30,18 @@ from marketplace.errors import (
     BlobNotFound,
     CiphertextTampered,
     ContractReverted,
+    InvalidDataset,
     InvalidModelSpec,
     JobNotReady,
     KeyReleaseRefused,
     SchemaMismatch,
 )
 
-from .host import EnclaveRequestFailed
+from .host import EnclaveRequestFailed, FileSource
 from .keymanager import JobKey, KeyManagerService
 from .sim_platform import LaunchedEnclave
 from .status import JobStatusBoard
-from .trusted.errors import ProtocolError
+from .trusted.errors import MemoryBudgetExceeded, ProtocolError
 from .trusted.models import ModelSpec
 from .trusted.onchain import Role
 from .trusted.receipt import Receipt
@@ -49,6 +52,8 @@ ProgressFn = Callable[[dict[str, Any]], None]
 RelaunchFn = Callable[[], LaunchedEnclave]
 """Starts a new trainer enclave and registers it on-chain for the worker's operator."""
 
+_HASH_READ = 1 << 20
+"""Bytes per read when the host hashes a ciphertext file."""
 RENEW_FRACTION = 3
 """Renew a lease when ``claimLease / RENEW_FRACTION`` seconds of it or less are left."""
 MAX_HEARTBEAT_INTERVAL = 5.0
@@ -232,7 +237,8 @@ class TrainerWorker:
 
         Raises:
             JobNotReady: the job is neither Open nor Claimed under a lapsed lease.
-            InvalidModelSpec, SchemaMismatch: the job cannot run; nothing was claimed or released.
+            InvalidModelSpec, SchemaMismatch, InvalidDataset, MemoryBudgetExceeded: the job cannot run
+                (here: it cannot fit the trainer enclave's memory budget); nothing was claimed or released.
             KeyReleaseRefused, ContractReverted, EnclaveRequestFailed, ProtocolError: a step was refused or failed.
         """
         with self._busy:
@@ -250,6 +256,8 @@ class TrainerWorker:
         records = [self.market.dataset(i) for i in job.dataset_ids]
         if len({r.schema_hash for r in records}) != 1:
             raise SchemaMismatch(f"job {job_id} joins datasets with different schemas; refusing before any key is requested")
+        schemas = [self._schema(job_id, dataset_id, r.schema_hash) for dataset_id, r in zip(job.dataset_ids, records, strict=True)]
+        self._check_memory(job_id, raw_spec, records, schemas)
         with operator_lock(self.operator.address):
             claim = self.market.claim_job(self.operator, job_id, self.signer)
         self._held.add(job_id)
@@ -257,7 +265,7 @@ class TrainerWorker:
             progress({"stage": "claimed", "job_id": job_id})
         heartbeat = LeaseHeartbeat(self, job_id, lease=self.market.claim_lease(), interval=self._heartbeat_interval()).start()
         try:
-            reply = self._train(job_id, job, records, raw_spec, progress)
+            reply = self._train(job_id, job, records, schemas, raw_spec, progress)
             r = reply["receipt"]
             receipt = Receipt(
                 job_id=r["job_id"],
@@ -285,39 +293,110 @@ class TrainerWorker:
         logger.info("job %d settled in tx %s", job_id, submit.tx_hash)
         return JobOutcome(job_id, receipt, reply["signature"], reply["metrics"], result_hash, claim, submit)
 
-    def _train(self, job_id: int, job: JobRecord, records: list[Any], raw_spec: bytes, progress: ProgressFn | None) -> dict[str, Any]:
+    def _train(
+        self, job_id: int, job: JobRecord, records: list[Any], schemas: list[bytes], raw_spec: bytes, progress: ProgressFn | None
+    ) -> dict[str, Any]:
         chain_id, market = self.market.chain.chain_id, self.market.address_bytes
         job_key = self.prepare_job(job_id)
-        datasets = []
-        for dataset_id, record in zip(job.dataset_ids, records, strict=True):
-            released = self.key_manager.release(job_id=job_id, dataset_id=dataset_id, trainer=self.signer, job_key=job_key)
-            datasets.append(
-                {
-                    "content_hash": record.content_hash,
-                    "released_key": released,
-                    "ciphertext": self.blobs.get(record.content_hash.hex()),
-                }
-            )
-        if progress:
-            progress({"stage": "keys released", "job_id": job_id, "datasets": len(datasets)})
-        try:
-            reply = self.enclave.process.request(
-                "run",
-                progress=progress,
-                chain_id=chain_id,
-                market=market,
-                job_id=job_id,
-                model_spec=raw_spec,
-                model_spec_hash=job.model_spec_hash,
-                epsilon=job.epsilon,
-                delta=job.delta,
-                consumer_key=job.consumer_key,
-                datasets=datasets,
-            )
-        except (EnclaveRequestFailed, ProtocolError):
-            logger.error("enclave failed job %d", job_id)
-            raise
+        with ExitStack() as files:
+            datasets = []
+            for dataset_id, record, schema in zip(job.dataset_ids, records, schemas, strict=True):
+                released = self.key_manager.release(job_id=job_id, dataset_id=dataset_id, trainer=self.signer, job_key=job_key)
+                datasets.append(
+                    {
+                        "content_hash": record.content_hash,
+                        "released_key": released,
+                        "schema": schema,
+                        # The file stays here; the enclave reads it on demand (docs/enclave-protocol.md).
+                        "ciphertext": files.enter_context(self._ciphertext(record.content_hash, verify=True)),
+                    }
+                )
+            if progress:
+                progress({"stage": "keys released", "job_id": job_id, "datasets": len(datasets)})
+            try:
+                reply = self.enclave.process.request(
+                    "run",
+                    progress=progress,
+                    chain_id=chain_id,
+                    market=market,
+                    job_id=job_id,
+                    model_spec=raw_spec,
+                    model_spec_hash=job.model_spec_hash,
+                    epsilon=job.epsilon,
+                    delta=job.delta,
+                    consumer_key=job.consumer_key,
+                    datasets=datasets,
+                )
+            except (EnclaveRequestFailed, ProtocolError):
+                logger.error("enclave failed job %d", job_id)
+                raise
         return reply
+
+    def _ciphertext(self, content_hash: bytes, *, verify: bool) -> FileSource:
+        """A dataset's ciphertext file in the blob store, opened for the enclave's reads.
+
+        Args:
+            verify: hash the file first (streaming, one read's memory), as the blob store checks
+                what it reads; the enclave checks it again, this only fails early.
+
+        Raises:
+            BlobNotFound: no such blob.
+            CiphertextTampered: ``verify`` and the stored bytes no longer match their hash.
+        """
+        digest = content_hash.hex()
+        path = self.blobs.path(digest)
+        try:
+            source = FileSource(path)
+        except FileNotFoundError as e:
+            raise BlobNotFound(f"no blob {digest} in {self.blobs.root}") from e
+        if verify:
+            sha = hashlib.sha256()
+            for offset in range(0, source.size, _HASH_READ):
+                sha.update(source.read(offset, _HASH_READ))
+            if sha.digest() != content_hash:
+                source.close()
+                raise CiphertextTampered(f"blob {digest} was altered in storage")
+        return source
+
+    def _schema(self, job_id: int, dataset_id: int, schema_hash: bytes) -> bytes:
+        """A dataset's canonical schema JSON from the blob store (the provider stores it when listing).
+
+        Raises:
+            InvalidDataset: it is not in the blob store, or does not match its hash.
+        """
+        try:
+            return self.blobs.get(schema_hash.hex())
+        except (BlobNotFound, CiphertextTampered) as e:
+            raise InvalidDataset(f"job {job_id}: the schema {schema_hash.hex()} of dataset {dataset_id} is not in the blob store") from e
+
+    def _check_memory(self, job_id: int, raw_spec: bytes, records: list[Any], schemas: list[bytes]) -> None:
+        """Ask the trainer enclave whether the job fits its memory budget, before the job is claimed
+        or any key requested (the enclave checks again in ``run``, before it takes the job's key).
+
+        Raises:
+            MemoryBudgetExceeded: it does not fit (the message gives the need and the budget).
+            BlobNotFound: a dataset's ciphertext is not in the blob store.
+        """
+        with ExitStack() as files:
+            datasets = [
+                {"schema": schema, "ciphertext": files.enter_context(self._ciphertext(record.content_hash, verify=False))}
+                for record, schema in zip(records, schemas, strict=True)
+            ]
+            try:
+                plan = self.enclave.process.request("plan", model_spec=raw_spec, datasets=datasets)
+            except EnclaveRequestFailed as e:
+                if e.error == "MemoryBudgetExceeded":
+                    raise MemoryBudgetExceeded(f"job {job_id}: {e.message}; refusing before any key is requested") from e
+                raise
+            except (ProtocolError, OSError) as e:
+                # A dead enclave: the claim path below meets it too, gives the claim back and
+                # relaunches the enclave (and the enclave plans again in run, before its key is taken).
+                logger.warning("job %d: the trainer enclave did not answer the memory plan: %s", job_id, e)
+                return
+        logger.info(
+            "job %d: memory plan %s, ~%d MiB of %d MiB, %d scan(s) per epoch",
+            job_id, plan["mode"], plan["needs"] >> 20, plan["budget"] >> 20, plan["scans_per_epoch"],
+        )  # fmt: skip
 
     def _report_failure(self, job_id: int, error: BaseException, given_back: bool, progress: ProgressFn | None) -> None:
         """Put the failure and what became of the claim on the job's timeline (status board and

@@ -266,3 +266,103 @@ def decrypt_bytes(ciphertext: bytes, key: bytes, *, kind: Kind, context: bytes |
     out = io.BytesIO()
     decrypt_stream(io.BytesIO(ciphertext), out, key, kind=kind, context=context)
     return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each sealed chunk of a ciphertext of ``size`` bytes lies: the map for reading chunks
+    out of order (random access), as the trainer does with a dataset the host keeps.
+
+    Every chunk but the last holds ``chunk_size`` plaintext bytes; the last (the one with the final
+    flag) holds 0 … ``chunk_size``, and is empty only when the whole plaintext is.
+    """
+
+    size: int
+    chunk_size: int
+    chunks: int
+
+    @classmethod
+    def of(cls, header: Header, size: int) -> Layout:
+        """The layout of a ciphertext of ``size`` bytes (header included) under ``header``.
+
+        Raises:
+            CiphertextTruncated: ``size`` ends before the first chunk's tag or inside a chunk's tag.
+            CiphertextMalformed: more than 2**32 chunks.
+        """
+        body = size - HEADER_LEN
+        sealed = header.chunk_size + TAG_LEN
+        if body < TAG_LEN:
+            raise CiphertextTruncated("ciphertext ends before its first chunk")
+        chunks = -(-body // sealed)
+        if body - (chunks - 1) * sealed < TAG_LEN:
+            raise CiphertextTruncated(f"ciphertext ends inside chunk {chunks - 1}")
+        if chunks > 1 << 32:
+            raise CiphertextMalformed("object has more than 2**32 chunks")
+        return cls(size=size, chunk_size=header.chunk_size, chunks=chunks)
+
+    @property
+    def plaintext_size(self) -> int:
+        return self.size - HEADER_LEN - self.chunks * TAG_LEN
+
+    def span(self, first: int, count: int = 1) -> tuple[int, int]:
+        """``(offset, length)`` in the ciphertext of the sealed chunks ``first … first + count - 1``."""
+        if not (first >= 0 and count >= 1 and first + count <= self.chunks):
+            raise ValueError(f"chunks {first}..{first + count - 1} outside 0..{self.chunks - 1}")
+        sealed = self.chunk_size + TAG_LEN
+        start = HEADER_LEN + first * sealed
+        return start, min(self.size, start + count * sealed) - start
+
+    def final(self, index: int) -> bool:
+        return index == self.chunks - 1
+
+    def chunk_of(self, plaintext_offset: int) -> int:
+        """The chunk holding plaintext byte ``plaintext_offset``."""
+        return plaintext_offset // self.chunk_size
+
+
+class ChunkOpener:
+    """Decrypts single chunks of one object at their positions (random access), under its key and header.
+
+    Example:
+        >>> opener = ChunkOpener(key, header_bytes, kind=Kind.DATASET)  # doctest: +SKIP
+        >>> plaintext = opener.open(3, sealed_chunk_3, final=False)
+    """
+
+    def __init__(self, key: bytes, header_bytes: bytes, *, kind: Kind, context: bytes | None = None) -> None:
+        """
+        Raises:
+            CiphertextMalformed: the header is invalid, or of another kind or context.
+        """
+        _check_key(key)
+        header = Header.decode(header_bytes)
+        if header.kind != kind:
+            raise CiphertextMalformed(f"ciphertext holds a {header.kind.name.lower()}, expected a {kind.name.lower()}")
+        if context is not None and header.context != context:
+            raise CiphertextMalformed("ciphertext is bound to another context than the one expected")
+        self.header = header
+        self._header_bytes = bytes(header_bytes)
+        self._aead = AESGCM(key)
+
+    def open(self, index: int, sealed: bytes | memoryview, *, final: bool) -> bytes:
+        """The plaintext of chunk ``index``, released only once its tag verified at that position.
+
+        Raises:
+            CiphertextTampered (or CiphertextReordered / CiphertextDuplicated): the bytes do not
+                authenticate as chunk ``index``; the subclass names what they are instead.
+            CiphertextTruncated: the bytes are a non-final chunk found where the final one belongs,
+                or shorter than a tag.
+            CiphertextTrailingData: the final chunk found where a non-final one belongs.
+        """
+        out = bytearray(max(0, len(sealed) - TAG_LEN))
+        self.open_into(index, sealed, out, final=final)
+        return bytes(out)
+
+    def open_into(self, index: int, sealed: bytes | memoryview, out: bytearray | memoryview, *, final: bool) -> None:
+        """:meth:`open`, writing the plaintext into ``out`` (exactly ``len(sealed) - 16`` bytes); ``out``
+        holds nothing usable if it raises."""
+        if len(sealed) < TAG_LEN:
+            raise CiphertextTruncated(f"ciphertext ends inside chunk {index}")
+        try:
+            self._aead.decrypt_into(_nonce(self.header.nonce_prefix, index), sealed, _aad(self._header_bytes, index, final), out)
+        except InvalidTag:
+            raise _diagnose(self._aead, self.header, self._header_bytes, bytes(sealed), index, final) from None

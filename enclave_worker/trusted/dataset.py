@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,14 +98,16 @@ class DatasetPackage:
             raise InvalidDataset("dataset has no rows")
         if tuple(self.features.shape[1:]) != self.schema.feature_shape:
             raise InvalidDataset(f"feature shape {self.features.shape[1:]} does not match schema {self.schema.feature_shape}")
-        if self.labels.min() < 0 or self.labels.max() >= self.schema.num_classes:
-            raise InvalidDataset(f"labels outside [0, {self.schema.num_classes})")
-        if not np.isfinite(self.features).all():
-            raise InvalidDataset("features contain NaN or infinity")
+        check_rows(self.features, self.labels, self.schema)
 
     @property
     def rows(self) -> int:
         return int(self.labels.shape[0])
+
+    def blocks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The rows in order, ``size`` at a time (the last block may be shorter), each block contiguous."""
+        for start in range(0, self.rows, size):
+            yield np.ascontiguousarray(self.features[start : start + size]), np.ascontiguousarray(self.labels[start : start + size])
 
     def to_bytes(self) -> bytes:
         """Serialise as safetensors with the schema in the metadata."""
@@ -176,3 +180,132 @@ def join(packages: list[DatasetPackage]) -> DatasetPackage:
         labels=np.concatenate([p.labels for p in packages]),
         schema=first,
     )
+
+
+def check_rows(features: np.ndarray, labels: np.ndarray, schema: Schema) -> None:
+    """The value checks every row of a package passes: labels in ``[0, classes)``, finite features.
+
+    A package checks all its rows at once; a dataset read chunk by chunk checks them block by block.
+
+    Raises:
+        InvalidDataset: a label out of range, or a NaN or infinite feature.
+    """
+    if len(labels) and (labels.min() < 0 or labels.max() >= schema.num_classes):
+        raise InvalidDataset(f"labels outside [0, {schema.num_classes})")
+    if not np.isfinite(features).all():
+        raise InvalidDataset("features contain NaN or infinity")
+
+
+_DTYPE_BYTES = {"F32": 4, "I64": 8}
+
+
+@dataclass(frozen=True)
+class PackageLayout:
+    """Where a package's rows lie in its plaintext, read from its safetensors header alone.
+
+    safetensors stores each tensor contiguously after the header (an 8-byte little-endian length,
+    then JSON), so row ``r``'s features are ``row_bytes`` bytes at ``features_offset + r · row_bytes``
+    and its label 8 bytes at ``labels_offset + 8 r``: a trainer that cannot hold the whole package
+    reads rows by plaintext offset. Checked as :meth:`DatasetPackage.from_bytes` checks a whole file
+    (what the header can tell: names, dtypes, shapes, offsets that tile the data exactly, the schema);
+    the rows' values are checked as they are read (:func:`check_rows`).
+    """
+
+    schema: Schema
+    rows: int
+    header_len: int
+    features_offset: int
+    labels_offset: int
+
+    @property
+    def row_bytes(self) -> int:
+        """Feature bytes per row (float32)."""
+        return 4 * math.prod(self.schema.feature_shape)
+
+    @property
+    def size(self) -> int:
+        """The plaintext's length: header and both tensors."""
+        return 8 + self.header_len + self.rows * (self.row_bytes + 8)
+
+    @staticmethod
+    def header_length(prefix: bytes) -> int:
+        """The safetensors header length from the plaintext's first 8 bytes.
+
+        Raises:
+            InvalidDataset: fewer than 8 bytes, or a length over ``MAX_HEADER_BYTES``.
+        """
+        if len(prefix) < 8:
+            raise InvalidDataset("dataset package is too short to be safetensors")
+        (header_len,) = struct.unpack("<Q", prefix[:8])
+        if header_len > MAX_HEADER_BYTES:
+            raise InvalidDataset("dataset package has an invalid safetensors header length")
+        return int(header_len)
+
+    @classmethod
+    def parse(cls, prefix: bytes, plaintext_size: int) -> PackageLayout:
+        """Read the layout from the plaintext's first ``8 + header length`` bytes.
+
+        Raises:
+            InvalidDataset: not a safetensors header holding exactly ``features`` (float32
+                ``[rows, *feature_shape]``) and ``labels`` (int64 ``[rows]``) that tile the rest of
+                the plaintext, with a valid ``sterling_schema``; or no rows.
+        """
+        header_len = cls.header_length(prefix)
+        if 8 + header_len > min(len(prefix), plaintext_size):
+            raise InvalidDataset("dataset package has an invalid safetensors header length")
+        try:
+            metadata = safetensors_metadata(prefix[: 8 + header_len])
+        except MalformedSafetensors as e:
+            raise InvalidDataset(f"dataset package {e}") from e
+        try:
+            schema = Schema.from_json(json.loads(metadata["sterling_schema"]))
+        except (KeyError, json.JSONDecodeError) as e:
+            raise InvalidDataset("dataset package has no valid sterling_schema metadata") from e
+        header = json.loads(prefix[8 : 8 + header_len])
+        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+        if set(tensors) != {"features", "labels"}:
+            raise InvalidDataset(f"dataset package must hold exactly features and labels, found {sorted(tensors)}")
+        spans: dict[str, tuple[int, int]] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name, want in (("features", "F32"), ("labels", "I64")):
+            entry = tensors[name]
+            try:
+                dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+                valid = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (*shape, begin, end))
+            except (TypeError, KeyError, ValueError) as e:
+                raise InvalidDataset(f"dataset package is not valid safetensors: tensor {name} is malformed") from e
+            if not valid:
+                raise InvalidDataset(f"dataset package is not valid safetensors: tensor {name} is malformed")
+            if dtype != want:
+                kind = "features must be float32" if name == "features" else "labels must be a 1-D int64 array"
+                raise InvalidDataset(f"{kind}, got {dtype}")
+            if end - begin != math.prod(shape) * _DTYPE_BYTES[dtype]:
+                raise InvalidDataset(f"dataset package is not valid safetensors: tensor {name}'s offsets do not match its shape")
+            spans[name], shapes[name] = (begin, end), shape
+        first, second = sorted(spans.values())
+        if first[0] != 0 or second[0] != first[1] or 8 + header_len + second[1] != plaintext_size:
+            raise InvalidDataset("dataset package is not valid safetensors: its tensors do not tile the data")
+        features, labels = shapes["features"], shapes["labels"]
+        if len(labels) != 1:
+            raise InvalidDataset("labels must be a 1-D int64 array")
+        if not features or features[0] != labels[0]:
+            raise InvalidDataset(f"{features[0] if features else 0} feature rows but {labels[0]} labels")
+        if labels[0] == 0:
+            raise InvalidDataset("dataset has no rows")
+        if features[1:] != schema.feature_shape:
+            raise InvalidDataset(f"feature shape {features[1:]} does not match schema {schema.feature_shape}")
+        data = 8 + header_len
+        return cls(
+            schema=schema,
+            rows=labels[0],
+            header_len=header_len,
+            features_offset=data + spans["features"][0],
+            labels_offset=data + spans["labels"][0],
+        )
+
+
+def max_rows(plaintext_size: int, schema: Schema) -> int:
+    """An upper bound on the rows of a package of ``plaintext_size`` bytes with ``schema``, known
+    before decryption: its header holds at least the canonical schema JSON."""
+    row = 4 * math.prod(schema.feature_shape) + 8
+    return max(1, (plaintext_size - 8 - len(canonical_json(schema.to_json()))) // row)

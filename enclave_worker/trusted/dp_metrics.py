@@ -24,7 +24,8 @@ size on the blob store.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import opendp.prelude as dp
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .dataset import DatasetPackage
+from .dataset import Schema
 
 MetricName = Literal["class_counts", "train_accuracy", "train_loss"]
 METRICS: tuple[MetricName, ...] = ("class_counts", "train_accuracy", "train_loss")
@@ -56,16 +57,29 @@ def _discrete_laplace(vector: bool, *, sensitivity: int, epsilon: float) -> dp.M
     return measurement
 
 
-def _aggregates(model: nn.Module, data: DatasetPackage) -> tuple[np.ndarray, int, int]:
+class Rows(Protocol):
+    """The providers' rows, in memory (:class:`.dataset.DatasetPackage`) or read block by block
+    from the host (:class:`.trainset.ScannedRows`)."""
+
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def schema(self) -> Schema: ...
+
+    def blocks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+
+def _aggregates(model: nn.Module, data: Rows) -> tuple[np.ndarray, int, int]:
     """(rows per label, correctly classified rows, Σ clipped loss in 10⁻³ nats), computed exactly."""
-    counts = np.bincount(data.labels, minlength=data.schema.num_classes).astype(np.int64)
+    counts = np.zeros(data.schema.num_classes, dtype=np.int64)
     correct = 0
     loss_units = 0
     model.eval()
     with torch.no_grad():
-        for start in range(0, data.rows, _BATCH):
-            x = torch.from_numpy(np.ascontiguousarray(data.features[start : start + _BATCH]))
-            y = torch.from_numpy(np.ascontiguousarray(data.labels[start : start + _BATCH]))
+        for features, labels in data.blocks(_BATCH):
+            counts += np.bincount(labels, minlength=data.schema.num_classes).astype(np.int64)
+            x, y = torch.from_numpy(features), torch.from_numpy(labels)
             logits = model(x).double()
             correct += int((logits.argmax(dim=1) == y).sum())
             loss = F.cross_entropy(logits, y, reduction="none").clamp(min=0.0, max=LOSS_CLIP_NATS)
@@ -73,7 +87,7 @@ def _aggregates(model: nn.Module, data: DatasetPackage) -> tuple[np.ndarray, int
     return counts, correct, loss_units
 
 
-def release(model: nn.Module, data: DatasetPackage, names: tuple[MetricName, ...], epsilon: float) -> dict[str, Any]:
+def release(model: nn.Module, data: Rows, names: tuple[MetricName, ...], epsilon: float) -> dict[str, Any]:
     """Release ``names`` about ``data`` (the providers' rows) and ``model`` with ``epsilon``-DP in total.
 
     Returns:

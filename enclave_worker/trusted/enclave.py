@@ -9,8 +9,10 @@ before use.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,18 +21,22 @@ from eth_account import Account
 from eth_utils import to_canonical_address, to_checksum_address
 from safetensors.torch import save as save_tensors
 
-from . import dataformat, dp_metrics, evaluation, inference, jobkeys, keywrap, platform_seal, privacy_audit, sealing
+from . import dataformat, dp_metrics, evaluation, inference, jobkeys, keywrap, memory_budget, platform_seal, privacy_audit, sealing
 from .competition import Admission, CompetitionSignatureInvalid, check_signed_by
 from .competition import sign as sign_competition
-from .dataset import DatasetPackage, canonical_json, join
+from .dataset import DatasetPackage, Schema, canonical_json, max_rows
 from .errors import (
+    CiphertextMalformed,
     CiphertextTampered,
+    InvalidDataset,
     InvalidModelSpec,
     KeyReleaseRefused,
     ModelReleaseRefused,
     ProtocolError,
+    SchemaMismatch,
     SubmissionRefused,
 )
+from .hosted import EncryptedPackage, Fingerprints, HostedCiphertext, ReadFn
 from .models import ModelSpec
 from .onchain import DELTA_SCALE, CompetitionStatus, JobStatus, ModelStatus, Role, Split
 from .platform_seal import NoSealingKey
@@ -53,6 +59,7 @@ from .receipt import (
 )
 from .report import report_data
 from .training import train_dp
+from .trainset import ArraySegment, ScannedRows, Segment
 from .vouchers import ModelDeposit, VoucherInvalid, model_deposit_signer
 
 Emit = Callable[[dict[str, Any]], None]
@@ -104,9 +111,17 @@ def model_context(chain_id: int, market: bytes, job_id: int) -> bytes:
 class Enclave:
     """State and handlers of one trusted process."""
 
-    def __init__(self, role: Role, *, seal_key: bytes | None = None, model_cache: int = inference.DEFAULT_MODEL_CACHE) -> None:
+    def __init__(
+        self,
+        role: Role,
+        *,
+        seal_key: bytes | None = None,
+        model_cache: int = inference.DEFAULT_MODEL_CACHE,
+        memory_budget: int = memory_budget.DEFAULT_BUDGET,
+    ) -> None:
         self.role = role
         self._seal_key = seal_key
+        self.memory_budget = memory_budget  # trainer: what a job's plan must fit (memory_budget.plan)
         self._account = Account.create()
         self._box = X25519PrivateKey.generate()
         self.signer = to_canonical_address(self._account.address)
@@ -125,8 +140,13 @@ class Enclave:
             self._server = inference.InferenceServer(bytes(self._account.key), self._box, cache_size=model_cache)
         self._evaluator = evaluation.Evaluator(self._account, self._box) if role is Role.EVALUATOR else None
 
-    def handle(self, op: str, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        """Dispatch one validated request; returns the result map."""
+    def handle(self, op: str, fields: dict[str, Any], emit: Emit, *, read: ReadFn | None = None) -> dict[str, Any]:
+        """Dispatch one validated request; returns the result map.
+
+        Args:
+            read: asks the host for byte ranges of the request's datasets (a trainer's ``run``
+                reads its ciphertexts through it; :class:`.protocol.HostChannel`).
+        """
         handlers: dict[str, Callable[[dict[str, Any], Emit], dict[str, Any]]] = {
             "hello": self._hello,
             "attest": self._attest,
@@ -151,7 +171,12 @@ class Enclave:
         elif self.role is Role.EVALUATOR:
             handlers |= {"score": self._score}
         else:
-            handlers |= {"prepare_job": self._prepare_job, "run": self._run, "abandon": self._abandon}
+            handlers |= {
+                "prepare_job": self._prepare_job,
+                "plan": self._plan,
+                "run": partial(self._run, read=read),
+                "abandon": self._abandon,
+            }
         if op not in handlers:
             raise ProtocolError(f"op {op!r} is not served by a {self.role.name.lower()} enclave")
         return handlers[op](fields, emit)
@@ -712,46 +737,106 @@ class Enclave:
         statement = RunAbandoned(job_id=job_id, enclave=self.signer, charges=charges)
         return {"signature": sign_claim_release(self._account, statement, chain_id=chain_id, market=market)}
 
-    def _run(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    def _plan(self, fields: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """The memory plan a ``run`` of this spec on these datasets would follow, from what is known
+        before decryption (the ciphertexts' headers and sizes, the schema declared for them): lets
+        the host learn that a job cannot fit before it claims the job or asks for any key.
+
+        Raises:
+            MemoryBudgetExceeded: the job cannot fit this enclave's budget.
+        """
+        spec = ModelSpec.from_bytes(fields["model_spec"])
+        schema = _declared_schema(fields["datasets"])
+        layouts = []
+        for i, item in enumerate(fields["datasets"]):
+            header = dataformat.Header.decode(item["header"])
+            if header.kind != dataformat.Kind.DATASET:
+                raise CiphertextMalformed(f"dataset {i}: the ciphertext holds a {header.kind.name.lower()}, expected a dataset")
+            layouts.append(dataformat.Layout.of(header, item["size"]))
+        upper = [(lay, max_rows(lay.plaintext_size, schema)) for lay in layouts]
+        return self._memory_plan(spec, schema, upper, spec.audit_canaries).to_reply()
+
+    def _memory_plan(
+        self, spec: ModelSpec, schema: Schema, datasets: list[tuple[dataformat.Layout, int]], canaries: int
+    ) -> memory_budget.MemoryPlan:
+        shapes = [memory_budget.DatasetShape(chunk_size=lay.chunk_size, chunks=lay.chunks, rows=rows) for lay, rows in datasets]
+        return memory_budget.plan(spec, schema, shapes, budget=self.memory_budget, canaries=canaries)
+
+    def _run(self, fields: dict[str, Any], emit: Emit, read: ReadFn | None = None) -> dict[str, Any]:
+        """Train the job on its datasets, read from the host on demand, and sign the receipt.
+
+        Order (``docs/enclave-protocol.md``, "Datasets larger than the enclave"): the spec, the
+        declared schema and the memory plan, before the job's key is taken (a job that cannot fit
+        leaves its key unused); then every ciphertext once against its content hash (fingerprinting
+        its chunks); then the data keys, the packages' headers and an exact plan; then the rows,
+        all in memory when they fit, else scanned window by window (:mod:`.trainset`).
+        """
         chain_id: int = fields["chain_id"]
         market: bytes = fields["market"]
         job_id: int = fields["job_id"]
-        # One claim, one key, one run: the job's key is handed out once, before anything else can
-        # fail, so no request (even a failing one) can be repeated with the same released keys.
-        job_key = self._job_keys.take((chain_id, market, job_id))
+        if read is None:
+            raise ProtocolError("a run reads its datasets from the host: it needs the host channel")
         raw_spec: bytes = fields["model_spec"]
         if hashlib.sha256(raw_spec).digest() != fields["model_spec_hash"]:
             raise InvalidModelSpec("model spec does not match the job's modelSpecHash")
         spec = ModelSpec.from_bytes(raw_spec)
         training_epsilon = spec.training_epsilon(fields["epsilon"])
         delta = fields["delta"] / DELTA_SCALE
-        content_hashes: list[bytes] = []
-        packages: list[DatasetPackage] = []
-        for i, item in enumerate(fields["datasets"]):
-            content_hash: bytes = item["content_hash"]
-            if hashlib.sha256(item["ciphertext"]).digest() != content_hash:
-                raise CiphertextTampered(f"dataset {i}: ciphertext does not match its on-chain content hash")
+        items = fields["datasets"]
+        declared = _declared_schema(items)
+        sources = [HostedCiphertext(i, item["content_hash"], item["size"], read) for i, item in enumerate(items)]
+        layouts = [source.layout for source in sources]
+        # The memory budget, from the declared schema and the ciphertexts' sizes: a job that cannot
+        # fit is refused here, before its key is taken or any data key opened.
+        self._memory_plan(spec, declared, [(lay, max_rows(lay.plaintext_size, declared)) for lay in layouts], spec.audit_canaries)
+        # One claim, one key, one run: the job's key is handed out once, before anything that
+        # touches the data can fail, so no request (even a failing one) can be repeated with the
+        # same released keys.
+        job_key = self._job_keys.take((chain_id, market, job_id))
+        fingerprints = Fingerprints()
+        for source in sources:
+            source.verify(fingerprints)  # the content hash, before any data key is opened
+        packages: list[EncryptedPackage] = []
+        for i, (source, item) in enumerate(zip(sources, items, strict=True)):
             key = keywrap.unwrap(
                 item["released_key"],
                 job_key,
-                info=keywrap.release_info(chain_id, market, job_id, content_hash),
+                info=keywrap.release_info(chain_id, market, job_id, source.content_hash),
             )
-            plaintext = dataformat.decrypt_bytes(item["ciphertext"], key, kind=dataformat.Kind.DATASET)
-            packages.append(DatasetPackage.from_bytes(plaintext))
-            content_hashes.append(content_hash)
+            package = EncryptedPackage.open(source, key)
+            if package.schema != declared:
+                raise SchemaMismatch(f"dataset {i}: its package's schema {package.schema.hash().hex()} is not the schema declared for it")
+            packages.append(package)
+        content_hashes = [source.content_hash for source in sources]
         del job_key  # every data key is open; the job's key is of no further use
-        data = join(packages)
         canaries = None
+        segments: list[Segment] = list(packages)
         if spec.audit_canaries:
             # Random-input canaries and secret coin flips: nothing about them comes from the
             # providers' rows, so the audit below is post-processing of the DP model.
             rng = np.random.default_rng(secrets.randbits(128))
-            features, labels = privacy_audit.random_canaries(data.schema, spec, count=spec.audit_canaries, rng=rng)
+            features, labels = privacy_audit.random_canaries(declared, spec, count=spec.audit_canaries, rng=rng)
             canaries = privacy_audit.CanaryPlan.draw(features, labels, rng)
+            segments.append(ArraySegment(canaries.features[canaries.included], canaries.labels[canaries.included], declared))
+        exact = [(lay, p.rows) for lay, p in zip(layouts, packages, strict=True)]
+        plan = self._memory_plan(spec, declared, exact, sum(s.rows for s in segments[len(packages) :]))
+        providers = ScannedRows(packages)
+        data: DatasetPackage | ScannedRows
+        training_rows: DatasetPackage | ScannedRows
+        if plan.mode == "in_memory":
+            training_rows = ScannedRows(segments).load()  # one scan; every row checked
+            data = training_rows  # the providers' rows, for the private metrics: the canaries come last
+            if canaries is not None:
+                n = providers.rows
+                data = DatasetPackage(features=training_rows.features[:n], labels=training_rows.labels[:n], schema=declared)
+        else:
+            providers.check()  # one scan; every row checked
+            training_rows = ScannedRows(segments, window_steps=plan.window_steps, window_rows=plan.window_rows)
+            data = providers
         emit({"type": "progress", "stage": "training", "epoch": 0, "epochs": spec.epochs, "epsilon": 0.0})
         result = train_dp(
             spec,
-            canaries.training_set(data) if canaries is not None else data,
+            training_rows,
             epsilon=training_epsilon,
             delta=delta,
             progress=lambda epoch, epochs, eps: emit(
@@ -830,3 +915,26 @@ class Enclave:
             },
             "signature": signature,
         }
+
+
+def _declared_schema(items: list[dict[str, Any]]) -> Schema:
+    """The one schema the host declares for a job's datasets (each package's own is checked
+    against it once decrypted).
+
+    Raises:
+        InvalidDataset: a declared schema is not a valid schema document.
+        SchemaMismatch: the datasets are declared with different schemas.
+    """
+    schemas: list[Schema] = []
+    for i, item in enumerate(items):
+        try:
+            doc = json.loads(item["schema"])
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidDataset(f"dataset {i}: the schema declared for it is not JSON") from e
+        if not isinstance(doc, dict):
+            raise InvalidDataset(f"dataset {i}: the schema declared for it is not a JSON object")
+        schemas.append(Schema.from_json(doc))
+    for i, schema in enumerate(schemas[1:], start=1):
+        if schema != schemas[0]:
+            raise SchemaMismatch(f"dataset {i} has schema {schema.hash().hex()}, dataset 0 has {schemas[0].hash().hex()}")
+    return schemas[0]

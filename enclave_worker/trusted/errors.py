@@ -59,6 +59,10 @@ class InvalidModelSpec(SterlingError, ValueError):
     """A model spec is not valid JSON for a registered architecture, or its hash does not match."""
 
 
+class MemoryBudgetExceeded(SterlingError, MemoryError):
+    """A job cannot fit the trainer enclave's memory budget; refused before any data key is opened."""
+
+
 class ProtocolError(SterlingError, ValueError):
     """A host<->enclave message is malformed, oversized or of an unknown kind."""
 

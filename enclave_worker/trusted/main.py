@@ -12,7 +12,7 @@ import gc
 import logging
 import os
 import sys
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from . import protocol
 from .enclave import Enclave
@@ -26,9 +26,8 @@ _ROLES = {"trainer": Role.TRAINER, "key_manager": Role.KEY_MANAGER, "inference":
 
 def serve(enclave: Enclave, src: BinaryIO, dst: BinaryIO) -> None:
     """Answer requests until the host closes the stream."""
-
-    def emit(message: dict[str, Any]) -> None:
-        protocol.write_frame(dst, {"v": protocol.PROTOCOL_VERSION, **message})
+    channel = protocol.HostChannel(src, dst)
+    emit = channel.emit
 
     while True:
         try:
@@ -40,11 +39,13 @@ def serve(enclave: Enclave, src: BinaryIO, dst: BinaryIO) -> None:
             return
         try:
             op, fields = protocol.validate_request(message)
-            result = enclave.handle(op, fields, emit)
+            result = enclave.handle(op, fields, emit, read=channel.read_into)
             emit({"type": "result", **result})
         except SterlingError as e:
             logger.info("request refused: %s", type(e).__name__)
             emit({"type": "error", "error": type(e).__name__, "message": str(e)})
+            if channel.broken:
+                return  # a read's reply left the stream out of step; the host must restart us
         except Exception as e:  # never let one bad request kill the enclave, never echo its data
             logger.exception("internal error of type %s", type(e).__name__)
             emit({"type": "error", "error": "InternalError", "message": f"internal error ({type(e).__name__})"})
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seal-fd", type=int, default=None, help="file descriptor the platform writes the 32-byte sealing key to")
     parser.add_argument("--threads", type=int, default=None, help="compute threads for training or inference (default: one per core)")
     parser.add_argument("--models", type=int, default=None, help="models an inference enclave keeps loaded (LRU)")
+    parser.add_argument(
+        "--memory-budget-mib", type=int, default=None, help="memory a trainer plans a job within (default 2048; docs/enclave-protocol.md)"
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         if not 1 <= args.threads <= 1024:
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.models is not None and not 1 <= args.models <= 1024:
         parser.error("--models must be between 1 and 1024")
+    if args.memory_budget_mib is not None and not 1 <= args.memory_budget_mib <= 1 << 24:
+        parser.error("--memory-budget-mib must be between 1 and 16777216")
     seal_key = None
     if args.seal_fd is not None:
         with os.fdopen(args.seal_fd, "rb") as f:
@@ -76,8 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    cache = {} if args.models is None else {"model_cache": args.models}
-    enclave = Enclave(_ROLES[args.role], seal_key=seal_key, **cache)
+    options: dict[str, int] = {} if args.models is None else {"model_cache": args.models}
+    if args.memory_budget_mib is not None:
+        options["memory_budget"] = args.memory_budget_mib << 20
+    enclave = Enclave(_ROLES[args.role], seal_key=seal_key, **options)
     gc.collect()
     gc.freeze()  # the loaded code lives as long as the process: full collections need not walk it
     serve(enclave, sys.stdin.buffer, out)

@@ -3,7 +3,10 @@
 Frames on the trusted process's stdin/stdout: ``uint32 big-endian length || CBOR map``. Every
 request is ``{"v": 1, "op": <name>, ...fields}``; every field is checked against the op's schema
 (type, exact or maximum length) before the enclave acts on it. Replies are maps with ``"type"``
-one of ``"progress"``, ``"result"`` or ``"error"``. See ``docs/enclave-protocol.md``.
+one of ``"progress"``, ``"result"`` or ``"error"``; while a ``run`` is under way the enclave may
+also send ``"read"`` frames, each answered by one ``{"v": 1, "op": "data", "data": <bytes>}``
+frame (:class:`HostChannel`): the ciphertexts stay with the host and are read on demand. See
+``docs/enclave-protocol.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ from .errors import ProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 1 << 30
-"""Upper bound of one frame; a job's ciphertexts travel in one ``run`` frame in this version."""
+"""Upper bound of one frame (a served model or a test set travels in one frame; a training job's
+datasets never do: they are read on demand, :class:`HostChannel`)."""
+MAX_READ_BYTES = 32 << 20
+"""Upper bound of one ``read`` (a span of whole chunks: about 1 MiB, or one chunk of up to 16 MiB)."""
+MAX_SCHEMA_BYTES = 1 << 20
 
 _LEN = struct.Struct(">I")
 
@@ -265,6 +272,14 @@ REQUESTS: dict[str, dict[str, Field]] = {
         "submission": Field(bytes, max_len=MAX_MODEL_BYTES),
     },
     "prepare_job": {"chain_id": UINT, "market": B20, "job_id": UINT},
+    "plan": {
+        "model_spec": Field(bytes, max_len=1 << 20),
+        "datasets": Field(
+            list,
+            max_items=16,
+            items={"size": UINT, "header": Field(bytes, exact_len=52), "schema": Field(bytes, max_len=MAX_SCHEMA_BYTES)},
+        ),
+    },
     "abandon": {"chain_id": UINT, "market": B20, "job_id": UINT, "job_charges": UINT},
     "run": {
         "chain_id": UINT,
@@ -281,7 +296,8 @@ REQUESTS: dict[str, dict[str, Field]] = {
             items={
                 "content_hash": B32,
                 "released_key": Field(bytes, max_len=512),
-                "ciphertext": Field(bytes, max_len=MAX_FRAME_BYTES),
+                "size": UINT,
+                "schema": Field(bytes, max_len=MAX_SCHEMA_BYTES),
             },
         ),
     },
@@ -377,3 +393,61 @@ def read_frame(src: IO[bytes], *, limit: int = MAX_FRAME_BYTES) -> Any | None:
 def write_frame(dst: IO[bytes], message: dict[str, Any]) -> None:
     dst.write(encode_frame(message))
     dst.flush()
+
+
+READ_REPLY: dict[str, Field] = {"length": UINT}
+"""The host's answer to a ``read`` frame: the frame ``{"v": 1, "op": "data", "length": n}``, then
+``n`` raw bytes (not CBOR: a bulk payload is read straight into the enclave's buffer, no decoding)."""
+
+
+class HostChannel:
+    """The trusted side of one session's frames: replies and progress out, and, during a request,
+    byte ranges of the host's ciphertexts in (``read``). Nothing it reads is trusted: the caller
+    checks every byte (:mod:`.hosted`).
+
+    A read whose reply cannot be parsed leaves the stream out of step; the channel is then
+    ``broken`` and the session must end (as for a corrupt request frame).
+    """
+
+    def __init__(self, src: IO[bytes], dst: IO[bytes]) -> None:
+        self._src = src
+        self._dst = dst
+        self.broken = False
+
+    def emit(self, message: dict[str, Any]) -> None:
+        write_frame(self._dst, {"v": PROTOCOL_VERSION, **message})
+
+    def read_into(self, dataset: int, offset: int, out: memoryview) -> int:
+        """Ask the host for ``len(out)`` bytes at ``offset`` of the request's dataset ``dataset``,
+        into ``out``.
+
+        Returns:
+            How many bytes the host sent (at most ``len(out)``; the caller checks the count and the bytes).
+
+        Raises:
+            ProtocolError: the request is too large, or the host closed the stream, did not answer
+                with a ``data`` frame, or announced more bytes than asked for.
+        """
+        length = len(out)
+        if length > MAX_READ_BYTES:
+            raise ProtocolError(f"a read is at most {MAX_READ_BYTES} bytes, not {length}")
+        self.emit({"type": "read", "dataset": dataset, "offset": offset, "length": length})
+        self.broken = True  # until the whole reply is in
+        reply = read_frame(self._src, limit=1024)
+        if reply is None:
+            raise ProtocolError("the host closed the stream during a read")
+        if not isinstance(reply, dict) or reply.get("v") != PROTOCOL_VERSION or reply.get("op") != "data":
+            raise ProtocolError("the host answered a read with something other than a data frame")
+        fields = {k: v for k, v in reply.items() if k not in ("v", "op")}
+        _check_map("data", fields, READ_REPLY)
+        sent: int = fields["length"]
+        if sent > length:
+            raise ProtocolError(f"the host answered a read of {length} bytes with {sent}")
+        got = 0
+        while got < sent:
+            n = self._src.readinto(out[got:sent])  # type: ignore[attr-defined]  # a binary stream: BufferedReader, BytesIO
+            if not n:
+                raise ProtocolError(f"the stream ended inside a read's data ({got} of {sent} bytes)")
+            got += n
+        self.broken = False
+        return sent

@@ -35,6 +35,7 @@ from .accounting import AccountantName
 from .csprng import ChaCha20Generator
 from .dataset import DatasetPackage
 from .models import ModelSpec, build_model
+from .trainset import InMemoryRows, ScannedRows, TrainingRows
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def schedule(spec: ModelSpec, rows: int) -> tuple[int, float, int]:
 
 def train_dp(
     spec: ModelSpec,
-    data: DatasetPackage,
+    data: DatasetPackage | ScannedRows,
     *,
     epsilon: float,
     delta: float,
@@ -140,6 +141,9 @@ def train_dp(
     (ε, δ) under the spec's accountant, and the accountant's ε after the last step is reported.
 
     Args:
+        data: the rows, in memory, or scanned from the host window by window (:mod:`.trainset`);
+            the same randomness gives the same model either way. Scanned rows need the
+            book-keeping engine.
         engine: per-sample clipping implementation; ``None`` picks ``bookkeeping`` when the
             model's layers allow it, else Opacus hooks.
         noise_seed: fixes Poisson sampling, DP noise and dropout, for reproducible tests and
@@ -157,15 +161,18 @@ def train_dp(
         raise ValueError(f"invalid privacy parameters epsilon={epsilon}, delta={delta}")
     seed_global_generators(spec.seed)
     runtime.keep_freed_memory()
-    model = build_model(spec, data.schema)
+    rows: TrainingRows = data if isinstance(data, ScannedRows) else InMemoryRows(data)
+    model = build_model(spec, rows.schema)
     # From here on every random draw is private randomness: reseed torch's global generator too
     # (Opacus's noise and sampler, dropout) so that nothing the consumer chose fixes it.
     dp_seed = noise_seed if noise_seed is not None else _fresh_seed()
     seed_global_generators(dp_seed)
-    batch_size, sample_rate, steps_per_epoch = schedule(spec, data.rows)
+    batch_size, sample_rate, steps_per_epoch = schedule(spec, rows.rows)
     steps = spec.epochs * steps_per_epoch
     sigma = calibrate_noise(epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps, accountant=spec.accountant)
     chosen: DPEngine = engine or ("bookkeeping" if dpsgd.supported(model) else "opacus-hooks")
+    if chosen != "bookkeeping" and not isinstance(data, DatasetPackage):
+        raise ValueError(f"the {chosen} engine needs the rows in memory; scanned rows train on the book-keeping engine")
     if chosen != "bookkeeping":
         logger.warning(
             "DP engine %s draws noise and Poisson samples from torch's Mersenne Twister, not the CSPRNG "
@@ -180,8 +187,9 @@ def train_dp(
             progress(epoch, spec.epochs, spent)
 
     if chosen == "bookkeeping":
-        trained = _train_bookkeeping(spec, model, data, sigma, sample_rate, steps_per_epoch, after_epoch, make_dp_randomness(noise_seed))
+        trained = _train_bookkeeping(spec, model, rows, sigma, sample_rate, steps_per_epoch, after_epoch, make_dp_randomness(noise_seed))
     else:
+        assert isinstance(data, DatasetPackage)
         trained = _train_opacus(spec, model, data, sigma, batch_size, after_epoch, chosen)
     return TrainingResult(
         model=trained.eval(),
@@ -198,7 +206,7 @@ def train_dp(
 def _train_bookkeeping(
     spec: ModelSpec,
     model: nn.Module,
-    data: DatasetPackage,
+    data: TrainingRows,
     sigma: float,
     sample_rate: float,
     steps_per_epoch: int,
@@ -206,7 +214,6 @@ def _train_bookkeeping(
     randomness: tuple[ChaCha20Generator, ChaCha20Generator],
 ) -> nn.Module:
     noise, sampling = randomness
-    features, labels = torch.from_numpy(data.features), torch.from_numpy(data.labels)
     engine = dpsgd.BookKeepingDPSGD(
         model,
         make_optimizer(spec, model),
@@ -218,8 +225,9 @@ def _train_bookkeeping(
     model.train()
     try:
         for epoch in range(1, spec.epochs + 1):
-            for picked in dpsgd.poisson_batches(data.rows, sample_rate, steps_per_epoch, sampling):
-                engine.step(features[picked], labels[picked])
+            # The one sampler, whatever holds the rows: in memory, or scanned in a fixed order (trainset).
+            for features, labels in data.batches(dpsgd.poisson_batches(data.rows, sample_rate, steps_per_epoch, sampling)):
+                engine.step(features, labels)
             after_epoch(epoch)
     finally:
         engine.close()

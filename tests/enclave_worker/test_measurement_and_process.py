@@ -68,7 +68,7 @@ def test_bad_requests_get_clear_errors_and_the_enclave_keeps_serving(key_manager
     with pytest.raises(EnclaveRequestFailed, match="not served by a key_manager"):
         key_manager_process.request(
             "run", chain_id=1, market=bytes(20), job_id=1, model_spec=b"{}", model_spec_hash=bytes(32), epsilon=1, delta=1,
-            consumer_key=bytes(32), datasets=[{"content_hash": bytes(32), "released_key": b"", "ciphertext": b""}],
+            consumer_key=bytes(32), datasets=[{"content_hash": bytes(32), "released_key": b"", "ciphertext": b"", "schema": b"{}"}],
         )
     release = {
         "chain_id": 1, "market": bytes(20), "job_id": 1, "job_status": 2, "job_enclave": b"\x01" * 20,

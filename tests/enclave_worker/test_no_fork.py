@@ -42,7 +42,8 @@ def _run_fields(net: LocalNet, job_id: int, content_hash: bytes, released: bytes
     return {
         "chain_id": net.chain.chain_id, "market": net.market.address_bytes, "job_id": job_id, "model_spec": spec,
         "model_spec_hash": job.model_spec_hash, "epsilon": job.epsilon, "delta": job.delta, "consumer_key": job.consumer_key,
-        "datasets": [{"content_hash": content_hash, "released_key": released, "ciphertext": net.blobs.get(content_hash.hex())}],
+        "datasets": [{"content_hash": content_hash, "released_key": released, "ciphertext": net.blobs.get(content_hash.hex()),
+                      "schema": net.blobs.get(net.market.dataset(job.dataset_ids[0]).schema_hash.hex())}],
     }
 
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from enclave_worker.host import EnclaveProcess
 from enclave_worker.trusted import dataformat, dpsgd, keywrap
 from enclave_worker.trusted.csprng import ChaCha20Generator
+from enclave_worker.trusted.dataset import canonical_json
 from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, Role
 from enclave_worker.trusted.training import train_dp
 from tests.conftest import toy_package, toy_spec
@@ -46,7 +47,9 @@ def test_the_enclave_trains_with_fresh_noise_whatever_the_spec_seed() -> None:
     spec = toy_spec(epochs=1, seed=5)
     raw_spec = spec.to_bytes()
     key = dataformat.new_data_key()
-    ciphertext = dataformat.encrypt_bytes(toy_package(200, 3).to_bytes(), key, kind=dataformat.Kind.DATASET, context=bytes(32))
+    package = toy_package(200, 3)
+    ciphertext = dataformat.encrypt_bytes(package.to_bytes(), key, kind=dataformat.Kind.DATASET, context=bytes(32))
+    schema = canonical_json(package.schema.to_json())
     content_hash = hashlib.sha256(ciphertext).digest()
     consumer = keywrap.public_key_bytes(X25519PrivateKey.generate())
     market, chain_id = bytes(20), 31337
@@ -58,7 +61,8 @@ def test_the_enclave_trains_with_fresh_noise_whatever_the_spec_seed() -> None:
             reply = enclave.request(
                 "run", chain_id=chain_id, market=market, job_id=job_id, model_spec=raw_spec,
                 model_spec_hash=hashlib.sha256(raw_spec).digest(), epsilon=2 * EPSILON_SCALE, delta=round(1e-5 * DELTA_SCALE),
-                consumer_key=consumer, datasets=[{"content_hash": content_hash, "released_key": released, "ciphertext": ciphertext}],
+                consumer_key=consumer,
+                datasets=[{"content_hash": content_hash, "released_key": released, "ciphertext": ciphertext, "schema": schema}],
             )
             hashes.append(reply["receipt"]["model_hash"])
     assert hashes[0] != hashes[1]
