@@ -54,6 +54,10 @@ RelaunchFn = Callable[[], LaunchedEnclave]
 
 _HASH_READ = 1 << 20
 """Bytes per read when the host hashes a ciphertext file."""
+CONFIRMATION_POLL = 1.0
+"""Wall seconds between looks at the chain's head while a claim gathers confirmations."""
+CONFIRMATION_TIMEOUT = 900.0
+"""Longest wait for a claim's confirmations before the run is given up (the claim is then given back)."""
 RENEW_FRACTION = 3
 """Renew a lease when ``claimLease / RENEW_FRACTION`` seconds of it or less are left."""
 MAX_HEARTBEAT_INTERVAL = 5.0
@@ -178,9 +182,12 @@ class TrainerWorker:
         status: JobStatusBoard | None = None,
         relaunch: RelaunchFn | None = None,
         heartbeat_interval: float | None = None,
+        confirmations: int = 0,
     ) -> None:
         """
         Args:
+            confirmations: blocks to wait for on top of a claim before asking for its data keys
+                (the depth a key manager with as many confirmations asks before it releases them).
             relaunch: starts and registers a replacement trainer enclave when this one dies
                 (``None``: a dead enclave stays dead and every later job fails).
             heartbeat_interval: wall seconds between looks at a running job's lease (default:
@@ -196,6 +203,9 @@ class TrainerWorker:
         self.status = status
         self.relaunch = relaunch
         self.heartbeat_interval = heartbeat_interval
+        if confirmations < 0:
+            raise ValueError(f"confirmations must be at least 0, got {confirmations}")
+        self.confirmations = confirmations
         self.relaunches = 0
         self._busy = threading.RLock()
         self._held: set[int] = set()  # jobs the current enclave instance claimed (it never runs them again)
@@ -205,6 +215,25 @@ class TrainerWorker:
         return str(to_checksum_address(self.enclave.process.signer))
 
     # --- running a job ---------------------------------------------------------------------
+
+    def _await_confirmations(self, job_id: int, claim: TxResult) -> None:
+        """Wait until ``confirmations`` blocks lie on the claim (while the lease heartbeat keeps it).
+
+        Raises:
+            KeyReleaseRefused: the blocks did not come in :data:`CONFIRMATION_TIMEOUT` seconds.
+        """
+        if not self.confirmations:
+            return
+        target = int(claim.receipt["blockNumber"]) + self.confirmations
+        deadline = time.monotonic() + CONFIRMATION_TIMEOUT
+        while (head := int(self.market.chain.w3.eth.block_number)) < target:
+            if time.monotonic() > deadline:
+                raise KeyReleaseRefused(
+                    f"job {job_id}'s claim got {head - target + self.confirmations} of {self.confirmations} confirmations "
+                    f"in {CONFIRMATION_TIMEOUT:.0f} s; its keys were not asked for"
+                )
+            time.sleep(CONFIRMATION_POLL)
+        logger.info("job %d: the claim is %d blocks deep; asking for its keys", job_id, self.confirmations)
 
     def can_take(self, job_id: int) -> bool:
         """Whether the current enclave instance may still run ``job_id``.
@@ -265,6 +294,7 @@ class TrainerWorker:
             progress({"stage": "claimed", "job_id": job_id})
         heartbeat = LeaseHeartbeat(self, job_id, lease=self.market.claim_lease(), interval=self._heartbeat_interval()).start()
         try:
+            self._await_confirmations(job_id, claim)
             reply = self._train(job_id, job, records, schemas, raw_spec, progress)
             r = reply["receipt"]
             receipt = Receipt(

@@ -81,6 +81,12 @@ class NetworkConfig(BaseModel):
         default=None, ge=1, le=65535, description="rpc: appended to host; anvil: the port it listens on (a free one if unset)"
     )
     hardfork: str | None = Field(default=None, description="anvil: the EVM hardfork (anvil's own default if unset)")
+    confirmations: int = Field(
+        default=0, ge=0, le=10_000,
+        description="blocks a decision that cannot be undone waits for (reorganisation safety): the indexer stays this far "
+        "behind the head, a worker asks for data keys, and the key manager releases them, only once the job's claim is this "
+        "deep, and a bought model's key only once the purchase is (0: local chains, which do not reorganise)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _fits_its_kind(self) -> NetworkConfig:

@@ -93,6 +93,7 @@ class LocalNet:
         operator = operator or self.chain.new_account()
         ensure_operator_stake(self.market, operator, stake)
         relaunch = trainer_launcher(self.platform, self.verifier, self.registry, operator, threads=threads, niceness=niceness)
+        options.setdefault("confirmations", self.key_manager.confirmations)  # it waits as long as the key manager asks
         worker = TrainerWorker(
             relaunch(), operator=operator, market=self.market, key_manager=self.key_manager, blobs=self.blobs,
             relaunch=relaunch, **options,  # type: ignore[arg-type]
@@ -224,8 +225,12 @@ def start_enclaves(
     trainer_threads: int | None = None,
     trainer_niceness: int = 0,
     operator_stake: float | None = None,
+    confirmations: int = 0,
 ) -> LocalNet:
     """Start a key-manager and a trainer enclave for an existing deployment and register both.
+
+    ``confirmations``: blocks the key manager waits for on a claim (or a purchase) before it
+    releases a key for it (:class:`~enclave_worker.keymanager.KeyManagerService`).
 
     ``trainer_threads`` and ``trainer_niceness`` bound the trainer's share of a machine it shares
     with other services (see :meth:`EnclaveProcess.start`). ``operator_stake`` is the stake the
@@ -275,11 +280,14 @@ def start_enclaves(
             record("depositStake (operator)", staked)
         note("staked", f"operator {operator.address} stake {market.stake_of(operator.address).amount}")
         blobs = BlobStore(state_dir / "blobs")
-        key_manager = KeyManagerService(key_manager_enclave, market=market, registry=registry, state_dir=state_dir / "key-manager")
+        key_manager = KeyManagerService(
+            key_manager_enclave, market=market, registry=registry, state_dir=state_dir / "key-manager", confirmations=confirmations
+        )
         worker = TrainerWorker(
             trainer_enclave, operator=operator, market=market, key_manager=key_manager, blobs=blobs,
             status=JobStatusBoard(state_dir / "status"),
             relaunch=trainer_launcher(platform, verifier, registry, operator, threads=trainer_threads, niceness=trainer_niceness),
+            confirmations=confirmations,
         )  # fmt: skip
     except BaseException:
         trainer_enclave.close()

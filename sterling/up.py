@@ -198,9 +198,14 @@ def _start_thread(stack: ExitStack, name: str, target: Callable[[threading.Event
     stack.callback(halt)
 
 
-def _start_indexer(index: IndexDatabase, net: LocalNet, *, fresh: bool, interval: float, stack: ExitStack) -> Indexer:
+def _start_indexer(
+    index: IndexDatabase, net: LocalNet, *, fresh: bool, interval: float, confirmations: int, stack: ExitStack
+) -> Indexer:
     competitions = CompetitionMarketClient(net.chain, net.deployment.competitions) if net.deployment.competitions else None
-    indexer = Indexer(index, market=net.market, registry=net.registry, start_block=net.deployment.block, competitions=competitions)
+    indexer = Indexer(
+        index, market=net.market, registry=net.registry, start_block=net.deployment.block, confirmations=confirmations,
+        competitions=competitions,
+    )  # fmt: skip
     if fresh:
         index.reset()
     try:
@@ -259,6 +264,7 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
                 chain, deployment, state_dir,
                 governance=accounts.governance, verifier_key=accounts.verifier, operator=accounts.operator, say=note,
                 trainer_threads=up.trainer_threads, trainer_niceness=TRAINER_NICENESS, operator_stake=up.operator_stake,
+                confirmations=settings.chain_network.confirmations,
             )  # fmt: skip
             stack.callback(net.close)
             for operator in accounts.extra_operators:
@@ -271,8 +277,10 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
             index = IndexDatabase(settings.database_url or default_url(state_dir))
             index.create_schema()
             stack.callback(index.close)
-            indexer = _start_indexer(index, net, fresh=fresh, interval=up.indexer_interval, stack=stack)
-            dispatcher = Dispatcher(net.market, net.workers, from_block=deployment.block)
+            indexer = _start_indexer(
+                index, net, fresh=fresh, interval=up.indexer_interval, confirmations=settings.chain_network.confirmations, stack=stack
+            )
+            dispatcher = Dispatcher(net.market, net.workers, from_block=deployment.block, cursor_path=state_dir / "dispatcher.json")
             _start_thread(stack, "sterling-dispatcher", lambda stop: dispatcher.run(stop, interval=up.dispatcher_interval))
             services = GatewayServices.from_localnet(net, index, dev_accounts=accounts.dev, index_version=lambda: indexer.version)
             if up.serving and deployment.model_market is not None:

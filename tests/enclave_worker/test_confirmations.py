@@ -6,12 +6,16 @@ why and logs the refusal, and the claim is left as it is."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from enclave_worker import worker as worker_module
 from enclave_worker.audit import RELEASE
 from enclave_worker.keymanager import KeyManagerService
+from marketplace.contracts import JobStatus
 from marketplace.errors import KeyReleaseRefused
 from sterling.localnet import LocalNet
 from tests.enclave_worker.test_claim_leases import _dataset_and_jobs
@@ -37,3 +41,31 @@ def test_a_dataset_key_is_released_only_for_a_claim_as_deep_as_the_confirmations
     assert "not yet 3 blocks deep" in decisions[0].reason
     with pytest.raises(ValueError, match="at least 0"):
         KeyManagerService(net.key_manager.enclave, market=net.market, registry=net.registry, state_dir=tmp_path / "x", confirmations=-1)
+
+
+def test_a_worker_waits_for_its_claims_confirmations_before_it_asks_for_keys(
+    fresh_localnet: LocalNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = fresh_localnet
+    monkeypatch.setattr(worker_module, "CONFIRMATION_POLL", 0.05)
+    dataset_id, content_hash, (job_id,) = _dataset_and_jobs(net, 58, 1)
+    state_dir = tmp_path / "careful"
+    careful = KeyManagerService(net.key_manager.enclave, market=net.market, registry=net.registry, state_dir=state_dir, confirmations=2)
+    shutil.copytree(net.key_manager.state_dir / "deposits" / content_hash.hex(), state_dir / "deposits" / content_hash.hex())
+    net.key_manager = careful
+    worker = net.add_worker(stake=1.0)
+    assert worker.confirmations == 2
+    outcome: list[object] = []
+    running = threading.Thread(target=lambda: outcome.append(worker.run_job(job_id)), daemon=True)
+    running.start()
+    deadline = time.monotonic() + 30
+    while net.market.job(job_id).status is not JobStatus.CLAIMED:
+        assert time.monotonic() < deadline, "the worker never claimed the job"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert running.is_alive() and not [e for e in careful.audit.loaded() if e.kind == RELEASE]  # waiting, nothing asked
+    net.chain.advance_time(1)
+    net.chain.advance_time(1)
+    running.join(timeout=120)
+    assert outcome and net.market.job(job_id).status is JobStatus.COMPLETED
+    assert [e.released for e in careful.audit.loaded() if e.kind == RELEASE] == [True]  # asked once, when the claim was deep enough

@@ -92,7 +92,7 @@ def test_network_entries_merge_over_the_yaml_and_the_builtins(clean: Path, monke
 def test_without_any_yaml_file_the_builtin_networks_apply(clean: Path) -> None:
     settings = get_settings()
     assert settings.config_file is None
-    assert {name: n.model_dump(exclude={"name"}, exclude_none=True) for name, n in settings.networks.items()} == BUILTIN_NETWORKS
+    assert {name: n.model_dump(exclude={"name"}, exclude_defaults=True) for name, n in settings.networks.items()} == BUILTIN_NETWORKS
     assert settings.chain_network.kind == "anvil" and settings.chain_network.hardfork == "prague"
 
 
@@ -100,7 +100,7 @@ def test_the_checkouts_yaml_lists_the_builtin_networks() -> None:
     root = checkout_root()
     assert root is not None, "the tests run from a source checkout"
     from_file = get_settings(config_file=root / CONFIG_FILE_NAME)
-    assert {name: n.model_dump(exclude={"name"}, exclude_none=True) for name, n in from_file.networks.items()} == BUILTIN_NETWORKS
+    assert {name: n.model_dump(exclude={"name"}, exclude_defaults=True) for name, n in from_file.networks.items()} == BUILTIN_NETWORKS
     assert from_file.network == config_mod.DEFAULT_NETWORK
 
 
