@@ -35,13 +35,17 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
+from enclave_worker.trusted.errors import MemoryBudgetExceeded
 from enclave_worker.worker import JobOutcome, ProgressFn, TrainerWorker, operator_lock
 from marketplace.contracts import JobRecord, JobStatus, MarketClient
-from marketplace.errors import ContractReverted, KeyReleaseRefused
+from marketplace.errors import ContractReverted, InvalidModelSpec, KeyReleaseRefused, SchemaMismatch
 
 logger = logging.getLogger(__name__)
 
 TERMINAL = (JobStatus.COMPLETED, JobStatus.EXPIRED, JobStatus.CANCELLED)
+UNRUNNABLE = (InvalidModelSpec, SchemaMismatch, MemoryBudgetExceeded)
+"""What a worker refuses before it claims (a bad spec, mixed schemas, more memory than its enclave's
+budget): the job waits ``max_backoff`` before the next try instead of the doubling back-off."""
 
 
 @dataclass
@@ -175,6 +179,10 @@ class Dispatcher:
                     worker.rotate_enclave()
                 logger.info("dispatching job %d to worker %s", job_id, worker.signer)
                 outcome = worker.run_job(job_id, progress=progress)
+            except UNRUNNABLE as e:  # refused before any claim: trying again soon would be refused the same way
+                logger.warning("job %d cannot run on worker %s: %s", job_id, worker.signer, e)
+                self._record_failure(job_id, index, e, delay=self.max_backoff)
+                errors.append(e)
             except Exception as e:  # the job failed; the worker gave it back or left it to lapse
                 logger.exception("job %d failed on worker %s", job_id, worker.signer)
                 self._record_failure(job_id, index, e)
@@ -336,11 +344,11 @@ class Dispatcher:
         self._next = index + 1
         return index, rotate
 
-    def _record_failure(self, job_id: int, worker: int, error: BaseException) -> None:
+    def _record_failure(self, job_id: int, worker: int, error: BaseException, *, delay: float | None = None) -> None:
         with self._lock:
             previous = self._failed.get(job_id)
             count = previous.count + 1 if previous else 1
-            delay = min(self.retry_backoff * 2 ** (count - 1), self.max_backoff)
+            delay = min(self.retry_backoff * 2 ** (count - 1), self.max_backoff) if delay is None else delay
             self._failed[job_id] = _Failure(count=count, not_before=time.monotonic() + delay, worker=worker)
             self.failures[job_id] = error
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from enclave_worker.trusted.errors import MemoryBudgetExceeded
 from marketplace.consumer import Consumer
 from marketplace.contracts import JobStatus
 from sterling.localnet import LocalNet
@@ -68,3 +70,27 @@ def test_a_restarted_dispatcher_resumes_from_its_cursor_without_reading_the_hist
     cursor.write_text(json.dumps({**json.loads(cursor.read_text()), "market": "0x" + "11" * 20}))
     other = Dispatcher(net.market, [net.worker], from_block=first_block, cursor_path=cursor)
     assert other._scanned_to == first_block - 1 and other.poll_once() == []
+
+
+def test_a_job_refused_before_its_claim_waits_the_longest_back_off(localnet: LocalNet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that refuses a job before claiming it (here: more memory than its enclave's budget)
+    would refuse it again at once: the job waits ``max_backoff``, not the doubling back-off."""
+    net = localnet
+    listed = list_dataset(toy_package(100, 23), net.chain.new_account(), terms=toy_terms(), market=net.market,
+                          registry=net.registry, key_manager=net.key_manager, blobs=net.blobs)
+    consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
+    first_block = net.chain.w3.eth.block_number
+    job_id = consumer.create_job([listed.dataset_id], toy_spec(epochs=1), epsilon=0.5, delta=1e-5, worker_fee=0).job_id  # type: ignore[arg-type]
+    dispatcher = Dispatcher(net.market, [net.worker], from_block=first_block, retry_backoff=1.0, max_backoff=600.0)
+
+    def too_big(job: int, **kwargs: object) -> None:
+        raise MemoryBudgetExceeded(f"job {job} needs ~9000 MiB of enclave memory, budget 2048 MiB")
+
+    monkeypatch.setattr(net.worker, "run_job", too_big)
+    assert dispatcher.poll_once() == []
+    assert isinstance(dispatcher.failures[job_id], MemoryBudgetExceeded)
+    assert dispatcher._failed[job_id].not_before - time.monotonic() > 590  # not 1 s
+    assert dispatcher.poll_once() == []  # backing off: not handed to the worker again
+    monkeypatch.undo()
+    dispatcher._failed[job_id].not_before = 0  # the wait is over
+    assert [o.job_id for o in dispatcher.poll_once()] == [job_id]
