@@ -64,7 +64,7 @@ from marketplace.competitions import CompetitionMarketClient
 from marketplace.config import checkout_root, get_settings
 from marketplace.contracts import EPSILON_SCALE, Deployment, JobStatus, MarketClient, RegistryClient, Terms, deploy
 from marketplace.gateway_client import indexed_id, list_dataset_over_http
-from oracle.index_db import IndexDatabase
+from oracle.index_db import BOOKKEEPING_TABLES, IndexDatabase
 from oracle.indexer import Indexer
 from sterling.up import LocalAccounts, ensure_funded
 
@@ -72,7 +72,6 @@ TARGETS = ("up", "trainer", "key-manager", "anvil")
 PRICE = 10**17
 WORKERS = 2
 PROVIDERS = 3
-IGNORED_TABLES = {"index_meta", "indexer_cursor"}
 
 
 @dataclass(frozen=True)
@@ -563,7 +562,7 @@ def _dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
     tables: dict[str, list[tuple[Any, ...]]] = {}
     with engine.connect() as conn:
         for name, table in meta.tables.items():
-            if name in IGNORED_TABLES:
+            if name in BOOKKEEPING_TABLES:
                 continue
             rows = [tuple(r) for r in conn.execute(select(table)).all()]
             tables[name] = sorted(rows, key=repr)

@@ -120,6 +120,11 @@ class IndexedBlock(Base):
     hash: Mapped[str] = mapped_column(String(66))
 
 
+BOOKKEEPING_TABLES = frozenset({"index_meta", "indexer_cursor", "indexed_blocks"})
+"""Tables about the indexing itself (schema version, cursor, where each range ended), not about
+the chain: two indexes of the same chain may differ in them, and in nothing else."""
+
+
 class ChainEvent(Base):
     """Every applied log, once: the replay guard and the feed of live updates."""
 

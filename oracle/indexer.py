@@ -319,8 +319,8 @@ class Indexer:
         """Move the cursor to ``end`` and remember its hash (the oldest remembered beyond :data:`REORG_MEMORY` are dropped)."""
         cursor.last_block, cursor.last_block_hash, cursor.last_block_timestamp = end, end_hash, end_time
         session.merge(IndexedBlock(cursor_key=self.key, block=end, hash=end_hash))
-        if end % 64 == 0 or end - self.start_block < REORG_MEMORY:
-            return  # prune now and then, not on every range
+        if end - self.start_block < REORG_MEMORY:
+            return  # fewer range ends than that so far
         kept = select(IndexedBlock.block).where(IndexedBlock.cursor_key == self.key).order_by(IndexedBlock.block.desc())
         oldest_kept = session.scalars(kept.offset(REORG_MEMORY - 1).limit(1)).first()
         if oldest_kept is not None:

@@ -12,6 +12,7 @@ from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE, DatasetStatus, JobStatus, epsilon_units
 from sterling.localnet import LocalNet
 from oracle.index_db import (
+    BOOKKEEPING_TABLES,
     SCHEMA_VERSION,
     Base,
     BudgetEvent,
@@ -259,7 +260,7 @@ def index_state(db: IndexDatabase) -> dict[str, list[str]]:
                 )
             )
             for table in Base.metadata.sorted_tables
-            if table.name != "indexed_blocks"  # where each poll stopped, not what the chain says
+            if table.name not in BOOKKEEPING_TABLES - {"indexer_cursor"}  # where each poll stopped, not what the chain says
         }
 
 

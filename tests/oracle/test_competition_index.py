@@ -47,6 +47,7 @@ from marketplace.competitions import (
 from oracle import fold
 from oracle.fold import DecodedLog, InconsistentLogs, StateKeys, replay, touched
 from oracle.index_db import (
+    BOOKKEEPING_TABLES,
     Base,
     ChainEvent,
     Competition,
@@ -269,7 +270,7 @@ def _rows(db: IndexDatabase) -> dict[str, list[dict[str, Any]]]:
     tables: dict[str, list[dict[str, Any]]] = {}
     with db.engine.connect() as connection:
         for table in Base.metadata.sorted_tables:
-            if table.name in ("indexer_cursor", "indexed_blocks"):  # where each poll stopped, not what the chain says
+            if table.name in BOOKKEEPING_TABLES:  # where each poll stopped, not what the chain says
                 continue
             skip = {c.name for c in table.columns if c.name == "id" and isinstance(c.type, Integer) and c.autoincrement is True}
             rows = [{k: v for k, v in row._mapping.items() if k not in skip} for row in connection.execute(table.select())]

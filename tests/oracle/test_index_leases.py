@@ -35,6 +35,7 @@ from marketplace.contracts import (
 )
 from oracle.fold import PaymentReason
 from oracle.index_db import (
+    BOOKKEEPING_TABLES,
     Base,
     Dataset,
     IndexDatabase,
@@ -195,7 +196,7 @@ def _rows(db: IndexDatabase) -> dict[str, list[dict[str, Any]]]:
     tables: dict[str, list[dict[str, Any]]] = {}
     with db.engine.connect() as connection:
         for table in Base.metadata.sorted_tables:
-            if table.name == "indexed_blocks":  # where each poll stopped, not what the chain says
+            if table.name in BOOKKEEPING_TABLES - {"indexer_cursor"}:  # where each poll stopped, not what the chain says
                 continue
             skip = {c.name for c in table.columns if c.name == "id" and isinstance(c.type, Integer)}
             rows = [{k: v for k, v in row._mapping.items() if k not in skip} for row in connection.execute(table.select())]

@@ -21,8 +21,8 @@ from sqlalchemy import Integer, select
 
 from marketplace.chain import Chain, anvil
 from marketplace.contracts import MarketClient, RegistryClient, Terms, deploy
-from oracle.index_db import Base, Cursor, Dataset, IndexDatabase, cursor_key
-from oracle.indexer import Indexer
+from oracle.index_db import BOOKKEEPING_TABLES, Base, Cursor, Dataset, IndexDatabase, IndexedBlock, cursor_key
+from oracle.indexer import REORG_MEMORY, Indexer
 from sterling.gateway.cache import index_version
 from tests.postgres import index_url
 
@@ -72,7 +72,7 @@ def _rows(db: IndexDatabase) -> dict[str, list[dict[str, Any]]]:
     tables: dict[str, list[dict[str, Any]]] = {}
     with db.engine.connect() as connection:
         for table in Base.metadata.sorted_tables:
-            if table.name in ("indexer_cursor", "indexed_blocks"):
+            if table.name in BOOKKEEPING_TABLES:
                 continue
             skip = {c.name for c in table.columns if c.name == "id" and isinstance(c.type, Integer) and c.autoincrement is True}
             rows = [{k: v for k, v in row._mapping.items() if k not in skip} for row in connection.execute(table.select())]
@@ -153,4 +153,17 @@ def test_confirmations_keep_a_shallow_reorganisation_out_of_the_index(net: Net, 
     rebuilt = _rebuilt(net, tmp_path / "rebuilt", indexer.last_block())
     assert _rows(db) == _rows(rebuilt)
     rebuilt.close()
+    db.close()
+
+
+def test_the_index_remembers_the_last_range_ends_only(net: Net, tmp_path: Path) -> None:
+    db = IndexDatabase(index_url(tmp_path / "memory"))
+    db.create_schema()
+    _rpc(net.chain, "anvil_mine", hex(REORG_MEMORY + 40))
+    indexer = Indexer(db, market=net.market, registry=net.registry, start_block=net.start_block, batch_blocks=1)
+    indexer.poll_once()
+    with db.session() as session:
+        remembered = sorted(session.scalars(select(IndexedBlock.block).where(IndexedBlock.cursor_key == indexer.key)))
+    assert len(remembered) == REORG_MEMORY and remembered[-1] == indexer.last_block()
+    assert remembered == list(range(indexer.last_block() - REORG_MEMORY + 1, indexer.last_block() + 1))
     db.close()
