@@ -27,6 +27,8 @@ class _Gateway(BaseHTTPRequestHandler):
         self.connection_number = next(type(self).connections)
 
     def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+        # Decided before answering: once the answer is out, the test may already have turned it off.
+        closing = type(self).close_after_answer
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).seen.append((self.path, self.headers["Content-Type"], body, self.connection_number))
         if body == b"stale":
@@ -37,7 +39,7 @@ class _Gateway(BaseHTTPRequestHandler):
             self._reply(200, {"unexpected": True})
         else:
             self._reply(200, {"request_id": "0x00", "response": "0x" + body.hex(), "receipt_signature": "0xab" * 1})
-        if type(self).close_after_answer:
+        if closing:
             self.close_connection = True
 
     def _reply(self, status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> None:
