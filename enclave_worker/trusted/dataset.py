@@ -123,14 +123,7 @@ class DatasetPackage:
         Raises:
             InvalidDataset: not a safetensors file with features, labels and a valid schema.
         """
-        try:
-            metadata = safetensors_metadata(raw)
-        except MalformedSafetensors as e:
-            raise InvalidDataset(f"dataset package {e}") from e
-        try:
-            schema = Schema.from_json(json.loads(metadata["sterling_schema"]))
-        except (KeyError, json.JSONDecodeError) as e:
-            raise InvalidDataset("dataset package has no valid sterling_schema metadata") from e
+        schema = _package_schema(raw)
         try:
             tensors = st_load(raw)
         except Exception as e:  # safetensors raises its own SafetensorError for malformed input
@@ -138,6 +131,22 @@ class DatasetPackage:
         if set(tensors) != {"features", "labels"}:
             raise InvalidDataset(f"dataset package must hold exactly features and labels, found {sorted(tensors)}")
         return cls(features=tensors["features"], labels=tensors["labels"], schema=schema)
+
+
+def _package_schema(raw: bytes) -> Schema:
+    """The schema a dataset package's safetensors header carries (``raw`` holds at least the header).
+
+    Raises:
+        InvalidDataset: not a safetensors header, or no valid ``sterling_schema`` in its metadata.
+    """
+    try:
+        metadata = safetensors_metadata(raw)
+    except MalformedSafetensors as e:
+        raise InvalidDataset(f"dataset package {e}") from e
+    try:
+        return Schema.from_json(json.loads(metadata["sterling_schema"]))
+    except (KeyError, json.JSONDecodeError) as e:
+        raise InvalidDataset("dataset package has no valid sterling_schema metadata") from e
 
 
 def safetensors_metadata(raw: bytes) -> dict[str, str]:
@@ -253,14 +262,7 @@ class PackageLayout:
         header_len = cls.header_length(prefix)
         if 8 + header_len > min(len(prefix), plaintext_size):
             raise InvalidDataset("dataset package has an invalid safetensors header length")
-        try:
-            metadata = safetensors_metadata(prefix[: 8 + header_len])
-        except MalformedSafetensors as e:
-            raise InvalidDataset(f"dataset package {e}") from e
-        try:
-            schema = Schema.from_json(json.loads(metadata["sterling_schema"]))
-        except (KeyError, json.JSONDecodeError) as e:
-            raise InvalidDataset("dataset package has no valid sterling_schema metadata") from e
+        schema = _package_schema(prefix[: 8 + header_len])
         header = json.loads(prefix[8 : 8 + header_len])
         tensors = {k: v for k, v in header.items() if k != "__metadata__"}
         if set(tensors) != {"features", "labels"}:
