@@ -12,12 +12,15 @@ a previous enclave instance of the same operator left behind.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -495,7 +498,7 @@ class TrainerWorker:
             return None
         return bytes(reply["signature"])
 
-    def recover(self, *, from_block: int = 0, keep: Iterable[str] = ()) -> list[Recovered]:
+    def recover(self, *, from_block: int = 0, keep: Iterable[str] = (), cursor_path: Path | None = None) -> list[Recovered]:
         """Give back the jobs earlier enclaves of this worker's operator left Claimed.
 
         After a restart the worker runs a new enclave instance; jobs the previous instance held
@@ -503,21 +506,47 @@ class TrainerWorker:
         still Claimed by another enclave of this operator (not this worker's, nor any in
         ``keep``: enclaves of the operator that are still running) is released when the key
         manager states no key was released under the claim, else left to lapse.
+
+        Args:
+            cursor_path: a JSON file keeping the last block read and the operator's jobs that were
+                still Claimed then: a later call reads only the ``JobClaimed`` logs after that
+                block and looks again at those jobs, so its work follows the new claims and the
+                live ones, not the market's history (ignored if it records another chain, market,
+                operator or ``from_block``, or cannot be read).
         """
         keep_set = {to_checksum_address(a) for a in keep} | {self.signer}
-        logs = self.market.contract.events.JobClaimed().get_logs(
-            from_block=from_block, argument_filters={"operator": self.operator.address}
+        identity = {
+            "chain_id": self.market.chain.chain_id, "market": self.market.address.lower(),
+            "operator": self.operator.address.lower(), "from_block": from_block,
+        }  # fmt: skip
+        head = int(self.market.chain.w3.eth.block_number)
+        start, watched = from_block, set[int]()
+        saved = read_cursor(cursor_path, identity)
+        if saved is not None and int(saved["scanned_to"]) <= head:
+            start, watched = int(saved["scanned_to"]) + 1, {int(j) for j in saved["claimed"]}
+        logs = (
+            self.market.contract.events.JobClaimed().get_logs(
+                from_block=start, to_block=head, argument_filters={"operator": self.operator.address}
+            )
+            if start <= head
+            else []
         )
         done: list[Recovered] = []
-        for job_id in sorted({int(log["args"]["jobId"]) for log in logs}):
+        still_claimed: set[int] = set()
+        for job_id in sorted(watched | {int(log["args"]["jobId"]) for log in logs}):
             job = self.market.job(job_id)
             if job.status is not JobStatus.CLAIMED or job.operator != self.operator.address:
                 continue
             if to_checksum_address(job.enclave) in keep_set:
+                still_claimed.add(job_id)
                 continue
             released = self.give_back(job_id)
+            if not released:
+                still_claimed.add(job_id)
             reason = "no key was released under the claim" if released else "left to lapse: keys were released (or the release failed)"
             done.append(Recovered(job_id=job_id, enclave=job.enclave, released=released, reason=reason))
+        if cursor_path is not None:
+            write_cursor(cursor_path, {**identity, "scanned_to": head, "claimed": sorted(still_claimed)})
         if done:
             logger.info("recovered %d job(s) of earlier enclaves: %s", len(done), done)
         return done
@@ -623,3 +652,30 @@ class TrainerWorker:
             raise InvalidModelSpec(f"job {job_id}: the stored model spec does not match the job's modelSpecHash") from e
         ModelSpec.from_bytes(raw).training_epsilon(epsilon_units)
         return raw
+
+
+def read_cursor(
+    path: Path | None, identity: dict[str, object], *, fields: Iterable[str] = ("scanned_to", "claimed")
+) -> dict[str, Any] | None:
+    """A JSON cursor file's contents if it records ``identity`` (chain, market, …) and holds
+    ``fields`` (a block number, then lists of job ids), else ``None``: missing, unreadable or another's."""
+    if path is None or not path.exists():
+        return None
+    try:
+        saved: dict[str, Any] = json.loads(path.read_text())
+        if {k: saved.get(k) for k in identity} != identity:
+            logger.warning("cursor %s is of another chain, market or account; ignored", path)
+            return None
+        block, *lists = fields
+        int(saved[block]), [[int(j) for j in saved[name]] for name in lists]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        logger.warning("unreadable cursor %s (%s); ignored", path, e)
+        return None
+    return saved
+
+
+def write_cursor(path: Path, state: dict[str, Any]) -> None:
+    """Replace ``path`` with ``state`` atomically (a crash leaves the old cursor or the new one)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(state))
+    os.replace(temporary, path)

@@ -23,9 +23,7 @@ jobs of a poll in parallel.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -36,7 +34,7 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from enclave_worker.trusted.errors import MemoryBudgetExceeded
-from enclave_worker.worker import JobOutcome, ProgressFn, TrainerWorker, operator_lock
+from enclave_worker.worker import JobOutcome, ProgressFn, TrainerWorker, operator_lock, read_cursor, write_cursor
 from marketplace.contracts import JobRecord, JobStatus, MarketClient
 from marketplace.errors import ContractReverted, InvalidModelSpec, KeyReleaseRefused, SchemaMismatch
 
@@ -90,6 +88,10 @@ class Dispatcher:
         self.max_backoff = max_backoff
         self.failures: dict[int, BaseException] = {}
         """The last error of each job whose latest run failed."""
+        self.completed = 0
+        """Jobs this dispatcher's workers ran to completion."""
+        self.last_poll: float | None = None
+        """Wall time (``time.time()``) of the last poll that read the chain without an error (:meth:`run`)."""
         self._failed: dict[int, _Failure] = {}
         self._in_flight: set[int] = set()
         self._lock = threading.Lock()
@@ -105,17 +107,10 @@ class Dispatcher:
         return {"chain_id": self.market.chain.chain_id, "market": self.market.address.lower(), "from_block": self.from_block}
 
     def _load_cursor(self) -> None:
-        if self.cursor_path is None or not self.cursor_path.exists():
+        saved = read_cursor(self.cursor_path, self._cursor_identity(), fields=("scanned_to", "known"))
+        if saved is None:
             return
-        try:
-            saved = json.loads(self.cursor_path.read_text())
-            if {k: saved.get(k) for k in ("chain_id", "market", "from_block")} != self._cursor_identity():
-                logger.warning("dispatcher cursor %s is of another market or chain; ignored", self.cursor_path)
-                return
-            scanned_to, known = int(saved["scanned_to"]), {int(j) for j in saved["known"]}
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            logger.warning("unreadable dispatcher cursor %s (%s); reading from block %d", self.cursor_path, e, self.from_block)
-            return
+        scanned_to, known = int(saved["scanned_to"]), {int(j) for j in saved["known"]}
         if scanned_to > int(self.market.chain.w3.eth.block_number):
             logger.warning("dispatcher cursor %s is ahead of the chain (reset?); reading from block %d", self.cursor_path, self.from_block)
             return
@@ -123,12 +118,8 @@ class Dispatcher:
         logger.info("dispatcher resumes after block %d with %d unfinished job(s)", scanned_to, len(known))
 
     def _save_cursor(self) -> None:
-        if self.cursor_path is None:
-            return
-        state = {**self._cursor_identity(), "scanned_to": self._scanned_to, "known": sorted(self._known)}
-        temporary = self.cursor_path.with_name(self.cursor_path.name + ".tmp")
-        temporary.write_text(json.dumps(state))
-        os.replace(temporary, self.cursor_path)  # atomic: a crash leaves the old cursor or the new one
+        if self.cursor_path is not None:
+            write_cursor(self.cursor_path, {**self._cursor_identity(), "scanned_to": self._scanned_to, "known": sorted(self._known)})
 
     # --- one poll --------------------------------------------------------------------------
 
@@ -191,6 +182,7 @@ class Dispatcher:
                 with self._lock:
                     self._failed.pop(job_id, None)
                     self.failures.pop(job_id, None)
+                    self.completed += 1
                 outcomes.append(outcome)
             finally:
                 with self._lock:
@@ -352,6 +344,12 @@ class Dispatcher:
             self._failed[job_id] = _Failure(count=count, not_before=time.monotonic() + delay, worker=worker)
             self.failures[job_id] = error
 
+    @property
+    def in_flight(self) -> list[int]:
+        """The jobs being run now."""
+        with self._lock:
+            return sorted(self._in_flight)
+
     # --- serving ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, *, interval: float = 1.0) -> None:
@@ -378,6 +376,7 @@ class Dispatcher:
                         thread.start()
                 sink.clear()
                 errors.clear()
+                self.last_poll = time.time()
             except Exception:  # keep serving other jobs; the failure is in the log
                 logger.exception("dispatch failed")
             stop.wait(interval)

@@ -9,6 +9,7 @@ its previous enclave held unless keys were released under the claim.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -137,20 +138,26 @@ def test_a_trainer_enclave_that_died_before_the_release_is_relaunched_and_the_jo
     assert market.remaining_epsilon(listed.dataset_id) == 10 * EPSILON_SCALE - job.epsilon_spent
 
 
+def _left_behind(net: LocalNet, *, seeds: tuple[int, int]) -> tuple[CreatedJob, CreatedJob, TrainerWorker]:
+    """Two jobs the worker's current enclave claimed, the second with its key released; then a
+    restarted worker of the same operator (a new enclave), which the caller closes."""
+    (a, _), (b, _) = _listed(net, seeds[0]), _listed(net, seeds[1])
+    (claimed_only, _), (keys_out, _) = _job(net, a), _job(net, b)
+    previous = net.worker
+    net.market.claim_job(net.operator, claimed_only.job_id, previous.signer)
+    net.market.claim_job(net.operator, keys_out.job_id, previous.signer)
+    job_key = previous.prepare_job(keys_out.job_id)
+    net.key_manager.release(job_id=keys_out.job_id, dataset_id=b.dataset_id, trainer=previous.signer, job_key=job_key)
+    launch = trainer_launcher(net.platform, net.verifier, net.registry, net.operator)
+    restarted = TrainerWorker(launch(), operator=net.operator, market=net.market, key_manager=net.key_manager, blobs=net.blobs,
+                              relaunch=launch)  # fmt: skip
+    return claimed_only, keys_out, restarted
+
+
 def test_a_restarted_worker_gives_back_what_its_previous_enclave_held(net: LocalNet, tmp_path: Path) -> None:
     market, previous = net.market, net.worker
     first_block = net.chain.w3.eth.block_number
-    (a, _), (b, _) = _listed(net, 64), _listed(net, 65)
-    (claimed_only, _), (keys_out, _) = _job(net, a), _job(net, b)
-    # The previous instance claimed both, got the key of the second, and died.
-    market.claim_job(net.operator, claimed_only.job_id, previous.signer)
-    market.claim_job(net.operator, keys_out.job_id, previous.signer)
-    job_key = previous.prepare_job(keys_out.job_id)
-    net.key_manager.release(job_id=keys_out.job_id, dataset_id=b.dataset_id, trainer=previous.signer, job_key=job_key)
-
-    launch = trainer_launcher(net.platform, net.verifier, net.registry, net.operator)
-    restarted = TrainerWorker(launch(), operator=net.operator, market=market, key_manager=net.key_manager, blobs=net.blobs,
-                              relaunch=launch)  # fmt: skip
+    claimed_only, keys_out, restarted = _left_behind(net, seeds=(64, 65))
     try:
         recovered = restarted.recover(from_block=first_block)
         assert [(r.job_id, r.enclave, r.released) for r in recovered] == [
@@ -159,7 +166,7 @@ def test_a_restarted_worker_gives_back_what_its_previous_enclave_held(net: Local
         ]
         freed, held = market.job(claimed_only.job_id), market.job(keys_out.job_id)
         assert freed.status is JobStatus.OPEN and freed.charges == 0
-        assert market.remaining_epsilon(a.dataset_id) == 9 * EPSILON_SCALE
+        assert market.remaining_epsilon(freed.dataset_ids[0]) == 9 * EPSILON_SCALE
         # Keys went out under the second claim: it stays Claimed and will lapse (nothing renews it).
         assert held.status is JobStatus.CLAIMED and held.enclave == previous.signer and held.charges == 0
         assert held.lease_expiry <= net.chain.now() + LEASE
@@ -168,5 +175,53 @@ def test_a_restarted_worker_gives_back_what_its_previous_enclave_held(net: Local
         restarted.run_job(claimed_only.job_id)
         assert market.job(claimed_only.job_id).status is JobStatus.COMPLETED
         assert restarted.recover(from_block=first_block, keep=[previous.signer]) == []
+    finally:
+        restarted.enclave.close()
+
+
+def test_a_restarted_worker_with_a_cursor_reads_only_the_claims_after_it(net: LocalNet, tmp_path: Path) -> None:
+    """With a cursor, recovery reads the ``JobClaimed`` logs after the last block it read and looks
+    again only at the jobs still Claimed then: its work follows new and live claims, not history."""
+    market, previous = net.market, net.worker
+    first_block = net.chain.w3.eth.block_number
+    freed_job, held_job, restarted = _left_behind(net, seeds=(66, 67))
+    later_job, _ = _job(net, _listed(net, 68)[0])
+    cursor = tmp_path / "recover.json"
+    read_from: list[int] = []
+    events = market.contract.events.JobClaimed
+    original = events.get_logs
+
+    def spy(*args: object, **kwargs: object) -> object:
+        read_from.append(int(kwargs["from_block"]))  # type: ignore[call-overload]
+        return original(*args, **kwargs)  # type: ignore[misc]
+
+    try:
+        assert [(r.job_id, r.released) for r in restarted.recover(from_block=first_block, cursor_path=cursor)] == [
+            (freed_job.job_id, True),
+            (held_job.job_id, False),
+        ]
+        saved = json.loads(cursor.read_text())
+        head = saved["scanned_to"]
+        assert head == net.chain.w3.eth.block_number - 1  # the give-back is one block after the read
+        assert saved["claimed"] == [held_job.job_id]  # the freed job is done with; the held one is watched
+        # A claim made after the cursor is found; the held job is looked at again without reading its log.
+        market.claim_job(net.operator, later_job.job_id, previous.signer)
+        events.get_logs = spy  # type: ignore[method-assign]
+        try:
+            recovered = restarted.recover(from_block=first_block, cursor_path=cursor)
+        finally:
+            events.get_logs = original  # type: ignore[method-assign]
+        assert [(r.job_id, r.released) for r in recovered] == [(held_job.job_id, False), (later_job.job_id, True)]
+        assert read_from == [head + 1]
+        assert json.loads(cursor.read_text())["claimed"] == [held_job.job_id]
+        # A cursor of another operator is ignored: the whole history from from_block is read again.
+        cursor.write_text(json.dumps({**json.loads(cursor.read_text()), "operator": "0x" + "22" * 20, "claimed": []}))
+        read_from.clear()
+        events.get_logs = spy  # type: ignore[method-assign]
+        try:
+            assert [r.job_id for r in restarted.recover(from_block=first_block, cursor_path=cursor)] == [held_job.job_id]
+        finally:
+            events.get_logs = original  # type: ignore[method-assign]
+        assert read_from == [first_block]
     finally:
         restarted.enclave.close()
