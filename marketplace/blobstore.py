@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ._files import write_atomic
 from .errors import BlobNotFound, CiphertextTampered
@@ -140,3 +140,19 @@ class BlobStore:
             return False
         logger.info("deleted blob %s", _check_hex(digest))
         return True
+
+
+class BlobAccess(Protocol):
+    """What a trainer worker needs of blob storage: a local :class:`BlobStore`, or a
+    :class:`~marketplace.remote_blobs.GatewayBlobStore` on another machine's gateway."""
+
+    @property
+    def root(self) -> Path: ...
+
+    def path(self, digest: str) -> Path: ...
+
+    def get(self, digest: str) -> bytes: ...
+
+    def has(self, digest: str) -> bool: ...
+
+    def put(self, data: bytes) -> str: ...

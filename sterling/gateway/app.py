@@ -22,6 +22,7 @@ from sterling.gateway.api.routes import (
     config,
     datasets,
     deposits,
+    documents,
     events,
     health,
     jobs,
@@ -142,7 +143,10 @@ def create_app(settings: GatewaySettings, *, services: GatewayServices) -> FastA
         gas_cap=settings.rpc_gas_cap, call_seconds=settings.rpc_call_seconds,
     )  # fmt: skip
 
-    for module in (health, config, datasets, jobs, models, competitions, workers, operators, payments, blobs, specs, deposits, rpc, events):
+    routers = (
+        health, config, datasets, jobs, models, competitions, workers, operators, payments, blobs, specs, documents, deposits, rpc, events,
+    )  # fmt: skip
+    for module in routers:
         app.include_router(module.router, prefix=API_PREFIX, responses=_ERRORS)
 
     @app.exception_handler(SterlingError)

@@ -1,16 +1,23 @@
-"""``/api/blobs``: upload and fetch ciphertext (the only private data the gateway ever holds)."""
+"""``/api/blobs``: upload and fetch ciphertext (the only private data the gateway ever holds).
+
+``GET`` and ``HEAD /api/blobs/{sha256}`` serve byte ranges (``206`` with ``Content-Range``, ``416``
+past the end), so a worker on another machine resumes a cut download where it stopped; the
+``ETag`` is the quoted SHA-256 (a strong validator: the bytes at that URL never change), which
+``If-Range`` can name.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import stat
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Path, Request
-from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import FileResponse, MalformedRangeHeader
 
 from enclave_worker.trusted.dataformat import Kind
 from sterling.gateway.api.deps import BlobsDep, SettingsDep
@@ -58,7 +65,7 @@ async def upload_blob(
     plaintext behind a copied header, …) gets a 400. The bytes count against the client's storage
     quota until a listing, job or result refers to them (507 beyond it).
     """
-    expected = _expected_digest(x_content_sha256)
+    expected = expected_digest(x_content_sha256)
     client = client_of(request.scope)
     check = CiphertextCheck(entropy=bounds.uploads.entropy_check)
     digest = hashlib.sha256()
@@ -101,7 +108,12 @@ async def upload_blob(
     return BlobPublic(sha256=sha256, size=check.size, format=layout.format, kind="dataset" if layout.kind is Kind.DATASET else "model")
 
 
-def _expected_digest(header: str | None) -> str | None:
+def expected_digest(header: str | None) -> str | None:
+    """The digest an ``X-Content-SHA256`` header announces (lower-case hex), ``None`` without one.
+
+    Raises:
+        UploadRejected: the header is not 64 hex digits (``0x`` allowed).
+    """
     if header is None:
         return None
     value = header.strip().lower().removeprefix("0x")
@@ -110,10 +122,46 @@ def _expected_digest(header: str | None) -> str | None:
     return value
 
 
-@router.get("/{sha256}", response_class=FileResponse, responses={200: {"content": BINARY}, 404: {"description": "no such blob"}})
-def get_blob(sha256: Sha256Path, blobs: BlobsDep) -> FileResponse:
-    """A blob's bytes (ciphertext, or a public JSON document such as a model spec); clients check the hash."""
-    path = blobs.path(sha256)
-    if not path.is_file():
-        raise NotFound(f"no blob {sha256.lower().removeprefix('0x')} in the store")
-    return FileResponse(path, media_type="application/octet-stream")
+class BlobResponse(FileResponse):
+    """A stored blob, with Starlette's ranges (one, or several as ``multipart/byteranges``), ``If-Range`` and ``HEAD``.
+
+    One change: a ``Range`` header this server cannot read (another unit, ``bytes=5-2``, garbage)
+    is ignored and the whole blob sent with 200, as RFC 9110 section 14.2 asks, where Starlette
+    answers a plain-text 400.
+    """
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []  # Starlette serves the whole file for an empty list
+
+
+_BLOB_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": BINARY, "description": "the whole blob; `ETag` is its quoted SHA-256, `Accept-Ranges: bytes`"},
+    206: {"content": BINARY, "description": "the byte range the `Range` header asked for (`Content-Range: bytes a-b/size`)"},
+    404: {"description": "no such blob"},
+    416: {"description": "the range starts at or past the end of the blob (`Content-Range: bytes */size`)"},
+}
+
+
+@router.head("/{sha256}", response_class=BlobResponse, include_in_schema=False)
+@router.get("/{sha256}", response_class=BlobResponse, responses=_BLOB_RESPONSES)
+def get_blob(sha256: Sha256Path, blobs: BlobsDep) -> BlobResponse:
+    """A blob's bytes (ciphertext, or a public JSON document such as a model spec); clients check the hash.
+
+    ``Range: bytes=a-b``, ``bytes=a-`` and ``bytes=-n`` (the last ``n`` bytes) get 206 with that
+    slice, a range starting past the end 416; ``If-Range`` with the ``ETag`` (the quoted SHA-256)
+    keeps the range, any other validator gets the whole blob. ``HEAD`` answers the headers only
+    (``Content-Length`` is the size).
+    """
+    digest = sha256.lower().removeprefix("0x")
+    path = blobs.path(digest)
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise NotFound(f"no blob {digest} in the store") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise NotFound(f"no blob {digest} in the store")
+    return BlobResponse(path, media_type="application/octet-stream", stat_result=status, headers={"ETag": f'"{digest}"'})

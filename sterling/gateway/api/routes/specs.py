@@ -21,7 +21,8 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-async def _read(request: Request, *, limit: int) -> bytes:
+async def read_limited(request: Request, *, limit: int) -> bytes:
+    """The whole request body, refused with 413 as soon as it passes ``limit`` bytes."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -39,7 +40,7 @@ async def _read(request: Request, *, limit: int) -> bytes:
 )
 async def publish_spec(request: Request, blobs: BlobsDep) -> DocumentPublic:
     """Validate a model spec exactly as the worker will, store its canonical JSON; the hash is the job's ``modelSpecHash``."""
-    raw = await _read(request, limit=MAX_SPEC_BYTES)
+    raw = await read_limited(request, limit=MAX_SPEC_BYTES)
     try:
         strict_loads(raw)  # NaN passes "input_scale must be positive"; a 5,000-digit integer is a ValueError, not a spec error
         spec = ModelSpec.from_bytes(raw)
@@ -71,7 +72,7 @@ async def publish_spec(request: Request, blobs: BlobsDep) -> DocumentPublic:
 )
 async def publish_schema(request: Request, blobs: BlobsDep) -> DocumentPublic:
     """Validate a dataset schema, store its canonical JSON; the hash is the listing's ``schemaHash``."""
-    raw = await _read(request, limit=MAX_SPEC_BYTES)
+    raw = await read_limited(request, limit=MAX_SPEC_BYTES)
     try:
         document = strict_loads(raw)
     except NonStandardJson as e:
