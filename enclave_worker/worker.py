@@ -26,7 +26,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
-from marketplace.blobstore import BlobStore
+from marketplace.blobstore import BlobAccess
 from marketplace.chain import TxResult
 from marketplace.contracts import JobRecord, JobStatus, MarketClient
 from marketplace.errors import (
@@ -41,7 +41,8 @@ from marketplace.errors import (
 )
 
 from .host import EnclaveRequestFailed, FileSource
-from .keymanager import JobKey, KeyManagerService
+from .keymanager import JobKey
+from .remote import KeyReleaser
 from .sim_platform import LaunchedEnclave
 from .status import JobStatusBoard
 from .trusted.errors import MemoryBudgetExceeded, ProtocolError
@@ -180,8 +181,8 @@ class TrainerWorker:
         *,
         operator: LocalAccount,
         market: MarketClient,
-        key_manager: KeyManagerService,
-        blobs: BlobStore,
+        key_manager: KeyReleaser,
+        blobs: BlobAccess,
         status: JobStatusBoard | None = None,
         relaunch: RelaunchFn | None = None,
         heartbeat_interval: float | None = None,

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sterling import competition_cli, serving_cli
+from sterling import competition_cli, keymanager_cli, serving_cli, worker_cli
 
 if TYPE_CHECKING:
     from marketplace.config import SterlingSettings
@@ -30,6 +30,8 @@ app.add_typer(privacy_app, name="privacy")
 app.add_typer(serving_cli.models_app, name="models")
 app.add_typer(competition_cli.competition_app, name="competition")
 app.command("infer")(serving_cli.infer)
+app.command("keymanager")(keymanager_cli.keymanager)
+app.command("worker")(worker_cli.worker)
 console = Console()
 ETHER = 10**18
 
@@ -173,20 +175,6 @@ _DATABASE = Annotated[
 ]
 
 
-def _log_json(verbose: bool) -> None:
-    """One structured format for the standalone services: a JSON object per line."""
-    class JsonFormatter(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
-            if record.exc_info:
-                entry["error"] = self.formatException(record.exc_info)
-            return json.dumps(entry)
-
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
-
-
 @app.command()
 def indexer(
     rpc_url: _RPC_URL,
@@ -201,9 +189,9 @@ def indexer(
     import threading
 
     from marketplace.errors import SterlingError
-    from sterling.standalone import ChainView, run_indexer, stop_on_signals
+    from sterling.standalone import ChainView, log_json, run_indexer, stop_on_signals
 
-    _log_json(verbose)
+    log_json(verbose)
     stop = threading.Event()
     stop_on_signals(stop)
     try:
@@ -226,15 +214,18 @@ def gateway(
     blobs: Annotated[Path, typer.Option("--blobs", help="the blob folder (shared, or this machine's copy)")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    key_manager: Annotated[
+        str | None, typer.Option("--key-manager", help="URL of the `sterling keymanager` service providers' key deposits go to")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log requests' failures and the service's steps")] = False,
 ) -> None:
     """Serve the API and the UI from the shared index (another process runs `sterling indexer`) until SIGTERM or Ctrl-C."""
     import threading
 
     from marketplace.errors import SterlingError
-    from sterling.standalone import ChainView, run_gateway, stop_on_signals
+    from sterling.standalone import ChainView, log_json, run_gateway, stop_on_signals
 
-    _log_json(verbose)
+    log_json(verbose)
     stop = threading.Event()
     stop_on_signals(stop)
     try:
@@ -242,7 +233,7 @@ def gateway(
     except SterlingError as e:
         console.print(f"[red]{type(e).__name__}:[/red] {e}", highlight=False)
         raise typer.Exit(1) from e
-    run_gateway(view, database_url, blobs, host=host, port=port, stop=stop)
+    run_gateway(view, database_url, blobs, host=host, port=port, stop=stop, key_manager_url=key_manager)
 
 
 @app.command()

@@ -24,6 +24,7 @@ from enclave_worker.competition_keys import CompetitionKeyService
 from enclave_worker.evaluator import EvaluatorService
 from enclave_worker.keymanager import KeyManagerService
 from enclave_worker.model_keys import ModelKeyService
+from enclave_worker.remote import Certifier
 from enclave_worker.serving import InferenceService
 from enclave_worker.sim_platform import LaunchedEnclave, SimPlatform
 from enclave_worker.status import JobStatusBoard
@@ -108,7 +109,7 @@ class LocalNet:
 
 
 def attest_and_register(
-    launched: LaunchedEnclave, verifier: AttestationVerifier, registry: RegistryClient, operator: LocalAccount
+    launched: LaunchedEnclave, verifier: Certifier, registry: RegistryClient, operator: LocalAccount
 ) -> TxResult:
     """Challenge an enclave, have the verifier certify its evidence, and register it for ``operator``."""
     claims, evidence = launched.attest(verifier.challenge())
@@ -160,7 +161,7 @@ def ensure_operator_stake(market: MarketClient, operator: LocalAccount, amount: 
 
 def trainer_launcher(
     platform: SimPlatform,
-    verifier: AttestationVerifier,
+    verifier: Certifier,
     registry: RegistryClient,
     operator: LocalAccount,
     *,

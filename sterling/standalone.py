@@ -5,13 +5,15 @@ processes serve the API and the UI from that database, the chain and a blob fold
 Neither needs a secret: the indexer only reads the chain, a gateway only reads the index and relays
 signed transactions (``/api/rpc``). What they share is the chain's JSON-RPC URL, the deployment
 record (``deployment.json`` as ``sterling up`` writes it) and the database URL (PostgreSQL when
-several machines share it). A standalone gateway has no key manager, workers or enclaves behind it:
-the routes that relay to them answer 404 and say so (docs/operations.md); ``sterling up``
-composes everything on one machine.
+several machines share it). A standalone gateway forwards providers' key deposits to a ``sterling
+keymanager`` service when given its URL; it has no workers or enclaves behind it: the routes that
+relay to the key manager's model and competition sides answer 404 and say so (docs/operations.md);
+``sterling up`` composes everything on one machine.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -20,6 +22,8 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from marketplace.blobstore import BlobStore
 from marketplace.chain import Chain, connect_rpc
@@ -52,6 +56,10 @@ class ChainView:
         """
         deployment = Deployment.load(deployment_path)
         chain = connect_rpc(rpc_url, kind="rpc")
+        if str(chain.w3.client_version).lower().startswith("anvil"):
+            # A development node mining only on transactions: its time stands still while nothing is
+            # sent, so the dispatcher mines a block when a lease or deadline passed in wall time.
+            chain.kind = "anvil"
         if chain.chain_id != deployment.chain_id:
             raise ConfigError(f"{deployment_path} records chain {deployment.chain_id}; the node at {rpc_url} is chain {chain.chain_id}")
         for name, address in (("registry", deployment.registry), ("market", deployment.market)):
@@ -64,6 +72,50 @@ class ChainView:
 
     def model_market(self) -> ModelMarketClient | None:
         return ModelMarketClient(self.chain, self.deployment.model_market) if self.deployment.model_market else None
+
+
+def service_account(role: str, key: str | None, key_file: Path | None, *, variable: str) -> LocalAccount:
+    """A service's account from its hex key, given in the environment variable ``variable``
+    (``key``) or in ``key_file``: never on a command line, which every user of the machine sees.
+
+    Raises:
+        ConfigError: neither or both are given, the file cannot be read, or it is not a key (the
+            message says where it came from, never the key).
+    """
+    if key is not None and key_file is not None:
+        raise ConfigError(f"give the {role} key either in {variable} or in a key file, not both")
+    if key_file is not None:
+        try:
+            secret = key_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read the {role} key file {key_file}: {e.strerror}") from e
+        if key_file.stat().st_mode & 0o077:
+            logger.warning("the %s key file %s can be read by other users of this machine: chmod 600 it", role, key_file)
+        where = str(key_file)
+    elif key:
+        secret, where = key.strip(), variable
+    else:
+        raise ConfigError(f"the {role} account's key is needed: set {variable}, or give --{role}-key-file")
+    try:
+        account: LocalAccount = Account.from_key(secret)
+    except (ValueError, TypeError) as e:  # the message would quote the secret: say only where it came from
+        raise ConfigError(f"{where} does not hold a private key in hex") from e
+    return account
+
+
+def log_json(verbose: bool) -> None:
+    """One structured format for the standalone services: a JSON object per line on standard error."""
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+            if record.exc_info:
+                entry["error"] = self.formatException(record.exc_info)
+            return json.dumps(entry)
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -105,8 +157,23 @@ def run_indexer(
         index.close()
 
 
-def run_gateway(view: ChainView, database_url: str, blobs: Path, *, host: str, port: int, stop: threading.Event) -> None:
-    """Serve the API and the UI from the index at ``database_url`` until ``stop``; another process indexes."""
+def run_gateway(
+    view: ChainView,
+    database_url: str,
+    blobs: Path,
+    *,
+    host: str,
+    port: int,
+    stop: threading.Event,
+    key_manager_url: str | None = None,
+) -> None:
+    """Serve the API and the UI from the index at ``database_url`` until ``stop``; another process indexes.
+
+    Args:
+        key_manager_url: a ``sterling keymanager`` service that providers' key deposits
+            (``POST /api/deposits``) are forwarded to (``None``: deposits are refused).
+    """
+    from enclave_worker.remote import RemoteKeyManager
     from sterling.gateway import GatewayServices, create_app, get_settings
 
     index = IndexDatabase(database_url)
@@ -114,6 +181,7 @@ def run_gateway(view: ChainView, database_url: str, blobs: Path, *, host: str, p
         services = GatewayServices(
             chain=view.chain, market=view.market, registry=view.registry, blobs=BlobStore(blobs), index=index,
             deployment_block=view.deployment.block, model_market=view.model_market(), competitions=view.competitions(),
+            key_manager=RemoteKeyManager(key_manager_url) if key_manager_url else None,
         )  # fmt: skip
         app = create_app(get_settings(host=host, port=port), services=services)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))

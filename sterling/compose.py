@@ -1,0 +1,269 @@
+"""Sterling's services as child processes, the way several machines would run them (issue 17).
+
+Each service is its own ``sterling`` command — ``keymanager``, ``indexer``, ``gateway``,
+``worker`` — started here as a child process that shares nothing with the others but what
+separate machines would share: the chain's RPC URL, the deployment record, the database URL, the
+key manager's and the gateway's URLs (and, in development, the simulated platform's key, which
+real TEE hardware replaces). Secrets reach a child through key files (mode 0600), never its
+command line. Used by the multi-process tests and ``make bench-scale``; docs/operations.md says how
+to run the same commands on several machines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from eth_account.signers.local import LocalAccount
+
+from enclave_worker.measurement import measure
+from enclave_worker.sim_platform import SimPlatform
+from enclave_worker.trusted.onchain import Role
+from marketplace.chain import Chain, free_port
+from marketplace.config import checkout_root
+from marketplace.contracts import DEFAULT_CLAIM_LEASE, Deployment, RegistryClient, deploy
+from marketplace.errors import SterlingError
+
+STOP_TIMEOUT = 30.0
+"""Seconds a service has to exit after SIGTERM before it is killed."""
+
+
+class ServiceNotHealthy(SterlingError):
+    """A service exited or did not become healthy; the message ends with its log's tail."""
+
+
+@dataclass
+class Service:
+    """One running ``sterling <command>`` child process."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str | None = None
+    """Where it answers (the key manager, a gateway, a worker's health endpoint), if anywhere."""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; the exit status."""
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL: the machine's power cord (its enclave children are left to notice the closed pipe)."""
+        if self.alive():
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def wait_healthy(self, path: str, *, timeout: float = 180.0) -> dict[str, Any]:
+        """Poll ``GET <url><path>`` until it answers 200 and return its JSON.
+
+        Raises:
+            ServiceNotHealthy: the process exited first, or no 200 came within ``timeout`` seconds.
+        """
+        if self.url is None:
+            raise ValueError(f"{self.name} has no URL to ask")
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.url, timeout=5) as client:
+            while True:
+                if not self.alive():
+                    raise ServiceNotHealthy(f"{self.name} exited with {self.process.returncode}:\n{self.tail()}")
+                try:
+                    answer = client.get(path)
+                    if answer.status_code == 200:
+                        body: dict[str, Any] = answer.json()
+                        return body
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServiceNotHealthy(f"{self.name} was not healthy at {self.url}{path} within {timeout:.0f} s:\n{self.tail()}")
+                time.sleep(0.25)
+
+
+def write_key(path: Path, account: LocalAccount) -> Path:
+    """``account``'s private key as hex in ``path`` (mode 0600), for a service's ``--…-key-file``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(account.key.hex())
+    return path
+
+
+@dataclass(frozen=True)
+class Network:
+    """What every service of one deployment shares: the node, the deployment record and (in
+    development) the simulated platform's key."""
+
+    rpc_url: str
+    deployment: Deployment
+    deployment_path: Path
+    platform_key: Path
+
+    def chain_args(self) -> list[str]:
+        return ["--rpc-url", self.rpc_url, "--deployment", str(self.deployment_path)]
+
+
+def prepare_network(
+    chain: Chain,
+    governance: LocalAccount,
+    verifier: LocalAccount,
+    folder: Path,
+    *,
+    claim_lease: int = DEFAULT_CLAIM_LEASE,
+    payment_token: str | None = None,
+) -> Network:
+    """Deploy the contracts on ``chain`` and do governance's part: approve this checkout's enclave
+    measurement for the trainer and key-manager roles and grant ``verifier`` the verifier role.
+
+    Writes ``deployment.json`` and the simulated platform's key (``sim-platform.pem``) to ``folder``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    deployment = deploy(chain, governance, claim_lease=claim_lease, payment_token=payment_token)
+    path = folder / "deployment.json"
+    deployment.save(path)
+    platform_key = folder / "sim-platform.pem"
+    SimPlatform.load_or_create(platform_key)
+    registry = RegistryClient(chain, deployment.registry)
+    measurement = measure()
+    for role in (Role.TRAINER, Role.KEY_MANAGER):
+        registry.approve_measurement(governance, role, measurement)
+    registry.add_verifier(governance, verifier.address)
+    return Network(rpc_url=str(chain.w3.provider.endpoint_uri), deployment=deployment, deployment_path=path, platform_key=platform_key)  # type: ignore[attr-defined]
+
+
+class Composition:
+    """Services started as child processes, stopped in reverse order when the block ends."""
+
+    def __init__(self, network: Network, folder: Path) -> None:
+        self.network = network
+        self.folder = folder
+        self.services: list[Service] = []
+        self._stack = ExitStack()
+
+    def __enter__(self) -> Composition:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self._stack.close()
+
+    def spawn(self, name: str, args: list[str], *, url: str | None = None) -> Service:
+        """``sterling <args>`` as a child process, its output in ``<folder>/<name>.log``."""
+        log = self.folder / f"{name}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "sterling.cli", *args], cwd=checkout_root(), stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "COLUMNS": "200"},
+            )  # fmt: skip
+        service = Service(name, process, log, url)
+        self.services.append(service)
+        return service
+
+    def keymanager(self, operator: LocalAccount, verifier: LocalAccount, *, confirmations: int = 0, name: str = "keymanager") -> Service:
+        """``sterling keymanager`` (the key manager and the verifier), healthy."""
+        state, port = self.folder / name, free_port()
+        args = [
+            "keymanager", *self.network.chain_args(), "--state-dir", str(state), "--port", str(port),
+            "--platform-key", str(self.network.platform_key), "--confirmations", str(confirmations),
+            "--operator-key-file", str(write_key(state / "operator.key", operator)),
+            "--verifier-key-file", str(write_key(state / "verifier.key", verifier)), "-v",
+        ]  # fmt: skip
+        service = self.spawn(name, args, url=f"http://127.0.0.1:{port}")
+        service.wait_healthy("/health")
+        return service
+
+    def indexer(self, database_url: str, *, interval: float = 0.2, name: str = "indexer") -> Service:
+        """``sterling indexer`` into ``database_url`` (it has no health endpoint: its log says what it indexed)."""
+        return self.spawn(name, ["indexer", *self.network.chain_args(), "--database-url", database_url, "--interval", str(interval), "-v"])
+
+    def gateway(self, database_url: str, blobs: Path, *, key_manager: Service | None = None, name: str = "gateway") -> Service:
+        """``sterling gateway`` reading ``database_url`` and serving ``blobs``, healthy."""
+        port = free_port()
+        blobs.mkdir(parents=True, exist_ok=True)
+        args = ["gateway", *self.network.chain_args(), "--database-url", database_url, "--blobs", str(blobs), "--port", str(port)]
+        if key_manager is not None and key_manager.url is not None:
+            args += ["--key-manager", key_manager.url]
+        service = self.spawn(name, args, url=f"http://127.0.0.1:{port}")
+        service.wait_healthy("/api/health")
+        return service
+
+    def worker(
+        self,
+        operator: LocalAccount,
+        key_manager: Service,
+        blobs: str,
+        *,
+        name: str,
+        threads: int = 1,
+        interval: float = 0.2,
+        stake: float | None = None,
+        healthy: bool = True,
+    ) -> Service:
+        """``sterling worker`` for ``operator``; with ``healthy``, once its enclave is registered and it polls."""
+        state, port = self.folder / name, free_port()
+        args = [
+            "worker", *self.network.chain_args(), "--key-manager", str(key_manager.url), "--blobs", blobs,
+            "--state-dir", str(state), "--platform-key", str(self.network.platform_key),
+            "--operator-key-file", str(write_key(state / "operator.key", operator)),
+            "--threads", str(threads), "--interval", str(interval), "--health-port", str(port), "-v",
+        ]  # fmt: skip
+        if stake is not None:
+            args += ["--stake", str(stake)]
+        service = self.spawn(name, args, url=f"http://127.0.0.1:{port}")
+        if healthy:
+            wait_until(lambda: _polling(service), what=f"{name} polls the chain", timeout=180.0, service=service)
+        return service
+
+
+def _polling(service: Service) -> bool:
+    try:
+        answer = httpx.get(f"{service.url}/health", timeout=5)
+    except httpx.TransportError:
+        return False
+    return answer.status_code == 200 and answer.json().get("last_poll_age_s") is not None
+
+
+def wait_until(check: Callable[[], Any], *, what: str, timeout: float, service: Service | None = None, every: float = 0.1) -> Any:
+    """Call ``check`` until it returns something true, and return that.
+
+    Raises:
+        ServiceNotHealthy: ``service`` exited meanwhile, or ``timeout`` seconds passed (the message says ``what``).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if service is not None and not service.alive():
+            status = service.process.returncode
+            raise ServiceNotHealthy(f"{service.name} exited with {status} while waiting until {what}:\n{service.tail()}")
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            tail = f":\n{service.tail()}" if service is not None else ""
+            raise ServiceNotHealthy(f"not within {timeout:.0f} s: {what}{tail}")
+        time.sleep(every)
