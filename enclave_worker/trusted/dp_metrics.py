@@ -19,21 +19,27 @@ metric             aggregate                                          L1 sensiti
 the job spends (ε_training + metrics_epsilon, δ), and the receipt reports that sum. Accuracy and
 loss are divided by the row count, which is public: it follows from the dataset ciphertext's
 size on the blob store.
+
+OpenDP is imported on the first release, not with this module: its prelude brings scikit-learn and
+pandas, ~65 MiB resident that every trainer would otherwise carry through jobs that ask for no
+private metrics (``docs/enclave-protocol.md``, "Datasets larger than the enclave").
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-import opendp.prelude as dp
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .dataset import Schema
+
+if TYPE_CHECKING:
+    import opendp.prelude as dp
 
 MetricName = Literal["class_counts", "train_accuracy", "train_loss"]
 METRICS: tuple[MetricName, ...] = ("class_counts", "train_accuracy", "train_loss")
@@ -41,11 +47,12 @@ LOSS_CLIP_NATS = 10.0
 LOSS_UNITS_PER_NAT = 1000
 _BATCH = 4096
 
-dp.enable_features("contrib")
-
 
 def _discrete_laplace(vector: bool, *, sensitivity: int, epsilon: float) -> dp.Measurement:
     """An OpenDP discrete Laplace measurement whose privacy map gives at most ``epsilon`` at ``sensitivity``."""
+    import opendp.prelude as dp  # on first use: see the module's docstring
+
+    dp.enable_features("contrib")
     if vector:
         domain, metric = dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int)
     else:

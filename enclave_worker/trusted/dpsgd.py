@@ -131,8 +131,13 @@ def poisson_batches(rows: int, rate: float, steps: int, generator: Randomness | 
         count = min(group, steps - start)
         positions = _geometric(rng, (count, chunk), rate).cumsum_(1).sub_(1.0)
         inside = positions < rows
-        batches = torch.split(positions[inside].long(), inside.sum(1).tolist())
-        last = positions[:, -1].tolist()
+        sizes, last = inside.sum(1).tolist(), positions[:, -1].tolist()
+        picked = positions[inside]
+        # Only the picked indices outlive the draw: the gaps (8 MiB at 2^20) and their mask are freed
+        # now, not held while this group's batches train and into the next draw.
+        del positions, inside
+        batches = torch.split(picked.long(), sizes)
+        del picked
         for batch, end in zip(batches, last, strict=True):
             # The chunk ran out before the table did (past 8 standard deviations): keep drawing.
             yield batch if end >= rows - 1 else torch.cat([batch, _more_positions(rows, rate, end, chunk, rng)])

@@ -16,8 +16,10 @@ It chooses how the rows are held (``docs/enclave-protocol.md``, "Datasets larger
   probability below e^-112 (Bernstein's inequality); the largest window that fits the budget is taken.
 
 The budget covers what running a job adds to the process; the process's code and libraries as
-loaded at start (interpreter, torch, Opacus, OpenDP: about 490 MiB resident for a trainer, of which
-~190 MiB shared library pages) come on top. Each part is an upper estimate of what the code allocates:
+loaded at start (interpreter, torch, Opacus with the SciPy it imports: about 365 MiB resident for a
+trainer, of which ~110 MiB shared library pages) come on top, and so does OpenDP (~65 MiB with the
+scikit-learn and pandas its prelude imports), loaded by the first job that asks for private metrics.
+Each part is an upper estimate of what the code allocates:
 
 =================  ==========================================================================
 part               bytes

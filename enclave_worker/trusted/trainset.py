@@ -209,6 +209,7 @@ class ScannedRows:
         rows = wanted[order]  # the window's rows by index: the buffer's layout
         position = np.empty_like(order)
         position[order] = np.arange(len(order))  # where each batch row sits in the buffer
+        del wanted, order  # not held through the scan
         for first, block_features, block_labels in self.scan():  # every block is read, used or not
             lo, hi = np.searchsorted(rows, (first, first + len(block_labels)))
             if hi > lo:

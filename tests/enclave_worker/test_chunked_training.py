@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -340,6 +342,19 @@ def test_several_providers_train_scanned_through_the_enclave(trainer: EnclavePro
     read = [sum(n for d, _, n in host.reads if d == i) for i in range(3)]
     passes = [r / (len(s.ciphertext) - HEADER_LEN) for r, s in zip(read, providers, strict=True)]
     assert all(p >= 3 + plan["scans_per_epoch"] for p in passes), passes
+
+
+def test_a_trainer_loads_opendp_only_when_a_job_asks_for_private_metrics() -> None:
+    """OpenDP, with the scikit-learn and pandas its prelude imports, is ~65 MiB of a trainer's resident
+    memory (``make bench-large``): a trainer process starts without them. Private metrics still load
+    it, through the enclave process (``test_several_providers_train_scanned_through_the_enclave``)."""
+    code = (
+        "import sys; from enclave_worker.trusted import main; from enclave_worker.trusted.enclave import Enclave; "
+        "from enclave_worker.trusted.onchain import Role; Enclave(Role.TRAINER); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'opendp', 'sklearn', 'pandas'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def _after_first_pass(honest: bytes, served: bytes) -> Callable[[int, int, int], bytes]:
