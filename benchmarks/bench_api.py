@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -67,11 +68,31 @@ def _seed_listings(client: httpx.Client, provider: LocalAccount, *, count: int, 
     wait_for_receipt(client, last, timeout=300)
 
 
-def _wait(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+STILL_WAITING_SECONDS = 30.0
+"""How often a wait says it is still waiting, and for what."""
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _wait(predicate: Callable[[], bool], *, timeout: float, what: str, state: Callable[[], str] | None = None) -> None:
+    """Wait until ``predicate()`` holds, saying every :data:`STILL_WAITING_SECONDS` that it still waits
+    for ``what`` (and ``state()``, where things stand).
+
+    Raises:
+        TimeoutError: not within ``timeout`` seconds; the message says for what, and where things stood.
+    """
+    started = time.monotonic()
+    said = started
     while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout} s")
+        now = time.monotonic()
+        where = f" ({state()})" if state is not None else ""
+        if now - started > timeout:
+            raise TimeoutError(f"gave up after {timeout:g} s waiting for {what}{where}")
+        if now - said >= STILL_WAITING_SECONDS:
+            _say(f"still waiting for {what}{where}, {now - started:.0f} s so far")
+            said = now
         time.sleep(0.5)
 
 
@@ -87,7 +108,12 @@ def _start_training_job(client: httpx.Client, provider: LocalAccount, consumer: 
     spec = mlp_spec(64).model_copy(update={"epochs": TRAINING_EPOCHS})
     consumer_key = keywrap.public_key_bytes(X25519PrivateKey.generate())
     receipt = create_job_over_http(
-        client, consumer, dataset_ids=[dataset_id], spec=spec, consumer_key=consumer_key, max_total_price=10**16,
+        client,
+        consumer,
+        dataset_ids=[dataset_id],
+        spec=spec,
+        consumer_key=consumer_key,
+        max_total_price=10**16,
         epsilon_units=epsilon_units(2),
     )
     return indexed_id(receipt, "JobCreated")
@@ -99,22 +125,48 @@ def _training(client: httpx.Client, job_id: int) -> bool:
     return bool(job["status"] == "claimed" and progress.get("stage") == "training")
 
 
+def _job_state(client: httpx.Client, job_id: int) -> str:
+    job = client.get(f"/api/jobs/{job_id}").json()
+    return f"job status {job.get('status')}, progress {job.get('progress')}"
+
+
 def run(*, rate: float, duration: float, datasets: int, state_dir: Path, train: bool = True) -> None:
     log = state_dir / "up.log"
+    _say("starting sterling up --chain anvil (a child process) on a fresh state directory")
+    try:
+        _run(rate=rate, duration=duration, datasets=datasets, state_dir=state_dir, log=log, train=train)
+    except BaseException:
+        if log.exists():  # the temporary state directory goes with this process: show what sterling up said
+            tail = log.read_text(errors="replace").splitlines()[-40:]
+            print("sterling up's log, last lines:", *tail, sep="\n", file=sys.stderr)
+        raise
+
+
+def _run(*, rate: float, duration: float, datasets: int, state_dir: Path, log: Path, train: bool) -> None:
     with spawned(state_dir / "state", log=log, chain="anvil") as (url, _), httpx.Client(base_url=url, timeout=120) as client:
         config = client.get("/api/config").json()
         provider = Account.from_key(config["dev_accounts"][0]["private_key"])
         consumer = Account.from_key(config["dev_accounts"][1]["private_key"])
+        _say(f"sterling up is serving {url}; listing {datasets} datasets through its JSON-RPC relay")
         started = time.perf_counter()
         _seed_listings(client, provider, count=datasets, market=config["contracts"]["job_market"])
+        if train:
+            _say("listing the hospital table and creating a training job")
         job_id = _start_training_job(client, provider, consumer) if train else None
         head = int(rpc(client, "eth_blockNumber"), 16)
-        _wait(lambda: client.get("/api/health").json()["indexed_block"] >= head, timeout=300, what="index did not catch up")
+
+        def indexed() -> int:
+            return int(client.get("/api/health").json()["indexed_block"])
+
+        _wait(lambda: indexed() >= head, timeout=300, what=f"the index to reach block {head}", state=lambda: f"indexed block {indexed()}")
         total = client.get("/api/datasets", params={"limit": 1}).json()["total"]
         print(f"seeded {total} indexed datasets in {time.perf_counter() - started:.1f} s; job {job_id} created")
         if job_id is not None:
-            _wait(lambda: _training(client, job_id), timeout=300, what=f"job {job_id} did not start training")
-            print(f"job {job_id} is training; loading GET /api/datasets at {rate:g} req/s for {duration:g} s (open loop)")
+            _wait(
+                lambda: _training(client, job_id), timeout=300, what=f"job {job_id} to start training",
+                state=lambda: _job_state(client, job_id),
+            )  # fmt: skip
+            print(f"job {job_id} is training; loading GET /api/datasets at {rate:g} req/s for {duration:g} s (open loop)", flush=True)
         result = open_loop_in_subprocess(f"{url}/api/datasets", rate=rate, duration=duration)
         still = job_id is not None and _training(client, job_id)
         progress = client.get(f"/api/jobs/{job_id}").json().get("progress") or {} if job_id is not None else {}

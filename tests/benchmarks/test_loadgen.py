@@ -72,3 +72,22 @@ def test_the_subprocess_generator_reports_the_same_way(server: str) -> None:
 
     result = open_loop_in_subprocess(f"{server}/ok", rate=50, duration=0.4)
     assert result.requests == 20 and result.errors == 0 and len(result.latencies_ms) == 20
+
+
+def test_a_server_that_never_answers_costs_errors_not_a_runaway_generator() -> None:
+    """Requests queued behind a stalled server wait in the generator's own first-come queue, not in
+    httpx's pool (whose per-change scan of its queue made ``make bench-api`` run for minutes): the
+    run ends within about duration + 2 x timeout and counts every request as an error."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)  # accepts connections (the kernel's backlog) and never answers
+    try:
+        started = time.perf_counter()
+        result = open_loop(f"http://127.0.0.1:{listener.getsockname()[1]}/", rate=200, duration=5, timeout=1.0)
+        took = time.perf_counter() - started
+    finally:
+        listener.close()
+    assert result.errors == 1000 and result.latencies_ms == ()
+    assert took < 9, f"the run took {took:.1f} s"
