@@ -345,6 +345,11 @@ class Dispatcher:
             self.failures[job_id] = error
 
     @property
+    def followed_to(self) -> int:
+        """The last block whose ``JobCreated`` logs this dispatcher has read."""
+        return self._scanned_to
+
+    @property
     def in_flight(self) -> list[int]:
         """The jobs being run now."""
         with self._lock:

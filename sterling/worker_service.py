@@ -97,6 +97,7 @@ class WorkerHealth:
             "operator": self.worker.operator.address,
             "enclave": self.worker.signer,
             "last_poll_age_s": age,
+            "followed_to_block": self.dispatcher.followed_to,
             "running": self.dispatcher.in_flight,
             "completed": self.dispatcher.completed,
             "failed": sorted(self.dispatcher.failures),
