@@ -12,7 +12,7 @@ One run (``python -m benchmarks.bench_scale``):
    that sees one Open refuses it before any claim);
 3. **(a) pickup**: with ``--small-history`` (100) past jobs indexed, then with ``--history``
    (10,000) datasets and past jobs indexed, creates ``--pickups`` jobs one after another and times
-   each from its ``createJob`` receipt to the chain showing it claimed (polled every 20 ms), and
+   each from sending its ``createJob`` to the chain showing it claimed (polled every 20 ms), and
    lets it finish before the next (both workers idle at every creation);
 4. **(c) throughput**: ``--batch-jobs`` short jobs on the 20,000-row hospital table created at once,
    timed until all are completed, with two worker processes and then with one (the other stopped):
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,8 @@ from tests.conftest import toy_package, toy_spec
 from tests.postgres import throwaway_cluster
 
 EPSILON_PER_JOB = 1.0
+ANVIL_STATES = 128
+"""Recent states the node keeps (reads are at the head, or a few blocks back with confirmations)."""
 PICKUP_POLL = 0.02
 """Seconds between looks at a new job's status while timing its pickup."""
 
@@ -71,29 +74,41 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-SEED_BATCH = 250
-"""Transactions per JSON-RPC batch while seeding history."""
+MINE_EVERY = 200
+"""Transactions sent between two mined blocks while seeding."""
 
 
-def send_batched(chain: Chain, sender: str, transactions: list[dict[str, object]]) -> None:
+def send_in_order(chain: Chain, sender: str, transactions: list[dict[str, object]]) -> None:
     """``eth_sendTransaction`` from ``sender``, an unlocked development account, with consecutive
-    nonces, :data:`SEED_BATCH` to a JSON-RPC batch (anvil mines each as it comes); every one must be
-    accepted and none may revert."""
+    nonces, one request after the other on one keep-alive connection, with automatic mining off and a
+    block mined every :data:`MINE_EVERY` transactions (until the pool is empty). Mined one block per
+    transaction, each costs anvil more than the last (900 transactions: 4 s, then 8, 12, 16 s), and a
+    JSON-RPC batch is answered concurrently (nonces collide, or arrive out of order and stay queued)."""
     url = str(chain.w3.provider.endpoint_uri)  # type: ignore[attr-defined]
     nonce = chain.w3.eth.get_transaction_count(chain.w3.to_checksum_address(sender), "pending")
+    fees = {"maxFeePerGas": hex(10 * 10**9), "maxPriorityFeePerGas": hex(10**9)}  # far above anvil's falling base fee
     last = ""
     with httpx.Client(timeout=300) as client:
-        for first in range(0, len(transactions), SEED_BATCH):
-            batch = [
-                {"jsonrpc": "2.0", "id": first + i, "method": "eth_sendTransaction",
-                 "params": [{**tx, "from": sender, "nonce": hex(nonce + first + i)}]}
-                for i, tx in enumerate(transactions[first : first + SEED_BATCH])
-            ]  # fmt: skip
-            answers = client.post(url, json=batch).json()
-            failed = [a for a in answers if "error" in a]
-            if failed:
-                raise RuntimeError(f"seeding: {len(failed)} of {len(batch)} transactions refused, e.g. {failed[0]['error']}")
-            last = max(answers, key=lambda a: int(a["id"]))["result"]
+
+        def call(method: str, params: list[object]) -> object:
+            body = client.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).json()
+            if "error" in body:
+                raise RuntimeError(f"seeding: {method} refused: {body['error']}")
+            return body["result"]
+
+        def mine_all() -> None:
+            while int(str(call("txpool_status", [])["pending"]), 16):  # type: ignore[index]
+                call("evm_mine", [])
+
+        call("evm_setAutomine", [False])
+        try:
+            for number, tx in enumerate(transactions):
+                last = str(call("eth_sendTransaction", [{**tx, **fees, "from": sender, "nonce": hex(nonce + number)}]))
+                if (number + 1) % MINE_EVERY == 0:
+                    mine_all()
+            mine_all()
+        finally:
+            call("evm_setAutomine", [True])
     if last:
         receipt = chain.w3.eth.wait_for_transaction_receipt(HexStr(last), timeout=300)
         if receipt["status"] != 1:
@@ -116,7 +131,7 @@ def seed_history(chain: Chain, market: MarketClient, *, count: int) -> None:
          "data": contract.encode_abi("listDataset", args=[os.urandom(32), os.urandom(32), "sterling-blob:", terms.as_tuple(), [], []])}
         for _ in range(count)
     ]  # fmt: skip
-    send_batched(chain, provider, listings)
+    send_in_order(chain, provider, listings)
     now = chain.now()
     key = keywrap.public_key_bytes(X25519PrivateKey.generate())
     jobs: list[dict[str, object]] = []
@@ -141,7 +156,7 @@ def seed_history(chain: Chain, market: MarketClient, *, count: int) -> None:
             }
         )
         jobs.append({"to": address, "gas": hex(200_000), "data": contract.encode_abi("cancelJob", args=[first_job + i])})
-    send_batched(chain, consumer, jobs)
+    send_in_order(chain, consumer, jobs)
 
 
 @dataclass
@@ -179,7 +194,13 @@ class Stand:
         head = self.chain.w3.eth.block_number
         for worker in self.workers:
             if worker.alive():
-                wait_until(_following(worker, head), what=f"{worker.name} follows the history", timeout=900, service=worker)
+                wait_until(_following(worker, head), what=f"{worker.name} reads the history's logs", timeout=900, service=worker)
+        # The poll that read those logs then looks once at each new job (they are all cancelled, so
+        # they leave its watch list): wait until a poll ended after that one began.
+        read = time.time()
+        for worker in self.workers:
+            if worker.alive():
+                wait_until(_polled_since(worker, read), what=f"{worker.name} looks at the new jobs", timeout=900, service=worker)
         say(f"both workers followed the history {time.perf_counter() - started:.1f} s after the last transaction")
 
     def create(self, dataset_id: int, spec: ModelSpec) -> int:
@@ -189,13 +210,13 @@ class Stand:
         return self.market.job(job_id).status
 
     def pickups(self, count: int) -> list[float]:
-        """Seconds from each new job's createJob receipt to the chain showing it claimed."""
+        """Seconds from sending each new job's createJob to the chain showing it claimed."""
         return [self.pickup(self.toy_datasets[k % len(self.toy_datasets)]) for k in range(count)]
 
     def pickup(self, dataset_id: int) -> float:
         """Create a short job on ``dataset_id``, time it until claimed, and let it complete."""
+        created = time.perf_counter()  # before createJob is sent: the receipt may reach us after the claim
         job_id = self.create(dataset_id, toy_spec(epochs=2))
-        created = time.perf_counter()
         wait_until(lambda: self.status(job_id) is not JobStatus.OPEN, what=f"job {job_id} is claimed", timeout=120, every=PICKUP_POLL)
         took = time.perf_counter() - created
         wait_until(lambda: self.status(job_id) is JobStatus.COMPLETED, what=f"job {job_id} completes", timeout=300)
@@ -219,13 +240,21 @@ def _following(worker: Service, block: int) -> Callable[[], bool]:
     return lambda: int(health(worker)["followed_to_block"]) >= block
 
 
+def _polled_since(worker: Service, moment: float) -> Callable[[], bool]:
+    def check() -> bool:
+        age = health(worker)["last_poll_age_s"]
+        return age is not None and time.time() - float(age) > moment
+
+    return check
+
+
 def _serving(worker: Service) -> Callable[[], bool]:
     return lambda: bool(health(worker).get("running"))
 
 
 def run_services(args: argparse.Namespace, folder: Path) -> dict[str, float | None]:
     figures: dict[str, float | None] = {}
-    with throwaway_cluster() as cluster, anvil() as chain:
+    with throwaway_cluster() as cluster, anvil(keep_states=ANVIL_STATES) as chain:
         database = cluster.create_database()
         governance, verifier, km_operator, provider = (chain.new_account() for _ in range(4))
         network = prepare_network(chain, governance, verifier, folder)
@@ -311,6 +340,10 @@ def run_large(args: argparse.Namespace) -> float | None:
     return float(found.group(1).replace(",", "")) if found else None
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--history", type=int, default=10_000, help="synthetic datasets and past jobs at the full size")
@@ -327,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.small_history > args.history:
         parser.error("--small-history must not exceed --history")
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the services and the cluster on the way out
     with tempfile.TemporaryDirectory(prefix="sterling-bench-scale-") as tmp:
         figures = run_services(args, Path(tmp))
     peak = None if args.skip_large else run_large(args)
