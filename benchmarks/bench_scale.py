@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pickups", type=int, default=8, help="new jobs timed at each history size")
     parser.add_argument("--batch-jobs", type=int, default=8, help="short jobs per throughput batch")
     parser.add_argument("--batch-epochs", type=int, default=10, help="epochs of each short job (20,000 rows, batch 256)")
-    parser.add_argument("--long-epochs", type=int, default=400, help="epochs of the job training during the load")
+    parser.add_argument("--long-epochs", type=int, default=1000, help="epochs of the job training during the load")
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--load-seconds", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=0.5, help="the workers' poll interval (s)")
