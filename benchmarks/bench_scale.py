@@ -60,6 +60,7 @@ from marketplace.consumer import Consumer
 from marketplace.contracts import JobStatus, MarketClient, RegistryClient, Terms, delta_units, epsilon_units
 from marketplace.provider import list_dataset
 from sterling.compose import Composition, Service, prepare_network, wait_until
+from sterling.up import TRAINER_NICENESS
 from tests.conftest import toy_package, toy_spec
 from tests.postgres import throwaway_cluster
 
@@ -266,7 +267,12 @@ def run_services(args: argparse.Namespace, folder: Path) -> dict[str, float | No
             km = services.keymanager(km_operator, verifier)
             services.indexer(database)
             gateway = services.gateway(database, blobs_dir, key_manager=km)
-            workers = [services.worker(chain.new_account(), km, str(blobs_dir), name=f"worker-{i}", interval=args.interval) for i in (1, 2)]
+            workers = [
+                services.worker(
+                    chain.new_account(), km, str(blobs_dir), name=f"worker-{i}", interval=args.interval, niceness=TRAINER_NICENESS
+                )
+                for i in (1, 2)
+            ]
             say(f"key manager, indexer, gateway and 2 workers up in {time.perf_counter() - started:.1f} s")
             blobs = BlobStore(blobs_dir)
             terms = Terms(

@@ -223,6 +223,7 @@ class Composition:
         threads: int = 1,
         interval: float = 0.2,
         stake: float | None = None,
+        niceness: int = 0,
         healthy: bool = True,
     ) -> Service:
         """``sterling worker`` for ``operator``; with ``healthy``, once its enclave is registered and it polls."""
@@ -231,7 +232,7 @@ class Composition:
             "worker", *self.network.chain_args(), "--key-manager", str(key_manager.url), "--blobs", blobs,
             "--state-dir", str(state), "--platform-key", str(self.network.platform_key),
             "--operator-key-file", str(write_key(state / "operator.key", operator)),
-            "--threads", str(threads), "--interval", str(interval), "--health-port", str(port), "-v",
+            "--threads", str(threads), "--niceness", str(niceness), "--interval", str(interval), "--health-port", str(port), "-v",
         ]  # fmt: skip
         if stake is not None:
             args += ["--stake", str(stake)]

@@ -29,6 +29,9 @@ def worker(
     ] = None,
     stake: Annotated[float | None, typer.Option(help="keep the operator's stake at this many whole units (default 10 ETH)")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads of the trainer enclave")] = None,
+    niceness: Annotated[
+        int, typer.Option(min=0, max=19, help="run the trainer enclave at this niceness (on a machine shared with a gateway, say)")
+    ] = 0,
     interval: Annotated[float, typer.Option(min=0.05, help="seconds between polls of the chain")] = 1.0,
     health_port: Annotated[int | None, typer.Option(help="serve GET /health on this port (0: any free port)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each step")] = False,
@@ -45,7 +48,7 @@ def worker(
     stop_on_signals(stop)
     options = WorkerOptions(
         key_manager_url=key_manager, blobs=blobs, state_dir=state_dir, sim_platform_key=platform_key, stake=stake,
-        threads=threads, interval=interval, health_port=health_port,
+        threads=threads, niceness=niceness, interval=interval, health_port=health_port,
     )  # fmt: skip
     try:
         operator = service_account("operator", os.environ.get(OPERATOR_KEY_ENV), key_file, variable=OPERATOR_KEY_ENV)
