@@ -10,13 +10,38 @@ run of identical steps without recomputing the per-step analysis.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from collections.abc import Callable
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
-from opacus.accountants import PRVAccountant
-from opacus.accountants.analysis import rdp as rdp_analysis
-from opacus.accountants.utils import get_noise_multiplier
+
+
+def _opacus_rdp_analysis() -> ModuleType:
+    """Opacus's RDP analysis (``opacus/accountants/analysis/rdp.py``: NumPy and SciPy's special
+    functions), loaded from its file without running the ``opacus`` package's ``__init__``.
+
+    Importing any part of Opacus the usual way runs ``opacus/__init__``, which imports every
+    accountant, Opacus's grad-sample machinery, and SciPy's statistics and signal processing for
+    the Gaussian and PRV accountants: ~52 MiB more resident in a trainer enclave that uses none of
+    them for an RDP job (docs/enclave-protocol.md, "Datasets larger than the enclave"). The PRV
+    accountant and Opacus's DP-SGD modes still import Opacus whole, when a job asks for them.
+    """
+    package = importlib.util.find_spec("opacus")  # finds the package without importing it
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("Opacus is not installed")
+    folder = package.submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("_sterling_opacus_rdp", f"{folder}/accountants/analysis/rdp.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"Opacus's RDP analysis is not at {folder}/accountants/analysis/rdp.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rdp_analysis = _opacus_rdp_analysis()
 
 AccountantName = Literal["rdp", "prv"]
 
@@ -70,18 +95,37 @@ def noise_multiplier(
     _check(sample_rate, 1.0, steps, delta)
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    kwargs: dict[str, object] = {"alphas": list(RDP_ORDERS)} if accountant == "rdp" else {}
-    return float(
-        get_noise_multiplier(
-            target_epsilon=target_epsilon,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant=accountant,
-            epsilon_tolerance=tolerance,
-            **kwargs,
-        )
-    )
+
+    def epsilon_at(sigma: float) -> float:
+        return EpsilonCurve(sample_rate=sample_rate, noise_multiplier=sigma, delta=delta, accountant=accountant).at(steps)
+
+    return _search_sigma(epsilon_at, target_epsilon=target_epsilon, tolerance=tolerance)
+
+
+MAX_SIGMA = 1e6
+"""The largest noise multiplier :func:`noise_multiplier` tries (Opacus's ``MAX_SIGMA``)."""
+
+
+def _search_sigma(epsilon_at: Callable[[float], float], *, target_epsilon: float, tolerance: float) -> float:
+    """Opacus's ``get_noise_multiplier`` search (``opacus/accountants/utils.py``), step for step,
+    over an ε function of σ: double σ from 10 until ε is within the target, then bisect until the
+    upper end's ε is within ``tolerance`` of it. Its result is Opacus's to the last bit (a test
+    compares them); it is restated here only so that an RDP job need not import Opacus whole.
+    """
+    eps_high, sigma_low, sigma_high = math.inf, 0.0, 10.0
+    while eps_high > target_epsilon:
+        sigma_high = 2 * sigma_high
+        eps_high = epsilon_at(sigma_high)
+        if sigma_high > MAX_SIGMA:
+            raise ValueError("The privacy budget is too low.")
+    while target_epsilon - eps_high > tolerance:
+        sigma = (sigma_low + sigma_high) / 2
+        eps = epsilon_at(sigma)
+        if eps < target_epsilon:
+            sigma_high, eps_high = sigma, eps
+        else:
+            sigma_low = sigma
+    return float(sigma_high)
 
 
 class EpsilonCurve:
@@ -104,6 +148,8 @@ class EpsilonCurve:
         if self.accountant == "rdp":
             eps, _ = rdp_analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=self._per_step * steps, delta=self.delta)
             return float(eps)
+        from opacus.accountants import PRVAccountant  # imports Opacus whole: only for PRV jobs
+
         prv = PRVAccountant()
         prv.history = [(self.noise_multiplier, self.sample_rate, steps)]
         return float(prv.get_epsilon(delta=self.delta))

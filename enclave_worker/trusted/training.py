@@ -26,7 +26,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -246,6 +245,8 @@ def _train_opacus(
     mode = {"opacus-hooks": "hooks", "opacus-ew": "ew", "opacus-ghost": "ghost"}[engine]
     loader = DataLoader(_tensors(data), batch_size=batch_size, shuffle=False)
     loss_fn: nn.Module = nn.CrossEntropyLoss()
+    from opacus import PrivacyEngine  # Opacus whole (with SciPy's statistics): only for its modes
+
     with _opacus_warnings_handled():
         privacy = PrivacyEngine(accountant=spec.accountant, secure_mode=False)
         made = privacy.make_private(

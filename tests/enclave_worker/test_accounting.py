@@ -40,7 +40,9 @@ def test_opacus_rdp_accountant_reference() -> None:
         (100000, 100, 1.0, 30, 1e-7, 1.4154988495444842),
     ],
 )
-def test_tf_privacy_compute_dp_sgd_privacy_references(n: int, batch_size: int, sigma: float, epochs: int, delta: float, expected_eps: float) -> None:
+def test_tf_privacy_compute_dp_sgd_privacy_references(
+    n: int, batch_size: int, sigma: float, epochs: int, delta: float, expected_eps: float
+) -> None:
     steps = math.ceil(epochs * n / batch_size)  # TF Privacy: int(math.ceil(epochs * n / batch_size)), q = batch_size / n
     assert epsilon(sample_rate=batch_size / n, noise_multiplier=sigma, steps=steps, delta=delta) == pytest.approx(expected_eps, rel=1e-9)
 
@@ -183,3 +185,55 @@ def test_no_steps_spend_nothing_and_bad_inputs_are_refused() -> None:
         args = {"sample_rate": 0.1, "noise_multiplier": 1.0, "steps": 10, "delta": 1e-5} | bad
         with pytest.raises(ValueError):
             epsilon(**args)  # type: ignore[arg-type]
+
+
+# --- Opacus loaded in part ------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Opacus's PRV at q = 1 takes log(0)
+@pytest.mark.parametrize("name", ["rdp", "prv"])
+@pytest.mark.parametrize(
+    ("target", "q", "steps", "delta"),
+    [(1.0, 256 / 60000, 60 * 234, 1e-5), (0.3, 0.01, 500, 1e-6), (8.0, 0.2, 40, 1e-5), (3.0, 1.0, 5, 1e-5)],
+)
+def test_noise_search_equals_opacus_get_noise_multiplier(
+    name: accounting.AccountantName, target: float, q: float, steps: int, delta: float
+) -> None:
+    from opacus.accountants.utils import get_noise_multiplier
+
+    kwargs = {"alphas": list(accounting.RDP_ORDERS)} if name == "rdp" else {}
+    ours = noise_multiplier(target_epsilon=target, delta=delta, sample_rate=q, steps=steps, accountant=name, tolerance=0.005)
+    theirs = get_noise_multiplier(
+        target_epsilon=target, target_delta=delta, sample_rate=q, steps=steps, accountant=name, epsilon_tolerance=0.005, **kwargs
+    )
+    assert ours == theirs
+
+
+def test_budget_too_small_for_any_noise_is_refused() -> None:
+    with pytest.raises(ValueError, match="privacy budget is too low"):
+        noise_multiplier(target_epsilon=1e-9, delta=1e-12, sample_rate=1.0, steps=10_000)
+
+
+def test_rdp_analysis_loaded_from_opacus_is_opacus_s() -> None:
+    assert accounting.rdp_analysis.__file__ == rdp_analysis.__file__
+    orders = list(accounting.RDP_ORDERS)
+    assert list(accounting.rdp_analysis.compute_rdp(q=0.01, noise_multiplier=1.1, steps=7, orders=orders)) == list(
+        rdp_analysis.compute_rdp(q=0.01, noise_multiplier=1.1, steps=7, orders=orders)
+    )
+
+
+def test_a_trainer_enclave_starts_without_opacus_whole() -> None:
+    """The enclave's entry point, and an RDP job's accounting, leave Opacus's package (with SciPy's
+    statistics and signal processing, ~100 MiB resident with what they pull in) unimported."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import enclave_worker.trusted.main\n"
+        "from enclave_worker.trusted import accounting\n"
+        "accounting.noise_multiplier(target_epsilon=1.0, delta=1e-5, sample_rate=0.01, steps=100)\n"
+        "print(sorted(m for m in ('opacus', 'scipy.stats', 'scipy.signal') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
