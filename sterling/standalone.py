@@ -13,6 +13,7 @@ relay to the key manager's model and competition sides answer 404 and say so (do
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
@@ -191,6 +192,10 @@ def run_gateway(
             server.should_exit = True
 
         threading.Thread(target=exit_on_stop, name="sterling-gateway-stop", daemon=True).start()
+        # As in ``sterling up``: what is built by now lives as long as the process; out of the
+        # collector's sight, a full collection no longer walks it and stalls requests.
+        gc.collect()
+        gc.freeze()
         try:
             server.run()
         finally:
