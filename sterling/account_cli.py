@@ -11,86 +11,33 @@ import`` reads it from a hidden prompt or a file, and passwords come from a hidd
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from eth_account.signers.local import LocalAccount
-
-    from marketplace.keystore import Keystores
+from sterling.cli_common import (
+    DEFAULT_GATEWAY,
+    AccountOption,
+    DevAccountOption,
+    GatewayOption,
+    JsonOption,
+    KeystoreDirOption,
+    KeystoreOption,
+    PasswordFileOption,
+    Signer,
+    connect,
+    keystores,
+    read_password,
+)
 
 account_app = typer.Typer(help="Accounts in encrypted keystores: create, import, list, balances, withdrawals.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
-
-KeystoreDirOption = Annotated[
-    Path | None,
-    typer.Option("--keystore-dir", envvar="STERLING_KEYSTORE_DIR", help="the keystore folder (default ~/.sterling/keystores)"),
-]
-PasswordFileOption = Annotated[
-    Path | None,
-    typer.Option("--password-file", help="read the keystore's password from this file (else STERLING_PASSWORD, else a prompt)"),
-]
-AccountOption = Annotated[
-    str | None, typer.Option("--account", envvar="STERLING_ACCOUNT", help="sign with this account of the keystore folder")
-]
-KeystoreOption = Annotated[Path | None, typer.Option("--keystore", help="sign with the account in this keystore file")]
-GatewayOption = Annotated[str, typer.Option("--gateway", help="the gateway's base URL")]
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-DEFAULT_GATEWAY = "http://127.0.0.1:8000"
-
-
-def _keystores(folder: Path | None) -> Keystores:
-    from marketplace.keystore import Keystores
-
-    return Keystores(folder)
-
-
-def read_password(password_file: Path | None, *, what: str, confirm: bool = False) -> str:
-    """A password from ``password_file`` (one trailing newline dropped, as Foundry does), else
-    ``STERLING_PASSWORD``, else a hidden prompt on a terminal.
-
-    Raises:
-        typer.BadParameter: the file cannot be read, or there is no terminal to ask on.
-    """
-    if password_file is not None:
-        try:
-            text = password_file.read_text(encoding="utf-8")
-        except OSError as e:
-            raise typer.BadParameter(f"cannot read {password_file}: {e.strerror}", param_hint="--password-file") from e
-        return text[:-1] if text.endswith("\n") else text
-    if os.environ.get("STERLING_PASSWORD"):
-        return os.environ["STERLING_PASSWORD"]
-    if not sys.stdin.isatty():
-        raise typer.BadParameter(f"no terminal to ask for {what}: give --password-file or set STERLING_PASSWORD")
-    return str(typer.prompt(what.capitalize(), hide_input=True, confirmation_prompt=confirm))
-
-
-def unlock_signer(*, account: str | None, keystore: Path | None, keystore_dir: Path | None, password_file: Path | None) -> LocalAccount:
-    """The account to sign with, from ``--account`` (a name in the keystore folder) or ``--keystore`` (a file).
-
-    Raises:
-        typer.BadParameter: neither or both are given, or the keystore cannot be unlocked (wrong password, say).
-    """
-    from marketplace.keystore import KeystoreError, unlock
-
-    if (account is None) == (keystore is None):
-        raise typer.BadParameter("give the account to sign with: --account NAME (see `sterling account ls`) or --keystore FILE")
-    try:
-        if keystore is not None:
-            return unlock(keystore, read_password(password_file, what=f"the password of {keystore}"))
-        store = _keystores(keystore_dir)
-        store.entry(str(account))  # says which accounts there are before asking for a password
-        return store.unlock(str(account), read_password(password_file, what=f"the password of account {account}"))
-    except KeystoreError as e:
-        raise typer.BadParameter(str(e), param_hint="--account / --keystore") from e
 
 
 def _say_entry(entry: Any, json_out: bool, verb: str) -> None:
@@ -113,7 +60,7 @@ def new(
     """Create an account with a fresh random key, encrypted in a keystore; prints its address (never the key)."""
     from marketplace.keystore import KeystoreError
 
-    store = _keystores(keystore_dir)
+    store = keystores(keystore_dir)
     try:
         store.path(name)
         password = read_password(password_file, what=f"a password for account {name}", confirm=True)
@@ -145,7 +92,7 @@ def import_(
 
     if keystore_file is not None and private_key_file is not None:
         raise typer.BadParameter("give --keystore-file or --private-key-file, not both")
-    store = _keystores(keystore_dir)
+    store = keystores(keystore_dir)
     try:
         store.path(name)
         if keystore_file is not None:
@@ -175,7 +122,7 @@ def import_(
 @account_app.command("ls")
 def ls(keystore_dir: KeystoreDirOption = None, json_out: JsonOption = False) -> None:
     """List the accounts in the keystore folder (no password needed: addresses are stored in clear)."""
-    store = _keystores(keystore_dir)
+    store = keystores(keystore_dir)
     entries = store.entries()
     if json_out:
         console.print_json(json.dumps([{"name": e.name, "address": e.address, "path": str(e.path)} for e in entries]))
@@ -233,7 +180,7 @@ def _address_of(who: str, keystore_dir: Path | None) -> str:
     if is_address(who):
         return str(to_checksum_address(who))
     try:
-        entry = _keystores(keystore_dir).entry(who)
+        entry = keystores(keystore_dir).entry(who)
     except KeystoreError as e:
         raise typer.BadParameter(f"{who!r} is neither an address nor an account: {e}") from e
     if entry.address is None:
@@ -250,7 +197,6 @@ def balance(
 ) -> None:
     """Show what an address holds: the chain's currency, the market's payment token if it has one,
     and what each market holds for it to withdraw."""
-    from sterling.serving_cli import connect
 
     address = _address_of(who, keystore_dir)
     http, config, chain = connect(gateway, timeout=60)
@@ -286,6 +232,7 @@ def balance(
 @account_app.command("withdraw")
 def withdraw(
     gateway: GatewayOption = DEFAULT_GATEWAY,
+    dev_account: DevAccountOption = None,
     account: AccountOption = None,
     keystore: KeystoreOption = None,
     keystore_dir: KeystoreDirOption = None,
@@ -294,12 +241,11 @@ def withdraw(
 ) -> None:
     """Withdraw everything the markets hold for the account (one transaction per market that holds something)."""
     from marketplace.errors import SterlingError
-    from sterling.serving_cli import connect
 
-    signer = unlock_signer(account=account, keystore=keystore, keystore_dir=keystore_dir, password_file=password_file)
     http, config, chain = connect(gateway, timeout=120)
     done: list[dict[str, Any]] = []
     try:
+        signer = Signer(dev_account, account, keystore, password_file, keystore_dir).unlock(http)
         markets = _markets(chain, config)
         for label, client in markets.payable:
             if _pending(label, client, signer.address) == 0:

@@ -2,9 +2,9 @@
 close it, buy a model (docs/competitions.md).
 
 Every command talks to a gateway (``--gateway``, default the local ``sterling up``) and to the chain
-through its JSON-RPC relay; transactions are signed here with the account whose key is in
-``STERLING_PRIVATE_KEY`` (hex), or, on a local development chain, with one of the gateway's
-development accounts (``--dev-account N``). Test sets and models are encrypted here, to the key
+through its JSON-RPC relay; transactions are signed here, by a keystore account (``--account NAME``
+or ``--keystore FILE``: ``sterling account``), one of a local chain's development accounts
+(``--dev-account N``), or the hex key in ``STERLING_PRIVATE_KEY``. Test sets and models are encrypted here, to the key
 manager's key from the registry on-chain, never to a key the gateway names.
 """
 
@@ -19,7 +19,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sterling.serving_cli import DEFAULT_GATEWAY, DevAccountOption, GatewayOption, _account, connect
+from sterling.cli_common import (
+    DEFAULT_GATEWAY,
+    AccountOption,
+    DevAccountOption,
+    GatewayOption,
+    KeystoreOption,
+    PasswordFileOption,
+    Signer,
+    connect,
+)
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -51,7 +60,7 @@ class _Session:
         self.http.close()
 
 
-def _session(gateway: str, dev_account: int | None) -> _Session:
+def _session(gateway: str, signer: Signer) -> _Session:
     from marketplace.competitions import CompetitionMarketClient
     from marketplace.contracts import RegistryClient
     from marketplace.gateway_client import GatewayCompetitionKeys, GatewayCompetitionStore
@@ -62,7 +71,7 @@ def _session(gateway: str, dev_account: int | None) -> _Session:
         http.close()
         raise typer.BadParameter(f"the gateway at {gateway} runs no competition market", param_hint="--gateway")
     return _Session(
-        http=http, account=_account(http, dev_account),
+        http=http, account=signer.unlock(http),
         competitions=CompetitionMarketClient(chain, address), registry=RegistryClient(chain, config["contracts"]["enclave_registry"]),
         keys=GatewayCompetitionKeys(http), store=GatewayCompetitionStore(http),
     )  # fmt: skip
@@ -98,6 +107,9 @@ def create(
     ] = None,
     gateway: GatewayOption = DEFAULT_GATEWAY,
     dev_account: DevAccountOption = None,
+    account: AccountOption = None,
+    keystore: KeystoreOption = None,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Seal a test set to the key manager, escrow a prize and open a competition."""
     from enclave_worker.trusted.dataset import DatasetPackage
@@ -121,7 +133,7 @@ def create(
     mask = Architecture(0)
     for name in names:
         mask |= ARCHITECTURES[name]
-    session = _session(gateway, dev_account)
+    session = _session(gateway, Signer(dev_account, account, keystore, password_file))
     try:
         now = session.competitions.chain.now()
         closes = now + max(1, round(hours * 3600))
@@ -155,6 +167,9 @@ def submit(
     ask: Annotated[int, typer.Option("--ask", min=0, help="the price a buyer pays after the close (0: not for sale)")] = 0,
     gateway: GatewayOption = DEFAULT_GATEWAY,
     dev_account: DevAccountOption = None,
+    account: AccountOption = None,
+    keystore: KeystoreOption = None,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Seal a model to the key manager, have it admitted against the rules, and submit it on-chain."""
     from marketplace.competing import submit_job_model, submit_model
@@ -162,7 +177,7 @@ def submit(
 
     if (weights is None) == (job is None):
         raise typer.BadParameter("give a weights file or --job, not both")
-    session = _session(gateway, dev_account)
+    session = _session(gateway, Signer(dev_account, account, keystore, password_file))
     try:
         with console.status("sealing, admitting and submitting the model"):
             if job is not None:
@@ -242,12 +257,17 @@ def leaderboard(competition_id: Annotated[int, typer.Argument(min=1)], gateway: 
 
 @competition_app.command("close")
 def close(
-    competition_id: Annotated[int, typer.Argument(min=1)], gateway: GatewayOption = DEFAULT_GATEWAY, dev_account: DevAccountOption = None
+    competition_id: Annotated[int, typer.Argument(min=1)],
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    dev_account: DevAccountOption = None,
+    account: AccountOption = None,
+    keystore: KeystoreOption = None,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Close a competition: the organizer once every entry has its private score, anyone after the scoring period."""
     from marketplace.errors import SterlingError
 
-    session = _session(gateway, dev_account)
+    session = _session(gateway, Signer(dev_account, account, keystore, password_file))
     try:
         session.competitions.close(session.account, competition_id)
         record = session.competitions.competition(competition_id)
@@ -269,6 +289,9 @@ def buy(
     ] = None,
     gateway: GatewayOption = DEFAULT_GATEWAY,
     dev_account: DevAccountOption = None,
+    account: AccountOption = None,
+    keystore: KeystoreOption = None,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Buy an entry at its ask price, get its key from the key manager and decrypt it.
 
@@ -290,7 +313,7 @@ def buy(
         raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
         key_path.write_bytes(raw)
         key_path.chmod(0o600)
-    session = _session(gateway, dev_account)
+    session = _session(gateway, Signer(dev_account, account, keystore, password_file))
     try:
         market = session.competitions
         bought = market.purchase_key(competition_id, index, session.account.address)
@@ -310,11 +333,17 @@ def buy(
 
 
 @competition_app.command("withdraw")
-def withdraw(gateway: GatewayOption = DEFAULT_GATEWAY, dev_account: DevAccountOption = None) -> None:
+def withdraw(
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    dev_account: DevAccountOption = None,
+    account: AccountOption = None,
+    keystore: KeystoreOption = None,
+    password_file: PasswordFileOption = None,
+) -> None:
     """Withdraw your prizes and model sales."""
     from marketplace.errors import SterlingError
 
-    session = _session(gateway, dev_account)
+    session = _session(gateway, Signer(dev_account, account, keystore, password_file))
     try:
         amount, _ = session.competitions.withdraw(session.account)
     except SterlingError as e:

@@ -1,9 +1,9 @@
 """``sterling infer`` and ``sterling models``: ask served models, list them, list your own (docs/inference.md).
 
 Every command talks to a gateway (``--gateway``, default the local ``sterling up``) and to the chain
-through its JSON-RPC relay; transactions and vouchers are signed here with the account whose key is
-in ``STERLING_PRIVATE_KEY`` (hex), or, on a local development chain, with one of the gateway's
-development accounts (``--dev-account N``). The inference enclave's key always comes from the
+through its JSON-RPC relay; transactions and vouchers are signed here, by a keystore account
+(``--account NAME`` or ``--keystore FILE``: ``sterling account``), one of a local chain's
+development accounts (``--dev-account N``), or the hex key in ``STERLING_PRIVATE_KEY``. The inference enclave's key always comes from the
 registry on-chain, never from the gateway.
 """
 
@@ -20,40 +20,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from eth_account.signers.local import LocalAccount
+from sterling.cli_common import (
+    DEFAULT_GATEWAY,
+    AccountOption,
+    DevAccountOption,
+    GatewayOption,
+    KeystoreOption,
+    PasswordFileOption,
+    Signer,
+    connect,
+)
 
-    from marketplace.chain import Chain
+if TYPE_CHECKING:
     from marketplace.serving import InferenceClient
 
 models_app = typer.Typer(help="Served models: the catalogue, and listing your own.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
-
-GatewayOption = Annotated[str, typer.Option("--gateway", help="the gateway's base URL")]
-DevAccountOption = Annotated[
-    int | None, typer.Option("--dev-account", help="sign with the gateway's N-th development account (local chains only)")
-]
-DEFAULT_GATEWAY = "http://127.0.0.1:8000"
-
-
-def _account(http: Any, dev_account: int | None) -> LocalAccount:
-    from eth_account import Account
-
-    if dev_account is not None:
-        accounts = http.get("/api/config").json().get("dev_accounts") or []
-        if not 0 <= dev_account < len(accounts):
-            raise typer.BadParameter(f"the gateway offers {len(accounts)} development accounts", param_hint="--dev-account")
-        account: LocalAccount = Account.from_key(accounts[dev_account]["private_key"])
-        return account
-    key = os.environ.get("STERLING_PRIVATE_KEY")
-    if not key:
-        raise typer.BadParameter("set STERLING_PRIVATE_KEY to the hex key to sign with, or pass --dev-account on a local chain")
-    try:
-        account = Account.from_key(key)
-    except (ValueError, TypeError) as e:
-        raise typer.BadParameter("STERLING_PRIVATE_KEY is not a private key") from e
-    return account
 
 
 def _read_rows(path: Path) -> Any:
@@ -87,28 +70,7 @@ def _numeric(row: list[str]) -> bool:
     return True
 
 
-def connect(gateway: str, *, timeout: float) -> tuple[Any, dict[str, Any], Chain]:
-    """An HTTP client of ``gateway``, its ``/api/config`` and the chain behind its JSON-RPC relay.
-
-    Raises:
-        typer.BadParameter: no Sterling gateway answers there.
-    """
-    import httpx
-
-    from marketplace.chain import connect_gateway
-    from marketplace.errors import ChainUnavailable
-
-    http = httpx.Client(base_url=gateway, timeout=timeout)
-    try:
-        config = http.get("/api/config").json()
-        chain = connect_gateway(gateway)
-    except (httpx.HTTPError, ValueError, ChainUnavailable) as e:
-        http.close()
-        raise typer.BadParameter(f"no Sterling gateway at {gateway}: {e}", param_hint="--gateway") from e
-    return http, config, chain
-
-
-def _client(gateway: str, dev_account: int | None) -> tuple[InferenceClient, Any]:
+def _client(gateway: str, signer: Signer) -> tuple[InferenceClient, Any]:
     from marketplace.contracts import RegistryClient
     from marketplace.model_market import ModelMarketClient
     from marketplace.serving import InferenceClient, http_transport
@@ -119,7 +81,7 @@ def _client(gateway: str, dev_account: int | None) -> tuple[InferenceClient, Any
         http.close()
         raise typer.BadParameter(f"the gateway at {gateway} serves no model market", param_hint="--gateway")
     client = InferenceClient(
-        _account(http, dev_account), model_market=ModelMarketClient(chain, market_address),
+        signer.unlock(http), model_market=ModelMarketClient(chain, market_address),
         registry=RegistryClient(chain, config["contracts"]["enclave_registry"]), transport=http_transport(gateway),
     )  # fmt: skip
     return client, http
@@ -131,6 +93,9 @@ def infer(
     out: Annotated[Path, typer.Option("--out", help="where to write the predictions (CSV)")] = Path("predictions.csv"),
     gateway: GatewayOption = DEFAULT_GATEWAY,
     dev_account: DevAccountOption = None,
+    account: AccountOption = None,
+    keystore: KeystoreOption = None,
+    password_file: PasswordFileOption = None,
     deposit: Annotated[int, typer.Option("--deposit", help="buy this much credit (wei or token units) first; 0: none")] = 0,
     batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, help="rows per encrypted request")] = 4096,
 ) -> None:
@@ -141,7 +106,7 @@ def infer(
     from marketplace.errors import SterlingError
 
     rows = _read_rows(input_csv)
-    client, http = _client(gateway, dev_account)
+    client, http = _client(gateway, Signer(dev_account, account, keystore, password_file))
     try:
         detail = http.get(f"/api/models/{model_id}")
         if detail.status_code != 200:
@@ -219,6 +184,9 @@ def publish(
     param: Annotated[int, typer.Option("--param", min=0, help="k for top_k, decimals for probabilities")] = 0,
     gateway: GatewayOption = DEFAULT_GATEWAY,
     dev_account: DevAccountOption = None,
+    account: AccountOption = None,
+    keystore: KeystoreOption = None,
+    password_file: PasswordFileOption = None,
 ) -> None:
     """Seal a model for the key manager, upload it, deposit its key and list it for serving."""
 
@@ -234,7 +202,7 @@ def publish(
         output_policy = OutputPolicy[policy.upper()]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise typer.BadParameter(f"{weights} is not a Sterling model (safetensors with its spec and schema), or bad --policy: {e}") from e
-    client, http = _client(gateway, dev_account)
+    client, http = _client(gateway, Signer(dev_account, account, keystore, password_file))
     try:
         listed = list_model(
             raw, spec, client.account, price_per_query=price, output_policy=output_policy, output_param=param, query_cap=cap,
@@ -273,7 +241,7 @@ def redeem(
     if not ledger_path.exists():
         raise typer.BadParameter(f"no voucher ledger at {ledger_path}: this state directory served no queries", param_hint="--state-dir")
     if os.environ.get("STERLING_PRIVATE_KEY"):
-        operator = _account(None, None)
+        operator = Signer().unlock(None)
     elif (state_dir / "accounts.json").exists():
         operator = LocalAccounts.load_or_create(state_dir / "accounts.json", dev_count=0).operator
     else:

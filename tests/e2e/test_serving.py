@@ -336,9 +336,19 @@ def test_the_cli_publishes_a_model_and_answers_a_csv(localnet: LocalNet, serving
         weights_file.write_bytes(model_weights(model, spec, DIGITS_SCHEMA))
         owner, client = localnet.chain.new_account(), localnet.chain.new_account()
         runner = CliRunner()
+        # The owner signs with a keystore account (`sterling account import`), the client with STERLING_PRIVATE_KEY.
+        key_file, password_file = tmp_path / "owner.key", tmp_path / "password"
+        key_file.write_text(owner.key.hex())
+        password_file.write_text("owner's password")
+        keys_env = {"STERLING_KEYSTORE_DIR": str(tmp_path / "keystores")}
+        imported = runner.invoke(
+            cli, ["account", "import", "owner", "--private-key-file", str(key_file), "--password-file", str(password_file), "--light-kdf"],
+            env=keys_env,
+        )  # fmt: skip
+        assert imported.exit_code == 0, imported.output
         published = runner.invoke(
             cli, ["models", "publish", str(weights_file), "--price", str(PRICE), "--cap", "500", "--policy", "top_k", "--param", "2",
-                  "--gateway", url], env={"STERLING_PRIVATE_KEY": owner.key.hex()},
+                  "--gateway", url, "--account", "owner", "--password-file", str(password_file)], env=keys_env,
         )  # fmt: skip
         assert published.exit_code == 0, published.output
         model_id = int(published.output.split("listed model ")[1].split(":")[0])
