@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
@@ -131,28 +131,8 @@ class Consumer:
         return document
 
     def fetch_weights(self, job_id: int) -> bytes:
-        """Download and decrypt the weights (safetensors bytes) of a completed job, checked against its receipt.
-
-        Raises:
-            JobNotReady: the job has not completed.
-            CiphertextTampered: the stored result or the decrypted weights do not match the on-chain hashes.
-        """
-        job = self.market.job(job_id)
-        if job.status is not JobStatus.COMPLETED:
-            raise JobNotReady(f"job {job_id} is {job.status.name}, not COMPLETED")
-        result = self.market.result_submitted(job_id)
-        sealed = self.blobs.get(result.result_hash.hex())
-        chain_id, market = self.market.chain.chain_id, self.market.address_bytes
-        weights = sealing.open_sealed(
-            sealed,
-            self._key,
-            info=keywrap.model_info(chain_id, market, job_id),
-            kind=dataformat.Kind.MODEL,
-            context=model_context(chain_id, market, job_id),
-        )
-        if hashlib.sha256(weights).digest() != result.model_hash:
-            raise CiphertextTampered(f"job {job_id}: decrypted model does not match the receipt's model hash")
-        return weights
+        """Download and decrypt the weights (safetensors bytes) of a completed job (:func:`open_job_model`)."""
+        return open_job_model(self.market, self.blobs, self._key, job_id)
 
     def fetch_model(self, job_id: int) -> nn.Module:
         """Download, decrypt and load the model of a completed job (:meth:`fetch_weights` into its architecture).
@@ -168,3 +148,38 @@ class Consumer:
         model = build_model(spec, schema)
         model.load_state_dict(load_tensors(weights))
         return model.eval()
+
+
+class BlobReader(Protocol):
+    """Read access to content-addressed blobs: a local :class:`BlobStore` or a gateway's."""
+
+    def get(self, digest: str) -> bytes: ...
+
+
+def open_job_model(market: MarketClient, blobs: BlobReader, key: X25519PrivateKey, job_id: int) -> bytes:
+    """Download and decrypt the weights (safetensors bytes) of completed job ``job_id`` with the
+    consumer's ``key``, checked against the hashes its receipt committed to on-chain.
+
+    Raises:
+        JobNotReady: the job has not completed.
+        CiphertextTampered: the stored result or the decrypted weights do not match the on-chain hashes.
+        KeyUnwrapFailed: ``key`` is not the job's consumer key (the model does not open).
+    """
+    job = market.job(job_id)
+    if job.status is not JobStatus.COMPLETED:
+        raise JobNotReady(f"job {job_id} is {job.status.name}, not COMPLETED")
+    result = market.result_submitted(job_id)
+    sealed = blobs.get(result.result_hash.hex())
+    if hashlib.sha256(sealed).digest() != result.result_hash:
+        raise CiphertextTampered(f"job {job_id}: the stored sealed model does not match the receipt's result hash")
+    chain_id, address = market.chain.chain_id, market.address_bytes
+    weights = sealing.open_sealed(
+        sealed,
+        key,
+        info=keywrap.model_info(chain_id, address, job_id),
+        kind=dataformat.Kind.MODEL,
+        context=model_context(chain_id, address, job_id),
+    )
+    if hashlib.sha256(weights).digest() != result.model_hash:
+        raise CiphertextTampered(f"job {job_id}: decrypted model does not match the receipt's model hash")
+    return weights

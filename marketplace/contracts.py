@@ -167,6 +167,8 @@ class ResultRecord:
     metrics_hash: bytes
     epsilon_spent: int
     block_number: int
+    tx_hash: str = ""
+    """The ``submitResult`` transaction (0x-hex)."""
 
 
 @dataclass(frozen=True)
@@ -704,6 +706,7 @@ class MarketClient(PaymentCurrency):
             metrics_hash=bytes(args["metricsHash"]),
             epsilon_spent=int(args["epsilonSpent"]),
             block_number=int(logs[-1]["blockNumber"]),
+            tx_hash="0x" + bytes(logs[-1]["transactionHash"]).hex(),
         )
 
     def job_count(self) -> int:

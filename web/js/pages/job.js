@@ -1,8 +1,8 @@
 // Job detail: a live timeline (created → claimed → training with progress → settled, or expired
 // or cancelled), the claim (holder, lease expiry, re-claims that charged ε again), ε spent,
 // payments, released statistics, the consumer's "Cancel job" while it is open, and the model
-// downloaded and decrypted in this browser — or, for a job whose model was sealed to the key
-// manager, what can be done with a model nobody can download.
+// downloaded and decrypted in this browser with its model card — or, for a job whose model was
+// sealed to the key manager, what can be done with a model nobody can download.
 import { getBytes, getJSON, subscribe, waitForIndex } from "../api.js";
 import { epsilonProgress } from "../charts.js";
 import { consumerKeyFor, importKeyFile, openModel } from "../consumer-keys.js";
@@ -49,8 +49,10 @@ export async function render(root, [id]) {
         <dt>Consumer</dt><dd>${short(job.consumer)}</dd>
         <dt>Model sealed to</dt><dd id="sealed-to">${sealed ? "the key manager enclave" : "the consumer's key"} <span class="muted">${short(job.consumer_key)}</span></dd><dt>Enclave</dt><dd>${job.enclave && !/^0x0+$/.test(job.enclave) ? short(job.enclave) : "—"}</dd></dl>
         ${job.payments && job.payments.length ? `<h3>Credited</h3><ul>${job.payments.map((p) => `<li>${short(p.account)}: ${money(p.amount_wei)} <span class="muted">(${esc(p.reason)})</span></li>`).join("")}</ul>` : ""}</div>
-      <div class="panel"><h2>Model</h2>${sealed ? sealedSection(job) : resultSection(job)}</div>`;
+      <div class="panel"><h2>Model</h2>${sealed ? sealedSection(job) : resultSection(job)}</div>
+      ${job.status === "completed" ? `<div class="panel" id="model-card"><h2>Model card</h2><p class="muted">Loading the card…</p></div>` : ""}`;
     if (!sealed) wireDownload(view, job);
+    if (job.status === "completed") showCard(view.querySelector("#model-card"), job.id);
     if (downloading) view.querySelector("#download-status")?.replaceWith(downloading);
   }
 
@@ -164,6 +166,35 @@ function metrics(doc) {
       (${audit.correct} of ${audit.guesses} guesses right, ${audit.canaries} canaries) against the accountant's ${eps(audit.epsilon_target)}.</p>`);
   }
   return parts.join("");
+}
+
+/**
+ * The model card (GET /api/jobs/:id/card, the document `sterling model card` prints): how to feed
+ * the model (its inputs in order, with the standardisation it applies itself), what it answers
+ * (one logit per class) and what it cost in privacy, with its receipt.
+ */
+async function showCard(panel, jobId) {
+  if (!panel) return;
+  try {
+    const card = await getJSON(`/api/jobs/${jobId}/card`);
+    const inputs = card.inputs, privacy = card.privacy, receipt = card.receipt;
+    const arch = card.model.architecture;
+    const shown = inputs.columns.slice(0, 64);
+    panel.innerHTML = `<h2>Model card</h2>
+      <p>${esc(arch.name.replace(/_/g, " "))}${arch.hidden_sizes ? ` (hidden ${arch.hidden_sizes.join("×")})` : ""}, ${esc(arch.activation)};
+        input float32 of shape (${inputs.shape.map(esc).join(", ")}). <span class="muted">Standardisation: ${esc(inputs.standardisation)}.</span></p>
+      <div class="table-wrap"><table id="card-inputs"><thead><tr><th>#</th><th>Input column</th><th>Mean</th><th>Scale</th></tr></thead><tbody>
+        ${shown.map((c) => `<tr><td>${c.index}</td><td>${esc(c.name)}</td><td>${c.mean ?? "—"}</td><td>${c.scale ?? "—"}</td></tr>`).join("")}
+        ${inputs.columns.length > shown.length ? `<tr><td colspan="4" class="muted">… and ${inputs.columns.length - shown.length} more columns</td></tr>` : ""}</tbody></table></div>
+      <p id="card-classes">Outputs: ${card.outputs.classes.map((c) => `logit ${c.index} = <strong>${esc(c.name)}</strong>`).join(", ")}; ${esc(card.outputs.prediction)}.</p>
+      <p id="card-privacy">(ε ${eps(privacy.epsilon)}, δ ${esc(privacy.delta)}) with the ${esc(privacy.accountant)} accountant: noise multiplier ${Number(privacy.noise_multiplier).toFixed(3)},
+        sample rate ${Number(privacy.sample_rate).toPrecision(3)}, ${esc(privacy.steps)} steps over ${esc(privacy.epochs)} epoch(s), clipping norm ${esc(privacy.max_grad_norm)}.</p>
+      <p class="muted">Receipt: enclave ${short(receipt.enclave)}, transaction <span class="mono">${esc(receipt.transaction)}</span> (block ${esc(receipt.block)}).</p>
+      <p><a id="card-markdown" href="/api/jobs/${jobId}/card?format=markdown" download="sterling-job-${jobId}-model-card.md">Download the card (Markdown)</a>
+        <span class="muted">· ONNX: <span class="mono">sterling model fetch ${jobId} --key-file sterling-job-${jobId}-key.json --onnx model.onnx</span></span></p>`;
+  } catch (error) {
+    panel.innerHTML = `<h2>Model card</h2><div class="error-box">${esc(error.message || error)}</div>`;
+  }
 }
 
 /** A model sealed to the key manager: nobody downloads it; say what it is for. */

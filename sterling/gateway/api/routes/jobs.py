@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
-from sterling.gateway.api.deps import BlobsDep, ServicesDep, SessionDep
+from marketplace.model_card import build_card, card_markdown
+from sterling.gateway.api.deps import BlobsDep, CacheDep, ServicesDep, SessionDep
 from sterling.gateway.api.routes.datasets import MAX_ID
 from sterling.gateway.errors import NotFound
 from sterling.gateway.queries import get_job, job_detail, list_jobs
@@ -54,3 +56,37 @@ def job_result(job_id: JobIdPath, session: SessionDep, blobs: BlobsDep) -> FileR
     if not path.is_file():
         raise NotFound(f"the sealed result {row.result_hash} of job {job_id} is not in the blob store")
     return FileResponse(path, media_type="application/octet-stream", filename=f"job-{job_id}-model.sealed")
+
+
+@router.get(
+    "/{job_id}/card",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/json": {"schema": {"type": "object"}}, "text/markdown": {"schema": {"type": "string"}}},
+            "description": "the model card (marketplace.model_card: format sterling-model-card/1)",
+        },
+        404: {"description": "no such job, or no model yet"},
+    },
+)
+def job_card(
+    job_id: JobIdPath,
+    session: SessionDep,
+    services: ServicesDep,
+    cache: CacheDep,
+    format: Annotated[Literal["json", "markdown"], Query(description="the JSON document or its Markdown rendering")] = "json",  # noqa: A002
+) -> Response:
+    """A completed job's model card: inputs in order with their standardisation, classes, datasets
+    and providers, the privacy accounting, the receipt. Built from the chain and the public
+    documents the receipt committed to; the same document ``sterling model card`` prints."""
+    row = get_job(session, job_id)
+    if row.result_hash is None:
+        raise NotFound(f"job {job_id} has no model yet")
+    document = json.loads(
+        cache.get_or_render(
+            ("card", job_id, row.result_hash), lambda: json.dumps(build_card(services.market, services.blobs, job_id)).encode()
+        )
+    )
+    if format == "markdown":
+        return Response(content=card_markdown(document), media_type="text/markdown; charset=utf-8")
+    return Response(content=json.dumps(document), media_type="application/json")
