@@ -23,7 +23,7 @@ from enclave_worker.trusted.dataset import Schema
 from enclave_worker.trusted.enclave import model_context
 from enclave_worker.trusted.models import ModelSpec, build_model
 
-from .blobstore import BlobStore
+from .blobstore import BlobAccess
 from .chain import TxResult, Wei
 from .contracts import JobId, JobStatus, MarketClient, delta_units, epsilon_units
 from .errors import CiphertextTampered, JobNotReady
@@ -43,7 +43,7 @@ class CreatedJob:
 class Consumer:
     """A data consumer: an account plus the X25519 key its models are sealed to."""
 
-    def __init__(self, account: LocalAccount, *, market: MarketClient, blobs: BlobStore, key: X25519PrivateKey | None = None) -> None:
+    def __init__(self, account: LocalAccount, *, market: MarketClient, blobs: BlobAccess, key: X25519PrivateKey | None = None) -> None:
         self.account = account
         self.market = market
         self.blobs = blobs
