@@ -27,6 +27,8 @@ def test_bench_scale_measures_every_part_with_the_services_as_processes() -> Non
     seeded = [int(m.group(1)) for line in lines if (m := re.search(r"seeded (\d+) listings and \1 past jobs", line))]
     assert seeded[0] == 50 and sum(seeded) + 2 == 150, lines  # the history tops up to 150 jobs with the 2 timed ones
     assert any("both workers followed the history" in line for line in lines)
+    mining = [int(m.group(1)) for line in lines if (m := re.search(r"\(a\) .* anvil mines a block in (\d+) ms .* Sterling's share is [\d.]+ s", line))]
+    assert len(mining) == 2, lines  # the node's share of a pickup, and the rest, at each history size
     summary = re.fullmatch(
         r"bench-scale: pickup p50 ([\d.]+) s at 150 jobs \(([\d.]+) s at 50\), gateway p99 ([\d.]+) ms \(postgres\), "
         r"2-worker speed-up ([\d.]+), 1 GiB training peak RSS ([\d,]+) MiB",
