@@ -7,10 +7,7 @@ and both sides name the same damage with the same error class.
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
-import io
-import re
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -23,27 +20,16 @@ from safetensors.numpy import save as st_save
 
 from enclave_worker.trusted import dataformat, keywrap, sealing
 from enclave_worker.trusted.dataformat import HEADER_LEN, TAG_LEN, Kind
-from enclave_worker.trusted.dataset import DatasetPackage, Schema, canonical_json
+from enclave_worker.trusted.dataset import DatasetPackage, canonical_json
 from enclave_worker.trusted.enclave import model_context
 from enclave_worker.trusted.errors import CiphertextError, KeyUnwrapFailed
 from marketplace.datasets import digits
+from tests.csv_reference import BAD_CSV, TRICKY_CSV, reference_csv_package
 
 pytestmark = pytest.mark.browser
 
 PROVIDER = "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1"
 CHUNK = 1024
-
-# Quoting, CRLF, a BOM, a blank line, non-ASCII names, spaces around cells, float32 edge cases
-# (rounding, a tie, subnormals, the largest float32, -0), and class names whose code-point order
-# differs from JavaScript's default UTF-16 order ("Ａ" U+FF21 sorts before "😀" U+1F600).
-TRICKY_CSV = (
-    "\ufeffid,température,\"size, cm\",\"say \"\"hi\"\"\",größe,outcome\r\n"
-    "1,0.1, 16777217 ,1e-45,3.4028235e38,z\r\n"
-    "2,-0,1.00000005960464477539,.5,-2E-3,Ａ\r\n"
-    "\r\n"
-    "3,123456789.123,7.,+4,1e-38,😀\r\n"
-    "4,\"5\",0.3333333333333333,-1.5e+10,2,z\r\n"
-)
 
 
 def b64(raw: bytes) -> str:
@@ -52,24 +38,6 @@ def b64(raw: bytes) -> str:
 
 def unb64(text: str) -> bytes:
     return base64.b64decode(text)
-
-
-def reference_csv_package(text: str, label_column: str | None = None) -> DatasetPackage:
-    """The CSV rules of web/js/crypto/csv.js, written independently in Python."""
-    rows = [r for r in csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")) if r]
-    names = [n.strip() for n in rows[0]]
-    label_at = names.index(label_column) if label_column else len(names) - 1
-    feature_at = [i for i in range(len(names)) if i != label_at]
-    features = np.array([[float(r[i]) for i in feature_at] for r in rows[1:]], dtype=np.float64).astype(np.float32)
-    label_text = [r[label_at].strip() for r in rows[1:]]
-    distinct = set(label_text)
-    if all(re.fullmatch(r"[+-]?\d+", s) for s in distinct):
-        classes = sorted(distinct, key=lambda s: (int(s), s))
-    else:
-        classes = sorted(distinct)
-    labels = np.array([classes.index(s) for s in label_text], dtype=np.int64)
-    schema = Schema("classification", tuple(names[i] for i in feature_at), (len(feature_at),), tuple(classes))
-    return DatasetPackage(features=features, labels=labels, schema=schema)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +75,9 @@ def test_static_server_serves_web_and_vendor_like_the_gateway(page: Page, static
     """The harness loads through the conftest's own ``page`` fixture, and /vendor/ serves JS as JS."""
     page.goto(f"{static_server}/test/crypto.html")
     page.wait_for_function("document.body.dataset.ready === 'true'", timeout=10_000)
-    versions = page.evaluate("async () => ({ ethers: (await import('ethers')).version, hpke: typeof (await import('@hpke/core')).CipherSuite })")
+    versions = page.evaluate(
+        "async () => ({ ethers: (await import('ethers')).version, hpke: typeof (await import('@hpke/core')).CipherSuite })"
+    )
     assert versions == {"ethers": "6.17.0", "hpke": "function"}
     for path in ("/vendor/@hpke/core/esm/mod.js", "/vendor/@hpke/common/esm/mod.js", "/js/crypto/index.js"):
         response = page.request.get(static_server + path)
@@ -241,23 +211,7 @@ def test_damaged_package_files_are_refused(crypto_page: Page) -> None:
         assert message in result["message"], case
 
 
-@pytest.mark.parametrize(
-    ("text", "options", "message"),
-    [
-        ("", {}, "the CSV file is empty"),
-        ("a,b,y\r\n", {}, "header row but no data rows"),
-        ("a,b,y\n1,2,p\n3,q\n", {}, "line 3 has 2 cells, the header has 3"),
-        ("a,b,y\n1,abc,p\n", {}, 'line 2, column "b": "abc" is not a number'),
-        ("a,b,y\n1,,p\n", {}, 'line 2, column "b": is empty'),
-        ("a,b,y\n1,1e39,p\n", {}, "too large for float32"),
-        ("a,b,y\n1,nan,p\n2,3,q\n", {}, '"nan" is not a number'),
-        ("a,b,y\n1,2,p\n3,4,p\n", {}, 'holds a single class "p"'),
-        ("a,b,y\n1,2,p\n", {"labelColumn": "outcome"}, 'no column named "outcome"'),
-        ("a,a,y\n1,2,p\n", {}, 'column name "a" appears twice'),
-        ('a,b,y\n1,"2,p\n', {}, "a quoted field is not closed"),
-        ("y\np\nq\n", {}, "no feature columns"),
-    ],
-)
+@pytest.mark.parametrize(("text", "options", "message"), BAD_CSV)
 def test_bad_csv_files_get_clear_errors(crypto_page: Page, text: str, options: dict[str, str], message: str) -> None:
     result = js(crypto_page, "return outcome(() => S.parseCsv(args[0], args[1]));", text, options)
     assert (result["ok"], result["name"]) == (False, "InvalidCsv")
@@ -271,12 +225,12 @@ def test_integer_labels_are_ordered_by_value_and_canonical_json_matches_python(c
         "const d = S.parseCsv(args[0]); return { classes: d.schema.class_names, labels: Array.from(d.labels, Number), "
         "json: S.canonicalJson(args[1]) };",
         text,
-        {"é": "😀\u007f\n\"\\", "b": [1, None, True, -7], "A": {"z": "", "Z": "\x01"}},
+        {"é": '😀\u007f\n"\\', "b": [1, None, True, -7], "A": {"z": "", "Z": "\x01"}},
     )
     expected = reference_csv_package(text)
     assert out["classes"] == ["-1", "0", "2", "10"] == list(expected.schema.class_names)
     assert out["labels"] == expected.labels.tolist() == [3, 2, 1, 0, 2]
-    assert out["json"].encode() == canonical_json({"é": "😀\u007f\n\"\\", "b": [1, None, True, -7], "A": {"z": "", "Z": "\x01"}})
+    assert out["json"].encode() == canonical_json({"é": '😀\u007f\n"\\', "b": [1, None, True, -7], "A": {"z": "", "Z": "\x01"}})
 
 
 # --- b. the STRL stream format in both directions, and its errors ---------------------------------
@@ -335,7 +289,9 @@ CONTEXT = hashlib.sha256(b"damage").digest()
 
 def _damage_cases() -> dict[str, tuple[bytes, dict[str, Any], str]]:
     """(ciphertext, decrypt options, expected error) for each kind of damage, from docs/formats.md."""
-    ct = dataformat.encrypt_bytes(b"".join(bytes([i]) * CHUNK for i in range(3)) + b"tail", KEY, kind=Kind.DATASET, context=CONTEXT, chunk_size=CHUNK)
+    ct = dataformat.encrypt_bytes(
+        b"".join(bytes([i]) * CHUNK for i in range(3)) + b"tail", KEY, kind=Kind.DATASET, context=CONTEXT, chunk_size=CHUNK
+    )
     full = dataformat.encrypt_bytes(bytes(2 * CHUNK), KEY, kind=Kind.DATASET, context=CONTEXT, chunk_size=CHUNK)
     sealed = CHUNK + TAG_LEN
     header, chunks = ct[:HEADER_LEN], [ct[i : i + sealed] for i in range(HEADER_LEN, len(ct), sealed)]
@@ -358,7 +314,11 @@ def _damage_cases() -> dict[str, tuple[bytes, dict[str, Any], str]]:
         "short header": (ct[:30], dataset, "CiphertextMalformed"),
         "wrong kind": (ct, {"kind": int(Kind.MODEL)}, "CiphertextMalformed"),
         "wrong context": (ct, {**dataset, "context": bytes(32)}, "CiphertextMalformed"),
-        "wrong key": (dataformat.encrypt_bytes(b"x", dataformat.new_data_key(), kind=Kind.DATASET, context=CONTEXT), dataset, "CiphertextTampered"),
+        "wrong key": (
+            dataformat.encrypt_bytes(b"x", dataformat.new_data_key(), kind=Kind.DATASET, context=CONTEXT),
+            dataset,
+            "CiphertextTampered",
+        ),
     }
 
 
