@@ -307,3 +307,12 @@ def _admitted(reply: dict[str, Any]) -> AdmittedSubmission:
         content_hash=bytes.fromhex(reply["content_hash"][2:]), weights_hash=bytes.fromhex(reply["weights_hash"][2:]),
         admission=bytes.fromhex(reply["admission"][2:]),
     )  # fmt: skip
+
+
+class GatewayDatasetKeys(_GatewayKeyManager):
+    """The key manager's dataset-key side through a gateway (``POST /api/key-manager/deposits``): a
+    :class:`~marketplace.provider.KeyDepository` for :func:`~marketplace.provider.list_dataset`."""
+
+    def deposit(self, content_hash: bytes, wrapped_key: bytes, *, provider: str, signature: bytes) -> None:
+        body = {"content_hash": content_hash.hex(), "wrapped_key": wrapped_key.hex(), "provider": provider, "signature": signature.hex()}
+        _expect(self.client.post("/api/key-manager/deposits", json=body), 201)

@@ -15,7 +15,7 @@ from enclave_worker.trusted import dataformat, keywrap
 from enclave_worker.trusted.dataset import DatasetPackage, canonical_json
 from enclave_worker.trusted.receipt import Deposit, sign_deposit
 
-from .blobstore import BlobStore
+from .blobstore import BlobAccess
 from .chain import TxResult
 from .contracts import DatasetId, MarketClient, RegistryClient, Terms
 
@@ -72,7 +72,7 @@ def list_dataset(
     market: MarketClient,
     registry: RegistryClient,
     key_manager: KeyDepository,
-    blobs: BlobStore,
+    blobs: BlobAccess,
     allowed_consumers: tuple[str, ...] = (),
     allowed_models: tuple[bytes, ...] = (),
     uri: str = LOCAL_BLOB_URI,

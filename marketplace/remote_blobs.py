@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +71,23 @@ class DownloadProgress:
 
 
 ProgressCallback = Callable[[DownloadProgress], None]
+
+UPLOAD_PIECE = 1 << 20
+"""Bytes sent between two progress reports of an upload."""
+
+
+class _Upload:
+    """An upload's bytes in pieces, reporting each one sent; iterable again, so a retry sends them all again."""
+
+    def __init__(self, data: bytes, digest: str, progress: ProgressCallback) -> None:
+        self.data, self.digest, self.progress = data, digest, progress
+
+    def __iter__(self) -> Iterator[bytes]:
+        view = memoryview(self.data)
+        for start in range(0, len(view), UPLOAD_PIECE):
+            piece = bytes(view[start : start + UPLOAD_PIECE])
+            yield piece
+            self.progress(DownloadProgress(self.digest, start + len(piece), len(view)))
 
 
 def _refuse_constant(name: str) -> Any:
@@ -135,7 +152,7 @@ class GatewayBlobStore:
             so a download always ends (every attempt that does not fail moves it forward).
         backoff_seconds: the wait after the first failure, doubled after each further one (at most 30 s).
         max_retry_after_seconds: the longest ``Retry-After`` honoured (a longer one waits this long).
-        progress: called as a download proceeds, with the bytes received so far and the total.
+        progress: called as a download or an upload proceeds, with the bytes moved so far and the total.
         transport: an ``httpx`` transport (tests; default: HTTP/1.1 over TCP).
 
     Example:
@@ -235,7 +252,11 @@ class GatewayBlobStore:
         digest = hashlib.sha256(data).hexdigest()
         route, media_type = ("blobs", "application/octet-stream") if kind == "ciphertext" else ("documents", "application/json")
         url = f"{self.url}/api/{route}"
-        response = self._send("POST", url, content=data, headers={"content-type": media_type, "x-content-sha256": digest})
+        headers = {"content-type": media_type, "x-content-sha256": digest}
+        body: bytes | _Upload = data
+        if self.progress is not None:
+            body, headers["content-length"] = _Upload(data, digest, self.progress), str(len(data))
+        response = self._send("POST", url, content=body, headers=headers)
         if response.status_code != 201:
             message = f"POST {url} of {kind} {digest} ({len(data)} bytes): HTTP {response.status_code}: {_detail(response)}"
             if 400 <= response.status_code < 500 or response.status_code == 507:
@@ -267,7 +288,9 @@ class GatewayBlobStore:
             delay = min(self.backoff_seconds * 2 ** (failures - 1), 30.0)
         time.sleep(delay)
 
-    def _send(self, method: str, url: str, *, content: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    def _send(
+        self, method: str, url: str, *, content: bytes | _Upload | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         """One request, retried after a connection failure or a transient status (uploads are idempotent: content-addressed).
 
         Raises:

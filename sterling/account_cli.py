@@ -10,6 +10,7 @@ import`` reads it from a hidden prompt or a file, and passwords come from a hidd
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -22,17 +23,16 @@ from rich.table import Table
 
 from sterling.cli_common import (
     DEFAULT_GATEWAY,
-    AccountOption,
-    DevAccountOption,
+    FROM_OPTIONS,
     GatewayOption,
     JsonOption,
     KeystoreDirOption,
-    KeystoreOption,
     PasswordFileOption,
     Signer,
     connect,
     keystores,
     read_password,
+    signing,
 )
 
 account_app = typer.Typer(help="Accounts in encrypted keystores: create, import, list, balances, withdrawals.", no_args_is_help=True)
@@ -230,13 +230,11 @@ def balance(
 
 
 @account_app.command("withdraw")
+@signing
 def withdraw(
     gateway: GatewayOption = DEFAULT_GATEWAY,
-    dev_account: DevAccountOption = None,
-    account: AccountOption = None,
-    keystore: KeystoreOption = None,
+    who: Signer = FROM_OPTIONS,
     keystore_dir: KeystoreDirOption = None,
-    password_file: PasswordFileOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Withdraw everything the markets hold for the account (one transaction per market that holds something)."""
@@ -245,7 +243,7 @@ def withdraw(
     http, config, chain = connect(gateway, timeout=120)
     done: list[dict[str, Any]] = []
     try:
-        signer = Signer(dev_account, account, keystore, password_file, keystore_dir).unlock(http)
+        signer = dataclasses.replace(who, keystore_dir=keystore_dir).unlock(http)
         markets = _markets(chain, config)
         for label, client in markets.payable:
             if _pending(label, client, signer.address) == 0:

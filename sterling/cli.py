@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sterling import account_cli, competition_cli, job_cli, keymanager_cli, model_cli, serving_cli, worker_cli
+from sterling import account_cli, competition_cli, dataset_cli, job_cli, keymanager_cli, model_cli, serving_cli, worker_cli
 
 if TYPE_CHECKING:
     from marketplace.config import SterlingSettings
@@ -32,6 +32,7 @@ app.add_typer(competition_cli.competition_app, name="competition")
 app.add_typer(account_cli.account_app, name="account")
 app.add_typer(model_cli.model_app, name="model")
 app.add_typer(job_cli.job_app, name="job")
+app.add_typer(dataset_cli.dataset_app, name="dataset")
 app.command("infer")(serving_cli.infer)
 app.command("keymanager")(keymanager_cli.keymanager)
 app.command("worker")(worker_cli.worker)

@@ -9,8 +9,11 @@ which every user of the machine can read, and passwords come from a hidden promp
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -151,3 +154,65 @@ def connect(gateway: str, *, timeout: float) -> tuple[Any, dict[str, Any], Chain
         http.close()
         raise typer.BadParameter(f"no Sterling gateway at {gateway}: {e}", param_hint="--gateway") from e
     return http, config, chain
+
+
+def refused(e: Exception) -> typer.Exit:
+    """Say why the chain or the gateway refused (a contract's custom error in words) on standard
+    error, and give the exit (code 1) to raise."""
+    from rich.console import Console
+
+    from marketplace.errors import ContractReverted
+    from marketplace.refusals import explain
+
+    Console(stderr=True).print(f"[red]refused:[/red] {explain(e) if isinstance(e, ContractReverted) else e}")
+    return typer.Exit(1)
+
+
+def get_json(http: Any, path: str, **params: Any) -> Any:
+    """``GET path`` of the gateway (parameters that are ``None`` left out), its JSON.
+
+    Raises:
+        typer.Exit: code 1 after saying the gateway's reason, when it has no such thing (404) or refuses the query (422).
+    """
+    from rich.console import Console
+
+    response = http.get(path, params={k: v for k, v in params.items() if v is not None})
+    if response.status_code in (404, 422):
+        is_json = response.headers.get("content-type", "").startswith("application/json")
+        detail = response.json().get("detail") if is_json else None
+        Console(stderr=True).print(f"[red]{detail or response.text or 'not found'}[/red]")
+        raise typer.Exit(1)
+    response.raise_for_status()
+    return response.json()
+
+
+SIGNER_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("dev_account", DevAccountOption),
+    ("account", AccountOption),
+    ("keystore", KeystoreOption),
+    ("password_file", PasswordFileOption),
+)
+"""The options every command that signs takes, in the order ``--help`` lists them."""
+
+
+FROM_OPTIONS = Signer()
+"""The default of a command's :class:`Signer` parameter; :func:`signing` fills it from the options."""
+
+
+def signing(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command``, which has one parameter of type :class:`Signer`, the options that say who
+    signs (``--dev-account``, ``--account``, ``--keystore``, ``--password-file``), declared once here."""
+    signature = inspect.signature(command, eval_str=True)
+    (name,) = [p.name for p in signature.parameters.values() if p.annotation is Signer]
+    kept = [p for p in signature.parameters.values() if p.name != name]
+    added = [inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind) for option, kind in SIGNER_OPTIONS]
+
+    @functools.wraps(command)
+    def with_signer(*args: Any, **kwargs: Any) -> Any:
+        kwargs[name] = Signer(*(kwargs.pop(option, None) for option, _ in SIGNER_OPTIONS))
+        return command(*args, **kwargs)
+
+    parameters = [*kept, *added]
+    with_signer.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    with_signer.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": signature.return_annotation}
+    return with_signer

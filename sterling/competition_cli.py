@@ -21,13 +21,11 @@ from rich.table import Table
 
 from sterling.cli_common import (
     DEFAULT_GATEWAY,
-    AccountOption,
-    DevAccountOption,
+    FROM_OPTIONS,
     GatewayOption,
-    KeystoreOption,
-    PasswordFileOption,
     Signer,
     connect,
+    signing,
 )
 
 if TYPE_CHECKING:
@@ -83,6 +81,7 @@ def _fail(e: Exception) -> typer.Exit:
 
 
 @competition_app.command("create")
+@signing
 def create(
     test_set: Annotated[Path, typer.Argument(help="the private test set: a Sterling dataset package (safetensors with its schema)")],
     title: Annotated[str, typer.Option("--title", help="the competition's title")],
@@ -106,10 +105,7 @@ def create(
         list[int] | None, typer.Option("--dataset", help="a Sterling dataset id participants may train on (repeatable)")
     ] = None,
     gateway: GatewayOption = DEFAULT_GATEWAY,
-    dev_account: DevAccountOption = None,
-    account: AccountOption = None,
-    keystore: KeystoreOption = None,
-    password_file: PasswordFileOption = None,
+    signer: Signer = FROM_OPTIONS,
 ) -> None:
     """Seal a test set to the key manager, escrow a prize and open a competition."""
     from enclave_worker.trusted.dataset import DatasetPackage
@@ -133,7 +129,7 @@ def create(
     mask = Architecture(0)
     for name in names:
         mask |= ARCHITECTURES[name]
-    session = _session(gateway, Signer(dev_account, account, keystore, password_file))
+    session = _session(gateway, signer)
     try:
         now = session.competitions.chain.now()
         closes = now + max(1, round(hours * 3600))
@@ -160,16 +156,14 @@ def create(
 
 
 @competition_app.command("submit")
+@signing
 def submit(
     competition_id: Annotated[int, typer.Argument(min=1, help="the competition")],
     weights: Annotated[Path | None, typer.Argument(help="safetensors with the model spec and input schema in their metadata")] = None,
     job: Annotated[int | None, typer.Option("--job", min=1, help="submit your completed job's model, sealed to the key manager")] = None,
     ask: Annotated[int, typer.Option("--ask", min=0, help="the price a buyer pays after the close (0: not for sale)")] = 0,
     gateway: GatewayOption = DEFAULT_GATEWAY,
-    dev_account: DevAccountOption = None,
-    account: AccountOption = None,
-    keystore: KeystoreOption = None,
-    password_file: PasswordFileOption = None,
+    signer: Signer = FROM_OPTIONS,
 ) -> None:
     """Seal a model to the key manager, have it admitted against the rules, and submit it on-chain."""
     from marketplace.competing import submit_job_model, submit_model
@@ -177,7 +171,7 @@ def submit(
 
     if (weights is None) == (job is None):
         raise typer.BadParameter("give a weights file or --job, not both")
-    session = _session(gateway, Signer(dev_account, account, keystore, password_file))
+    session = _session(gateway, signer)
     try:
         with console.status("sealing, admitting and submitting the model"):
             if job is not None:
@@ -256,18 +250,16 @@ def leaderboard(competition_id: Annotated[int, typer.Argument(min=1)], gateway: 
 
 
 @competition_app.command("close")
+@signing
 def close(
     competition_id: Annotated[int, typer.Argument(min=1)],
     gateway: GatewayOption = DEFAULT_GATEWAY,
-    dev_account: DevAccountOption = None,
-    account: AccountOption = None,
-    keystore: KeystoreOption = None,
-    password_file: PasswordFileOption = None,
+    signer: Signer = FROM_OPTIONS,
 ) -> None:
     """Close a competition: the organizer once every entry has its private score, anyone after the scoring period."""
     from marketplace.errors import SterlingError
 
-    session = _session(gateway, Signer(dev_account, account, keystore, password_file))
+    session = _session(gateway, signer)
     try:
         session.competitions.close(session.account, competition_id)
         record = session.competitions.competition(competition_id)
@@ -280,6 +272,7 @@ def close(
 
 
 @competition_app.command("buy")
+@signing
 def buy(
     competition_id: Annotated[int, typer.Argument(min=1)],
     index: Annotated[int, typer.Argument(min=0, help="the entry to buy")],
@@ -288,10 +281,7 @@ def buy(
         Path | None, typer.Option("--key-file", help="the purchase's X25519 key (default: OUT.x25519); reused if it exists")
     ] = None,
     gateway: GatewayOption = DEFAULT_GATEWAY,
-    dev_account: DevAccountOption = None,
-    account: AccountOption = None,
-    keystore: KeystoreOption = None,
-    password_file: PasswordFileOption = None,
+    signer: Signer = FROM_OPTIONS,
 ) -> None:
     """Buy an entry at its ask price, get its key from the key manager and decrypt it.
 
@@ -313,7 +303,7 @@ def buy(
         raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
         key_path.write_bytes(raw)
         key_path.chmod(0o600)
-    session = _session(gateway, Signer(dev_account, account, keystore, password_file))
+    session = _session(gateway, signer)
     try:
         market = session.competitions
         bought = market.purchase_key(competition_id, index, session.account.address)
@@ -333,17 +323,15 @@ def buy(
 
 
 @competition_app.command("withdraw")
+@signing
 def withdraw(
     gateway: GatewayOption = DEFAULT_GATEWAY,
-    dev_account: DevAccountOption = None,
-    account: AccountOption = None,
-    keystore: KeystoreOption = None,
-    password_file: PasswordFileOption = None,
+    signer: Signer = FROM_OPTIONS,
 ) -> None:
     """Withdraw your prizes and model sales."""
     from marketplace.errors import SterlingError
 
-    session = _session(gateway, Signer(dev_account, account, keystore, password_file))
+    session = _session(gateway, signer)
     try:
         amount, _ = session.competitions.withdraw(session.account)
     except SterlingError as e:

@@ -23,14 +23,14 @@ from rich.table import Table
 
 from sterling.cli_common import (
     DEFAULT_GATEWAY,
-    AccountOption,
-    DevAccountOption,
+    FROM_OPTIONS,
     GatewayOption,
     JsonOption,
-    KeystoreOption,
-    PasswordFileOption,
     Signer,
     connect,
+    get_json,
+    refused,
+    signing,
 )
 
 job_app = typer.Typer(help="Training jobs: create, list, show, watch, cancel.", no_args_is_help=True)
@@ -38,26 +38,6 @@ console = Console()
 err = Console(stderr=True)
 SETTLED = ("completed", "expired", "cancelled")
 DEFAULT_DELTA = 1e-5
-
-
-def _refused(e: Exception) -> typer.Exit:
-    from marketplace.errors import ContractReverted
-    from marketplace.refusals import explain
-
-    err.print(f"[red]refused:[/red] {explain(e) if isinstance(e, ContractReverted) else e}")
-    return typer.Exit(1)
-
-
-def _get(http: Any, path: str, **params: Any) -> Any:
-    response = http.get(path, params={k: v for k, v in params.items() if v is not None})
-    if response.status_code == 404:
-        detail = (
-            response.json().get("detail", "not found") if response.headers.get("content-type", "").startswith("application/json") else ""
-        )
-        err.print(f"[red]{detail or 'not found'}[/red]")
-        raise typer.Exit(1)
-    response.raise_for_status()
-    return response.json()
 
 
 def eligibility(datasets: list[dict[str, Any]], *, epsilon: float, delta: float, consumer: str, spec_hash: str) -> list[str]:
@@ -96,6 +76,7 @@ def _write_key(folder: Path, name: str, document: dict[str, Any]) -> Path:
 
 
 @job_app.command("create")
+@signing
 def create(
     datasets: Annotated[str, typer.Option("--datasets", help="dataset ids, comma-separated (e.g. 1,2)")],
     spec_file: Annotated[Path, typer.Option("--spec", help="the model spec (JSON; `sterling privacy` helps choose its noise)")],
@@ -105,10 +86,7 @@ def create(
     key_dir: Annotated[Path, typer.Option("--key-dir", help="where the consumer key file is saved")] = Path("."),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="sign without asking (the cost is still shown)")] = False,
     gateway: GatewayOption = DEFAULT_GATEWAY,
-    dev_account: DevAccountOption = None,
-    account: AccountOption = None,
-    keystore: KeystoreOption = None,
-    password_file: PasswordFileOption = None,
+    who: Signer = FROM_OPTIONS,
     json_out: JsonOption = False,
 ) -> None:
     """Create a training job over providers' datasets, paying their prices plus the worker's fee into escrow."""
@@ -142,8 +120,8 @@ def create(
         raise typer.BadParameter(f"{spec_file} is not a valid model spec: {e}", param_hint="--spec") from e
     http, config, chain = connect(gateway, timeout=120)
     try:
-        signer = Signer(dev_account, account, keystore, password_file).unlock(http)
-        listed = [_get(http, f"/api/datasets/{i}") for i in ids]
+        signer = who.unlock(http)
+        listed = [get_json(http, f"/api/datasets/{i}") for i in ids]
         spec_hash = hashlib.sha256(spec.to_bytes()).hexdigest()
         problems = eligibility(listed, epsilon=epsilon, delta=delta, consumer=signer.address, spec_hash=spec_hash)
         if problems:
@@ -174,7 +152,7 @@ def create(
                 )
             except SterlingError as e:
                 pending.unlink(missing_ok=True)  # no job was created: its key seals nothing
-                raise _refused(e) from e
+                raise refused(e) from e
     finally:
         http.close()
     document["job_id"] = int(created.job_id)
@@ -211,16 +189,7 @@ def ls(
     """List jobs, newest first."""
     http, _, _ = connect(gateway, timeout=60)
     try:
-        response = http.get(
-            "/api/jobs",
-            params={
-                k: v for k, v in {"consumer": consumer, "status": status, "dataset_id": dataset, "limit": limit}.items() if v is not None
-            },
-        )
-        if response.status_code == 422:
-            raise typer.BadParameter(f"the gateway refused the filter: {response.json().get('detail')}")
-        response.raise_for_status()
-        page = response.json()
+        page = get_json(http, "/api/jobs", consumer=consumer, status=status, dataset_id=dataset, limit=limit)
     finally:
         http.close()
     if json_out:
@@ -240,7 +209,7 @@ def show(job_id: Annotated[int, typer.Argument(min=1)], gateway: GatewayOption =
     """One job: status, datasets and prices, privacy, timeline, progress."""
     http, _, _ = connect(gateway, timeout=60)
     try:
-        job = _get(http, f"/api/jobs/{job_id}")
+        job = get_json(http, f"/api/jobs/{job_id}")
     finally:
         http.close()
     if json_out:
@@ -289,7 +258,7 @@ def watch(
         ) as bar:
             task = bar.add_task(f"job {job_id}", total=None)
             while True:
-                job = _get(http, f"/api/jobs/{job_id}")
+                job = get_json(http, f"/api/jobs/{job_id}")
                 progress = job.get("progress") or {}
                 stage = job["status"] if job["status"] != "claimed" else progress.get("stage") or "claimed"
                 epsilon_so_far = progress.get("epsilon_spent")
@@ -316,13 +285,11 @@ def watch(
 
 
 @job_app.command("cancel")
+@signing
 def cancel(
     job_id: Annotated[int, typer.Argument(min=1)],
     gateway: GatewayOption = DEFAULT_GATEWAY,
-    dev_account: DevAccountOption = None,
-    account: AccountOption = None,
-    keystore: KeystoreOption = None,
-    password_file: PasswordFileOption = None,
+    who: Signer = FROM_OPTIONS,
 ) -> None:
     """Cancel a job no worker has claimed: its ε is released and the escrow credited back (`sterling account withdraw`)."""
     from marketplace.contracts import MarketClient
@@ -330,11 +297,11 @@ def cancel(
 
     http, config, chain = connect(gateway, timeout=120)
     try:
-        signer = Signer(dev_account, account, keystore, password_file).unlock(http)
+        signer = who.unlock(http)
         try:
             tx = MarketClient(chain, config["contracts"]["job_market"]).cancel_job(signer, job_id)
         except SterlingError as e:
-            raise _refused(e) from e
+            raise refused(e) from e
     finally:
         http.close()
     console.print(f"cancelled job {job_id} (tx {tx.tx_hash}); its escrow is credited back: `sterling account withdraw`")

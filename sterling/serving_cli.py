@@ -22,13 +22,11 @@ from rich.table import Table
 
 from sterling.cli_common import (
     DEFAULT_GATEWAY,
-    AccountOption,
-    DevAccountOption,
+    FROM_OPTIONS,
     GatewayOption,
-    KeystoreOption,
-    PasswordFileOption,
     Signer,
     connect,
+    signing,
 )
 
 if TYPE_CHECKING:
@@ -87,15 +85,13 @@ def _client(gateway: str, signer: Signer) -> tuple[InferenceClient, Any]:
     return client, http
 
 
+@signing
 def infer(
     model_id: Annotated[int, typer.Argument(help="the listed model's id")],
     input_csv: Annotated[Path, typer.Argument(help="rows to ask about: a CSV of numbers, one row per line (a header row is skipped)")],
     out: Annotated[Path, typer.Option("--out", help="where to write the predictions (CSV)")] = Path("predictions.csv"),
     gateway: GatewayOption = DEFAULT_GATEWAY,
-    dev_account: DevAccountOption = None,
-    account: AccountOption = None,
-    keystore: KeystoreOption = None,
-    password_file: PasswordFileOption = None,
+    signer: Signer = FROM_OPTIONS,
     deposit: Annotated[int, typer.Option("--deposit", help="buy this much credit (wei or token units) first; 0: none")] = 0,
     batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, help="rows per encrypted request")] = 4096,
 ) -> None:
@@ -106,7 +102,7 @@ def infer(
     from marketplace.errors import SterlingError
 
     rows = _read_rows(input_csv)
-    client, http = _client(gateway, Signer(dev_account, account, keystore, password_file))
+    client, http = _client(gateway, signer)
     try:
         detail = http.get(f"/api/models/{model_id}")
         if detail.status_code != 200:
@@ -176,6 +172,7 @@ def list_models(gateway: GatewayOption = DEFAULT_GATEWAY) -> None:
 
 
 @models_app.command("publish")
+@signing
 def publish(
     weights: Annotated[Path, typer.Argument(help="safetensors written by marketplace.serving.model_weights (spec and schema inside)")],
     price: Annotated[int, typer.Option("--price", min=0, help="price per row, wei or token units")],
@@ -183,10 +180,7 @@ def publish(
     policy: Annotated[str, typer.Option("--policy", help="label, top_k or probabilities")] = "label",
     param: Annotated[int, typer.Option("--param", min=0, help="k for top_k, decimals for probabilities")] = 0,
     gateway: GatewayOption = DEFAULT_GATEWAY,
-    dev_account: DevAccountOption = None,
-    account: AccountOption = None,
-    keystore: KeystoreOption = None,
-    password_file: PasswordFileOption = None,
+    signer: Signer = FROM_OPTIONS,
 ) -> None:
     """Seal a model for the key manager, upload it, deposit its key and list it for serving."""
 
@@ -202,7 +196,7 @@ def publish(
         output_policy = OutputPolicy[policy.upper()]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise typer.BadParameter(f"{weights} is not a Sterling model (safetensors with its spec and schema), or bad --policy: {e}") from e
-    client, http = _client(gateway, Signer(dev_account, account, keystore, password_file))
+    client, http = _client(gateway, signer)
     try:
         listed = list_model(
             raw, spec, client.account, price_per_query=price, output_policy=output_policy, output_param=param, query_cap=cap,

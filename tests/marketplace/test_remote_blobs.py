@@ -26,10 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from enclave_worker.trusted import dataformat, keywrap, sealing
 from enclave_worker.trusted.dataset import canonical_json
-from marketplace.blobstore import BlobStore
+from marketplace.blobstore import BlobAccess, BlobStore
 from marketplace.chain import free_port
 from marketplace.errors import BlobNotFound, CiphertextTampered
-from marketplace.blobstore import BlobAccess
 from marketplace.remote_blobs import BlobTransferFailed, BlobUploadRefused, DownloadProgress, GatewayBlobStore
 from sterling.gateway import create_app
 from sterling.localnet import LocalNet
@@ -308,3 +307,19 @@ def test_both_stores_offer_what_a_worker_uses(tmp_path: Path, remote: GatewayBlo
         assert all(callable(getattr(store, name)) for name in ("path", "get", "has", "put")) and store.root.is_dir()
     with pytest.raises(ValueError, match="http"):
         GatewayBlobStore("ftp://gateway", tmp_path / "c")
+
+
+def test_an_upload_reports_its_progress_and_is_sent_whole_again_after_a_busy_answer(served: Served, faults: Faults, tmp_path: Path) -> None:
+    from marketplace.remote_blobs import UPLOAD_PIECE
+
+    data = ciphertext(3 * UPLOAD_PIECE + 123)
+    reports: list[DownloadProgress] = []
+    faults.reset()
+    faults.busy = [503]
+    with GatewayBlobStore(served.url, tmp_path / "up", progress=reports.append, backoff_seconds=0.01, retries=3) as uploader:
+        digest = uploader.put(data)
+    assert served.store.get(digest) == data
+    assert [s.method for s in faults.seen] == ["POST", "POST"]  # refused once, then sent whole again
+    assert {r.total for r in reports} == {len(data)} and {r.digest for r in reports} == {digest}
+    assert reports[-1].done == len(data) and all(0 < r.done <= len(data) for r in reports)
+    assert [r.done for r in reports].count(len(data)) >= 1 and len(reports) >= 4  # a report per MiB piece sent

@@ -1,0 +1,296 @@
+"""``sterling dataset``: publish a table as an encrypted dataset, and manage listings.
+
+``dataset publish data.csv`` (or ``.parquet``) reads the table by the web UI's rules
+(:mod:`marketplace.tables`), shows its shape and the terms before anything is signed, then
+encrypts it here with a fresh data key, uploads the ciphertext to the gateway (with progress),
+wraps the key to the key manager's attested key from the registry on-chain (never to a key the
+gateway names), deposits it with the provider's signature, and lists the dataset. The plaintext
+never leaves this machine. ``ls``, ``show``, ``pause``, ``resume``, ``top-up``, ``reprice`` and
+``delist`` read and change listings; every read command takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from sterling.cli_common import (
+    DEFAULT_GATEWAY,
+    FROM_OPTIONS,
+    GatewayOption,
+    JsonOption,
+    Signer,
+    connect,
+    get_json,
+    refused,
+    signing,
+)
+
+dataset_app = typer.Typer(
+    help="Datasets: publish a table encrypted, list, show, pause, resume, top up, reprice, delist.", no_args_is_help=True
+)
+console = Console()
+err = Console(stderr=True)
+IdArgument = Annotated[int, typer.Argument(min=1, help="the dataset's id")]
+
+
+def _expiry(value: str | None) -> int:
+    if value is None:
+        return 0
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD, or an ISO date and time)", param_hint="--expiry") from e
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
+
+
+@dataset_app.command("publish")
+@signing
+def publish(
+    table_file: Annotated[Path, typer.Argument(help="the table: CSV with a header row, or Parquet")],
+    price: Annotated[int, typer.Option("--price", min=0, help="price per job, wei or token units")],
+    epsilon_per_job: Annotated[float, typer.Option("--epsilon-per-job", min=0.0, help="the most ε one job may spend")],
+    total_epsilon: Annotated[float, typer.Option("--total-epsilon", min=0.0, help="the ε budget all jobs together may spend")],
+    max_delta: Annotated[float, typer.Option("--max-delta", help="the largest δ a job may ask for")] = 1e-4,
+    label: Annotated[str | None, typer.Option("--label", help="the label column (default: the last)")] = None,
+    expiry: Annotated[str | None, typer.Option("--expiry", help="no job after this date (YYYY-MM-DD); default never")] = None,
+    allow: Annotated[str | None, typer.Option("--allow", help="sell only to these accounts (comma-separated addresses)")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="sign without asking (the terms are still shown)")] = False,
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    who: Signer = FROM_OPTIONS,
+    json_out: JsonOption = False,
+) -> None:
+    """Encrypt a table here, upload it, deposit its key with the key manager and list it with these terms."""
+    import tempfile
+
+    from eth_utils import is_address, to_checksum_address
+
+    from marketplace.chain import Wei
+    from marketplace.contracts import MarketClient, RegistryClient, Terms, delta_units, epsilon_units
+    from marketplace.errors import SterlingError
+    from marketplace.gateway_client import GatewayDatasetKeys
+    from marketplace.provider import list_dataset
+    from marketplace.remote_blobs import DownloadProgress, GatewayBlobStore
+    from marketplace.tables import InvalidTable, read_table
+
+    allowed = tuple(a.strip() for a in allow.split(",") if a.strip()) if allow else ()
+    bad = [a for a in allowed if not is_address(a)]
+    if bad:
+        raise typer.BadParameter(f"not addresses: {', '.join(bad)}", param_hint="--allow")
+    terms = Terms(
+        price_per_job=Wei(price), max_epsilon_per_job=epsilon_units(epsilon_per_job), total_epsilon_budget=epsilon_units(total_epsilon),
+        max_delta=delta_units(max_delta), expiry=_expiry(expiry),
+    )  # fmt: skip
+    if not 0 < epsilon_per_job <= total_epsilon:
+        raise typer.BadParameter("the ε per job must be positive and at most the total budget", param_hint="--epsilon-per-job")
+    try:
+        with err.status(f"reading {table_file}"):
+            package = read_table(table_file, label_column=label)
+    except InvalidTable as e:
+        raise typer.BadParameter(str(e), param_hint="TABLE_FILE") from e
+    http, config, chain = connect(gateway, timeout=300)
+    try:
+        signer = who.unlock(http)
+        token = config.get("payment_token")
+        unit = token["symbol"] if token else "wei"
+        schema = package.schema
+        table = Table("", "", title=f"{table_file.name}: {package.rows:,} rows")
+        table.add_row(
+            "features", f"{len(schema.feature_names)}: {', '.join(schema.feature_names[:8])}{' …' if len(schema.feature_names) > 8 else ''}"
+        )
+        table.add_row("label classes", ", ".join(schema.class_names[:12]) + (" …" if len(schema.class_names) > 12 else ""))
+        table.add_row("price per job", f"{price:,} {unit}")
+        table.add_row("ε per job / total", f"{epsilon_per_job:g} / {total_epsilon:g}")
+        table.add_row("max δ", f"{max_delta:g}")
+        table.add_row("expires", expiry or "never")
+        table.add_row("buyers", ", ".join(allowed) if allowed else "anyone")
+        table.add_row("provider", signer.address)
+        err.print(table)
+        if not yes and not typer.confirm("Encrypt, upload and list it with these terms?", err=True):
+            err.print("nothing was sent")
+            raise typer.Exit(1)
+        market = MarketClient(chain, config["contracts"]["job_market"])
+        registry = RegistryClient(chain, config["contracts"]["enclave_registry"])
+        with (
+            Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err, transient=True
+            ) as bar,
+            tempfile.TemporaryDirectory() as cache,
+        ):
+            task = bar.add_task("encrypting", total=None)
+
+            def shown(p: DownloadProgress) -> None:
+                bar.update(task, description=f"uploading {p.digest[:12]}…", completed=p.done, total=p.total)
+
+            with GatewayBlobStore(gateway, Path(cache), progress=shown, timeout=300) as blobs:
+                try:
+                    listed = list_dataset(
+                        package, signer, terms=terms, market=market, registry=registry, key_manager=GatewayDatasetKeys(http),
+                        blobs=blobs, allowed_consumers=tuple(to_checksum_address(a) for a in allowed), uri="sterling-blob:",
+                    )  # fmt: skip
+                except SterlingError as e:
+                    raise refused(e) from e
+    finally:
+        http.close()
+    summary = {
+        "dataset_id": int(listed.dataset_id), "content_hash": listed.content_hash.hex(), "schema_hash": listed.schema_hash.hex(),
+        "ciphertext_bytes": listed.ciphertext_bytes, "rows": package.rows, "transaction": listed.tx.tx_hash,
+    }  # fmt: skip
+    if json_out:
+        console.print_json(json.dumps(summary))
+    else:
+        console.print(
+            f"listed dataset [bold]{listed.dataset_id}[/bold]: {package.rows:,} rows, {listed.ciphertext_bytes:,} bytes of ciphertext "
+            f"(content {listed.content_hash.hex()[:16]}…), tx {listed.tx.tx_hash}"
+        )
+
+
+@dataset_app.command("ls")
+def ls(
+    provider: Annotated[str | None, typer.Option("--provider", help="only this provider's datasets (an address)")] = None,
+    status: Annotated[list[str] | None, typer.Option("--status", help="active, paused or delisted (repeat for several)")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 50,
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    json_out: JsonOption = False,
+) -> None:
+    """List datasets (active and paused unless --status says otherwise), newest first."""
+    http, _, _ = connect(gateway, timeout=60)
+    try:
+        page = get_json(http, "/api/datasets", provider=provider, status=status, limit=limit)
+    finally:
+        http.close()
+    if json_out:
+        console.print_json(json.dumps(page))
+        return
+    table = Table("dataset", "status", "price", "ε per job", "ε left / total", "provider", title=f"{page['total']} dataset(s)")
+    for d in page["items"]:
+        budget = f"{d['remaining_epsilon']:g} / {d['total_epsilon']:g}"
+        table.add_row(str(d["id"]), d["status"], d["price_wei"], f"{d['max_epsilon_per_job']:g}", budget, d["provider"])
+    console.print(table)
+
+
+@dataset_app.command("show")
+def show(dataset_id: IdArgument, gateway: GatewayOption = DEFAULT_GATEWAY, json_out: JsonOption = False) -> None:
+    """One dataset: terms, schema, ε budget and the jobs that used it."""
+    http, _, _ = connect(gateway, timeout=60)
+    try:
+        d = get_json(http, f"/api/datasets/{dataset_id}")
+    finally:
+        http.close()
+    if json_out:
+        console.print_json(json.dumps(d))
+        return
+    console.print(f"[bold]dataset {d['id']}[/bold]: {d['status']}, provider {d['provider']}")
+    console.print(f"price {d['price_wei']} per job; ε per job {d['max_epsilon_per_job']:g}; max δ {d['max_delta']:g}")
+    console.print(
+        f"ε: {d['spent_epsilon']:g} spent, {d['reserved_epsilon']:g} reserved, {d['remaining_epsilon']:g} left of {d['total_epsilon']:g}"
+    )
+    if d.get("schema"):
+        schema = d["schema"]
+        console.print(
+            f"features ({len(schema['feature_names'])}): {', '.join(schema['feature_names'])}; classes: {', '.join(schema['class_names'])}"
+        )
+    console.print(f"jobs: {', '.join(map(str, d['job_ids'])) or 'none'}")
+
+
+def _transact(gateway: str, signer_choice: Signer, action: Any, done: str) -> None:
+    """Sign ``action(market, signer)`` and say ``done``; a refusal in words."""
+    from marketplace.contracts import MarketClient
+    from marketplace.errors import SterlingError
+
+    http, config, chain = connect(gateway, timeout=120)
+    try:
+        signer = signer_choice.unlock(http)
+        market = MarketClient(chain, config["contracts"]["job_market"])
+        try:
+            tx = action(market, signer)
+        except SterlingError as e:
+            raise refused(e) from e
+    finally:
+        http.close()
+    console.print(f"{done} (tx {tx.tx_hash})")
+
+
+@dataset_app.command("pause")
+@signing
+def pause(
+    dataset_id: IdArgument,
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    signer: Signer = FROM_OPTIONS,
+) -> None:
+    """Stop taking new jobs (jobs already created go on)."""
+    _transact(gateway, signer,
+              lambda m, s: m.set_dataset_paused(s, dataset_id, True), f"paused dataset {dataset_id}")  # fmt: skip
+
+
+@dataset_app.command("resume")
+@signing
+def resume(
+    dataset_id: IdArgument,
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    signer: Signer = FROM_OPTIONS,
+) -> None:
+    """Take new jobs again."""
+    _transact(gateway, signer,
+              lambda m, s: m.set_dataset_paused(s, dataset_id, False), f"resumed dataset {dataset_id}")  # fmt: skip
+
+
+@dataset_app.command("top-up")
+@signing
+def top_up(
+    dataset_id: IdArgument,
+    epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="ε to add to the total budget")],
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    signer: Signer = FROM_OPTIONS,
+) -> None:
+    """Add ε to the dataset's total privacy budget."""
+    from marketplace.contracts import epsilon_units
+
+    added = epsilon_units(epsilon)
+    _transact(gateway, signer,
+              lambda m, s: m.top_up_budget(s, dataset_id, added), f"added {epsilon:g} ε to dataset {dataset_id}")  # fmt: skip
+
+
+@dataset_app.command("reprice")
+@signing
+def reprice(
+    dataset_id: IdArgument,
+    price: Annotated[
+        int, typer.Option("--price", min=0, help="the new price per job, wei or token units (jobs created before keep theirs)")
+    ],
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    signer: Signer = FROM_OPTIONS,
+) -> None:
+    """Change the price per job; the other terms stay."""
+    import dataclasses
+
+    from marketplace.chain import Wei
+
+    def action(market: Any, signer: Any) -> Any:
+        terms = market.dataset(dataset_id).terms
+        return market.update_terms(signer, dataset_id, dataclasses.replace(terms, price_per_job=Wei(price)))
+
+    _transact(gateway, signer, action, f"dataset {dataset_id} now costs {price:,} per job")
+
+
+@dataset_app.command("delist")
+@signing
+def delist(
+    dataset_id: IdArgument,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask (delisting cannot be undone)")] = False,
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    signer: Signer = FROM_OPTIONS,
+) -> None:
+    """Delist the dataset for good: no new jobs, no changes (jobs already created go on)."""
+    if not yes and not typer.confirm(f"Delist dataset {dataset_id} for good?", err=True):
+        err.print("nothing was sent")
+        raise typer.Exit(1)
+    _transact(gateway, signer,
+              lambda m, s: m.delist_dataset(s, dataset_id), f"delisted dataset {dataset_id}")  # fmt: skip

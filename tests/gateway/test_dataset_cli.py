@@ -1,0 +1,103 @@
+"""``sterling dataset`` against a gateway over HTTP: publish a CSV (terms shown before signing, the
+plaintext never sent), then ls, show, pause, resume, top-up, reprice, delist; refusals in words."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from marketplace.chain import free_port
+from marketplace.consumer import Consumer
+from sterling.cli import app as cli
+from tests.conftest import toy_spec
+from tests.gateway.conftest import Gateway
+from tests.gateway.test_bounds import serve
+
+
+def words(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+def _csv(path: Path, rows: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4))
+    y = np.where(x @ np.array([1.5, -1.0, 0.5, 0.0]) > 0, "sick", "well")
+    text = "age,bmi,pressure,noise,outcome\n" + "".join(
+        f"{a:.5f},{b:.5f},{c:.5f},{d:.5f},{label}\n" for (a, b, c, d), label in zip(x, y, strict=True)
+    )
+    path.write_text(text)
+    return text.encode()
+
+
+def test_a_provider_publishes_a_csv_and_manages_the_listing_from_a_terminal(gateway: Gateway, tmp_path: Path) -> None:
+    net = gateway.net
+    provider = net.chain.new_account()
+    env = {"STERLING_PRIVATE_KEY": provider.key.hex()}
+    table = tmp_path / "patients.csv"
+    plaintext = _csv(table, 160, 3)
+    runner = CliRunner()
+    terms = ["--price", str(10**17), "--epsilon-per-job", "2", "--total-epsilon", "6"]
+    with serve(gateway.app_with(port=free_port())) as (host, port):
+        url = f"http://{host}:{port}"
+        count = net.market.dataset_count()
+        declined = runner.invoke(cli, ["dataset", "publish", str(table), *terms, "--gateway", url], env=env, input="n\n")
+        assert declined.exit_code == 1 and "nothing was sent" in declined.output and "160 rows" in declined.output
+        assert "sick, well" in words(declined.output)  # the classes, shown before signing
+        bad = tmp_path / "bad.csv"
+        bad.write_text("a,b,y\n1,abc,p\n")
+        refused = runner.invoke(cli, ["dataset", "publish", str(bad), *terms, "--yes", "--gateway", url], env=env)
+        assert refused.exit_code == 2 and 'line 2, column "b": "abc" is not a number' in words(refused.output)
+        assert net.market.dataset_count() == count
+
+        published = runner.invoke(cli, ["dataset", "publish", str(table), *terms, "--yes", "--json", "--gateway", url], env=env)
+        assert published.exit_code == 0, published.output
+        summary = json.loads(published.output[published.output.index("{") :])
+        dataset_id = summary["dataset_id"]
+        record = net.market.dataset(dataset_id)
+        assert record.provider == provider.address and record.content_hash.hex() == summary["content_hash"] and summary["rows"] == 160
+        assert int(record.terms.price_per_job) == 10**17
+        stored = net.blobs.get(summary["content_hash"])
+        assert plaintext[:40] not in stored and b"age,bmi" not in stored  # the gateway holds ciphertext only
+
+        # A job trains on it: the key manager holds the provider's key and the table is what was read.
+        consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
+        created = consumer.create_job([dataset_id], toy_spec(epochs=1), epsilon=1.0, delta=1e-5, worker_fee=10**16)  # type: ignore[arg-type]
+        net.worker.run_job(created.job_id)
+        assert net.market.job(created.job_id).status.name == "COMPLETED" and consumer.fetch_metrics(created.job_id)["rows"] == 160
+
+        gateway.sync()
+        listed = runner.invoke(cli, ["dataset", "ls", "--provider", provider.address, "--json", "--gateway", url])
+        assert listed.exit_code == 0 and [d["id"] for d in json.loads(listed.output)["items"]] == [dataset_id]
+        shown = runner.invoke(cli, ["dataset", "show", str(dataset_id), "--json", "--gateway", url])
+        detail = json.loads(shown.output)
+        assert detail["schema"]["feature_names"] == ["age", "bmi", "pressure", "noise"] and detail["schema"]["class_names"] == [
+            "sick",
+            "well",
+        ]
+        assert detail["job_ids"] == [created.job_id]
+
+        def run(*args: str, who: dict[str, str] = env) -> str:
+            result = runner.invoke(cli, ["dataset", *args, "--gateway", url], env=who)
+            assert result.exit_code == 0, result.output
+            return result.output
+
+        run("pause", str(dataset_id))
+        assert net.market.dataset(dataset_id).status.name == "PAUSED"
+        run("resume", str(dataset_id))
+        assert net.market.dataset(dataset_id).status.name == "ACTIVE"
+        run("reprice", str(dataset_id), "--price", str(3 * 10**17))
+        after = net.market.dataset(dataset_id).terms
+        assert int(after.price_per_job) == 3 * 10**17 and after.total_epsilon_budget == record.terms.total_epsilon_budget
+        run("top-up", str(dataset_id), "--epsilon", "1.5")
+        assert net.market.dataset(dataset_id).terms.total_epsilon_budget == record.terms.total_epsilon_budget + 1_500_000
+        stranger = runner.invoke(
+            cli, ["dataset", "pause", str(dataset_id), "--gateway", url], env={"STERLING_PRIVATE_KEY": net.chain.new_account().key.hex()}
+        )
+        assert stranger.exit_code == 1 and f"Only the provider of dataset #{dataset_id} can change it." in words(stranger.output)
+        run("delist", str(dataset_id), "--yes")
+        assert net.market.dataset(dataset_id).status.name == "DELISTED"
+        late = runner.invoke(cli, ["dataset", "reprice", str(dataset_id), "--price", "1", "--gateway", url], env=env)
+        assert late.exit_code == 1 and f"Dataset #{dataset_id} is delisted and can no longer be changed." in words(late.output)
