@@ -260,9 +260,11 @@ def up(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each step")] = False,
 ) -> None:
-    """Start the chain, contracts, oracle, key manager, a worker and the gateway; print the URL; Ctrl-C stops all.
+    """Start the chain, contracts, oracle, key manager, workers, indexer and gateway; print the URL; Ctrl-C stops all.
 
-    Options override STERLING_* environment variables, which override brownie-config.yaml (docs/configuration.md).
+    On a node (anvil or --rpc-url) the indexer and the workers run as child processes, logging to
+    <state-dir>/services/*.log (docs/operations.md). Options override STERLING_* environment
+    variables, which override brownie-config.yaml (docs/configuration.md).
     """
     from marketplace.errors import SterlingError
     from sterling.up import run_up
@@ -294,7 +296,7 @@ def up(
             pass
         except SterlingError as e:
             status.stop()
-            console.print(f"[red]cannot start Sterling:[/red] {e}", highlight=False)
+            console.print(f"[red]{'Sterling stopped' if started[0] else 'cannot start Sterling'}:[/red] {e}", highlight=False)
             raise typer.Exit(1) from e
     console.print("Sterling stopped." if started[0] else "Sterling did not start.")
 

@@ -5,12 +5,15 @@ Each service is its own ``sterling`` command — ``keymanager``, ``indexer``, ``
 separate machines would share: the chain's RPC URL, the deployment record, the database URL, the
 key manager's and the gateway's URLs (and, in development, the simulated platform's key, which
 real TEE hardware replaces). Secrets reach a child through key files (mode 0600), never its
-command line. Used by the multi-process tests and ``make bench-scale``; docs/operations.md says how
-to run the same commands on several machines.
+command line. Used by ``sterling up`` on a node (its indexer and trainer workers), the
+multi-process tests and ``make bench-scale``; docs/operations.md says how to run the same commands
+on several machines.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
@@ -35,6 +38,10 @@ from marketplace.errors import SterlingError
 
 STOP_TIMEOUT = 30.0
 """Seconds a service has to exit after SIGTERM before it is killed."""
+DATABASE_URL_ENV = "STERLING_DATABASE_URL"
+"""The database URL reaches ``sterling indexer`` and ``sterling gateway`` here (it may hold a password)."""
+PR_SET_PDEATHSIG = 1
+"""Linux ``prctl`` option: the signal a process gets when the thread that started it ends."""
 
 
 class ServiceNotHealthy(SterlingError):
@@ -102,6 +109,33 @@ class Service:
                 time.sleep(0.25)
 
 
+def rpc_url_of(chain: Chain) -> str | None:
+    """The URL of ``chain``'s JSON-RPC node, or ``None`` for an in-process chain (nothing another process can reach)."""
+    url = getattr(chain.w3.provider, "endpoint_uri", None)
+    return str(url) if url else None
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child sent SIGTERM when the thread starting it ends, however it
+    ends (SIGKILL included): Linux's ``PR_SET_PDEATHSIG``. ``None`` where libc has no ``prctl``.
+
+    Start the children from the thread that outlives them (the main thread): the signal follows the
+    thread, not the process.
+    """
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:  # runs in the child between fork and exec: async-signal-safe calls only
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the call: no signal would come
+            os._exit(1)
+
+    return arm
+
+
 def write_key(path: Path, account: LocalAccount) -> Path:
     """``account``'s private key as hex in ``path`` (mode 0600), for a service's ``--…-key-file``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,17 +184,22 @@ def prepare_network(
     for role in (Role.TRAINER, Role.KEY_MANAGER):
         registry.approve_measurement(governance, role, measurement)
     registry.add_verifier(governance, verifier.address)
-    return Network(rpc_url=str(chain.w3.provider.endpoint_uri), deployment=deployment, deployment_path=path, platform_key=platform_key)  # type: ignore[attr-defined]
+    return Network(rpc_url=str(rpc_url_of(chain)), deployment=deployment, deployment_path=path, platform_key=platform_key)
 
 
 class Composition:
-    """Services started as child processes, stopped in reverse order when the block ends."""
+    """Services started as child processes, stopped in reverse order when the block ends.
 
-    def __init__(self, network: Network, folder: Path) -> None:
+    Each service's log is ``<folder>/<name>.log``; a worker keeps its state in ``<folder>/<name>``.
+    With ``tied``, a child gets SIGTERM when this process dies, even by SIGKILL (:func:`die_with_parent`).
+    """
+
+    def __init__(self, network: Network, folder: Path, *, tied: bool = False) -> None:
         self.network = network
         self.folder = folder
         self.services: list[Service] = []
         self._stack = ExitStack()
+        self._preexec = die_with_parent() if tied else None
 
     def __enter__(self) -> Composition:
         return self
@@ -169,17 +208,19 @@ class Composition:
         self.close()
 
     def close(self) -> None:
+        """Stop every service, the last started first (again: nothing more happens)."""
         for service in reversed(self.services):
             service.stop()
         self._stack.close()
 
-    def spawn(self, name: str, args: list[str], *, url: str | None = None) -> Service:
-        """``sterling <args>`` as a child process, its output in ``<folder>/<name>.log``."""
+    def spawn(self, name: str, args: list[str], *, url: str | None = None, env: dict[str, str] | None = None) -> Service:
+        """``sterling <args>`` as a child process, its output in ``<folder>/<name>.log``; ``env`` over this process's environment."""
         log = self.folder / f"{name}.log"
+        self.folder.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "sterling.cli", *args], cwd=checkout_root(), stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "COLUMNS": "200"},
+                env={**os.environ, "COLUMNS": "200", **(env or {})}, preexec_fn=self._preexec,
             )  # fmt: skip
         service = Service(name, process, log, url)
         self.services.append(service)
@@ -198,25 +239,29 @@ class Composition:
         service.wait_healthy("/health")
         return service
 
-    def indexer(self, database_url: str, *, interval: float = 0.2, name: str = "indexer") -> Service:
-        """``sterling indexer`` into ``database_url`` (it has no health endpoint: its log says what it indexed)."""
-        return self.spawn(name, ["indexer", *self.network.chain_args(), "--database-url", database_url, "--interval", str(interval), "-v"])
+    def indexer(self, database_url: str, *, interval: float = 0.2, confirmations: int = 0, name: str = "indexer") -> Service:
+        """``sterling indexer`` into ``database_url`` (it has no health endpoint: its log says what it indexed).
+
+        The URL, which may hold a password, goes in the child's environment, not on its command line.
+        """
+        args = ["indexer", *self.network.chain_args(), "--interval", str(interval), "--confirmations", str(confirmations), "-v"]
+        return self.spawn(name, args, env={DATABASE_URL_ENV: database_url})
 
     def gateway(self, database_url: str, blobs: Path, *, key_manager: Service | None = None, name: str = "gateway") -> Service:
         """``sterling gateway`` reading ``database_url`` and serving ``blobs``, healthy."""
         port = free_port()
         blobs.mkdir(parents=True, exist_ok=True)
-        args = ["gateway", *self.network.chain_args(), "--database-url", database_url, "--blobs", str(blobs), "--port", str(port)]
+        args = ["gateway", *self.network.chain_args(), "--blobs", str(blobs), "--port", str(port)]
         if key_manager is not None and key_manager.url is not None:
             args += ["--key-manager", key_manager.url]
-        service = self.spawn(name, args, url=f"http://127.0.0.1:{port}")
+        service = self.spawn(name, args, url=f"http://127.0.0.1:{port}", env={DATABASE_URL_ENV: database_url})
         service.wait_healthy("/api/health")
         return service
 
     def worker(
         self,
         operator: LocalAccount,
-        key_manager: Service,
+        key_manager: Service | str,
         blobs: str,
         *,
         name: str,
@@ -224,30 +269,53 @@ class Composition:
         interval: float = 0.2,
         stake: float | None = None,
         niceness: int = 0,
+        status: Path | None = None,
+        key_manager_wait: float = 0.0,
         healthy: bool = True,
     ) -> Service:
-        """``sterling worker`` for ``operator``; with ``healthy``, once its enclave is registered and it polls."""
+        """``sterling worker`` for ``operator`` using ``key_manager`` (the service, or its URL); with
+        ``healthy``, once its enclave is registered and it polls (else see :func:`wait_polling`).
+
+        ``status``: the job status board it writes (default: its state folder's ``status``);
+        ``key_manager_wait``: seconds it keeps asking a key manager that does not answer yet.
+        """
         state, port = self.folder / name, free_port()
+        km_url = key_manager if isinstance(key_manager, str) else str(key_manager.url)
         args = [
-            "worker", *self.network.chain_args(), "--key-manager", str(key_manager.url), "--blobs", blobs,
+            "worker", *self.network.chain_args(), "--key-manager", km_url, "--blobs", blobs,
             "--state-dir", str(state), "--platform-key", str(self.network.platform_key),
             "--operator-key-file", str(write_key(state / "operator.key", operator)),
             "--threads", str(threads), "--niceness", str(niceness), "--interval", str(interval), "--health-port", str(port), "-v",
         ]  # fmt: skip
         if stake is not None:
             args += ["--stake", str(stake)]
+        if status is not None:
+            args += ["--status-dir", str(status)]
+        if key_manager_wait:
+            args += ["--wait-key-manager", str(key_manager_wait)]
         service = self.spawn(name, args, url=f"http://127.0.0.1:{port}")
         if healthy:
-            wait_until(lambda: _polling(service), what=f"{name} polls the chain", timeout=180.0, service=service)
+            wait_polling(service)
         return service
 
 
-def _polling(service: Service) -> bool:
-    try:
-        answer = httpx.get(f"{service.url}/health", timeout=5)
-    except httpx.TransportError:
-        return False
-    return answer.status_code == 200 and answer.json().get("last_poll_age_s") is not None
+def wait_polling(service: Service, *, timeout: float = 180.0) -> dict[str, Any]:
+    """Wait until a ``sterling worker``'s enclave is registered and it polls the chain; its health report.
+
+    Raises:
+        ServiceNotHealthy: it exited meanwhile, or did not poll within ``timeout`` seconds.
+    """
+
+    def polling() -> dict[str, Any] | None:
+        try:
+            answer = httpx.get(f"{service.url}/health", timeout=5)
+        except httpx.TransportError:
+            return None
+        report: dict[str, Any] = answer.json() if answer.status_code == 200 else {}
+        return report if report.get("last_poll_age_s") is not None else None
+
+    found: dict[str, Any] = wait_until(polling, what=f"{service.name} polls the chain", timeout=timeout, service=service)
+    return found
 
 
 def wait_until(check: Callable[[], Any], *, what: str, timeout: float, service: Service | None = None, every: float = 0.1) -> Any:

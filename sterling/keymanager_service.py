@@ -5,7 +5,9 @@ The process launches a key-manager enclave on the simulated platform (developmen
 Nitro the hardware's attestation replaces the platform key), certifies it with its own
 :class:`~oracle.verifier.AttestationVerifier` (the account governance granted the verifier role),
 registers it on-chain for the operator, and serves over HTTP what a trainer worker, a provider's
-deposit and a worker's enclave registration need (clients: :mod:`enclave_worker.remote`):
+deposit and a worker's enclave registration need (clients: :mod:`enclave_worker.remote`).
+``sterling up`` serves the same routes (:func:`served`) from its own key manager to its worker
+processes:
 
 =========================== ===========================================================================
 ``GET /health``              signer, registered or not, chain head, confirmations (503 if the chain is down)
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,6 +58,8 @@ from sterling.standalone import ChainView, service_account
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8100
+SERVER_STOP_SECONDS = 10.0
+"""Seconds :func:`served` waits for its server thread to stop."""
 ENV_PREFIX = "STERLING_KEYMANAGER_"
 MAX_ID = 2**256 - 1
 
@@ -358,6 +363,29 @@ def started_node(view: ChainView, settings: KeyManagerSettings) -> Iterator[KeyM
         yield KeyManagerNode(view=view, key_manager=key_manager, verifier=verifier)
     finally:
         enclave.close()
+
+
+@contextmanager
+def served(node: KeyManagerNode, *, host: str = "127.0.0.1", port: int) -> Iterator[str]:
+    """Serve ``node``'s routes from a thread of this process until the block ends; yields their URL.
+
+    ``sterling up`` serves its in-process key manager so to its ``sterling worker`` processes.
+
+    Raises:
+        ConfigError: the routes could not be served (the port is taken, say).
+    """
+    server = uvicorn.Server(uvicorn.Config(create_app(node), host=host, port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="sterling-keymanager-routes", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise ConfigError(f"cannot serve the key manager's routes on {host}:{port}")
+            time.sleep(0.02)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(SERVER_STOP_SECONDS)
 
 
 def run_keymanager(view: ChainView, settings: KeyManagerSettings, *, stop: threading.Event) -> None:

@@ -5,7 +5,8 @@ approves their measurement and a verifier as governance; attests and registers b
 deposits the operator's stake (claims need a stake of at least a job's Σ prices); and wires the
 key-manager host and the trainer worker (which relaunches its enclave if it dies) to the chain and
 a blob store. Used by ``sterling demo``, ``sterling up`` (which reuses a persisted deployment
-through :func:`start_enclaves`) and by the tests.
+through :func:`start_enclaves` on the embedded chain, and through :func:`start_key_manager` on a
+node, where its trainer workers are processes of their own) and by the tests.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,9 @@ _MINT_ABI = [
 
 
 @dataclass
-class LocalNet:
-    """Everything a local deployment consists of; :meth:`close` stops the enclave processes."""
+class LocalCore:
+    """A local deployment's chain side, verifier and key manager, without trainer workers (``sterling
+    up`` runs those as processes of their own); :meth:`close` stops the key-manager enclave."""
 
     chain: Chain
     deployment: Deployment
@@ -67,9 +69,18 @@ class LocalNet:
     operator: LocalAccount
     verifier: AttestationVerifier
     key_manager: KeyManagerService
-    worker: TrainerWorker
     measurement: bytes
     gas: dict[str, int] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.key_manager.enclave.close()
+
+
+@dataclass
+class LocalNet(LocalCore):
+    """Everything a local deployment consists of, trainer workers included; :meth:`close` stops the enclave processes."""
+
+    worker: TrainerWorker = field(kw_only=True)
     extra_workers: list[TrainerWorker] = field(default_factory=list)
     """Trainer workers added with :meth:`add_worker` (other operators, say)."""
 
@@ -105,7 +116,7 @@ class LocalNet:
     def close(self) -> None:
         for worker in self.workers:
             worker.enclave.close()
-        self.key_manager.enclave.close()
+        super().close()
 
 
 def attest_and_register(
@@ -206,32 +217,38 @@ def bring_up(
     deployment = deploy(chain, governance, payment_token=payment_token, claim_lease=claim_lease)
     gas = {name: used for name, used in chain.gas_log if name.startswith("deploy")}
     note("deployed", f"registry {deployment.registry}, market {deployment.market}")
-    net = start_enclaves(
-        chain, deployment, state_dir, governance=governance, verifier_key=verifier_key, operator=operator, say=say,
-        operator_stake=operator_stake,
-    )  # fmt: skip
+    setup = LocalSetup(chain, deployment, state_dir, governance=governance, verifier_key=verifier_key, operator=operator)
+    net = start_enclaves(setup, say=say, operator_stake=operator_stake)
     net.gas = gas | net.gas
     return net
 
 
+@dataclass(frozen=True)
+class LocalSetup:
+    """What a local deployment's enclaves start from: the chain, the deployment, the state folder
+    (``sim-platform.pem``, ``blobs/``, ``key-manager/``) and the accounts of the roles."""
+
+    chain: Chain
+    deployment: Deployment
+    state_dir: Path
+    governance: LocalAccount
+    verifier_key: LocalAccount
+    operator: LocalAccount
+    """The account the key-manager (and the first trainer) enclave is registered for."""
+    confirmations: int = 0
+    """Blocks the key manager waits for on a claim (or a purchase) before it releases a key for it
+    (:class:`~enclave_worker.keymanager.KeyManagerService`)."""
+
+
 def start_enclaves(
-    chain: Chain,
-    deployment: Deployment,
-    state_dir: Path,
+    setup: LocalSetup,
     *,
-    governance: LocalAccount,
-    verifier_key: LocalAccount,
-    operator: LocalAccount,
     say: Callable[[str, str], None] | None = None,
     trainer_threads: int | None = None,
     trainer_niceness: int = 0,
     operator_stake: float | None = None,
-    confirmations: int = 0,
 ) -> LocalNet:
     """Start a key-manager and a trainer enclave for an existing deployment and register both.
-
-    ``confirmations``: blocks the key manager waits for on a claim (or a purchase) before it
-    releases a key for it (:class:`~enclave_worker.keymanager.KeyManagerService`).
 
     ``trainer_threads`` and ``trainer_niceness`` bound the trainer's share of a machine it shares
     with other services (see :meth:`EnclaveProcess.start`). ``operator_stake`` is the stake the
@@ -244,6 +261,45 @@ def start_enclaves(
     (every start launches fresh enclaves, which register their new keys).
     """
     note = say or (lambda stage, detail: None)
+    core, trainer_enclave = _start_core(setup, say=say, trainer=(trainer_threads, trainer_niceness))
+    assert trainer_enclave is not None  # asked for above
+    operator = setup.operator
+    try:
+        staked = ensure_operator_stake(core.market, operator, operator_stake)
+        if staked is not None:
+            core.gas["depositStake (operator)"] = staked.gas_used
+        note("staked", f"operator {operator.address} stake {core.market.stake_of(operator.address).amount}")
+        relaunch = trainer_launcher(
+            core.platform, core.verifier, core.registry, operator, threads=trainer_threads, niceness=trainer_niceness
+        )
+        worker = TrainerWorker(
+            trainer_enclave, operator=operator, market=core.market, key_manager=core.key_manager, blobs=core.blobs,
+            status=JobStatusBoard(setup.state_dir / "status"), relaunch=relaunch, confirmations=setup.confirmations,
+        )  # fmt: skip
+    except BaseException:
+        trainer_enclave.close()
+        core.close()
+        raise
+    return LocalNet(**{f.name: getattr(core, f.name) for f in fields(LocalCore)}, worker=worker)
+
+
+def start_key_manager(setup: LocalSetup, *, say: Callable[[str, str], None] | None = None) -> LocalCore:
+    """Start a key-manager enclave for an existing deployment and register it, without a trainer
+    (``sterling up`` on a node runs its trainers as ``sterling worker`` processes).
+
+    The on-chain set-up is :func:`start_enclaves`'s: the trainer and key-manager measurement
+    approved and the verifier's role granted unless they are already.
+    """
+    core, _ = _start_core(setup, say=say, trainer=None)
+    return core
+
+
+def _start_core(
+    setup: LocalSetup, *, say: Callable[[str, str], None] | None, trainer: tuple[int | None, int] | None
+) -> tuple[LocalCore, LaunchedEnclave | None]:
+    """The key manager, registered, and (with ``trainer``: its threads and niceness) a trainer enclave, registered."""
+    note = say or (lambda stage, detail: None)
+    chain, deployment, governance, operator = setup.chain, setup.deployment, setup.governance, setup.operator
     gas: dict[str, int] = {}
 
     def record(label: str, tx: TxResult) -> None:
@@ -251,67 +307,49 @@ def start_enclaves(
 
     registry = RegistryClient(chain, deployment.registry)
     market = MarketClient(chain, deployment.market)
-    platform = SimPlatform.load_or_create(state_dir / "sim-platform.pem")
+    platform = SimPlatform.load_or_create(setup.state_dir / "sim-platform.pem")
     # Both trusted processes import torch on start; launching them side by side halves the wait.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        launches = [
-            pool.submit(platform.launch, Role.KEY_MANAGER),
-            pool.submit(platform.launch, Role.TRAINER, threads=trainer_threads, niceness=trainer_niceness),
-        ]
+        launches = [pool.submit(platform.launch, Role.KEY_MANAGER)]
+        if trainer is not None:
+            launches.append(pool.submit(platform.launch, Role.TRAINER, threads=trainer[0], niceness=trainer[1]))
     failures = [f.exception() for f in launches if f.exception() is not None]
     if failures:
         for f in launches:
             if f.exception() is None:
                 f.result().close()
         raise failures[0]  # type: ignore[misc]
-    key_manager_enclave, trainer_enclave = (f.result() for f in launches)
+    enclaves = [f.result() for f in launches]
+    key_manager_enclave, trainer_enclave = enclaves[0], (enclaves[1] if trainer is not None else None)
     try:
-        measurement = trainer_enclave.measurement
+        measurement = key_manager_enclave.measurement
         for role, label in ((Role.TRAINER, "trainer"), (Role.KEY_MANAGER, "key manager")):
             if not registry.is_measurement_approved(role, measurement):
                 record(f"approveMeasurement ({label})", registry.approve_measurement(governance, role, measurement))
-        if not registry.is_verifier(verifier_key.address):
-            record("grantRole (verifier)", registry.add_verifier(governance, verifier_key.address))
-        verifier = AttestationVerifier(signer=verifier_key, registry=registry, platform_public_key=platform.public_key)
+        if not registry.is_verifier(setup.verifier_key.address):
+            record("grantRole (verifier)", registry.add_verifier(governance, setup.verifier_key.address))
+        verifier = AttestationVerifier(signer=setup.verifier_key, registry=registry, platform_public_key=platform.public_key)
         record("register (key manager)", attest_and_register(key_manager_enclave, verifier, registry, operator))
-        record("register (trainer)", attest_and_register(trainer_enclave, verifier, registry, operator))
+        if trainer_enclave is not None:
+            record("register (trainer)", attest_and_register(trainer_enclave, verifier, registry, operator))
         note("attested", f"measurement {measurement.hex()[:16]}…, sim attestation (development only)")
-        staked = ensure_operator_stake(market, operator, operator_stake)
-        if staked is not None:
-            record("depositStake (operator)", staked)
-        note("staked", f"operator {operator.address} stake {market.stake_of(operator.address).amount}")
-        blobs = BlobStore(state_dir / "blobs")
         key_manager = KeyManagerService(
-            key_manager_enclave, market=market, registry=registry, state_dir=state_dir / "key-manager", confirmations=confirmations
-        )
-        worker = TrainerWorker(
-            trainer_enclave, operator=operator, market=market, key_manager=key_manager, blobs=blobs,
-            status=JobStatusBoard(state_dir / "status"),
-            relaunch=trainer_launcher(platform, verifier, registry, operator, threads=trainer_threads, niceness=trainer_niceness),
-            confirmations=confirmations,
+            key_manager_enclave, market=market, registry=registry, state_dir=setup.state_dir / "key-manager",
+            confirmations=setup.confirmations,
         )  # fmt: skip
     except BaseException:
-        trainer_enclave.close()
-        key_manager_enclave.close()
+        for enclave in enclaves:
+            enclave.close()
         raise
-    return LocalNet(
-        chain=chain,
-        deployment=deployment,
-        registry=registry,
-        market=market,
-        blobs=blobs,
-        platform=platform,
-        governance=governance,
-        operator=operator,
-        verifier=verifier,
-        key_manager=key_manager,
-        worker=worker,
-        measurement=measurement,
-        gas=gas,
-    )
+    core = LocalCore(
+        chain=chain, deployment=deployment, registry=registry, market=market, blobs=BlobStore(setup.state_dir / "blobs"),
+        platform=platform, governance=governance, operator=operator, verifier=verifier, key_manager=key_manager,
+        measurement=measurement, gas=gas,
+    )  # fmt: skip
+    return core, trainer_enclave
 
 
-def _launch_registered(net: LocalNet, role: Role, operator: LocalAccount, threads: int | None) -> LaunchedEnclave:
+def _launch_registered(net: LocalCore, role: Role, operator: LocalAccount, threads: int | None) -> LaunchedEnclave:
     """Launch an enclave of ``role``, approve its measurement if governance has not yet (local
     deployments only) and register it for ``operator``."""
     launched = net.platform.launch(role, threads=threads)
@@ -340,7 +378,7 @@ class LocalServing:
 
 
 def start_serving(
-    net: LocalNet, state_dir: Path, *, operator: LocalAccount | None = None, threads: int | None = 1, **options: Any
+    net: LocalCore, state_dir: Path, *, operator: LocalAccount | None = None, threads: int | None = 1, **options: Any
 ) -> LocalServing:
     """Approve the inference measurement, launch and register an inference enclave for ``operator``
     (default: the trainer's operator) with ``threads`` torch threads (``None``: one per core) and
@@ -382,7 +420,7 @@ class LocalCompetitions:
         self.evaluator.enclave.close()
 
 
-def start_competitions(net: LocalNet, *, operator: LocalAccount | None = None, threads: int | None = 1) -> LocalCompetitions:
+def start_competitions(net: LocalCore, *, operator: LocalAccount | None = None, threads: int | None = 1) -> LocalCompetitions:
     """Approve the evaluator measurement, launch and register an evaluator enclave for ``operator``
     (default: the trainer's operator) with ``threads`` torch threads, and score ``net``'s
     competition market with it.

@@ -1,12 +1,23 @@
 """``sterling up``: a whole local Sterling behind one URL.
 
 Starts (or connects to) the chain, deploys the contracts unless the state directory records a
-deployment that is still there, starts the attestation verifier with a key-manager and a
-trainer enclave (registering their fresh keys and keeping the operator's stake deposited), gives
-back the jobs the previous trainer instance left claimed (or leaves them to lapse when it had
-their keys), the job dispatcher, the chain indexer, and the
-gateway (API, static UI, JSON-RPC relay, live events) under uvicorn. Everything it needs to
-come back after a restart lives in the state directory:
+deployment that is still there, and starts the attestation verifier with a key-manager enclave
+(registering its fresh key). On a node (anvil, which it starts as a child process, or
+``--rpc-url``) the chain indexer and one trainer worker per operator account (``up.trainers``)
+run as child processes, the same ``sterling indexer`` and ``sterling worker`` commands that run on
+separate machines (:mod:`sterling.compose`): each worker launches and registers its trainer
+enclave, keeps its operator's stake, gives back what its operator's previous enclave left claimed,
+and follows the chain itself. They reach the key manager through its HTTP routes, which this
+process serves on a loopback port (:func:`sterling.keymanager_service.served`), share the state
+directory's blob folder, and write job progress to its ``status/`` folder, which the gateway reads
+for the live timeline. Still in this process: the key manager (its model-key and competition-key
+sides are not remote yet), the inference and evaluator enclaves with their hosts, and the gateway
+(API, static UI, JSON-RPC relay, live events) under uvicorn, which reads the index from the
+database. A child that exits stops everything, and ``sterling up`` exits non-zero naming it; the
+children get SIGTERM when this process dies, even killed (Linux). On the embedded chain (in
+process, nothing another process could reach) the workers, their dispatcher and the indexer run
+on threads of this process instead. Everything it needs to come back after a restart lives in the
+state directory:
 
 | file | what |
 |---|---|
@@ -15,6 +26,7 @@ come back after a restart lives in the state directory:
 | ``deployment.json`` | contract addresses and deployment block |
 | ``index.db`` | the chain index (SQLite; ``--database-url`` for another database) |
 | ``blobs/``, ``key-manager/``, ``status/``, ``sim-platform.pem`` | ciphertext, sealed data keys, job progress, the simulated platform key |
+| ``services/`` | the child processes' logs (``indexer.log``, ``worker-<n>.log``), each worker's state (cursors, operator key file) |
 
 What it runs comes from :class:`~marketplace.config.SterlingSettings` (the CLI's options are
 flags over the environment and ``brownie-config.yaml``; ``docs/configuration.md``).
@@ -36,7 +48,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+from types import FrameType, MappingProxyType
 from typing import Any
 
 import httpx
@@ -45,18 +57,25 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from enclave_worker.serving import InferenceService
+from enclave_worker.sim_platform import SimPlatform
+from enclave_worker.status import JobStatusBoard
 from marketplace import chain as chain_mod
 from marketplace._files import write_atomic
-from marketplace.chain import Chain, Wei, open_chain
+from marketplace.chain import Chain, Wei, free_port, open_chain
 from marketplace.competitions import CompetitionMarketClient
 from marketplace.config import SterlingSettings, checkout_root
 from marketplace.contracts import Deployment, code_version, deploy
 from marketplace.errors import ChainUnavailable, ConfigError, SterlingError
+from marketplace.model_market import ModelMarketClient
 from oracle.dispatcher import Dispatcher
 from oracle.index_db import IndexDatabase, default_url
 from oracle.indexer import Indexer, IndexerChainMismatch
+from oracle.verifier import AttestationVerifier
+from sterling.compose import Composition, Network, Service, ServiceNotHealthy, rpc_url_of, wait_polling
 from sterling.gateway import GatewayServices, create_app
-from sterling.localnet import LocalNet, start_competitions, start_enclaves, start_serving
+from sterling.keymanager_service import KeyManagerNode, served
+from sterling.localnet import LocalCore, LocalNet, LocalSetup, start_competitions, start_enclaves, start_key_manager, start_serving
+from sterling.standalone import ChainView
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +87,12 @@ TRAINER_NICENESS = 10
 """The trainer enclave runs at a lower priority than the gateway it shares the machine with."""
 THREAD_JOIN_SECONDS = 10.0
 GRACEFUL_SHUTDOWN_SECONDS = 3
+SERVICES_FOLDER = "services"
+"""Where, in the state directory, the child processes keep their logs (``<name>.log``) and the workers their state."""
+CHILD_POLL_SECONDS = 0.5
+"""How often ``sterling up`` looks whether a child process exited."""
+KEY_MANAGER_WAIT_SECONDS = 120.0
+"""How long a worker, started before the key manager, waits for its routes."""
 
 
 @dataclass(frozen=True)
@@ -198,12 +223,12 @@ def _start_thread(stack: ExitStack, name: str, target: Callable[[threading.Event
     stack.callback(halt)
 
 
-def _start_indexer(
-    index: IndexDatabase, net: LocalNet, *, fresh: bool, interval: float, confirmations: int, stack: ExitStack
-) -> Indexer:
-    competitions = CompetitionMarketClient(net.chain, net.deployment.competitions) if net.deployment.competitions else None
+def _prepare_index(index: IndexDatabase, core: LocalCore, *, fresh: bool, confirmations: int) -> Indexer:
+    """An indexer of ``core``'s deployment into ``index``, emptied first when the contracts are
+    ``fresh`` or the index is another chain's."""
+    competitions = CompetitionMarketClient(core.chain, core.deployment.competitions) if core.deployment.competitions else None
     indexer = Indexer(
-        index, market=net.market, registry=net.registry, start_block=net.deployment.block, confirmations=confirmations,
+        index, market=core.market, registry=core.registry, start_block=core.deployment.block, confirmations=confirmations,
         competitions=competitions,
     )  # fmt: skip
     if fresh:
@@ -214,8 +239,123 @@ def _start_indexer(
         logger.warning("%s", e)
         index.reset()
         indexer.cursor()
-    _start_thread(stack, "sterling-indexer", lambda stop: indexer.run(stop, interval=interval))
     return indexer
+
+
+def _setup(settings: SterlingSettings, chain: Chain, deployment: Deployment, accounts: LocalAccounts) -> LocalSetup:
+    return LocalSetup(
+        chain, deployment, settings.state_dir.resolve(), governance=accounts.governance, verifier_key=accounts.verifier,
+        operator=accounts.operator, confirmations=settings.chain_network.confirmations,
+    )  # fmt: skip
+
+
+def _compose_in_process(
+    settings: SterlingSettings, chain: Chain, deployment: Deployment, accounts: LocalAccounts, index: IndexDatabase, *,
+    fresh: bool, stack: ExitStack, note: StageFn,
+) -> tuple[LocalNet, Indexer]:  # fmt: skip
+    """The embedded chain's composition: trainer workers, their dispatcher and the indexer on threads of this process."""
+    up, state_dir, confirmations = settings.up, settings.state_dir.resolve(), settings.chain_network.confirmations
+    net = start_enclaves(
+        _setup(settings, chain, deployment, accounts), say=note, trainer_threads=up.trainer_threads, trainer_niceness=TRAINER_NICENESS,
+        operator_stake=up.operator_stake,
+    )  # fmt: skip
+    stack.callback(net.close)
+    for operator in accounts.extra_operators:
+        net.add_worker(operator, stake=up.operator_stake, threads=up.trainer_threads, niceness=TRAINER_NICENESS)
+    running = [w.signer for w in net.workers]
+    recovered = [r for w in net.workers for r in w.recover(from_block=deployment.block, keep=running)]
+    if recovered:
+        given_back = sum(r.released for r in recovered)
+        note("recovered", f"{given_back} job(s) of the previous trainer given back, {len(recovered) - given_back} left to lapse")
+    indexer = _prepare_index(index, net, fresh=fresh, confirmations=confirmations)
+    _start_thread(stack, "sterling-indexer", lambda stop: indexer.run(stop, interval=up.indexer_interval))
+    dispatcher = Dispatcher(net.market, net.workers, from_block=deployment.block, cursor_path=state_dir / "dispatcher.json")
+    _start_thread(stack, "sterling-dispatcher", lambda stop: dispatcher.run(stop, interval=up.dispatcher_interval))
+    return net, indexer
+
+
+def _compose_processes(
+    settings: SterlingSettings, chain: Chain, deployment: Deployment, accounts: LocalAccounts, index: IndexDatabase, *,
+    fresh: bool, rpc_url: str, stack: ExitStack, note: StageFn,
+) -> tuple[LocalCore, list[Service]]:  # fmt: skip
+    """A node's composition: one ``sterling worker`` per operator and the indexer as child processes
+    (not waited for yet: :func:`_wait_workers`), the key manager here with its routes on a loopback port."""
+    up, state_dir, confirmations = settings.up, settings.state_dir.resolve(), settings.chain_network.confirmations
+    key_manager_port = free_port()
+    key_manager_url = f"http://127.0.0.1:{key_manager_port}"
+    network = Network(
+        rpc_url=rpc_url, deployment=deployment, deployment_path=state_dir / "deployment.json", platform_key=state_dir / "sim-platform.pem"
+    )
+    SimPlatform.load_or_create(network.platform_key)  # before the workers read it
+    composition = Composition(network, state_dir / SERVICES_FOLDER, tied=True)
+    stack.callback(composition.close)  # should starting fail before the key manager's routes are served
+    # The workers start first: importing torch and launching their enclaves takes longest, and they
+    # wait for the key manager's routes, which come up meanwhile.
+    for number, operator in enumerate((accounts.operator, *accounts.extra_operators), start=1):
+        composition.worker(
+            operator, key_manager_url, str(state_dir / "blobs"), name=f"worker-{number}", threads=up.trainer_threads,
+            interval=up.dispatcher_interval, stake=up.operator_stake, niceness=TRAINER_NICENESS, status=state_dir / "status",
+            key_manager_wait=KEY_MANAGER_WAIT_SECONDS, healthy=False,
+        )  # fmt: skip
+    core = start_key_manager(_setup(settings, chain, deployment, accounts), say=note)
+    stack.callback(core.close)
+    # A verifier of its own: its nonces are not shared with the one certifying this process's enclaves.
+    verifier = AttestationVerifier(signer=accounts.verifier, registry=core.registry, platform_public_key=core.platform.public_key)
+    node = KeyManagerNode(
+        view=ChainView(core.chain, deployment, core.market, core.registry), key_manager=core.key_manager, verifier=verifier
+    )
+    served_url = stack.enter_context(served(node, port=key_manager_port))
+    stack.callback(composition.close)  # the children stop before the routes they ask (closing twice is harmless)
+    _prepare_index(index, core, fresh=fresh, confirmations=confirmations)
+    composition.indexer(settings.database_url or default_url(state_dir), interval=up.indexer_interval, confirmations=confirmations)
+    note(
+        "services",
+        f"{len(composition.services) - 1} worker(s) and the indexer as child processes (key manager at {served_url}); "
+        f"their logs: {composition.folder}/*.log",
+    )
+    return core, composition.services
+
+
+def _wait_workers(children: list[Service], note: StageFn) -> None:
+    """Wait until every worker polls the chain and the indexer still runs; note what the workers recovered.
+
+    Raises:
+        ServiceNotHealthy: a child exited, or a worker did not poll in time (the message ends with its log).
+    """
+    reports = [wait_polling(c) for c in children if c.name.startswith("worker-")]
+    for child in children:
+        if not child.alive():
+            raise ServiceNotHealthy(f"{child.name} exited with {child.process.returncode} (log {child.log}):\n{child.tail()}")
+    note("workers", ", ".join(f"{r['enclave']} for operator {r['operator']}" for r in reports))
+    given_back = sum(r["recovered"]["given_back"] for r in reports)
+    lapsing = sum(r["recovered"]["left_to_lapse"] for r in reports)
+    if given_back or lapsing:
+        note("recovered", f"{given_back} job(s) of the previous trainers given back, {lapsing} left to lapse")
+
+
+def _watch(children: list[Service], server: _Server, died: list[Service], stop: threading.Event) -> None:
+    """Stop the gateway when a child exits while it serves (``run_up`` then says which one)."""
+    while not stop.wait(CHILD_POLL_SECONDS):
+        gone = [c for c in children if not c.alive()]
+        if gone and not server.should_exit:  # not a Ctrl-C at the terminal, which stops the children too
+            died.extend(gone)
+            server.handle_exit(signal.SIGTERM, None)
+            return
+
+
+def _gateway_services(
+    core: LocalCore, index: IndexDatabase, *, status: JobStatusBoard | None, dev_accounts: tuple[LocalAccount, ...],
+    index_version: Callable[[], tuple[int, int] | None] | None,
+) -> GatewayServices:  # fmt: skip
+    """What the gateway serves from: ``core``'s chain, contracts, blobs and key manager, the index and the workers' ``status``."""
+    deployment = core.deployment
+    return GatewayServices(
+        chain=core.chain, market=core.market, registry=core.registry, blobs=core.blobs, index=index, deployment_block=deployment.block,
+        key_manager=core.key_manager, status=status, dev_accounts=dev_accounts,
+        attestation_formats=MappingProxyType({core.verifier.signer.address: "sim"}), index_version=index_version,
+        model_market=ModelMarketClient(core.chain, deployment.model_market) if deployment.model_market else None,
+        competitions=CompetitionMarketClient(core.chain, deployment.competitions) if deployment.competitions else None,
+    )  # fmt: skip
 
 
 def redeem_periodically(inference: InferenceService, stop: threading.Event, *, interval: float) -> None:
@@ -260,31 +400,24 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
             ensure_funded(chain, accounts.all())
             deployment, fresh = ensure_deployment(chain, accounts.governance, state_dir / "deployment.json")
             note("contracts", f"{'deployed' if fresh else 'reused'}: market {deployment.market}, registry {deployment.registry}")
-            net = start_enclaves(
-                chain, deployment, state_dir,
-                governance=accounts.governance, verifier_key=accounts.verifier, operator=accounts.operator, say=note,
-                trainer_threads=up.trainer_threads, trainer_niceness=TRAINER_NICENESS, operator_stake=up.operator_stake,
-                confirmations=settings.chain_network.confirmations,
-            )  # fmt: skip
-            stack.callback(net.close)
-            for operator in accounts.extra_operators:
-                net.add_worker(operator, stake=up.operator_stake, threads=up.trainer_threads, niceness=TRAINER_NICENESS)
-            running = [w.signer for w in net.workers]
-            recovered = [r for w in net.workers for r in w.recover(from_block=deployment.block, keep=running)]
-            if recovered:
-                given_back = sum(r.released for r in recovered)
-                note("recovered", f"{given_back} job(s) of the previous trainer given back, {len(recovered) - given_back} left to lapse")
             index = IndexDatabase(settings.database_url or default_url(state_dir))
             index.create_schema()
             stack.callback(index.close)
-            indexer = _start_indexer(
-                index, net, fresh=fresh, interval=up.indexer_interval, confirmations=settings.chain_network.confirmations, stack=stack
-            )
-            dispatcher = Dispatcher(net.market, net.workers, from_block=deployment.block, cursor_path=state_dir / "dispatcher.json")
-            _start_thread(stack, "sterling-dispatcher", lambda stop: dispatcher.run(stop, interval=up.dispatcher_interval))
-            services = GatewayServices.from_localnet(net, index, dev_accounts=accounts.dev, index_version=lambda: indexer.version)
+            rpc_url = rpc_url_of(chain)
+            children: list[Service] = []
+            if rpc_url is None:  # the embedded chain: nothing another process could reach
+                net, indexer = _compose_in_process(settings, chain, deployment, accounts, index, fresh=fresh, stack=stack, note=note)
+                core: LocalCore = net
+                status, index_version = net.worker.status, (lambda: indexer.version)
+            else:
+                core, children = _compose_processes(
+                    settings, chain, deployment, accounts, index, fresh=fresh, rpc_url=rpc_url, stack=stack, note=note
+                )
+                # the workers write their progress there; the gateway reads the index's version from the database
+                status, index_version = JobStatusBoard(state_dir / "status"), None
+            services = _gateway_services(core, index, status=status, dev_accounts=accounts.dev, index_version=index_version)
             if up.serving and deployment.model_market is not None:
-                serving = start_serving(net, state_dir, operator=accounts.operator, threads=up.inference_threads)
+                serving = start_serving(core, state_dir, operator=accounts.operator, threads=up.inference_threads)
                 stack.callback(serving.close)
                 services = dataclasses.replace(
                     services, model_market=serving.model_market, model_keys=serving.model_keys, inference=serving.inference
@@ -293,12 +426,14 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
                 _start_thread(stack, "sterling-redeemer", lambda stop: redeem_periodically(inference, stop, interval=every))
                 note("serving", f"inference enclave {serving.inference.signer} serves model market {serving.model_market.address}")
             if up.competitions and deployment.competitions is not None:
-                contest = start_competitions(net, operator=accounts.operator)
+                contest = start_competitions(core, operator=accounts.operator)
                 stack.callback(contest.close)
                 services = dataclasses.replace(services, competitions=contest.competitions, competition_keys=contest.keys)
                 evaluator, interval = contest.evaluator, up.evaluator_interval
                 _start_thread(stack, "sterling-evaluator", lambda stop: evaluator.serve(stop, interval=interval))
                 note("competitions", f"evaluator enclave {evaluator.signer} scores competition market {contest.competitions.address}")
+            if children:
+                _wait_workers(children, note)
             app = create_app(gateway, services=services)
             server = _Server(
                 uvicorn.Config(
@@ -308,6 +443,9 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
                 on_exit=app.state.feed.close,
             )  # fmt: skip
             url = gateway.url
+            died: list[Service] = []
+            if children:
+                _start_thread(stack, "sterling-watchdog", lambda stop: _watch(children, server, died, stop))
 
             def announce() -> None:
                 while not server.started and not server.should_exit:
@@ -323,7 +461,12 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
             gc.freeze()
             with suppress(KeyboardInterrupt):
                 server.run()
-            note("stopping", "gateway stopped; stopping dispatcher, indexer, enclaves and chain")
+            if died:
+                first = died[0]
+                raise ServiceNotHealthy(
+                    f"{first.name} exited with {first.process.returncode} (log {first.log}); stopped everything:\n{first.tail()}"
+                )
+            note("stopping", "gateway stopped; stopping workers, indexer, enclaves and chain")
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -34,6 +34,15 @@ def worker(
     ] = 0,
     interval: Annotated[float, typer.Option(min=0.05, help="seconds between polls of the chain")] = 1.0,
     health_port: Annotated[int | None, typer.Option(help="serve GET /health on this port (0: any free port)")] = None,
+    wait_key_manager: Annotated[
+        float, typer.Option("--wait-key-manager", min=0, help="seconds to keep asking a key manager that does not answer yet")
+    ] = 0.0,
+    status_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--status-dir", help="write job progress here (default: <state-dir>/status; workers may share one; a gateway reads it)"
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each step")] = False,
 ) -> None:
     """Run a trainer enclave for an operator: claim and train the jobs it can serve until SIGTERM or Ctrl-C (docs/operations.md)."""
@@ -48,7 +57,8 @@ def worker(
     stop_on_signals(stop)
     options = WorkerOptions(
         key_manager_url=key_manager, blobs=blobs, state_dir=state_dir, sim_platform_key=platform_key, stake=stake,
-        threads=threads, niceness=niceness, interval=interval, health_port=health_port,
+        threads=threads, niceness=niceness, interval=interval, health_port=health_port, status_dir=status_dir,
+        key_manager_wait=wait_key_manager,
     )  # fmt: skip
     try:
         operator = service_account("operator", os.environ.get(OPERATOR_KEY_ENV), key_file, variable=OPERATOR_KEY_ENV)

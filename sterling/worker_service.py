@@ -13,7 +13,8 @@ keeps two cursors in its state folder (``dispatcher.json`` for new jobs, ``recov
 operator's claims), so its work per poll follows new events, not the market's history.
 
 Health: ``GET /health`` on ``--health-port`` answers 200 with the worker's state while its poll loop
-runs, and 503 when the last poll is older than :data:`STALE_AFTER_POLLS` intervals.
+runs, and 503 when the last poll is older than :data:`STALE_AFTER_POLLS` intervals; it also says how many
+jobs of earlier enclaves the start gave back or left to lapse.
 """
 
 from __future__ import annotations
@@ -30,19 +31,22 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
-from enclave_worker.remote import RemoteKeyManager, RemoteVerifier
+from enclave_worker.remote import RemoteKeyManager, RemoteVerifier, ServiceUnreachable
 from enclave_worker.sim_platform import SimPlatform
 from enclave_worker.status import JobStatusBoard
-from enclave_worker.worker import TrainerWorker
+from enclave_worker.trusted.onchain import Role
+from enclave_worker.worker import Recovered, TrainerWorker
 from marketplace.blobstore import BlobStore
 from marketplace.errors import ConfigError
 from marketplace.remote_blobs import GatewayBlobStore
 from oracle.dispatcher import Dispatcher
-from sterling.localnet import ensure_operator_stake, trainer_launcher
+from sterling.localnet import attest_and_register, ensure_operator_stake, trainer_launcher
 from sterling.standalone import ChainView
 
 logger = logging.getLogger(__name__)
 
+KEY_MANAGER_RETRY_SECONDS = 0.25
+"""How often a starting worker asks a key manager that does not answer yet (``key_manager_wait``)."""
 STALE_AFTER_POLLS = 10
 """The health endpoint answers 503 when no poll ended in this many intervals (at least 30 s)."""
 
@@ -56,7 +60,7 @@ class WorkerOptions:
     blobs: str
     """A gateway's URL (``http://…``: blobs over ``/api/blobs``, cached locally) or a shared folder."""
     state_dir: Path
-    """Cursors, the blob cache, job status."""
+    """Cursors, the blob cache, job status (unless ``status_dir``)."""
     sim_platform_key: Path
     """The simulated TEE platform's key (development only; the verifier trusts its public key)."""
     stake: float | None = None
@@ -65,6 +69,11 @@ class WorkerOptions:
     interval: float = 1.0
     health_host: str = "127.0.0.1"
     health_port: int | None = None
+    key_manager_wait: float = 0.0
+    """Seconds to keep asking a key manager that does not answer yet (one started beside the worker)."""
+    status_dir: Path | None = None
+    """The job status board (default ``<state_dir>/status``). Workers may share one: each job is a
+    file of its own, replaced atomically, and one job runs on one worker at a time (its claim's)."""
 
 
 def open_blobs(where: str, cache: Path) -> BlobStore | GatewayBlobStore:
@@ -80,9 +89,10 @@ def open_blobs(where: str, cache: Path) -> BlobStore | GatewayBlobStore:
 class WorkerHealth:
     """What ``GET /health`` reports about a running worker."""
 
-    def __init__(self, worker: TrainerWorker, dispatcher: Dispatcher, *, interval: float) -> None:
+    def __init__(self, worker: TrainerWorker, dispatcher: Dispatcher, *, interval: float, recovered: list[Recovered] | None = None) -> None:
         self.worker = worker
         self.dispatcher = dispatcher
+        self.recovered = list(recovered or [])
         self.stale_after = max(STALE_AFTER_POLLS * interval, 30.0)
         self.started = time.time()
 
@@ -102,6 +112,10 @@ class WorkerHealth:
             "completed": self.dispatcher.completed,
             "failed": sorted(self.dispatcher.failures),
             "enclave_relaunches": self.worker.relaunches,
+            "recovered": {
+                "given_back": sum(r.released for r in self.recovered),
+                "left_to_lapse": sum(not r.released for r in self.recovered),
+            },
         }
 
     def serve(self, host: str, port: int) -> ThreadingHTTPServer:
@@ -130,11 +144,31 @@ class WorkerHealth:
         return server
 
 
+def connect_key_manager(url: str, *, wait: float, stop: threading.Event) -> RemoteKeyManager:
+    """The key-manager service at ``url``, asked again every :data:`KEY_MANAGER_RETRY_SECONDS` for up to
+    ``wait`` seconds while nothing answers there (or until ``stop``).
+
+    Raises:
+        ServiceUnreachable: nothing answered in time.
+    """
+    deadline, asked = time.monotonic() + wait, 0
+    while True:
+        try:
+            return RemoteKeyManager(url)
+        except ServiceUnreachable:
+            if time.monotonic() >= deadline or stop.wait(KEY_MANAGER_RETRY_SECONDS):
+                raise
+            asked += 1
+            if asked == 1:
+                logger.info("the key manager at %s does not answer yet; asking again for up to %.0f s", url, wait)
+
+
 def run_worker(view: ChainView, operator: LocalAccount, options: WorkerOptions, *, stop: threading.Event) -> None:
     """Start, register and stake a trainer enclave for ``operator``, then claim and run jobs until ``stop``.
 
     Raises:
         ConfigError: the platform key or the blob folder is missing, or the operator cannot pay its stake.
+        ServiceUnreachable: the key manager did not answer (within ``options.key_manager_wait`` seconds).
         AttestationRejected: the verifier refused the enclave (its measurement not approved, say).
     """
     if not options.sim_platform_key.is_file():
@@ -144,15 +178,22 @@ def run_worker(view: ChainView, operator: LocalAccount, options: WorkerOptions, 
         )
     state = options.state_dir
     state.mkdir(parents=True, exist_ok=True)
-    key_manager = RemoteKeyManager(options.key_manager_url)
-    verifier = RemoteVerifier(options.key_manager_url)
     blobs = open_blobs(options.blobs, state / "blob-cache")
     platform = SimPlatform.load_or_create(options.sim_platform_key)
     ensure_operator_stake(view.market, operator, options.stake)
+    # The enclave starts (it imports torch) while the key manager may still be starting too.
+    enclave = platform.launch(Role.TRAINER, threads=options.threads, niceness=options.niceness)
+    try:
+        key_manager = connect_key_manager(options.key_manager_url, wait=options.key_manager_wait, stop=stop)
+        verifier = RemoteVerifier(options.key_manager_url)
+        attest_and_register(enclave, verifier, view.registry, operator)
+    except BaseException:
+        enclave.close()
+        raise
     relaunch = trainer_launcher(platform, verifier, view.registry, operator, threads=options.threads, niceness=options.niceness)
     worker = TrainerWorker(
-        relaunch(), operator=operator, market=view.market, key_manager=key_manager, blobs=blobs,
-        status=JobStatusBoard(state / "status"), relaunch=relaunch, confirmations=key_manager.confirmations,
+        enclave, operator=operator, market=view.market, key_manager=key_manager, blobs=blobs,
+        status=JobStatusBoard(options.status_dir or state / "status"), relaunch=relaunch, confirmations=key_manager.confirmations,
     )  # fmt: skip
     health_server: ThreadingHTTPServer | None = None
     try:
@@ -162,7 +203,8 @@ def run_worker(view: ChainView, operator: LocalAccount, options: WorkerOptions, 
             logger.info("job %d of an earlier enclave %s: %s", r.job_id, r.enclave, r.reason)
         dispatcher = Dispatcher(view.market, [worker], from_block=view.deployment.block, cursor_path=state / "dispatcher.json")
         if options.health_port is not None:
-            health_server = WorkerHealth(worker, dispatcher, interval=options.interval).serve(options.health_host, options.health_port)
+            health = WorkerHealth(worker, dispatcher, interval=options.interval, recovered=recovered)
+            health_server = health.serve(options.health_host, options.health_port)
             logger.info("health on http://%s:%d/health", options.health_host, health_server.server_address[1])
         logger.info("worker %s follows market %s", worker.signer, view.market.address)
         dispatcher.run(stop, interval=options.interval)
