@@ -144,6 +144,13 @@ def test_list_train_settle_decrypt_withdraw_in_the_browser(up: httpx.Client, bro
     assert hashlib.sha256(weights).hexdigest() == job["model_hash"][2:]
     tensors = load_safetensors(weights)
     assert any(t.ndim == 2 for t in tensors.values())
+    # The job page shows the model card: inputs in order, classes, the privacy accounting.
+    card = up.get(f"/api/jobs/{job_id}/card").json()
+    expect(page.locator("#card-inputs tbody tr")).to_have_count(min(len(card["inputs"]["columns"]), 64) + (len(card["inputs"]["columns"]) > 64))
+    expect(page.locator("#card-inputs tbody tr").first).to_contain_text(card["inputs"]["columns"][0]["name"])
+    expect(page.locator("#card-classes")).to_contain_text(card["outputs"]["classes"][-1]["name"])
+    expect(page.locator("#card-privacy")).to_contain_text(f"noise multiplier {card['privacy']['noise_multiplier']:.3f}")
+    assert card["receipt"]["model_hash"] == job["model_hash"][2:]
 
     page.goto(f"{base}/#/jobs")
     expect(page.locator(f"a[href='#/jobs/{job_id}']")).to_be_visible()
