@@ -184,6 +184,12 @@ class UpSettings(BaseModel):
         default=True, description="start an evaluator enclave scoring the competition market's submissions (docs/competitions.md)"
     )
     evaluator_interval: float = Field(default=2.0, gt=0, description="seconds between the evaluator's looks for scorings due")
+    payment_token: str | None = Field(
+        default=None,
+        pattern=r"^(test|0x[0-9a-fA-F]{40})$",
+        description="the ERC-20 the market is paid in: an address, or `test` to deploy a test stablecoin (6 decimals; development "
+        "accounts and operators get tokens minted); unset: the chain's native currency",
+    )
 
 
 class DemoSettings(BaseModel):

@@ -258,6 +258,14 @@ def up(
     database_url: Annotated[
         str | None, typer.Option("--database-url", help="SQLAlchemy URL of the chain index (default: SQLite in --state-dir)")
     ] = None,
+    payment_token: Annotated[
+        str | None,
+        typer.Option(
+            "--payment-token",
+            help="a market paid in this ERC-20 (an address), or `test` to deploy a test stablecoin and mint it to the development "
+            "accounts; default: the native currency",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each step")] = False,
 ) -> None:
     """Start the chain, contracts, oracle, key manager, workers, indexer and gateway; print the URL; Ctrl-C stops all.
@@ -270,7 +278,8 @@ def up(
     from sterling.up import run_up
 
     settings = _settings(
-        network=chain, rpc_url=rpc_url, state_dir=state_dir, database_url=database_url, gateway={"host": host, "port": port}
+        network=chain, rpc_url=rpc_url, state_dir=state_dir, database_url=database_url, gateway={"host": host, "port": port},
+        up={"payment_token": payment_token},
     )
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 

@@ -242,6 +242,28 @@ def _events(http: Any, stop_at: float) -> Any:
         return  # nothing for a while: the caller looks at the job again
 
 
+INDEX_WAIT_SECONDS = 60.0
+"""How long ``job watch`` waits for a job that is on-chain to reach the gateway's index."""
+
+
+def _wait_indexed(http: Any, chain: Any, config: dict[str, Any], job_id: int, *, deadline: float) -> None:
+    """Wait until the gateway's index has job ``job_id`` (just created, say), if the chain has it.
+
+    Raises:
+        typer.Exit: code 1 when the chain has no such job, or the index does not catch up in time.
+    """
+    from marketplace.contracts import MarketClient
+
+    while http.get(f"/api/jobs/{job_id}").status_code == 404:
+        if job_id > MarketClient(chain, config["contracts"]["job_market"]).job_count():
+            err.print(f"[red]there is no job {job_id}[/red]")
+            raise typer.Exit(1)
+        if time.monotonic() > deadline:
+            err.print(f"[red]job {job_id} is on-chain but the gateway has not indexed it yet[/red]")
+            raise typer.Exit(1)
+        time.sleep(0.5)
+
+
 @job_app.command("watch")
 def watch(
     job_id: Annotated[int, typer.Argument(min=1)],
@@ -250,9 +272,10 @@ def watch(
     json_out: JsonOption = False,
 ) -> None:
     """Follow a job live (the gateway's events) until it settles: its stage, epochs and ε so far."""
-    http, _, _ = connect(gateway, timeout=60)
+    http, config, chain = connect(gateway, timeout=60)
     deadline = time.monotonic() + timeout
     try:
+        _wait_indexed(http, chain, config, job_id, deadline=min(deadline, time.monotonic() + INDEX_WAIT_SECONDS))
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, disable=json_out
         ) as bar:

@@ -61,11 +61,12 @@ from enclave_worker.sim_platform import SimPlatform
 from enclave_worker.status import JobStatusBoard
 from marketplace import chain as chain_mod
 from marketplace._files import write_atomic
+from marketplace.abi import ERC20_ABI, load_artifact
 from marketplace.chain import Chain, Wei, free_port, open_chain
 from marketplace.competitions import CompetitionMarketClient
 from marketplace.config import SterlingSettings, checkout_root
 from marketplace.contracts import Deployment, code_version, deploy
-from marketplace.errors import ChainUnavailable, ConfigError, SterlingError
+from marketplace.errors import ChainUnavailable, ConfigError, ContractReverted, SterlingError
 from marketplace.model_market import ModelMarketClient
 from oracle.dispatcher import Dispatcher
 from oracle.index_db import IndexDatabase, default_url
@@ -164,8 +165,61 @@ def ensure_funded(chain: Chain, accounts: tuple[LocalAccount, ...]) -> None:
         raise ConfigError(f"fund these accounts with at least 1 ETH each, then run `sterling up` again: {', '.join(poor)}") from e
 
 
-def ensure_deployment(chain: Chain, governance: LocalAccount, path: Path) -> tuple[Deployment, bool]:
-    """The deployment recorded at ``path`` if its contracts are on this chain, else a new one.
+TEST_TOKEN_RECORD = "test-token.json"
+"""Where, in the state directory, ``--payment-token test`` records the test stablecoin it deployed."""
+TEST_TOKEN_GRANT = 10_000
+"""Whole test tokens each development account is topped up to at start (when it holds less than a tenth)."""
+
+
+def ensure_payment_token(chain: Chain, choice: str | None, state_dir: Path, deployer: LocalAccount) -> str | None:
+    """The ERC-20 the market is paid in: ``None`` (native currency), an address (checked to hold an
+    ERC-20 on this chain), or ``"test"``: the test stablecoin recorded in the state directory,
+    deployed when there is none on this chain yet.
+
+    Raises:
+        ConfigError: the address holds no contract, or not one answering ERC-20's ``decimals()``.
+    """
+    if choice is None:
+        return None
+    if choice != "test":
+        address = chain.w3.to_checksum_address(choice)
+        if not chain.w3.eth.get_code(address):
+            raise ConfigError(f"no contract at {address} on chain {chain.chain_id}: --payment-token needs an ERC-20 there")
+        try:
+            chain.call(chain.w3.eth.contract(address=address, abi=ERC20_ABI).functions.decimals())
+        except (ContractReverted, ValueError) as e:
+            raise ConfigError(f"the contract at {address} does not answer ERC-20's decimals(): not a payment token") from e
+        return str(address)
+    record = state_dir / TEST_TOKEN_RECORD
+    if record.exists():
+        try:
+            known = json.loads(record.read_text())
+            if int(known["chain_id"]) == chain.chain_id and chain.w3.eth.get_code(chain.w3.to_checksum_address(known["address"])):
+                return str(chain.w3.to_checksum_address(known["address"]))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring unreadable test-token record %s", record)
+    artifact = load_artifact("TestStablecoin", test=True)
+    factory = chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    deploying = factory.constructor()
+    deployed = str(chain.transact(deployer, deploying, name="deploy TestStablecoin").receipt["contractAddress"])  # type: ignore[arg-type]
+    write_atomic(record, json.dumps({"chain_id": chain.chain_id, "address": deployed}).encode())
+    logger.info("deployed the test stablecoin at %s", deployed)
+    return deployed
+
+
+def ensure_token_funded(chain: Chain, token: str, accounts: tuple[LocalAccount, ...]) -> None:
+    """Mint the test stablecoin to ``accounts`` holding less than a tenth of :data:`TEST_TOKEN_GRANT`, up to it."""
+    contract = chain.w3.eth.contract(address=chain.w3.to_checksum_address(token), abi=load_artifact("TestStablecoin", test=True)["abi"])
+    grant = TEST_TOKEN_GRANT * 10 ** int(chain.call(contract.functions.decimals()))
+    for account in accounts:
+        held = int(chain.call(contract.functions.balanceOf(account.address)))
+        if held < grant // 10:
+            chain.transact(account, contract.functions.mint(account.address, grant - held), name="mint (test stablecoin)")
+
+
+def ensure_deployment(chain: Chain, governance: LocalAccount, path: Path, *, payment_token: str | None = None) -> tuple[Deployment, bool]:
+    """The deployment recorded at ``path`` if its contracts are on this chain and paid in
+    ``payment_token`` (``None``: the native currency), else a new one.
 
     Returns:
         ``(deployment, fresh)``: ``fresh`` when the contracts were just deployed.
@@ -178,6 +232,9 @@ def ensure_deployment(chain: Chain, governance: LocalAccount, path: Path) -> tup
         else:
             if recorded.code_version != code_version():
                 logger.warning("the recorded deployment runs other contract code (%s); deploying again", recorded.code_version or "older")
+            elif (recorded.payment_token or "").lower() != (payment_token or "").lower():
+                was, wanted = recorded.payment_token or "the native currency", payment_token or "the native currency"
+                logger.warning("the recorded deployment is paid in %s, not %s; deploying again", was, wanted)
             elif recorded.chain_id == chain.chain_id and all(
                 len(chain.w3.eth.get_code(chain.w3.to_checksum_address(a))) > 0 for a in (recorded.registry, recorded.market)
             ):
@@ -185,7 +242,7 @@ def ensure_deployment(chain: Chain, governance: LocalAccount, path: Path) -> tup
                 return recorded, False
             else:
                 logger.info("the recorded deployment is not on this chain; deploying again")
-    deployment = deploy(chain, governance)
+    deployment = deploy(chain, governance, payment_token=payment_token)
     deployment.save(path)
     return deployment, True
 
@@ -398,8 +455,12 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
                 state_dir / "accounts.json", dev_count=up.dev_accounts, extra_operators=up.trainers - 1
             )
             ensure_funded(chain, accounts.all())
-            deployment, fresh = ensure_deployment(chain, accounts.governance, state_dir / "deployment.json")
-            note("contracts", f"{'deployed' if fresh else 'reused'}: market {deployment.market}, registry {deployment.registry}")
+            token = ensure_payment_token(chain, up.payment_token, state_dir, accounts.governance)
+            if up.payment_token == "test" and token is not None:
+                ensure_token_funded(chain, token, accounts.dev)
+            deployment, fresh = ensure_deployment(chain, accounts.governance, state_dir / "deployment.json", payment_token=token)
+            paid_in = f", paid in token {deployment.payment_token}" if deployment.payment_token else ""
+            note("contracts", f"{'deployed' if fresh else 'reused'}: market {deployment.market}, registry {deployment.registry}{paid_in}")
             index = IndexDatabase(settings.database_url or default_url(state_dir))
             index.create_schema()
             stack.callback(index.close)
@@ -483,13 +544,15 @@ def spawned(
     chain: str = "anvil",
     rpc_url: str | None = None,
     port: int | None = None,
+    options: tuple[str, ...] = (),
     start_timeout: float = 240.0,
     stop_timeout: float = 90.0,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run ``sterling up`` in a child process until the block ends, then stop it with Ctrl-C (SIGINT).
 
     Yields the gateway's base URL once ``/api/health`` answers, and the process. Output goes to ``log``.
-    ``rpc_url``: use that node (``--rpc-url``) instead of starting a ``chain`` of its own.
+    ``rpc_url``: use that node (``--rpc-url``) instead of starting a ``chain`` of its own; ``options``:
+    more of ``sterling up``'s options (``--payment-token test``, say).
     The child runs in the source checkout when there is one (so it reads the checkout's
     ``brownie-config.yaml``), else in the current directory.
 
@@ -500,7 +563,7 @@ def spawned(
     port = port or chain_mod.free_port()
     url = f"http://127.0.0.1:{port}"
     network = ["--rpc-url", rpc_url] if rpc_url is not None else ["--chain", chain]
-    args = [sys.executable, "-m", "sterling.cli", "up", *network, "--state-dir", str(state_dir), "--port", str(port)]
+    args = [sys.executable, "-m", "sterling.cli", "up", *network, "--state-dir", str(state_dir), "--port", str(port), *options]
     with log.open("ab") as out:
         process = subprocess.Popen(args, cwd=checkout_root(), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
     try:

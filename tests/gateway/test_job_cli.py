@@ -71,6 +71,8 @@ def test_a_consumer_creates_watches_fetches_and_cancels_jobs_from_a_terminal(gat
         assert shown.exit_code == 0 and json.loads(shown.output)["status"] == "open"
         missing = runner.invoke(cli, ["job", "show", "999999", "--gateway", url])
         assert missing.exit_code == 1 and "999999" in missing.output
+        nowhere = runner.invoke(cli, ["job", "watch", "999999", "--gateway", url])
+        assert nowhere.exit_code == 1 and "there is no job 999999" in nowhere.output
 
         # `job watch` follows the job live while a worker trains it (the indexer runs alongside).
         watcher = subprocess.Popen(
