@@ -37,16 +37,21 @@ async function route() {
     view.innerHTML = `<h1>Not found</h1><p>No page at <span class="mono">${esc(path)}</span>. <a href="#/">Back to the marketplace</a>.</p>`;
     return;
   }
-  view.innerHTML = `<p class="muted">Loading…</p>`;
+  // Each render gets an element of its own: a render overtaken by a newer one (a quick second
+  // navigation, a wallet's accountsChanged) finishes into a detached element, never the page shown.
+  const root = document.createElement("div");
+  root.className = "page";
+  root.innerHTML = `<p class="muted">Loading…</p>`;
+  view.replaceChildren(root);
   try {
     const page = await match.r.load();
     if (token !== renderToken) return;
-    const result = await page.render(view, match.m.slice(1));
+    const result = await page.render(root, match.m.slice(1));
     if (token === renderToken) cleanup = typeof result === "function" ? result : null;
     else if (typeof result === "function") result();
     view.focus({ preventScroll: true });
   } catch (error) {
-    if (token === renderToken) view.innerHTML = `<div class="error-box" role="alert">${esc(error.message || error)}</div>`;
+    if (token === renderToken) root.innerHTML = `<div class="error-box" role="alert">${esc(error.message || error)}</div>`;
   }
 }
 
@@ -66,6 +71,7 @@ async function setUpAccounts() {
       wallet.select(select.value);
       route();
     });
+    wallet.onWalletChange(route); // the wallet's user switched account or chain: show the page as the new one
     status.textContent = `chain ${cfg.chain_id}`;
     subscribe((type, data) => {
       if (type === "block" && data && data.indexed_block !== undefined) status.textContent = `chain ${cfg.chain_id} · block ${data.indexed_block}`;

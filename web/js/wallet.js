@@ -58,6 +58,14 @@ export function select(choice) {
   for (const l of changeListeners) l(choice);
 }
 
+const walletListeners = new Set();
+
+/** Be told when the browser wallet's user changes account or chain (while it is the selected account). */
+export function onWalletChange(listener) {
+  walletListeners.add(listener);
+  return () => walletListeners.delete(listener);
+}
+
 /** Be told when the account changes. */
 export function onAccountChange(listener) {
   changeListeners.add(listener);
@@ -74,12 +82,8 @@ export async function signer() {
       if (!choices.some((c) => c.value === choice)) choice = choices[0]?.value || "";
       if (!choice) throw new Error("No account: install an EIP-1193 wallet such as MetaMask, or run a local chain with development accounts.");
       if (choice === "injected") {
-        const provider = new BrowserProvider(window.ethereum);
-        const network = await provider.getNetwork();
-        if (Number(network.chainId) !== Number(cfg.chain_id)) {
-          throw new Error(`Your wallet is on chain ${network.chainId}; switch it to chain ${cfg.chain_id}.`);
-        }
-        return provider.getSigner();
+        await useGatewayChain(window.ethereum, cfg);
+        return new BrowserProvider(window.ethereum).getSigner(); // eth_requestAccounts: the wallet asks its user
       }
       const account = cfg.dev_accounts[Number(choice.split(":")[1])];
       return new Wallet(account.private_key, await reader());
@@ -87,6 +91,65 @@ export async function signer() {
     signerPromise.catch(() => (signerPromise = null));
   }
   return signerPromise;
+}
+
+/**
+ * Have the wallet on the gateway's chain: ask it to switch (EIP-3326), adding the chain first when
+ * the wallet does not know it (error 4902, EIP-3085). A declined switch (4001) is said as such.
+ */
+// Our own switch request: the chainChanged it causes (during it, or soon after, as wallets differ)
+// is no news to the page, which would otherwise render again under an action in progress.
+let switching = false;
+let switchedAt = 0;
+const OWN_SWITCH_MS = 5000;
+
+async function useGatewayChain(ethereum, cfg) {
+  const wanted = Number(cfg.chain_id);
+  const current = Number(await ethereum.request({ method: "eth_chainId" }));
+  if (current === wanted) return;
+  switching = true;
+  try {
+    await switchChain(ethereum, cfg, wanted, current);
+  } finally {
+    switching = false;
+    switchedAt = Date.now();
+  }
+}
+
+async function switchChain(ethereum, cfg, wanted, current) {
+  const chainId = `0x${wanted.toString(16)}`;
+  try {
+    await ethereum.request({ method: "wallet_switchEthereumChain", params: [{ chainId }] });
+  } catch (error) {
+    if (error?.code === 4001) throw new Error(`Your wallet is on chain ${current}, and the switch to chain ${wanted} was declined in it.`);
+    if (error?.code !== 4902) throw error;
+    const rpcUrls = [new URL(cfg.rpc_path, location.origin).href];
+    await ethereum.request({
+      method: "wallet_addEthereumChain",
+      params: [{ chainId, chainName: `Sterling (chain ${wanted})`, rpcUrls, nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 } }],
+    });
+    // Some wallets switch to a chain they add, others only add it: ask again (a no-op for the first).
+    if (Number(await ethereum.request({ method: "eth_chainId" })) !== wanted) {
+      await ethereum.request({ method: "wallet_switchEthereumChain", params: [{ chainId }] });
+    }
+  }
+  const now = Number(await ethereum.request({ method: "eth_chainId" }));
+  if (now !== wanted) throw new Error(`Your wallet is on chain ${now}; switch it to chain ${wanted}.`);
+}
+
+// A wallet's user may change account or chain at any time (EIP-1193 events): forget the signer,
+// so the next action asks the wallet again, and tell the page.
+if (window.ethereum?.on) {
+  const changed = () => {
+    if (selectedChoice() !== "injected") return;
+    signerPromise = null;
+    for (const l of walletListeners) l();
+  };
+  window.ethereum.on("accountsChanged", changed);
+  window.ethereum.on("chainChanged", (chainId) => {
+    const ours = switching || (config && Number(chainId) === Number(config.chain_id) && Date.now() - switchedAt < OWN_SWITCH_MS);
+    if (!ours) changed();
+  });
 }
 
 /** The selected account's address, or null. */

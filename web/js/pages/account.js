@@ -5,9 +5,12 @@ import { esc, money, paymentUnit, short } from "../format.js";
 import * as wallet from "../wallet.js";
 
 export async function render(root) {
-  const me = await wallet.address();
-  if (!me) {
-    root.innerHTML = `<h1>My account</h1><div class="error-box" role="alert">No account selected: choose one in the header, or connect a browser wallet.</div>`;
+  let me;
+  try {
+    me = await (await wallet.signer()).getAddress();
+  } catch (error) {
+    // Why there is no account: none selected, or the wallet said no (declined, on another chain).
+    root.innerHTML = `<h1>My account</h1><div class="error-box" role="alert">${esc(wallet.describeTxError(error))}</div>`;
     return undefined;
   }
   // A static shell: live updates refresh the figures, never the message of a withdrawal in progress.
