@@ -10,6 +10,7 @@ manager's key from the registry on-chain, never to a key the gateway names.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from sterling.cli_common import (
     DEFAULT_GATEWAY,
     FROM_OPTIONS,
     GatewayOption,
+    JsonOption,
     Signer,
     connect,
     signing,
@@ -199,7 +201,7 @@ def submit(
 
 
 @competition_app.command("list")
-def list_competitions(gateway: GatewayOption = DEFAULT_GATEWAY) -> None:
+def list_competitions(gateway: GatewayOption = DEFAULT_GATEWAY, json_out: JsonOption = False) -> None:
     """Every competition: phase, metric, prize, submissions and the public best."""
     import httpx
 
@@ -207,6 +209,9 @@ def list_competitions(gateway: GatewayOption = DEFAULT_GATEWAY) -> None:
         rows = httpx.get(f"{gateway}/api/competitions", timeout=30).raise_for_status().json()
     except (httpx.HTTPError, ValueError) as e:
         raise typer.BadParameter(f"no Sterling gateway at {gateway}: {e}", param_hint="--gateway") from e
+    if json_out:
+        console.print_json(json.dumps(rows))
+        return
     table = Table("id", "phase", "metric", "prize", "entries", "public best", "closes")
     for c in rows:
         best = "-" if c["public_best"] is None else f"{c['public_best']:.4f}"
@@ -216,7 +221,9 @@ def list_competitions(gateway: GatewayOption = DEFAULT_GATEWAY) -> None:
 
 
 @competition_app.command("leaderboard")
-def leaderboard(competition_id: Annotated[int, typer.Argument(min=1)], gateway: GatewayOption = DEFAULT_GATEWAY) -> None:
+def leaderboard(
+    competition_id: Annotated[int, typer.Argument(min=1)], gateway: GatewayOption = DEFAULT_GATEWAY, json_out: JsonOption = False
+) -> None:
     """The leaderboard: every entry's public score (through the Ladder) and, after the close, its private score."""
     import httpx
 
@@ -227,6 +234,9 @@ def leaderboard(competition_id: Annotated[int, typer.Argument(min=1)], gateway: 
     if response.status_code == 404:
         raise _fail(LookupError(response.json()["detail"]))
     c = response.json()
+    if json_out:
+        console.print_json(json.dumps(c))
+        return
     title = (c.get("rules") or {}).get("title") or f"competition {competition_id}"
     now = time.time()
     left = "" if c["phase"] != "submissions" else f", {max(0, c['closes_at'] - now) / 3600:.1f} h left"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,6 +25,7 @@ from sterling.cli_common import (
     DEFAULT_GATEWAY,
     FROM_OPTIONS,
     GatewayOption,
+    JsonOption,
     Signer,
     connect,
     signing,
@@ -155,7 +157,7 @@ def _write_predictions(out: Path, values: Any, policy: str, param: int) -> None:
 
 
 @models_app.command("list")
-def list_models(gateway: GatewayOption = DEFAULT_GATEWAY) -> None:
+def list_models(gateway: GatewayOption = DEFAULT_GATEWAY, json_out: JsonOption = False) -> None:
     """The model catalogue: price, output policy, query cap, and the ε it was trained with if trained here."""
     import httpx
 
@@ -163,6 +165,9 @@ def list_models(gateway: GatewayOption = DEFAULT_GATEWAY) -> None:
         models = httpx.get(f"{gateway}/api/models", timeout=30).json()
     except (httpx.HTTPError, ValueError) as e:
         raise typer.BadParameter(f"no Sterling gateway at {gateway}: {e}", param_hint="--gateway") from e
+    if json_out:
+        console.print_json(json.dumps(models))
+        return
     table = Table("id", "status", "price / row", "output", "cap / client", "trained", "owner")
     for m in models:
         output = m["output_policy"] + (f" {m['output_param']}" if m["output_policy"] != "label" else "")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -403,6 +404,10 @@ def test_the_cli_runs_a_competition_end_to_end(net: LocalNet, contest: LocalComp
         assert listed.exit_code == 0 and "┃ id" in listed.output and f"│ {cid} " in listed.output, listed.output
         board = runner.invoke(cli, ["competition", "leaderboard", str(cid), "--gateway", url])
         assert board.exit_code == 0 and "CLI digits" in board.output and erin.address[:10] in board.output, board.output
+        as_json = runner.invoke(cli, ["competition", "list", "--gateway", url, "--json"])
+        assert as_json.exit_code == 0 and cid in [c["competition_id"] for c in json.loads(as_json.output)]
+        board_json = runner.invoke(cli, ["competition", "leaderboard", str(cid), "--gateway", url, "--json"])
+        assert board_json.exit_code == 0 and [s["index"] for s in json.loads(board_json.output)["submissions"]] == [0]
         early = runner.invoke(cli, ["competition", "close", str(cid), "--gateway", url], env=org_env)
         assert early.exit_code == 1 and "CompetitionMarket" in early.output
         net.chain.advance_time(3601)

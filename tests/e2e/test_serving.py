@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -354,6 +355,8 @@ def test_the_cli_publishes_a_model_and_answers_a_csv(localnet: LocalNet, serving
         model_id = int(published.output.split("listed model ")[1].split(":")[0])
         listed = runner.invoke(cli, ["models", "list", "--gateway", url])
         assert listed.exit_code == 0 and "top_k 2" in listed.output
+        listed_json = runner.invoke(cli, ["models", "list", "--gateway", url, "--json"])
+        assert listed_json.exit_code == 0 and model_id in [m["model_id"] for m in json.loads(listed_json.output)]
 
         rows_csv = tmp_path / "rows.csv"
         rows_csv.write_text(",".join(f"px{i}" for i in range(64)) + "\n" + "\n".join(",".join(f"{v:.6g}" for v in row) for row in x[:300]))
