@@ -168,6 +168,10 @@ def test_list_create_and_withdraw_through_an_injected_wallet(up: httpx.Client, b
     page.set_input_files("#file", hospital_csv)
     page.select_option("#label-column", "diagnosis")
     page.fill("#price", "0.5")
+    wallet.reject.add("eth_signTypedData_v4")  # the user first declines to sign the key deposit
+    page.click("#list-submit")
+    expect(page.locator("main .error-box")).to_have_text("You declined the signature in your wallet; nothing was sent.", timeout=60_000)
+    assert "eth_sendTransaction" not in wallet.asked
     page.click("#list-submit")
     page.wait_for_selector("#listed-link, main .error-box", timeout=90_000)
     assert page.locator("#listed-link").count() == 1, (page.locator("main .error-box").all_inner_texts(), wallet.failures)

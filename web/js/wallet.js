@@ -287,7 +287,12 @@ export function describeTxError(error) {
     const raw = `${revert.name}(${args.map(String).join(", ")})`;
     return EXPLAIN[revert.name] ? `${EXPLAIN[revert.name](args)} [${raw}]` : raw;
   }
-  if (error?.code === "ACTION_REJECTED") return "You rejected the transaction in your wallet.";
+  if (error?.code === "ACTION_REJECTED") {
+    // ethers names what was declined: a transaction, or a signature (a key deposit, a voucher).
+    return error.action && error.action !== "sendTransaction"
+      ? "You declined the signature in your wallet; nothing was sent."
+      : "You rejected the transaction in your wallet.";
+  }
   if (error?.code === "INSUFFICIENT_FUNDS") return `The account has too little ${paymentUnit().token ? "ETH for gas" : "ETH"} for this transaction.`;
   return error?.shortMessage || error?.message || String(error);
 }
