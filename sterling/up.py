@@ -344,13 +344,15 @@ def _compose_processes(
         rpc_url=rpc_url, deployment=deployment, deployment_path=state_dir / "deployment.json", platform_key=state_dir / "sim-platform.pem"
     )
     SimPlatform.load_or_create(network.platform_key)  # before the workers read it
+    blob_folder = state_dir / "blobs"
+    blob_folder.mkdir(parents=True, exist_ok=True)  # the workers refuse a missing folder; the key manager's store makes it later
     composition = Composition(network, state_dir / SERVICES_FOLDER, tied=True)
     stack.callback(composition.close)  # should starting fail before the key manager's routes are served
     # The workers start first: importing torch and launching their enclaves takes longest, and they
     # wait for the key manager's routes, which come up meanwhile.
     for number, operator in enumerate((accounts.operator, *accounts.extra_operators), start=1):
         composition.worker(
-            operator, key_manager_url, str(state_dir / "blobs"), name=f"worker-{number}", threads=up.trainer_threads,
+            operator, key_manager_url, str(blob_folder), name=f"worker-{number}", threads=up.trainer_threads,
             interval=up.dispatcher_interval, stake=up.operator_stake, niceness=TRAINER_NICENESS, status=state_dir / "status",
             key_manager_wait=KEY_MANAGER_WAIT_SECONDS, healthy=False,
         )  # fmt: skip

@@ -72,6 +72,11 @@ class Contest:
     bob: LocalAccount
 
 
+def js_number(value: float) -> str:
+    """``String(value)`` in the page's JavaScript: a whole score (1.0, as a perfect accuracy is) has no ".0"."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def wait_for_outcome(page: Page, ok: str, error: str, progress: str, *, name: str = "competition-create", timeout: float = 90_000) -> None:
     """Wait until the flow shows ``ok``; if it shows ``error`` or neither in time, fail with where it stood (and a screenshot)."""
     try:
@@ -255,7 +260,7 @@ def test_create_submit_score_close_buy_and_download_in_the_browser(contest: Cont
     public = indexed(api, cid, lambda c: c["submissions"][0]["public_score"] is not None)["submissions"][0]["public_score"]
     assert public > 0.5
     public_cell = page.locator("#leaderboard-table tr[data-entry='0'] td[data-public]")
-    expect(public_cell).to_have_attribute("data-public", str(public), timeout=30_000)
+    expect(public_cell).to_have_attribute("data-public", js_number(public), timeout=30_000)
     public_text = re.sub(r"\.?0+$", "", f"{public:.6f}")  # the chain's 10⁻⁶ resolution, trailing zeros dropped
     expect(public_cell).to_have_text(public_text)
     expect(page.locator("#competition-public-best")).to_have_text(public_text)
@@ -280,7 +285,8 @@ def test_create_submit_score_close_buy_and_download_in_the_browser(contest: Cont
     assert closed["status"] == "closed" and closed["leader"] == 0
     assert t.competitions.competitions.credits(t.alice.address) == before + ETHER
     private_score = closed["submissions"][0]["private_score"]
-    expect(page.locator("#leaderboard-table tr[data-entry='0'] td[data-private]")).to_have_attribute("data-private", str(private_score))
+    private_cell = page.locator("#leaderboard-table tr[data-entry='0'] td[data-private]")
+    expect(private_cell).to_have_attribute("data-private", js_number(private_score))
     expect(page.locator("#leaderboard-svg circle.private")).to_have_count(1)
     expect(page.locator("#leaderboard-svg circle.public")).to_have_count(1)
 
@@ -468,7 +474,7 @@ def test_a_jobs_model_sealed_to_the_key_manager_is_trained_and_entered_from_the_
     assert [(p.index, p.split) for p in posted] == [(0, Split.PUBLIC)]
     public = indexed(api, cid, lambda c: c["submissions"][0]["public_score"] is not None)["submissions"][0]["public_score"]
     public_cell = page.locator("#leaderboard-table tr[data-entry='0'] td[data-public]")
-    expect(public_cell).to_have_attribute("data-public", str(public), timeout=30_000)
+    expect(public_cell).to_have_attribute("data-public", js_number(public), timeout=30_000)
     shoot(page, "competition-submit-job")
 
     # The page never fetched the sealed result or the entry's ciphertext, and saved nothing.
