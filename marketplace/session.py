@@ -17,8 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -31,13 +29,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 from torch import nn
 
-from enclave_worker.trusted import keywrap
 from enclave_worker.trusted.models import ModelSpec
 
 from .chain import Wei, connect_gateway
 from .consumer import Consumer, open_job_model
 from .contracts import JobId, MarketClient
 from .errors import SterlingError
+from .key_file import write_key_file
 from .model_card import build_card
 from .remote_blobs import GatewayBlobStore
 
@@ -58,16 +56,8 @@ class Job:
     transaction: str
 
     def save_key(self, path: Path) -> Path:
-        """Write the key file the web UI and ``sterling model fetch`` read (mode 0600, never over a file)."""
-        document = {
-            "job_id": int(self.id),
-            "public_key": keywrap.public_key_bytes(self.key).hex(),
-            "private_key": self.key.private_bytes_raw().hex(),
-        }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(document, out)
-        return path
+        """Write the key file the web UI and ``sterling model fetch`` read (:mod:`marketplace.key_file`: mode 0600, never over a file)."""
+        return write_key_file(path, self.key, job_id=int(self.id))
 
 
 class Marketplace:

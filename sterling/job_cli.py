@@ -11,7 +11,6 @@ the ε spent so far. Every read command takes ``--json``; a refusal is a sentenc
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -63,18 +62,6 @@ def eligibility(datasets: list[dict[str, Any]], *, epsilon: float, delta: float,
     return problems
 
 
-def _write_key(folder: Path, name: str, document: dict[str, Any]) -> Path:
-    """A key file, mode 0600, never over another one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(document, out)
-        out.flush()
-        os.fsync(out.fileno())
-    return path
-
-
 @job_app.command("create")
 @signing
 def create(
@@ -103,6 +90,7 @@ def create(
     from marketplace.consumer import Consumer
     from marketplace.contracts import MarketClient, epsilon_units
     from marketplace.errors import SterlingError
+    from marketplace.key_file import write_key_file
     from marketplace.remote_blobs import GatewayBlobStore
 
     try:
@@ -141,8 +129,7 @@ def create(
             raise typer.Exit(1)
         key = X25519PrivateKey.generate()
         public = keywrap.public_key_bytes(key)
-        document: dict[str, Any] = {"job_id": None, "public_key": public.hex(), "private_key": key.private_bytes_raw().hex()}
-        pending = _write_key(key_dir, f"sterling-job-pending-{public.hex()[:16]}-key.json", document)
+        pending = write_key_file(key_dir / f"sterling-job-pending-{public.hex()[:16]}-key.json", key, job_id=None)
         market = MarketClient(chain, config["contracts"]["job_market"])
         with tempfile.TemporaryDirectory() as cache, GatewayBlobStore(gateway, Path(cache)) as blobs:
             consumer = Consumer(signer, market=market, blobs=blobs, key=key)
@@ -155,13 +142,12 @@ def create(
                 raise refused(e) from e
     finally:
         http.close()
-    document["job_id"] = int(created.job_id)
     key_file = key_dir / f"sterling-job-{created.job_id}-key.json"
-    if key_file.exists():
+    try:
+        write_key_file(key_file, key, job_id=int(created.job_id))
+        pending.unlink()
+    except FileExistsError:
         key_file = pending  # an older file of that name stays; this key stays in the pending file
-    else:
-        pending.write_text(json.dumps(document))
-        pending.rename(key_file)
     summary = {
         "job_id": int(created.job_id),
         "escrow": str(int(created.escrow)),

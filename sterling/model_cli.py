@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
 from sterling.cli_common import DEFAULT_GATEWAY, GatewayOption, JsonOption, connect
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 model_app = typer.Typer(help="A trained model: its card, and the model decrypted here (safetensors, ONNX).", no_args_is_help=True)
 console = Console()
@@ -71,30 +68,6 @@ def card(
         console.print_json(json.dumps(document))
     else:
         console.print(card_markdown(document), markup=False, highlight=False)
-
-
-def read_key_file(path: Path, job_id: int) -> X25519PrivateKey:
-    """The consumer's X25519 key from a key file the web UI saved (``{job_id, public_key, private_key}``, hex).
-
-    Raises:
-        typer.BadParameter: unreadable, not such a file, or saved for another job.
-    """
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        raw = bytes.fromhex(str(document["private_key"]).removeprefix("0x"))
-        key = X25519PrivateKey.from_private_bytes(raw)
-    except OSError as e:
-        raise typer.BadParameter(f"cannot read {path}: {e.strerror}", param_hint="--key-file") from e
-    except (ValueError, KeyError, TypeError) as e:  # the message never quotes the key
-        raise typer.BadParameter(
-            f"{path} is not a Sterling consumer key file (JSON with a 32-byte hex private_key)", param_hint="--key-file"
-        ) from e
-    saved_for = document.get("job_id") if isinstance(document, dict) else None
-    if saved_for is not None and int(saved_for) != job_id:
-        raise typer.BadParameter(f"{path} holds the key of job {saved_for}, not of job {job_id}", param_hint="--key-file")
-    return key
 
 
 def _check_rows(rows_csv: Path | None, card: dict[str, Any]) -> Any:
@@ -151,11 +124,15 @@ def fetch(
     from enclave_worker.trusted.models import ModelSpec, build_model
     from marketplace.consumer import open_job_model
     from marketplace.errors import SterlingError
+    from marketplace.key_file import KeyFileInvalid, read_key_file
     from marketplace.model_card import card_markdown
     from marketplace.portable import export_checked
     from marketplace.remote_blobs import DownloadProgress, GatewayBlobStore
 
-    key = read_key_file(key_file, job_id)
+    try:
+        key = read_key_file(key_file, job_id=job_id)
+    except KeyFileInvalid as e:
+        raise typer.BadParameter(str(e), param_hint="--key-file") from e
     card_path = card_out or out.with_suffix(".card.md")
     targets = [out, card_path, card_path.with_suffix(".json"), *([onnx] if onnx else [])]
     clash = [str(p) for p in targets if p.exists()]
