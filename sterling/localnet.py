@@ -31,7 +31,7 @@ from enclave_worker.sim_platform import LaunchedEnclave, SimPlatform
 from enclave_worker.status import JobStatusBoard
 from enclave_worker.trusted.onchain import Role
 from enclave_worker.worker import TrainerWorker
-from marketplace.abi import ERC20_ABI
+from marketplace.abi import ERC20_ABI, load_artifact
 from marketplace.blobstore import BlobStore
 from marketplace.chain import Chain, TxResult, Wei
 from marketplace.competitions import CompetitionMarketClient
@@ -46,14 +46,6 @@ DEFAULT_OPERATOR_STAKE_NATIVE = 10.0
 """The operator's stake in a market paying in the native currency, in whole units (10 ETH)."""
 DEFAULT_OPERATOR_STAKE_TOKENS = 10_000.0
 """The operator's stake in a market paying in an ERC-20 token, in whole tokens."""
-_MINT_ABI = [
-    {
-        "type": "function", "name": "mint", "stateMutability": "nonpayable",
-        "inputs": [{"name": "to", "type": "address"}, {"name": "amount", "type": "uint256"}], "outputs": [],
-    }
-]  # fmt: skip
-
-
 @dataclass
 class LocalCore:
     """A local deployment's chain side, verifier and key manager, without trainer workers (``sterling
@@ -141,6 +133,16 @@ def stake_units(market: MarketClient, amount: float | None) -> Wei:
     return Wei(int(round((DEFAULT_OPERATOR_STAKE_TOKENS if amount is None else amount) * 10**decimals)))
 
 
+def mint_test_token(chain: Chain, token: str, account: LocalAccount, amount: int, *, why: str) -> TxResult:
+    """Mint ``amount`` units of a token anyone may mint (the test stablecoin of local deployments) to ``account``, sent by it.
+
+    Raises:
+        ContractReverted: the token does not let ``account`` mint.
+    """
+    minter = chain.w3.eth.contract(address=to_checksum_address(token), abi=load_artifact("TestStablecoin", test=True)["abi"])
+    return chain.transact(account, minter.functions.mint(account.address, amount), name=f"mint ({why})")
+
+
 def ensure_operator_stake(market: MarketClient, operator: LocalAccount, amount: float | None = None) -> TxResult | None:
     """Top ``operator``'s stake up to ``amount`` whole units of the payment currency (:func:`stake_units`).
 
@@ -158,9 +160,8 @@ def ensure_operator_stake(market: MarketClient, operator: LocalAccount, amount: 
     token = market.payment_token()
     if token is not None and market.payment_balance(operator.address) < missing:
         shortfall = missing - market.payment_balance(operator.address)
-        minter = market.chain.w3.eth.contract(address=to_checksum_address(token), abi=_MINT_ABI)
         try:
-            market.chain.transact(operator, minter.functions.mint(operator.address, shortfall), name="mint (operator stake)")
+            mint_test_token(market.chain, token, operator, shortfall, why="operator stake")
         except (ContractReverted, ValueError) as e:
             raise ConfigError(f"the operator {operator.address} needs {shortfall} more units of token {token} for its stake") from e
     elif token is None and market.chain.balance(operator.address) < missing:

@@ -75,7 +75,16 @@ from oracle.verifier import AttestationVerifier
 from sterling.compose import Composition, Network, Service, ServiceNotHealthy, rpc_url_of, wait_polling
 from sterling.gateway import GatewayServices, create_app
 from sterling.keymanager_service import KeyManagerNode, served
-from sterling.localnet import LocalCore, LocalNet, LocalSetup, start_competitions, start_enclaves, start_key_manager, start_serving
+from sterling.localnet import (
+    LocalCore,
+    LocalNet,
+    LocalSetup,
+    mint_test_token,
+    start_competitions,
+    start_enclaves,
+    start_key_manager,
+    start_serving,
+)
 from sterling.standalone import ChainView
 
 logger = logging.getLogger(__name__)
@@ -214,7 +223,7 @@ def ensure_token_funded(chain: Chain, token: str, accounts: tuple[LocalAccount, 
     for account in accounts:
         held = int(chain.call(contract.functions.balanceOf(account.address)))
         if held < grant // 10:
-            chain.transact(account, contract.functions.mint(account.address, grant - held), name="mint (test stablecoin)")
+            mint_test_token(chain, token, account, grant - held, why="test stablecoin")
 
 
 def ensure_deployment(chain: Chain, governance: LocalAccount, path: Path, *, payment_token: str | None = None) -> tuple[Deployment, bool]:
