@@ -7,7 +7,8 @@ does in process for a trainer worker (:class:`KeyReleaser`) and for a provider's
 :class:`~oracle.verifier.AttestationVerifier` does for an enclave's registration. A refusal raises
 the exception the in-process service raises, with its message: the service answers it as
 ``{"error": <class name>, "detail": <message>}`` with the status of :data:`REFUSALS`, the one table
-both sides read.
+both sides read. The key manager's model-key and competition sides have their clients in
+:mod:`.remote_keys`.
 
 Bytes travel as ``0x`` hex in JSON. Nothing here retries a request: a release or a claim-release
 statement is a decision the key manager logs and takes once, so a request whose answer was lost
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 import httpx
 from eth_utils import to_checksum_address
@@ -33,12 +34,14 @@ from marketplace.errors import (
     AttestationRejected,
     ChainUnavailable,
     ContractReverted,
+    JobNotReady,
     KeyReleaseRefused,
     KeyUnwrapFailed,
     SterlingError,
 )
 
 from .keymanager import JobKey
+from .trusted.errors import SubmissionRefused
 from .trusted.onchain import Role
 from .trusted.receipt import DepositExists, DepositSignatureInvalid
 
@@ -114,12 +117,20 @@ class ServiceRequestInvalid(SterlingError, ValueError):
     """A Sterling service refused a request as malformed (bad hex, wrong sizes): nothing was done."""
 
 
+class NotServed(SterlingError, LookupError):
+    """A Sterling service does not serve what was asked: a key manager started without a model
+    market or a competition market has no model-key or competition-key side."""
+
+
 REFUSALS: tuple[tuple[type[SterlingError], int], ...] = (
     (DepositExists, 409),
     (DepositSignatureInvalid, 400),
     (KeyUnwrapFailed, 400),
     (KeyReleaseRefused, 403),
+    (SubmissionRefused, 403),
+    (JobNotReady, 409),
     (AttestationRejected, 403),
+    (NotServed, 404),
     (ContractReverted, 400),
     (ChainUnavailable, 503),
 )
@@ -235,7 +246,53 @@ def _error_of(answer: dict[str, Any], status: int, *, where: str) -> SterlingErr
     return ServiceFailed(f"{where} failed with HTTP {status}: {name}: {detail}")
 
 
-class RemoteKeyManager:
+class KeyManagerClient:
+    """A client of a ``sterling keymanager`` service: its URL and its signer, read once from
+    ``GET /info`` when the client is made (:meth:`_read_info` takes what a subclass needs besides).
+    A restarted service runs a new enclave with a new signer: make a new client then."""
+
+    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Connect to the service at ``url`` and read its signer (``GET /info``).
+
+        Raises:
+            ServiceUnreachable: nothing answers at ``url``.
+            ServiceFailed: what answers is not a key-manager service.
+        """
+        self._client = _ServiceClient(url, timeout=timeout, what="key manager")
+        try:
+            info = self._client.call("GET", "/info")
+            self._signer = str(to_checksum_address(info["signer"]))
+            self._read_info(info)
+        except (KeyError, TypeError, ValueError) as e:
+            self._client.close()
+            raise ServiceFailed(f"the key manager at {self.url} answered GET /info out of protocol: {e!r}") from e
+        except BaseException:
+            self._client.close()
+            raise
+
+    def _read_info(self, info: dict[str, Any]) -> None:
+        """Take what this client needs of the service's ``/info`` besides its signer (raise ``KeyError`` if missing)."""
+
+    @property
+    def url(self) -> str:
+        return self._client.url
+
+    @property
+    def signer(self) -> str:
+        """The key manager enclave's address (EIP-55), as the service said when this client was made."""
+        return self._signer
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class RemoteKeyManager(KeyManagerClient):
     """A ``sterling keymanager`` service, used as a trainer worker's key manager (:class:`KeyReleaser`)
     and as the gateway's key depository (:class:`~marketplace.provider.KeyDepository`).
 
@@ -247,33 +304,8 @@ class RemoteKeyManager:
         ...     wrapped = km.release(job_id=7, dataset_id=3, trainer=worker.signer, job_key=worker.prepare_job(7))
     """
 
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Connect to the service at ``url`` and read its signer and confirmations (``GET /info``).
-
-        Raises:
-            ServiceUnreachable: nothing answers at ``url``.
-            ServiceFailed: what answers is not a key-manager service.
-        """
-        self._client = _ServiceClient(url, timeout=timeout, what="key manager")
-        try:
-            info = self._client.call("GET", "/info")
-            self._signer = str(to_checksum_address(info["signer"]))
-            self._confirmations = int(info["confirmations"])
-        except (KeyError, TypeError, ValueError) as e:
-            self._client.close()
-            raise ServiceFailed(f"the key manager at {self.url} answered GET /info out of protocol: {e!r}") from e
-        except BaseException:
-            self._client.close()
-            raise
-
-    @property
-    def url(self) -> str:
-        return self._client.url
-
-    @property
-    def signer(self) -> str:
-        """The key manager enclave's address (EIP-55), as the service said when this client was made."""
-        return self._signer
+    def _read_info(self, info: dict[str, Any]) -> None:
+        self._confirmations = int(info["confirmations"])
 
     @property
     def confirmations(self) -> int:
@@ -324,14 +356,6 @@ class RemoteKeyManager:
         except (KeyError, ValueError) as e:
             raise ServiceFailed(f"the key manager at {self.url} answered POST {path} without {field} as hex") from e
 
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> RemoteKeyManager:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
 
 
 class RemoteVerifier:

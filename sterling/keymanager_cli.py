@@ -21,6 +21,14 @@ def keymanager(
         Path | None,
         typer.Option("--state-dir", help="sealed deposits and the audit log (in <state-dir>/key-manager); default: .sterling-keymanager"),
     ] = None,
+    blobs: Annotated[
+        Path | None,
+        typer.Option(
+            "--blobs",
+            help="the blob folder shared with the gateway, read and written by the model-key and competition sides "
+            "(served when the deployment has a model market / competition market); default: <state-dir>/blobs",
+        ),
+    ] = None,
     platform_key: Annotated[
         Path | None,
         typer.Option(
@@ -60,8 +68,8 @@ def keymanager(
     stop_on_signals(stop)
     try:
         settings = get_settings(
-            state_dir=state_dir, platform_key=platform_key, operator_key_file=operator_key_file, verifier_key_file=verifier_key_file,
-            host=host, port=port, confirmations=confirmations,
+            state_dir=state_dir, blobs=blobs, platform_key=platform_key, operator_key_file=operator_key_file,
+            verifier_key_file=verifier_key_file, host=host, port=port, confirmations=confirmations,
         )  # fmt: skip
         settings.operator(), settings.verifier()  # a missing or malformed key stops here, before the chain is asked anything
         run_keymanager(ChainView.connect(rpc_url, deployment), settings, stop=stop)

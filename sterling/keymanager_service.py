@@ -5,18 +5,30 @@ The process launches a key-manager enclave on the simulated platform (developmen
 Nitro the hardware's attestation replaces the platform key), certifies it with its own
 :class:`~oracle.verifier.AttestationVerifier` (the account governance granted the verifier role),
 registers it on-chain for the operator, and serves over HTTP what a trainer worker, a provider's
-deposit and a worker's enclave registration need (clients: :mod:`enclave_worker.remote`).
+deposit and a worker's enclave registration need (clients: :mod:`enclave_worker.remote`). When the
+deployment record names a model market and a competition market, it serves the key manager's
+model-key and competition-key sides too, over the blob folder it shares with the gateway (clients:
+:mod:`enclave_worker.remote_keys`); without them those routes answer 404 ``NotServed``.
 ``sterling up`` serves the same routes (:func:`served`) from its own key manager to its worker
 processes:
 
 =========================== ===========================================================================
 ``GET /health``              signer, registered or not, chain head, confirmations (503 if the chain is down)
-``GET /info``                signer, encryption key, confirmations, chain id, market, registry
+``GET /info``                signer, encryption key, confirmations, chain id, market, registry, and the
+                             model market and competition market served (``null``: that side is not)
 ``POST /attestation/challenge`` a single-use nonce
 ``POST /attestation/certify``   an enclave's registration certificate and the verifier's signature
 ``POST /releases``           a dataset key re-wrapped to a trainer enclave's per-job key
 ``POST /claim-releases``     the key manager's ``ClaimRelease`` signature for a job's claim
 ``POST /deposits``           a provider's wrapped data key
+``POST /model-deposits``     a model owner's wrapped model key
+``POST /job-models``         a completed job's model taken for serving (sealed to the key manager, or a ``copy``)
+``POST /model-releases``     a listed model's key re-wrapped to an active inference enclave
+``POST /test-set-deposits``  an organizer's wrapped test-set key
+``POST /admissions``         a participant's sealed model checked against the rules, and its admission
+``POST /job-admissions``     a completed job's model admitted as its consumer's entry
+``POST /evaluation-releases`` a test set's and a submission's keys, wrapped to an evaluator for one scoring
+``POST /purchase-releases``  a bought submission's key, wrapped to the key its buyer gave on-chain
 =========================== ===========================================================================
 
 A refusal is ``{"error": <class name>, "detail": <message>}`` with the status of
@@ -35,7 +47,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import uvicorn
 from eth_account.signers.local import LocalAccount
@@ -43,14 +55,19 @@ from eth_utils import to_checksum_address
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, SecretStr, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from enclave_worker.competition_keys import CompetitionKeyService
 from enclave_worker.keymanager import MAX_WRAPPED_KEY_BYTES, JobKey, KeyManagerService
-from enclave_worker.remote import REQUEST_INVALID, certificate_json, decode_claims, from_hex, refusal_of, to_hex
+from enclave_worker.model_keys import ModelKeyService
+from enclave_worker.remote import REQUEST_INVALID, NotServed, certificate_json, decode_claims, from_hex, refusal_of, to_hex
 from enclave_worker.sim_platform import MAX_EVIDENCE_BYTES, SimPlatform
-from enclave_worker.trusted.onchain import Role
+from enclave_worker.trusted.onchain import Role, Split
+from marketplace.blobstore import BlobStore
+from marketplace.competing import AdmittedSubmission
 from marketplace.errors import ConfigError, ContractReverted, SterlingError
+from marketplace.serving import JobModel
 from oracle.verifier import AttestationVerifier
 from sterling.localnet import attest_and_register
 from sterling.standalone import ChainView, service_account
@@ -68,6 +85,8 @@ Hex32 = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="32 byt
 Signature = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="a 65-byte signature, 0x-hex")]
 Address = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="an address, 0x-hex")]
 Id = Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
+SubmissionIndex = Annotated[StrictInt, Field(ge=0, lt=2**32, description="a submission's index in its competition")]
+WrappedKey = Annotated[str, Field(pattern=_HEX, min_length=4, max_length=2 + 2 * MAX_WRAPPED_KEY_BYTES, description="0x-hex")]
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -85,6 +104,11 @@ class KeyManagerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     state_dir: Path = Field(default=Path(".sterling-keymanager"), description="the key manager's sealed deposits and audit log")
+    blobs: Path | None = Field(
+        default=None,
+        description="the blob folder shared with the gateway: model, copy and test-set ciphertexts and jobs' sealed results "
+        "(default: <state_dir>/blobs)",
+    )
     platform_key: Path | None = Field(
         default=None, description="the simulated platform's Ed25519 key (development only; default: <state_dir>/sim-platform.pem)"
     )
@@ -99,6 +123,10 @@ class KeyManagerSettings(BaseSettings):
     @property
     def sim_platform_key(self) -> Path:
         return self.platform_key if self.platform_key is not None else self.state_dir / "sim-platform.pem"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.blobs if self.blobs is not None else self.state_dir / "blobs"
 
     def operator(self) -> LocalAccount:
         """The account the key-manager enclave is registered for.
@@ -182,6 +210,99 @@ class DepositPublic(BaseModel):
     key_manager: str
 
 
+class ModelDepositCreate(BaseModel):
+    content_hash: Hex32 = Field(description="SHA-256 of the model ciphertext")
+    wrapped_key: WrappedKey = Field(description="the model key HPKE-wrapped to this key manager")
+    owner: Address = Field(description="the model's owner: it lists the model on-chain")
+    signature: Signature = Field(description="the owner's EIP-712 Deposit under the model market's domain")
+
+
+class ModelDepositPublic(BaseModel):
+    content_hash: str
+    owner: str
+    key_manager: str
+
+
+class JobModelCopyIn(BaseModel):
+    content_hash: Hex32 = Field(description="SHA-256 of the copy's ciphertext, in the blob store")
+    wrapped_key: WrappedKey = Field(description="the copy's key HPKE-wrapped to this key manager")
+    signature: Signature = Field(description="the job's consumer's EIP-712 Deposit under the model market's domain")
+
+
+class JobModelCreate(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    job_id: Id
+    copy_: JobModelCopyIn | None = Field(default=None, alias="copy", description="the consumer's copy, if the job sealed the model to it")
+
+
+class JobModelPublic(BaseModel):
+    job_id: int
+    content_hash: str = Field(description="SHA-256 of the model ciphertext in the blob store")
+    weights_hash: str = Field(description="SHA-256 of the weights (the receipt's modelHash)")
+    owner: str = Field(description="the job's consumer: the only account whose listing gets the key")
+
+
+class ModelReleaseCreate(BaseModel):
+    model_id: Id
+    enclave: Address = Field(description="the inference enclave's signer")
+
+
+class TestSetDepositCreate(BaseModel):
+    content_hash: Hex32 = Field(description="SHA-256 of the test set ciphertext, in the blob store")
+    wrapped_key: WrappedKey = Field(description="the test set's key HPKE-wrapped to this key manager")
+    organizer: Address
+    signature: Signature = Field(description="the organizer's EIP-712 Deposit under the competition market's domain")
+
+
+class TestSetDepositPublic(BaseModel):
+    content_hash: str
+    schema_hash: str
+    rows: int
+    key_manager: str
+
+
+class AdmissionCreate(BaseModel):
+    competition_id: Id
+    content_hash: Hex32 = Field(description="SHA-256 of the model ciphertext, in the blob store")
+    wrapped_key: WrappedKey = Field(description="the model key wrapped with the submission binding")
+    participant: Address
+    signature: Signature = Field(description="the participant's EIP-712 Deposit under the competition market's domain")
+
+
+class JobAdmissionCreate(BaseModel):
+    competition_id: Id
+    job_id: Id
+
+
+class AdmissionPublic(BaseModel):
+    competition_id: int
+    participant: str
+    content_hash: str
+    weights_hash: str
+    admission: str = Field(description="the key manager's EIP-712 Admission signature")
+    key_manager: str
+
+
+class EvaluationReleaseCreate(BaseModel):
+    competition_id: Id
+    index: SubmissionIndex
+    split: Literal["public", "private"]
+    evaluator: Address = Field(description="the evaluator enclave's signer")
+
+
+class EvaluationReleasePublic(BaseModel):
+    test_set_key: str = Field(description="the test set's key HPKE-wrapped to the evaluator, 0x-hex")
+    submission_key: str = Field(description="the submission's key HPKE-wrapped to the evaluator, 0x-hex")
+    previous_best: int = Field(description="the leaderboard best the scoring is bound to (0 for a private scoring)")
+
+
+class PurchaseReleaseCreate(BaseModel):
+    competition_id: Id
+    index: SubmissionIndex
+    buyer: Address
+
+
 class ChallengePublic(BaseModel):
     nonce: str = Field(description="32 bytes, single use, valid for five minutes")
 
@@ -216,6 +337,8 @@ class InfoPublic(BaseModel):
     market: str
     registry: str
     verifier: str
+    model_market: str | None = Field(description="the model market whose keys this key manager serves (null: none)")
+    competitions: str | None = Field(description="the competition market whose keys this key manager serves (null: none)")
 
 
 class HealthPublic(BaseModel):
@@ -234,11 +357,13 @@ class ErrorPublic(BaseModel):
 
 @dataclass(frozen=True)
 class KeyManagerNode:
-    """What one ``sterling keymanager`` process serves."""
+    """What one ``sterling keymanager`` process serves (``None``: that side of the key manager is not served)."""
 
     view: ChainView
     key_manager: KeyManagerService
     verifier: AttestationVerifier
+    model_keys: ModelKeyService | None = None
+    competition_keys: CompetitionKeyService | None = None
 
 
 def create_app(node: KeyManagerNode) -> FastAPI:
@@ -250,6 +375,17 @@ def create_app(node: KeyManagerNode) -> FastAPI:
         code: {"model": ErrorPublic, "description": text}
         for code, text in ((400, "refused: bad signature, key or sizes"), (403, "refused"), (409, "deposited already"), (422, "malformed"))
     }
+    side_errors = errors | {404: {"model": ErrorPublic, "description": "this key manager does not serve that side (NotServed)"}}
+
+    def model_keys() -> ModelKeyService:
+        if node.model_keys is None:
+            raise NotServed("this key manager serves no model market")
+        return node.model_keys
+
+    def competition_keys() -> CompetitionKeyService:
+        if node.competition_keys is None:
+            raise NotServed("this key manager serves no competition market")
+        return node.competition_keys
 
     @app.exception_handler(SterlingError)
     def refused(request: Request, error: SterlingError) -> JSONResponse:
@@ -296,6 +432,8 @@ def create_app(node: KeyManagerNode) -> FastAPI:
             signer=km.signer, encryption_key=to_hex(km.enclave.process.encryption_key), confirmations=km.confirmations,
             chain_id=view.chain.chain_id, market=view.market.address, registry=view.registry.address,
             verifier=node.verifier.signer.address,
+            model_market=node.model_keys.model_market.address if node.model_keys is not None else None,
+            competitions=node.competition_keys.competitions.address if node.competition_keys is not None else None,
         )  # fmt: skip
 
     @app.post("/attestation/challenge", response_model=ChallengePublic)
@@ -330,7 +468,91 @@ def create_app(node: KeyManagerNode) -> FastAPI:
         km.deposit(from_hex(body.content_hash), from_hex(body.wrapped_key), provider=provider, signature=from_hex(body.signature))
         return DepositPublic(content_hash=body.content_hash.lower(), provider=provider, key_manager=km.signer)
 
+    # --- the model-key side (404 NotServed without a model market) ---
+
+    @app.post("/model-deposits", status_code=201, response_model=ModelDepositPublic, responses=side_errors)
+    def deposit_model(body: ModelDepositCreate) -> ModelDepositPublic:
+        """Keep a model owner's key wrapped to this key manager, sealed with the owner; never replaced."""
+        keys, owner = model_keys(), str(to_checksum_address(body.owner))
+        keys.deposit(from_hex(body.content_hash), from_hex(body.wrapped_key), owner=owner, signature=from_hex(body.signature))
+        return ModelDepositPublic(content_hash=body.content_hash.lower(), owner=owner, key_manager=km.signer)
+
+    @app.post("/job-models", status_code=201, response_model=JobModelPublic, responses=side_errors)
+    def take_job_model(body: JobModelCreate) -> JobModelPublic:
+        """Take a completed job's model for serving: sealed to this key manager by the job, or a ``copy`` from its consumer."""
+        keys, copy = model_keys(), body.copy_
+        if copy is None:
+            taken = keys.deposit_from_job(body.job_id)
+        else:
+            taken = keys.deposit_job_model_copy(
+                body.job_id, from_hex(copy.content_hash), from_hex(copy.wrapped_key), signature=from_hex(copy.signature)
+            )
+        return _job_model(taken)
+
+    @app.post("/model-releases", response_model=ReleasePublic, responses=side_errors)
+    def release_model(body: ModelReleaseCreate) -> ReleasePublic:
+        """Release a listed model's key, re-wrapped to an active inference enclave's on-chain key."""
+        released = model_keys().release(model_id=body.model_id, enclave=str(to_checksum_address(body.enclave)))
+        return ReleasePublic(released_key=to_hex(released))
+
+    # --- the competition side (404 NotServed without a competition market) ---
+
+    @app.post("/test-set-deposits", status_code=201, response_model=TestSetDepositPublic, responses=side_errors)
+    def deposit_test_set(body: TestSetDepositCreate) -> TestSetDepositPublic:
+        """Open an organizer's test set (its ciphertext in the blob store) and keep its key, sealed; never replaced."""
+        keys, organizer = competition_keys(), str(to_checksum_address(body.organizer))
+        deposit = keys.deposit_test_set(
+            from_hex(body.content_hash), from_hex(body.wrapped_key), organizer=organizer, signature=from_hex(body.signature)
+        )
+        return TestSetDepositPublic(
+            content_hash=to_hex(deposit.content_hash), schema_hash=to_hex(deposit.schema_hash), rows=deposit.rows, key_manager=km.signer
+        )
+
+    @app.post("/admissions", status_code=201, response_model=AdmissionPublic, responses=side_errors)
+    def admit(body: AdmissionCreate) -> AdmissionPublic:
+        """Check a participant's sealed model against the competition's rules and sign its admission (a repeat: the same)."""
+        admitted = competition_keys().admit(
+            body.competition_id, from_hex(body.content_hash), from_hex(body.wrapped_key),
+            participant=str(to_checksum_address(body.participant)), signature=from_hex(body.signature),
+        )  # fmt: skip
+        return _admission(admitted, km.signer)
+
+    @app.post("/job-admissions", status_code=201, response_model=AdmissionPublic, responses=side_errors)
+    def admit_job_model(body: JobAdmissionCreate) -> AdmissionPublic:
+        """Admit a completed job's model, sealed to this key manager, as its consumer's entry (a repeat: the same)."""
+        return _admission(competition_keys().admit_job_model(body.competition_id, body.job_id), km.signer)
+
+    @app.post("/evaluation-releases", response_model=EvaluationReleasePublic, responses=side_errors)
+    def release_evaluation(body: EvaluationReleaseCreate) -> EvaluationReleasePublic:
+        """Release a test set's and a submission's keys to an active evaluator, for the one scoring due."""
+        released = competition_keys().release_evaluation(
+            body.competition_id, body.index, Split[body.split.upper()], evaluator=str(to_checksum_address(body.evaluator))
+        )
+        return EvaluationReleasePublic(
+            test_set_key=to_hex(released.test_set_key), submission_key=to_hex(released.submission_key),
+            previous_best=released.previous_best,
+        )  # fmt: skip
+
+    @app.post("/purchase-releases", response_model=ReleasePublic, responses=side_errors)
+    def release_purchase(body: PurchaseReleaseCreate) -> ReleasePublic:
+        """Release a bought submission's key, wrapped to the key its buyer gave on-chain with the payment."""
+        released = competition_keys().release_purchase(body.competition_id, body.index, buyer=str(to_checksum_address(body.buyer)))
+        return ReleasePublic(released_key=to_hex(released))
+
     return app
+
+
+def _job_model(taken: JobModel) -> JobModelPublic:
+    return JobModelPublic(
+        job_id=taken.job_id, content_hash=to_hex(taken.content_hash), weights_hash=to_hex(taken.weights_hash), owner=taken.owner
+    )
+
+
+def _admission(admitted: AdmittedSubmission, key_manager: str) -> AdmissionPublic:
+    return AdmissionPublic(
+        competition_id=admitted.competition_id, participant=admitted.participant, content_hash=to_hex(admitted.content_hash),
+        weights_hash=to_hex(admitted.weights_hash), admission=to_hex(admitted.admission), key_manager=key_manager,
+    )  # fmt: skip
 
 
 # --- the process -------------------------------------------------------------------------------
@@ -339,6 +561,9 @@ def create_app(node: KeyManagerNode) -> FastAPI:
 @contextmanager
 def started_node(view: ChainView, settings: KeyManagerSettings) -> Iterator[KeyManagerNode]:
     """Launch the key-manager enclave, certify and register it, and yield the node; the enclave stops on exit.
+
+    The node serves the model-key side when the deployment record names a model market, and the
+    competition side when it names a competition market, both over the blob folder ``settings.blob_dir``.
 
     Raises:
         ConfigError: a key is missing, or the verifier account does not hold the verifier role.
@@ -360,7 +585,19 @@ def started_node(view: ChainView, settings: KeyManagerSettings) -> Iterator[KeyM
             "key manager enclave %s registered for operator %s in tx %s (measurement %s, sim attestation: development only)",
             key_manager.signer, operator.address, tx.tx_hash, enclave.measurement.hex(),
         )  # fmt: skip
-        yield KeyManagerNode(view=view, key_manager=key_manager, verifier=verifier)
+        model_market, competitions = view.model_market(), view.competitions()
+        blobs = BlobStore(settings.blob_dir) if model_market is not None or competitions is not None else None
+        model_keys = ModelKeyService(key_manager, model_market, blobs=blobs) if model_market is not None else None
+        competition_keys = (
+            CompetitionKeyService(key_manager, competitions, blobs=blobs) if competitions is not None and blobs is not None else None
+        )
+        logger.info(
+            "serving the model-key side: %s; the competition side: %s; blobs in %s",
+            model_market.address if model_market else "no", competitions.address if competitions else "no", settings.blob_dir,
+        )  # fmt: skip
+        yield KeyManagerNode(
+            view=view, key_manager=key_manager, verifier=verifier, model_keys=model_keys, competition_keys=competition_keys
+        )
     finally:
         enclave.close()
 

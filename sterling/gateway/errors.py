@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enclave_worker.remote import NotServed, ServiceFailed, ServiceUnreachable
 from enclave_worker.trusted.errors import EvaluationRefused, SubmissionRefused
 from enclave_worker.trusted.receipt import DepositExists, DepositSignatureInvalid
 from marketplace.errors import (
@@ -64,7 +65,10 @@ STATUS_OF: tuple[tuple[type[BaseException], int], ...] = (
     (KeyUnwrapFailed, 400),
     (BadRequest, 400),
     (ContractReverted, 400),
+    (NotServed, 404),
     (ChainUnavailable, 503),
+    (ServiceUnreachable, 503),
+    (ServiceFailed, 502),
 )
 """First match wins: specific families before their bases."""
 

@@ -21,8 +21,7 @@ from marketplace.provider import KeyDepository
 from oracle.index_db import IndexDatabase, cursor_key
 
 if TYPE_CHECKING:
-    from enclave_worker.competition_keys import CompetitionKeyService
-    from enclave_worker.model_keys import ModelKeyService
+    from enclave_worker.remote_keys import CompetitionKeyHost, ModelKeyHost
     from enclave_worker.serving import InferenceService
     from sterling.localnet import LocalNet
 
@@ -46,10 +45,11 @@ class GatewayServices:
         status: the worker status board (``None``: no progress events).
         dev_accounts: funded development accounts shown to the UI (local chains only).
         attestation_formats: verifier address → evidence format it checks (``sim``, ``aws-nitro``).
-        model_market, model_keys, inference: the model market, the key manager's model-key service and
-            the inference host requests are relayed to (``None``: no serving).
+        model_market, model_keys, inference: the model market, the key manager's model-key side (in
+            process, or a ``sterling keymanager``'s through :class:`~enclave_worker.remote_keys.RemoteModelKeys`)
+            and the inference host requests are relayed to (``None``: no serving).
         competitions, competition_keys: the competition market and the key manager's competition side
-            (``None``: no competitions).
+            (in process or :class:`~enclave_worker.remote_keys.RemoteCompetitionKeys`; ``None``: no competitions).
         index_version: the index's ``(rollbacks, last block)`` (:attr:`oracle.indexer.Indexer.version`),
             known in memory because the only indexer writing it runs in this process (``sterling up``);
             ``None``: read it from the database.
@@ -67,10 +67,10 @@ class GatewayServices:
     attestation_formats: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     index_version: Callable[[], tuple[int, int] | None] | None = None
     model_market: ModelMarketClient | None = None
-    model_keys: ModelKeyService | None = None
+    model_keys: ModelKeyHost | None = None
     inference: InferenceService | None = None
     competitions: CompetitionMarketClient | None = None
-    competition_keys: CompetitionKeyService | None = None
+    competition_keys: CompetitionKeyHost | None = None
 
     @property
     def cursor_key(self) -> str:

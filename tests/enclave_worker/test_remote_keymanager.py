@@ -329,6 +329,7 @@ def test_info_and_health_describe_the_key_manager(api: TestClient, localnet: Loc
         "signer": localnet.key_manager.signer, "encryption_key": "0x" + localnet.key_manager.enclave.process.encryption_key.hex(),
         "confirmations": 0, "chain_id": localnet.chain.chain_id, "market": localnet.market.address,
         "registry": localnet.registry.address, "verifier": localnet.verifier.signer.address,
+        "model_market": None, "competitions": None,  # this node serves neither side (tests/enclave_worker/test_remote_keys.py)
     }  # fmt: skip
     health = api.get("/health")
     assert health.status_code == 200 and health.json()["registered"] is True and health.json()["signer"] == info["signer"]

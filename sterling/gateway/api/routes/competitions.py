@@ -16,7 +16,7 @@ import logging
 from eth_utils import to_checksum_address
 from fastapi import APIRouter, Request
 
-from enclave_worker.competition_keys import CompetitionKeyService
+from enclave_worker.remote_keys import CompetitionKeyHost
 from marketplace.competing import AdmittedSubmission, Rules
 from marketplace.competitions import CompetitionMarketClient, CompetitionRecord
 from marketplace.errors import ConfigError
@@ -50,7 +50,7 @@ def _market(services: ServicesDep) -> CompetitionMarketClient:
     return services.competitions
 
 
-def _keys(services: ServicesDep) -> CompetitionKeyService:
+def _keys(services: ServicesDep) -> CompetitionKeyHost:
     if services.competition_keys is None:
         raise NotFound("this gateway has no key manager for competitions")
     return services.competition_keys
