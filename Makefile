@@ -51,7 +51,7 @@ demo: setup
 POSTGRES_SUITES := tests/gateway tests/oracle/test_index_leases.py tests/oracle/test_competition_index.py \
 	--ignore=tests/gateway/test_up.py --ignore=tests/gateway/test_postgres.py
 test: setup $(STAMPS)/lint lint-python typecheck
-	STERLING_CHROMIUM=$(CHROMIUM) $(PY) -m pytest $(PYTEST_ARGS)
+	STERLING_CHROMIUM=$(CHROMIUM) $(PY) -m pytest --durations=20 $(PYTEST_ARGS)
 	STERLING_TEST_DATABASE=postgresql $(PY) -m pytest -q -p no:cacheprovider $(POSTGRES_SUITES)
 
 # Python static checks, both configured in pyproject.toml and run by `make test` before pytest.

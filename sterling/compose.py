@@ -200,6 +200,7 @@ class Composition:
         self.services: list[Service] = []
         self._stack = ExitStack()
         self._preexec = die_with_parent() if tied else None
+        self._key_managers: set[str] = set()
 
     def __enter__(self) -> Composition:
         return self
@@ -208,8 +209,10 @@ class Composition:
         self.close()
 
     def close(self) -> None:
-        """Stop every service, the last started first (again: nothing more happens)."""
-        for service in reversed(self.services):
+        """Stop every service, the last started first but the key managers after the rest (a worker
+        stopping mid-job asks its key manager to give the claim back); again: nothing more happens."""
+        key_managers = [s for s in self.services if s.name in self._key_managers]
+        for service in [*reversed([s for s in self.services if s not in key_managers]), *reversed(key_managers)]:
             service.stop()
         self._stack.close()
 
@@ -226,17 +229,38 @@ class Composition:
         self.services.append(service)
         return service
 
-    def keymanager(self, operator: LocalAccount, verifier: LocalAccount, *, confirmations: int = 0, name: str = "keymanager") -> Service:
-        """``sterling keymanager`` (the key manager and the verifier), healthy."""
-        state, port = self.folder / name, free_port()
+    def keymanager(
+        self,
+        operator: LocalAccount,
+        verifier: LocalAccount,
+        *,
+        confirmations: int = 0,
+        name: str = "keymanager",
+        state: Path | None = None,
+        blobs: Path | None = None,
+        port: int | None = None,
+        healthy: bool = True,
+    ) -> Service:
+        """``sterling keymanager`` (the key manager and the verifier; its model and competition sides
+        when the deployment has those markets); with ``healthy``, once it answers ``/health``.
+
+        ``state``: its state folder (default ``<folder>/<name>``; ``sterling up`` gives its own, where
+        the sealed deposits of earlier runs are); ``blobs``: the blob folder it reads models and test
+        sets from; ``port``: where it listens (default: a free port).
+        """
+        keys, port = self.folder / name, port or free_port()
         args = [
-            "keymanager", *self.network.chain_args(), "--state-dir", str(state), "--port", str(port),
+            "keymanager", *self.network.chain_args(), "--state-dir", str(state or keys), "--port", str(port),
             "--platform-key", str(self.network.platform_key), "--confirmations", str(confirmations),
-            "--operator-key-file", str(write_key(state / "operator.key", operator)),
-            "--verifier-key-file", str(write_key(state / "verifier.key", verifier)), "-v",
+            "--operator-key-file", str(write_key(keys / "operator.key", operator)),
+            "--verifier-key-file", str(write_key(keys / "verifier.key", verifier)), "-v",
         ]  # fmt: skip
+        if blobs is not None:
+            args += ["--blobs", str(blobs)]
         service = self.spawn(name, args, url=f"http://127.0.0.1:{port}")
-        service.wait_healthy("/health")
+        self._key_managers.add(name)
+        if healthy:
+            service.wait_healthy("/health")
         return service
 
     def indexer(self, database_url: str, *, interval: float = 0.2, confirmations: int = 0, name: str = "indexer") -> Service:

@@ -25,7 +25,8 @@ from enclave_worker.competition_keys import CompetitionKeyService
 from enclave_worker.evaluator import EvaluatorService
 from enclave_worker.keymanager import KeyManagerService
 from enclave_worker.model_keys import ModelKeyService
-from enclave_worker.remote import Certifier
+from enclave_worker.remote import Certifier, RemoteKeyManager
+from enclave_worker.remote_keys import CompetitionKeyHost, ModelKeyHost, RemoteCompetitionKeys, RemoteModelKeys
 from enclave_worker.serving import InferenceService
 from enclave_worker.sim_platform import LaunchedEnclave, SimPlatform
 from enclave_worker.status import JobStatusBoard
@@ -60,12 +61,37 @@ class LocalCore:
     governance: LocalAccount
     operator: LocalAccount
     verifier: AttestationVerifier
-    key_manager: KeyManagerService
+    key_manager: KeyManagerService | RemoteKeyManager
+    """The key manager: its enclave in this process, or a ``sterling keymanager`` service (:func:`remote_core`)."""
     measurement: bytes
     gas: dict[str, int] = field(default_factory=dict)
 
+    _clients: list[RemoteKeyManager | RemoteModelKeys | RemoteCompetitionKeys] = field(default_factory=list, init=False, repr=False)
+
     def close(self) -> None:
-        self.key_manager.enclave.close()
+        if isinstance(self.key_manager, KeyManagerService):  # a service's enclave is its process's to stop
+            self.key_manager.enclave.close()
+        else:
+            self.key_manager.close()
+        for client in self._clients:
+            client.close()
+
+    def model_keys(self, model_market: ModelMarketClient) -> ModelKeyHost:
+        """The key manager's model side for ``model_market``: built here on the in-process key manager,
+        or the service's (:class:`~enclave_worker.remote_keys.RemoteModelKeys`, closed with this)."""
+        if isinstance(self.key_manager, KeyManagerService):
+            return ModelKeyService(self.key_manager, model_market, blobs=self.blobs)
+        remote = RemoteModelKeys(self.key_manager.url)
+        self._clients.append(remote)
+        return remote
+
+    def competition_keys(self, competitions: CompetitionMarketClient) -> CompetitionKeyHost:
+        """The key manager's competition side for ``competitions``, as :meth:`model_keys`."""
+        if isinstance(self.key_manager, KeyManagerService):
+            return CompetitionKeyService(self.key_manager, competitions, blobs=self.blobs)
+        remote = RemoteCompetitionKeys(self.key_manager.url)
+        self._clients.append(remote)
+        return remote
 
 
 @dataclass
@@ -281,7 +307,7 @@ def start_enclaves(
         trainer_enclave.close()
         core.close()
         raise
-    return LocalNet(**{f.name: getattr(core, f.name) for f in fields(LocalCore)}, worker=worker)
+    return LocalNet(**{f.name: getattr(core, f.name) for f in fields(LocalCore) if f.init}, worker=worker)
 
 
 def start_key_manager(setup: LocalSetup, *, say: Callable[[str, str], None] | None = None) -> LocalCore:
@@ -293,6 +319,35 @@ def start_key_manager(setup: LocalSetup, *, say: Callable[[str, str], None] | No
     """
     core, _ = _start_core(setup, say=say, trainer=None)
     return core
+
+
+def grant_roles(setup: LocalSetup, measurement: bytes) -> dict[str, int]:
+    """Governance's part for a local deployment's trainer and key-manager enclaves: ``measurement``
+    approved for both roles and the verifier's role granted, unless they are already.
+
+    Returns:
+        The gas of each transaction sent, by label.
+    """
+    registry, governance, gas = RegistryClient(setup.chain, setup.deployment.registry), setup.governance, {}
+    for role, label in ((Role.TRAINER, "trainer"), (Role.KEY_MANAGER, "key manager")):
+        if not registry.is_measurement_approved(role, measurement):
+            gas[f"approveMeasurement ({label})"] = registry.approve_measurement(governance, role, measurement).gas_used
+    if not registry.is_verifier(setup.verifier_key.address):
+        gas["grantRole (verifier)"] = registry.add_verifier(governance, setup.verifier_key.address).gas_used
+    return gas
+
+
+def remote_core(setup: LocalSetup, key_manager: RemoteKeyManager, measurement: bytes) -> LocalCore:
+    """A local deployment's chain side and verifier with its key manager a ``sterling keymanager``
+    service (``sterling up`` on a node); enclaves launched from it register with this process's verifier."""
+    registry = RegistryClient(setup.chain, setup.deployment.registry)
+    platform = SimPlatform.load_or_create(setup.state_dir / "sim-platform.pem")
+    return LocalCore(
+        chain=setup.chain, deployment=setup.deployment, registry=registry, market=MarketClient(setup.chain, setup.deployment.market),
+        blobs=BlobStore(setup.state_dir / "blobs"), platform=platform, governance=setup.governance, operator=setup.operator,
+        verifier=AttestationVerifier(signer=setup.verifier_key, registry=registry, platform_public_key=platform.public_key),
+        key_manager=key_manager, measurement=measurement,
+    )  # fmt: skip
 
 
 def _start_core(
@@ -324,11 +379,7 @@ def _start_core(
     key_manager_enclave, trainer_enclave = enclaves[0], (enclaves[1] if trainer is not None else None)
     try:
         measurement = key_manager_enclave.measurement
-        for role, label in ((Role.TRAINER, "trainer"), (Role.KEY_MANAGER, "key manager")):
-            if not registry.is_measurement_approved(role, measurement):
-                record(f"approveMeasurement ({label})", registry.approve_measurement(governance, role, measurement))
-        if not registry.is_verifier(setup.verifier_key.address):
-            record("grantRole (verifier)", registry.add_verifier(governance, setup.verifier_key.address))
+        gas.update(grant_roles(setup, measurement))
         verifier = AttestationVerifier(signer=setup.verifier_key, registry=registry, platform_public_key=platform.public_key)
         record("register (key manager)", attest_and_register(key_manager_enclave, verifier, registry, operator))
         if trainer_enclave is not None:
@@ -369,7 +420,7 @@ class LocalServing:
     """The serving half of a local deployment: the model market, an inference enclave and its host."""
 
     model_market: ModelMarketClient
-    model_keys: ModelKeyService
+    model_keys: ModelKeyHost
     inference: InferenceService
     operator: LocalAccount
 
@@ -396,7 +447,7 @@ def start_serving(
     model_market = ModelMarketClient(net.chain, net.deployment.model_market)
     launched = _launch_registered(net, Role.INFERENCE, operator, threads)
     try:
-        model_keys = ModelKeyService(net.key_manager, model_market, blobs=net.blobs)
+        model_keys = net.model_keys(model_market)
         inference = InferenceService(
             launched, model_market=model_market, registry=net.registry, key_manager=model_keys, blobs=net.blobs,
             state_dir=state_dir / "inference", operator=operator, **options,
@@ -413,7 +464,7 @@ class LocalCompetitions:
     competition side and an evaluator enclave with its host."""
 
     competitions: CompetitionMarketClient
-    keys: CompetitionKeyService
+    keys: CompetitionKeyHost
     evaluator: EvaluatorService
     operator: LocalAccount
 
@@ -435,7 +486,7 @@ def start_competitions(net: LocalCore, *, operator: LocalAccount | None = None, 
     competitions = CompetitionMarketClient(net.chain, net.deployment.competitions)
     launched = _launch_registered(net, Role.EVALUATOR, operator, threads)
     try:
-        keys = CompetitionKeyService(net.key_manager, competitions, blobs=net.blobs)
+        keys = net.competition_keys(competitions)
         evaluator = EvaluatorService(
             launched, competitions=competitions, registry=net.registry, keys=keys, blobs=net.blobs, operator=operator
         )

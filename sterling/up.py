@@ -1,22 +1,22 @@
 """``sterling up``: a whole local Sterling behind one URL.
 
-Starts (or connects to) the chain, deploys the contracts unless the state directory records a
-deployment that is still there, and starts the attestation verifier with a key-manager enclave
-(registering its fresh key). On a node (anvil, which it starts as a child process, or
-``--rpc-url``) the chain indexer and one trainer worker per operator account (``up.trainers``)
-run as child processes, the same ``sterling indexer`` and ``sterling worker`` commands that run on
-separate machines (:mod:`sterling.compose`): each worker launches and registers its trainer
-enclave, keeps its operator's stake, gives back what its operator's previous enclave left claimed,
-and follows the chain itself. They reach the key manager through its HTTP routes, which this
-process serves on a loopback port (:func:`sterling.keymanager_service.served`), share the state
-directory's blob folder, and write job progress to its ``status/`` folder, which the gateway reads
-for the live timeline. Still in this process: the key manager (its model-key and competition-key
-sides are not remote yet), the inference and evaluator enclaves with their hosts, and the gateway
-(API, static UI, JSON-RPC relay, live events) under uvicorn, which reads the index from the
-database. A child that exits stops everything, and ``sterling up`` exits non-zero naming it; the
-children get SIGTERM when this process dies, even killed (Linux). On the embedded chain (in
-process, nothing another process could reach) the workers, their dispatcher and the indexer run
-on threads of this process instead. Everything it needs to come back after a restart lives in the
+Starts (or connects to) the chain and deploys the contracts unless the state directory records a
+deployment that is still there. On a node (anvil, which it starts as a child process, or
+``--rpc-url``) the key manager, the chain indexer and one trainer worker per operator account
+(``up.trainers``) run as child processes, the same ``sterling keymanager``, ``sterling indexer``
+and ``sterling worker`` commands that run on separate machines (:mod:`sterling.compose`). The key
+manager launches and registers its enclave and serves its trainer, model-key and competition-key
+sides and the attestation verifier over HTTP on a loopback port; each worker launches and
+registers its trainer enclave, keeps its operator's stake, gives back what its operator's previous
+enclave left claimed, and follows the chain itself. They share the state directory's blob folder,
+and the workers write job progress to its ``status/`` folder, which the gateway reads for the live
+timeline. Still in this process: the inference and evaluator enclaves with their hosts (their keys
+come from the key manager's service) and the gateway (API, static UI, JSON-RPC relay, live
+events) under uvicorn, which reads the index from the database. A child that exits stops
+everything, and ``sterling up`` exits non-zero naming it; the children get SIGTERM when this
+process dies, even killed (Linux). On the embedded chain (in process, nothing another process
+could reach) the key manager, the workers, their dispatcher and the indexer run in this process
+instead. Everything it needs to come back after a restart lives in the
 state directory:
 
 | file | what |
@@ -26,7 +26,7 @@ state directory:
 | ``deployment.json`` | contract addresses and deployment block |
 | ``index.db`` | the chain index (SQLite; ``--database-url`` for another database) |
 | ``blobs/``, ``key-manager/``, ``status/``, ``sim-platform.pem`` | ciphertext, sealed data keys, job progress, the simulated platform key |
-| ``services/`` | the child processes' logs (``indexer.log``, ``worker-<n>.log``), each worker's state (cursors, operator key file) |
+| ``services/`` | the children's logs (``keymanager.log``, ``indexer.log``, ``worker-<n>.log``), key files, workers' cursors |
 
 What it runs comes from :class:`~marketplace.config.SterlingSettings` (the CLI's options are
 flags over the environment and ``brownie-config.yaml``; ``docs/configuration.md``).
@@ -56,6 +56,8 @@ import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from enclave_worker.measurement import measure
+from enclave_worker.remote import RemoteKeyManager
 from enclave_worker.serving import InferenceService
 from enclave_worker.sim_platform import SimPlatform
 from enclave_worker.status import JobStatusBoard
@@ -71,21 +73,19 @@ from marketplace.model_market import ModelMarketClient
 from oracle.dispatcher import Dispatcher
 from oracle.index_db import IndexDatabase, default_url
 from oracle.indexer import Indexer, IndexerChainMismatch
-from oracle.verifier import AttestationVerifier
 from sterling.compose import Composition, Network, Service, ServiceNotHealthy, rpc_url_of, wait_polling
 from sterling.gateway import GatewayServices, create_app
-from sterling.keymanager_service import KeyManagerNode, served
 from sterling.localnet import (
     LocalCore,
     LocalNet,
     LocalSetup,
+    grant_roles,
     mint_test_token,
+    remote_core,
     start_competitions,
     start_enclaves,
-    start_key_manager,
     start_serving,
 )
-from sterling.standalone import ChainView
 
 logger = logging.getLogger(__name__)
 
@@ -344,19 +344,23 @@ def _compose_processes(
     settings: SterlingSettings, chain: Chain, deployment: Deployment, accounts: LocalAccounts, index: IndexDatabase, *,
     fresh: bool, rpc_url: str, stack: ExitStack, note: StageFn,
 ) -> tuple[LocalCore, list[Service]]:  # fmt: skip
-    """A node's composition: one ``sterling worker`` per operator and the indexer as child processes
-    (not waited for yet: :func:`_wait_workers`), the key manager here with its routes on a loopback port."""
+    """A node's composition: the key manager (with its model and competition sides), one ``sterling
+    worker`` per operator and the indexer as child processes (the workers not waited for yet:
+    :func:`_wait_workers`). Returns what this process (the gateway, serving and evaluation) needs:
+    the chain side, with the key manager the child's client."""
     up, state_dir, confirmations = settings.up, settings.state_dir.resolve(), settings.chain_network.confirmations
     key_manager_port = free_port()
     key_manager_url = f"http://127.0.0.1:{key_manager_port}"
     network = Network(
         rpc_url=rpc_url, deployment=deployment, deployment_path=state_dir / "deployment.json", platform_key=state_dir / "sim-platform.pem"
     )
-    SimPlatform.load_or_create(network.platform_key)  # before the workers read it
+    SimPlatform.load_or_create(network.platform_key)  # before the children read it
     blob_folder = state_dir / "blobs"
-    blob_folder.mkdir(parents=True, exist_ok=True)  # the workers refuse a missing folder; the key manager's store makes it later
+    blob_folder.mkdir(parents=True, exist_ok=True)  # the workers and the key manager refuse a missing folder
+    setup = _setup(settings, chain, deployment, accounts)
+    grant_roles(setup, measure())  # before any child registers an enclave
     composition = Composition(network, state_dir / SERVICES_FOLDER, tied=True)
-    stack.callback(composition.close)  # should starting fail before the key manager's routes are served
+    stack.callback(composition.close)
     # The workers start first: importing torch and launching their enclaves takes longest, and they
     # wait for the key manager's routes, which come up meanwhile.
     for number, operator in enumerate((accounts.operator, *accounts.extra_operators), start=1):
@@ -365,21 +369,20 @@ def _compose_processes(
             interval=up.dispatcher_interval, stake=up.operator_stake, niceness=TRAINER_NICENESS, status=state_dir / "status",
             key_manager_wait=KEY_MANAGER_WAIT_SECONDS, healthy=False,
         )  # fmt: skip
-    core = start_key_manager(_setup(settings, chain, deployment, accounts), say=note)
+    # Its state is this folder's key-manager/, where the deposits sealed by earlier runs are.
+    key_manager = composition.keymanager(
+        accounts.operator, accounts.verifier, confirmations=confirmations, state=state_dir, blobs=blob_folder, port=key_manager_port,
+        healthy=False,
+    )  # fmt: skip
+    key_manager.wait_healthy("/health", timeout=KEY_MANAGER_WAIT_SECONDS)
+    core = remote_core(setup, RemoteKeyManager(key_manager_url), measure())
     stack.callback(core.close)
-    # A verifier of its own: its nonces are not shared with the one certifying this process's enclaves.
-    verifier = AttestationVerifier(signer=accounts.verifier, registry=core.registry, platform_public_key=core.platform.public_key)
-    node = KeyManagerNode(
-        view=ChainView(core.chain, deployment, core.market, core.registry), key_manager=core.key_manager, verifier=verifier
-    )
-    served_url = stack.enter_context(served(node, port=key_manager_port))
-    stack.callback(composition.close)  # the children stop before the routes they ask (closing twice is harmless)
     _prepare_index(index, core, fresh=fresh, confirmations=confirmations)
     composition.indexer(settings.database_url or default_url(state_dir), interval=up.indexer_interval, confirmations=confirmations)
     note(
         "services",
-        f"{len(composition.services) - 1} worker(s) and the indexer as child processes (key manager at {served_url}); "
-        f"their logs: {composition.folder}/*.log",
+        f"the key manager, {len(composition.services) - 2} worker(s) and the indexer as child processes "
+        f"(key manager at {key_manager_url}); their logs: {composition.folder}/*.log",
     )
     return core, composition.services
 

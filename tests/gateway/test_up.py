@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -194,7 +195,7 @@ def event_stream(url: str) -> Iterator[queue.Queue[tuple[str, dict[str, Any]]]]:
 
 
 @pytest.mark.anvil
-def test_sterling_up_runs_its_indexer_and_workers_as_child_processes_that_stop_with_it(
+def test_sterling_up_runs_its_key_manager_indexer_and_workers_as_child_processes_that_stop_with_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name, value in SMALL_UP.items():
@@ -202,21 +203,28 @@ def test_sterling_up_runs_its_indexer_and_workers_as_child_processes_that_stop_w
     state_dir, log = tmp_path / "state", tmp_path / "up.log"
     with spawned(state_dir, log=log, start_timeout=START_TIMEOUT, stop_timeout=STOP_TIMEOUT) as (url, process):
         services = services_of(process.pid)
-        assert sorted(services.values()) == ["indexer", "worker", "worker"], children(process.pid)
-        enclaves = [pid for service in services for pid in children(service)]  # the workers' trainer enclaves
-        assert len(enclaves) == 2
-        # Secrets reach the workers in key files only readable by their owner, never on a command line.
+        assert sorted(services.values()) == ["indexer", "keymanager", "worker", "worker"], children(process.pid)
+        enclaves = [pid for service in services for pid in children(service)]  # the trainer and key-manager enclaves
+        assert len(enclaves) == 3
+        # Secrets reach the children in key files only readable by their owner, never on a command line.
         keys = json.loads((state_dir / "accounts.json").read_text())
         secrets = [keys["operator"], *keys["extra_operators"], keys["governance"], keys["verifier"]]
         for pid in services:
             command = " ".join(children(process.pid)[pid])
             assert not any(secret.removeprefix("0x") in command for secret in secrets)
-        for worker in ("worker-1", "worker-2"):
-            assert (state_dir / "services" / worker / "operator.key").stat().st_mode & 0o777 == 0o600
-            assert (state_dir / "services" / f"{worker}.log").is_file()
+        for key_file in ("worker-1/operator.key", "worker-2/operator.key", "keymanager/operator.key", "keymanager/verifier.key"):
+            assert (state_dir / "services" / key_file).stat().st_mode & 0o777 == 0o600
+        for name in ("worker-1", "worker-2", "keymanager"):
+            assert (state_dir / "services" / f"{name}.log").is_file()
+        # The key manager's service serves all three sides: the workers' keys, models and competitions.
+        (km_url,) = re.findall(r"key manager at (http://127\.0\.0\.1:\d+)", log.read_text().replace("\n", ""))
+        km_info = httpx.get(f"{km_url}/info", timeout=10).json()
 
         with httpx.Client(base_url=url, timeout=60) as client, event_stream(url) as events:
             config = client.get("/api/config").json()
+            assert km_info["signer"] == config["key_manager"]["signer"]
+            assert km_info["model_market"] == config["contracts"]["model_market"]
+            assert km_info["competitions"] == config["contracts"]["competitions"]
             trainers = wait_until(lambda: [w for w in client.get("/api/workers").json() if w["role"] == "trainer" and w["active"]])
             assert {w["operator"] for w in trainers} >= {Account.from_key(k).address for k in secrets[:2]}
             provider = Account.from_key(config["dev_accounts"][0]["private_key"])
@@ -270,7 +278,7 @@ def test_a_child_that_dies_stops_sterling_up_and_children_die_with_a_killed_ster
     with pytest.raises(UpFailed), spawned(state_dir, log=log, start_timeout=START_TIMEOUT, stop_timeout=STOP_TIMEOUT) as (_, process):
         everything = children(process.pid)
         services = services_of(process.pid)
-        assert sorted(services.values()) == ["indexer", "worker"]
+        assert sorted(services.values()) == ["indexer", "keymanager", "worker"]
         process.kill()
         process.wait()
     try:
