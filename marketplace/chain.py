@@ -30,7 +30,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractLogicError, TimeExhausted
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import BlockIdentifier, RPCEndpoint, TxParams, TxReceipt
 from web3.types import Wei as Web3Wei
 
@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Wei = NewType("Wei", int)
+NONCE_ATTEMPTS = 5
+"""Sends of one transaction when another sender for the same account takes its nonce first."""
+NONCE_TAKEN_MESSAGES = ("nonce too low", "replacement transaction underpriced")
+"""How nodes (anvil, geth) refuse a transaction whose nonce another one took."""
 ANVIL_CHAIN_ID = 31337
 
 
@@ -129,22 +133,31 @@ class Chain:
             ContractReverted: the call reverts (in estimation or on-chain).
         """
         label = name or fn.fn_name
-        try:
-            params: TxParams = {
-                "from": account.address,
-                "value": Web3Wei(value),
-                "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
-                "chainId": self.chain_id,
-            }
-            tx = fn.build_transaction(params)
-        except ContractLogicError as e:
-            raise self.decode_revert(e.data, function=label) from e
-        except Exception as e:
-            if type(e).__name__ != "TransactionFailed" or self.kind != "embedded":
-                raise
-            raise self.decode_revert(self._embedded_revert_data(account.address, fn, value), function=label) from e
-        signed = account.sign_transaction(cast(dict[str, Any], tx))  # web3's TxParams is a TypedDict eth-account does not name
-        tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        for attempt in range(1, NONCE_ATTEMPTS + 1):
+            try:
+                params: TxParams = {
+                    "from": account.address,
+                    "value": Web3Wei(value),
+                    "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+                    "chainId": self.chain_id,
+                }
+                tx = fn.build_transaction(params)
+            except ContractLogicError as e:
+                raise self.decode_revert(e.data, function=label) from e
+            except Exception as e:
+                if type(e).__name__ != "TransactionFailed" or self.kind != "embedded":
+                    raise
+                raise self.decode_revert(self._embedded_revert_data(account.address, fn, value), function=label) from e
+            signed = account.sign_transaction(cast(dict[str, Any], tx))  # web3's TxParams is a TypedDict eth-account does not name
+            try:
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                break
+            except Web3RPCError as e:
+                # Another process sending for the same account took this nonce between our read and
+                # our send (services of one operator on one node): read the nonce again and re-sign.
+                if attempt == NONCE_ATTEMPTS or not any(m in str(e).lower() for m in NONCE_TAKEN_MESSAGES):
+                    raise
+                logger.info("%s: nonce %d was taken by another sender; retrying (%d)", label, params["nonce"], attempt)
         try:
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
         except TimeExhausted as e:
