@@ -23,7 +23,7 @@ from typing import Protocol
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
-from marketplace.blobstore import BlobStore
+from marketplace.blobstore import BlobAccess
 from marketplace.chain import TxResult
 from marketplace.competitions import CompetitionMarketClient
 from marketplace.contracts import RegistryClient
@@ -71,7 +71,7 @@ class EvaluatorService:
         competitions: CompetitionMarketClient,
         registry: RegistryClient,
         keys: EvaluationKeySource,
-        blobs: BlobStore,
+        blobs: BlobAccess,
         operator: LocalAccount,
     ) -> None:
         if enclave.process.role is not Role.EVALUATOR:
@@ -82,6 +82,10 @@ class EvaluatorService:
         self.keys = keys
         self.blobs = blobs
         self.operator = operator
+        self.last_poll: float | None = None
+        """Wall time (``time.time()``) of the last round of :meth:`serve` that read the chain without an error."""
+        self.posted: dict[Split, int] = dict.fromkeys(Split, 0)
+        """Scores this host posted (the chain accepted), by split."""
         self._lock = threading.Lock()
         self._closed: set[int] = set()  # competitions seen closed: nothing is ever due on them again
 
@@ -141,6 +145,7 @@ class EvaluatorService:
                 previous_best=r["previous_best"],
             )
             tx = self.competitions.post_score(self.operator, receipt, reply["signature"])
+            self.posted[split] += 1
         logger.info(
             "posted the %s score %d of submission %d of competition %d (%d rows, %.3f s)",
             split.name.lower(), receipt.score, index, competition_id, reply["rows"], seconds,
@@ -182,6 +187,7 @@ class EvaluatorService:
         while not stop.is_set():
             try:
                 self.run_once()
+                self.last_poll = time.time()
             except Exception:  # the chain node may be away for a while; try again next round
                 logger.exception("evaluator round failed")
             stop.wait(interval)

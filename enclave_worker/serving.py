@@ -49,7 +49,7 @@ from typing import Any, Protocol
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_canonical_address, to_checksum_address
 
-from marketplace.blobstore import BlobStore
+from marketplace.blobstore import BlobAccess
 from marketplace.contracts import RegistryClient
 from marketplace.errors import ContractReverted, SterlingError
 from marketplace.inference import refusal
@@ -225,7 +225,7 @@ class InferenceService:
         model_market: ModelMarketClient,
         registry: RegistryClient,
         key_manager: ModelReleaser,
-        blobs: BlobStore,
+        blobs: BlobAccess,
         state_dir: Path,
         operator: LocalAccount | None = None,
         max_batch: int = 64,

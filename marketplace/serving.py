@@ -278,9 +278,14 @@ def _answer(status: int, body: bytes, retry_after: str | None) -> Answer:
             )
         except (KeyError, ValueError) as e:
             raise ServingUnavailable(f"the gateway's answer is not an inference answer ({type(e).__name__}: {e})") from e
-    if "error" in parsed:
+    if "error" in parsed and parsed["error"] not in NOT_SERVING_NOW:
         raise refusal(str(parsed["error"]), str(parsed.get("detail", "")))
     raise ServingUnavailable(f"HTTP {status}: {parsed.get('detail')}" + (f" (retry after {retry_after} s)" if retry_after else ""))
+
+
+NOT_SERVING_NOW = frozenset({"ModelUnavailable", "RateLimited", "ServiceBusy"})
+"""Refusals that say nothing against the request (the model is not served, the host is busy):
+raised as :class:`ServingUnavailable`, to try again later or elsewhere."""
 
 
 def gateway_transport(client: httpx.Client, *, path: str = "/api/inference") -> Transport:

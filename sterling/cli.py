@@ -15,7 +15,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sterling import account_cli, competition_cli, dataset_cli, job_cli, keymanager_cli, model_cli, serving_cli, worker_cli
+from sterling import (
+    account_cli,
+    competition_cli,
+    dataset_cli,
+    evaluator_cli,
+    inference_cli,
+    job_cli,
+    keymanager_cli,
+    model_cli,
+    serving_cli,
+    worker_cli,
+)
 
 if TYPE_CHECKING:
     from marketplace.config import SterlingSettings
@@ -36,6 +47,8 @@ app.add_typer(dataset_cli.dataset_app, name="dataset")
 app.command("infer")(serving_cli.infer)
 app.command("keymanager")(keymanager_cli.keymanager)
 app.command("worker")(worker_cli.worker)
+app.command("evaluator")(evaluator_cli.evaluator)
+app.command("inference")(inference_cli.inference)
 console = Console()
 ETHER = 10**18
 
@@ -219,7 +232,28 @@ def gateway(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     key_manager: Annotated[
-        str | None, typer.Option("--key-manager", help="URL of the `sterling keymanager` service providers' key deposits go to")
+        str | None,
+        typer.Option(
+            "--key-manager",
+            help="URL of the `sterling keymanager` service deposits go to (and models' and competitions' keys, when it serves them)",
+        ),
+    ] = None,
+    status_dir: Annotated[
+        Path | None, typer.Option("--status-dir", help="the job status board the workers write (their --status-dir): the live timeline")
+    ] = None,
+    dev_accounts_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--dev-accounts-file",
+            help="a JSON list of development accounts' hex keys the UI offers on a local chain (mode 0600; `sterling up` writes it)",
+        ),
+    ] = None,
+    attestation_format: Annotated[
+        list[str] | None,
+        typer.Option("--attestation-format", help="VERIFIER=FORMAT: the evidence format a verifier checks (sim, aws-nitro); repeatable"),
+    ] = None,
+    inference: Annotated[
+        str | None, typer.Option("--inference", help="URL of the `sterling inference` service POST /api/inference is relayed to")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log requests' failures and the service's steps")] = False,
 ) -> None:
@@ -227,17 +261,29 @@ def gateway(
     import threading
 
     from marketplace.errors import SterlingError
-    from sterling.standalone import ChainView, log_json, run_gateway, stop_on_signals
+    from sterling.standalone import ChainView, log_json, read_dev_accounts, run_gateway, stop_on_signals
 
     log_json(verbose)
     stop = threading.Event()
     stop_on_signals(stop)
+    formats: dict[str, str] = {}
+    for pair in attestation_format or []:
+        verifier, _, evidence = pair.partition("=")
+        if not verifier.startswith("0x") or len(verifier) != 42 or not evidence:
+            raise typer.BadParameter(
+                f"{pair!r} is not VERIFIER=FORMAT (an address, then sim or aws-nitro)", param_hint="--attestation-format"
+            )
+        formats[verifier] = evidence
     try:
         view = ChainView.connect(rpc_url, deployment)
+        accounts = read_dev_accounts(dev_accounts_file) if dev_accounts_file is not None else ()
     except SterlingError as e:
         console.print(f"[red]{type(e).__name__}:[/red] {e}", highlight=False)
         raise typer.Exit(1) from e
-    run_gateway(view, database_url, blobs, host=host, port=port, stop=stop, key_manager_url=key_manager)
+    run_gateway(
+        view, database_url, blobs, host=host, port=port, stop=stop, key_manager_url=key_manager, status_dir=status_dir,
+        dev_accounts=accounts, attestation_formats=formats, inference_url=inference,
+    )  # fmt: skip
 
 
 @app.command()
@@ -270,8 +316,9 @@ def up(
 ) -> None:
     """Start the chain, contracts, oracle, key manager, workers, indexer and gateway; print the URL; Ctrl-C stops all.
 
-    On a node (anvil or --rpc-url) the indexer and the workers run as child processes, logging to
-    <state-dir>/services/*.log (docs/operations.md). Options override STERLING_* environment
+    On a node (anvil or --rpc-url) every service (key manager, workers, indexer, inference,
+    evaluator, gateway) runs as a child process, logging to <state-dir>/services/*.log
+    (docs/operations.md). Options override STERLING_* environment
     variables, which override brownie-config.yaml (docs/configuration.md).
     """
     from marketplace.errors import SterlingError

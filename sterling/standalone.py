@@ -16,16 +16,21 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import signal
 import threading
+from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+from types import FrameType, MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from enclave_worker.status import JobStatusBoard
 from marketplace.blobstore import BlobStore
 from marketplace.chain import Chain, connect_rpc
 from marketplace.competitions import CompetitionMarketClient
@@ -34,6 +39,9 @@ from marketplace.errors import ConfigError
 from marketplace.model_market import ModelMarketClient
 from oracle.index_db import IndexDatabase
 from oracle.indexer import IndexedRange, Indexer
+
+if TYPE_CHECKING:
+    from enclave_worker.remote_keys import RemoteCompetitionKeys, RemoteModelKeys
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +112,32 @@ def service_account(role: str, key: str | None, key_file: Path | None, *, variab
     return account
 
 
+def write_dev_accounts(path: Path, accounts: tuple[LocalAccount, ...]) -> Path:
+    """``accounts``' hex keys as a JSON list in ``path`` (mode 0600), for ``sterling gateway --dev-accounts-file``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        json.dump([account.key.hex() for account in accounts], out)
+    return path
+
+
+def read_dev_accounts(path: Path) -> tuple[LocalAccount, ...]:
+    """The development accounts in ``path`` (:func:`write_dev_accounts`).
+
+    Raises:
+        ConfigError: unreadable, or not a JSON list of hex keys (the message never quotes a key).
+    """
+    try:
+        keys = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(keys, list):
+            raise TypeError("not a list")
+        return tuple(Account.from_key(key) for key in keys)
+    except OSError as e:
+        raise ConfigError(f"cannot read the development accounts file {path}: {e.strerror}") from e
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{path} is not a JSON list of development accounts' hex keys") from e
+
+
 def log_json(verbose: bool) -> None:
     """One structured format for the standalone services: a JSON object per line on standard error."""
 
@@ -167,22 +201,41 @@ def run_gateway(
     port: int,
     stop: threading.Event,
     key_manager_url: str | None = None,
+    status_dir: Path | None = None,
+    dev_accounts: tuple[LocalAccount, ...] = (),
+    attestation_formats: Mapping[str, str] | None = None,
+    inference_url: str | None = None,
 ) -> None:
     """Serve the API and the UI from the index at ``database_url`` until ``stop``; another process indexes.
 
     Args:
         key_manager_url: a ``sterling keymanager`` service that providers' key deposits
-            (``POST /api/deposits``) are forwarded to (``None``: deposits are refused).
+            (``POST /api/deposits``) are forwarded to, and, when it serves them, models' and
+            competitions' deposits, hand-overs, admissions and purchases (``None``: all refused).
+        status_dir: the job status board the workers write (``--status-dir``): the live timeline.
+        dev_accounts: development accounts the UI offers on a local chain (``sterling up``).
+        attestation_formats: verifier address → the evidence format it checks, shown with the workers.
+        inference_url: a ``sterling inference`` service ``POST /api/inference`` is relayed to
+            (``None``: the route answers 404).
     """
     from enclave_worker.remote import RemoteKeyManager
+    from enclave_worker.remote_inference import RemoteInference
     from sterling.gateway import GatewayServices, create_app, get_settings
 
-    index = IndexDatabase(database_url)
-    try:
+    with ExitStack() as clients:
+        index = IndexDatabase(database_url)
+        clients.callback(index.close)
+        key_manager = model_keys = competition_keys = None
+        if key_manager_url:
+            key_manager = clients.enter_context(RemoteKeyManager(key_manager_url))
+            model_keys, competition_keys = _key_manager_sides(view, key_manager_url, clients)
+        inference = clients.enter_context(RemoteInference(inference_url)) if inference_url else None
         services = GatewayServices(
             chain=view.chain, market=view.market, registry=view.registry, blobs=BlobStore(blobs), index=index,
             deployment_block=view.deployment.block, model_market=view.model_market(), competitions=view.competitions(),
-            key_manager=RemoteKeyManager(key_manager_url) if key_manager_url else None,
+            key_manager=key_manager, model_keys=model_keys, competition_keys=competition_keys,
+            status=JobStatusBoard(status_dir) if status_dir is not None else None, dev_accounts=dev_accounts,
+            attestation_formats=MappingProxyType(dict(attestation_formats or {})), inference=inference,
         )  # fmt: skip
         app = create_app(get_settings(host=host, port=port), services=services)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
@@ -200,5 +253,23 @@ def run_gateway(
             server.run()
         finally:
             app.state.feed.close()
-    finally:
-        index.close()
+
+
+def _key_manager_sides(
+    view: ChainView, url: str, clients: ExitStack
+) -> tuple[RemoteModelKeys | None, RemoteCompetitionKeys | None]:
+    """The key manager's model and competition sides, each when the deployment has its market and the service serves it."""
+    from enclave_worker.remote import NotServed
+    from enclave_worker.remote_keys import RemoteCompetitionKeys, RemoteModelKeys
+
+    sides: list[Any] = []
+    for market, side in ((view.deployment.model_market, RemoteModelKeys), (view.deployment.competitions, RemoteCompetitionKeys)):
+        if market is None:
+            sides.append(None)
+            continue
+        try:
+            sides.append(clients.enter_context(side(url)))
+        except NotServed as e:
+            logger.warning("%s: its routes answer 404", e)
+            sides.append(None)
+    return sides[0], sides[1]

@@ -23,10 +23,11 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
@@ -44,6 +45,8 @@ from sterling.localnet import attest_and_register, ensure_operator_stake, traine
 from sterling.standalone import ChainView
 
 logger = logging.getLogger(__name__)
+
+K = TypeVar("K")
 
 KEY_MANAGER_RETRY_SECONDS = 0.25
 """How often a starting worker asks a key manager that does not answer yet (``key_manager_wait``)."""
@@ -101,9 +104,9 @@ class WorkerHealth:
         now = time.time()
         last = self.dispatcher.last_poll
         age = None if last is None else round(now - last, 3)
-        stalled = (now - self.started if last is None else now - last) > self.stale_after
-        return (503 if stalled else 200), {
-            "status": "stalled" if stalled else "serving",
+        stuck = stalled(last, started=self.started, stale_after=self.stale_after, now=now)
+        return (503 if stuck else 200), {
+            "status": "stalled" if stuck else "serving",
             "operator": self.worker.operator.address,
             "enclave": self.worker.signer,
             "last_poll_age_s": age,
@@ -120,41 +123,57 @@ class WorkerHealth:
 
     def serve(self, host: str, port: int) -> ThreadingHTTPServer:
         """Answer ``GET /health`` on ``host:port`` from a daemon thread; the caller shuts the server down."""
-        health = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the standard library's name
-                if self.path.split("?")[0] != "/health":
-                    self.send_error(404, "only /health is served here")
-                    return
-                status, body = health.report()
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the standard library's name
-                logger.debug("health: " + format, *args)
-
-        server = ThreadingHTTPServer((host, port), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, name="sterling-worker-health", daemon=True).start()
-        return server
+        return serve_health(self.report, host, port, name="sterling-worker-health")
 
 
-def connect_key_manager(url: str, *, wait: float, stop: threading.Event) -> RemoteKeyManager:
-    """The key-manager service at ``url``, asked again every :data:`KEY_MANAGER_RETRY_SECONDS` for up to
-    ``wait`` seconds while nothing answers there (or until ``stop``).
+def serve_health(report: Callable[[], tuple[int, dict[str, Any]]], host: str, port: int, *, name: str) -> ThreadingHTTPServer:
+    """Answer ``GET /health`` on ``host:port`` with ``report()`` (its status code, its JSON body) from a
+    daemon thread named ``name``; anything else is 404. The caller shuts the server down.
+
+    Used by the standalone services without an HTTP API of their own (``sterling worker``, ``sterling evaluator``).
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            if self.path.split("?")[0] != "/health":
+                self.send_error(404, "only /health is served here")
+                return
+            status, body = report()
+            raw = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the standard library's name
+            logger.debug("health: " + format, *args)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    return server
+
+
+def stalled(last: float | None, *, started: float, stale_after: float, now: float) -> bool:
+    """Whether a poll loop that started at ``started`` and last polled at ``last`` (``None``: not yet) is stalled at ``now``."""
+    return (now - started if last is None else now - last) > stale_after
+
+
+def connect_key_manager(url: str, *, wait: float, stop: threading.Event, client: Callable[[str], K]) -> K:
+    """``client`` (:class:`RemoteKeyManager`, or one of the key manager's sides, e.g.
+    :class:`~enclave_worker.remote_keys.RemoteModelKeys`) of the key-manager service at ``url``,
+    asked again every :data:`KEY_MANAGER_RETRY_SECONDS` for up to ``wait`` seconds while nothing
+    answers there (or until ``stop``).
 
     Raises:
         ServiceUnreachable: nothing answered in time.
+        NotServed: the key manager does not serve the side ``client`` asks for.
     """
     deadline, asked = time.monotonic() + wait, 0
     while True:
         try:
-            return RemoteKeyManager(url)
+            return client(url)
         except ServiceUnreachable:
             if time.monotonic() >= deadline or stop.wait(KEY_MANAGER_RETRY_SECONDS):
                 raise
@@ -184,7 +203,7 @@ def run_worker(view: ChainView, operator: LocalAccount, options: WorkerOptions, 
     # The enclave starts (it imports torch) while the key manager may still be starting too.
     enclave = platform.launch(Role.TRAINER, threads=options.threads, niceness=options.niceness)
     try:
-        key_manager = connect_key_manager(options.key_manager_url, wait=options.key_manager_wait, stop=stop)
+        key_manager = connect_key_manager(options.key_manager_url, wait=options.key_manager_wait, stop=stop, client=RemoteKeyManager)
         verifier = RemoteVerifier(options.key_manager_url)
         attest_and_register(enclave, verifier, view.registry, operator)
     except BaseException:

@@ -21,8 +21,8 @@ from marketplace.provider import KeyDepository
 from oracle.index_db import IndexDatabase, cursor_key
 
 if TYPE_CHECKING:
+    from enclave_worker.remote_inference import InferenceHost
     from enclave_worker.remote_keys import CompetitionKeyHost, ModelKeyHost
-    from enclave_worker.serving import InferenceService
     from sterling.localnet import LocalNet
 
 
@@ -47,7 +47,8 @@ class GatewayServices:
         attestation_formats: verifier address → evidence format it checks (``sim``, ``aws-nitro``).
         model_market, model_keys, inference: the model market, the key manager's model-key side (in
             process, or a ``sterling keymanager``'s through :class:`~enclave_worker.remote_keys.RemoteModelKeys`)
-            and the inference host requests are relayed to (``None``: no serving).
+            and the inference host requests are relayed to (in process, or a ``sterling inference``'s
+            through :class:`~enclave_worker.remote_inference.RemoteInference`; ``None``: no serving).
         competitions, competition_keys: the competition market and the key manager's competition side
             (in process or :class:`~enclave_worker.remote_keys.RemoteCompetitionKeys`; ``None``: no competitions).
         index_version: the index's ``(rollbacks, last block)`` (:attr:`oracle.indexer.Indexer.version`),
@@ -68,7 +69,7 @@ class GatewayServices:
     index_version: Callable[[], tuple[int, int] | None] | None = None
     model_market: ModelMarketClient | None = None
     model_keys: ModelKeyHost | None = None
-    inference: InferenceService | None = None
+    inference: InferenceHost | None = None
     competitions: CompetitionMarketClient | None = None
     competition_keys: CompetitionKeyHost | None = None
 

@@ -253,6 +253,9 @@ export async function ask(model, row, onStep = () => {}) {
   };
 }
 
+/** Refusals that say nothing against the request (as marketplace.serving.NOT_SERVING_NOW). */
+const NOT_SERVING_NOW = new Set(["ModelUnavailable", "RateLimited", "ServiceBusy"]);
+
 async function postEnvelope(envelope) {
   const response = await fetch("/api/inference", {
     method: "POST",
@@ -267,7 +270,8 @@ async function postEnvelope(envelope) {
   }
   if (response.ok) return body;
   const detail = body && typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`;
-  if (body && body.error) throw new InferenceRefused(response.status, body.error, `${body.error}: ${detail}`);
+  // A model not served or a busy host says nothing against the request: try again later.
+  if (body && body.error && !NOT_SERVING_NOW.has(body.error)) throw new InferenceRefused(response.status, body.error, `${body.error}: ${detail}`);
   const retry = response.headers.get("retry-after");
   throw new ApiError(response.status, retry ? `${detail} (retry in ${retry} s)` : detail);
 }

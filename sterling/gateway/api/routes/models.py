@@ -14,13 +14,11 @@ from typing import Any, Literal
 
 from eth_utils import to_checksum_address
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from enclave_worker.serving import ModelUnavailable, RateLimited, ServiceBusy
-from enclave_worker.trusted import errors as trusted_errors
+from enclave_worker.remote_inference import INFERENCE_RESPONSES, served_json
 from enclave_worker.trusted.onchain import EPSILON_SCALE, ModelStatus, OutputPolicy
 from enclave_worker.trusted.receipt import DepositExists, DepositSignatureInvalid
-from enclave_worker.trusted.vouchers import VoucherInvalid
 from marketplace.errors import JobNotReady, KeyReleaseRefused
 from marketplace.model_market import ModelRecord
 from sterling.gateway.api.deps import ServicesDep
@@ -34,24 +32,12 @@ from sterling.gateway.schemas import (
     ModelDepositCreate,
     ModelPublic,
 )
+from sterling.inference_service import refusal_answer
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["models"])
 
-REFUSAL_STATUS: dict[type[Exception], int] = {
-    VoucherInvalid: 402,
-    trusted_errors.VoucherStale: 402,
-    trusted_errors.VoucherUnderpaid: 402,
-    trusted_errors.VoucherOverDeposit: 402,
-    trusted_errors.QueryCapExceeded: 403,
-    trusted_errors.ClientNotAllowed: 403,
-    trusted_errors.WrongModel: 400,
-    trusted_errors.WrongEnclave: 400,
-    trusted_errors.RequestTampered: 400,
-    trusted_errors.EnvelopeMalformed: 400,
-}
-"""An enclave's refusal of one request → the HTTP status the client gets (402: pay with a valid voucher)."""
 
 
 _STATUS: dict[ModelStatus, Literal["active", "paused", "delisted"]] = {
@@ -185,14 +171,7 @@ def take_job_model(body: JobModelCreate, services: ServicesDep) -> JobModelPubli
 @router.post(
     "/inference",
     response_model=InferencePublic,
-    responses={
-        400: {"description": "malformed or tampered envelope, or one for another model or enclave"},
-        402: {"description": "the voucher is invalid, stale or replayed, underpays, or exceeds the deposit"},
-        403: {"description": "the client is over the model's query cap or not on its allow-list"},
-        404: {"description": "the model is not listed, not active, or cannot be served here"},
-        429: {"description": "this client is over its request rate (Retry-After)"},
-        503: {"description": "the inference queue is full (Retry-After)"},
-    },
+    responses=INFERENCE_RESPONSES,
     openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def infer(request: Request) -> Response:
@@ -207,19 +186,9 @@ async def infer(request: Request) -> Response:
     envelope = await request.body()
     try:
         served = await asyncio.wrap_future(inference.submit(envelope))
-    except ServiceBusy as e:
-        status = 429 if isinstance(e, RateLimited) else 503
-        return JSONResponse({"detail": str(e)}, status_code=status, headers={"Retry-After": str(max(1, round(e.retry_after)))})
-    except ModelUnavailable as e:
-        raise NotFound(str(e)) from e
     except Exception as e:
-        refused = next((code for family, code in REFUSAL_STATUS.items() if isinstance(e, family)), None)
+        refused = refusal_answer(e)
         if refused is None:
             raise
-        return JSONResponse({"detail": str(e), "error": type(e).__name__}, status_code=refused)
-    body = (
-        f'{{"request_id":"0x{served.request_id.hex()}","response":"0x{served.response.hex()}",'
-        f'"receipt_signature":"0x{served.receipt_signature.hex()}","enclave":"{served.enclave}",'
-        f'"amount_wei":"{served.voucher.amount}","queries":{served.voucher.queries}}}'
-    )
-    return Response(body, media_type="application/json")
+        return refused
+    return Response(served_json(served), media_type="application/json")
