@@ -7,9 +7,9 @@ components at random moments from a seeded schedule (printed first, so a failure
 
 | target | how it is killed | how it comes back |
 |---|---|---|
-| ``up`` | SIGKILL to ``sterling up`` (gateway, dispatcher, indexer, worker and key-manager hosts) | respawned at once |
-| ``trainer`` | SIGKILL to one trainer enclave process | its worker relaunches it |
-| ``key-manager`` | SIGKILL to the key-manager enclave, then to ``sterling up`` a moment later | ``sterling up`` respawned |
+| ``up`` | SIGKILL to ``sterling up`` (its children, the services, get SIGTERM from the kernel and stop) | respawned at once |
+| ``trainer`` | SIGKILL to one trainer enclave process (a child of a ``sterling worker``) | its worker relaunches it |
+| ``key-manager`` | SIGKILL to the key-manager enclave (under ``sterling keymanager``), then to ``sterling up`` | up respawned |
 | ``anvil`` | mining stopped, state dumped, then SIGKILL (state kept, no block lost) | restarted from the dump |
 
 After the schedule it waits (bounded, see ``docs/jobs.md``) until every job is Completed or
@@ -181,7 +181,7 @@ class UpProcess:
         """Pids of ``sterling up``'s enclave processes of ``role`` (``trainer`` or ``key_manager``)."""
         assert self.process is not None
         found = []
-        for pid in _children(self.process.pid):
+        for pid in _descendants(self.process.pid):  # the enclaves are children of the worker and key-manager processes
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
@@ -236,6 +236,16 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid``'s children, their children, and so on."""
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for parent in frontier for child in _children(parent)]
+        found += children
+        frontier = children
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ from marketplace.chain import Chain, free_port
 from marketplace.config import checkout_root
 from marketplace.contracts import DEFAULT_CLAIM_LEASE, Deployment, RegistryClient, deploy
 from marketplace.errors import SterlingError
+from sterling.standalone import write_dev_accounts
 
 STOP_TIMEOUT = 30.0
 """Seconds a service has to exit after SIGTERM before it is killed."""
@@ -229,6 +230,74 @@ class Composition:
         self.services.append(service)
         return service
 
+    def service(self, name: str) -> Service:
+        """The service started as ``name``.
+
+        Raises:
+            KeyError: none was.
+        """
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(f"no service {name!r} was started here")
+
+    def _enclave_service(
+        self, command: str, name: str, operator: LocalAccount, key_manager: Service, blobs: Path | str, *,
+        port_flag: str, threads: int | None, options: list[str], healthy: bool,
+    ) -> Service:  # fmt: skip
+        """``sterling <command>``, an enclave service of ``operator``: the chain, the key manager, the
+        blobs, its state folder and key file, ``options``, a free port; with ``healthy``, once it answers ``/health``."""
+        state, port = self.folder / name, free_port()
+        args = [
+            command, *self.network.chain_args(), "--key-manager", str(key_manager.url), "--blobs", str(blobs),
+            "--state-dir", str(state), "--platform-key", str(self.network.platform_key),
+            "--operator-key-file", str(write_key(state / "operator.key", operator)), port_flag, str(port), *options, "-v",
+        ]  # fmt: skip
+        if threads is not None:
+            args += ["--threads", str(threads)]
+        service = self.spawn(name, args, url=f"http://127.0.0.1:{port}")
+        if healthy:
+            service.wait_healthy("/health")
+        return service
+
+    def inference(
+        self,
+        operator: LocalAccount,
+        key_manager: Service,
+        blobs: Path | str,
+        *,
+        name: str = "inference",
+        threads: int | None = 1,
+        redeem_interval: float = 60.0,
+        key_manager_wait: float = 0.0,
+        healthy: bool = True,
+    ) -> Service:
+        """``sterling inference`` for ``operator``: an inference enclave serving the model market, its
+        keys from ``key_manager``; with ``healthy``, once it answers ``/health``."""
+        options = ["--redeem-interval", str(redeem_interval), "--wait-key-manager", str(key_manager_wait)]
+        return self._enclave_service(
+            "inference", name, operator, key_manager, blobs, port_flag="--port", threads=threads, options=options, healthy=healthy
+        )
+
+    def evaluator(
+        self,
+        operator: LocalAccount,
+        key_manager: Service,
+        blobs: Path | str,
+        *,
+        name: str = "evaluator",
+        threads: int | None = 1,
+        interval: float = 2.0,
+        key_manager_wait: float = 0.0,
+        healthy: bool = True,
+    ) -> Service:
+        """``sterling evaluator`` for ``operator``: an evaluator enclave scoring the competition
+        market, its keys from ``key_manager``; with ``healthy``, once it answers ``/health``."""
+        options = ["--interval", str(interval), "--wait-key-manager", str(key_manager_wait)]
+        return self._enclave_service(
+            "evaluator", name, operator, key_manager, blobs, port_flag="--health-port", threads=threads, options=options, healthy=healthy
+        )
+
     def keymanager(
         self,
         operator: LocalAccount,
@@ -271,15 +340,46 @@ class Composition:
         args = ["indexer", *self.network.chain_args(), "--interval", str(interval), "--confirmations", str(confirmations), "-v"]
         return self.spawn(name, args, env={DATABASE_URL_ENV: database_url})
 
-    def gateway(self, database_url: str, blobs: Path, *, key_manager: Service | None = None, name: str = "gateway") -> Service:
-        """``sterling gateway`` reading ``database_url`` and serving ``blobs``, healthy."""
-        port = free_port()
+    def gateway(
+        self,
+        database_url: str,
+        blobs: Path,
+        *,
+        key_manager: Service | None = None,
+        inference: Service | None = None,
+        status: Path | None = None,
+        dev_accounts: tuple[LocalAccount, ...] = (),
+        attestation_formats: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        settings: Mapping[str, str] | None = None,
+        name: str = "gateway",
+        healthy: bool = True,
+    ) -> Service:
+        """``sterling gateway`` reading ``database_url`` and serving ``blobs``; with ``healthy``, once it answers.
+
+        ``key_manager``, ``inference``: the services it relays to; ``status``: the workers' job
+        status board; ``dev_accounts``: offered to the UI on a local chain (in a key file, mode
+        0600); ``attestation_formats``: verifier → evidence format; ``settings``: more
+        ``STERLING_GATEWAY_*`` variables (its limits, as ``sterling up`` was configured).
+        """
+        port = port or free_port()
         blobs.mkdir(parents=True, exist_ok=True)
-        args = ["gateway", *self.network.chain_args(), "--blobs", str(blobs), "--port", str(port)]
+        args = ["gateway", *self.network.chain_args(), "--blobs", str(blobs), "--host", host, "--port", str(port)]
         if key_manager is not None and key_manager.url is not None:
             args += ["--key-manager", key_manager.url]
-        service = self.spawn(name, args, url=f"http://127.0.0.1:{port}", env={DATABASE_URL_ENV: database_url})
-        service.wait_healthy("/api/health")
+        if inference is not None and inference.url is not None:
+            args += ["--inference", inference.url]
+        if status is not None:
+            args += ["--status-dir", str(status)]
+        if dev_accounts:
+            args += ["--dev-accounts-file", str(write_dev_accounts(self.folder / name / "dev-accounts.json", dev_accounts))]
+        for verifier, evidence in (attestation_formats or {}).items():
+            args += ["--attestation-format", f"{verifier}={evidence}"]
+        url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        service = self.spawn(name, args, url=f"http://{url_host}:{port}", env={**(settings or {}), DATABASE_URL_ENV: database_url})
+        if healthy:
+            service.wait_healthy("/api/health")
         return service
 
     def worker(

@@ -40,7 +40,9 @@ across machines put TLS in front of the port all the same (``docs/operations.md`
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -75,6 +77,8 @@ from sterling.standalone import ChainView, service_account
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8100
+STATE_LOCK_WAIT_SECONDS = 30.0
+"""Seconds a starting key manager waits for another one to let go of its state folder."""
 SERVER_STOP_SECONDS = 10.0
 """Seconds :func:`served` waits for its server thread to stop."""
 ENV_PREFIX = "STERLING_KEYMANAGER_"
@@ -572,6 +576,40 @@ def started_node(view: ChainView, settings: KeyManagerSettings) -> Iterator[KeyM
     operator, verifier_key = settings.operator(), settings.verifier()
     if not view.registry.is_verifier(verifier_key.address):
         raise ConfigError(f"{verifier_key.address} is not a verifier of registry {view.registry.address}: governance grants the role")
+    with _state_locked(settings.state_dir / "key-manager", wait=STATE_LOCK_WAIT_SECONDS):
+        yield from _node(view, settings, operator, verifier_key)
+
+
+@contextmanager
+def _state_locked(folder: Path, *, wait: float) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (its ``.lock`` file) while the block runs, waiting up to
+    ``wait`` seconds for another process to let go: two key managers appending to one audit log
+    would fork its hash chain (a restarted ``sterling up`` starts a new one while the old one stops).
+
+    Raises:
+        ConfigError: another process kept the lock for ``wait`` seconds.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ConfigError(
+                        f"another key manager has used the state folder {folder} for {wait:.0f} s: stop it first "
+                        "(two key managers must never share their sealed deposits and audit log)"
+                    ) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(descriptor)  # and with it the lock
+
+
+def _node(view: ChainView, settings: KeyManagerSettings, operator: LocalAccount, verifier_key: LocalAccount) -> Iterator[KeyManagerNode]:
     platform = SimPlatform.load_or_create(settings.sim_platform_key)
     enclave = platform.launch(Role.KEY_MANAGER)
     try:

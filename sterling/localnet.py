@@ -4,9 +4,9 @@ Deploys the contracts; starts a key-manager and a trainer enclave on the simulat
 approves their measurement and a verifier as governance; attests and registers both enclaves;
 deposits the operator's stake (claims need a stake of at least a job's Σ prices); and wires the
 key-manager host and the trainer worker (which relaunches its enclave if it dies) to the chain and
-a blob store. Used by ``sterling demo``, ``sterling up`` (which reuses a persisted deployment
-through :func:`start_enclaves` on the embedded chain, and through :func:`start_key_manager` on a
-node, where its trainer workers are processes of their own) and by the tests.
+a blob store. Used by ``sterling demo``, ``sterling up`` on the embedded chain (which reuses a persisted
+deployment through :func:`start_enclaves`; on a node its services are processes of their own, and
+it does only governance's part here, :func:`grant_roles`) and by the tests.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from enclave_worker.competition_keys import CompetitionKeyService
 from enclave_worker.evaluator import EvaluatorService
 from enclave_worker.keymanager import KeyManagerService
 from enclave_worker.model_keys import ModelKeyService
-from enclave_worker.remote import Certifier, RemoteKeyManager
-from enclave_worker.remote_keys import CompetitionKeyHost, ModelKeyHost, RemoteCompetitionKeys, RemoteModelKeys
+from enclave_worker.remote import Certifier
 from enclave_worker.serving import InferenceService
 from enclave_worker.sim_platform import LaunchedEnclave, SimPlatform
 from enclave_worker.status import JobStatusBoard
@@ -61,37 +60,12 @@ class LocalCore:
     governance: LocalAccount
     operator: LocalAccount
     verifier: AttestationVerifier
-    key_manager: KeyManagerService | RemoteKeyManager
-    """The key manager: its enclave in this process, or a ``sterling keymanager`` service (:func:`remote_core`)."""
+    key_manager: KeyManagerService
     measurement: bytes
     gas: dict[str, int] = field(default_factory=dict)
 
-    _clients: list[RemoteKeyManager | RemoteModelKeys | RemoteCompetitionKeys] = field(default_factory=list, init=False, repr=False)
-
     def close(self) -> None:
-        if isinstance(self.key_manager, KeyManagerService):  # a service's enclave is its process's to stop
-            self.key_manager.enclave.close()
-        else:
-            self.key_manager.close()
-        for client in self._clients:
-            client.close()
-
-    def model_keys(self, model_market: ModelMarketClient) -> ModelKeyHost:
-        """The key manager's model side for ``model_market``: built here on the in-process key manager,
-        or the service's (:class:`~enclave_worker.remote_keys.RemoteModelKeys`, closed with this)."""
-        if isinstance(self.key_manager, KeyManagerService):
-            return ModelKeyService(self.key_manager, model_market, blobs=self.blobs)
-        remote = RemoteModelKeys(self.key_manager.url)
-        self._clients.append(remote)
-        return remote
-
-    def competition_keys(self, competitions: CompetitionMarketClient) -> CompetitionKeyHost:
-        """The key manager's competition side for ``competitions``, as :meth:`model_keys`."""
-        if isinstance(self.key_manager, KeyManagerService):
-            return CompetitionKeyService(self.key_manager, competitions, blobs=self.blobs)
-        remote = RemoteCompetitionKeys(self.key_manager.url)
-        self._clients.append(remote)
-        return remote
+        self.key_manager.enclave.close()
 
 
 @dataclass
@@ -307,47 +281,31 @@ def start_enclaves(
         trainer_enclave.close()
         core.close()
         raise
-    return LocalNet(**{f.name: getattr(core, f.name) for f in fields(LocalCore) if f.init}, worker=worker)
+    return LocalNet(**{f.name: getattr(core, f.name) for f in fields(LocalCore)}, worker=worker)
 
 
-def start_key_manager(setup: LocalSetup, *, say: Callable[[str, str], None] | None = None) -> LocalCore:
-    """Start a key-manager enclave for an existing deployment and register it, without a trainer
-    (``sterling up`` on a node runs its trainers as ``sterling worker`` processes).
-
-    The on-chain set-up is :func:`start_enclaves`'s: the trainer and key-manager measurement
-    approved and the verifier's role granted unless they are already.
-    """
-    core, _ = _start_core(setup, say=say, trainer=None)
-    return core
+ROLE_LABELS = {Role.TRAINER: "trainer", Role.KEY_MANAGER: "key manager"}
+"""How the gas table names a role's approval (the others by their lower-case names)."""
 
 
-def grant_roles(setup: LocalSetup, measurement: bytes) -> dict[str, int]:
-    """Governance's part for a local deployment's trainer and key-manager enclaves: ``measurement``
-    approved for both roles and the verifier's role granted, unless they are already.
+def grant_roles(
+    setup: LocalSetup, measurement: bytes, *, roles: tuple[Role, ...] = (Role.TRAINER, Role.KEY_MANAGER)
+) -> dict[str, int]:
+    """Governance's part for a local deployment's enclaves: ``measurement`` approved for ``roles``
+    (the trainer's and the key manager's unless told) and the verifier's role granted, unless they
+    are already (``sterling up`` on a node, before its services start).
 
     Returns:
         The gas of each transaction sent, by label.
     """
     registry, governance, gas = RegistryClient(setup.chain, setup.deployment.registry), setup.governance, {}
-    for role, label in ((Role.TRAINER, "trainer"), (Role.KEY_MANAGER, "key manager")):
+    for role in roles:
         if not registry.is_measurement_approved(role, measurement):
+            label = ROLE_LABELS.get(role, role.name.lower())
             gas[f"approveMeasurement ({label})"] = registry.approve_measurement(governance, role, measurement).gas_used
     if not registry.is_verifier(setup.verifier_key.address):
         gas["grantRole (verifier)"] = registry.add_verifier(governance, setup.verifier_key.address).gas_used
     return gas
-
-
-def remote_core(setup: LocalSetup, key_manager: RemoteKeyManager, measurement: bytes) -> LocalCore:
-    """A local deployment's chain side and verifier with its key manager a ``sterling keymanager``
-    service (``sterling up`` on a node); enclaves launched from it register with this process's verifier."""
-    registry = RegistryClient(setup.chain, setup.deployment.registry)
-    platform = SimPlatform.load_or_create(setup.state_dir / "sim-platform.pem")
-    return LocalCore(
-        chain=setup.chain, deployment=setup.deployment, registry=registry, market=MarketClient(setup.chain, setup.deployment.market),
-        blobs=BlobStore(setup.state_dir / "blobs"), platform=platform, governance=setup.governance, operator=setup.operator,
-        verifier=AttestationVerifier(signer=setup.verifier_key, registry=registry, platform_public_key=platform.public_key),
-        key_manager=key_manager, measurement=measurement,
-    )  # fmt: skip
 
 
 def _start_core(
@@ -420,7 +378,7 @@ class LocalServing:
     """The serving half of a local deployment: the model market, an inference enclave and its host."""
 
     model_market: ModelMarketClient
-    model_keys: ModelKeyHost
+    model_keys: ModelKeyService
     inference: InferenceService
     operator: LocalAccount
 
@@ -447,7 +405,7 @@ def start_serving(
     model_market = ModelMarketClient(net.chain, net.deployment.model_market)
     launched = _launch_registered(net, Role.INFERENCE, operator, threads)
     try:
-        model_keys = net.model_keys(model_market)
+        model_keys = ModelKeyService(net.key_manager, model_market, blobs=net.blobs)
         inference = InferenceService(
             launched, model_market=model_market, registry=net.registry, key_manager=model_keys, blobs=net.blobs,
             state_dir=state_dir / "inference", operator=operator, **options,
@@ -464,7 +422,7 @@ class LocalCompetitions:
     competition side and an evaluator enclave with its host."""
 
     competitions: CompetitionMarketClient
-    keys: CompetitionKeyHost
+    keys: CompetitionKeyService
     evaluator: EvaluatorService
     operator: LocalAccount
 
@@ -486,7 +444,7 @@ def start_competitions(net: LocalCore, *, operator: LocalAccount | None = None, 
     competitions = CompetitionMarketClient(net.chain, net.deployment.competitions)
     launched = _launch_registered(net, Role.EVALUATOR, operator, threads)
     try:
-        keys = net.competition_keys(competitions)
+        keys = CompetitionKeyService(net.key_manager, competitions, blobs=net.blobs)
         evaluator = EvaluatorService(
             launched, competitions=competitions, registry=net.registry, keys=keys, blobs=net.blobs, operator=operator
         )

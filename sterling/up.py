@@ -2,22 +2,18 @@
 
 Starts (or connects to) the chain and deploys the contracts unless the state directory records a
 deployment that is still there. On a node (anvil, which it starts as a child process, or
-``--rpc-url``) the key manager, the chain indexer and one trainer worker per operator account
-(``up.trainers``) run as child processes, the same ``sterling keymanager``, ``sterling indexer``
-and ``sterling worker`` commands that run on separate machines (:mod:`sterling.compose`). The key
-manager launches and registers its enclave and serves its trainer, model-key and competition-key
-sides and the attestation verifier over HTTP on a loopback port; each worker launches and
-registers its trainer enclave, keeps its operator's stake, gives back what its operator's previous
-enclave left claimed, and follows the chain itself. They share the state directory's blob folder,
-and the workers write job progress to its ``status/`` folder, which the gateway reads for the live
-timeline. Still in this process: the inference and evaluator enclaves with their hosts (their keys
-come from the key manager's service) and the gateway (API, static UI, JSON-RPC relay, live
-events) under uvicorn, which reads the index from the database. A child that exits stops
+``--rpc-url``) every service is a child process, the same command that runs on another machine
+(:mod:`sterling.compose`, docs/operations.md): ``sterling keymanager`` (the key-manager enclave's
+trainer, model-key and competition-key sides and the attestation verifier), one ``sterling
+worker`` per operator account (``up.trainers``), ``sterling indexer``, ``sterling inference``
+(``up.serving``), ``sterling evaluator`` (``up.competitions``) and ``sterling gateway`` (API,
+static UI, JSON-RPC relay, live events). This process does governance's part first, then only
+watches them: they share the state directory's blob folder, and the workers write job progress to
+its ``status/`` folder, which the gateway reads for the live timeline. A child that exits stops
 everything, and ``sterling up`` exits non-zero naming it; the children get SIGTERM when this
 process dies, even killed (Linux). On the embedded chain (in process, nothing another process
-could reach) the key manager, the workers, their dispatcher and the indexer run in this process
-instead. Everything it needs to come back after a restart lives in the
-state directory:
+could reach) everything runs in this process instead, the gateway under uvicorn. Everything it
+needs to come back after a restart lives in the state directory:
 
 | file | what |
 |---|---|
@@ -26,7 +22,7 @@ state directory:
 | ``deployment.json`` | contract addresses and deployment block |
 | ``index.db`` | the chain index (SQLite; ``--database-url`` for another database) |
 | ``blobs/``, ``key-manager/``, ``status/``, ``sim-platform.pem`` | ciphertext, sealed data keys, job progress, the simulated platform key |
-| ``services/`` | the children's logs (``keymanager.log``, ``indexer.log``, ``worker-<n>.log``), key files, workers' cursors |
+| ``services/`` | the children's logs (``<service>.log``), their key files, the workers' cursors |
 
 What it runs comes from :class:`~marketplace.config.SterlingSettings` (the CLI's options are
 flags over the environment and ``brownie-config.yaml``; ``docs/configuration.md``).
@@ -57,17 +53,16 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from enclave_worker.measurement import measure
-from enclave_worker.remote import RemoteKeyManager
-from enclave_worker.serving import InferenceService
 from enclave_worker.sim_platform import SimPlatform
 from enclave_worker.status import JobStatusBoard
+from enclave_worker.trusted.onchain import Role
 from marketplace import chain as chain_mod
 from marketplace._files import write_atomic
 from marketplace.abi import ERC20_ABI, load_artifact
 from marketplace.chain import Chain, Wei, free_port, open_chain
 from marketplace.competitions import CompetitionMarketClient
-from marketplace.config import SterlingSettings, checkout_root
-from marketplace.contracts import Deployment, code_version, deploy
+from marketplace.config import GatewaySettings, SterlingSettings, checkout_root
+from marketplace.contracts import Deployment, MarketClient, RegistryClient, code_version, deploy
 from marketplace.errors import ChainUnavailable, ConfigError, ContractReverted, SterlingError
 from marketplace.model_market import ModelMarketClient
 from oracle.dispatcher import Dispatcher
@@ -75,13 +70,13 @@ from oracle.index_db import IndexDatabase, default_url
 from oracle.indexer import Indexer, IndexerChainMismatch
 from sterling.compose import Composition, Network, Service, ServiceNotHealthy, rpc_url_of, wait_polling
 from sterling.gateway import GatewayServices, create_app
+from sterling.inference_service import redeem_periodically
 from sterling.localnet import (
     LocalCore,
     LocalNet,
     LocalSetup,
     grant_roles,
     mint_test_token,
-    remote_core,
     start_competitions,
     start_enclaves,
     start_serving,
@@ -289,13 +284,13 @@ def _start_thread(stack: ExitStack, name: str, target: Callable[[threading.Event
     stack.callback(halt)
 
 
-def _prepare_index(index: IndexDatabase, core: LocalCore, *, fresh: bool, confirmations: int) -> Indexer:
-    """An indexer of ``core``'s deployment into ``index``, emptied first when the contracts are
-    ``fresh`` or the index is another chain's."""
-    competitions = CompetitionMarketClient(core.chain, core.deployment.competitions) if core.deployment.competitions else None
+def _prepare_index(index: IndexDatabase, chain: Chain, deployment: Deployment, *, fresh: bool, confirmations: int) -> Indexer:
+    """An indexer of ``deployment`` into ``index``, emptied first when the contracts are ``fresh``
+    or the index is another chain's."""
+    competitions = CompetitionMarketClient(chain, deployment.competitions) if deployment.competitions else None
     indexer = Indexer(
-        index, market=core.market, registry=core.registry, start_block=core.deployment.block, confirmations=confirmations,
-        competitions=competitions,
+        index, market=MarketClient(chain, deployment.market), registry=RegistryClient(chain, deployment.registry),
+        start_block=deployment.block, confirmations=confirmations, competitions=competitions,
     )  # fmt: skip
     if fresh:
         index.reset()
@@ -333,7 +328,7 @@ def _compose_in_process(
     if recovered:
         given_back = sum(r.released for r in recovered)
         note("recovered", f"{given_back} job(s) of the previous trainer given back, {len(recovered) - given_back} left to lapse")
-    indexer = _prepare_index(index, net, fresh=fresh, confirmations=confirmations)
+    indexer = _prepare_index(index, chain, deployment, fresh=fresh, confirmations=confirmations)
     _start_thread(stack, "sterling-indexer", lambda stop: indexer.run(stop, interval=up.indexer_interval))
     dispatcher = Dispatcher(net.market, net.workers, from_block=deployment.block, cursor_path=state_dir / "dispatcher.json")
     _start_thread(stack, "sterling-dispatcher", lambda stop: dispatcher.run(stop, interval=up.dispatcher_interval))
@@ -343,11 +338,10 @@ def _compose_in_process(
 def _compose_processes(
     settings: SterlingSettings, chain: Chain, deployment: Deployment, accounts: LocalAccounts, index: IndexDatabase, *,
     fresh: bool, rpc_url: str, stack: ExitStack, note: StageFn,
-) -> tuple[LocalCore, list[Service]]:  # fmt: skip
-    """A node's composition: the key manager (with its model and competition sides), one ``sterling
-    worker`` per operator and the indexer as child processes (the workers not waited for yet:
-    :func:`_wait_workers`). Returns what this process (the gateway, serving and evaluation) needs:
-    the chain side, with the key manager the child's client."""
+) -> Composition:  # fmt: skip
+    """A node's back end as child processes: the key manager (its trainer, model and competition
+    sides), one ``sterling worker`` per operator and the indexer (the workers not waited for yet:
+    :func:`_wait_workers`). Governance's part is done first, as before services start on other machines."""
     up, state_dir, confirmations = settings.up, settings.state_dir.resolve(), settings.chain_network.confirmations
     key_manager_port = free_port()
     key_manager_url = f"http://127.0.0.1:{key_manager_port}"
@@ -356,9 +350,8 @@ def _compose_processes(
     )
     SimPlatform.load_or_create(network.platform_key)  # before the children read it
     blob_folder = state_dir / "blobs"
-    blob_folder.mkdir(parents=True, exist_ok=True)  # the workers and the key manager refuse a missing folder
-    setup = _setup(settings, chain, deployment, accounts)
-    grant_roles(setup, measure())  # before any child registers an enclave
+    blob_folder.mkdir(parents=True, exist_ok=True)  # the services refuse a missing folder
+    grant_roles(_setup(settings, chain, deployment, accounts), measure(), roles=tuple(Role))  # before any child registers an enclave
     composition = Composition(network, state_dir / SERVICES_FOLDER, tied=True)
     stack.callback(composition.close)
     # The workers start first: importing torch and launching their enclaves takes longest, and they
@@ -375,16 +368,14 @@ def _compose_processes(
         healthy=False,
     )  # fmt: skip
     key_manager.wait_healthy("/health", timeout=KEY_MANAGER_WAIT_SECONDS)
-    core = remote_core(setup, RemoteKeyManager(key_manager_url), measure())
-    stack.callback(core.close)
-    _prepare_index(index, core, fresh=fresh, confirmations=confirmations)
+    _prepare_index(index, chain, deployment, fresh=fresh, confirmations=confirmations)
     composition.indexer(settings.database_url or default_url(state_dir), interval=up.indexer_interval, confirmations=confirmations)
     note(
         "services",
         f"the key manager, {len(composition.services) - 2} worker(s) and the indexer as child processes "
         f"(key manager at {key_manager_url}); their logs: {composition.folder}/*.log",
     )
-    return core, composition.services
+    return composition
 
 
 def _wait_workers(children: list[Service], note: StageFn) -> None:
@@ -404,16 +395,6 @@ def _wait_workers(children: list[Service], note: StageFn) -> None:
         note("recovered", f"{given_back} job(s) of the previous trainers given back, {lapsing} left to lapse")
 
 
-def _watch(children: list[Service], server: _Server, died: list[Service], stop: threading.Event) -> None:
-    """Stop the gateway when a child exits while it serves (``run_up`` then says which one)."""
-    while not stop.wait(CHILD_POLL_SECONDS):
-        gone = [c for c in children if not c.alive()]
-        if gone and not server.should_exit:  # not a Ctrl-C at the terminal, which stops the children too
-            died.extend(gone)
-            server.handle_exit(signal.SIGTERM, None)
-            return
-
-
 def _gateway_services(
     core: LocalCore, index: IndexDatabase, *, status: JobStatusBoard | None, dev_accounts: tuple[LocalAccount, ...],
     index_version: Callable[[], tuple[int, int] | None] | None,
@@ -429,17 +410,111 @@ def _gateway_services(
     )  # fmt: skip
 
 
-def redeem_periodically(inference: InferenceService, stop: threading.Event, *, interval: float) -> None:
-    """Redeem the latest voucher of every channel served, every ``interval`` seconds and once more on stop."""
-    while True:
-        stopping = stop.wait(interval)
-        try:
-            for redemption in inference.redeem():
-                logger.info("redeemed %d queries of model %d by %s", redemption.queries, redemption.model_id, redemption.client)
-        except Exception as e:  # a node hiccup: try again next round
-            logger.warning("redeeming vouchers failed: %s: %s", type(e).__name__, e)
-        if stopping:
-            return
+def _serve_in_process(
+    settings: SterlingSettings, chain: Chain, deployment: Deployment, accounts: LocalAccounts, index: IndexDatabase, *,
+    fresh: bool, stack: ExitStack, note: StageFn, on_ready: Callable[[str], None],
+) -> None:  # fmt: skip
+    """The embedded chain: everything in this process, the gateway under uvicorn until Ctrl-C or SIGTERM."""
+    up, gateway = settings.up, settings.gateway
+    state_dir = settings.state_dir.resolve()
+    net, indexer = _compose_in_process(settings, chain, deployment, accounts, index, fresh=fresh, stack=stack, note=note)
+    services = _gateway_services(net, index, status=net.worker.status, dev_accounts=accounts.dev, index_version=lambda: indexer.version)
+    if up.serving and deployment.model_market is not None:
+        serving = start_serving(net, state_dir, operator=accounts.operator, threads=up.inference_threads)
+        stack.callback(serving.close)
+        services = dataclasses.replace(
+            services, model_market=serving.model_market, model_keys=serving.model_keys, inference=serving.inference
+        )
+        inference, every = serving.inference, up.redeem_interval
+        _start_thread(stack, "sterling-redeemer", lambda stop: redeem_periodically(inference, stop, interval=every))
+        note("serving", f"inference enclave {serving.inference.signer} serves model market {serving.model_market.address}")
+    if up.competitions and deployment.competitions is not None:
+        contest = start_competitions(net, operator=accounts.operator)
+        stack.callback(contest.close)
+        services = dataclasses.replace(services, competitions=contest.competitions, competition_keys=contest.keys)
+        evaluator, interval = contest.evaluator, up.evaluator_interval
+        _start_thread(stack, "sterling-evaluator", lambda stop: evaluator.serve(stop, interval=interval))
+        note("competitions", f"evaluator enclave {evaluator.signer} scores competition market {contest.competitions.address}")
+    app = create_app(gateway, services=services)
+    server = _Server(
+        uvicorn.Config(
+            app, host=gateway.host, port=gateway.port, log_level="warning", lifespan="off",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        ),
+        on_exit=app.state.feed.close,
+    )  # fmt: skip
+    url = gateway.url
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            on_ready(url)
+
+    threading.Thread(target=announce, name="sterling-announce", daemon=True).start()
+    # Everything built so far (contracts' ABIs, the app, torch, web3) lives as long as the
+    # process: out of the collector's sight, a full collection no longer walks it and stalls
+    # every request for a few hundred milliseconds (measured: p99 of 32 inference clients).
+    gc.collect()
+    gc.freeze()
+    with suppress(KeyboardInterrupt):
+        server.run()
+    note("stopping", "gateway stopped; stopping workers, indexer, enclaves and chain")
+
+
+def _serve_processes(
+    settings: SterlingSettings, chain: Chain, deployment: Deployment, accounts: LocalAccounts, index: IndexDatabase, *,
+    fresh: bool, rpc_url: str, stack: ExitStack, note: StageFn, on_ready: Callable[[str], None],
+) -> None:  # fmt: skip
+    """A node: every service a child process (:func:`_compose_processes`, then serving, evaluation
+    and the gateway), watched until Ctrl-C or SIGTERM, or until one of them exits."""
+    up, gateway = settings.up, settings.gateway
+    state_dir = settings.state_dir.resolve()
+    composition = _compose_processes(settings, chain, deployment, accounts, index, fresh=fresh, rpc_url=rpc_url, stack=stack, note=note)
+    key_manager, blob_folder = composition.service("keymanager"), state_dir / "blobs"
+    inference = evaluator = None
+    if up.serving and deployment.model_market is not None:
+        inference = composition.inference(
+            accounts.operator, key_manager, blob_folder, threads=up.inference_threads, redeem_interval=up.redeem_interval,
+            key_manager_wait=KEY_MANAGER_WAIT_SECONDS, healthy=False,
+        )  # fmt: skip
+    if up.competitions and deployment.competitions is not None:
+        evaluator = composition.evaluator(
+            accounts.operator, key_manager, blob_folder, interval=up.evaluator_interval, key_manager_wait=KEY_MANAGER_WAIT_SECONDS,
+            healthy=False,
+        )  # fmt: skip
+    _wait_workers(composition.services, note)
+    if inference is not None:  # the gateway reads its signer when it starts
+        health = inference.wait_healthy("/health")
+        note("serving", f"inference enclave {health['signer']} serves model market {deployment.model_market}")
+    if evaluator is not None:
+        health = evaluator.wait_healthy("/health")
+        note("competitions", f"evaluator enclave {health['signer']} scores competition market {deployment.competitions}")
+    composition.gateway(
+        settings.database_url or default_url(state_dir), blob_folder, key_manager=key_manager, inference=inference,
+        status=state_dir / "status", dev_accounts=accounts.dev, attestation_formats={accounts.verifier.address: "sim"},
+        host=gateway.host, port=gateway.port, settings=gateway_environment(gateway),
+    )  # fmt: skip
+    on_ready(gateway.url)
+    died: list[Service] = []
+    with suppress(KeyboardInterrupt):
+        while not (died := [c for c in composition.services if not c.alive()]):
+            time.sleep(CHILD_POLL_SECONDS)
+    if died:
+        first = died[0]
+        raise ServiceNotHealthy(
+            f"{first.name} exited with {first.process.returncode} (log {first.log}); stopped everything:\n{first.tail()}"
+        )
+    note("stopping", "stopping the gateway, serving, evaluation, workers, indexer, key manager and chain")
+
+
+def gateway_environment(gateway: GatewaySettings) -> dict[str, str]:
+    """``gateway``'s settings as the ``STERLING_GATEWAY_*`` variables a ``sterling gateway`` child reads (as configured here)."""
+    environment = {}
+    for name, value in gateway.model_dump(mode="json").items():
+        if value is not None:
+            environment[f"STERLING_GATEWAY_{name.upper()}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return environment
 
 
 def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: StageFn | None = None) -> None:
@@ -455,8 +530,10 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
         >>> run_up(get_settings(network="embedded"), on_ready=print)  # doctest: +SKIP
     """
     note = say or (lambda stage, detail: None)
-    up, gateway = settings.up, settings.gateway
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    up = settings.up
+    # Ctrl-C and SIGTERM stop it, even started where SIGINT is ignored (a background job of a
+    # script): on a node nothing else (uvicorn, in process) would install a handler.
+    previous = {number: signal.signal(number, _raise_interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
     state_dir = settings.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -479,71 +556,15 @@ def run_up(settings: SterlingSettings, *, on_ready: Callable[[str], None], say: 
             index.create_schema()
             stack.callback(index.close)
             rpc_url = rpc_url_of(chain)
-            children: list[Service] = []
             if rpc_url is None:  # the embedded chain: nothing another process could reach
-                net, indexer = _compose_in_process(settings, chain, deployment, accounts, index, fresh=fresh, stack=stack, note=note)
-                core: LocalCore = net
-                status, index_version = net.worker.status, (lambda: indexer.version)
+                _serve_in_process(settings, chain, deployment, accounts, index, fresh=fresh, stack=stack, note=note, on_ready=on_ready)
             else:
-                core, children = _compose_processes(
-                    settings, chain, deployment, accounts, index, fresh=fresh, rpc_url=rpc_url, stack=stack, note=note
-                )
-                # the workers write their progress there; the gateway reads the index's version from the database
-                status, index_version = JobStatusBoard(state_dir / "status"), None
-            services = _gateway_services(core, index, status=status, dev_accounts=accounts.dev, index_version=index_version)
-            if up.serving and deployment.model_market is not None:
-                serving = start_serving(core, state_dir, operator=accounts.operator, threads=up.inference_threads)
-                stack.callback(serving.close)
-                services = dataclasses.replace(
-                    services, model_market=serving.model_market, model_keys=serving.model_keys, inference=serving.inference
-                )
-                inference, every = serving.inference, up.redeem_interval
-                _start_thread(stack, "sterling-redeemer", lambda stop: redeem_periodically(inference, stop, interval=every))
-                note("serving", f"inference enclave {serving.inference.signer} serves model market {serving.model_market.address}")
-            if up.competitions and deployment.competitions is not None:
-                contest = start_competitions(core, operator=accounts.operator)
-                stack.callback(contest.close)
-                services = dataclasses.replace(services, competitions=contest.competitions, competition_keys=contest.keys)
-                evaluator, interval = contest.evaluator, up.evaluator_interval
-                _start_thread(stack, "sterling-evaluator", lambda stop: evaluator.serve(stop, interval=interval))
-                note("competitions", f"evaluator enclave {evaluator.signer} scores competition market {contest.competitions.address}")
-            if children:
-                _wait_workers(children, note)
-            app = create_app(gateway, services=services)
-            server = _Server(
-                uvicorn.Config(
-                    app, host=gateway.host, port=gateway.port, log_level="warning", lifespan="off",
-                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-                ),
-                on_exit=app.state.feed.close,
-            )  # fmt: skip
-            url = gateway.url
-            died: list[Service] = []
-            if children:
-                _start_thread(stack, "sterling-watchdog", lambda stop: _watch(children, server, died, stop))
-
-            def announce() -> None:
-                while not server.started and not server.should_exit:
-                    time.sleep(0.05)
-                if server.started:
-                    on_ready(url)
-
-            threading.Thread(target=announce, name="sterling-announce", daemon=True).start()
-            # Everything built so far (contracts' ABIs, the app, torch, web3) lives as long as the
-            # process: out of the collector's sight, a full collection no longer walks it and stalls
-            # every request for a few hundred milliseconds (measured: p99 of 32 inference clients).
-            gc.collect()
-            gc.freeze()
-            with suppress(KeyboardInterrupt):
-                server.run()
-            if died:
-                first = died[0]
-                raise ServiceNotHealthy(
-                    f"{first.name} exited with {first.process.returncode} (log {first.log}); stopped everything:\n{first.tail()}"
-                )
-            note("stopping", "gateway stopped; stopping workers, indexer, enclaves and chain")
+                _serve_processes(
+                    settings, chain, deployment, accounts, index, fresh=fresh, rpc_url=rpc_url, stack=stack, note=note, on_ready=on_ready
+                )  # fmt: skip
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 class UpFailed(SterlingError):

@@ -203,7 +203,7 @@ def test_sterling_up_runs_its_key_manager_indexer_and_workers_as_child_processes
     state_dir, log = tmp_path / "state", tmp_path / "up.log"
     with spawned(state_dir, log=log, start_timeout=START_TIMEOUT, stop_timeout=STOP_TIMEOUT) as (url, process):
         services = services_of(process.pid)
-        assert sorted(services.values()) == ["indexer", "keymanager", "worker", "worker"], children(process.pid)
+        assert sorted(services.values()) == ["gateway", "indexer", "keymanager", "worker", "worker"], children(process.pid)
         enclaves = [pid for service in services for pid in children(service)]  # the trainer and key-manager enclaves
         assert len(enclaves) == 3
         # Secrets reach the children in key files only readable by their owner, never on a command line.
@@ -214,7 +214,8 @@ def test_sterling_up_runs_its_key_manager_indexer_and_workers_as_child_processes
             assert not any(secret.removeprefix("0x") in command for secret in secrets)
         for key_file in ("worker-1/operator.key", "worker-2/operator.key", "keymanager/operator.key", "keymanager/verifier.key"):
             assert (state_dir / "services" / key_file).stat().st_mode & 0o777 == 0o600
-        for name in ("worker-1", "worker-2", "keymanager"):
+        assert (state_dir / "services" / "gateway" / "dev-accounts.json").stat().st_mode & 0o777 == 0o600
+        for name in ("worker-1", "worker-2", "keymanager", "gateway"):
             assert (state_dir / "services" / f"{name}.log").is_file()
         # The key manager's service serves all three sides: the workers' keys, models and competitions.
         (km_url,) = re.findall(r"key manager at (http://127\.0\.0\.1:\d+)", log.read_text().replace("\n", ""))
@@ -278,7 +279,7 @@ def test_a_child_that_dies_stops_sterling_up_and_children_die_with_a_killed_ster
     with pytest.raises(UpFailed), spawned(state_dir, log=log, start_timeout=START_TIMEOUT, stop_timeout=STOP_TIMEOUT) as (_, process):
         everything = children(process.pid)
         services = services_of(process.pid)
-        assert sorted(services.values()) == ["indexer", "keymanager", "worker"]
+        assert sorted(services.values()) == ["gateway", "indexer", "keymanager", "worker"]
         process.kill()
         process.wait()
     try:
