@@ -255,6 +255,14 @@ def gateway(
     inference: Annotated[
         str | None, typer.Option("--inference", help="URL of the `sterling inference` service POST /api/inference is relayed to")
     ] = None,
+    serve_models: Annotated[
+        bool,
+        typer.Option(
+            "--serve-models",
+            help="host an inference enclave in this process (no hop to a `sterling inference`): its settings as that "
+            "command's, from STERLING_INFERENCE_* (operator key, platform key, state folder), its key manager --key-manager",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log requests' failures and the service's steps")] = False,
 ) -> None:
     """Serve the API and the UI from the shared index (another process runs `sterling indexer`) until SIGTERM or Ctrl-C."""
@@ -274,16 +282,24 @@ def gateway(
                 f"{pair!r} is not VERIFIER=FORMAT (an address, then sim or aws-nitro)", param_hint="--attestation-format"
             )
         formats[verifier] = evidence
+    if serve_models and (inference is not None or key_manager is None):
+        raise typer.BadParameter("give --key-manager (the models' keys), and not --inference too", param_hint="--serve-models")
     try:
         view = ChainView.connect(rpc_url, deployment)
         accounts = read_dev_accounts(dev_accounts_file) if dev_accounts_file is not None else ()
+        models = None
+        if serve_models:
+            from sterling.inference_service import get_settings as inference_settings
+
+            models = inference_settings(key_manager=key_manager, blobs=str(blobs))
+            models.operator()  # a missing or malformed key stops here
+        run_gateway(
+            view, database_url, blobs, host=host, port=port, stop=stop, key_manager_url=key_manager, status_dir=status_dir,
+            dev_accounts=accounts, attestation_formats=formats, inference_url=inference, serve_models=models,
+        )  # fmt: skip
     except SterlingError as e:
         console.print(f"[red]{type(e).__name__}:[/red] {e}", highlight=False)
         raise typer.Exit(1) from e
-    run_gateway(
-        view, database_url, blobs, host=host, port=port, stop=stop, key_manager_url=key_manager, status_dir=status_dir,
-        dev_accounts=accounts, attestation_formats=formats, inference_url=inference,
-    )  # fmt: skip
 
 
 @app.command()

@@ -353,6 +353,9 @@ class Composition:
         host: str = "127.0.0.1",
         port: int | None = None,
         settings: Mapping[str, str] | None = None,
+        models_operator: LocalAccount | None = None,
+        models_threads: int | None = 1,
+        redeem_interval: float = 30.0,
         name: str = "gateway",
         healthy: bool = True,
     ) -> Service:
@@ -361,15 +364,27 @@ class Composition:
         ``key_manager``, ``inference``: the services it relays to; ``status``: the workers' job
         status board; ``dev_accounts``: offered to the UI on a local chain (in a key file, mode
         0600); ``attestation_formats``: verifier → evidence format; ``settings``: more
-        ``STERLING_GATEWAY_*`` variables (its limits, as ``sterling up`` was configured).
+        ``STERLING_GATEWAY_*`` variables (its limits, as ``sterling up`` was configured);
+        ``models_operator``: host an inference enclave for this operator in the gateway's process
+        (``--serve-models``, with ``models_threads`` torch threads, redeeming every ``redeem_interval`` s).
         """
         port = port or free_port()
         blobs.mkdir(parents=True, exist_ok=True)
         args = ["gateway", *self.network.chain_args(), "--blobs", str(blobs), "--host", host, "--port", str(port)]
+        env = {**(settings or {})}
         if key_manager is not None and key_manager.url is not None:
             args += ["--key-manager", key_manager.url]
         if inference is not None and inference.url is not None:
             args += ["--inference", inference.url]
+        if models_operator is not None:
+            args.append("--serve-models")
+            models = self.folder / name / "inference"
+            env |= {
+                "STERLING_INFERENCE_PLATFORM_KEY": str(self.network.platform_key), "STERLING_INFERENCE_STATE_DIR": str(models),
+                "STERLING_INFERENCE_OPERATOR_KEY_FILE": str(write_key(models / "operator.key", models_operator)),
+                "STERLING_INFERENCE_REDEEM_INTERVAL": str(redeem_interval),
+                **({"STERLING_INFERENCE_THREADS": str(models_threads)} if models_threads is not None else {}),
+            }  # fmt: skip
         if status is not None:
             args += ["--status-dir", str(status)]
         if dev_accounts:
@@ -377,7 +392,7 @@ class Composition:
         for verifier, evidence in (attestation_formats or {}).items():
             args += ["--attestation-format", f"{verifier}={evidence}"]
         url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        service = self.spawn(name, args, url=f"http://{url_host}:{port}", env={**(settings or {}), DATABASE_URL_ENV: database_url})
+        service = self.spawn(name, args, url=f"http://{url_host}:{port}", env={**env, DATABASE_URL_ENV: database_url})
         if healthy:
             service.wait_healthy("/api/health")
         return service

@@ -312,6 +312,29 @@ def redeem_periodically(inference: InferenceService, stop: threading.Event, *, i
             return
 
 
+@contextmanager
+def serving(view: ChainView, settings: InferenceSettings, *, stop: threading.Event) -> Iterator[InferenceNode]:
+    """:func:`started_node`, redeeming its vouchers every ``settings.redeem_interval`` seconds; on
+    exit the host answers what is queued, then redeems once more (every voucher served), then stops.
+
+    Raises:
+        as :func:`started_node`.
+    """
+    with started_node(view, settings, stop=stop) as node:
+        redeemed = threading.Event()  # set once nothing more is served: the last redemption then sees every voucher
+        redeemer = threading.Thread(
+            target=redeem_periodically, args=(node.service, redeemed), kwargs={"interval": settings.redeem_interval},
+            name="sterling-inference-redeemer", daemon=True,
+        )  # fmt: skip
+        redeemer.start()
+        try:
+            yield node
+        finally:
+            node.service.close()  # the queued requests are answered, their vouchers recorded
+            redeemed.set()
+            redeemer.join()
+
+
 def run_inference(view: ChainView, settings: InferenceSettings, *, stop: threading.Event) -> None:
     """Serve the model market from an inference enclave on ``settings.host:port`` until ``stop``,
     redeeming its vouchers every ``settings.redeem_interval`` seconds and once more when it stops.
@@ -320,29 +343,18 @@ def run_inference(view: ChainView, settings: InferenceSettings, *, stop: threadi
         ConfigError, AttestationRejected, ServiceUnreachable, NotServed: as :func:`started_node`;
             nothing is served then.
     """
-    with started_node(view, settings, stop=stop) as node:
+    with serving(view, settings, stop=stop) as node:
         app = create_app(node)
         server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"))
-        redeemed = threading.Event()  # set once nothing more is served: the last redemption then sees every voucher
-        redeemer = threading.Thread(
-            target=redeem_periodically, args=(node.service, redeemed), kwargs={"interval": settings.redeem_interval},
-            name="sterling-inference-redeemer", daemon=True,
-        )  # fmt: skip
 
         def exit_on_stop() -> None:
             stop.wait()
             server.should_exit = True
 
         threading.Thread(target=exit_on_stop, name="sterling-inference-stop", daemon=True).start()
-        redeemer.start()
         logger.info(
             "serving model market %s from inference enclave %s on http://%s:%d",
             node.model_market.address, node.service.signer, settings.host, settings.port,
         )  # fmt: skip
-        try:
-            server.run()
-        finally:
-            node.service.close()  # the queued requests are answered, their vouchers recorded
-            redeemed.set()
-            redeemer.join()
-        logger.info("inference enclave %s stopped", node.service.signer)
+        server.run()
+    logger.info("inference enclave %s stopped", node.service.signer)

@@ -42,6 +42,7 @@ from oracle.indexer import IndexedRange, Indexer
 
 if TYPE_CHECKING:
     from enclave_worker.remote_keys import RemoteCompetitionKeys, RemoteModelKeys
+    from sterling.inference_service import InferenceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ def run_gateway(
     dev_accounts: tuple[LocalAccount, ...] = (),
     attestation_formats: Mapping[str, str] | None = None,
     inference_url: str | None = None,
+    serve_models: InferenceSettings | None = None,
 ) -> None:
     """Serve the API and the UI from the index at ``database_url`` until ``stop``; another process indexes.
 
@@ -217,9 +219,12 @@ def run_gateway(
         attestation_formats: verifier address → the evidence format it checks, shown with the workers.
         inference_url: a ``sterling inference`` service ``POST /api/inference`` is relayed to
             (``None``: the route answers 404).
+        serve_models: host an inference enclave in this process instead (``sterling inference``'s
+            settings; its keys from its ``key_manager``): no hop between the gateway and the host,
+            which on one machine roughly halves what a query costs (docs/operations.md).
     """
     from enclave_worker.remote import RemoteKeyManager
-    from enclave_worker.remote_inference import RemoteInference
+    from enclave_worker.remote_inference import InferenceHost, RemoteInference
     from sterling.gateway import GatewayServices, create_app, get_settings
 
     with ExitStack() as clients:
@@ -229,7 +234,13 @@ def run_gateway(
         if key_manager_url:
             key_manager = clients.enter_context(RemoteKeyManager(key_manager_url))
             model_keys, competition_keys = _key_manager_sides(view, key_manager_url, clients)
-        inference = clients.enter_context(RemoteInference(inference_url)) if inference_url else None
+        inference: InferenceHost | None = None
+        if serve_models is not None:
+            from sterling.inference_service import serving
+
+            inference = clients.enter_context(serving(view, serve_models, stop=stop)).service
+        elif inference_url:
+            inference = clients.enter_context(RemoteInference(inference_url))
         services = GatewayServices(
             chain=view.chain, market=view.market, registry=view.registry, blobs=BlobStore(blobs), index=index,
             deployment_block=view.deployment.block, model_market=view.model_market(), competitions=view.competitions(),

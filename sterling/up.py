@@ -472,29 +472,29 @@ def _serve_processes(
     state_dir = settings.state_dir.resolve()
     composition = _compose_processes(settings, chain, deployment, accounts, index, fresh=fresh, rpc_url=rpc_url, stack=stack, note=note)
     key_manager, blob_folder = composition.service("keymanager"), state_dir / "blobs"
-    inference = evaluator = None
-    if up.serving and deployment.model_market is not None:
-        inference = composition.inference(
-            accounts.operator, key_manager, blob_folder, threads=up.inference_threads, redeem_interval=up.redeem_interval,
-            key_manager_wait=KEY_MANAGER_WAIT_SECONDS, healthy=False,
-        )  # fmt: skip
+    # The inference enclave lives in the gateway's process, as on one machine a hop between the two
+    # would cost each query about as much again (docs/operations.md); `sterling inference` is for another machine.
+    serving = up.serving and deployment.model_market is not None
+    served = composition.gateway(
+        settings.database_url or default_url(state_dir), blob_folder, key_manager=key_manager,
+        status=state_dir / "status", dev_accounts=accounts.dev, attestation_formats={accounts.verifier.address: "sim"},
+        host=gateway.host, port=gateway.port, settings=gateway_environment(gateway),
+        models_operator=accounts.operator if serving else None, models_threads=up.inference_threads,
+        redeem_interval=up.redeem_interval, healthy=False,
+    )  # fmt: skip
+    evaluator = None
     if up.competitions and deployment.competitions is not None:
         evaluator = composition.evaluator(
             accounts.operator, key_manager, blob_folder, interval=up.evaluator_interval, key_manager_wait=KEY_MANAGER_WAIT_SECONDS,
             healthy=False,
         )  # fmt: skip
     _wait_workers(composition.services, note)
-    if inference is not None:  # the gateway reads its signer when it starts
-        health = inference.wait_healthy("/health")
-        note("serving", f"inference enclave {health['signer']} serves model market {deployment.model_market}")
     if evaluator is not None:
         health = evaluator.wait_healthy("/health")
         note("competitions", f"evaluator enclave {health['signer']} scores competition market {deployment.competitions}")
-    composition.gateway(
-        settings.database_url or default_url(state_dir), blob_folder, key_manager=key_manager, inference=inference,
-        status=state_dir / "status", dev_accounts=accounts.dev, attestation_formats={accounts.verifier.address: "sim"},
-        host=gateway.host, port=gateway.port, settings=gateway_environment(gateway),
-    )  # fmt: skip
+    served.wait_healthy("/api/health")
+    if serving:
+        note("serving", f"an inference enclave in the gateway's process serves model market {deployment.model_market}")
     on_ready(gateway.url)
     died: list[Service] = []
     with suppress(KeyboardInterrupt):

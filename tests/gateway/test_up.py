@@ -61,7 +61,12 @@ def wait_until(fetch: Any, *, timeout: float = 120) -> Any:
 @pytest.mark.anvil
 def test_sterling_up_serves_stops_and_resumes_with_its_state(tmp_path: Path) -> None:
     state_dir, log = tmp_path / "state", tmp_path / "up.log"
-    with sterling_up(state_dir, log) as (client, _):
+    with sterling_up(state_dir, log) as (client, process):
+        # Every service a child; the inference enclave lives in the gateway's process (no hop per query).
+        services = services_of(process.pid)
+        assert sorted(services.values()) == ["evaluator", "gateway", "indexer", "keymanager", "worker"], children(process.pid)
+        (gateway,) = [pid for pid, command in services.items() if command == "gateway"]
+        assert [c for c in children(gateway).values() if "enclave_worker.trusted.main" in c and "inference" in c], children(gateway)
         config = client.get("/api/config").json()
         assert config["chain_id"] == ANVIL_CHAIN_ID and config["chain_kind"] == "anvil" and config["rpc_path"] == "/api/rpc"
         assert config["key_manager"]["active"] and len(config["dev_accounts"]) >= 2
