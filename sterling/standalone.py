@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +193,25 @@ def run_indexer(
         index.close()
 
 
+GRACEFUL_SHUTDOWN_SECONDS = 3
+"""Seconds a stopping gateway waits for requests in flight (its event streams are ended first)."""
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, ending the gateway's event streams as soon as shutdown begins.
+
+    Otherwise an open browser tab would hold the graceful shutdown until its timeout.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+
 def run_gateway(
     view: ChainView,
     database_url: str,
@@ -249,11 +268,16 @@ def run_gateway(
             attestation_formats=MappingProxyType(dict(attestation_formats or {})), inference=inference,
         )  # fmt: skip
         app = create_app(get_settings(host=host, port=port), services=services)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        server = GatewayServer(
+            uvicorn.Config(
+                app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS
+            ),
+            on_exit=app.state.feed.close,
+        )
 
         def exit_on_stop() -> None:
             stop.wait()
-            server.should_exit = True
+            server.handle_exit(signal.SIGTERM, None)
 
         threading.Thread(target=exit_on_stop, name="sterling-gateway-stop", daemon=True).start()
         # As in ``sterling up``: what is built by now lives as long as the process; out of the

@@ -81,6 +81,7 @@ from sterling.localnet import (
     start_enclaves,
     start_serving,
 )
+from sterling.standalone import GRACEFUL_SHUTDOWN_SECONDS, GatewayServer
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,6 @@ ANVIL_STATE_INTERVAL_SECONDS = 5
 TRAINER_NICENESS = 10
 """The trainer enclave runs at a lower priority than the gateway it shares the machine with."""
 THREAD_JOIN_SECONDS = 10.0
-GRACEFUL_SHUTDOWN_SECONDS = 3
 SERVICES_FOLDER = "services"
 """Where, in the state directory, the child processes keep their logs (``<name>.log``) and the workers their state."""
 CHILD_POLL_SECONDS = 0.5
@@ -249,21 +249,6 @@ def ensure_deployment(chain: Chain, governance: LocalAccount, path: Path, *, pay
     deployment = deploy(chain, governance, payment_token=payment_token)
     deployment.save(path)
     return deployment, True
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server, ending the gateway's event streams as soon as shutdown begins.
-
-    Otherwise an open browser tab would hold the graceful shutdown until its timeout.
-    """
-
-    def __init__(self, config: uvicorn.Config, *, on_exit: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_exit = on_exit
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self._on_exit()
-        super().handle_exit(sig, frame)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -436,7 +421,7 @@ def _serve_in_process(
         _start_thread(stack, "sterling-evaluator", lambda stop: evaluator.serve(stop, interval=interval))
         note("competitions", f"evaluator enclave {evaluator.signer} scores competition market {contest.competitions.address}")
     app = create_app(gateway, services=services)
-    server = _Server(
+    server = GatewayServer(
         uvicorn.Config(
             app, host=gateway.host, port=gateway.port, log_level="warning", lifespan="off",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
