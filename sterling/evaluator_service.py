@@ -35,17 +35,12 @@ from enclave_worker.remote import RemoteVerifier
 from enclave_worker.remote_keys import RemoteCompetitionKeys
 from enclave_worker.sim_platform import SimPlatform
 from enclave_worker.trusted.onchain import Role, Split
-from marketplace.contracts import RegistryClient
-from marketplace.errors import AttestationRejected, ConfigError
+from marketplace.errors import ConfigError
 from sterling.localnet import attest_and_register
-from sterling.standalone import ChainView
+from sterling.standalone import ChainView, check_approved
 from sterling.worker_service import STALE_AFTER_POLLS, connect_key_manager, open_blobs, serve_health, stalled
 
 logger = logging.getLogger(__name__)
-
-
-class MeasurementNotApproved(AttestationRejected):
-    """Governance has not approved this checkout's enclave measurement for the role a service runs."""
 
 
 @dataclass(frozen=True)
@@ -96,20 +91,6 @@ class EvaluatorHealth:
     def serve(self, host: str, port: int) -> ThreadingHTTPServer:
         """Answer ``GET /health`` on ``host:port`` from a daemon thread; the caller shuts the server down."""
         return serve_health(self.report, host, port, name="sterling-evaluator-health")
-
-
-def check_approved(registry: RegistryClient, role: Role, measurement: bytes) -> None:
-    """Refuse ``measurement`` unless governance approved it for ``role`` (an enclave of it could not register).
-
-    Raises:
-        MeasurementNotApproved: it is not approved; the message names the role and the measurement.
-    """
-    if not registry.is_measurement_approved(role, measurement):
-        name = role.name.lower().replace("_", "-")
-        raise MeasurementNotApproved(
-            f"governance has not approved the enclave measurement {measurement.hex()} for the {name} role in registry "
-            f"{registry.address}: approve it for the {name} role (EnclaveRegistry.approveMeasurement) before starting the {name}"
-        )
 
 
 def run_evaluator(view: ChainView, operator: LocalAccount, options: EvaluatorOptions, *, stop: threading.Event) -> None:

@@ -65,10 +65,10 @@ from enclave_worker.sim_platform import SimPlatform
 from enclave_worker.trusted.errors import EnvelopeMalformed
 from enclave_worker.trusted.inference import MAX_ENVELOPE_BYTES
 from enclave_worker.trusted.onchain import Role
-from marketplace.errors import AttestationRejected, ConfigError, SterlingError
+from marketplace.errors import ConfigError, SterlingError
 from marketplace.model_market import ModelMarketClient
 from sterling.localnet import attest_and_register
-from sterling.standalone import ChainView, service_account
+from sterling.standalone import ChainView, check_approved, service_account
 from sterling.worker_service import connect_key_manager, open_blobs
 
 logger = logging.getLogger(__name__)
@@ -267,12 +267,7 @@ def started_node(view: ChainView, settings: InferenceSettings, *, stop: threadin
             f"no platform key at {settings.platform_key}: a development inference host needs the sim platform key the verifier "
             "trusts (sim-platform.pem in the state folder of `sterling up` or `sterling keymanager`)"
         )
-    measurement = measure()
-    if not view.registry.is_measurement_approved(Role.INFERENCE, measurement):
-        raise AttestationRejected(
-            f"measurement {measurement.hex()} is not approved for role inference in registry {view.registry.address}: "
-            "governance approves it (EnclaveRegistry.approveMeasurement) before an inference host of this code can start"
-        )
+    check_approved(view.registry, Role.INFERENCE, measure())
     state = settings.state_dir
     state.mkdir(parents=True, exist_ok=True)
     blobs = open_blobs(settings.blobs, state / "blob-cache")

@@ -262,8 +262,7 @@ def start_enclaves(
     (every start launches fresh enclaves, which register their new keys).
     """
     note = say or (lambda stage, detail: None)
-    core, trainer_enclave = _start_core(setup, say=say, trainer=(trainer_threads, trainer_niceness))
-    assert trainer_enclave is not None  # asked for above
+    core, trainer_enclave = _start_core(setup, say=say, threads=trainer_threads, niceness=trainer_niceness)
     operator = setup.operator
     try:
         staked = ensure_operator_stake(core.market, operator, operator_stake)
@@ -309,9 +308,9 @@ def grant_roles(
 
 
 def _start_core(
-    setup: LocalSetup, *, say: Callable[[str, str], None] | None, trainer: tuple[int | None, int] | None
-) -> tuple[LocalCore, LaunchedEnclave | None]:
-    """The key manager, registered, and (with ``trainer``: its threads and niceness) a trainer enclave, registered."""
+    setup: LocalSetup, *, say: Callable[[str, str], None] | None, threads: int | None, niceness: int
+) -> tuple[LocalCore, LaunchedEnclave]:
+    """The key manager and a trainer enclave (``threads``, ``niceness``), both registered."""
     note = say or (lambda stage, detail: None)
     chain, deployment, governance, operator = setup.chain, setup.deployment, setup.governance, setup.operator
     gas: dict[str, int] = {}
@@ -324,9 +323,9 @@ def _start_core(
     platform = SimPlatform.load_or_create(setup.state_dir / "sim-platform.pem")
     # Both trusted processes import torch on start; launching them side by side halves the wait.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        launches = [pool.submit(platform.launch, Role.KEY_MANAGER)]
-        if trainer is not None:
-            launches.append(pool.submit(platform.launch, Role.TRAINER, threads=trainer[0], niceness=trainer[1]))
+        launches = [
+            pool.submit(platform.launch, Role.KEY_MANAGER), pool.submit(platform.launch, Role.TRAINER, threads=threads, niceness=niceness)
+        ]
     failures = [f.exception() for f in launches if f.exception() is not None]
     if failures:
         for f in launches:
@@ -334,14 +333,13 @@ def _start_core(
                 f.result().close()
         raise failures[0]  # type: ignore[misc]
     enclaves = [f.result() for f in launches]
-    key_manager_enclave, trainer_enclave = enclaves[0], (enclaves[1] if trainer is not None else None)
+    key_manager_enclave, trainer_enclave = enclaves
     try:
         measurement = key_manager_enclave.measurement
         gas.update(grant_roles(setup, measurement))
         verifier = AttestationVerifier(signer=setup.verifier_key, registry=registry, platform_public_key=platform.public_key)
         record("register (key manager)", attest_and_register(key_manager_enclave, verifier, registry, operator))
-        if trainer_enclave is not None:
-            record("register (trainer)", attest_and_register(trainer_enclave, verifier, registry, operator))
+        record("register (trainer)", attest_and_register(trainer_enclave, verifier, registry, operator))
         note("attested", f"measurement {measurement.hex()[:16]}…, sim attestation (development only)")
         key_manager = KeyManagerService(
             key_manager_enclave, market=market, registry=registry, state_dir=setup.state_dir / "key-manager",

@@ -31,11 +31,12 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from enclave_worker.status import JobStatusBoard
+from enclave_worker.trusted.onchain import Role
 from marketplace.blobstore import BlobStore
 from marketplace.chain import Chain, connect_rpc
 from marketplace.competitions import CompetitionMarketClient
 from marketplace.contracts import Deployment, MarketClient, RegistryClient
-from marketplace.errors import ConfigError
+from marketplace.errors import AttestationRejected, ConfigError
 from marketplace.model_market import ModelMarketClient
 from oracle.index_db import IndexDatabase
 from oracle.indexer import IndexedRange, Indexer
@@ -82,6 +83,24 @@ class ChainView:
 
     def model_market(self) -> ModelMarketClient | None:
         return ModelMarketClient(self.chain, self.deployment.model_market) if self.deployment.model_market else None
+
+
+class MeasurementNotApproved(AttestationRejected):
+    """Governance has not approved this checkout's enclave measurement for the role a service runs."""
+
+
+def check_approved(registry: RegistryClient, role: Role, measurement: bytes) -> None:
+    """Refuse ``measurement`` unless governance approved it for ``role`` (an enclave of it could not register).
+
+    Raises:
+        MeasurementNotApproved: it is not approved; the message names the role and the measurement.
+    """
+    if not registry.is_measurement_approved(role, measurement):
+        name = role.name.lower().replace("_", "-")
+        raise MeasurementNotApproved(
+            f"governance has not approved the enclave measurement {measurement.hex()} for the {name} role in registry "
+            f"{registry.address}: approve it for the {name} role (EnclaveRegistry.approveMeasurement) before starting the {name}"
+        )
 
 
 def service_account(role: str, key: str | None, key_file: Path | None, *, variable: str) -> LocalAccount:

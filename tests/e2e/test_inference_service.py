@@ -223,8 +223,8 @@ def test_it_refuses_to_start_when_governance_has_not_approved_the_inference_meas
             service = spawn_inference(services, deployment, deployment.chain.new_account(), name="unapproved")
             assert service.process.wait(timeout=120) == 1
             log = service.tail()
-            assert "AttestationRejected" in log
-            assert f"measurement {measurement.hex()} is not approved for role inference" in log
+            assert "MeasurementNotApproved" in log
+            assert f"governance has not approved the enclave measurement {measurement.hex()} for the inference role" in log
             assert not (deployment.folder / "unapproved" / "unapproved" / "vouchers.jsonl").exists()
     finally:
         if approved:
