@@ -1,8 +1,9 @@
 """Model cards: what a trained model is and how to use it, from what the chain and the receipt committed to.
 
-A card says, for one completed job: the architecture; the inputs, in order, with the
-standardisation the model applies itself (the spec's ``input_mean`` / ``input_scale``, a layer
-inside the model: callers pass raw values); the outputs (logits, one per class, with the class
+A card says, for one completed job: the architecture; the inputs, in order, with the clipping
+and scaling the model applies itself (the provider's declared feature bounds — each bounded
+column clipped to them and scaled to [-1, 1] — and the spec's ``input_mean`` / ``input_scale``,
+which replace the bounds' scaling; layers inside the model: callers pass raw values); the outputs (logits, one per class, with the class
 names in order); the datasets and their providers; the privacy accounting (ε spent, δ, the
 accountant, noise multiplier, sample rate, steps and epochs, as the enclave's metrics document
 records them); and the receipt (enclave, hashes, the transaction and block that settled it).
@@ -45,20 +46,37 @@ def _inputs(spec: ModelSpec, schema: Schema) -> dict[str, Any]:
     width = len(names)
     columns: list[dict[str, Any]] = [{"index": i, "name": n} for i, n in enumerate(names)]
     standardisation = "none: the model takes the values as the providers' datasets hold them"
+    clipping = "none: the dataset schema declares no feature bounds"
+    standardised = spec.input_mean is not None and spec.input_scale is not None
+    if schema.feature_bounds is not None:
+        for column, bounds in zip(columns, schema.feature_bounds, strict=False):
+            if bounds is not None:
+                column["bounds"] = [bounds[0], bounds[1]]
+        clipping = (
+            "inside the model: each column with declared bounds [lo, hi] (the provider's public declaration, "
+            "never computed from the rows) is clipped to them first; columns without bounds are not clipped"
+        )
+        if not standardised:
+            standardisation = (
+                "inside the model: each column with declared bounds [lo, hi], once clipped, becomes "
+                "(value - (lo + hi) / 2) / ((hi - lo) / 2), in [-1, 1]; other columns pass unchanged; pass raw values"
+            )
     if spec.input_mean is not None and spec.input_scale is not None:
+        after = " after clipping to the declared bounds" if schema.feature_bounds is not None else ""
         if len(spec.input_mean) == width:
             for column, mean, scale in zip(columns, spec.input_mean, spec.input_scale, strict=True):
                 column["mean"], column["scale"] = mean, scale
-            standardisation = "inside the model: each column becomes (value - mean) / scale; pass raw values"
+            standardisation = f"inside the model{after}: each column becomes (value - mean) / scale; pass raw values"
         else:  # one pair per channel of an image-shaped input
             standardisation = (
-                "inside the model, per channel: (value - mean[c]) / scale[c] with "
+                f"inside the model{after}, per channel: (value - mean[c]) / scale[c] with "
                 f"mean = {list(spec.input_mean)}, scale = {list(spec.input_scale)}; pass raw values"
             )
     return {
         "shape": ["rows", *schema.feature_shape],
         "dtype": "float32",
         "columns": columns,
+        "clipping": clipping,
         "standardisation": standardisation,
     }
 
@@ -131,6 +149,25 @@ def build_card(market: MarketClient, blobs: BlobReader, job_id: int) -> dict[str
     }
 
 
+def _column_table(columns: list[dict[str, Any]]) -> list[str]:
+    """The inputs as a Markdown table; a bounds column only when some column declares bounds."""
+    if not any("bounds" in c for c in columns):
+        return [
+            "| # | input column | mean | scale |",
+            "|---|---|---|---|",
+            *(f"| {c['index']} | {c['name']} | {c.get('mean', '')} | {c.get('scale', '')} |" for c in columns),
+        ]
+
+    def bounds(c: dict[str, Any]) -> str:
+        return f"[{c['bounds'][0]}, {c['bounds'][1]}]" if "bounds" in c else ""
+
+    return [
+        "| # | input column | declared bounds (clipped to) | mean | scale |",
+        "|---|---|---|---|---|",
+        *(f"| {c['index']} | {c['name']} | {bounds(c)} | {c.get('mean', '')} | {c.get('scale', '')} |" for c in columns),
+    ]
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """The card as Markdown (a model card to keep next to the weights)."""
     job, model, inputs, outputs, privacy, receipt = (card[k] for k in ("job", "model", "inputs", "outputs", "privacy", "receipt"))
@@ -145,11 +182,10 @@ def card_markdown(card: dict[str, Any]) -> str:
         "## How to use it",
         "",
         f"- Input: float32 of shape ({shape}); columns in this order. Standardisation: {inputs['standardisation']}.",
+        *([f"- Clipping: {inputs['clipping']}."] if "bounds" in inputs.get("clipping", "") else []),
         f"- Output: {len(outputs['classes'])} logits; {outputs['prediction']}.",
         "",
-        "| # | input column | mean | scale |",
-        "|---|---|---|---|",
-        *(f"| {c['index']} | {c['name']} | {c.get('mean', '')} | {c.get('scale', '')} |" for c in inputs["columns"]),
+        *(_column_table(inputs["columns"])),
         "",
         "| logit | class |",
         "|---|---|",

@@ -8,6 +8,10 @@ rounded to float32); class names are the distinct labels, ordered by integer val
 integers, else by code point; a row's label is its class's index. A Parquet file follows the
 same rules over its columns: features must be numeric columns without nulls, the label any
 column (its values as text).
+
+A provider may declare public bounds for some feature columns (``bounds``, by column name): they go
+into the schema (``feature_bounds``), where the enclave's models clip and scale by them. They are
+the provider's declaration, never computed from the rows.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import io
 import json
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from enclave_worker.trusted.dataset import DatasetPackage, Schema
+from enclave_worker.trusted.dataset import DatasetPackage, FeatureBounds, Schema
 
-from .errors import SterlingError
+from .errors import InvalidDataset, SterlingError
 
 DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 INTEGER = re.compile(r"[+-]?\d+")
@@ -49,7 +54,28 @@ def class_order(names: set[str]) -> list[str]:
     return sorted(names)
 
 
-def _package(names: list[str], label_at: int, features: np.ndarray, label_text: list[str]) -> DatasetPackage:
+Bounds = Mapping[str, tuple[float, float]]
+"""Declared ``(lo, hi)`` of feature columns, by column name."""
+
+
+def feature_bounds(feature_names: tuple[str, ...], bounds: Bounds | None, *, label: str | None = None) -> FeatureBounds | None:
+    """Declared bounds by column name as the schema's ``feature_bounds`` (``None`` for a column not named).
+
+    The values are checked and normalised by the schema (:class:`Schema`); here only the names.
+
+    Raises:
+        InvalidDataset: a name that is not a feature column (the label column included).
+    """
+    if not bounds:
+        return None
+    for name in bounds:
+        if name not in feature_names:
+            what = "is the label column, not a feature" if name == label else "is not a column of the table"
+            raise InvalidDataset(f"declared bounds for {json.dumps(name)}: it {what} (feature columns: {', '.join(feature_names)})")
+    return tuple(bounds.get(name) for name in feature_names)
+
+
+def _package(names: list[str], label_at: int, features: np.ndarray, label_text: list[str], bounds: Bounds | None) -> DatasetPackage:
     classes = class_order(set(label_text))
     if len(classes) < 2:
         raise InvalidTable(
@@ -57,7 +83,8 @@ def _package(names: list[str], label_at: int, features: np.ndarray, label_text: 
         )
     index = {name: i for i, name in enumerate(classes)}
     feature_names = tuple(n for i, n in enumerate(names) if i != label_at)
-    schema = Schema("classification", feature_names, (len(feature_names),), tuple(classes))
+    declared = feature_bounds(feature_names, bounds, label=names[label_at])
+    schema = Schema("classification", feature_names, (len(feature_names),), tuple(classes), feature_bounds=declared)
     labels = np.array([index[t] for t in label_text], dtype=np.int64)
     return DatasetPackage(features=features, labels=labels, schema=schema)
 
@@ -76,12 +103,17 @@ def _columns(names: list[str], label_column: str | None) -> int:
     return label_at
 
 
-def parse_csv(text: str, *, label_column: str | None = None) -> DatasetPackage:
+def parse_csv(text: str, *, label_column: str | None = None, bounds: Bounds | None = None) -> DatasetPackage:
     """A CSV text as a dataset package.
+
+    Args:
+        bounds: the provider's declared ``(lo, hi)`` of some feature columns, by name, put in the
+            schema (never computed from the rows).
 
     Raises:
         InvalidTable: empty, no data rows, an unknown label column, a ragged row, a cell that is not a
             number (or overflows float32), an empty label, a single class, a quote left open.
+        InvalidDataset: declared bounds for an unknown column, or bounds the schema refuses.
     """
     records: list[tuple[int, list[str]]] = []
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
@@ -124,14 +156,15 @@ def parse_csv(text: str, *, label_column: str | None = None) -> DatasetPackage:
         if not label:
             raise InvalidTable(f"line {line}, label column {json.dumps(names[label_at])} is empty")
         label_text.append(label)
-    return _package(names, label_at, features, label_text)
+    return _package(names, label_at, features, label_text, bounds)
 
 
-def read_parquet(path: Path, *, label_column: str | None = None) -> DatasetPackage:
+def read_parquet(path: Path, *, label_column: str | None = None, bounds: Bounds | None = None) -> DatasetPackage:
     """A Parquet file as a dataset package (numeric feature columns without nulls; any label column).
 
     Raises:
         InvalidTable: not Parquet, an unknown label column, a non-numeric or null feature, a single class.
+        InvalidDataset: declared ``bounds`` (as for :func:`parse_csv`) for an unknown column, or refused.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -167,21 +200,25 @@ def read_parquet(path: Path, *, label_column: str | None = None) -> DatasetPacka
     label_text = [str(v).strip() for v in label.to_pylist()]
     if any(not t for t in label_text):
         raise InvalidTable(f"label column {json.dumps(names[label_at])} has empty labels")
-    return _package(names, label_at, features, label_text)
+    return _package(names, label_at, features, label_text, bounds)
 
 
-def read_table(path: Path, *, label_column: str | None = None) -> DatasetPackage:
+def read_table(path: Path, *, label_column: str | None = None, bounds: Bounds | None = None) -> DatasetPackage:
     """``path`` (``.parquet``/``.pq``, else CSV in UTF-8) as a dataset package.
+
+    Args:
+        bounds: declared ``(lo, hi)`` of feature columns by name (:func:`parse_csv`).
 
     Raises:
         InvalidTable: the file cannot be read or breaks the rules (the message says where).
+        InvalidDataset: declared bounds for an unknown column, or bounds the schema refuses.
     """
     if path.suffix.lower() in (".parquet", ".pq"):
-        return read_parquet(path, label_column=label_column)
+        return read_parquet(path, label_column=label_column, bounds=bounds)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InvalidTable(f"cannot read {path}: {e.strerror}") from e
     except UnicodeDecodeError as e:
         raise InvalidTable(f"{path} is not UTF-8 text (byte {e.start})") from e
-    return parse_csv(text, label_column=label_column)
+    return parse_csv(text, label_column=label_column, bounds=bounds)

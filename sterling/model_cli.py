@@ -160,10 +160,13 @@ def fetch(
     finally:
         http.close()
     spec = ModelSpec.model_validate(document["model"]["spec"])
+    columns = document["inputs"]["columns"]
+    declared = tuple(tuple(c["bounds"]) if c.get("bounds") else None for c in columns)
     schema = Schema(
-        task=document["model"]["task"], feature_names=tuple(c["name"] for c in document["inputs"]["columns"]),
+        task=document["model"]["task"], feature_names=tuple(c["name"] for c in columns),
         feature_shape=tuple(int(d) for d in document["inputs"]["shape"][1:]),
         class_names=tuple(c["name"] for c in document["outputs"]["classes"]),
+        feature_bounds=declared if any(b is not None for b in declared) else None,  # the pairs the card shows
     )  # fmt: skip
     model = build_model(spec, schema)
     model.load_state_dict(load_tensors(weights))

@@ -31,23 +31,107 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+FeatureBounds = tuple[tuple[float, float] | None, ...]
+"""Declared ``(lo, hi)`` per flattened feature, ``None`` where a feature has none."""
+
+BOUND_LIMIT = 1e15
+"""Every declared bound is below this in magnitude: integers stay exact in a JavaScript number."""
+SMALLEST_FRACTION = 1e-4
+"""A non-integral bound is at least this in magnitude: Python and JavaScript both print it in
+plain decimal notation (Python switches to exponents below 1e-4, JavaScript below 1e-6)."""
+
+
+def _bound_value(value: object, where: str) -> int | float:
+    """One declared bound, normalised so Python's and JavaScript's canonical JSON print it alike.
+
+    Raises:
+        InvalidDataset: not a finite number, too large, or a fraction too small to print alike.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InvalidDataset(f"{where} is {value!r}, not a number")
+    if isinstance(value, int | np.integer):
+        if abs(int(value)) >= BOUND_LIMIT:
+            raise InvalidDataset(f"{where} is {value}, its magnitude must be below 1e15")
+        return int(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidDataset(f"{where} is {number}, not a finite number")
+    if abs(number) >= BOUND_LIMIT:
+        raise InvalidDataset(f"{where} is {number}, its magnitude must be below 1e15")
+    if number.is_integer():
+        return int(number)  # 1e6 -> 1000000, -0.0 -> 0
+    if abs(number) < SMALLEST_FRACTION:
+        raise InvalidDataset(f"{where} is {number}, a non-integral bound must be at least 1e-4 in magnitude")
+    return number
+
+
+def normalise_feature_bounds(bounds: object, *, feature_names: tuple[str, ...], feature_shape: tuple[int, ...]) -> FeatureBounds | None:
+    """Check a schema's declared feature bounds and put them in canonical form.
+
+    The one place bounds are checked, for schemas built in code and parsed from JSON alike:
+    ``None`` stays ``None``; otherwise one entry per flattened feature, each ``None`` or
+    ``(lo, hi)`` with ``lo < hi`` (:func:`_bound_value` for each number), at least one not ``None``.
+
+    Raises:
+        InvalidDataset: the message names the feature and the problem.
+    """
+    if bounds is None:
+        return None
+    if isinstance(bounds, str | bytes) or not isinstance(bounds, list | tuple):
+        raise InvalidDataset(f"feature_bounds must be a list with one [lo, hi] or null per feature, got {type(bounds).__name__}")
+    width = math.prod(feature_shape)
+    if len(bounds) != width:
+        raise InvalidDataset(f"feature_bounds has {len(bounds)} entries, the schema has {width} features")
+    normalised: list[tuple[float, float] | None] = []
+    for i, entry in enumerate(bounds):
+        name = f"feature {i} ({feature_names[i]!r})" if i < len(feature_names) else f"feature {i}"
+        if entry is None:
+            normalised.append(None)
+            continue
+        if isinstance(entry, str | bytes) or not isinstance(entry, list | tuple) or len(entry) != 2:
+            raise InvalidDataset(f"feature_bounds of {name} must be [lo, hi] or null, got {entry!r}")
+        lo = _bound_value(entry[0], f"the lower bound of {name}")
+        hi = _bound_value(entry[1], f"the upper bound of {name}")
+        if not lo < hi:
+            raise InvalidDataset(f"feature_bounds of {name}: the lower bound {lo} is not below the upper bound {hi}")
+        normalised.append((lo, hi))
+    if all(entry is None for entry in normalised):
+        raise InvalidDataset("feature_bounds declares no bound: leave it out (None) instead of listing only nulls")
+    return tuple(normalised)
+
+
 @dataclass(frozen=True)
 class Schema:
-    """What a dataset's rows mean; its hash goes on-chain with the listing."""
+    """What a dataset's rows mean; its hash goes on-chain with the listing.
+
+    ``feature_bounds`` are the provider's public declarations of each feature's range (never
+    computed from the rows): the enclave's models clip each bounded feature to them and scale it
+    to [-1, 1] (:class:`~enclave_worker.trusted.models.ClipScale`). Normalised on construction
+    (:func:`normalise_feature_bounds`); written to JSON only when set, so a schema without them
+    keeps its hash.
+    """
 
     task: str
     feature_names: tuple[str, ...]
     feature_shape: tuple[int, ...]
     class_names: tuple[str, ...]
+    feature_bounds: FeatureBounds | None = None
+
+    def __post_init__(self) -> None:
+        bounds = normalise_feature_bounds(self.feature_bounds, feature_names=self.feature_names, feature_shape=self.feature_shape)
+        object.__setattr__(self, "feature_bounds", bounds)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "version": SCHEMA_VERSION,
             "task": self.task,
             "feature_names": list(self.feature_names),
             "feature_shape": list(self.feature_shape),
             "class_names": list(self.class_names),
         }
+        if self.feature_bounds is not None:
+            doc["feature_bounds"] = [None if b is None else [b[0], b[1]] for b in self.feature_bounds]
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Schema:
@@ -59,7 +143,10 @@ class Schema:
                 feature_names=tuple(str(n) for n in doc["feature_names"]),
                 feature_shape=tuple(int(d) for d in doc["feature_shape"]),
                 class_names=tuple(str(c) for c in doc["class_names"]),
+                feature_bounds=doc.get("feature_bounds"),
             )
+        except InvalidDataset:
+            raise
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidDataset(f"malformed dataset schema: {e}") from e
         if schema.task != "classification":

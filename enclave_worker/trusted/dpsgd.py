@@ -51,7 +51,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .csprng import ChaCha20Generator
-from .models import Standardize
+from .models import ClipScale, Standardize
 
 Randomness = ChaCha20Generator | torch.Generator
 """Where DP-SGD draws its noise and Poisson samples: the CSPRNG (always, in the enclave), or torch's
@@ -69,7 +69,7 @@ IM2COL_MAX_WIDTH = 16
 
 ROW_WISE: tuple[type[nn.Module], ...] = (
     nn.Sequential, nn.Linear, nn.Conv2d, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.MaxPool2d, nn.AvgPool2d,
-    nn.Flatten, nn.Dropout, nn.Identity, Standardize,
+    nn.Flatten, nn.Dropout, nn.Identity, Standardize, ClipScale,
 )
 """Modules whose output row ``i`` depends on input row ``i`` only: zero rows padded onto a batch
 change nothing for the others."""

@@ -3,7 +3,11 @@
 Consumers choose an architecture by name and set its sizes and training hyper-parameters in a
 JSON spec whose SHA-256 goes on-chain with the job; no consumer code runs in the enclave.
 The optional ``input_mean`` / ``input_scale`` standardisation is supplied by the consumer
-(computed on its own data), so no statistic of the providers' data is needed or released.
+(computed on its own data), so no statistic of the providers' data is needed or released. When the
+dataset schema declares feature bounds (public declarations of the provider, never read from the
+rows), the model clips each bounded feature to them first and, unless the consumer standardises,
+scales it to [-1, 1] (:class:`ClipScale`): unscaled tables train without the consumer computing
+anything.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
-from .dataset import Schema, canonical_json
+from .dataset import FeatureBounds, Schema, canonical_json
 from .errors import InvalidModelSpec
 from .onchain import EPSILON_SCALE
 from .receipt import epsilon_to_units
@@ -151,6 +155,54 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.scale
 
 
+class ClipScale(nn.Module):
+    """Fixed (non-trainable) clipping of each feature to ``[low, high]``, then ``(x - center) / half_range``.
+
+    Built from a schema's declared feature bounds (:meth:`from_bounds`): a bounded feature is
+    clamped to ``[lo, hi]`` and mapped onto [-1, 1] (``center = (lo + hi) / 2``, ``half_range =
+    (hi - lo) / 2``), or only clamped when the consumer's :class:`Standardize` follows; a feature
+    without bounds passes unchanged. The bounds are buffers, so the released weights carry them and
+    the model takes raw values. Every value depends on the declaration alone, none on a row:
+    clipping and scaling cost no ε, and a row's output depends on that row only.
+    """
+
+    low: torch.Tensor
+    high: torch.Tensor
+    center: torch.Tensor
+    half_range: torch.Tensor
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor, center: torch.Tensor, half_range: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("low", low)
+        self.register_buffer("high", high)
+        self.register_buffer("center", center)
+        self.register_buffer("half_range", half_range)
+
+    @classmethod
+    def from_bounds(cls, bounds: FeatureBounds, feature_shape: tuple[int, ...], *, scale: bool) -> ClipScale:
+        """The module for a schema's declared ``bounds`` (one entry per flattened feature).
+
+        Args:
+            scale: map each bounded feature onto [-1, 1] after clipping; False to clip only (the
+                consumer's standardisation does the scaling).
+        """
+        unbounded = float(torch.finfo(torch.float32).max)  # clamps no finite float32 (a package holds no other)
+        low = [-unbounded if b is None else float(b[0]) for b in bounds]
+        high = [unbounded if b is None else float(b[1]) for b in bounds]
+        # In float64, then rounded: bounds too close for float32 still get a positive half range.
+        center = [0.0 if b is None or not scale else (float(b[0]) + float(b[1])) / 2 for b in bounds]
+        half = [1.0 if b is None or not scale else (float(b[1]) - float(b[0])) / 2 for b in bounds]
+
+        def buffer(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float64).to(torch.float32).reshape(feature_shape)
+
+        return cls(buffer(low), buffer(high), buffer(center), buffer(half))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # maximum/minimum rather than clamp: ONNX's Clip takes only scalar bounds.
+        return (torch.maximum(torch.minimum(x, self.high), self.low) - self.center) / self.half_range
+
+
 class _ChannelsLastMaxPool(torch.autograd.Function):
     """Max pooling in channels-last layout, NCHW tensors in and out (forward and backward)."""
 
@@ -220,10 +272,17 @@ def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
       per entry of ``channels`` a 3x3 convolution (padding 1) + the activation, with 2x2 max-pooling after
       every second one and after the last, then the ``hidden_sizes`` dense head.
 
+    When the schema declares feature bounds, a :class:`ClipScale` comes first: it clips each
+    bounded feature to its bounds and scales it to [-1, 1], or only clips when the spec has
+    ``input_mean`` / ``input_scale`` (the consumer's :class:`Standardize`, next, then scales).
+
     Raises:
         InvalidModelSpec: the spec does not fit the schema.
     """
     layers: list[nn.Module] = []
+    standardised = spec.input_mean is not None and spec.input_scale is not None
+    if schema.feature_bounds is not None:
+        layers.append(ClipScale.from_bounds(schema.feature_bounds, schema.feature_shape, scale=not standardised))
     if spec.input_mean is not None and spec.input_scale is not None:
         width = 1
         for d in schema.feature_shape:

@@ -129,18 +129,29 @@ def random_canaries(schema: Schema, spec: ModelSpec, *, count: int, rng: np.rand
     """Canaries that depend on no data row: Gaussian inputs with uniformly random labels.
 
     Inputs are ``input_mean + input_scale · N(0, I)`` in the consumer's standardisation when the
-    spec has one (so they land where the model's inputs live), else ``N(0, I)``. Because nothing
-    about them comes from the providers' rows, the audit computed from them is post-processing
-    of the DP-trained model and costs no ε.
+    spec has one (so they land where the model's inputs live), else ``N(0, I)``. When the schema
+    declares feature bounds, a bounded feature is drawn uniformly inside its bounds when the spec
+    has no standardisation (the model scales that box to [-1, 1]), and clipped to its bounds
+    otherwise, so a canary is what the model's :class:`~.models.ClipScale` lets through. Because
+    nothing about them comes from the providers' rows (the bounds are the provider's public
+    declaration), the audit computed from them is post-processing of the DP-trained model and
+    costs no ε.
     """
     shape = tuple(schema.feature_shape)
     z = rng.normal(size=(count, *shape))
+    standardised = spec.input_mean is not None and spec.input_scale is not None
     if spec.input_mean is not None and spec.input_scale is not None:
         width = int(np.prod(shape))
         stats_shape = shape if len(spec.input_mean) == width else (-1, *([1] * (len(shape) - 1)))
         mean = np.asarray(spec.input_mean, dtype=np.float64).reshape(stats_shape)
         scale = np.asarray(spec.input_scale, dtype=np.float64).reshape(stats_shape)
         z = mean + scale * z
+    if schema.feature_bounds is not None:
+        bounded = np.array([b is not None for b in schema.feature_bounds]).reshape(shape)
+        low = np.array([b[0] if b is not None else 0.0 for b in schema.feature_bounds], dtype=np.float64).reshape(shape)
+        high = np.array([b[1] if b is not None else 0.0 for b in schema.feature_bounds], dtype=np.float64).reshape(shape)
+        inside = np.clip(z, low, high) if standardised else rng.uniform(low, high, size=z.shape)
+        z = np.where(bounded, inside, z)
     labels = rng.integers(0, schema.num_classes, size=count)
     return z.astype(np.float32), labels.astype(np.int64)
 

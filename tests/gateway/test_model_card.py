@@ -138,3 +138,43 @@ def test_the_cli_fetches_decrypts_and_exports_a_checked_model(
         other_job.write_text(json.dumps({"job_id": job_id + 1000, "private_key": "11" * 32}))
         mismatch = runner.invoke(cli, ["model", "fetch", str(job_id), "--key-file", str(other_job), "--gateway", url])
         assert mismatch.exit_code == 2 and f"not of job {job_id}" in words(mismatch.output)
+
+
+def test_a_model_trained_on_declared_bounds_is_fetched_with_its_clipping_and_exported(gateway: Gateway, tmp_path: Path) -> None:
+    """The clipping and scaling to the provider's declared bounds are part of the model: the card shows them,
+    ``model fetch`` rebuilds the model with them, and the ONNX file clips as torch does."""
+    import onnxruntime as ort
+    import torch
+
+    from enclave_worker.trusted.dataset import Schema
+
+    net = gateway.net
+    schema = Schema(
+        task="classification", feature_names=("b_0", "b_1", "b_2", "b_3"), feature_shape=(4,), class_names=("neg", "pos"),
+        feature_bounds=((-2, 2), (-3, 3), None, (0.5, 1.5)),
+    )  # fmt: skip
+    listed, _ = list_toy(net, 74, schema=schema)
+    consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
+    created = consumer.create_job([listed.dataset_id], toy_spec(epochs=1), epsilon=1.0, delta=1e-5, worker_fee=10**16)  # type: ignore[arg-type]
+    net.worker.run_job(created.job_id)
+    gateway.sync()
+    job_id = int(created.job_id)
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps({
+        "job_id": job_id, "public_key": consumer.public_key.hex(),
+        "private_key": consumer._key.private_bytes_raw().hex(),  # noqa: SLF001 - the test plays the consumer's browser
+    }))  # fmt: skip
+    with serve(gateway.app_with(port=free_port())) as (host, port):
+        out, onnx_path = tmp_path / "m.safetensors", tmp_path / "m.onnx"
+        args = ["model", "fetch", str(job_id), "--key-file", str(key_file), "--out", str(out), "--onnx", str(onnx_path)]
+        fetched = CliRunner().invoke(cli, [*args, "--json", "--gateway", f"http://{host}:{port}"])
+    assert fetched.exit_code == 0, fetched.output
+    assert json.loads(fetched.output)["onnx_check"]["labels_equal"] == 1000
+    card = json.loads((tmp_path / "m.card.json").read_text())
+    assert [c.get("bounds") for c in card["inputs"]["columns"]] == [[-2, 2], [-3, 3], None, [0.5, 1.5]]
+    rows = np.array([[-50.0, 0.0, 1.0, 1.0], [50.0, 0.0, 1.0, 1.0], [2.0, 0.0, 1.0, 1.0]], dtype=np.float32)
+    logits = ort.InferenceSession(onnx_path.read_bytes(), providers=["CPUExecutionProvider"]).run(["logits"], {"features": rows})[0]
+    with torch.no_grad():
+        expected = consumer.fetch_model(job_id)(torch.from_numpy(rows)).numpy()
+    assert np.abs(logits - expected).max() < 1e-5
+    assert np.allclose(logits[1], logits[2], atol=1e-6)  # 50 is clipped to the declared 2

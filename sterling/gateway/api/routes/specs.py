@@ -65,6 +65,11 @@ async def publish_spec(request: Request, blobs: BlobsDep) -> DocumentPublic:
                 "feature_names": {"type": "array", "items": {"type": "string"}},
                 "feature_shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
                 "class_names": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+                "feature_bounds": {
+                    "type": "array",
+                    "description": "declared [low, high] per flattened feature, or null (docs/datasheets.md)",
+                    "items": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}]},
+                },
             },
         }
     ),
@@ -81,3 +86,4 @@ async def publish_schema(request: Request, blobs: BlobsDep) -> DocumentPublic:
         raise InvalidDataset("a dataset schema is a JSON object")
     schema = Schema.from_json(document)
     return DocumentPublic(sha256=blobs.put(canonical_json(schema.to_json())))
+
