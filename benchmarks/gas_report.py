@@ -285,6 +285,8 @@ def _provider_functions(m: _Market, report: GasReport, dataset_id: int) -> None:
     report.add("setModelsAllowed", "1 hash", m.send(f.setModelsAllowed(dataset_id, [keccak(b"model spec")], True), p))
     report.add("setConsumersAllowed", "1 account", m.send(f.setConsumersAllowed(dataset_id, [m.consumer], True), p))
     report.add("setAccessRestrictions", "", m.send(f.setAccessRestrictions(dataset_id, False, False), p))
+    report.add("setDatasheet", "first", m.send(f.setDatasheet(dataset_id, keccak(b"datasheet")), p))
+    report.add("setDatasheet", "replace", m.send(f.setDatasheet(dataset_id, keccak(b"datasheet v2")), p))
 
 
 class _Competitions(_Market):

@@ -495,6 +495,14 @@ class MarketClient(PaymentCurrency):
         """Pause (no new jobs; running jobs finish) or resume the dataset."""
         return self.chain.transact(provider, self.contract.functions.setDatasetPaused(dataset_id, paused))
 
+    def set_datasheet(self, provider: LocalAccount, dataset_id: int, datasheet_hash: bytes) -> TxResult:
+        """Publish (or replace; zero withdraws) the SHA-256 of the dataset's datasheet (docs/datasheets.md)."""
+        return self.chain.transact(provider, self.contract.functions.setDatasheet(dataset_id, datasheet_hash))
+
+    def datasheet_of(self, dataset_id: int) -> bytes:
+        """The SHA-256 of the dataset's current datasheet (32 zero bytes when it has none)."""
+        return bytes(self.contract.functions.datasheetOf(dataset_id).call())
+
     def delist_dataset(self, provider: LocalAccount, dataset_id: int) -> TxResult:
         """Delist the dataset for good: no new jobs, no further changes; running jobs finish."""
         return self.chain.transact(provider, self.contract.functions.delistDataset(dataset_id))

@@ -25,6 +25,7 @@ from enclave_worker.trusted.models import ModelSpec
 from .abi import load_artifact
 from .competing import AdmittedSubmission, Rules, TestSetDeposit
 from .contracts import Terms
+from .datasheet import Datasheet
 from .errors import SterlingError
 from .provider import signed_deposit
 from .serving import JobModel
@@ -133,8 +134,13 @@ class HttpListing:
     receipt: dict[str, Any]
 
 
-def list_dataset_over_http(client: httpx.Client, provider: LocalAccount, package: DatasetPackage, terms: Terms) -> HttpListing:
-    """The provider flow of the UI: schema and ciphertext to the gateway, wrapped key to the key manager, tx relayed."""
+def list_dataset_over_http(
+    client: httpx.Client, provider: LocalAccount, package: DatasetPackage, terms: Terms, *, datasheet: Datasheet | None = None
+) -> HttpListing:
+    """The provider flow of the UI: schema and ciphertext to the gateway, wrapped key to the key manager, tx relayed;
+    then the datasheet, if given, to ``POST /api/datasheets`` and its hash on-chain (``setDatasheet``)."""
+    if datasheet is not None:
+        datasheet.check_fits(package.schema, rows=package.rows)
     config = client.get("/api/config").json()
     schema = _expect(
         client.post("/api/schemas", content=canonical_json(package.schema.to_json()), headers={"content-type": "application/json"}), 201
@@ -158,6 +164,13 @@ def list_dataset_over_http(client: httpx.Client, provider: LocalAccount, package
     schema_hash = bytes.fromhex(schema.json()["sha256"])
     data = _MARKET.encode_abi("listDataset", args=[bytes.fromhex(content_hash), schema_hash, "sterling-blob:", terms.as_tuple(), [], []])
     receipt = send_transaction(client, provider, to=config["contracts"]["job_market"], data=data)
+    if datasheet is not None:
+        published = _expect(client.post("/api/datasheets", content=datasheet.to_bytes(), headers={"content-type": "application/json"}), 201)
+        if published.json()["sha256"] != datasheet.hash().hex():
+            raise GatewayRequestFailed(f"the gateway stored the datasheet under {published.json()['sha256']}, not {datasheet.hash().hex()}")
+        dataset_id = indexed_id(receipt, "DatasetListed")
+        data = _MARKET.encode_abi("setDatasheet", args=[dataset_id, datasheet.hash()])
+        send_transaction(client, provider, to=config["contracts"]["job_market"], data=data)
     return HttpListing(content_hash, schema.json()["sha256"], key, ciphertext, receipt)
 
 

@@ -18,6 +18,7 @@ from enclave_worker.trusted.receipt import Deposit, sign_deposit
 from .blobstore import BlobAccess
 from .chain import TxResult
 from .contracts import DatasetId, MarketClient, RegistryClient, Terms
+from .datasheet import Datasheet
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class ListedDataset:
     schema_hash: bytes
     ciphertext_bytes: int
     tx: TxResult
+    datasheet_hash: bytes | None = None
+    """The SHA-256 of the datasheet published with the listing (``setDatasheet``), if one was."""
 
 
 def list_dataset(
@@ -76,10 +79,14 @@ def list_dataset(
     allowed_consumers: tuple[str, ...] = (),
     allowed_models: tuple[bytes, ...] = (),
     uri: str = LOCAL_BLOB_URI,
+    datasheet: Datasheet | None = None,
 ) -> ListedDataset:
     """Encrypt ``package`` with a fresh data key, store it, hand the wrapped key to the key manager, list it.
 
     Args:
+        datasheet: the listing's public description (docs/datasheets.md); checked against the
+            package (its columns, label and row count) before anything is sent, stored next to
+            the schema and put on-chain with ``setDatasheet`` right after the listing.
         allowed_consumers: the only accounts that may buy; empty for anyone.
         allowed_models: hashes of the only model specs jobs may train on it; empty for any.
         uri: where consumers' workers fetch the ciphertext; the content hash names the object.
@@ -93,6 +100,8 @@ def list_dataset(
         >>> listed = list_dataset(pkg, hospital, terms=terms, market=market, registry=registry,
         ...                       key_manager=km, blobs=blobs)  # doctest: +SKIP
     """
+    if datasheet is not None:
+        datasheet.check_fits(package.schema, rows=package.rows)
     key = dataformat.new_data_key()
     uid = hashlib.sha256(provider.address.encode() + os.urandom(32)).digest()
     ciphertext = dataformat.encrypt_bytes(package.to_bytes(), key, kind=dataformat.Kind.DATASET, context=uid)
@@ -115,4 +124,9 @@ def list_dataset(
         allowed_models=allowed_models,
     )
     logger.info("listed dataset %d (%d rows, content %s)", dataset_id, package.rows, content_hash.hex())
-    return ListedDataset(dataset_id, content_hash, schema_hash, len(ciphertext), tx)
+    datasheet_hash = None
+    if datasheet is not None:
+        datasheet_hash = bytes.fromhex(blobs.put(datasheet.to_bytes()))
+        market.set_datasheet(provider, dataset_id, datasheet_hash)
+        logger.info("published datasheet %s for dataset %d (%r)", datasheet_hash.hex(), dataset_id, datasheet.title)
+    return ListedDataset(dataset_id, content_hash, schema_hash, len(ciphertext), tx, datasheet_hash)

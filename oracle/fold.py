@@ -7,7 +7,7 @@ leave the same state behind. This is the only place that says what an event mean
 
 - datasets: terms (``DatasetListed``, ``TermsUpdated``), ε ledger (listed, reserved, released,
   debited, topped up), status (``DatasetStatusChanged``), restriction flags and allow-lists
-  (``AccessRestricted``, ``Consumer…``/``Model…`` ``Allowed``/``Disallowed``);
+  (``AccessRestricted``, ``Consumer…``/``Model…`` ``Allowed``/``Disallowed``), datasheet (``DatasheetSet``);
 - jobs: status, price snapshots (from the ``EpsilonReserved`` logs just before ``JobCreated``),
   claim and its holder, lease expiry (``JobClaimed``, ``LeaseRenewed``), releases (``ClaimReleased``:
   Open again), charges of lapsed claims (``ClaimCharged``), result hashes and refund;
@@ -149,6 +149,8 @@ class DatasetState:
     status: DatasetStatus = DatasetStatus.ACTIVE
     restricted: bool = False
     models_restricted: bool = False
+    datasheet_hash: str | None = None
+    """The SHA-256 of the provider's current datasheet (``DatasheetSet``; zero withdraws it)."""
     consumers: dict[str, LogPosition] = field(default_factory=dict)
     models: dict[str, LogPosition] = field(default_factory=dict)
 
@@ -688,6 +690,12 @@ def _access_restricted(state: IndexState, log: DecodedLog) -> None:
     dataset.restricted = bool(log.args["consumers"])
     dataset.models_restricted = bool(log.args["models"])
     dataset.updated_block = log.block
+
+
+def _datasheet_set(state: IndexState, log: DecodedLog) -> None:
+    dataset = _dataset(state, int(log.args["datasetId"]))
+    digest = bytes(log.args["datasheetHash"])
+    dataset.datasheet_hash = hex0x(digest) if any(digest) else None
 
 
 def _position(log: DecodedLog) -> LogPosition:
@@ -1231,6 +1239,7 @@ _STEPS: dict[str, Callable[[IndexState, DecodedLog], None]] = {
     "BudgetToppedUp": _budget_topped_up,
     "DatasetStatusChanged": _dataset_status_changed,
     "AccessRestricted": _access_restricted,
+    "DatasheetSet": _datasheet_set,
     "ConsumerAllowed": _consumer_allowed,
     "ConsumerDisallowed": _consumer_disallowed,
     "ModelAllowed": _model_allowed,

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     create_engine,
     event,
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 UINT256_DIGITS = 78
 """Decimal digits of 2**256 - 1: every on-chain unsigned integer fits."""
 DEFAULT_DB_NAME = "index.db"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Bumped whenever the tables change; an index of another version is dropped and rebuilt from the chain."""
 
 
@@ -174,6 +175,12 @@ class Dataset(Base):
     """Only allow-listed model specs may be trained (``AccessRestricted.models``)."""
     updated_block: Mapped[int] = mapped_column(BigInteger)
     """The block of the last change to the terms, status or restrictions (the listing at first)."""
+    datasheet_hash: Mapped[str | None] = mapped_column(String(66), index=True, nullable=True, default=None)
+    """The SHA-256 of the provider's current datasheet (``DatasheetSet``), ``None`` without one."""
+    datasheet_document: Mapped[DatasheetDocument | None] = relationship(
+        primaryjoin="foreign(Dataset.datasheet_hash) == DatasheetDocument.hash", viewonly=True, lazy="selectin"
+    )
+    """The document, when this gateway holds it (not chain state: see :class:`DatasheetDocument`)."""
 
     consumers: Mapped[list[AllowedConsumer]] = relationship(
         order_by=lambda: [AllowedConsumer.block, AllowedConsumer.log_index], lazy="selectin", cascade="all, delete-orphan"
@@ -181,6 +188,37 @@ class Dataset(Base):
     models: Mapped[list[AllowedModel]] = relationship(
         order_by=lambda: [AllowedModel.block, AllowedModel.log_index], lazy="selectin", cascade="all, delete-orphan"
     )
+
+
+class DatasheetDocument(Base):
+    """A datasheet document this gateway holds, by hash: what search and the cards read.
+
+    Content-addressed, not chain state: a row says "these bytes, which hash to ``hash``, are a
+    valid datasheet". Rows are added when a document is published (``POST /api/datasheets``)
+    and, for a hash the chain names, from the blob store when the list is next read, so a
+    rebuilt index finds them again.
+    """
+
+    __tablename__ = "datasheets"
+
+    hash: Mapped[str] = mapped_column(String(66), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200), index=True)
+    rows: Mapped[int] = mapped_column(BigInteger, index=True)
+    search_text: Mapped[str] = mapped_column(Text)
+    """Lower-cased title, description, tags, provider, label and column words (``Datasheet.search_text``)."""
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    tags: Mapped[list[DatasheetTag]] = relationship(order_by=lambda: DatasheetTag.position, lazy="selectin", cascade="all, delete-orphan")
+
+
+class DatasheetTag(Base):
+    """One tag of a datasheet (a row per tag, so a tag filter is an indexed join on every database)."""
+
+    __tablename__ = "datasheet_tags"
+
+    hash: Mapped[str] = mapped_column(ForeignKey("datasheets.hash", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    position: Mapped[int] = mapped_column(Integer)
 
 
 class AllowedConsumer(Base):

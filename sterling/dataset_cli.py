@@ -62,19 +62,27 @@ def publish(
     label: Annotated[str | None, typer.Option("--label", help="the label column (default: the last)")] = None,
     expiry: Annotated[str | None, typer.Option("--expiry", help="no job after this date (YYYY-MM-DD); default never")] = None,
     allow: Annotated[str | None, typer.Option("--allow", help="sell only to these accounts (comma-separated addresses)")] = None,
+    datasheet_file: Annotated[
+        Path | None,
+        typer.Option("--datasheet", help="the listing's datasheet, JSON (docs/datasheets.md); rows and version filled in if left out"),
+    ] = None,
+    bound: Annotated[
+        list[str] | None,
+        typer.Option("--bound", help="declared bounds of a feature, NAME=LOW:HIGH (repeat); the enclave clips and scales to them"),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="sign without asking (the terms are still shown)")] = False,
     gateway: GatewayOption = DEFAULT_GATEWAY,
     who: Signer = FROM_OPTIONS,
     json_out: JsonOption = False,
 ) -> None:
-    """Encrypt a table here, upload it, deposit its key with the key manager and list it with these terms."""
+    """Encrypt a table here, upload it, deposit its key with the key manager and list it with these terms and datasheet."""
     import tempfile
 
     from eth_utils import is_address, to_checksum_address
 
     from marketplace.chain import Wei
     from marketplace.contracts import MarketClient, RegistryClient, Terms, delta_units, epsilon_units
-    from marketplace.errors import SterlingError
+    from marketplace.errors import InvalidDataset, SterlingError
     from marketplace.gateway_client import GatewayDatasetKeys
     from marketplace.provider import list_dataset
     from marketplace.remote_blobs import DownloadProgress, GatewayBlobStore
@@ -90,11 +98,15 @@ def publish(
     )  # fmt: skip
     if not 0 < epsilon_per_job <= total_epsilon:
         raise typer.BadParameter("the ε per job must be positive and at most the total budget", param_hint="--epsilon-per-job")
+    bounds = _bounds(bound or [])
     try:
         with err.status(f"reading {table_file}"):
-            package = read_table(table_file, label_column=label)
+            package = read_table(table_file, label_column=label, bounds=bounds or None)
     except InvalidTable as e:
         raise typer.BadParameter(str(e), param_hint="TABLE_FILE") from e
+    except InvalidDataset as e:
+        raise typer.BadParameter(str(e), param_hint="--bound") from e
+    datasheet = _datasheet(datasheet_file, package) if datasheet_file is not None else None
     http, config, chain = connect(gateway, timeout=300)
     try:
         signer = who.unlock(http)
@@ -102,6 +114,12 @@ def publish(
         unit = token["symbol"] if token else "wei"
         schema = package.schema
         table = Table("", "", title=f"{table_file.name}: {package.rows:,} rows")
+        if datasheet is not None:
+            table.add_row("title", datasheet.title)
+            table.add_row("tags", ", ".join(datasheet.tags) or "none")
+        declared = sum(b is not None for b in schema.feature_bounds or ())
+        scaled = f"{declared} of {len(schema.feature_names)} features" if declared else "none: features are not scaled"
+        table.add_row("declared bounds", scaled)
         table.add_row(
             "features", f"{len(schema.feature_names)}: {', '.join(schema.feature_names[:8])}{' …' if len(schema.feature_names) > 8 else ''}"
         )
@@ -134,6 +152,7 @@ def publish(
                     listed = list_dataset(
                         package, signer, terms=terms, market=market, registry=registry, key_manager=GatewayDatasetKeys(http),
                         blobs=blobs, allowed_consumers=tuple(to_checksum_address(a) for a in allowed), uri="sterling-blob:",
+                        datasheet=datasheet,
                     )  # fmt: skip
                 except SterlingError as e:
                     raise refused(e) from e
@@ -142,6 +161,7 @@ def publish(
     summary = {
         "dataset_id": int(listed.dataset_id), "content_hash": listed.content_hash.hex(), "schema_hash": listed.schema_hash.hex(),
         "ciphertext_bytes": listed.ciphertext_bytes, "rows": package.rows, "transaction": listed.tx.tx_hash,
+        "datasheet_hash": listed.datasheet_hash.hex() if listed.datasheet_hash else None,
     }  # fmt: skip
     if json_out:
         console.print_json(json.dumps(summary))
@@ -152,27 +172,74 @@ def publish(
         )
 
 
+def _bounds(values: list[str]) -> dict[str, tuple[float, float]]:
+    """``NAME=LOW:HIGH`` options as declared bounds by column name."""
+    bounds: dict[str, tuple[float, float]] = {}
+    for value in values:
+        name, _, span = value.partition("=")
+        low, _, high = span.partition(":")
+        try:
+            bounds[name.strip()] = (float(low), float(high))
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not NAME=LOW:HIGH (e.g. income=0:500000)", param_hint="--bound") from None
+        if not name.strip():
+            raise typer.BadParameter(f"{value!r} names no column", param_hint="--bound")
+    return bounds
+
+
+def _datasheet(path: Path, package: Any) -> Any:
+    """The datasheet file, with ``rows`` and ``version`` filled in when left out, checked against the table."""
+    from marketplace.datasheet import DATASHEET_VERSION, Datasheet, InvalidDatasheet
+
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise typer.BadParameter(f"cannot read {path} as JSON: {e}", param_hint="--datasheet") from e
+    if isinstance(document, dict):
+        document.setdefault("version", DATASHEET_VERSION)
+        document.setdefault("rows", package.rows)
+    try:
+        datasheet = Datasheet.from_json(document)
+        datasheet.check_fits(package.schema, rows=package.rows)
+    except InvalidDatasheet as e:
+        problems = "\n".join(f"  {where or 'datasheet'}: {message}" for where, message in e.problems)
+        raise typer.BadParameter(f"{path} is not a datasheet for this table:\n{problems}", param_hint="--datasheet") from e
+    return datasheet
+
+
 @dataset_app.command("ls")
 def ls(
+    search: Annotated[str | None, typer.Option("--search", "-q", help="words the datasheet must contain")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="only datasets with this tag (repeat: all of them)")] = None,
+    schema: Annotated[str | None, typer.Option("--schema", help="only datasets of this schema hash")] = None,
     provider: Annotated[str | None, typer.Option("--provider", help="only this provider's datasets (an address)")] = None,
     status: Annotated[list[str] | None, typer.Option("--status", help="active, paused or delisted (repeat for several)")] = None,
+    sort: Annotated[str, typer.Option("--sort", help="listed, price, remaining_epsilon, title or rows; a leading - reverses")] = "-listed",
     limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 50,
+    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
     gateway: GatewayOption = DEFAULT_GATEWAY,
     json_out: JsonOption = False,
 ) -> None:
-    """List datasets (active and paused unless --status says otherwise), newest first."""
+    """Find datasets by their datasheets (active and paused unless --status says otherwise), newest first."""
     http, _, _ = connect(gateway, timeout=60)
     try:
-        page = get_json(http, "/api/datasets", provider=provider, status=status, limit=limit)
+        page = get_json(
+            http, "/api/datasets", q=search, tag=tag, schema_hash=schema, provider=provider, status=status, sort=sort, limit=limit,
+            offset=offset,
+        )  # fmt: skip
     finally:
         http.close()
     if json_out:
         console.print_json(json.dumps(page))
         return
-    table = Table("dataset", "status", "price", "ε per job", "ε left / total", "provider", title=f"{page['total']} dataset(s)")
+    shown = f"{offset + 1}–{offset + len(page['items'])} of {page['total']}" if page["items"] else f"0 of {page['total']}"
+    table = Table("dataset", "title", "rows", "label", "status", "price", "ε left / total", "provider", title=f"datasets {shown}")
     for d in page["items"]:
+        sheet = d.get("datasheet")
         budget = f"{d['remaining_epsilon']:g} / {d['total_epsilon']:g}"
-        table.add_row(str(d["id"]), d["status"], d["price_wei"], f"{d['max_epsilon_per_job']:g}", budget, d["provider"])
+        title, rows, label_name = (sheet["title"], f"{sheet['rows']:,}", sheet["label_name"]) if sheet else ("(no datasheet)", "", "")
+        who = sheet["provider_name"] if sheet else d["provider"]
+        table.add_row(str(d["id"]), title, rows, label_name, d["status"], d["price_wei"], budget, who)
     console.print(table)
 
 
@@ -187,6 +254,12 @@ def show(dataset_id: IdArgument, gateway: GatewayOption = DEFAULT_GATEWAY, json_
     if json_out:
         console.print_json(json.dumps(d))
         return
+    sheet = d.get("datasheet")
+    if sheet:
+        console.print(f"[bold]{sheet['title']}[/bold] ({sheet['rows']:,} rows; {sheet['license']}; by {sheet['provider_name']})")
+        console.print(sheet["description"])
+        if sheet["tags"]:
+            console.print("tags: " + ", ".join(sheet["tags"]))
     console.print(f"[bold]dataset {d['id']}[/bold]: {d['status']}, provider {d['provider']}")
     console.print(f"price {d['price_wei']} per job; ε per job {d['max_epsilon_per_job']:g}; max δ {d['max_delta']:g}")
     console.print(
@@ -194,9 +267,12 @@ def show(dataset_id: IdArgument, gateway: GatewayOption = DEFAULT_GATEWAY, json_
     )
     if d.get("schema"):
         schema = d["schema"]
-        console.print(
-            f"features ({len(schema['feature_names'])}): {', '.join(schema['feature_names'])}; classes: {', '.join(schema['class_names'])}"
-        )
+        label_name = sheet["label"]["name"] if sheet else "label"
+        console.print(f"{label_name} (the label): classes {', '.join(schema['class_names'])}")
+        columns = Table("column", "description", "unit", "declared bounds", title=f"{len(schema['feature_names'])} feature(s)")
+        for c in d.get("columns") or [{"name": n, "description": "", "unit": "", "bounds": None} for n in schema["feature_names"]]:
+            columns.add_row(c["name"], c["description"], c["unit"], f"{c['bounds'][0]:g} … {c['bounds'][1]:g}" if c["bounds"] else "")
+        console.print(columns)
     console.print(f"jobs: {', '.join(map(str, d['job_ids'])) or 'none'}")
 
 

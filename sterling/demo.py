@@ -32,6 +32,7 @@ from marketplace.chain import TxResult, Wei, open_chain
 from marketplace.config import NetworkConfig, SterlingSettings
 from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE, Terms, delta_units, epsilon_units
+from marketplace.datasheet import Datasheet
 from marketplace.errors import ConfigError
 from marketplace.local_training import predict, train_non_private
 from marketplace.provider import list_dataset
@@ -72,6 +73,26 @@ class DemoReport:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def hospital_datasheet(hospital: str, rows: int) -> Datasheet:
+    """What the demo's hospitals say about their shards (docs/datasheets.md)."""
+    return Datasheet.from_json({
+        "version": 1,
+        "title": f"Breast-cancer biopsies, {hospital}",
+        "description": (
+            f"Fine-needle aspirate biopsies of breast masses at {hospital}: 30 measurements of the cell nuclei per biopsy "
+            "(radius, texture, perimeter, area, smoothness, …: mean, standard error and worst value). A shard of the "
+            "Wisconsin Diagnostic Breast Cancer data shipped with scikit-learn."
+        ),
+        "tags": ["health", "oncology", "diagnosis"],
+        "license": "CC-BY-4.0",
+        "provider_name": hospital,
+        "rows": rows,
+        "label": {"name": "diagnosis", "description": "malignant or benign, from the pathology report"},
+        "provenance": "scikit-learn's load_breast_cancer (UCI), split into three disjoint stratified shards",
+        "intended_uses": "diagnostic classifiers trained under differential privacy",
+    })  # fmt: skip
 
 
 def hospital_shards(seed: int) -> tuple[list[DatasetPackage], np.ndarray, np.ndarray]:
@@ -168,8 +189,9 @@ def run_demo(settings: SterlingSettings, *, progress: ProgressFn | None = None) 
                 max_delta=delta_units(TERMS_MAX_DELTA),
             )
             item = list_dataset(
-                shard, account, terms=terms, market=market, registry=registry, key_manager=net.key_manager, blobs=blobs
-            )
+                shard, account, terms=terms, market=market, registry=registry, key_manager=net.key_manager, blobs=blobs,
+                datasheet=hospital_datasheet(name, shard.rows),
+            )  # fmt: skip
             record(f"listDataset ({name})", item.tx)
             listed.append(item)
             detail = f"{name}: dataset {item.dataset_id}, {shard.rows} rows, {item.ciphertext_bytes} B ciphertext"

@@ -40,6 +40,7 @@ abstract contract DatasetRegistry is IDatasetRegistry, Pausable {
     mapping(uint256 datasetId => DatasetRecord) private _datasets;
     mapping(uint256 datasetId => mapping(address consumer => bool)) private _allowedConsumers;
     mapping(uint256 datasetId => mapping(bytes32 modelSpecHash => bool)) private _allowedModels;
+    mapping(uint256 datasetId => bytes32 datasheetHash) private _datasheets;
     /// @dev uint32 so that every valid dataset id fits the job's packed storage (the checked
     /// increment reverts after 2^32 - 1 listings).
     uint32 private _datasetCount;
@@ -134,6 +135,12 @@ abstract contract DatasetRegistry is IDatasetRegistry, Pausable {
     }
 
     /// @inheritdoc IDatasetRegistry
+    function setDatasheet(uint256 datasetId, bytes32 datasheetHash) external onlyProvider(datasetId) {
+        _datasheets[datasetId] = datasheetHash;
+        emit DatasheetSet(datasetId, datasheetHash);
+    }
+
+    /// @inheritdoc IDatasetRegistry
     function setConsumersAllowed(uint256 datasetId, address[] calldata consumers, bool allowed)
         external
         onlyProvider(datasetId)
@@ -193,6 +200,12 @@ abstract contract DatasetRegistry is IDatasetRegistry, Pausable {
             return false;
         }
         return _isModelAllowed(_datasets[datasetId], datasetId, modelSpecHash);
+    }
+
+    /// @inheritdoc IDatasetRegistry
+    function datasheetOf(uint256 datasetId) external view returns (bytes32) {
+        _existingDataset(datasetId);
+        return _datasheets[datasetId];
     }
 
     /// @inheritdoc IDatasetRegistry

@@ -90,6 +90,9 @@ interface IDatasetRegistry {
     event ModelAllowed(uint256 indexed datasetId, bytes32 indexed modelSpecHash);
     /// @dev `modelSpecHash` was removed from the dataset's model allow-list.
     event ModelDisallowed(uint256 indexed datasetId, bytes32 indexed modelSpecHash);
+    /// @dev The provider published (or replaced) the dataset's datasheet: the SHA-256 of its
+    /// canonical JSON (docs/datasheets.md); zero withdraws it.
+    event DatasheetSet(uint256 indexed datasetId, bytes32 datasheetHash);
 
     /**
      * @notice Lists a dataset; the caller becomes its provider.
@@ -153,6 +156,16 @@ interface IDatasetRegistry {
     function setAccessRestrictions(uint256 datasetId, bool consumers, bool models) external;
 
     /**
+     * @notice Publishes the dataset's datasheet (title, description, tags, licence, provenance,
+     * row count, what each column means): `datasheetHash` is the SHA-256 of its canonical JSON,
+     * which is public and served by gateways (docs/datasheets.md). Descriptive only: the schema
+     * the enclave reads (and its declared bounds) is the listing's `schemaHash`, fixed for good.
+     * May be called again to correct it; zero withdraws it.
+     * @dev Requirements: caller is the provider; not delisted. Emits {DatasheetSet}.
+     */
+    function setDatasheet(uint256 datasetId, bytes32 datasheetHash) external;
+
+    /**
      * @notice Adds (`allowed` true) or removes accounts on the consumer allow-list. The list is
      * only enforced while consumers are restricted ({setAccessRestrictions}).
      * @dev Requirements: caller is the provider; not delisted; at most MAX_LIST_ENTRIES entries.
@@ -183,4 +196,7 @@ interface IDatasetRegistry {
 
     /// @notice Number of datasets listed so far (also the latest id).
     function datasetCount() external view returns (uint256);
+
+    /// @notice The SHA-256 of the dataset's current datasheet (zero when it has none).
+    function datasheetOf(uint256 datasetId) external view returns (bytes32);
 }

@@ -56,6 +56,12 @@ class ResponseCache:
         return body
 
 
+    def clear(self) -> None:
+        """Forget every body: something they were rendered from changed outside the index (a datasheet arrived)."""
+        with self._lock:
+            self._entries.clear()
+
+
 def index_version(session: Session, cursor_key: str) -> tuple[int, int]:
     """The index's ``(rollbacks, last indexed block)`` (``(0, -1)`` before the first poll): its version for caching."""
     cursor = session.get(Cursor, cursor_key)

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from eth_utils import to_checksum_address
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from enclave_worker.trusted.dataset import Schema
 from enclave_worker.trusted.evaluation import ARCHITECTURES
 from enclave_worker.trusted.onchain import (
     DELTA_SCALE,
@@ -25,7 +26,8 @@ from enclave_worker.trusted.onchain import (
 )
 from marketplace.blobstore import BlobStore
 from marketplace.contracts import DatasetStatus, JobStatus
-from marketplace.errors import BlobNotFound, CiphertextTampered
+from marketplace.datasheet import Datasheet, InvalidDatasheet, columns_of
+from marketplace.errors import BlobNotFound, CiphertextTampered, InvalidDataset
 from oracle.index_db import (
     BudgetEvent,
     Competition,
@@ -33,6 +35,8 @@ from oracle.index_db import (
     CompetitionSubmission,
     Cursor,
     Dataset,
+    DatasheetDocument,
+    DatasheetTag,
     Enclave,
     EnclaveRevocation,
     Job,
@@ -49,6 +53,7 @@ from sterling.gateway.limits import check_json_depth
 from sterling.gateway.schemas import (
     AttestationPublic,
     BudgetEventPublic,
+    ColumnPublic,
     CompetitionDetailPublic,
     CompetitionPhase,
     CompetitionPublic,
@@ -56,6 +61,7 @@ from sterling.gateway.schemas import (
     DatasetPublic,
     DatasetSort,
     DatasetStatusName,
+    DatasheetSummaryPublic,
     JobDetailPublic,
     JobPaymentPublic,
     JobProgressPublic,
@@ -67,6 +73,7 @@ from sterling.gateway.schemas import (
     ScorePointPublic,
     StakePublic,
     SubmissionPublic,
+    TagCountPublic,
     TimelineEventPublic,
     WorkerPublic,
 )
@@ -78,7 +85,14 @@ _DATASET_ORDER = {
     "-remaining_epsilon": (Dataset.remaining_epsilon.desc(), Dataset.id.asc()),
     "listed": (Dataset.listed_block.asc(), Dataset.id.asc()),
     "-listed": (Dataset.listed_block.desc(), Dataset.id.desc()),
+    # datasets without a datasheet (a NULL title) come last either way
+    "title": (DatasheetDocument.title.is_(None), func.lower(DatasheetDocument.title).asc(), Dataset.id.asc()),
+    "-title": (DatasheetDocument.title.is_(None), func.lower(DatasheetDocument.title).desc(), Dataset.id.asc()),
+    "rows": (DatasheetDocument.rows.is_(None), DatasheetDocument.rows.asc(), Dataset.id.asc()),
+    "-rows": (DatasheetDocument.rows.is_(None), DatasheetDocument.rows.desc(), Dataset.id.asc()),
 }
+_SORTS_ON_DATASHEET = frozenset({"title", "-title", "rows", "-rows"})
+MAX_SEARCH_WORDS = 8
 MAX_DOCUMENT_BYTES = 1 << 20
 MAX_ROW_ID = 2**63 - 1
 """The largest id an index table's (signed 64-bit) key holds: a larger one names nothing indexed."""
@@ -121,6 +135,20 @@ class DatasetFilter:
     max_price: int | None = None
     min_remaining_epsilon: float | None = None
     statuses: tuple[DatasetStatusName, ...] = LISTED_STATUSES
+    words: tuple[str, ...] = ()
+    """Free-text search: every word must be in the datasheet's :meth:`~marketplace.datasheet.Datasheet.search_text`."""
+    tags: tuple[str, ...] = ()
+    """Every tag must be on the datasheet."""
+
+
+def search_words(q: str | None) -> tuple[str, ...]:
+    """The words of a free-text query, lower-cased, each once, at most :data:`MAX_SEARCH_WORDS`."""
+    if not q:
+        return ()
+    words = tuple(dict.fromkeys(w for w in q.lower().split() if w))
+    if len(words) > MAX_SEARCH_WORDS:
+        raise BadRequest(f"a search has at most {MAX_SEARCH_WORDS} words, this one has {len(words)}")
+    return words
 
 
 def _filtered_datasets(f: DatasetFilter) -> Select[Dataset]:
@@ -135,11 +163,77 @@ def _filtered_datasets(f: DatasetFilter) -> Select[Dataset]:
         query = query.where(Dataset.price_wei <= f.max_price)
     if f.min_remaining_epsilon is not None:
         query = query.where(Dataset.remaining_epsilon >= math.ceil(f.min_remaining_epsilon * EPSILON_SCALE))
+    if f.words:
+        matching = select(DatasheetDocument.hash).where(*(DatasheetDocument.search_text.contains(w, autoescape=True) for w in f.words))
+        query = query.where(Dataset.datasheet_hash.in_(matching))
+    for tag in f.tags:
+        query = query.where(Dataset.datasheet_hash.in_(select(DatasheetTag.hash).where(DatasheetTag.tag == tag)))
     return query
 
 
 def dataset_public(row: Dataset) -> DatasetPublic:
     return DatasetPublic(**_dataset_fields(row))
+
+
+def _summary(document: DatasheetDocument | None) -> DatasheetSummaryPublic | None:
+    if document is None:
+        return None
+    doc = document.document
+    return DatasheetSummaryPublic(
+        title=doc["title"], description=doc["description"], tags=list(doc["tags"]), license=doc["license"],
+        provider_name=doc["provider_name"], rows=int(doc["rows"]), label_name=doc["label"]["name"],
+    )  # fmt: skip
+
+
+def store_datasheet(session: Session, digest: str, datasheet: Datasheet, document: dict[str, Any]) -> None:
+    """Remember a valid datasheet document under its hash (``0x`` hex); a second store changes nothing."""
+    key = hash_hex(digest)
+    if session.get(DatasheetDocument, key) is not None:
+        return
+    row = DatasheetDocument(hash=key, title=datasheet.title, rows=datasheet.rows, search_text=datasheet.search_text(), document=document)
+    row.tags = [DatasheetTag(hash=key, tag=tag, position=i) for i, tag in enumerate(datasheet.tags)]
+    session.add(row)
+
+
+def sync_datasheets(session: Session, blobs: BlobStore) -> int:
+    """Load the datasheets the chain names and the blob store holds but the table lacks; returns how many.
+
+    After an index rebuild, or for a document that reached the blob store by another route. A
+    document that is missing or not a valid datasheet is left out (the card shows no datasheet).
+    """
+    named = session.scalars(
+        select(Dataset.datasheet_hash)
+        .where(Dataset.datasheet_hash.is_not(None), ~exists().where(DatasheetDocument.hash == Dataset.datasheet_hash))
+        .distinct()
+    ).all()
+    added = 0
+    for digest in named:
+        if digest is None:
+            continue
+        document = read_json_blob(blobs, digest.removeprefix("0x"))
+        if document is None:
+            continue
+        try:
+            datasheet = Datasheet.from_json(document)
+        except InvalidDatasheet:
+            continue
+        store_datasheet(session, digest, datasheet, document)
+        added += 1
+    return added
+
+
+def dataset_tags(session: Session, *, limit: int = 100) -> list[TagCountPublic]:
+    """Tags of the listed (active or paused) datasets' datasheets, most used first."""
+    count = func.count(Dataset.id)
+    rows = session.execute(
+        select(DatasheetTag.tag, count)
+        .join(Dataset, Dataset.datasheet_hash == DatasheetTag.hash)
+        .where(Dataset.status.in_(sorted(_STATUS_CODE[s] for s in LISTED_STATUSES)))
+        .group_by(DatasheetTag.tag)
+        .order_by(count.desc(), DatasheetTag.tag.asc())
+        .limit(limit)
+    ).all()
+    return [TagCountPublic(tag=tag, count=n) for tag, n in rows]
 
 
 def _dataset_fields(row: Dataset) -> dict[str, Any]:
@@ -166,13 +260,17 @@ def _dataset_fields(row: Dataset) -> dict[str, Any]:
         "listed_at": row.listed_at,
         "listed_tx": row.listed_tx,
         "updated_block": row.updated_block,
+        "datasheet_hash": row.datasheet_hash,
+        "datasheet": _summary(row.datasheet_document),
     }
 
 
 def list_datasets(session: Session, f: DatasetFilter, *, sort: DatasetSort, limit: int, offset: int) -> tuple[list[DatasetPublic], int]:
     query = _filtered_datasets(f)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    with_lists = query.options(selectinload(Dataset.consumers), selectinload(Dataset.models))
+    with_lists = query.options(selectinload(Dataset.consumers), selectinload(Dataset.models), selectinload(Dataset.datasheet_document))
+    if sort in _SORTS_ON_DATASHEET:
+        with_lists = with_lists.outerjoin(DatasheetDocument, DatasheetDocument.hash == Dataset.datasheet_hash)
     page = with_lists.order_by(*_DATASET_ORDER[sort]).limit(limit).offset(offset)
     rows = session.scalars(page).all()
     return [dataset_public(r) for r in rows], total
@@ -201,9 +299,14 @@ def dataset_detail(session: Session, dataset_id: int, blobs: BlobStore) -> Datas
         select(BudgetEvent).where(BudgetEvent.dataset_id == dataset_id).order_by(BudgetEvent.block, BudgetEvent.log_index)
     )
     job_ids = session.scalars(select(JobDataset.job_id).where(JobDataset.dataset_id == dataset_id).order_by(JobDataset.job_id))
+    schema = read_json_blob(blobs, row.schema_hash)
+    fields = _dataset_fields(row)
+    document = row.datasheet_document
+    fields["datasheet"] = document.document if document is not None else None
     return DatasetDetailPublic(
-        **_dataset_fields(row),
-        schema=read_json_blob(blobs, row.schema_hash),
+        **fields,
+        schema=schema,
+        columns=_columns_public(schema, document),
         budget_history=[
             BudgetEventPublic(
                 block=e.block, timestamp=e.timestamp, tx_hash=e.tx_hash, job_id=e.job_id,
@@ -215,6 +318,17 @@ def dataset_detail(session: Session, dataset_id: int, blobs: BlobStore) -> Datas
         ],
         job_ids=list(job_ids),
     )  # fmt: skip
+
+
+def _columns_public(schema_doc: dict[str, Any] | None, document: DatasheetDocument | None) -> list[ColumnPublic]:
+    if schema_doc is None:
+        return []
+    try:
+        schema = Schema.from_json(schema_doc)
+        datasheet = Datasheet.from_json(document.document) if document is not None else None
+    except (InvalidDataset, InvalidDatasheet):
+        return []
+    return [ColumnPublic(**column) for column in columns_of(schema, datasheet)]
 
 
 def status_name(status: int) -> JobStatusName:

@@ -16,7 +16,7 @@ ADDRESS_PATTERN = r"^(0x)?[0-9a-fA-F]{40}$"
 
 JobStatusName = Literal["open", "claimed", "completed", "expired", "cancelled"]
 DatasetStatusName = Literal["active", "paused", "delisted"]
-DatasetSort = Literal["price", "-price", "remaining_epsilon", "-remaining_epsilon", "listed", "-listed"]
+DatasetSort = Literal["price", "-price", "remaining_epsilon", "-remaining_epsilon", "listed", "-listed", "title", "-title", "rows", "-rows"]
 BudgetKind = Literal["listed", "reserved", "released", "debited", "topped_up", "terms_updated"]
 TimelineStage = Literal["created", "claimed", "renewed", "released", "charged", "slashed", "settled", "expired", "cancelled"]
 PaymentKind = Literal["credited", "withdrawn"]
@@ -97,6 +97,18 @@ class ConfigPublic(BaseModel):
     )
 
 
+class DatasheetSummaryPublic(BaseModel):
+    """What a dataset card shows of the provider's datasheet (the whole document: ``GET /api/datasets/{id}``)."""
+
+    title: str
+    description: str
+    tags: list[str]
+    license: str
+    provider_name: str
+    rows: int = Field(description="the public row count the provider declared")
+    label_name: str
+
+
 class DatasetPublic(BaseModel):
     """Amounts named ``_wei`` are in the market's payment unit: wei, or the token's smallest unit."""
 
@@ -122,6 +134,26 @@ class DatasetPublic(BaseModel):
     listed_at: int
     listed_tx: str
     updated_block: int = Field(description="block of the last change to the terms, status or restrictions")
+    datasheet_hash: str | None = Field(default=None, description="the SHA-256 of the provider's current datasheet (on-chain), if any")
+    datasheet: DatasheetSummaryPublic | None = Field(
+        default=None, description="the datasheet's summary; null without one, or while this gateway does not hold its document"
+    )
+
+
+class ColumnPublic(BaseModel):
+    name: str
+    description: str = Field(description="from the datasheet")
+    unit: str = Field(description="from the datasheet")
+    bounds: list[float] | None = Field(description="the provider's declared [low, high] from the schema (the enclave clips to it), if any")
+
+
+class TagCountPublic(BaseModel):
+    tag: str
+    count: int
+
+
+class TagListPublic(BaseModel):
+    tags: list[TagCountPublic] = Field(description="tags of listed datasets, most used first")
 
 
 class BudgetEventPublic(BaseModel):
@@ -142,6 +174,12 @@ class DatasetDetailPublic(DatasetPublic):
     model_config = ConfigDict(populate_by_name=True)
 
     schema_: dict[str, Any] | None = Field(default=None, alias="schema", description="the dataset schema JSON, if the blob store has it")
+    datasheet: dict[str, Any] | None = Field(  # type: ignore[assignment]  # the detail gives the whole document, not the card's summary
+        default=None, description="the whole datasheet document (docs/datasheets.md), if this gateway holds it"
+    )
+    columns: list[ColumnPublic] = Field(
+        default_factory=list, description="each feature: the datasheet's description and unit with the schema's declared bounds"
+    )
     budget_history: list[BudgetEventPublic]
     job_ids: list[int]
 

@@ -225,6 +225,25 @@ def test_paused_dataset_blocks_a_multi_dataset_job(chain: Deployment) -> None:
     assert chain.market.functions.remainingEpsilon(ids[0]).call() == 10 * EPSILON_SCALE
 
 
+def test_the_provider_publishes_replaces_and_withdraws_the_datasheet(chain: Deployment, dataset: int) -> None:
+    m = chain.market.functions
+    assert m.datasheetOf(dataset).call() == bytes(32)
+    first, second = keccak(b"datasheet v1"), keccak(b"datasheet v2")
+    tx = _provider_tx(chain, m.setDatasheet(dataset, first))
+    assert logged(chain.market, tx, "DatasheetSet") == [{"datasetId": dataset, "datasheetHash": first}]
+    assert m.datasheetOf(dataset).call() == first
+    _provider_tx(chain, m.setDatasheet(dataset, second))
+    assert m.datasheetOf(dataset).call() == second
+    expect_revert(
+        lambda: transact(chain.w3, m.setDatasheet(dataset, first), chain.actors.stranger),
+        "DatasetRegistryNotProvider", dataset, chain.actors.stranger,
+    )  # fmt: skip
+    assert m.datasheetOf(dataset).call() == second
+    _provider_tx(chain, m.setDatasheet(dataset, bytes(32)))
+    assert m.datasheetOf(dataset).call() == bytes(32)
+    expect_revert(lambda: m.datasheetOf(dataset + 1000).call(), "DatasetRegistryUnknownDataset", dataset + 1000)
+
+
 def test_delist_is_terminal(chain: Deployment, dataset: int) -> None:
     a = chain.actors
     m = chain.market.functions
@@ -245,6 +264,7 @@ def test_delist_is_terminal(chain: Deployment, dataset: int) -> None:
         m.setAccessRestrictions(dataset, False, False),
         m.setConsumersAllowed(dataset, [a.consumer], True),
         m.setModelsAllowed(dataset, [MODEL_SPEC], True),
+        m.setDatasheet(dataset, b"\x01" * 32),
     ):
         expect_revert(lambda call=call: transact(chain.w3, call, provider), "DatasetRegistryDelisted", dataset)
 

@@ -101,3 +101,48 @@ def test_a_provider_publishes_a_csv_and_manages_the_listing_from_a_terminal(gate
         assert net.market.dataset(dataset_id).status.name == "DELISTED"
         late = runner.invoke(cli, ["dataset", "reprice", str(dataset_id), "--price", "1", "--gateway", url], env=env)
         assert late.exit_code == 1 and f"Dataset #{dataset_id} is delisted and can no longer be changed." in words(late.output)
+
+
+def test_a_provider_publishes_with_a_datasheet_and_declared_bounds_and_consumers_find_it_by_search(gateway: Gateway, tmp_path: Path) -> None:
+    net = gateway.net
+    env = {"STERLING_PRIVATE_KEY": net.chain.new_account().key.hex()}
+    table = tmp_path / "clinic.csv"
+    _csv(table, 150, 5)
+    sheet = tmp_path / "sheet.json"
+    sheet.write_text(json.dumps({
+        "title": "Clinic outcomes kx4", "description": "Outcomes of a clinic's patients, one row per visit.", "tags": ["health", "kx4"],
+        "license": "proprietary", "provider_name": "Clinic kx4", "label": {"name": "outcome", "description": "sick or well at discharge"},
+        "columns": [{"name": "age", "description": "age at the visit", "unit": "years"}],
+    }))  # fmt: skip
+    terms = ["--price", str(10**16), "--epsilon-per-job", "1", "--total-epsilon", "3", "--yes", "--json"]
+    bounds = ["--bound", "age=-5:5", "--bound", "bmi=-5:5"]
+    runner = CliRunner()
+    with serve(gateway.app_with(port=free_port())) as (host, port):
+        url = f"http://{host}:{port}"
+        count = net.market.dataset_count()
+        bad_sheet = tmp_path / "bad.json"
+        bad_sheet.write_text(json.dumps({**json.loads(sheet.read_text()), "rows": 99, "tags": ["Health"]}))
+        refused = runner.invoke(cli, ["dataset", "publish", str(table), *terms, "--datasheet", str(bad_sheet), "--gateway", url], env=env)
+        assert refused.exit_code == 2 and "tags.0: a tag is lower-case" in words(refused.output), refused.output
+        unknown = runner.invoke(cli, ["dataset", "publish", str(table), *terms, "--bound", "height=0:3", "--gateway", url], env=env)
+        assert unknown.exit_code == 2 and "height" in unknown.output
+        assert net.market.dataset_count() == count  # nothing listed
+
+        published = runner.invoke(cli, ["dataset", "publish", str(table), *terms, *bounds, "--datasheet", str(sheet), "--gateway", url], env=env)
+        assert published.exit_code == 0, published.output
+        summary = json.loads(published.output[published.output.index("{") :])
+        assert summary["datasheet_hash"] == net.market.datasheet_of(summary["dataset_id"]).hex()
+        gateway.sync()
+
+        found = runner.invoke(cli, ["dataset", "ls", "-q", "clinic kx4", "--tag", "health", "--gateway", url], env={"COLUMNS": "200"})
+        assert found.exit_code == 0 and "datasets 1–1 of 1" in words(found.output)
+        assert "Clinic outcomes kx4" in found.output and " 150 " in found.output and " outcome " in found.output, found.output
+        page = json.loads(runner.invoke(cli, ["dataset", "ls", "-q", "kx4", "--json", "--gateway", url]).output)
+        assert [d["datasheet"]["title"] for d in page["items"]] == ["Clinic outcomes kx4"]
+        assert json.loads(runner.invoke(cli, ["dataset", "ls", "-q", "kx4 dental", "--json", "--gateway", url]).output)["items"] == []
+        shown = runner.invoke(cli, ["dataset", "show", str(summary["dataset_id"]), "--gateway", url], env={"COLUMNS": "200"})
+        text = words(shown.output)
+        assert "Clinic outcomes kx4 (150 rows; proprietary; by Clinic kx4)" in text
+        assert "age age at the visit years -5 … 5" in text and "noise" in text
+        detail = json.loads(runner.invoke(cli, ["dataset", "show", str(summary["dataset_id"]), "--json", "--gateway", url]).output)
+        assert detail["schema"]["feature_bounds"] == [[-5, 5], [-5, 5], None, None]

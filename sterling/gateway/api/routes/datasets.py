@@ -5,11 +5,21 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from sterling.gateway.api.deps import BlobsDep, CacheDep, ServicesDep, SessionDep
+from marketplace.datasheet import Tag
+from sterling.gateway.api.deps import BlobsDep, CacheDep, ServicesDep
 from sterling.gateway.cache import index_version
-from sterling.gateway.queries import LISTED_STATUSES, DatasetFilter, dataset_detail, list_datasets
+from sterling.gateway.queries import (
+    LISTED_STATUSES,
+    DatasetFilter,
+    dataset_detail,
+    dataset_tags,
+    list_datasets,
+    search_words,
+    sync_datasheets,
+)
 from sterling.gateway.schemas import (
     ADDRESS_PATTERN,
     HEX32_PATTERN,
@@ -17,13 +27,27 @@ from sterling.gateway.schemas import (
     DatasetListPublic,
     DatasetSort,
     DatasetStatusName,
+    TagListPublic,
 )
+from sterling.gateway.services import GatewayServices
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 MAX_ID = 2**63 - 1
 MAX_WEI = 2**256 - 1
 DatasetIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="dataset id (from 1)")]
+
+
+def sync_datasheets_of(services: GatewayServices) -> None:
+    """:func:`~sterling.gateway.queries.sync_datasheets` in its own transaction.
+
+    A concurrent request that stored the same document first wins.
+    """
+    try:
+        with services.index.transaction() as session:
+            sync_datasheets(session, services.blobs)
+    except IntegrityError:
+        pass
 
 
 @router.get("", response_model=DatasetListPublic)
@@ -40,10 +64,16 @@ async def datasets(
         list[DatasetStatusName] | None,
         Query(description="only datasets in these statuses (repeat the parameter for several); default active and paused"),
     ] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="free text: every word in the datasheet (title, description, tags, provider, label, columns)"),
+    ] = None,
+    tag: Annotated[list[Tag] | None, Query(description="only datasets whose datasheet has all these tags (repeat the parameter)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> Response:
-    """Datasets, filtered by status, schema, provider, price and remaining ε, sorted by price, remaining ε or listing.
+    """Datasets, searched by their datasheets and filtered by status, schema, provider, price and remaining ε;
+    sorted by listing, price, remaining ε, title or row count (datasets without a datasheet last).
 
     Delisted datasets are left out unless ``status`` asks for them.
 
@@ -54,6 +84,7 @@ async def datasets(
     f = DatasetFilter(
         schema_hash=schema_hash, provider=provider, min_price=min_price, max_price=max_price, min_remaining_epsilon=min_remaining_epsilon,
         statuses=tuple(sorted(set(status))) if status else LISTED_STATUSES,
+        words=search_words(q), tags=tuple(sorted(set(tag))) if tag else (),
     )  # fmt: skip
 
     def version_from_database() -> tuple[int, int]:
@@ -61,6 +92,7 @@ async def datasets(
             return index_version(session, services.cursor_key)
 
     def render() -> bytes:
+        sync_datasheets_of(services)
         with services.index.session() as session:
             items, total = list_datasets(session, f, sort=sort, limit=limit, offset=offset)
         return DatasetListPublic(items=items, total=total).model_dump_json().encode()
@@ -75,7 +107,17 @@ async def datasets(
     return Response(content=body, media_type="application/json")
 
 
+@router.get("/tags", response_model=TagListPublic)
+def tags(services: ServicesDep) -> TagListPublic:
+    """The tags of listed datasets' datasheets with how many datasets carry each, most used first (at most 100)."""
+    sync_datasheets_of(services)
+    with services.index.session() as session:
+        return TagListPublic(tags=dataset_tags(session))
+
+
 @router.get("/{dataset_id}", response_model=DatasetDetailPublic, responses={404: {"description": "no such dataset"}})
-def dataset(dataset_id: DatasetIdPath, session: SessionDep, blobs: BlobsDep) -> DatasetDetailPublic:
-    """One dataset (in any status) with its schema, its ε budget history and the jobs that used it."""
-    return dataset_detail(session, dataset_id, blobs)
+def dataset(dataset_id: DatasetIdPath, services: ServicesDep, blobs: BlobsDep) -> DatasetDetailPublic:
+    """One dataset (in any status) with its schema, its datasheet and columns, its ε budget history and the jobs that used it."""
+    sync_datasheets_of(services)
+    with services.index.session() as session:
+        return dataset_detail(session, dataset_id, blobs)

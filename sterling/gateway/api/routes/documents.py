@@ -1,4 +1,5 @@
-"""``POST /api/documents``: a public JSON document stored as sent, under the SHA-256 of its exact bytes.
+"""``POST /api/documents``: a public JSON document stored as sent, under the SHA-256 of its exact bytes;
+``POST /api/datasheets``: a listing's datasheet, checked, stored under the SHA-256 of its canonical JSON.
 
 A trainer worker stores its job's metrics document here: the enclave hashed those bytes into the
 receipt (``metricsHash``, on-chain), so they are kept byte for byte, never re-canonicalised
@@ -16,13 +17,18 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 
+from enclave_worker.trusted.dataset import canonical_json
+from marketplace.datasheet import MAX_DATASHEET_BYTES, Datasheet, InvalidDatasheet, document_hash, json_schema
 from marketplace.remote_blobs import MAX_DOCUMENT_BYTES
-from sterling.gateway.api.deps import BlobsDep
+from sterling.gateway.api.deps import BlobsDep, CacheDep, ServicesDep
 from sterling.gateway.api.routes.blobs import expected_digest
 from sterling.gateway.api.routes.specs import read_limited
 from sterling.gateway.bounds import GatewayBounds, client_of, get_bounds
 from sterling.gateway.errors import BadRequest, ContentHashMismatch, NonStandardJson
+from sterling.gateway.queries import store_datasheet
 from sterling.gateway.schemas import DocumentPublic
 from sterling.gateway.strict_json import strict_loads
 
@@ -102,3 +108,54 @@ async def publish_document(
         bounds.storage.record(client, digest, len(raw))
     logger.info("stored document %s (%d bytes) from %s", digest, len(raw), client)
     return DocumentPublic(sha256=digest)
+
+
+@router.post(
+    "/datasheets",
+    status_code=201,
+    response_model=DocumentPublic,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": json_schema()}}}},
+    responses={
+        400: {"description": "not a JSON object, or a key named twice"},
+        413: {"description": f"over {MAX_DATASHEET_BYTES} bytes"},
+        422: {"description": "not a valid datasheet: `detail`, and `problems` as [{path, message}]"},
+        507: {"description": "the client's storage quota is used up; nothing stored"},
+    },
+)
+async def publish_datasheet(request: Request, services: ServicesDep, cache: CacheDep, bounds: BoundsDep) -> DocumentPublic | JSONResponse:
+    """Check a datasheet (docs/datasheets.md) and store the canonical JSON of the document as sent: its SHA-256 is what
+    ``setDatasheet`` puts on-chain, and the dataset list is searched by it from then on."""
+    raw = await read_limited(request, limit=MAX_DATASHEET_BYTES)
+    try:
+        document = parse_document(raw)
+        datasheet = Datasheet.from_json(document)
+    except NonStandardJson as e:
+        return _refused(InvalidDatasheet(f"the datasheet is not standard JSON: {e}"))
+    except InvalidDatasheet as e:
+        return _refused(e)
+    body = canonical_json(document)
+    digest = document_hash(document).hex()
+    if not services.blobs.has(digest):
+        client = client_of(request.scope)
+        used = await anyio.to_thread.run_sync(lambda: bounds.storage.usage_for_upload(client, adding=len(body)))
+        with bounds.storage.reservation(client, used=used) as charge:
+            charge(len(body))
+            await anyio.to_thread.run_sync(services.blobs.put, body)
+            bounds.storage.record(client, digest, len(body))
+
+    def remember() -> None:
+        try:
+            with services.index.transaction() as session:
+                store_datasheet(session, digest, datasheet, document)
+        except IntegrityError:
+            pass  # the same document, stored by a concurrent request
+
+    await anyio.to_thread.run_sync(remember)
+    cache.clear()  # a dataset whose DatasheetSet came before its document now shows it
+    logger.info("stored datasheet %s (%r, %d bytes)", digest, datasheet.title[:60], len(body))
+    return DocumentPublic(sha256=digest)
+
+
+def _refused(error: InvalidDatasheet) -> JSONResponse:
+    problems = [{"path": path, "message": message} for path, message in error.problems]
+    return JSONResponse({"detail": str(error), "problems": problems}, status_code=422)
