@@ -67,6 +67,21 @@ def shoot(page: Page, name: str) -> None:
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
+def back_up_key(page: Page) -> None:
+    """The job form's required step before paying for a model sealed to this browser's key: the key file saved, then confirmed."""
+    with page.expect_download():
+        page.click("#key-download")
+    page.check("#key-saved")
+
+
+def describe_dataset(page: Page, title: str) -> None:
+    """The listing form's required datasheet fields (docs/datasheets.md)."""
+    page.fill("#ds-title", title)
+    page.fill("#ds-description", f"{title}: biopsies of breast masses, one row per biopsy.")
+    page.fill("#ds-license", "CC-BY-4.0")
+    page.fill("#ds-provider-name", "St. Mary's")
+
+
 def use_account(page: Page, index: int) -> str:
     page.select_option("#account-select", f"dev:{index}")
     return page.locator("#account-select").input_value()
@@ -88,6 +103,7 @@ def test_list_train_settle_decrypt_withdraw_in_the_browser(up: httpx.Client, bro
     page.set_input_files("#file", hospital_csv)
     expect(page.locator("#label-column")).to_be_enabled()
     page.select_option("#label-column", "diagnosis")
+    describe_dataset(page, "Breast-cancer biopsies")
     page.fill("#price", "0.5")
     shoot(page, "list-a-dataset")
     page.click("#list-submit")
@@ -97,13 +113,14 @@ def test_list_train_settle_decrypt_withdraw_in_the_browser(up: httpx.Client, bro
     dataset_id = int(str(page.get_attribute("#listed-link", "href")).rsplit("/", 1)[1])
     dataset = up.get(f"/api/datasets/{dataset_id}").json()
     assert dataset["provider"] == provider and dataset["price_wei"] == str(5 * 10**17)
+    assert dataset["datasheet"]["title"] == "Breast-cancer biopsies" and dataset["datasheet"]["rows"] == 400
     assert dataset["schema"]["class_names"] == ["benign", "malignant"] and len(dataset["schema"]["feature_names"]) == 30
     stored = up.get(f"/api/blobs/{dataset['content_hash'][2:]}").content
     assert stored[:4] == b"STRL" and hashlib.sha256(stored).hexdigest() == dataset["content_hash"][2:]
     assert b"mean radius" not in stored and hospital_csv.read_bytes()[:200] not in stored
 
     page.click("#listed-link")
-    expect(page.locator("h1")).to_have_text(f"Dataset #{dataset_id}")
+    expect(page.locator("h1")).to_have_text("Breast-cancer biopsies")  # the datasheet's title
     expect(page.locator("svg.chart")).to_be_visible()
     shoot(page, "dataset-detail")
     page.goto(f"{base}/#/")
@@ -121,6 +138,7 @@ def test_list_train_settle_decrypt_withdraw_in_the_browser(up: httpx.Client, bro
     page.fill("#epochs", "3")
     page.fill("#hidden", "16")
     expect(page.locator("#summary")).to_contain_text("0.51 ETH")
+    back_up_key(page)
     expect(page.locator("#create-submit")).to_be_enabled()
     shoot(page, "create-a-job")
     page.click("#create-submit")
@@ -174,7 +192,7 @@ def test_list_train_settle_decrypt_withdraw_in_the_browser(up: httpx.Client, bro
     page.set_viewport_size(PHONE)
     for route, name, heading in [
         ("#/", "marketplace", "Datasets"),
-        (f"#/datasets/{dataset_id}", "dataset-detail", f"Dataset #{dataset_id}"),
+        (f"#/datasets/{dataset_id}", "dataset-detail", "Breast-cancer biopsies"),
         ("#/jobs/new", "create-a-job", "Create a training job"),
         (f"#/jobs/{job_id}", "job-settled", f"Job #{job_id}"),
         ("#/workers", "workers", "Workers and key managers"),
@@ -284,6 +302,7 @@ def test_provider_pauses_tops_up_and_reprices_and_the_job_form_follows(up: httpx
     consumer.fill("#epochs", "1")
     consumer.fill("#hidden", "8")
     expect(consumer.locator("#summary")).to_contain_text("0.11 ETH")
+    back_up_key(consumer)
     provider.fill("#new-price", "0.2")
     provider.click("#price-submit")
     expect(provider.locator("#manage-ok")).to_contain_text("Price set to 0.2 ETH: done", timeout=60_000)

@@ -25,6 +25,7 @@ from sterling.localnet import LocalNet, bring_up
 from tests.gateway.conftest import Gateway, list_toy, make_gateway
 from tests.gateway.test_up import wait_until
 from tests.web.conftest import SCREENSHOTS
+from tests.web.test_ui_flows import back_up_key
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -92,6 +93,7 @@ def test_the_job_form_approves_the_token_then_creates_the_job(token_market: Toke
     page.fill("#epochs", "1")
     expect(page.locator("#summary")).to_contain_text("Total to escrow: 30 tUSD")
     expect(page.locator("#create-submit")).to_have_text("Approve and create the job")
+    back_up_key(page)
     page.click("#create-submit")
     page.wait_for_selector("#job-link", timeout=90_000)
     expect(page.locator("[data-step=approve]")).to_have_class("done")

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.gateway.test_up import wait_until
-from tests.web.test_ui_flows import hospital_csv, use_account  # noqa: F401 - hospital_csv is a fixture of this module too
+from tests.web.test_ui_flows import back_up_key, describe_dataset, hospital_csv, use_account  # noqa: F401 - hospital_csv is a fixture of this module too
 
 pytestmark = [pytest.mark.browser, pytest.mark.anvil, pytest.mark.slow]
 
@@ -42,6 +42,7 @@ def test_list_buy_and_withdraw_in_tokens_on_sterling_up(token_up: httpx.Client, 
     expect(page.locator("label[for=price]")).to_contain_text(symbol)
     page.set_input_files("#file", hospital_csv)
     page.select_option("#label-column", "diagnosis")
+    describe_dataset(page, "Biopsies for tokens")
     page.fill("#price", "25")
     page.click("#list-submit")
     page.wait_for_selector("#listed-link", timeout=90_000)
@@ -57,6 +58,7 @@ def test_list_buy_and_withdraw_in_tokens_on_sterling_up(token_up: httpx.Client, 
     page.fill("#fee", "5")
     expect(page.locator("#summary")).to_contain_text(f"Total to escrow: 30 {symbol}")
     expect(page.locator("#create-submit")).to_have_text("Approve and create the job")
+    back_up_key(page)
     page.click("#create-submit")
     page.wait_for_selector("#job-link", timeout=90_000)
     job_id = int(str(page.get_attribute("#job-link", "href")).rsplit("/", 1)[1])

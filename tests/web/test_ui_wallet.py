@@ -24,7 +24,7 @@ from eth_utils import to_checksum_address
 from playwright.sync_api import Browser, Page, expect
 
 from tests.gateway.test_up import sterling_up, wait_until
-from tests.web.test_ui_flows import hospital_csv  # noqa: F401 - a fixture of this module too
+from tests.web.test_ui_flows import back_up_key, describe_dataset, hospital_csv  # noqa: F401 - a fixture of this module too
 
 pytestmark = [pytest.mark.browser, pytest.mark.anvil, pytest.mark.slow]
 
@@ -167,6 +167,7 @@ def test_list_create_and_withdraw_through_an_injected_wallet(up: httpx.Client, b
     page.wait_for_selector("#file")
     page.set_input_files("#file", hospital_csv)
     page.select_option("#label-column", "diagnosis")
+    describe_dataset(page, "Biopsies via a wallet")
     page.fill("#price", "0.5")
     wallet.reject.add("eth_signTypedData_v4")  # the user first declines to sign the key deposit
     page.click("#list-submit")
@@ -195,6 +196,7 @@ def test_list_create_and_withdraw_through_an_injected_wallet(up: httpx.Client, b
     page.fill("#epsilon", "1")
     page.fill("#epochs", "2")
     page.fill("#hidden", "8")
+    back_up_key(page)
     expect(page.locator("#create-submit")).to_be_enabled()
     page.click("#create-submit")
     page.wait_for_selector("#job-link", timeout=60_000)

@@ -33,6 +33,7 @@ async function route() {
   }
   const token = ++renderToken;
   document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", match && a.dataset.nav === match.r.nav));
+  revealActiveNav();
   if (!match) {
     view.innerHTML = `<h1>Not found</h1><p>No page at <span class="mono">${esc(path)}</span>. <a href="#/">Back to the marketplace</a>.</p>`;
     return;
@@ -62,13 +63,16 @@ async function setUpAccounts() {
     const cfg = await wallet.loadConfig();
     setCurrency(cfg.payment_token);
     useChainConstants(cfg);
-    const choices = await wallet.accountChoices();
-    select.innerHTML = choices.map((c) => `<option value="${esc(c.value)}">${esc(c.label)}</option>`).join("") || `<option value="">no account</option>`;
+    const choices = (await wallet.accountChoices()).map((c) => accountLabel(c, cfg));
+    select.innerHTML = choices.map((c) => `<option value="${esc(c.value)}" title="${esc(c.title)}">${esc(c.label)}</option>`).join("") || `<option value="">no account</option>`;
     const current = wallet.selectedChoice();
     if (choices.some((c) => c.value === current)) select.value = current;
     else if (choices.length) wallet.select(choices[0].value);
+    const showSelected = () => (select.title = choices.find((c) => c.value === select.value)?.title || "");
+    showSelected();
     select.addEventListener("change", () => {
       wallet.select(select.value);
+      showSelected();
       route();
     });
     wallet.onWalletChange(route); // the wallet's user switched account or chain: show the page as the new one
@@ -82,6 +86,28 @@ async function setUpAccounts() {
     status.textContent = "gateway unreachable";
     status.classList.add("bad");
   }
+}
+
+/** On a phone the nav scrolls sideways: bring the current page's link into view. */
+function revealActiveNav() {
+  const nav = document.querySelector(".topbar nav");
+  const active = nav && nav.querySelector("a.active");
+  if (!active || nav.scrollWidth <= nav.clientWidth) return;
+  nav.scrollLeft = Math.max(0, active.offsetLeft - nav.offsetLeft - 16);
+}
+
+/** A short address, "0x70…79C8": enough to tell accounts apart where space is short. */
+function shortAddress(address) {
+  const a = String(address || "");
+  return a.length > 12 ? `${a.slice(0, 4)}…${a.slice(-4)}` : a;
+}
+
+/** The selector's label of an account choice: "Dev #2 0x3C…93BC" for a development account (the full address in its title). */
+function accountLabel(choice, cfg) {
+  const dev = /^dev:(\d+)$/.exec(choice.value);
+  const account = dev ? cfg.dev_accounts[Number(dev[1])] : null;
+  if (!account) return { ...choice, title: choice.label };
+  return { value: choice.value, label: `Dev #${dev[1]} ${shortAddress(account.address)}`, title: `Development account ${dev[1]}: ${account.address}` };
 }
 
 /** The market-wide emergency stop, as a banner above every page. */

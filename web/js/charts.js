@@ -19,6 +19,19 @@ export function budgetBar({ total_epsilon: total, remaining_epsilon: remaining, 
       <span><i style="background:var(--spent)"></i>spent ${eps(spent)}</span><span>of ${eps(t)} ε</span></div>`;
 }
 
+/** Text in the charts, in CSS pixels when the chart is drawn at its natural width. */
+const LABEL_PX = 12;
+
+/**
+ * The chart's drawing width: the space a page gives it, about, so that one unit of the SVG is
+ * about one CSS pixel and its labels render at ``LABEL_PX`` (a 640-wide drawing squeezed onto a
+ * phone would shrink 11 px labels to 6). Never wider than 640, never narrower than 280.
+ */
+function drawingWidth() {
+  const viewport = typeof document === "undefined" ? 640 : document.documentElement.clientWidth || window.innerWidth || 640;
+  return Math.round(Math.max(280, Math.min(640, viewport - 72)));
+}
+
 /**
  * Remaining ε over time as a step chart.
  * @param {{timestamp: number, remaining_epsilon: number, kind: string, job_id: number|null}[]} history
@@ -27,7 +40,7 @@ export function budgetBar({ total_epsilon: total, remaining_epsilon: remaining, 
 export function budgetChart(history, total) {
   const points = history.filter((h) => h.remaining_epsilon !== null && h.remaining_epsilon !== undefined);
   if (points.length === 0) return `<p class="muted">No budget events yet.</p>`;
-  const W = 640, H = 220, L = 48, R = 12, T = 12, B = 36;
+  const W = drawingWidth(), H = 220, L = 52, R = 12, T = 12, B = 36;
   const t0 = Number(points[0].timestamp), t1 = Math.max(Number(points[points.length - 1].timestamp), t0 + 1);
   const x = (t) => L + ((Number(t) - t0) / (t1 - t0)) * (W - L - R);
   const y = (v) => T + (1 - Number(v) / Math.max(Number(total), 1e-12)) * (H - T - B);
@@ -39,19 +52,19 @@ export function budgetChart(history, total) {
   const ticks = [0, 0.5, 1].map((f) => {
     const v = f * Number(total);
     return `<line x1="${L}" x2="${W - R}" y1="${y(v)}" y2="${y(v)}" stroke="#dde2e8"/>
-      <text x="${L - 6}" y="${y(v) + 4}" text-anchor="end" font-size="11" fill="#5b6675">${eps(v)}</text>`;
+      <text x="${L - 6}" y="${y(v) + 4}" text-anchor="end" font-size="${LABEL_PX}" fill="#5b6675">${eps(v)}</text>`;
   });
   const dots = points
     .map((p) => `<circle cx="${x(p.timestamp)}" cy="${y(p.remaining_epsilon)}" r="3" fill="var(--accent)"><title>${esc(p.kind)}${p.job_id ? ` (job ${p.job_id})` : ""}: ${eps(p.remaining_epsilon)} ε left</title></circle>`)
     .join("");
-  const fmt = (t) => new Date(Number(t) * 1000).toLocaleTimeString();
+  const fmt = (t) => new Date(Number(t) * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   return `<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="remaining privacy budget over time">
     ${ticks.join("")}
     <path d="${d}" fill="none" stroke="var(--remaining)" stroke-width="2"/>
     ${dots}
-    <text x="${L}" y="${H - 10}" font-size="11" fill="#5b6675">${esc(fmt(t0))}</text>
-    <text x="${W - R}" y="${H - 10}" font-size="11" fill="#5b6675" text-anchor="end">${esc(fmt(t1))}</text>
-    <text x="12" y="${T + 4}" font-size="11" fill="#5b6675" transform="rotate(-90 12 ${T + 60})">ε remaining</text>
+    <text x="${L}" y="${H - 10}" font-size="${LABEL_PX}" fill="#5b6675">${esc(fmt(t0))}</text>
+    <text x="${W - R}" y="${H - 10}" font-size="${LABEL_PX}" fill="#5b6675" text-anchor="end">${esc(fmt(t1))}</text>
+    <text x="12" y="${T + 4}" font-size="${LABEL_PX}" fill="#5b6675" transform="rotate(-90 12 ${T + 60})">ε remaining</text>
   </svg>`;
 }
 

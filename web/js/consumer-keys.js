@@ -9,6 +9,11 @@ export async function newConsumerKey() {
   return generateKeyPair();
 }
 
+/** Keep a private key in this browser under its public key (before its job exists). */
+export function rememberKey(key) {
+  localStorage.setItem(`${PREFIX}${toHex(key.publicKey)}`, toHex(key.privateKey));
+}
+
 /** Keep a job's private key in this browser, under the job id and the public key. */
 export function rememberJobKey(jobId, key) {
   localStorage.setItem(`${PREFIX}job.${jobId}`, toHex(key.privateKey));

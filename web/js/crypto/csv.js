@@ -2,7 +2,8 @@
 //
 // The rules (docs/web-crypto.md; tests/web/test_browser_crypto.py holds a Python reference):
 // - RFC 4180: comma-separated, fields may be quoted with `"` (a quote inside is doubled), lines end
-//   in LF or CRLF; a UTF-8 byte-order mark is ignored; blank lines are skipped.
+//   in LF or CRLF; a UTF-8 byte-order mark is ignored; blank lines are skipped. A semicolon or a tab
+//   may separate the fields instead (`separator`; {@link sniffSeparator} tells which a file uses).
 // - The first row names the columns (names are trimmed, must be non-empty and distinct).
 // - One column holds the label (the last one unless named); every other column, in file order,
 //   is a numeric feature: schema feature_names = those names, feature_shape = [their count].
@@ -18,14 +19,59 @@ import { compareCodePoints, SCHEMA_VERSION } from "./package.js";
 
 const DECIMAL = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
 const INTEGER = /^[+-]?\d+$/;
+const DECIMAL_COMMA = /^[+-]?\d*,\d+$/;
+
+/** The field separators a file may use, with the words that name them. */
+export const SEPARATORS = Object.freeze({ ",": "comma", ";": "semicolon", "\t": "tab" });
+
+/**
+ * How a separator is named to a person: "comma-separated", "semicolon-separated", "tab-separated".
+ * @param {string} separator  a key of {@link SEPARATORS}
+ * @returns {string}
+ */
+export function separatorName(separator) {
+  const word = SEPARATORS[separator];
+  if (!word) throw new TypeError(`not a CSV separator: ${JSON.stringify(separator)}`);
+  return `${word}-separated`;
+}
+
+/**
+ * The separator a CSV text uses, read from its first lines: the one that splits the header into
+ * the most columns and every following sampled line into as many (a comma wins a tie).
+ * @param {string} text  the file, or its beginning
+ * @returns {string}  ",", ";" or "\t"
+ */
+export function sniffSeparator(text) {
+  let sample = text.slice(0, 1 << 16);
+  if (sample.length < text.length && sample.includes("\n")) sample = sample.slice(0, sample.lastIndexOf("\n") + 1);
+  let best = ",";
+  let bestScore = [-1, -1];
+  for (const separator of Object.keys(SEPARATORS)) {
+    let rows;
+    try {
+      rows = splitCsv(sample, { separator }).slice(0, 50);
+    } catch {
+      continue; // a quote the sample cut short, or a stray quote under this separator
+    }
+    if (!rows.length) continue;
+    const width = rows[0].cells.length;
+    if (width < 2) continue;
+    const consistent = rows.every((r) => r.cells.length === width);
+    const score = [consistent ? 1 : 0, width]; // a consistent split beats a wider ragged one
+    if (score[0] > bestScore[0] || (score[0] === bestScore[0] && score[1] > bestScore[1])) [best, bestScore] = [separator, score];
+  }
+  return best;
+}
 
 /**
  * Split CSV text into rows of raw cells (RFC 4180).
  * @param {string} text
+ * @param {{separator?: string}} [options]  "," (default), ";" or "\t"
  * @returns {{cells: string[], line: number}[]} rows with the 1-based line each starts on
  * @throws {InvalidCsv} an unterminated quoted field or a stray quote
  */
-export function splitCsv(text) {
+export function splitCsv(text, { separator = "," } = {}) {
+  if (!(separator in SEPARATORS)) throw new TypeError(`not a CSV separator: ${JSON.stringify(separator)}`);
   if (text.startsWith("\ufeff")) text = text.slice(1);
   /** @type {{cells: string[], line: number}[]} */
   const rows = [];
@@ -58,7 +104,7 @@ export function splitCsv(text) {
       quoted = true;
       wasQuoted = true;
       cell = "";
-    } else if (c === ",") {
+    } else if (c === separator) {
       cells.push(cell);
       cell = "";
       wasQuoted = false;
@@ -91,22 +137,50 @@ export function splitCsv(text) {
 /**
  * Turn CSV text into a dataset (see the rules at the top of this module).
  * @param {string} text
- * @param {{labelColumn?: string}} [options]  the label column's header name (default: the last column)
+ * @param {{labelColumn?: string, separator?: string}} [options]  the label column's header name
+ *   (default: the last column); the field separator (default ",")
  * @returns {CsvDataset}
  * @throws {InvalidCsv} empty file, no data rows, unknown label column, ragged row, non-numeric cell, one class
  */
-export function parseCsv(text, { labelColumn } = {}) {
-  const rows = splitCsv(text);
+export function parseCsv(text, { labelColumn, separator = "," } = {}) {
+  return datasetFromRows(splitCsv(text, { separator }), { labelColumn, separator });
+}
+
+/**
+ * The header's column names, checked (trimmed, non-empty, distinct).
+ * @param {{cells: string[], line: number}[]} rows  from {@link splitCsv}
+ * @returns {string[]}
+ * @throws {InvalidCsv}
+ */
+export function headerNames(rows) {
   if (!rows.length) throw new InvalidCsv("the CSV file is empty");
   const names = rows[0].cells.map((n) => n.trim());
   names.forEach((name, i) => {
     if (!name) throw new InvalidCsv(`column ${i + 1} has no name in the header row`);
     if (names.indexOf(name) !== i) throw new InvalidCsv(`column name ${JSON.stringify(name)} appears twice in the header row`);
   });
+  return names;
+}
+
+/**
+ * {@link parseCsv} for rows already split (so a page can preview them and parse them from one split).
+ * @param {{cells: string[], line: number}[]} rows  from {@link splitCsv}
+ * @param {{labelColumn?: string, separator?: string}} [options]  `separator`: the one the rows were split with
+ * @returns {CsvDataset}
+ * @throws {InvalidCsv}
+ */
+export function datasetFromRows(rows, { labelColumn, separator = "," } = {}) {
+  const names = headerNames(rows);
   const labelAt = labelColumn === undefined ? names.length - 1 : names.indexOf(labelColumn.trim());
   if (labelAt < 0) throw new InvalidCsv(`no column named ${JSON.stringify(labelColumn)} (columns: ${names.join(", ")})`);
   const featureAt = names.map((_, i) => i).filter((i) => i !== labelAt);
-  if (!featureAt.length) throw new InvalidCsv("the CSV file has no feature columns besides the label");
+  if (!featureAt.length) {
+    const other = Object.keys(SEPARATORS).find((s) => s !== separator && names[0].includes(s));
+    throw new InvalidCsv(
+      "the CSV file has no feature columns besides the label" +
+        (other ? ` (read as ${separatorName(separator)}, its header is one column; it looks ${separatorName(other)})` : ""),
+    );
+  }
   const data = rows.slice(1);
   if (!data.length) throw new InvalidCsv("the CSV file has a header row but no data rows");
 
@@ -122,7 +196,13 @@ export function parseCsv(text, { labelColumn } = {}) {
       const value = DECIMAL.test(cell) ? Math.fround(Number(cell)) : NaN;
       if (!Number.isFinite(value)) {
         const what =
-          cell === "" ? "is empty" : DECIMAL.test(cell) ? `${cell} is too large for float32` : `${JSON.stringify(cell)} is not a number`;
+          cell === ""
+            ? "is empty"
+            : DECIMAL.test(cell)
+              ? `${cell} is too large for float32`
+              : DECIMAL_COMMA.test(cell) && separator !== ","
+                ? `${JSON.stringify(cell)} is not a number (this file writes decimals with a comma; write ${cell.replace(",", ".")})`
+                : `${JSON.stringify(cell)} is not a number`;
         throw new InvalidCsv(`line ${line}, column ${JSON.stringify(names[col])}: ${what}`);
       }
       features[r * featureAt.length + j] = value;
@@ -153,7 +233,7 @@ export function parseCsv(text, { labelColumn } = {}) {
 /**
  * Read and parse a CSV File (UTF-8).
  * @param {Blob} file
- * @param {{labelColumn?: string}} [options]
+ * @param {{labelColumn?: string, separator?: string}} [options]
  * @returns {Promise<CsvDataset>}
  */
 export async function readCsvFile(file, options) {

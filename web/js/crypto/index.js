@@ -6,7 +6,7 @@
 //                  "@hpke/common": "/vendor/@hpke/common/esm/mod.js" } }
 
 export { fromHex, sha256, toHex } from "./bytes.js";
-export { parseCsv, readCsvFile } from "./csv.js";
+export { datasetFromRows, parseCsv, readCsvFile, separatorName, sniffSeparator, splitCsv } from "./csv.js";
 export * from "./errors.js";
 export {
   datakeyInfo,
@@ -20,5 +20,5 @@ export {
   wrapKey,
 } from "./hpke.js";
 export { encryptDatasetForListing } from "./listing.js";
-export { buildPackage, canonicalJson, inspectPackage, schemaBytes, schemaHash } from "./package.js";
+export { buildPackage, canonicalJson, inspectPackage, normaliseFeatureBounds, schemaBytes, schemaHash } from "./package.js";
 export { decryptBlob, decryptBytes, DEFAULT_CHUNK_SIZE, encryptBlob, encryptBytes, Kind, newDataKey } from "./stream.js";

@@ -21,7 +21,15 @@ export const MAX_HEADER_BYTES = 1 << 20;
  * @property {string[]} feature_names
  * @property {number[]} feature_shape   e.g. [30]
  * @property {string[]} class_names     at least two; label i means class_names[i]
+ * @property {([number, number] | null)[]} [feature_bounds]  the provider's declared [lo, hi] per
+ *   flattened feature (null: none), present only when at least one is declared; never computed from the rows
  */
+
+/** Every declared bound is below this in magnitude (dataset.py BOUND_LIMIT). */
+export const BOUND_LIMIT = 1e15;
+/** A non-integral bound is at least this in magnitude (dataset.py SMALLEST_FRACTION): Python and
+ * JavaScript both print it in plain decimal notation. */
+export const SMALLEST_FRACTION = 1e-4;
 
 /**
  * @typedef {object} DatasetArrays
@@ -33,14 +41,19 @@ export const MAX_HEADER_BYTES = 1 << 20;
 /**
  * Python's `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`:
  * keys sorted by code point, no whitespace, everything outside printable ASCII as `\uXXXX`.
- * Numbers must be safe integers (Python and JavaScript format floats differently).
+ * Numbers are safe integers, or non-integral numbers with SMALLEST_FRACTION <= |x| < BOUND_LIMIT:
+ * in that range both languages print the same shortest round-trip decimal (elsewhere they
+ * differ: exponents, "1.0" against "1").
  * @param {unknown} value
  * @returns {string}
  */
 export function canonicalJson(value) {
   if (value === null || typeof value === "boolean") return String(value);
   if (typeof value === "number") {
-    if (!Number.isSafeInteger(value)) throw new TypeError(`canonical JSON holds integers only, got ${value}`);
+    if (Number.isSafeInteger(value)) return String(value); // -0 prints as 0, as Python's int does
+    if (!Number.isFinite(value) || Number.isInteger(value) || Math.abs(value) < SMALLEST_FRACTION || Math.abs(value) >= BOUND_LIMIT) {
+      throw new TypeError(`canonical JSON holds safe integers and fractions of magnitude in [1e-4, 1e15) only, got ${value}`);
+    }
     return String(value);
   }
   if (typeof value === "string") {
@@ -70,7 +83,53 @@ export function compareCodePoints(a, b) {
 }
 
 /**
- * Check a schema as Python's Schema.from_json does and return it with exactly its five fields.
+ * One declared bound as dataset.py's _bound_value normalises it.
+ * @param {unknown} value
+ * @param {string} where  e.g. 'the lower bound of feature 0 ("age")'
+ * @returns {number}
+ * @throws {InvalidDataset}
+ */
+function boundValue(value, where) {
+  if (typeof value !== "number") throw new InvalidDataset(`${where} is ${JSON.stringify(value)}, not a number`);
+  if (!Number.isFinite(value)) throw new InvalidDataset(`${where} is ${value}, not a finite number`);
+  if (Math.abs(value) >= BOUND_LIMIT) throw new InvalidDataset(`${where} is ${value}, its magnitude must be below 1e15`);
+  if (Number.isInteger(value)) return value === 0 ? 0 : value; // -0 -> 0
+  if (Math.abs(value) < SMALLEST_FRACTION) {
+    throw new InvalidDataset(`${where} is ${value}, a non-integral bound must be at least 1e-4 in magnitude`);
+  }
+  return value;
+}
+
+/**
+ * Check declared feature bounds as dataset.py's normalise_feature_bounds does: undefined/null
+ * stays null; else one entry per flattened feature, each null or [lo, hi] with lo < hi, at least
+ * one declared.
+ * @param {unknown} bounds
+ * @param {{featureNames: string[], featureShape: number[]}} schema
+ * @returns {([number, number] | null)[] | null}
+ * @throws {InvalidDataset}  naming the feature and the problem
+ */
+export function normaliseFeatureBounds(bounds, { featureNames, featureShape }) {
+  if (bounds === undefined || bounds === null) return null;
+  if (!Array.isArray(bounds)) throw new InvalidDataset("feature_bounds must be a list with one [lo, hi] or null per feature");
+  const width = featureShape.reduce((a, b) => a * b, 1);
+  if (bounds.length !== width) throw new InvalidDataset(`feature_bounds has ${bounds.length} entries, the schema has ${width} features`);
+  const out = bounds.map((entry, i) => {
+    const name = i < featureNames.length ? `feature ${i} (${JSON.stringify(featureNames[i])})` : `feature ${i}`;
+    if (entry === null) return null;
+    if (!Array.isArray(entry) || entry.length !== 2) throw new InvalidDataset(`feature_bounds of ${name} must be [lo, hi] or null`);
+    const lo = boundValue(entry[0], `the lower bound of ${name}`);
+    const hi = boundValue(entry[1], `the upper bound of ${name}`);
+    if (!(lo < hi)) throw new InvalidDataset(`feature_bounds of ${name}: the lower bound ${lo} is not below the upper bound ${hi}`);
+    return [lo, hi];
+  });
+  if (out.every((e) => e === null)) throw new InvalidDataset("feature_bounds declares no bound: leave it out instead of listing only nulls");
+  return out;
+}
+
+/**
+ * Check a schema as Python's Schema.from_json does and return it with exactly its fields
+ * (feature_bounds only when declared, so a schema without them keeps its hash).
  * @param {Schema} schema
  * @returns {Schema}
  * @throws {InvalidDataset}
@@ -89,13 +148,16 @@ export function checkSchema(schema) {
   if (!Array.isArray(shape) || !shape.length || !shape.every((d) => Number.isSafeInteger(d) && d > 0)) {
     throw new InvalidDataset(`invalid feature shape ${JSON.stringify(shape)}`);
   }
-  return {
+  const checked = {
     version: SCHEMA_VERSION,
     task: schema.task,
     feature_names: [...schema.feature_names],
     feature_shape: [...shape],
     class_names: [...schema.class_names],
   };
+  const bounds = normaliseFeatureBounds(schema.feature_bounds, { featureNames: checked.feature_names, featureShape: checked.feature_shape });
+  if (bounds) checked.feature_bounds = bounds;
+  return checked;
 }
 
 /**

@@ -4,9 +4,13 @@
 // transaction is mined, the market refuses the job instead of charging more. The model is sealed
 // to a key made in this browser, or, by choice, to the key manager's attested key (for serving or a
 // competition: nobody, the consumer included, ever sees its weights).
+// The form guides: datasets are grouped by schema and only the chosen schema's datasets are
+// offered; it says how the enclave will scale the inputs (declared bounds, or the consumer's own
+// standardisation); and a model sealed to the consumer's key cannot be paid for before that key
+// is backed up (downloaded or copied, then confirmed).
 import { ApiError, getJSON, postJSON, waitForIndex } from "../api.js";
-import { bytesToHex, datasetUnavailable, download, esc, money, eps, parseMoney, paymentUnit, short } from "../format.js";
-import { newConsumerKey, rememberJobKey } from "../consumer-keys.js";
+import { bytesToHex, chip, datasetUnavailable, download, esc, money, eps, parseMoney, paymentUnit, short } from "../format.js";
+import { newConsumerKey, rememberJobKey, rememberKey } from "../consumer-keys.js";
 import { attestedKeyManagerKey } from "../key-manager.js";
 import { deltaUnits, epsilonUnits } from "../onchain.js";
 import * as wallet from "../wallet.js";
@@ -22,19 +26,23 @@ export async function render(root) {
   ]);
   const hasKeyManager = Boolean(cfg.key_manager);
   const unit = paymentUnit();
+  const groups = await schemaGroups(datasets);
+  // The schema: the one of the dataset the user came from, else the one asked for, else the only one there is.
+  const arrivedFrom = datasets.find((d) => preselected.has(String(d.id)));
+  const asked = groups.find((g) => g.hash === query.get("schema"));
+  let chosenSchema = arrivedFrom ? arrivedFrom.schema_hash : asked ? asked.hash : groups.length === 1 ? groups[0].hash : null;
+  const key = await newConsumerKey();
   root.innerHTML = `<h1>Create a training job</h1>
     <form class="stack panel" id="job-form" novalidate>
-      <fieldset class="field"><legend><strong>Datasets</strong> (same schema)</legend>
-        ${
-          datasets.length
-            ? `<div class="table-wrap"><table><thead><tr><th>Use</th><th>Dataset</th><th>Price</th><th>ε left</th><th>Max ε/job</th><th>Check</th></tr></thead><tbody>
-          ${datasets
-            .map((d) => `<tr><td><input type="checkbox" name="dataset" value="${d.id}" id="ds-${d.id}" ${preselected.has(String(d.id)) ? "checked" : ""} aria-label="use dataset ${d.id}"></td>
-            <td><label for="ds-${d.id}">#${d.id}</label> <span class="muted">${short("0x" + String(d.schema_hash).replace(/^0x/, ""), 4)}</span></td>
-            <td data-price="${d.id}">${money(d.price_wei)}</td><td>${eps(d.remaining_epsilon)}</td><td>${eps(d.max_epsilon_per_job)}</td><td data-check="${d.id}"></td></tr>`)
-            .join("")}</tbody></table></div>`
-            : `<p class="muted">No datasets are listed yet. <a href="#/list">List one</a>.</p>`
-        }</fieldset>
+      ${
+        groups.length
+          ? `<fieldset class="field" id="schema-choice"><legend><strong>1. Data schema</strong></legend>
+        <span class="hint">A job trains on datasets that share one schema (the same features, in the same order, and the same classes). Choose the schema; its datasets are offered below.</span>
+        <div class="schema-groups">${groups.map((g) => schemaCard(g, g.hash === chosenSchema)).join("")}</div></fieldset>
+      <fieldset class="field" id="dataset-choice"><legend id="datasets-heading"></legend><div id="dataset-table"></div><p class="muted" id="other-schemas"></p></fieldset>
+      <div class="panel" id="scaling" aria-live="polite"></div>`
+          : `<fieldset class="field" id="dataset-choice"><legend><strong>Datasets</strong></legend><p class="muted">No datasets are listed yet. <a href="#/list">List one</a>.</p></fieldset>`
+      }
       <div class="row">
         <div class="field"><label for="architecture">Model</label><select id="architecture" name="architecture">
           <option value="mlp">MLP</option><option value="logistic_regression">Logistic regression</option><option value="cnn">CNN (images)</option></select></div>
@@ -70,14 +78,52 @@ export async function render(root) {
             : "This gateway names no key manager: the model can only be sealed to you."
         }</span>
       </fieldset>
+      <fieldset class="field panel" id="key-backup"><legend><strong>Back up your model key</strong> (required before paying)</legend>
+        <p>The model will be encrypted to a key made in this browser; nobody else holds it. This browser keeps a copy, but clearing its storage (or using another browser) loses it, and with it the model: save a backup now.</p>
+        <p class="muted">Public key <span class="mono" id="key-public"></span></p>
+        <div class="inline-form"><button type="button" id="key-download">Download the key file</button><button type="button" class="secondary" id="key-copy">Copy the key</button></div>
+        <textarea id="key-text" rows="3" readonly hidden aria-label="your model key (JSON)"></textarea>
+        <span class="hint" id="key-status" role="status"></span>
+        <label class="check"><input type="checkbox" id="key-saved" disabled> I have stored the key file or the copied key somewhere safe, outside this browser.</label>
+      </fieldset>
       <div id="summary" class="panel" aria-live="polite"></div>
       <span class="error" id="spec-error" role="alert"></span>
-      <div><button type="submit" id="create-submit">${unit.token ? "Approve and create the job" : "Create job and pay"}</button></div>
+      <div class="pay-row"><button type="submit" id="create-submit">${unit.token ? "Approve and create the job" : "Create job and pay"}</button>
+        <span class="hint" id="pay-reason" role="status"></span></div>
       <div id="job-outcome" aria-live="polite"></div>
     </form>`;
   const form = root.querySelector("#job-form");
   const byId = new Map(datasets.map((d) => [String(d.id), d]));
-  const context = { byId, me, marketPaused: Boolean(health.market_paused), maxDatasets: limits.maxDatasetsPerJob };
+  const context = {
+    byId, me, marketPaused: Boolean(health.market_paused), maxDatasets: limits.maxDatasetsPerJob,
+    groups, schema: () => groups.find((g) => g.hash === chosenSchema) || null, backup: { key, saved: false },
+  };
+  const showSchema = () => {
+    const group = context.schema();
+    root.querySelectorAll(".schema-group").forEach((card) => card.classList.toggle("chosen", card.dataset.schema === chosenSchema));
+    if (!groups.length) return;
+    root.querySelector("#datasets-heading").innerHTML = group
+      ? `<strong>2. Datasets of this schema</strong>: ${esc(describeSchema(group))}`
+      : `<strong>2. Datasets</strong>: choose a schema above first`;
+    root.querySelector("#dataset-table").innerHTML = group ? datasetTable(group.datasets, preselected) : "";
+    const others = datasets.filter((d) => d.schema_hash !== chosenSchema);
+    const otherGroups = new Set(others.map((d) => d.schema_hash)).size;
+    root.querySelector("#other-schemas").textContent = group && others.length
+      ? `${others.length} dataset${others.length === 1 ? "" : "s"} of ${otherGroups} other schema${otherGroups === 1 ? "" : "s"} cannot join this job (their features or classes differ); choose their schema above to use them instead.`
+      : "";
+    root.querySelector("#scaling").innerHTML = group ? scalingSection(group) : `<p class="muted">Choose a schema to see how the enclave scales its features.</p>`;
+    const statsFile = root.querySelector("#stats-file");
+    if (statsFile) statsFile.addEventListener("change", () => statisticsFromFile(root, group, statsFile.files[0]).then(() => check(form, root, context)));
+  };
+  root.querySelectorAll("input[name=schema]").forEach((radio) =>
+    radio.addEventListener("change", () => {
+      chosenSchema = radio.value;
+      showSchema();
+      check(form, root, context);
+    }),
+  );
+  wireKeyBackup(root, context, () => check(form, root, context));
+  showSchema();
   form.addEventListener("input", () => check(form, root, context));
   form.addEventListener("change", () => check(form, root, context));
   check(form, root, context);
@@ -85,9 +131,198 @@ export async function render(root) {
     e.preventDefault();
     const state = check(form, root, context);
     if (!state.ok) return;
-    const refused = await submit(form, root, state);
+    const refused = await submit(form, root, state, context);
     if (refused) await refresh(form, root, context);
+    else check(form, root, context);
   });
+}
+
+/** Datasets grouped by schema hash, each with its schema document (read once per group), most datasets first. */
+async function schemaGroups(datasets) {
+  const byHash = new Map();
+  for (const d of datasets) {
+    if (!byHash.has(d.schema_hash)) byHash.set(d.schema_hash, { hash: d.schema_hash, datasets: [], schema: null });
+    byHash.get(d.schema_hash).datasets.push(d);
+  }
+  const groups = [...byHash.values()];
+  await Promise.all(
+    groups.map(async (g) => {
+      try {
+        g.schema = (await getJSON(`/api/datasets/${g.datasets[0].id}`)).schema || null;
+      } catch {
+        g.schema = null; // the page still offers the group; its description says the schema is unknown
+      }
+    }),
+  );
+  return groups.sort((a, b) => b.datasets.length - a.datasets.length);
+}
+
+/** The number of (flattened) features a schema document describes. */
+function featureCount(schema) {
+  if (!schema) return null;
+  if (Array.isArray(schema.feature_shape) && schema.feature_shape.length) return schema.feature_shape.reduce((a, b) => a * Number(b), 1);
+  return Array.isArray(schema.feature_names) ? schema.feature_names.length : null;
+}
+
+function labelNames(group) {
+  return [...new Set(group.datasets.map((d) => d.datasheet?.label_name).filter(Boolean))];
+}
+
+function titles(group) {
+  return group.datasets.map((d) => d.datasheet?.title).filter(Boolean);
+}
+
+/** "4 features (x0, x1, …), label "diagnosis": 2 classes (benign, malignant)" — what a group's datasets share. */
+function describeSchema(group) {
+  const s = group.schema;
+  if (!s) return `schema ${String(group.hash).slice(0, 10)}… (its document is not on this gateway)`;
+  const n = featureCount(s);
+  const names = (s.feature_names || []).slice(0, 4).join(", ") + ((s.feature_names || []).length > 4 ? ", …" : "");
+  const shape = (s.feature_shape || []).length > 1 ? ` of shape ${s.feature_shape.join("×")}` : "";
+  const labels = labelNames(group);
+  const classes = s.class_names || [];
+  const label = `${labels.length ? `label "${labels.join('" / "')}"` : "label"}: ${classes.length} classes (${classes.slice(0, 6).join(", ")}${classes.length > 6 ? ", …" : ""})`;
+  return `${n} feature${n === 1 ? "" : "s"}${shape}${names ? ` (${names})` : ""}, ${label}`;
+}
+
+function hasBounds(schema) {
+  return Boolean(schema && Array.isArray(schema.feature_bounds) && schema.feature_bounds.some((b) => Array.isArray(b)));
+}
+
+function schemaCard(group, chosen) {
+  const t = titles(group);
+  const n = group.datasets.length;
+  return `<label class="schema-group${chosen ? " chosen" : ""}" data-schema="${esc(group.hash)}">
+      <input type="radio" name="schema" value="${esc(group.hash)}" ${chosen ? "checked" : ""}>
+      <span><strong>${esc(describeSchema(group))}</strong><br>
+        <span class="muted">schema <span class="mono">${esc(String(group.hash).slice(0, 10))}…</span> · ${n} dataset${n === 1 ? "" : "s"}${t.length ? `: ${esc(t.slice(0, 3).join(" · "))}${t.length > 3 ? " …" : ""}` : ` (${group.datasets.map((d) => `#${d.id}`).join(", ")})`}</span>
+        ${hasBounds(group.schema) ? ` ${chip("feature bounds declared", "ok")}` : ` ${chip("no feature bounds", "warn")}`}</span></label>`;
+}
+
+function datasetTable(datasets, preselected) {
+  return `<div class="table-wrap"><table class="cards-on-phone" id="dataset-rows"><thead><tr><th>Use</th><th>Dataset</th><th>Price</th><th>ε left</th><th>Max ε/job</th><th>Check</th></tr></thead><tbody>
+    ${datasets
+      .map((d) => `<tr data-row="${d.id}"><td data-label="Use"><input type="checkbox" name="dataset" value="${d.id}" id="ds-${d.id}" ${preselected.has(String(d.id)) ? "checked" : ""} aria-label="use dataset ${d.id}"></td>
+        <td data-label="Dataset"><label for="ds-${d.id}">#${d.id}${d.datasheet?.title ? ` ${esc(d.datasheet.title)}` : ""}</label>${d.datasheet?.rows ? ` <span class="muted">${Number(d.datasheet.rows).toLocaleString()} rows</span>` : ""}</td>
+        <td data-label="Price" data-price="${d.id}">${money(d.price_wei)}</td><td data-label="ε left">${eps(d.remaining_epsilon)}</td><td data-label="Max ε/job">${eps(d.max_epsilon_per_job)}</td><td data-label="Check" data-check="${d.id}"></td></tr>`)
+      .join("")}</tbody></table></div>`;
+}
+
+/**
+ * How the enclave will scale the model's inputs. With declared bounds (and no standardisation in
+ * the spec) it clips each feature to them and scales it to [-1, 1]; without, the features reach the
+ * model as they are, which can leave it predicting one class: the consumer may give standardisation
+ * statistics of its own data (computed here from a CSV, never sent).
+ */
+function scalingSection(group) {
+  const s = group.schema;
+  const n = featureCount(s);
+  const names = (s && s.feature_names) || [];
+  let head;
+  if (hasBounds(s)) {
+    const rows = s.feature_bounds
+      .map((b, i) => `<tr><td data-label="#">${i}</td><td data-label="Feature">${esc(names[i] ?? `feature ${i}`)}</td><td data-label="Bounds">${Array.isArray(b) ? `[${esc(b[0])}, ${esc(b[1])}]` : `<span class="muted">none declared: passed as it is</span>`}</td></tr>`)
+      .slice(0, 64)
+      .join("");
+    head = `<div class="ok-box" id="scaling-bounds">Features are clipped to the provider's declared bounds and scaled to [-1, 1] inside the enclave (unless you give standardisation statistics below, which then apply instead).</div>
+      <div class="table-wrap"><table class="cards-on-phone" id="bounds-table"><thead><tr><th>#</th><th>Feature</th><th>Declared bounds</th></tr></thead><tbody>${rows}
+        ${s.feature_bounds.length > 64 ? `<tr><td colspan="3" class="muted">… and ${s.feature_bounds.length - 64} more features</td></tr>` : ""}</tbody></table></div>`;
+  } else {
+    head = `<div class="warn-box" id="scaling-unscaled" role="note"><strong>No feature bounds declared:</strong> the enclave gives the model these features unscaled. Features on very different scales (say 0.001 next to 2,000) can leave the model predicting one class for every row.
+      Give standardisation statistics of your own data of this schema below (the mean and the standard deviation of each feature): the model then applies them to every input, in training and when you use it.</div>`;
+  }
+  return `<h2>How the model's inputs are scaled</h2>${head}
+    <div class="row"><div class="field"><label for="input-mean">Mean of each feature (optional)</label><input id="input-mean" name="input_mean" type="text" placeholder="${n ? `${n} numbers, comma-separated` : "comma-separated"}"></div>
+      <div class="field"><label for="input-scale">Standard deviation of each feature</label><input id="input-scale" name="input_scale" type="text" placeholder="${n ? `${n} positive numbers` : "positive numbers"}"></div></div>
+    <div class="field"><label for="stats-file">Or compute them from a CSV of your own data</label><input id="stats-file" type="file" accept=".csv,text/csv" aria-describedby="stats-hint">
+      <span class="hint" id="stats-hint">Its header must name the ${n ?? ""} features${names.length ? ` (${esc(names.slice(0, 4).join(", "))}${names.length > 4 ? ", …" : ""})` : ""}; the file is read in this browser and never sent.</span></div>`;
+}
+
+/** Fill the mean and scale fields from a CSV of the consumer's own data (read here, never uploaded). */
+async function statisticsFromFile(root, group, file) {
+  const hint = root.querySelector("#stats-hint");
+  if (!file || !group?.schema) return;
+  try {
+    const lines = (await file.text()).split(/\r?\n/).filter((l) => l.trim());
+    const header = lines[0].split(",").map((h) => h.trim().replace(/^"|"$/g, ""));
+    const names = group.schema.feature_names || [];
+    const columns = names.map((name) => header.indexOf(name));
+    const missing = names.filter((_, i) => columns[i] < 0);
+    if (missing.length) throw new Error(`the CSV has no column ${missing.slice(0, 3).map((m) => `"${m}"`).join(", ")}`);
+    const sums = names.map(() => 0), squares = names.map(() => 0);
+    let rows = 0;
+    for (const line of lines.slice(1)) {
+      const cells = line.split(",");
+      const values = columns.map((c) => Number(cells[c]));
+      if (values.some((v) => !Number.isFinite(v))) throw new Error(`row ${rows + 2} holds a value that is not a number`);
+      values.forEach((v, i) => ((sums[i] += v), (squares[i] += v * v)));
+      rows += 1;
+    }
+    if (rows < 2) throw new Error("it needs at least two rows");
+    const means = sums.map((s) => s / rows);
+    const scales = squares.map((q, i) => Math.sqrt(Math.max(q / rows - means[i] ** 2, 0)) || 1);
+    const fmt = (v) => Number(v.toPrecision(6));
+    root.querySelector("#input-mean").value = means.map(fmt).join(", ");
+    root.querySelector("#input-scale").value = scales.map(fmt).join(", ");
+    hint.textContent = `Computed from ${rows} rows of ${file.name}, in this browser.`;
+  } catch (error) {
+    hint.textContent = `Could not use ${file.name}: ${error.message || error}.`;
+  }
+}
+
+/** The key-file document, as marketplace/key_file.py reads it (``job_id`` null until the job exists). */
+function keyDocument(key, jobId = null) {
+  return JSON.stringify({ job_id: jobId === null ? null : Number(jobId), public_key: bytesToHex(key.publicKey), private_key: bytesToHex(key.privateKey) });
+}
+
+/** The required backup of the model key: download or copy it, then confirm; only then can the job be paid. */
+function wireKeyBackup(root, context, changed) {
+  const box = root.querySelector("#key-backup");
+  const saved = root.querySelector("#key-saved");
+  const status = root.querySelector("#key-status");
+  const text = root.querySelector("#key-text");
+  const show = () => {
+    root.querySelector("#key-public").textContent = "0x" + bytesToHex(context.backup.key.publicKey);
+  };
+  const backedUp = (message) => {
+    saved.disabled = false;
+    status.textContent = message;
+  };
+  context.backup.reset = (key) => {
+    context.backup.key = key;
+    context.backup.saved = false;
+    saved.checked = false;
+    saved.disabled = true;
+    text.hidden = true;
+    text.value = "";
+    status.textContent = "A new key for the next job: back it up too.";
+    show();
+  };
+  show();
+  root.querySelector("#key-download").addEventListener("click", () => {
+    const key = context.backup.key;
+    download(new TextEncoder().encode(keyDocument(key)), `sterling-key-${bytesToHex(key.publicKey).slice(0, 8)}.json`, "application/json");
+    backedUp("Key file saved by your browser: keep it out of this browser (a password manager, an encrypted drive), then tick the box.");
+  });
+  root.querySelector("#key-copy").addEventListener("click", async () => {
+    const doc = keyDocument(context.backup.key);
+    try {
+      await navigator.clipboard.writeText(doc);
+      backedUp("Copied to the clipboard: paste it somewhere safe, then tick the box.");
+    } catch {
+      text.hidden = false;
+      text.value = doc;
+      text.select();
+      backedUp("This browser did not allow copying: the key is selected above; copy it (Ctrl+C) and store it, then tick the box.");
+    }
+  });
+  saved.addEventListener("change", () => {
+    context.backup.saved = saved.checked;
+    changed();
+  });
+  const sealChoice = () => (box.hidden = new FormData(root.querySelector("#job-form")).get("seal") === "key-manager");
+  root.querySelectorAll("input[name=seal]").forEach((r) => r.addEventListener("change", sealChoice));
+  sealChoice();
 }
 
 /** Reload the datasets' current terms (after the market refused a stale price) and check again. */
@@ -126,13 +361,19 @@ function spec(form) {
   }
   const canaries = Number(data.get("audit_canaries"));
   if (canaries > 0) s.audit_canaries = canaries;
+  const mean = numbers(data.get("input_mean")), scale = numbers(data.get("input_scale"));
+  if (mean.length || scale.length) {
+    s.input_mean = mean;
+    s.input_scale = scale;
+  }
   return s;
 }
 
 /** Live eligibility of each chosen dataset and the total price; returns what submit needs. */
-function check(form, root, { byId, me, marketPaused, maxDatasets }) {
+function check(form, root, { byId, me, marketPaused, maxDatasets, schema: chosenSchema, backup }) {
   const data = new FormData(form);
-  const chosen = data.getAll("dataset").map((id) => byId.get(String(id)));
+  const group = chosenSchema();
+  const chosen = data.getAll("dataset").map((id) => byId.get(String(id))).filter((d) => d && group && d.schema_hash === group.hash);
   const epsilon = Number(data.get("epsilon"));
   const delta = Number(data.get("delta"));
   const now = Date.now() / 1000;
@@ -148,14 +389,20 @@ function check(form, root, { byId, me, marketPaused, maxDatasets }) {
   const metricsEps = Number(data.get("metrics_epsilon") || 0);
   if (data.getAll("private_metrics").length && !(metricsEps > 0)) problems.push("Give the statistics a positive ε.");
   if (metricsEps > 0 && metricsEps >= epsilon) problems.push("The statistics' ε must leave some of the job's ε for training.");
-  const schema = chosen[0]?.schema_hash;
+  const mean = numbers(data.get("input_mean")), scale = numbers(data.get("input_scale"));
+  const width = featureCount(group?.schema);
+  if (mean.length || scale.length) {
+    if (mean.length !== scale.length) problems.push("Give as many standard deviations as means.");
+    else if (width && mean.length !== width) problems.push(`The standardisation needs ${width} means and ${width} standard deviations, one per feature (${mean.length} given).`);
+    if ([...mean, ...scale].some((v) => !Number.isFinite(v))) problems.push("The standardisation statistics must be numbers.");
+    else if (scale.some((v) => !(v > 0))) problems.push("Every standard deviation must be positive.");
+  }
   let total = fee;
   root.querySelectorAll("[data-check]").forEach((cell) => (cell.innerHTML = ""));
   for (const d of chosen) {
     const reasons = [];
     const unavailable = datasetUnavailable(d);
     if (unavailable) reasons.push(unavailable);
-    if (d.schema_hash !== schema) reasons.push("different schema");
     if (epsilon > d.max_epsilon_per_job + 1e-12) reasons.push(`ε above ${eps(d.max_epsilon_per_job)}`);
     if (epsilon > d.remaining_epsilon + 1e-12) reasons.push(`only ${eps(d.remaining_epsilon)} ε left`);
     if (delta > Number(d.max_delta)) reasons.push(`δ above ${d.max_delta}`);
@@ -167,13 +414,23 @@ function check(form, root, { byId, me, marketPaused, maxDatasets }) {
     if (reasons.length) problems.push(`Dataset #${d.id}: ${reasons.join(", ")}.`);
     total += BigInt(d.price_wei);
   }
-  if (!chosen.length) problems.push("Choose at least one dataset.");
+  if (!group) problems.push("Choose a data schema.");
+  else if (!chosen.length) problems.push("Choose at least one dataset of this schema.");
   if (chosen.length > maxDatasets) problems.push(`At most ${maxDatasets} datasets per job.`);
   if (marketPaused) problems.push("The market is in an emergency stop and accepts no new jobs.");
   root.querySelector("#summary").innerHTML = `<strong id="total">Total to escrow: ${money(total)}</strong> <span class="muted">(${chosen.length} dataset${chosen.length === 1 ? "" : "s"} + worker fee ${money(fee)}; the most this job can cost you)</span>
     ${problems.length ? `<ul class="error">${problems.map((p) => `<li>${esc(p)}</li>`).join("")}</ul>` : `<p class="eligible">Every dataset accepts this job.</p>`}`;
-  root.querySelector("#create-submit").disabled = problems.length > 0;
-  return { ok: problems.length === 0, chosen, epsilon, delta, fee, total };
+  // The model key must be backed up before paying (unless the model is sealed to the key manager).
+  const toMe = data.get("seal") !== "key-manager";
+  const unsaved = toMe && !backup.saved;
+  const reason = problems.length
+    ? `Not yet: ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more above)` : ""}`
+    : unsaved
+      ? "Back up your model key first: download the key file or copy it, then tick the box."
+      : "";
+  root.querySelector("#pay-reason").textContent = reason;
+  root.querySelector("#create-submit").disabled = Boolean(reason);
+  return { ok: !reason, chosen, epsilon, delta, fee, total, toMe };
 }
 
 /**
@@ -181,7 +438,7 @@ function check(form, root, { byId, me, marketPaused, maxDatasets }) {
  * that total is sent with the transaction. Token: the market is approved for it first, then the
  * job is created; both steps are shown. Returns true when the market refused a stale price.
  */
-async function submit(form, root, state) {
+async function submit(form, root, state, context) {
   const outcome = root.querySelector("#job-outcome");
   const specError = root.querySelector("#spec-error");
   const button = root.querySelector("#create-submit");
@@ -210,7 +467,8 @@ async function submit(form, root, state) {
     }
     // Sealed to the key manager: its key as the registry attests it, never merely the gateway's word; no key is made here.
     const sealedToKeyManager = new FormData(form).get("seal") === "key-manager";
-    const key = sealedToKeyManager ? null : await newConsumerKey();
+    const key = sealedToKeyManager ? null : context.backup.key;
+    if (key) rememberKey(key); // kept in this browser before the job exists, besides the user's backup
     const consumerKey = sealedToKeyManager ? await attestedKeyManagerKey() : key.publicKey;
     const market = await wallet.jobMarket({ write: true });
     const head = await (await wallet.reader()).getBlock("latest");
@@ -263,10 +521,12 @@ async function submit(form, root, state) {
       return false;
     }
     outcome.innerHTML = `${steps ? steps.outerHTML : ""}<div class="ok-box" role="status">${created}
-      Your model will be encrypted to a key that stays in this browser. <button type="button" class="secondary" id="save-key">Save the key to a file</button></div>`;
+      Its model will be encrypted to the key you backed up (public key ${short("0x" + bytesToHex(key.publicKey), 4)}); this browser keeps a copy too.
+      <button type="button" class="secondary" id="save-key">Save it again, named for job #${jobId}</button></div>`;
     root.querySelector("#save-key").addEventListener("click", () =>
-      download(new TextEncoder().encode(JSON.stringify({ job_id: jobId, public_key: bytesToHex(key.publicKey), private_key: bytesToHex(key.privateKey) })), `sterling-job-${jobId}-key.json`, "application/json"),
+      download(new TextEncoder().encode(keyDocument(key, jobId)), `sterling-job-${jobId}-key.json`, "application/json"),
     );
+    context.backup.reset(await newConsumerKey()); // the next job from this form gets a key of its own
     return false;
   } catch (error) {
     const box = `<div class="error-box" role="alert" id="job-error">${esc(wallet.describeTxError(error))}</div>`;

@@ -1,5 +1,7 @@
-// Dataset detail: status, terms, access lists, schema, the budget as a bar and over time, the
-// jobs that used it; for its provider, the controls to pause, resume, delist, top up and reprice.
+// Dataset detail: its datasheet (what it is, from whom, under which license) and its columns
+// (description, unit, the provider's declared bounds from the schema, the label and its classes);
+// status, terms, access lists, schema, the budget as a bar and over time, the jobs that used it;
+// for its provider, the controls to pause, resume, delist, top up and reprice.
 import { formatUnits } from "ethers";
 import { getJSON, subscribe, waitForIndex } from "../api.js";
 import { budgetBar, budgetChart } from "../charts.js";
@@ -9,7 +11,8 @@ import * as wallet from "../wallet.js";
 
 export async function render(root, [id]) {
   // A static shell: live updates re-render the dataset, never the provider's controls or their messages.
-  root.innerHTML = `<h1>Dataset #${esc(id)}</h1>
+  root.innerHTML = `<h1 id="dataset-title">Dataset #${esc(id)}</h1>
+    <p class="muted" id="dataset-byline" hidden></p>
     <div id="dataset-badges"></div>
     <div class="panel" id="provider-panel" hidden>
       <h2>Manage your dataset</h2>
@@ -43,6 +46,11 @@ export async function render(root, [id]) {
     const [d, account] = await Promise.all([getJSON(`/api/datasets/${id}`), wallet.address()]);
     current = d;
     me = account;
+    const sheet = d.datasheet;
+    root.querySelector("#dataset-title").textContent = sheet?.title || `Dataset #${id}`;
+    const byline = root.querySelector("#dataset-byline");
+    byline.hidden = !sheet;
+    byline.innerHTML = sheet ? `Dataset #${esc(id)} · by ${esc(sheet.provider_name)}` : "";
     root.querySelector("#dataset-badges").innerHTML = statusBadges(d, { showActive: true });
     root.querySelector("#dataset-body").innerHTML = body(d);
     const mine = Boolean(me && me.toLowerCase() === String(d.provider).toLowerCase());
@@ -123,7 +131,7 @@ function body(d) {
   const history = d.budget_history || [];
   const scale = Math.max(Number(d.total_epsilon), ...history.map((h) => Number(h.total_epsilon) || 0));
   const open = d.status === "active";
-  return `
+  return `${datasheetPanel(d)}${columnsPanel(d)}
     <div class="panel"><h2>Privacy budget</h2><div id="budget">${budgetBar(d)}</div>
       <h2>Remaining ε over time</h2>${budgetChart(history, scale)}</div>
     <div class="panel"><h2>Terms</h2><dl class="kv">
@@ -160,4 +168,59 @@ function body(d) {
     <div class="panel"><h2>Jobs</h2>${
       d.job_ids && d.job_ids.length ? `<p>${d.job_ids.map((j) => `<a href="#/jobs/${j}">job #${j}</a>`).join(" · ")}</p>` : `<p class="muted">No job has used this dataset yet.</p>`
     }${open ? `<p><a class="button" href="#/jobs/new?datasets=${d.id}">Create a job with this dataset</a></p>` : `<p class="muted">This dataset accepts no new jobs while it is ${esc(d.status)}.</p>`}</div>`;
+}
+
+/** The whole datasheet: description, license, provider, provenance, intended uses, collection period, tags. */
+function datasheetPanel(d) {
+  const sheet = d.datasheet;
+  if (!sheet) {
+    const why = d.datasheet_hash
+      ? `Its datasheet ${short(d.datasheet_hash, 10)} is on-chain, but this gateway does not hold the document.`
+      : "The provider has published no datasheet for this dataset.";
+    return `<div class="panel" id="datasheet-panel"><h2>Datasheet</h2><p class="muted" id="no-datasheet">${why}</p></div>`;
+  }
+  const period = sheet.collection_period ? `${esc(sheet.collection_period.start)} to ${esc(sheet.collection_period.end)}` : "";
+  const rows = [
+    ["License", esc(sheet.license), "ds-license"],
+    ["Provider", `${esc(sheet.provider_name)} · ${short(d.provider)}`, "ds-provider"],
+    ["Rows", Number(sheet.rows).toLocaleString("en"), "ds-rows"],
+    ["Tags", (sheet.tags || []).length ? `<span class="badges">${sheet.tags.map((t) => `<a class="chip" href="#/?tag=${encodeURIComponent(t)}">${esc(t)}</a>`).join("")}</span>` : "", "ds-tags"],
+    ["Collection period", period, "ds-period"],
+    ["Provenance", sheet.provenance ? `<span class="datasheet-text">${esc(sheet.provenance)}</span>` : "", "ds-provenance"],
+    ["Intended uses", sheet.intended_uses ? `<span class="datasheet-text">${esc(sheet.intended_uses)}</span>` : "", "ds-intended-uses"],
+    ["Datasheet hash", short(d.datasheet_hash, 10), "ds-hash"],
+  ].filter(([, value]) => value);
+  return `<div class="panel" id="datasheet-panel"><h2>Datasheet</h2>
+    <p class="datasheet-text" id="ds-description">${esc(sheet.description)}</p>
+    <dl class="kv">${rows.map(([k, v, id]) => `<dt>${k}</dt><dd id="${id}">${v}</dd>`).join("")}</dl></div>`;
+}
+
+const MAX_COLUMN_ROWS = 200;
+
+/** Each feature (name, description, unit, declared bounds from the schema), then the label with its classes. */
+function columnsPanel(d) {
+  const schema = d.schema;
+  if (!schema) return "";
+  const sheet = d.datasheet;
+  const described = new Map((sheet?.columns || []).map((c) => [c.name, c]));
+  const bounds = Array.isArray(schema.feature_bounds) ? schema.feature_bounds : [];
+  const names = schema.feature_names || [];
+  const shown = names.slice(0, MAX_COLUMN_ROWS);
+  const number = (x) => Number(x).toLocaleString("en", { maximumFractionDigits: 6 });
+  const featureRows = shown.map((name, i) => {
+    const c = described.get(name);
+    const b = bounds[i];
+    return `<tr data-column="${esc(name)}"><th scope="row">${esc(name)}</th><td>${esc(c?.description || "")}</td><td>${esc(c?.unit || "")}</td>
+      <td class="num" data-bounds="${b ? esc(JSON.stringify(b)) : ""}">${b ? `${number(b[0])} to ${number(b[1])}` : `<span class="muted">none declared</span>`}</td></tr>`;
+  });
+  const more = names.length > shown.length ? `<tr><td colspan="4" class="muted">… and ${names.length - shown.length} more feature columns</td></tr>` : "";
+  const labelName = sheet?.label?.name || "label";
+  const labelRow = `<tr class="label-row" data-label="${esc(labelName)}"><th scope="row">${esc(labelName)} <span class="chip">label</span></th>
+    <td>${esc(sheet?.label?.description || "")}</td><td></td>
+    <td>classes: ${(schema.class_names || []).map((c) => `<span class="mono">${esc(c)}</span>`).join(", ")}</td></tr>`;
+  return `<div class="panel" id="columns-panel"><h2>Columns</h2>
+    <p class="muted">Declared bounds are the provider's, not statistics of the rows: the enclave clips each value to them and scales it to [-1, 1].</p>
+    <div class="table-wrap"><table id="column-table">
+      <thead><tr><th scope="col">Column</th><th scope="col">Description</th><th scope="col">Unit</th><th scope="col">Declared bounds</th></tr></thead>
+      <tbody>${featureRows.join("")}${more}${labelRow}</tbody></table></div></div>`;
 }

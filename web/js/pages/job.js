@@ -2,7 +2,10 @@
 // or cancelled), the claim (holder, lease expiry, re-claims that charged ε again), ε spent,
 // payments, released statistics, the consumer's "Cancel job" while it is open, and the model
 // downloaded and decrypted in this browser with its model card — or, for a job whose model was
-// sealed to the key manager, what can be done with a model nobody can download.
+// sealed to the key manager, what can be done with a model nobody can download. The download is
+// offered to the job's consumer only; anyone else sees whose model it is. The progress bar moves
+// with the worker's reports (server-sent "progress" events): indeterminate while nothing is
+// measurable (waiting for a claim, releasing keys), by epoch while training, full when settled.
 import { getBytes, getJSON, subscribe, waitForIndex } from "../api.js";
 import { epsilonProgress } from "../charts.js";
 import { consumerKeyFor, importKeyFile, openModel } from "../consumer-keys.js";
@@ -23,12 +26,17 @@ export async function render(root, [id]) {
   const cancelButton = root.querySelector("#cancel-job");
   const cancelStatus = root.querySelector("#cancel-status");
   let busy = false;
+  let schema; // the datasets' schema document (read once): its declared bounds say how the inputs were scaled
 
   async function load() {
     const [job, me, cfg] = await Promise.all([getJSON(`/api/jobs/${id}`), wallet.address(), wallet.loadConfig()]);
+    if (schema === undefined && job.dataset_ids.length) {
+      schema = await getJSON(`/api/datasets/${job.dataset_ids[0]}`).then((d) => d.schema || null, () => null);
+    }
+    const isConsumer = Boolean(me && me.toLowerCase() === String(job.consumer).toLowerCase());
     const sealed = sealedToKeyManager(job, cfg);
     const stages = timeline(job);
-    const cancellable = job.status === "open" && Boolean(me && me.toLowerCase() === String(job.consumer).toLowerCase());
+    const cancellable = job.status === "open" && isConsumer;
     cancelPanel.hidden = !cancellable && !cancelStatus.hasChildNodes(); // the outcome of a cancellation stays in view
     cancelButton.hidden = !cancellable;
     cancelButton.disabled = busy;
@@ -37,11 +45,11 @@ export async function render(root, [id]) {
     const downloading = view.querySelector("#download-status");
     view.innerHTML = `<div class="panel"><h2>Timeline</h2><ol class="steps" id="timeline">${stages
         .map((s) => `<li class="${s.state}" data-stage="${s.key}"><span class="dot"></span><span><strong>${esc(s.title)}</strong> ${s.detail ? `<span class="muted">${s.detail}</span>` : ""}</span></li>`)
-        .join("")}</ol>${trainingBar(job)}</div>
+        .join("")}</ol>${progressBar(job)}</div>
       <div class="panel"><h2>Privacy</h2><dl class="kv">
         <dt>ε target</dt><dd>${eps(job.epsilon)}</dd><dt>δ</dt><dd>${esc(job.delta)}</dd>
         <dt>ε spent</dt><dd id="eps-spent">${job.status === "completed" ? eps(job.epsilon_spent) : "—"}</dd></dl>
-        ${job.status === "completed" ? epsilonProgress(job.epsilon_spent, job.epsilon) : ""}${chargesNote(job)}${metrics(job.metrics)}</div>
+        ${job.status === "completed" ? epsilonProgress(job.epsilon_spent, job.epsilon) : ""}${chargesNote(job)}${metrics(job.metrics)}${scalingNote(job, schema)}</div>
       ${claimPanel(job)}
       <div class="panel"><h2>Payment</h2><dl class="kv"><dt>Escrow</dt><dd>${money(job.escrow_wei)}</dd><dt>Worker fee</dt><dd>${money(job.worker_fee_wei)}</dd>
         <dt>Datasets</dt><dd>${job.dataset_ids.map((d, i) => `<a href="#/datasets/${d}">#${d}</a> at ${money((job.prices_wei || [])[i] ?? 0)}`).join(", ")}</dd>
@@ -49,9 +57,9 @@ export async function render(root, [id]) {
         <dt>Consumer</dt><dd>${short(job.consumer)}</dd>
         <dt>Model sealed to</dt><dd id="sealed-to">${sealed ? "the key manager enclave" : "the consumer's key"} <span class="muted">${short(job.consumer_key)}</span></dd><dt>Enclave</dt><dd>${job.enclave && !/^0x0+$/.test(job.enclave) ? short(job.enclave) : "—"}</dd></dl>
         ${job.payments && job.payments.length ? `<h3>Credited</h3><ul>${job.payments.map((p) => `<li>${short(p.account)}: ${money(p.amount_wei)} <span class="muted">(${esc(p.reason)})</span></li>`).join("")}</ul>` : ""}</div>
-      <div class="panel"><h2>Model</h2>${sealed ? sealedSection(job) : resultSection(job)}</div>
+      <div class="panel"><h2>Model</h2>${sealed ? sealedSection(job) : isConsumer ? resultSection(job) : notConsumerSection(job, me)}</div>
       ${job.status === "completed" ? `<div class="panel" id="model-card"><h2>Model card</h2><p class="muted">Loading the card…</p></div>` : ""}`;
-    if (!sealed) wireDownload(view, job);
+    if (!sealed && isConsumer) wireDownload(view, job);
     if (job.status === "completed") showCard(view.querySelector("#model-card"), job.id);
     if (downloading) view.querySelector("#download-status")?.replaceWith(downloading);
   }
@@ -142,11 +150,58 @@ function claimPanel(job) {
   return `<div class="panel" id="claim-panel"><h2>Claim</h2><dl class="kv">${rows.join("")}</dl>${note}</div>`;
 }
 
-function trainingBar(job) {
-  const p = job.progress;
-  if (job.status !== "claimed" || !p || !p.epochs) return "";
-  return `<p><label for="training-progress">Training progress</label>
-    <progress id="training-progress" max="${p.epochs}" value="${p.epoch || 0}">${p.epoch || 0} / ${p.epochs}</progress></p>`;
+/**
+ * Where the job stands, for its bar: ``value`` 0–100, or null while nothing measurable happens
+ * (waiting for a claim, keys being released); null altogether once it ended without a result.
+ * Training fills 20–90 % by epoch, so even a one-epoch job moves (claimed → training → sealed → settled).
+ */
+export function jobProgress(job) {
+  const p = job.progress || {};
+  if (job.status === "completed") return { value: 100, label: "Settled: the receipt is verified on-chain" };
+  if (job.status === "expired" || job.status === "cancelled") return null;
+  if (job.status === "open") return { value: null, label: "Waiting for an attested worker to claim the job" };
+  if (p.stage === "failed") return null;
+  if (p.stage === "settled") return { value: 97, label: "Result submitted; waiting for the chain's settlement" };
+  if (p.stage === "training" && p.epochs) {
+    const done = Math.min(Number(p.epoch || 0), Number(p.epochs));
+    if (done >= p.epochs) return { value: 90, label: `Trained ${p.epochs} of ${p.epochs} epochs; sealing the model and signing the receipt` };
+    return { value: Math.round(20 + (70 * done) / Number(p.epochs)), label: `Training: epoch ${done + 1} of ${p.epochs} running (${done} done)` };
+  }
+  if (p.stage === "keys released") return { value: null, label: "Data keys released to the enclave; decrypting the data" };
+  return { value: null, label: "Claimed by an attested worker; preparing the enclave" };
+}
+
+/** The job's progress bar: determinate when the stage is measurable, else animated; running while the job runs. */
+function progressBar(job) {
+  const at = jobProgress(job);
+  if (!at) return "";
+  const running = job.status === "open" || job.status === "claimed";
+  const classes = ["job-progress", at.value === null ? "indeterminate" : "", running ? "running" : "done"].filter(Boolean).join(" ");
+  const value = at.value === null ? "" : ` aria-valuenow="${at.value}"`;
+  return `<div class="progress-block"><div class="${classes}" id="job-progress" role="progressbar" aria-label="Job progress" aria-valuemin="0" aria-valuemax="100"${value} aria-valuetext="${esc(at.label)}">
+      <span style="width:${at.value === null ? 35 : at.value}%"></span></div>
+    <p class="muted" id="job-progress-label">${esc(at.label)}${at.value === null ? "" : ` · ${at.value} %`}</p></div>`;
+}
+
+/** How the model's inputs were scaled: the spec's own standardisation, the schema's declared bounds, or none. */
+function scalingNote(job, schema) {
+  const spec = job.model_spec || {};
+  let text;
+  if (Array.isArray(spec.input_mean) && spec.input_mean.length) {
+    text = `Inputs: standardised with the ${spec.input_mean.length} means and standard deviations the job's spec gave; the model applies them itself.`;
+  } else if (schema && Array.isArray(schema.feature_bounds) && schema.feature_bounds.some(Array.isArray)) {
+    text = "Inputs: clipped to the provider's declared bounds and scaled to [-1, 1] inside the enclave (the spec gave no standardisation).";
+  } else {
+    text = "Inputs: used unscaled: the spec gave no standardisation and the schema declares no feature bounds. If the model predicts one class for everything, train again with standardisation statistics of your own data (the job form computes them from a CSV).";
+  }
+  return `<p class="muted" id="job-scaling">${esc(text)}</p>`;
+}
+
+/** Someone else's job: its model is sealed to its consumer's key, so nothing here can open it. */
+function notConsumerSection(job, me) {
+  return `<p class="muted" id="not-consumer">This job's model is encrypted to its consumer's key: only the consumer (${short(job.consumer)}) can download and decrypt it${
+    me ? `; you are signed in as ${short(me)}` : "; no account is selected"
+  }. Its receipt, privacy accounting and model card are public.</p>`;
 }
 
 function metrics(doc) {
@@ -158,7 +213,7 @@ function metrics(doc) {
       .map(([name, m]) => `<li>${esc(name.replace("_", " "))}: <strong>${Array.isArray(m.value) ? m.value.join(", ") : Number(m.value).toFixed(4)}</strong> <span class="muted">(ε ${eps(m.epsilon)}, noise scale ${Number(m.scale).toPrecision(3)})</span></li>`)
       .join("")}</ul>`);
   } else {
-    parts.push(`<p class="muted">No statistic of the providers' data was released; evaluate the model on your own data.</p>`);
+    parts.push(`<p class="muted" id="no-statistics">No statistic of the providers' data was released with this job (none was asked for), so nothing here says how well the model does: evaluate it on data of your own, fed as the model card below describes. To get DP statistics (class counts, training accuracy or loss), ask for them in the job form.</p>`);
   }
   const audit = doc.privacy_audit;
   if (audit) {

@@ -18,11 +18,11 @@ export async function render(root) {
     }
     const { items } = await getJSON(`/api/jobs?${params}`);
     list.innerHTML = items.length
-      ? `<div class="table-wrap"><table><thead><tr><th>Job</th><th>Status</th><th>Datasets</th><th>ε target</th><th>ε spent</th><th>Escrow</th><th>Consumer</th></tr></thead><tbody>
+      ? `<div class="table-wrap"><table class="cards-on-phone" id="jobs-table"><thead><tr><th>Job</th><th>Status</th><th>Datasets</th><th>ε target</th><th>ε spent</th><th>Escrow</th><th>Consumer</th></tr></thead><tbody>
         ${items
-          .map((j) => `<tr><td><a href="#/jobs/${j.id}">#${j.id}</a></td><td>${jobStatusChip(j.status)}</td>
-            <td>${j.dataset_ids.map((d) => `<a href="#/datasets/${d}">#${d}</a>`).join(", ")}</td><td>${eps(j.epsilon)}</td>
-            <td>${j.status === "completed" ? eps(j.epsilon_spent) : "—"}</td><td>${money(j.escrow_wei)}</td><td>${short(j.consumer)}</td></tr>`)
+          .map((j) => `<tr><td data-label="Job"><a href="#/jobs/${j.id}">#${j.id}</a></td><td data-label="Status">${jobStatusChip(j.status)}</td>
+            <td data-label="Datasets">${j.dataset_ids.map((d) => `<a href="#/datasets/${d}">#${d}</a>`).join(", ")}</td><td data-label="ε target">${eps(j.epsilon)}</td>
+            <td data-label="ε spent">${j.status === "completed" ? eps(j.epsilon_spent) : "—"}</td><td data-label="Escrow">${money(j.escrow_wei)}</td><td data-label="Consumer">${short(j.consumer)}</td></tr>`)
           .join("")}</tbody></table></div>`
       : `<p class="muted">No jobs yet.</p>`;
   }
