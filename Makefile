@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMPS := .make-stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api bench-infer bench-score bench-large bench-scale clean
+.PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api bench-infer bench-score bench-search bench-large bench-scale clean
 
 setup: $(STAMPS)/python $(STAMPS)/npm $(STAMPS)/chromium $(STAMPS)/postgresql
 
@@ -129,6 +129,10 @@ bench-infer: setup
 # Scoring throughput of the evaluator enclave: the digits CNN on a 10,000-row test set (docs/competitions.md).
 bench-score: setup
 	$(PY) -m benchmarks.bench_score
+
+# The dataset search (datasheets: free text, tags, sorting) over 10,000 listings against the plain list (docs/datasheets.md).
+bench-search: setup
+	$(PY) -m benchmarks.bench_search
 
 # DP training on 1 GiB of rows through a trainer enclave whose memory budget (256 MiB) cannot hold
 # them: rows scanned from the host window by window, against the same rows in memory; last line is
