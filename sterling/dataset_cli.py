@@ -5,8 +5,9 @@
 encrypts it here with a fresh data key, uploads the ciphertext to the gateway (with progress),
 wraps the key to the key manager's attested key from the registry on-chain (never to a key the
 gateway names), deposits it with the provider's signature, and lists the dataset. The plaintext
-never leaves this machine. ``ls``, ``show``, ``pause``, ``resume``, ``top-up``, ``reprice`` and
-``delist`` read and change listings; every read command takes ``--json``.
+never leaves this machine. ``ls``, ``show``, ``describe`` (publish or replace the datasheet),
+``pause``, ``resume``, ``top-up``, ``reprice`` and ``delist`` read and change listings; every read
+command takes ``--json``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sterling.cli_common import (
 )
 
 dataset_app = typer.Typer(
-    help="Datasets: publish a table encrypted, list, show, pause, resume, top up, reprice, delist.", no_args_is_help=True
+    help="Datasets: publish a table encrypted, list, show, describe, pause, resume, top up, reprice, delist.", no_args_is_help=True
 )
 console = Console()
 err = Console(stderr=True)
@@ -106,7 +107,7 @@ def publish(
         raise typer.BadParameter(str(e), param_hint="TABLE_FILE") from e
     except InvalidDataset as e:
         raise typer.BadParameter(str(e), param_hint="--bound") from e
-    datasheet = _datasheet(datasheet_file, package) if datasheet_file is not None else None
+    datasheet = _datasheet(datasheet_file, package.schema, rows=package.rows, check_rows=True) if datasheet_file is not None else None
     http, config, chain = connect(gateway, timeout=300)
     try:
         signer = who.unlock(http)
@@ -187,8 +188,8 @@ def _bounds(values: list[str]) -> dict[str, tuple[float, float]]:
     return bounds
 
 
-def _datasheet(path: Path, package: Any) -> Any:
-    """The datasheet file, with ``rows`` and ``version`` filled in when left out, checked against the table."""
+def _datasheet(path: Path, schema: Any, *, rows: int | None, check_rows: bool) -> Any:
+    """The datasheet file, with ``version`` and (when known) ``rows`` filled in when left out, checked against the dataset."""
     from marketplace.datasheet import DATASHEET_VERSION, Datasheet, InvalidDatasheet
 
     try:
@@ -197,13 +198,14 @@ def _datasheet(path: Path, package: Any) -> Any:
         raise typer.BadParameter(f"cannot read {path} as JSON: {e}", param_hint="--datasheet") from e
     if isinstance(document, dict):
         document.setdefault("version", DATASHEET_VERSION)
-        document.setdefault("rows", package.rows)
+        if rows is not None:
+            document.setdefault("rows", rows)
     try:
         datasheet = Datasheet.from_json(document)
-        datasheet.check_fits(package.schema, rows=package.rows)
+        datasheet.check_fits(schema, rows=rows if check_rows else None)
     except InvalidDatasheet as e:
         problems = "\n".join(f"  {where or 'datasheet'}: {message}" for where, message in e.problems)
-        raise typer.BadParameter(f"{path} is not a datasheet for this table:\n{problems}", param_hint="--datasheet") from e
+        raise typer.BadParameter(f"{path} is not a datasheet for this dataset:\n{problems}", param_hint="--datasheet") from e
     return datasheet
 
 
@@ -274,6 +276,47 @@ def show(dataset_id: IdArgument, gateway: GatewayOption = DEFAULT_GATEWAY, json_
             columns.add_row(c["name"], c["description"], c["unit"], f"{c['bounds'][0]:g} … {c['bounds'][1]:g}" if c["bounds"] else "")
         console.print(columns)
     console.print(f"jobs: {', '.join(map(str, d['job_ids'])) or 'none'}")
+
+
+@dataset_app.command("describe")
+def describe(
+    dataset_id: IdArgument,
+    datasheet_file: Annotated[Path, typer.Option("--datasheet", help="the new datasheet, JSON (docs/datasheets.md)")],
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    who: Signer = FROM_OPTIONS,
+) -> None:
+    """Publish or replace a listed dataset's datasheet: checked against its schema, stored by the gateway, its hash put on-chain.
+
+    ``rows`` may be left out when the dataset already has a datasheet (its row count is kept).
+    """
+    from enclave_worker.trusted.dataset import Schema
+    from marketplace.errors import InvalidDataset
+
+    http, _, _ = connect(gateway, timeout=60)
+    try:
+        current = get_json(http, f"/api/datasets/{dataset_id}")
+        if not current.get("schema"):
+            err.print(f"[red]the gateway does not hold dataset {dataset_id}'s schema: nothing to check the datasheet against[/red]")
+            raise typer.Exit(1)
+        try:
+            schema = Schema.from_json(current["schema"])
+        except InvalidDataset as e:
+            err.print(f"[red]dataset {dataset_id}'s schema is not one this version reads: {e}[/red]")
+            raise typer.Exit(1) from e
+        previous = current.get("datasheet")
+        datasheet = _datasheet(datasheet_file, schema, rows=previous["rows"] if previous else None, check_rows=False)
+        published = http.post("/api/datasheets", content=datasheet.to_bytes(), headers={"content-type": "application/json"})
+        if published.status_code != 201:
+            err.print(f"[red]the gateway refused the datasheet: HTTP {published.status_code}: {published.text[:500]}[/red]")
+            raise typer.Exit(1)
+        if published.json().get("sha256") != datasheet.hash().hex():
+            err.print(f"[red]the gateway stored the datasheet under {published.json().get('sha256')}, not {datasheet.hash().hex()}[/red]")
+            raise typer.Exit(1)
+    finally:
+        http.close()
+    digest = datasheet.hash()
+    _transact(gateway, who, lambda m, s: m.set_datasheet(s, dataset_id, digest),
+              f"dataset {dataset_id}'s datasheet is now {digest.hex()[:16]}… ({datasheet.title!r})")  # fmt: skip
 
 
 def _transact(gateway: str, signer_choice: Signer, action: Any, done: str) -> None:

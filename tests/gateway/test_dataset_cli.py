@@ -146,3 +146,22 @@ def test_a_provider_publishes_with_a_datasheet_and_declared_bounds_and_consumers
         assert "age age at the visit years -5 … 5" in text and "noise" in text
         detail = json.loads(runner.invoke(cli, ["dataset", "show", str(summary["dataset_id"]), "--json", "--gateway", url]).output)
         assert detail["schema"]["feature_bounds"] == [[-5, 5], [-5, 5], None, None]
+        # The provider corrects the datasheet later (rows kept from the current one); a stranger cannot.
+        dataset_id = str(summary["dataset_id"])
+        fixed = tmp_path / "fixed.json"
+        fixed.write_text(json.dumps({**json.loads(sheet.read_text()), "title": "Clinic outcomes kx4, corrected"}))
+        described = runner.invoke(cli, ["dataset", "describe", dataset_id, "--datasheet", str(fixed), "--gateway", url], env=env)
+        assert described.exit_code == 0, described.output
+        digest = net.market.datasheet_of(int(dataset_id))
+        gateway.sync()
+        after = gateway.client.get(f"/api/datasets/{dataset_id}").json()
+        assert after["datasheet"]["title"] == "Clinic outcomes kx4, corrected" and after["datasheet"]["rows"] == 150
+        assert after["datasheet_hash"] == "0x" + digest.hex() and digest.hex() != summary["datasheet_hash"]
+        wrong = tmp_path / "wrong.json"
+        wrong.write_text(json.dumps({**json.loads(fixed.read_text()), "columns": [{"name": "height"}]}))
+        bad = runner.invoke(cli, ["dataset", "describe", dataset_id, "--datasheet", str(wrong), "--gateway", url], env=env)
+        assert bad.exit_code == 2 and "columns.0.name" in words(bad.output)
+        stranger = {"STERLING_PRIVATE_KEY": net.chain.new_account().key.hex()}
+        refused = runner.invoke(cli, ["dataset", "describe", dataset_id, "--datasheet", str(fixed), "--gateway", url], env=stranger)
+        assert refused.exit_code == 1 and f"Only the provider of dataset #{dataset_id} can change it." in words(refused.output)
+        assert net.market.datasheet_of(int(dataset_id)) == digest
