@@ -118,6 +118,8 @@ def publish(
         if datasheet is not None:
             table.add_row("title", datasheet.title)
             table.add_row("tags", ", ".join(datasheet.tags) or "none")
+        else:
+            table.add_row("datasheet", "none: consumers will see only \"Dataset #N\" (--datasheet F, or `dataset describe` later)")
         declared = sum(b is not None for b in schema.feature_bounds or ())
         scaled = f"{declared} of {len(schema.feature_names)} features" if declared else "none: features are not scaled"
         table.add_row("declared bounds", scaled)

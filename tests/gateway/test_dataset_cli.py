@@ -46,6 +46,7 @@ def test_a_provider_publishes_a_csv_and_manages_the_listing_from_a_terminal(gate
         declined = runner.invoke(cli, ["dataset", "publish", str(table), *terms, "--gateway", url], env=env, input="n\n")
         assert declined.exit_code == 1 and "nothing was sent" in declined.output and "160 rows" in declined.output
         assert "sick, well" in words(declined.output)  # the classes, shown before signing
+        assert 'none: consumers will see only "Dataset #N"' in words(declined.output)  # no datasheet: said before signing
         bad = tmp_path / "bad.csv"
         bad.write_text("a,b,y\n1,abc,p\n")
         refused = runner.invoke(cli, ["dataset", "publish", str(bad), *terms, "--yes", "--gateway", url], env=env)
