@@ -1,12 +1,13 @@
 // Dataset detail: its datasheet (what it is, from whom, under which license) and its columns
 // (description, unit, the provider's declared bounds from the schema, the label and its classes);
 // status, terms, access lists, schema, the budget as a bar and over time, the jobs that used it;
-// for its provider, the controls to pause, resume, delist, top up and reprice.
+// for its provider, the controls to pause, resume, delist, top up, reprice and edit the datasheet.
 import { formatUnits } from "ethers";
 import { getJSON, subscribe, waitForIndex } from "../api.js";
 import { budgetBar, budgetChart } from "../charts.js";
 import { datasetUnavailable, esc, eps, money, parseMoney, paymentUnit, short, statusBadges, when } from "../format.js";
 import { epsilonUnits } from "../onchain.js";
+import { datasheetDocument, datasheetHash, datasheetProblems, DatasheetRejected, parseTags, publishDatasheet } from "../listing-flow.js";
 import * as wallet from "../wallet.js";
 
 export async function render(root, [id]) {
@@ -29,6 +30,11 @@ export async function render(root, [id]) {
         <form id="price-form" novalidate><div class="field"><label for="new-price">New price per job (${esc(paymentUnit().symbol)})</label>
           <input id="new-price" name="price" type="number" min="0" step="any"></div>
           <button type="submit" id="price-submit">Update price</button></form>
+        <div class="datasheet-edit" id="datasheet-edit">
+          <button type="button" id="datasheet-edit-toggle" class="secondary" aria-expanded="false" aria-controls="datasheet-form">Edit datasheet</button>
+          <form id="datasheet-form" class="datasheet-edit-form" novalidate hidden aria-labelledby="datasheet-form-title"></form>
+          <div id="datasheet-outcome" aria-live="polite"></div>
+        </div>
       </div>
       <p class="muted" id="provider-delisted" hidden>This dataset is delisted: it can no longer be changed.</p>
       <div id="manage-status" aria-live="polite"></div>
@@ -67,23 +73,37 @@ export async function render(root, [id]) {
   }
 
   /** Send one provider transaction through the wallet, then show it indexed. */
-  async function send(label, makeTx) {
+  // `out`: where its progress and outcome are said (the panel's status line unless given); `okId`:
+  // the outcome's id; `reveal`: scroll the outcome into view. Resolves true when it was indexed.
+  async function send(label, makeTx, { out = status, okId = "manage-ok", reveal: scroll = false, before } = {}) {
     busy = true;
     for (const b of buttons()) b.disabled = true;
-    status.innerHTML = `<p class="muted">${esc(label)}: sign the transaction…</p>`;
+    out.innerHTML = `<p class="muted">${esc(label)}: sign the transaction…</p>`;
+    let ok = false;
+    let rejected = null;
     try {
+      if (before) await before((text) => (out.innerHTML = `<p class="muted">${esc(text)}</p>`));
       const market = await wallet.jobMarket({ write: true });
       const tx = await makeTx(market);
-      status.innerHTML = `<p class="muted">${esc(label)}: waiting for ${short(tx.hash)} to be mined…</p>`;
+      out.innerHTML = `<p class="muted">${esc(label)}: waiting for ${short(tx.hash)} to be mined…</p>`;
       const receipt = await tx.wait();
       await waitForIndex(receipt.blockNumber);
-      status.innerHTML = `<div class="ok-box" role="status" id="manage-ok">${esc(label)}: done in transaction ${short(tx.hash)}.</div>`;
+      out.innerHTML = `<div class="ok-box" role="status" id="${okId}">${esc(label)}: done in transaction ${short(tx.hash)}.</div>`;
+      ok = true;
     } catch (error) {
-      status.innerHTML = `<div class="error-box" role="alert">${esc(wallet.describeTxError(error))}</div>`;
+      if (error instanceof DatasheetRejected) {
+        rejected = error;
+        out.innerHTML = `<div class="error-box" role="alert">The gateway refused the datasheet (see the fields marked above): ${esc(error.message)} Nothing was sent on-chain.</div>`;
+      } else {
+        out.innerHTML = `<div class="error-box" role="alert">${esc(wallet.describeTxError(error))}</div>`;
+      }
     } finally {
       busy = false;
       await load().catch(() => {});
     }
+    if (rejected) showSheetProblems(rejected.problems, { gateway: true });
+    else if (scroll) reveal(out.firstElementChild);
+    return ok;
   }
 
   root.querySelector("#pause-toggle").addEventListener("click", () => {
@@ -120,10 +140,244 @@ export async function render(root, [id]) {
     });
   });
 
+  // --- the datasheet: edited here, checked, published, its hash sent with setDatasheet ---------------
+  const sheetForm = root.querySelector("#datasheet-form");
+  const sheetToggle = root.querySelector("#datasheet-edit-toggle");
+  const sheetOutcome = root.querySelector("#datasheet-outcome");
+  let editing = null; // {features, rows (null: asked for), columns kept when the schema is unknown}
+
+  sheetToggle.addEventListener("click", () => {
+    const open = sheetForm.hidden;
+    if (open) openSheetForm();
+    else closeSheetForm();
+  });
+
+  function openSheetForm() {
+    editing = sheetFormFor(current);
+    sheetForm.innerHTML = editing.html;
+    sheetForm.hidden = false;
+    sheetToggle.setAttribute("aria-expanded", "true");
+    sheetOutcome.innerHTML = "";
+    sheetForm.querySelector("#edit-cancel").addEventListener("click", closeSheetForm);
+    reveal(sheetForm.querySelector("h3"), { block: "start" });
+    sheetForm.querySelector("#edit-title").focus({ preventScroll: true });
+  }
+
+  function closeSheetForm() {
+    sheetForm.hidden = true;
+    sheetForm.innerHTML = "";
+    sheetToggle.setAttribute("aria-expanded", "false");
+    editing = null;
+  }
+
+  sheetForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (busy || !editing) return;
+    sheetOutcome.innerHTML = "";
+    const doc = readSheet();
+    if (!doc) return;
+    const ours = await datasheetHash(doc);
+    if (current?.datasheet_hash && String(current.datasheet_hash).replace(/^0x/, "").toLowerCase() === ours) {
+      sheetOutcome.innerHTML = `<div class="ok-box" role="status" id="datasheet-unchanged">This datasheet is the one on-chain already (${short("0x" + ours, 6)}): nothing was sent.</div>`;
+      reveal(sheetOutcome.firstElementChild);
+      return;
+    }
+    const done = await send(
+      "Datasheet",
+      (market) => market.setDatasheet(BigInt(id), "0x" + ours),
+      {
+        out: sheetOutcome,
+        okId: "datasheet-ok",
+        reveal: true,
+        before: async (say) => {
+          say("Publishing the datasheet…");
+          const published = await publishDatasheet(doc); // throws when the gateway's hash is not ours
+          if (published !== ours) throw new Error("The gateway computed another datasheet hash than this browser.");
+          say("Datasheet published: sign the setDatasheet transaction…");
+        },
+      },
+    );
+    if (done) {
+      const ok = sheetOutcome.querySelector("#datasheet-ok");
+      closeSheetForm();
+      if (ok) {
+        ok.textContent = `Datasheet updated: ${short("0x" + ours, 6)} is on-chain${current?.datasheet?.title ? ` and shown below as “${current.datasheet.title}”` : ""}.`;
+        reveal(ok);
+      }
+    }
+  });
+
+  /** The document from the form, or null with every problem shown next to its field (and the first in view). */
+  function readSheet() {
+    clearSheetProblems();
+    const value = (name) => sheetForm.querySelector(`#${name}`)?.value ?? "";
+    const local = [];
+    const start = value("edit-period-start");
+    const end = value("edit-period-end");
+    if (Boolean(start) !== Boolean(end)) local.push({ path: start ? "collection_period.end" : "collection_period.start", message: "Give both dates, or neither." });
+    let rows = editing.rows;
+    if (rows === null) {
+      const text = value("edit-rows").trim();
+      rows = /^\d+$/.test(text) ? Number(text) : NaN;
+      if (!(Number.isSafeInteger(rows) && rows >= 1)) local.push({ path: "rows", message: "Give the number of rows of the file you listed (a whole number, at least 1)." });
+    }
+    const columns = editing.features
+      ? editing.features.map((name, i) => ({ name, description: value(`edit-col-desc-${i}`), unit: value(`edit-col-unit-${i}`) }))
+      : editing.keptColumns;
+    const doc = datasheetDocument({
+      title: value("edit-title"),
+      description: value("edit-description"),
+      tags: parseTags(value("edit-tags")),
+      license: value("edit-license"),
+      providerName: value("edit-provider-name"),
+      rows: Number.isSafeInteger(rows) ? rows : 1,
+      labelName: value("edit-label-name"),
+      labelDescription: value("edit-label-description"),
+      columns,
+      provenance: value("edit-provenance"),
+      intendedUses: value("edit-intended-uses"),
+      collectionPeriod: start && end ? { start, end } : null,
+    });
+    if (editing.features && editing.features.includes(doc.label.name)) local.push({ path: "label.name", message: `“${doc.label.name}” is a feature column, not the label` });
+    const problems = [...local, ...datasheetProblems(doc)];
+    if (!problems.length) return doc;
+    showSheetProblems(problems);
+    return null;
+  }
+
+  /** Problems (ours or the gateway's 422) next to the fields their paths name; the first in view. */
+  function showSheetProblems(problems, { gateway = false } = {}) {
+    if (!sheetForm.querySelector("#edit-title")) return;
+    let first = null;
+    for (const { path, message } of problems) {
+      const control = sheetControl(path);
+      const slot = control ? sheetForm.querySelector(`#${control.dataset.errorSlot || `${control.id}-error`}`) : sheetForm.querySelector("#edit-form-error");
+      const text = control ? sentence(message) : `${path ? `${path}: ` : ""}${sentence(message)}`;
+      slot.textContent = slot.textContent ? `${slot.textContent} ${text}` : text;
+      if (control) control.setAttribute("aria-invalid", "true");
+      first ??= [slot, control];
+    }
+    if (!first) return;
+    if (!gateway) {
+      sheetOutcome.innerHTML = `<div class="error-box" role="alert" id="datasheet-problems">The datasheet has ${problems.length === 1 ? "a problem" : `${problems.length} problems`} (marked above): nothing was sent.</div>`;
+    }
+    reveal(first[0], { focus: first[1] });
+  }
+
+  function clearSheetProblems() {
+    for (const slot of sheetForm.querySelectorAll(".error")) slot.textContent = "";
+    for (const control of sheetForm.querySelectorAll("[aria-invalid]")) control.removeAttribute("aria-invalid");
+  }
+
+  /** The control a problem's path names (`title`, `tags.1`, `columns.2.unit`, `collection_period.end`), or null. */
+  function sheetControl(path) {
+    const [head, index, leaf] = String(path).split(".");
+    const simple = {
+      title: "edit-title", description: "edit-description", tags: "edit-tags", license: "edit-license",
+      provider_name: "edit-provider-name", provenance: "edit-provenance", intended_uses: "edit-intended-uses",
+    }; // prettier-ignore
+    let id = simple[head];
+    if (head === "label") id = index === "description" ? "edit-label-description" : "edit-label-name";
+    if (head === "rows") id = "edit-rows";
+    if (head === "collection_period") id = index === "end" ? "edit-period-end" : "edit-period-start";
+    if (head === "columns" && editing?.features) {
+      // the document's columns are the described features, in the schema's order
+      const described = editing.features
+        .map((name, i) => ({ name, i }))
+        .filter(({ i }) => sheetForm.querySelector(`#edit-col-desc-${i}`).value.trim() || sheetForm.querySelector(`#edit-col-unit-${i}`).value.trim());
+      const at = described[Number(index)]?.i;
+      if (at !== undefined) id = leaf === "unit" ? `edit-col-unit-${at}` : `edit-col-desc-${at}`;
+    }
+    return id ? sheetForm.querySelector(`#${id}`) : null;
+  }
+
   await load();
   return subscribe((type, data) => {
     if ((type === "dataset" && String(data?.dataset_id) === String(id)) || type === "job") load().catch(() => {});
   });
+}
+
+/** Scroll an element to the middle of the screen (a result or an error a click produced), optionally focusing a control. */
+function reveal(element, { focus, block = "center" } = {}) {
+  if (!element) return;
+  element.scrollIntoView({ block, inline: "nearest" });
+  if (focus && typeof focus.focus === "function") focus.focus({ preventScroll: true });
+}
+
+function sentence(message) {
+  const text = String(message).trim();
+  return /[.!?)]$/.test(text) ? text : `${text}.`;
+}
+
+/**
+ * The edit form for a dataset's datasheet, prefilled from the current document (empty without
+ * one). The row count is kept from the current document (asked for when there is none); each
+ * feature of the schema gets a description and a unit, its declared bounds shown read-only.
+ */
+function sheetFormFor(d) {
+  const sheet = d?.datasheet || null;
+  const features = d?.schema?.feature_names || null;
+  const bounds = Array.isArray(d?.schema?.feature_bounds) ? d.schema.feature_bounds : [];
+  const described = new Map((sheet?.columns || []).map((c) => [c.name, c]));
+  const rows = sheet && Number.isSafeInteger(sheet.rows) ? sheet.rows : null;
+  const number = (x) => Number(x).toLocaleString("en", { maximumFractionDigits: 6 });
+  const field = (id, label, control, hint = "") =>
+    `<div class="field"><label for="${id}">${esc(label)}</label>${control}${hint ? `<span class="hint" id="${id}-hint">${esc(hint)}</span>` : ""}
+      <span class="error" id="${id}-error" role="alert"></span></div>`;
+  const attrs = (id, max, hint) => `id="${id}" aria-describedby="${hint ? `${id}-hint ` : ""}${id}-error"${max ? ` maxlength="${max}"` : ""}`;
+  const input = (id, value, max, hint) => `<input ${attrs(id, max, hint)} type="text" autocomplete="off" value="${esc(value ?? "")}">`;
+  const area = (id, value, max, lines, hint) => `<textarea ${attrs(id, max, hint)} rows="${lines}">${esc(value ?? "")}</textarea>`;
+  const period = sheet?.collection_period;
+  const columnRows = features
+    ? features.length
+      ? `<div class="columns-list" id="edit-columns">${features
+          .map((name, i) => {
+            const c = described.get(name);
+            const b = bounds[i];
+            return `<div class="column-row edit-column-row" data-column="${esc(name)}" role="group" aria-labelledby="edit-col-name-${i}">
+              <div class="column-name" id="edit-col-name-${i}">${esc(name)}</div>
+              <div class="field col-desc-field"><label for="edit-col-desc-${i}">Description</label><input id="edit-col-desc-${i}" type="text" maxlength="1000" value="${esc(c?.description || "")}" data-error-slot="edit-col-note-${i}" aria-describedby="edit-col-note-${i}"></div>
+              <div class="field"><label for="edit-col-unit-${i}">Unit</label><input id="edit-col-unit-${i}" type="text" maxlength="40" value="${esc(c?.unit || "")}" data-error-slot="edit-col-note-${i}" aria-describedby="edit-col-note-${i}"></div>
+              <div class="field col-bounds"><span class="field-title" id="edit-col-bounds-label-${i}">Declared bounds</span>
+                <output id="edit-col-bounds-${i}" aria-labelledby="edit-col-bounds-label-${i}" data-bounds="${b ? esc(JSON.stringify(b)) : ""}">${b ? `${number(b[0])} to ${number(b[1])}` : "none declared"}</output></div>
+              <span class="col-note error" id="edit-col-note-${i}" role="alert"></span>
+            </div>`;
+          })
+          .join("")}</div>`
+      : `<p class="muted">The schema has no feature column besides the label.</p>`
+    : `<p class="muted" id="edit-columns-kept">The schema is not in this gateway's store, so its columns cannot be listed here: the datasheet's column descriptions are kept as they are.</p>`;
+  const html = `<h3 id="datasheet-form-title">${sheet ? "Edit the datasheet" : "Write a datasheet"}</h3>
+    <p class="hint">Saving publishes the new document and sends its hash with <span class="mono">setDatasheet</span>; the old one stays readable under its own hash. The schema (features, classes, declared bounds) cannot change.</p>
+    ${field("edit-title", "Title", input("edit-title", sheet?.title, 120))}
+    ${field("edit-description", "Description", area("edit-description", sheet?.description, 5000, 3))}
+    ${field("edit-tags", "Tags", input("edit-tags", (sheet?.tags || []).join(", "), 0, true), "Comma-separated, lower-case, hyphens for spaces (e.g. credit-scoring, finance).")}
+    <div class="row edit-pair">
+      ${field("edit-license", "License", input("edit-license", sheet?.license, 100, true), "An SPDX identifier (CC-BY-4.0) or “proprietary”.")}
+      ${field("edit-provider-name", "Provider display name", input("edit-provider-name", sheet?.provider_name, 80))}
+    </div>
+    ${
+      rows === null
+        ? field("edit-rows", "Rows", `<input ${attrs("edit-rows", 0, true)} type="number" min="1" step="1" inputmode="numeric">`, "The number of data rows in the file you listed (public).")
+        : `<div class="field"><span class="field-title">Rows</span><output id="edit-rows-kept">${Number(rows).toLocaleString("en")}</output><span class="hint">Kept from the current datasheet.</span></div>`
+    }
+    <div class="row edit-pair">
+      ${field("edit-label-name", "Label column", input("edit-label-name", sheet?.label?.name, 200, true), "Its name in your file (not a feature).")}
+      ${field("edit-label-description", "What the label records (optional)", input("edit-label-description", sheet?.label?.description, 1000))}
+    </div>
+    <fieldset class="field edit-period"><legend>Collection period (optional)</legend>
+      <div class="row edit-pair">
+        <div class="field"><label for="edit-period-start">From</label><input id="edit-period-start" type="date" value="${esc(period?.start || "")}" aria-describedby="edit-period-start-error"></div>
+        <div class="field"><label for="edit-period-end">To</label><input id="edit-period-end" type="date" value="${esc(period?.end || "")}" aria-describedby="edit-period-end-error"></div>
+      </div>
+      <span class="error" id="edit-period-start-error" role="alert"></span><span class="error" id="edit-period-end-error" role="alert"></span></fieldset>
+    ${field("edit-provenance", "Provenance (optional)", area("edit-provenance", sheet?.provenance, 2000, 2))}
+    ${field("edit-intended-uses", "Intended uses (optional)", area("edit-intended-uses", sheet?.intended_uses, 2000, 2))}
+    <h3>Columns</h3>
+    ${columnRows}
+    <span class="error" id="edit-form-error" role="alert"></span>
+    <div class="submit-row"><button type="submit" id="edit-save">Save datasheet</button>
+      <button type="button" id="edit-cancel" class="secondary">Cancel</button></div>`;
+  return { html, features, rows, keptColumns: features ? null : sheet?.columns || [] };
 }
 
 function body(d) {
