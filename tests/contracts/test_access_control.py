@@ -259,6 +259,7 @@ GUARDED: list[Guarded] = [
     _not_provider("setAccessRestrictions", lambda w: True, lambda w: True),
     _not_provider("setConsumersAllowed", lambda w: [w.a.providers[1]], lambda w: True),
     _not_provider("setModelsAllowed", lambda w: [keccak(b"spec")], lambda w: True),
+    _not_provider("setDatasheet", lambda w: keccak(b"datasheet")),
     # ---- JobMarket: jobs
     Guarded("JobMarket", "createJob", "consumer not on the allow-list", _create_restricted),
     Guarded(
@@ -540,6 +541,7 @@ def test_pause_keeps_exits_open(world: World) -> None:
         w.m.setAccessRestrictions(w.dataset, True, True),
         w.m.setConsumersAllowed(w.dataset, [w.a.consumer], True),
         w.m.setModelsAllowed(w.dataset, [keccak(b"spec")], True),
+        w.m.setDatasheet(w.dataset, keccak(b"corrected datasheet")),
         w.m.setDatasetPaused(w.dataset, True),
         w.m.delistDataset(w.dataset),
     ):
