@@ -165,13 +165,24 @@ def list_dataset_over_http(
     data = _MARKET.encode_abi("listDataset", args=[bytes.fromhex(content_hash), schema_hash, "sterling-blob:", terms.as_tuple(), [], []])
     receipt = send_transaction(client, provider, to=config["contracts"]["job_market"], data=data)
     if datasheet is not None:
-        published = _expect(client.post("/api/datasheets", content=datasheet.to_bytes(), headers={"content-type": "application/json"}), 201)
-        if published.json()["sha256"] != datasheet.hash().hex():
-            raise GatewayRequestFailed(f"the gateway stored the datasheet under {published.json()['sha256']}, not {datasheet.hash().hex()}")
+        publish_datasheet(client, datasheet)
         dataset_id = indexed_id(receipt, "DatasetListed")
         data = _MARKET.encode_abi("setDatasheet", args=[dataset_id, datasheet.hash()])
         send_transaction(client, provider, to=config["contracts"]["job_market"], data=data)
     return HttpListing(content_hash, schema.json()["sha256"], key, ciphertext, receipt)
+
+
+def publish_datasheet(client: httpx.Client, datasheet: Datasheet) -> bytes:
+    """``POST /api/datasheets``; the hash, checked against the gateway's answer (what ``setDatasheet`` takes).
+
+    Raises:
+        GatewayRequestFailed: the gateway refused it (its reason, with every problem), or answered another hash.
+    """
+    published = _expect(client.post("/api/datasheets", content=datasheet.to_bytes(), headers={"content-type": "application/json"}), 201)
+    digest = datasheet.hash()
+    if published.json().get("sha256") != digest.hex():
+        raise GatewayRequestFailed(f"the gateway stored the datasheet under {published.json().get('sha256')}, not {digest.hex()}")
+    return digest
 
 
 def create_job_over_http(

@@ -293,6 +293,7 @@ def describe(
     """
     from enclave_worker.trusted.dataset import Schema
     from marketplace.errors import InvalidDataset
+    from marketplace.gateway_client import GatewayRequestFailed, publish_datasheet
 
     http, _, _ = connect(gateway, timeout=60)
     try:
@@ -307,16 +308,13 @@ def describe(
             raise typer.Exit(1) from e
         previous = current.get("datasheet")
         datasheet = _datasheet(datasheet_file, schema, rows=previous["rows"] if previous else None, check_rows=False)
-        published = http.post("/api/datasheets", content=datasheet.to_bytes(), headers={"content-type": "application/json"})
-        if published.status_code != 201:
-            err.print(f"[red]the gateway refused the datasheet: HTTP {published.status_code}: {published.text[:500]}[/red]")
-            raise typer.Exit(1)
-        if published.json().get("sha256") != datasheet.hash().hex():
-            err.print(f"[red]the gateway stored the datasheet under {published.json().get('sha256')}, not {datasheet.hash().hex()}[/red]")
-            raise typer.Exit(1)
+        try:
+            digest = publish_datasheet(http, datasheet)
+        except GatewayRequestFailed as e:
+            err.print(f"[red]the gateway refused the datasheet: {e}[/red]")
+            raise typer.Exit(1) from e
     finally:
         http.close()
-    digest = datasheet.hash()
     _transact(gateway, who, lambda m, s: m.set_datasheet(s, dataset_id, digest),
               f"dataset {dataset_id}'s datasheet is now {digest.hex()[:16]}… ({datasheet.title!r})")  # fmt: skip
 

@@ -26,7 +26,8 @@ from marketplace.datasheet import Datasheet
 from marketplace.gateway_client import encode_market_call, indexed_id, list_dataset_over_http, rpc
 from tests.conftest import toy_terms
 from tests.gateway.test_up import sterling_up, wait_until
-from tests.web.conftest import SCREENSHOTS
+from tests.web.test_ui_datasheets import assert_in_view
+from tests.web.test_ui_flows import shoot, use_account
 
 pytestmark = [pytest.mark.browser, pytest.mark.anvil, pytest.mark.slow]
 
@@ -82,28 +83,6 @@ def on_chain_datasheet(up: httpx.Client, dataset_id: int) -> bytes:
     market = up.get("/api/config").json()["contracts"]["job_market"]
     result = rpc(up, "eth_call", [{"to": market, "data": encode_market_call("datasheetOf", [dataset_id])}, "latest"])
     return bytes.fromhex(str(result).removeprefix("0x"))
-
-
-def use_account(page: Page, index: int) -> None:
-    page.select_option("#account-select", f"dev:{index}")
-
-
-def shoot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
-
-
-def assert_in_view(page: Page, selector: str) -> None:
-    """The element is visible and wholly inside the viewport (the click scrolled it there)."""
-    locator = page.locator(selector)
-    expect(locator).to_be_visible()
-    page.wait_for_timeout(150)  # let the scroll settle
-    box = locator.bounding_box()
-    height = page.viewport_size["height"] if page.viewport_size else 0
-    assert box is not None and box["height"] > 0, selector
-    assert box["y"] >= 0 and box["y"] + box["height"] <= height, (
-        f"{selector} at y={box['y']:.0f}..{box['y'] + box['height']:.0f}, viewport {height}"
-    )
 
 
 def assert_fits_width(page: Page, what: str) -> None:

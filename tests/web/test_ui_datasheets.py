@@ -30,7 +30,7 @@ from marketplace.datasheet import Datasheet
 from marketplace.gateway_client import indexed_id, list_dataset_over_http
 from tests.conftest import toy_package, toy_terms
 from tests.gateway.test_up import sterling_up, wait_until
-from tests.web.conftest import SCREENSHOTS
+from tests.web.test_ui_flows import shoot, use_account
 
 pytestmark = [pytest.mark.browser, pytest.mark.anvil, pytest.mark.slow]
 
@@ -82,15 +82,6 @@ def new_page(browser: Browser, viewport: dict[str, int], errors: list[str]) -> P
     page = browser.new_context(viewport=viewport).new_page()  # type: ignore[arg-type]
     page.on("pageerror", lambda e: errors.append(str(e)))
     return page
-
-
-def use_account(page: Page, index: int) -> None:
-    page.select_option("#account-select", f"dev:{index}")
-
-
-def shoot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def assert_in_view(page: Page, selector: str) -> None:
