@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMPS := .make-stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api bench-infer bench-score bench-search bench-large bench-scale clean
+.PHONY: setup demo test lint-python typecheck fuzz chaos soak lint gas artifacts bench-crypto bench-dp bench-api bench-infer bench-score bench-search bench-large bench-scale bench-models clean
 
 setup: $(STAMPS)/python $(STAMPS)/npm $(STAMPS)/chromium $(STAMPS)/postgresql
 
@@ -147,6 +147,13 @@ bench-large: setup
 BENCH_SCALE_ARGS ?=
 bench-scale: setup
 	$(PY) -m benchmarks.bench_scale $(BENCH_SCALE_ARGS)
+
+# ResNet-32 and VGG-9 on 50,000 synthetic 32x32x3 images: DP against non-private epoch time, the
+# enclave job against direct training, ResNet-32 inference through the serving enclave; last line
+# is the summary (docs/models.md, "Image networks").
+BENCH_MODELS_ARGS ?=
+bench-models: setup
+	$(PY) -m benchmarks.bench_models $(BENCH_MODELS_ARGS)
 
 # Recompile the contracts and rewrite the committed ABI + bytecode artifacts.
 artifacts: setup

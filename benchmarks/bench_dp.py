@@ -291,6 +291,18 @@ class JobTiming:
 
 def time_enclave_job(*, rounds: int, epochs: int = 10) -> JobTiming:
     """Run the same DP job ``rounds`` times through a trainer enclave and directly, alternating."""
+    enclave_times, direct_times, _ = enclave_against_direct(mlp_spec(256).model_copy(update={"epochs": epochs}), hospital_table(),
+                                                            rounds=rounds)  # fmt: skip
+    return JobTiming(statistics.median(enclave_times), statistics.median(direct_times), rounds)
+
+
+def enclave_against_direct(
+    spec: ModelSpec, data: DatasetPackage, *, rounds: int, memory_budget_mib: int | None = None
+) -> tuple[list[float], list[float], nn.Module]:
+    """The same DP job (ε = 1, δ = 1e-5) ``rounds`` times through a trainer enclave process
+    (decrypt, train, seal, sign) and as ``train_dp`` called directly on the plaintext, alternating.
+
+    Returns the seconds of each enclave job, of each direct run, and the last directly trained model."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from enclave_worker.host import EnclaveProcess
@@ -299,8 +311,6 @@ def time_enclave_job(*, rounds: int, epochs: int = 10) -> JobTiming:
     from enclave_worker.trusted.onchain import DELTA_SCALE, EPSILON_SCALE, Role
     from enclave_worker.trusted.training import train_dp
 
-    data = hospital_table()
-    spec = mlp_spec(256).model_copy(update={"epochs": epochs})
     raw_spec = spec.to_bytes()
     key = dataformat.new_data_key()
     ciphertext = dataformat.encrypt_bytes(data.to_bytes(), key, kind=dataformat.Kind.DATASET, context=bytes(32))
@@ -310,8 +320,12 @@ def time_enclave_job(*, rounds: int, epochs: int = 10) -> JobTiming:
     consumer = keywrap.public_key_bytes(X25519PrivateKey.generate())
     enclave_times: list[float] = []
     direct_times: list[float] = []
-    direct = partial(train_dp, spec, data, epsilon=1.0, delta=1e-5)
-    with EnclaveProcess.start(Role.TRAINER) as enclave:
+    trained: list[nn.Module] = []
+
+    def direct() -> None:
+        trained[:] = [train_dp(spec, data, epsilon=1.0, delta=1e-5).model]
+
+    with EnclaveProcess.start(Role.TRAINER, memory_budget_mib=memory_budget_mib) as enclave:
         for job_id in range(1, rounds + 1):
             job_key = enclave.request("prepare_job", chain_id=chain_id, market=market, job_id=job_id)["job_key"]
             released = keywrap.wrap(key, job_key, info=keywrap.release_info(chain_id, market, job_id, content_hash))
@@ -325,7 +339,7 @@ def time_enclave_job(*, rounds: int, epochs: int = 10) -> JobTiming:
             pair: list[tuple[list[float], Callable[[], object]]] = [(enclave_times, through_enclave), (direct_times, direct)]
             for bucket, fn in pair if job_id % 2 else pair[::-1]:
                 bucket.append(_timed(fn))
-    return JobTiming(statistics.median(enclave_times), statistics.median(direct_times), rounds)
+    return enclave_times, direct_times, trained[0]
 
 
 def _print_randomness_ab(timings: list[EpochTiming], noise: list[NoiseTiming]) -> None:

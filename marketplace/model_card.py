@@ -101,6 +101,8 @@ def build_card(market: MarketClient, blobs: BlobReader, job_id: int) -> dict[str
         architecture["hidden_sizes"] = list(spec.hidden_sizes)
     if spec.channels:
         architecture["channels"] = list(spec.channels)
+    if spec.depth is not None:
+        architecture.update(depth=spec.depth, width=spec.base_width, norm_groups=spec.norm_groups, normalisation="GroupNorm")
     return {
         "format": CARD_FORMAT,
         "job": {"id": job_id, "chain_id": market.chain.chain_id, "market": market.address, "consumer": job.consumer},
@@ -113,11 +115,7 @@ def build_card(market: MarketClient, blobs: BlobReader, job_id: int) -> dict[str
             "model_hash": result.model_hash.hex(),
         },
         "inputs": _inputs(spec, schema),
-        "outputs": {
-            "kind": "logits",
-            "classes": [{"index": i, "name": n} for i, n in enumerate(schema.class_names)],
-            "prediction": "the class of the largest logit; softmax(logits) for probabilities",
-        },
+        "outputs": _outputs(schema),
         "data": {
             "rows": metrics.get("rows"),
             "datasets": [
@@ -168,6 +166,79 @@ def _column_table(columns: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _outputs(schema: Schema) -> dict[str, Any]:
+    """What each of the model's outputs is, by task (enclave_worker/trusted/tasks.py)."""
+    if schema.task == "regression":
+        assert schema.target_bounds is not None
+        return {
+            "kind": "targets",
+            "targets": [
+                {"index": i, "name": n, "bounds": list(b)}
+                for i, (n, b) in enumerate(zip(schema.target_names, schema.target_bounds, strict=True))
+            ],
+            "prediction": "each output is its target in the target's units (trained on labels clipped to the declared bounds)",
+        }
+    if schema.task == "survival":
+        starts = (0.0, *schema.time_bins[:-1])
+        return {
+            "kind": "hazard_logits",
+            "intervals": [
+                {"index": i, "name": f"({a:g}, {b:g}]", "start": a, "end": b}
+                for i, (a, b) in enumerate(zip(starts, schema.time_bins, strict=True))
+            ],
+            "prediction": (
+                "h_k = sigmoid(output k) is the hazard of interval k; S(t_k) = product over j <= k of (1 - h_j); risk = 1 - S(last end)"
+            ),
+        }
+    return {
+        "kind": "logits",
+        "classes": [{"index": i, "name": n} for i, n in enumerate(schema.class_names)],
+        "prediction": "the class of the largest logit; softmax(logits) for probabilities",
+    }
+
+
+def _output_table(outputs: dict[str, Any]) -> list[str]:
+    heading = {"logits": "| logit | class |", "targets": "| output | target (declared bounds) |",
+               "hazard_logits": "| output | hazard of the interval |"}[_kind(outputs)]  # fmt: skip
+
+    def name(c: dict[str, Any]) -> str:
+        return f"{c['name']} ({c['bounds'][0]:g} to {c['bounds'][1]:g})" if "bounds" in c else str(c["name"])
+
+    return [heading, "|---|---|", *(f"| {c['index']} | {name(c)} |" for c in output_columns(outputs))]
+
+
+def output_columns(outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """A card's output columns, whatever the task: its classes, targets or time intervals."""
+    return list(outputs[{"logits": "classes", "targets": "targets", "hazard_logits": "intervals"}[_kind(outputs)]])
+
+
+def _kind(outputs: dict[str, Any]) -> str:
+    return str(outputs.get("kind", "logits"))  # a classifier's card has always said "logits"
+
+
+def schema_of_card(card: dict[str, Any]) -> Schema:
+    """The dataset schema a card describes (inputs, their declared bounds, the task's outputs): what
+    the model is rebuilt with."""
+    columns = card["inputs"]["columns"]
+    declared = tuple(tuple(c["bounds"]) if c.get("bounds") else None for c in columns)
+    outputs, task = card["outputs"], card["model"]["task"]
+    return Schema(
+        task=task, feature_names=tuple(c["name"] for c in columns),
+        feature_shape=tuple(int(d) for d in card["inputs"]["shape"][1:]),
+        class_names=tuple(c["name"] for c in outputs.get("classes", ())),
+        feature_bounds=declared if any(b is not None for b in declared) else None,  # the pairs the card shows
+        target_names=tuple(c["name"] for c in outputs.get("targets", ())),
+        target_bounds=tuple(tuple(c["bounds"]) for c in outputs["targets"]) if "targets" in outputs else None,
+        time_bins=tuple(c["end"] for c in outputs.get("intervals", ())),
+    )  # fmt: skip
+
+
+def _architecture_name(arch: dict[str, Any]) -> str:
+    """"mlp", "logistic regression", "resnet-32": the name, with the depth where the spec sets one."""
+    name = str(arch["name"]).replace("_", " ")
+    return f"{name}-{arch['depth']}" if "depth" in arch else name
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """The card as Markdown (a model card to keep next to the weights)."""
     job, model, inputs, outputs, privacy, receipt = (card[k] for k in ("job", "model", "inputs", "outputs", "privacy", "receipt"))
@@ -176,20 +247,18 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines = [
         f"# Model of Sterling job {job['id']}",
         "",
-        f"A {arch['name'].replace('_', ' ')} ({model['task']}) trained with differential privacy inside an attested enclave "
+        f"A {_architecture_name(arch)} ({model['task']}) trained with differential privacy inside an attested enclave "
         f"on {len(card['data']['datasets'])} provider dataset(s); chain {job['chain_id']}, market {job['market']}.",
         "",
         "## How to use it",
         "",
         f"- Input: float32 of shape ({shape}); columns in this order. Standardisation: {inputs['standardisation']}.",
         *([f"- Clipping: {inputs['clipping']}."] if "bounds" in inputs.get("clipping", "") else []),
-        f"- Output: {len(outputs['classes'])} logits; {outputs['prediction']}.",
+        f"- Output: {len(output_columns(outputs))} {_kind(outputs).replace('_', ' ')}; {outputs['prediction']}.",
         "",
         *(_column_table(inputs["columns"])),
         "",
-        "| logit | class |",
-        "|---|---|",
-        *(f"| {c['index']} | {c['name']} |" for c in outputs["classes"]),
+        *_output_table(outputs),
         "",
         "## Privacy",
         "",

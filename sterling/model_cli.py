@@ -120,12 +120,11 @@ def fetch(
     from safetensors.torch import load as load_tensors
 
     from enclave_worker.trusted import keywrap
-    from enclave_worker.trusted.dataset import Schema
     from enclave_worker.trusted.models import ModelSpec, build_model
     from marketplace.consumer import open_job_model
     from marketplace.errors import SterlingError
     from marketplace.key_file import KeyFileInvalid, read_key_file
-    from marketplace.model_card import card_markdown
+    from marketplace.model_card import card_markdown, schema_of_card
     from marketplace.portable import export_checked
     from marketplace.remote_blobs import DownloadProgress, GatewayBlobStore
 
@@ -160,14 +159,7 @@ def fetch(
     finally:
         http.close()
     spec = ModelSpec.model_validate(document["model"]["spec"])
-    columns = document["inputs"]["columns"]
-    declared = tuple(tuple(c["bounds"]) if c.get("bounds") else None for c in columns)
-    schema = Schema(
-        task=document["model"]["task"], feature_names=tuple(c["name"] for c in columns),
-        feature_shape=tuple(int(d) for d in document["inputs"]["shape"][1:]),
-        class_names=tuple(c["name"] for c in document["outputs"]["classes"]),
-        feature_bounds=declared if any(b is not None for b in declared) else None,  # the pairs the card shows
-    )  # fmt: skip
+    schema = schema_of_card(document)
     model = build_model(spec, schema)
     model.load_state_dict(load_tensors(weights))
     exported = agreement = None

@@ -1,8 +1,9 @@
 """The canonical dataset package: features, labels and a schema in one safetensors file.
 
-A package is the plaintext that providers encrypt. ``features`` is float32 ``[rows, ...]``,
-``labels`` is int64 ``[rows]``; the schema (JSON in the safetensors metadata) names the task,
-the feature names and shape, and the classes. Several providers' datasets can be joined in one
+A package is the plaintext that providers encrypt. ``features`` is float32 ``[rows, ...]``;
+``labels`` is int64 ``[rows]`` (classification), float32 ``[rows, targets]`` (regression) or
+float32 ``[rows, 2]``, time and event (survival); the schema (JSON in the safetensors metadata)
+names the task, the feature names and shape, and the classes, targets or time intervals. Several providers' datasets can be joined in one
 job only when their schema hashes are equal. No pickle anywhere.
 """
 
@@ -100,6 +101,26 @@ def normalise_feature_bounds(bounds: object, *, feature_names: tuple[str, ...], 
     return tuple(normalised)
 
 
+TASKS = ("classification", "regression", "survival")
+MAX_TIME_BINS = 100
+_SCHEMA_KEYS = {"version", "task", "feature_names", "feature_shape", "class_names", "feature_bounds", "target_names",
+                "target_bounds", "time_bins"}  # fmt: skip
+
+
+def _target_bounds(bounds: object, names: tuple[str, ...]) -> tuple[tuple[float, float], ...]:
+    """A regression schema's declared ``[lo, hi]`` per target, checked like feature bounds.
+
+    Raises:
+        InvalidDataset: not one ``[lo, hi]`` with ``lo < hi`` per target.
+    """
+    if isinstance(bounds, str | bytes) or not isinstance(bounds, list | tuple) or len(bounds) != len(names):
+        raise InvalidDataset(f"target_bounds must be a list with one [lo, hi] per target ({len(names)}), got {bounds!r}")
+    checked = normalise_feature_bounds(list(bounds), feature_names=names, feature_shape=(len(names),))
+    if checked is None or any(b is None for b in checked):
+        raise InvalidDataset("target_bounds needs [lo, hi] for every target, not null")
+    return tuple(b for b in checked if b is not None)
+
+
 @dataclass(frozen=True)
 class Schema:
     """What a dataset's rows mean; its hash goes on-chain with the listing.
@@ -114,12 +135,54 @@ class Schema:
     task: str
     feature_names: tuple[str, ...]
     feature_shape: tuple[int, ...]
-    class_names: tuple[str, ...]
+    class_names: tuple[str, ...] = ()
     feature_bounds: FeatureBounds | None = None
+    target_names: tuple[str, ...] = ()
+    """Regression: the outputs, one label column each (several: a multi-output model)."""
+    target_bounds: tuple[tuple[float, float], ...] | None = None
+    """Regression: each target's declared ``(lo, hi)``; labels are clipped to them in training and
+    the model predicts in their units (required: DP-SGD needs a bounded loss scale)."""
+    time_bins: tuple[float, ...] = ()
+    """Survival: the ends ``t_1 < … < t_K`` of the K follow-up intervals ``(t_{k−1}, t_k]``
+    (``t_0 = 0``), declared by the provider (public, like bounds: never computed from the rows)."""
 
     def __post_init__(self) -> None:
         bounds = normalise_feature_bounds(self.feature_bounds, feature_names=self.feature_names, feature_shape=self.feature_shape)
         object.__setattr__(self, "feature_bounds", bounds)
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "target_names", tuple(self.target_names))
+        object.__setattr__(self, "time_bins", tuple(_bound_value(t, f"time bin {i}") for i, t in enumerate(self.time_bins)))
+        if self.target_bounds is not None and self.target_names and self.task == "regression":
+            object.__setattr__(self, "target_bounds", _target_bounds(self.target_bounds, self.target_names))
+        self._check_task()
+
+    def _check_task(self) -> None:
+        """The fields each task needs, and no others.
+
+        Raises:
+            InvalidDataset: names the task and what is missing or out of place.
+        """
+        if self.task not in TASKS:
+            raise InvalidDataset(f"unsupported task {self.task!r} (supported: {', '.join(TASKS)})")
+        if self.task == "classification" and len(self.class_names) < 2:
+            raise InvalidDataset("a classification schema needs at least two classes")
+        if self.task != "classification" and self.class_names:
+            raise InvalidDataset(f"a {self.task} schema has no class names")
+        if self.task == "regression":
+            if not self.target_names or len(set(self.target_names)) != len(self.target_names):
+                raise InvalidDataset("a regression schema needs one or more distinct target names")
+            if self.target_bounds is None:
+                raise InvalidDataset("a regression schema needs target_bounds, [lo, hi] per target: DP-SGD clips the labels to them")
+        elif self.target_names or self.target_bounds is not None:
+            raise InvalidDataset(f"a {self.task} schema has no targets (target_names, target_bounds are for regression)")
+        if self.task == "survival":
+            bins = self.time_bins
+            if not 1 <= len(bins) <= MAX_TIME_BINS or bins[0] <= 0 or any(b <= a for a, b in zip(bins, bins[1:], strict=False)):
+                raise InvalidDataset(
+                    f"a survival schema needs 1 to {MAX_TIME_BINS} increasing positive time_bins (interval ends), got {list(bins)}"
+                )
+        elif self.time_bins:
+            raise InvalidDataset(f"a {self.task} schema has no time_bins (they are for survival)")
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -131,6 +194,13 @@ class Schema:
         }
         if self.feature_bounds is not None:
             doc["feature_bounds"] = [None if b is None else [b[0], b[1]] for b in self.feature_bounds]
+        # Written only for the tasks that have them: a classification schema keeps its hash.
+        if self.target_names:
+            doc["target_names"] = list(self.target_names)
+        if self.target_bounds is not None:
+            doc["target_bounds"] = [[lo, hi] for lo, hi in self.target_bounds]
+        if self.time_bins:
+            doc["time_bins"] = list(self.time_bins)
         return doc
 
     @classmethod
@@ -138,21 +208,23 @@ class Schema:
         try:
             if doc["version"] != SCHEMA_VERSION:
                 raise InvalidDataset(f"unsupported schema version {doc['version']}")
+            unknown = set(doc) - _SCHEMA_KEYS
+            if unknown:
+                raise InvalidDataset(f"unknown dataset schema fields {sorted(unknown)}")
             schema = cls(
                 task=str(doc["task"]),
                 feature_names=tuple(str(n) for n in doc["feature_names"]),
                 feature_shape=tuple(int(d) for d in doc["feature_shape"]),
                 class_names=tuple(str(c) for c in doc["class_names"]),
                 feature_bounds=doc.get("feature_bounds"),
+                target_names=tuple(str(n) for n in doc.get("target_names", ())),
+                target_bounds=doc.get("target_bounds"),
+                time_bins=tuple(doc.get("time_bins", ())),
             )
         except InvalidDataset:
             raise
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidDataset(f"malformed dataset schema: {e}") from e
-        if schema.task != "classification":
-            raise InvalidDataset(f"unsupported task {schema.task!r} (supported: classification)")
-        if len(schema.class_names) < 2:
-            raise InvalidDataset("a classification schema needs at least two classes")
         if not schema.feature_shape or any(d <= 0 for d in schema.feature_shape):
             raise InvalidDataset(f"invalid feature shape {schema.feature_shape}")
         return schema
@@ -160,6 +232,33 @@ class Schema:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def num_outputs(self) -> int:
+        """The model's output width: a logit per class, a prediction per target, a hazard logit per time interval."""
+        if self.task == "regression":
+            return len(self.target_names)
+        if self.task == "survival":
+            return len(self.time_bins)
+        return len(self.class_names)
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """One row's label: a class index ``()`` (int64); the targets ``(m,)``; ``(2,)`` = (time, event) for survival (float32)."""
+        if self.task == "regression":
+            return (len(self.target_names),)
+        if self.task == "survival":
+            return (2,)
+        return ()
+
+    @property
+    def label_dtype(self) -> type[np.generic]:
+        return np.int64 if self.task == "classification" else np.float32
+
+    @property
+    def label_bytes(self) -> int:
+        """Bytes of one row's label in a package."""
+        return int(np.dtype(self.label_dtype).itemsize) * math.prod(self.label_shape)
 
     def hash(self) -> bytes:
         """SHA-256 of the canonical schema JSON (the on-chain ``schemaHash``)."""
@@ -177,8 +276,8 @@ class DatasetPackage:
     def __post_init__(self) -> None:
         if self.features.dtype != np.float32:
             raise InvalidDataset(f"features must be float32, got {self.features.dtype}")
-        if self.labels.dtype != np.int64 or self.labels.ndim != 1:
-            raise InvalidDataset("labels must be a 1-D int64 array")
+        if self.labels.dtype != self.schema.label_dtype or tuple(self.labels.shape[1:]) != self.schema.label_shape:
+            raise InvalidDataset(f"labels must be {_label_kind(self.schema)}, got {self.labels.dtype} {list(self.labels.shape)}")
         if self.features.shape[0] != self.labels.shape[0]:
             raise InvalidDataset(f"{self.features.shape[0]} feature rows but {self.labels.shape[0]} labels")
         if self.features.shape[0] == 0:
@@ -278,16 +377,34 @@ def join(packages: list[DatasetPackage]) -> DatasetPackage:
     )
 
 
+def _label_kind(schema: Schema) -> str:
+    if schema.task == "regression":
+        return f"float32 [rows, {len(schema.target_names)}] (one column per target)"
+    if schema.task == "survival":
+        return "float32 [rows, 2] (time, event)"
+    return "a 1-D int64 array"
+
+
 def check_rows(features: np.ndarray, labels: np.ndarray, schema: Schema) -> None:
-    """The value checks every row of a package passes: labels in ``[0, classes)``, finite features.
+    """The value checks every row of a package passes: finite features, and labels in range —
+    a class in ``[0, classes)``; finite targets (regression: outside the declared bounds is allowed,
+    training clips them); a finite time ≥ 0 and an event of 0 or 1 (survival).
 
     A package checks all its rows at once; a dataset read chunk by chunk checks them block by block.
 
     Raises:
         InvalidDataset: a label out of range, or a NaN or infinite feature.
     """
-    if len(labels) and (labels.min() < 0 or labels.max() >= schema.num_classes):
-        raise InvalidDataset(f"labels outside [0, {schema.num_classes})")
+    if schema.task == "classification":
+        if len(labels) and (labels.min() < 0 or labels.max() >= schema.num_classes):
+            raise InvalidDataset(f"labels outside [0, {schema.num_classes})")
+    elif not np.isfinite(labels).all():
+        raise InvalidDataset(f"{schema.task} labels contain NaN or infinity")
+    elif schema.task == "survival" and len(labels):
+        if labels[:, 0].min() < 0:
+            raise InvalidDataset("survival times must be at least 0")
+        if not np.isin(labels[:, 1], (0.0, 1.0)).all():
+            raise InvalidDataset("survival events must be 0 (censored) or 1 (event observed)")
     if not np.isfinite(features).all():
         raise InvalidDataset("features contain NaN or infinity")
 
@@ -301,7 +418,7 @@ class PackageLayout:
 
     safetensors stores each tensor contiguously after the header (an 8-byte little-endian length,
     then JSON), so row ``r``'s features are ``row_bytes`` bytes at ``features_offset + r · row_bytes``
-    and its label 8 bytes at ``labels_offset + 8 r``: a trainer that cannot hold the whole package
+    and its label ``label_bytes`` at ``labels_offset + label_bytes · r``: a trainer that cannot hold the whole package
     reads rows by plaintext offset. Checked as :meth:`DatasetPackage.from_bytes` checks a whole file
     (what the header can tell: names, dtypes, shapes, offsets that tile the data exactly, the schema);
     the rows' values are checked as they are read (:func:`check_rows`).
@@ -321,7 +438,7 @@ class PackageLayout:
     @property
     def size(self) -> int:
         """The plaintext's length: header and both tensors."""
-        return 8 + self.header_len + self.rows * (self.row_bytes + 8)
+        return 8 + self.header_len + self.rows * (self.row_bytes + self.schema.label_bytes)
 
     @staticmethod
     def header_length(prefix: bytes) -> int:
@@ -356,7 +473,8 @@ class PackageLayout:
             raise InvalidDataset(f"dataset package must hold exactly features and labels, found {sorted(tensors)}")
         spans: dict[str, tuple[int, int]] = {}
         shapes: dict[str, tuple[int, ...]] = {}
-        for name, want in (("features", "F32"), ("labels", "I64")):
+        label_dtype = "I64" if schema.label_dtype is np.int64 else "F32"
+        for name, want in (("features", "F32"), ("labels", label_dtype)):
             entry = tensors[name]
             try:
                 dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
@@ -366,7 +484,7 @@ class PackageLayout:
             if not valid:
                 raise InvalidDataset(f"dataset package is not valid safetensors: tensor {name} is malformed")
             if dtype != want:
-                kind = "features must be float32" if name == "features" else "labels must be a 1-D int64 array"
+                kind = "features must be float32" if name == "features" else f"labels must be {_label_kind(schema)}"
                 raise InvalidDataset(f"{kind}, got {dtype}")
             if end - begin != math.prod(shape) * _DTYPE_BYTES[dtype]:
                 raise InvalidDataset(f"dataset package is not valid safetensors: tensor {name}'s offsets do not match its shape")
@@ -375,8 +493,8 @@ class PackageLayout:
         if first[0] != 0 or second[0] != first[1] or 8 + header_len + second[1] != plaintext_size:
             raise InvalidDataset("dataset package is not valid safetensors: its tensors do not tile the data")
         features, labels = shapes["features"], shapes["labels"]
-        if len(labels) != 1:
-            raise InvalidDataset("labels must be a 1-D int64 array")
+        if tuple(labels[1:]) != schema.label_shape or not labels:
+            raise InvalidDataset(f"labels must be {_label_kind(schema)}, got shape {list(labels)}")
         if not features or features[0] != labels[0]:
             raise InvalidDataset(f"{features[0] if features else 0} feature rows but {labels[0]} labels")
         if labels[0] == 0:
@@ -396,5 +514,5 @@ class PackageLayout:
 def max_rows(plaintext_size: int, schema: Schema) -> int:
     """An upper bound on the rows of a package of ``plaintext_size`` bytes with ``schema``, known
     before decryption: its header holds at least the canonical schema JSON."""
-    row = 4 * math.prod(schema.feature_shape) + 8
+    row = 4 * math.prod(schema.feature_shape) + schema.label_bytes
     return max(1, (plaintext_size - 8 - len(canonical_json(schema.to_json()))) // row)

@@ -116,12 +116,18 @@ def open_submission(weights: bytes, *, rules: Rules) -> tuple[nn.Module, Schema]
         raise SubmissionRefused(
             f"the model carries no valid spec and input schema in its safetensors metadata ({WEIGHTS_SPEC_KEY!r}; {type(e).__name__})"
         ) from e
+    if schema.task != "classification":
+        raise SubmissionRefused(f"competitions score classifiers' probabilities; the model is a {schema.task} model")
     if schema.hash() != rules.schema_hash:
         raise SubmissionRefused(
             f"the model takes input schema {schema.hash().hex()}, "
             f"competition {rules.competition_id} scores schema {rules.schema_hash.hex()}"
         )
-    bit = ARCHITECTURES[spec.architecture]
+    bit = ARCHITECTURES.get(spec.architecture)
+    if bit is None:
+        raise SubmissionRefused(
+            f"competitions take {', '.join(ARCHITECTURES)} models; {spec.architecture} has no bit in CompetitionTerms.architectures"
+        )
     if not bit & rules.architectures:
         allowed = sorted(name for name, b in ARCHITECTURES.items() if b & rules.architectures)
         raise SubmissionRefused(f"competition {rules.competition_id} allows {', '.join(allowed)}, not {spec.architecture}")

@@ -286,11 +286,12 @@ class EncryptedPackage:
         per_block = self.block_rows()
         features_at, labels_at = layout.features_offset, layout.labels_offset
         features_reader = PlaintextReader(self.source, self._opener, features_at, features_at + rows * layout.row_bytes)
-        labels_reader = PlaintextReader(self.source, self._opener, labels_at, labels_at + 8 * rows)
+        label_bytes = layout.schema.label_bytes
+        labels_reader = PlaintextReader(self.source, self._opener, labels_at, labels_at + label_bytes * rows)
         features = np.empty((per_block, *layout.schema.feature_shape), dtype=np.float32)
-        labels = np.empty(per_block, dtype=np.int64)
+        labels = np.empty((per_block, *layout.schema.label_shape), dtype=layout.schema.label_dtype)
         for first in range(0, rows, per_block):
             n = min(per_block, rows - first)
             features_reader.read_into(features.data.cast("B")[: n * layout.row_bytes])
-            labels_reader.read_into(labels.data.cast("B")[: 8 * n])
+            labels_reader.read_into(labels.data.cast("B")[: label_bytes * n])
             yield first, features[:n], labels[:n]

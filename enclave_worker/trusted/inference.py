@@ -534,6 +534,9 @@ class InferenceServer:
             raise ModelLoadFailed(f"model {terms.model_id}: the decrypted weights do not match the listing's weights hash")
         spec = ModelSpec.from_bytes(model_spec)
         parsed_schema = weights_schema(weights, model_id=terms.model_id)
+        if parsed_schema.task != "classification":
+            # The output policies release labels, top classes or class probabilities: a classifier's outputs.
+            raise ModelLoadFailed(f"model {terms.model_id}: served models are classifiers; this one is a {parsed_schema.task} model")
         module = build_model(spec, parsed_schema)
         try:
             module.load_state_dict(load_tensors(weights), strict=True)

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
+from torch.nn import functional as F
 
 from .dataset import FeatureBounds, Schema, canonical_json
 from .errors import InvalidModelSpec
 from .onchain import EPSILON_SCALE
 from .receipt import epsilon_to_units
+from .tasks import ProportionalHazard, TargetScale
 
 MAX_SPEC_BYTES = 1 << 20
 
@@ -33,14 +37,50 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: Literal["logistic_regression", "mlp", "cnn"]
-    hidden_sizes: tuple[int, ...] = Field(default=(), max_length=8, description="dense layer widths (mlp; the cnn's head)")
+    architecture: Literal["logistic_regression", "mlp", "cnn", "resnet", "vgg"]
+    hidden_sizes: tuple[int, ...] = Field(
+        default=(), max_length=8, description="dense layer widths (mlp; the cnn's head; the vgg's two hidden layers)"
+    )
     channels: tuple[int, ...] = Field(default=(), max_length=4, description="conv layer widths (cnn only)")
+    depth: int | None = Field(
+        default=None,
+        ge=6,
+        le=110,
+        description="weight layers: resnet 6n+2 (20, 32, 44, 56, 110), vgg 6 to 15 (9: VGG-9); resnet and vgg only",
+    )
+    width: int | None = Field(
+        default=None,
+        ge=4,
+        le=256,
+        description="channels of the first stage, doubled in each of the next two (resnet: 16, vgg: 64 if unset)",
+    )
+    norm_groups: int = Field(
+        default=8, ge=1, le=64, description="GroupNorm groups per normalisation layer (resnet and vgg); must divide width"
+    )
     activation: Literal["relu", "tanh", "square"] = Field(
         default="relu",
         description=(
             "hidden activation; tanh (a tempered sigmoid) often trains better under DP-SGD; "
             "square (x*x) keeps the network a polynomial, as homomorphic encryption needs"
+        ),
+    )
+    regression_loss: Literal["mse", "huber"] = Field(
+        default="mse", description="regression only: squared error or Huber (delta 1), on targets scaled to [-1, 1] by their bounds"
+    )
+    survival_head: Literal["proportional", "per_interval"] = Field(
+        default="proportional",
+        description=(
+            "survival only: proportional (one covariate score shared by all intervals plus a baseline each: "
+            "fewer parameters, better under DP) or per_interval (a separate linear output per interval)"
+        ),
+    )
+    survival_prior: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description=(
+            "survival only: the share expected to survive past the last interval, from the consumer's own data or "
+            "public knowledge; the model starts from a constant hazard that gives it"
         ),
     )
     input_mean: tuple[float, ...] | None = None
@@ -82,6 +122,21 @@ class ModelSpec(BaseModel):
             raise ValueError("a cnn needs at least one conv channel width")
         if self.architecture != "cnn" and self.channels:
             raise ValueError("only a cnn takes channels")
+        if self.architecture in ("resnet", "vgg"):
+            if self.depth is None:
+                raise ValueError(f"a {self.architecture} needs a depth (resnet: 6n+2, e.g. 20 or 32; vgg: 6 to 15, e.g. 9)")
+            if self.architecture == "resnet" and (self.depth - 2) % 6:
+                raise ValueError(f"a resnet's depth is 6n+2 (20, 32, 44, 56, 110), got {self.depth}")
+            if self.architecture == "vgg" and self.depth > 15:
+                raise ValueError(f"a vgg's depth is 6 to 15, got {self.depth}")
+            if self.architecture == "resnet" and self.hidden_sizes:
+                raise ValueError("a resnet takes no hidden sizes (global average pooling, then the output layer)")
+            if self.architecture == "vgg" and self.hidden_sizes and len(self.hidden_sizes) != 2:
+                raise ValueError("a vgg has two hidden dense layers: give two hidden sizes, or none for 4·width each")
+            if self.base_width % self.norm_groups:
+                raise ValueError(f"norm_groups {self.norm_groups} must divide width {self.base_width}")
+        elif self.depth is not None or self.width is not None:
+            raise ValueError("only a resnet or a vgg takes depth and width")
         if any(c < 1 or c > 512 for c in self.channels):
             raise ValueError("channels must be in [1, 512]")
         if any(h < 1 or h > 4096 for h in self.hidden_sizes):
@@ -100,6 +155,11 @@ class ModelSpec(BaseModel):
             raise ValueError("an audit needs at least 20 canaries")
         return self
 
+    @property
+    def base_width(self) -> int:
+        """Channels of a resnet's or vgg's first stage (the spec's ``width``, or the default)."""
+        return self.width if self.width is not None else (16 if self.architecture == "resnet" else 64)
+
     def training_epsilon(self, job_epsilon_units: int) -> float:
         """The part of a job's ε (on-chain micro-ε) left for training once the private metrics have theirs.
 
@@ -117,8 +177,15 @@ class ModelSpec(BaseModel):
         return left / EPSILON_SCALE
 
     def to_bytes(self) -> bytes:
-        """Canonical JSON bytes; their SHA-256 is the on-chain ``modelSpecHash``."""
-        return canonical_json(self.model_dump(mode="json"))
+        """Canonical JSON bytes; their SHA-256 is the on-chain ``modelSpecHash``.
+
+        Fields added after the first release (:data:`_LATER_FIELDS`) are left out at their
+        defaults, so a spec that does not use them keeps the bytes, and the hash, it had before."""
+        doc = self.model_dump(mode="json")
+        for name, default in _LATER_FIELDS.items():
+            if doc[name] == default:
+                del doc[name]
+        return canonical_json(doc)
 
     def hash(self) -> bytes:
         return hashlib.sha256(self.to_bytes()).digest()
@@ -138,6 +205,11 @@ class ModelSpec(BaseModel):
             raise InvalidModelSpec(f"model spec is not JSON: {e}") from e
         except ValidationError as e:
             raise InvalidModelSpec(f"invalid model spec: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from e
+
+
+_LATER_FIELDS: dict[str, object] = {"depth": None, "width": None, "norm_groups": 8, "regression_loss": "mse", "survival_prior": 0.5,
+                                        "survival_head": "proportional"}
+"""Spec fields :meth:`ModelSpec.to_bytes` omits at these defaults (see there)."""
 
 
 class Standardize(nn.Module):
@@ -254,12 +326,89 @@ class Square(nn.Module):
         return torch.square(x)
 
 
+def _activation_factory(spec: ModelSpec) -> Callable[[], nn.Module]:
+    return {"tanh": nn.Tanh, "square": Square, "relu": nn.ReLU}[spec.activation]
+
+
 def _activation(spec: ModelSpec) -> nn.Module:
-    if spec.activation == "tanh":
-        return nn.Tanh()
-    if spec.activation == "square":
-        return Square()
-    return nn.ReLU()
+    return _activation_factory(spec)()
+
+
+class BasicBlock(nn.Module):
+    """A ResNet basic block for small images (He et al. 2016, section 4.2) with GroupNorm in place
+    of BatchNorm: ``act(GN(conv3x3(act(GN(conv3x3(x))))) + shortcut(x))``.
+
+    When the block changes the width or the resolution, the shortcut is the parameter-free
+    "option A": the input subsampled by the stride and zero-padded with the new channels. Every
+    operation acts on one row (image) at a time, as DP-SGD's per-example clipping needs (batch
+    statistics would mix examples)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, groups: int, activation: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(groups, c_out)
+        self.act1 = activation()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.act2 = activation()
+        self.stride = stride
+        self.extra_channels = c_out - c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
+        shortcut = x
+        if self.stride != 1:
+            shortcut = shortcut[:, :, :: self.stride, :: self.stride]
+        if self.extra_channels:
+            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.extra_channels))
+        result: torch.Tensor = self.act2(out + shortcut)
+        return result
+
+
+def _conv_norm(c_in: int, c_out: int, groups: int, activation: Callable[[], nn.Module], stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.GroupNorm(groups, c_out), activation()]
+
+
+def _resnet(spec: ModelSpec, channels: int, num_outputs: int) -> list[nn.Module]:
+    """ResNet-(6n+2) for small images: a 3x3 stem, three stages of n basic blocks at width w, 2w,
+    4w (the last two starting with stride 2), global average pooling and the output layer."""
+    assert spec.depth is not None
+    blocks, width, groups = (spec.depth - 2) // 6, spec.base_width, spec.norm_groups
+    activation = _activation_factory(spec)
+    layers = _conv_norm(channels, width, groups, activation)
+    c_in = width
+    for stage in range(3):
+        c_out = width << stage
+        for block in range(blocks):
+            layers.append(BasicBlock(c_in, c_out, 2 if stage and not block else 1, groups, activation))
+            c_in = c_out
+    return [*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_outputs)]
+
+
+def _vgg(spec: ModelSpec, feature_shape: tuple[int, ...], num_outputs: int) -> list[nn.Module]:
+    """VGG-d for small images: ``d − 3`` 3x3 convolutions (each with GroupNorm and the
+    activation) in three stages of width w, 2w, 4w, 2x2 max pooling after each stage, then two
+    hidden dense layers and the output layer: VGG-9 is 2+2+2 convolutions and 3 dense layers."""
+    assert spec.depth is not None
+    channels, height, width = feature_shape
+    convs, w, groups = spec.depth - 3, spec.base_width, spec.norm_groups
+    activation = _activation_factory(spec)
+    layers: list[nn.Module] = []
+    for stage in range(3):
+        for _ in range(convs // 3 + (1 if stage < convs % 3 else 0)):
+            layers += _conv_norm(channels, w << stage, groups, activation)
+            channels = w << stage
+        if height < 2 or width < 2:
+            raise InvalidModelSpec(f"a vgg pools three times: images of at least 8x8 are needed, got {feature_shape}")
+        layers.append(MaxPool2d(2))
+        height, width = height // 2, width // 2
+    hidden = spec.hidden_sizes or (4 * w, 4 * w)
+    previous = channels * height * width
+    layers.append(nn.Flatten())
+    for size in hidden:
+        layers += [nn.Linear(previous, size), activation()]
+        previous = size
+    return [*layers, nn.Linear(previous, num_outputs)]
 
 
 def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
@@ -270,7 +419,14 @@ def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
       linear output layer;
     - ``cnn``: for image features ``[channels, height, width]`` (8x8 digits, 28x28 images):
       per entry of ``channels`` a 3x3 convolution (padding 1) + the activation, with 2x2 max-pooling after
-      every second one and after the last, then the ``hidden_sizes`` dense head.
+      every second one and after the last, then the ``hidden_sizes`` dense head;
+    - ``resnet``: ResNet-``depth`` for small images (He et al. 2016, section 4.2: 20, 32, …), GroupNorm
+      in place of BatchNorm (:class:`BasicBlock`), stages of ``width``, 2·``width``, 4·``width`` channels;
+    - ``vgg``: VGG-``depth`` (VGG-9: six 3x3 convolutions of ``width`` … 4·``width`` channels with
+      GroupNorm, three 2x2 max-pools, two hidden dense layers and the output layer).
+
+    Every module acts on each row (image) alone — GroupNorm normalises within one image, never
+    across the batch — so DP-SGD's per-example clipping bounds each example's influence.
 
     When the schema declares feature bounds, a :class:`ClipScale` comes first: it clips each
     bounded feature to its bounds and scales it to [-1, 1], or only clips when the spec has
@@ -279,6 +435,12 @@ def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
     Raises:
         InvalidModelSpec: the spec does not fit the schema.
     """
+    if schema.task != "classification" and (spec.private_metrics or spec.audit_canaries):
+        raise InvalidModelSpec(f"private_metrics and audit_canaries are for classification; this is a {schema.task} dataset")
+    if schema.task != "regression" and spec.regression_loss != "mse":
+        raise InvalidModelSpec(f"regression_loss is for regression; this is a {schema.task} dataset")
+    if schema.task != "survival" and (spec.survival_prior != 0.5 or spec.survival_head != "proportional"):
+        raise InvalidModelSpec(f"survival_prior and survival_head are for survival; this is a {schema.task} dataset")
     layers: list[nn.Module] = []
     standardised = spec.input_mean is not None and spec.input_scale is not None
     if schema.feature_bounds is not None:
@@ -296,6 +458,15 @@ def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
                 torch.tensor(spec.input_scale, dtype=torch.float32).reshape(shape),
             )
         )
+    if spec.architecture in ("resnet", "vgg"):
+        if len(schema.feature_shape) != 3:
+            raise InvalidModelSpec(
+                f"a {spec.architecture} needs image features [channels, height, width], the schema has {schema.feature_shape}"
+            )
+        body = _resnet(spec, schema.feature_shape[0], schema.num_outputs) if spec.architecture == "resnet" else (
+            _vgg(spec, schema.feature_shape, schema.num_outputs)
+        )
+        return _initialise_output(nn.Sequential(*layers, *_with_output_layer(body, spec, schema), *_output_head(schema)), spec, schema)
     if spec.architecture == "cnn":
         if len(schema.feature_shape) != 3:
             raise InvalidModelSpec(f"a cnn needs image features [channels, height, width], the schema has {schema.feature_shape}")
@@ -315,5 +486,37 @@ def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
     for hidden in spec.hidden_sizes:
         layers += [nn.Linear(previous, hidden), _activation(spec)]
         previous = hidden
-    layers.append(nn.Linear(previous, schema.num_classes))
-    return nn.Sequential(*layers)
+    layers = _with_output_layer([*layers, nn.Linear(previous, schema.num_outputs)], spec, schema)
+    return _initialise_output(nn.Sequential(*layers, *_output_head(schema)), spec, schema)
+
+
+def _with_output_layer(layers: list[nn.Module], spec: ModelSpec, schema: Schema) -> list[nn.Module]:
+    """``layers`` ending in the output linear layer, replaced by a :class:`~.tasks.ProportionalHazard`
+    head for survival models that ask for it."""
+    last = layers[-1]
+    if schema.task == "survival" and spec.survival_head == "proportional" and isinstance(last, nn.Linear):
+        return [*layers[:-1], ProportionalHazard(last.in_features, schema.num_outputs)]
+    return layers
+
+
+def _initialise_output(model: nn.Sequential, spec: ModelSpec, schema: Schema) -> nn.Sequential:
+    """Survival: the last linear layer's bias at the logit of the constant hazard ``1 − p^(1/K)``
+    whose curve reaches the spec's ``survival_prior`` ``p`` at the last interval's end — the
+    consumer's prior, no statistic of the providers' rows. From hazard logits of 0 instead (a
+    hazard of 1/2 per interval) DP-SGD spends many noisy steps just lowering them."""
+    if schema.task == "survival":
+        hazard = 1.0 - spec.survival_prior ** (1.0 / schema.num_outputs)
+        logit = math.log(hazard / (1.0 - hazard))
+        last = model[-1]
+        with torch.no_grad():
+            if isinstance(last, ProportionalHazard):
+                last.baseline.weight.fill_(logit)
+            elif isinstance(last, nn.Linear) and last.bias is not None:
+                last.bias.fill_(logit)
+    return model
+
+
+def _output_head(schema: Schema) -> list[nn.Module]:
+    """After the last linear layer: a regression model maps its outputs to the targets' units
+    (:class:`~.tasks.TargetScale`); classification logits and survival hazard logits stay as they are."""
+    return [TargetScale.for_schema(schema)] if schema.task == "regression" else []

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import accounting, dpsgd, runtime
+from . import accounting, dpsgd, runtime, tasks
 from .accounting import AccountantName
 from .csprng import ChaCha20Generator
 from .dataset import DatasetPackage
@@ -170,6 +170,8 @@ def train_dp(
     steps = spec.epochs * steps_per_epoch
     sigma = calibrate_noise(epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps, accountant=spec.accountant)
     chosen: DPEngine = engine or ("bookkeeping" if dpsgd.supported(model) else "opacus-hooks")
+    if chosen != "bookkeeping" and rows.schema.task != "classification":
+        raise ValueError(f"the {chosen} engine trains classification only; {rows.schema.task} trains on the book-keeping engine")
     if chosen != "bookkeeping" and not isinstance(data, DatasetPackage):
         raise ValueError(f"the {chosen} engine needs the rows in memory; scanned rows train on the book-keeping engine")
     if chosen != "bookkeeping":
@@ -220,6 +222,7 @@ def _train_bookkeeping(
         noise_multiplier=sigma,
         expected_batch_size=sample_rate * data.rows,
         generator=noise,
+        loss=tasks.loss_function(data.schema, spec.regression_loss),
     )
     model.train()
     try:

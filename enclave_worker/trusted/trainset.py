@@ -147,7 +147,7 @@ class ScannedRows:
     def load(self) -> DatasetPackage:
         """All rows in one package (checked as every package is): one scan into preallocated arrays."""
         features = np.empty((self.rows, *self.schema.feature_shape), dtype=np.float32)
-        labels = np.empty(self.rows, dtype=np.int64)
+        labels = np.empty((self.rows, *self.schema.label_shape), dtype=self.schema.label_dtype)
         for first, block_features, block_labels in self.scan():
             features[first : first + len(block_labels)] = block_features
             labels[first : first + len(block_labels)] = block_labels
@@ -157,7 +157,7 @@ class ScannedRows:
         """All rows in order in blocks of ``size`` rows (the last may be shorter), from one scan:
         the same blocks as slicing the rows in memory would give."""
         features = np.empty((size, *self.schema.feature_shape), dtype=np.float32)
-        labels = np.empty(size, dtype=np.int64)
+        labels = np.empty((size, *self.schema.label_shape), dtype=self.schema.label_dtype)
         filled = 0
         for _, block_features, block_labels in self.scan():
             done = 0
@@ -199,7 +199,7 @@ class ScannedRows:
     def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
         if self._features is None or self._labels is None:
             self._features = np.empty((self.window_rows, *self.schema.feature_shape), dtype=np.float32)
-            self._labels = np.empty(self.window_rows, dtype=np.int64)
+            self._labels = np.empty((self.window_rows, *self.schema.label_shape), dtype=self.schema.label_dtype)
         return self._features, self._labels
 
     def _gather(self, window: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -215,7 +215,7 @@ class ScannedRows:
             if hi > lo:
                 local = rows[lo:hi] - first
                 np.take(block_features, local, axis=0, out=features[lo:hi])
-                np.take(block_labels, local, out=labels[lo:hi])
+                np.take(block_labels, local, axis=0, out=labels[lo:hi])
         held_features, held_labels = torch.from_numpy(features), torch.from_numpy(labels)
         positions = torch.from_numpy(position)
         start = 0

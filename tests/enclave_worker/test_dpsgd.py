@@ -13,7 +13,8 @@ from torch import nn
 
 from enclave_worker.trusted import dpsgd
 from enclave_worker.trusted.csprng import ChaCha20Generator
-from enclave_worker.trusted.models import Standardize
+from enclave_worker.trusted.dataset import Schema
+from enclave_worker.trusted.models import ModelSpec, Standardize, build_model
 
 
 def _reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -51,6 +52,36 @@ MODELS = {
 }
 
 
+def _image_schema(shape: tuple[int, int, int], classes: int = 3) -> Schema:
+    return Schema(task="classification", feature_names=tuple(f"p{i}" for i in range(shape[0] * shape[1] * shape[2])),
+                  feature_shape=shape, class_names=tuple(f"c{i}" for i in range(classes)))
+
+
+def _registry(architecture: str, depth: int) -> nn.Module:
+    spec = ModelSpec(architecture=architecture, depth=depth, width=4, norm_groups=2, epochs=1, batch_size=8,
+                     learning_rate=0.1, max_grad_norm=1.0)  # type: ignore[arg-type]
+    return build_model(spec, _image_schema((3, 8, 8)))
+
+
+IMAGE_MODELS = {
+    # ResNet-8 and -14 from the registry: strided 3x3 convolutions, GroupNorm, residual additions
+    # with the parameter-free subsampling shortcut, global average pooling.
+    "resnet8": lambda: _registry("resnet", 8),
+    "resnet14": lambda: _registry("resnet", 14),
+    # VGG-6 and -9: GroupNorm after every convolution, max-pools, a dense head; the last stage's
+    # convolutions (2x2 maps, 144 inputs per output) take the ghost-norm path.
+    "vgg6": lambda: _registry("vgg", 6),
+    "vgg9": lambda: _registry("vgg", 9),
+    # GroupNorm on its own, with one group and with one channel per group, after a strided conv;
+    # a ghost-normed convolution with bias, stride and padding on a 2x2 map.
+    "groupnorm": lambda: nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.GroupNorm(1, 4), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1),
+        nn.GroupNorm(6, 6), nn.Tanh(), nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.GroupNorm(2, 8),
+        nn.Conv2d(8, 16, 3, padding=1), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(16, 3),
+    ),
+}
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("clip", [0.05, 1.0, 100.0])
 def test_clipped_sums_and_norms_match_opacus(name: str, clip: float) -> None:
@@ -68,6 +99,62 @@ def test_clipped_sums_and_norms_match_opacus(name: str, clip: float) -> None:
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
     # Every per-sample contribution is clipped: the summed gradient's norm is at most batch * C.
     assert torch.cat([g.flatten() for g in got]).norm() <= 23 * clip * (1 + 1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_MODELS))
+@pytest.mark.parametrize("clip", [0.05, 100.0])
+def test_image_networks_match_opacus(name: str, clip: float) -> None:
+    torch.manual_seed(1)
+    model = IMAGE_MODELS[name]()
+    x, y = torch.randn(19, 3, 8, 8), torch.randint(0, 3, (19,))
+    expected, expected_norms = _reference(model, x, y, clip)
+    got, norms = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1),
+        max_grad_norm=clip, noise_multiplier=0.0, expected_batch_size=19).clipped_sum(x, y)
+    torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-5)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_each_convolution_takes_the_cheaper_norm() -> None:
+    g = torch.zeros(2, 16, 32, 32)
+    assert not dpsgd._ghost_cheaper(nn.Conv2d(16, 16, 3), g)  # 1024 positions: per-sample gradients
+    assert dpsgd._ghost_cheaper(nn.Conv2d(256, 256, 3), torch.zeros(2, 256, 8, 8))  # 64 positions, 2304 inputs
+    vgg = IMAGE_MODELS["vgg9"]()
+    ghosts = []
+    for module in vgg.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_hook(lambda m, _i, out: ghosts.append(dpsgd._ghost_cheaper(m, out)))
+    vgg(torch.randn(2, 3, 8, 8))
+    assert ghosts == [False, False, False, False, True, True]  # the 2x2 maps of the last stage
+
+
+def test_group_norm_statistics_are_recomputed_without_an_autograd_node() -> None:
+    torch.manual_seed(4)
+    norm, a = nn.GroupNorm(3, 6), torch.randn(5, 6, 4, 4)
+    saved = dpsgd._group_norm_stats(norm, a, norm(a))
+    with torch.no_grad():
+        output = norm(a)
+    assert output.grad_fn is None
+    recomputed = dpsgd._group_norm_stats(norm, a, output)
+    for s, r in zip(saved, recomputed, strict=True):
+        assert s.shape == (5, 3)
+        torch.testing.assert_close(s, r)
+
+
+def test_residual_networks_are_padded_and_the_padding_adds_nothing() -> None:
+    torch.manual_seed(6)
+    model = IMAGE_MODELS["resnet8"]()
+    x, y = torch.randn(13, 3, 8, 8), torch.randint(0, 3, (13,))
+    expected, expected_norms = _reference(model, x, y, 0.5)
+    engine = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1),
+        max_grad_norm=0.5, noise_multiplier=0.0, expected_batch_size=16)
+    assert engine.pad_multiple == 4
+    got, norms = engine.clipped_sum(x, y)
+    assert norms.shape == (13,)
+    torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-5)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
 
 
 def test_conv_batches_larger_than_one_chunk_match_opacus(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -234,14 +234,20 @@ async function showCard(panel, jobId) {
     const card = await getJSON(`/api/jobs/${jobId}/card`);
     const inputs = card.inputs, privacy = card.privacy, receipt = card.receipt;
     const arch = card.model.architecture;
+    // One entry per model output: a class's logit, a regression target, or a survival interval's hazard logit.
+    const outputColumns = (outputs) => {
+      if (outputs.kind === "targets") return outputs.targets.map((c) => `output ${c.index} = <strong>${esc(c.name)}</strong> (${esc(c.bounds[0])} to ${esc(c.bounds[1])})`).join(", ");
+      if (outputs.kind === "hazard_logits") return outputs.intervals.map((c) => `output ${c.index} = hazard of <strong>${esc(c.name)}</strong>`).join(", ");
+      return outputs.classes.map((c) => `logit ${c.index} = <strong>${esc(c.name)}</strong>`).join(", ");
+    };
     const shown = inputs.columns.slice(0, 64);
     panel.innerHTML = `<h2>Model card</h2>
-      <p>${esc(arch.name.replace(/_/g, " "))}${arch.hidden_sizes ? ` (hidden ${arch.hidden_sizes.join("×")})` : ""}, ${esc(arch.activation)};
+      <p>${esc(arch.name.replace(/_/g, " "))}${arch.depth ? `-${esc(arch.depth)} (width ${esc(arch.width)}, GroupNorm)` : ""}${arch.hidden_sizes ? ` (hidden ${arch.hidden_sizes.join("×")})` : ""}, ${esc(arch.activation)};
         input float32 of shape (${inputs.shape.map(esc).join(", ")}). <span class="muted">Standardisation: ${esc(inputs.standardisation)}.</span></p>
       <div class="table-wrap"><table id="card-inputs"><thead><tr><th>#</th><th>Input column</th><th>Mean</th><th>Scale</th></tr></thead><tbody>
         ${shown.map((c) => `<tr><td>${c.index}</td><td>${esc(c.name)}</td><td>${c.mean ?? "—"}</td><td>${c.scale ?? "—"}</td></tr>`).join("")}
         ${inputs.columns.length > shown.length ? `<tr><td colspan="4" class="muted">… and ${inputs.columns.length - shown.length} more columns</td></tr>` : ""}</tbody></table></div>
-      <p id="card-classes">Outputs: ${card.outputs.classes.map((c) => `logit ${c.index} = <strong>${esc(c.name)}</strong>`).join(", ")}; ${esc(card.outputs.prediction)}.</p>
+      <p id="card-classes">Outputs: ${outputColumns(card.outputs)}; ${esc(card.outputs.prediction)}.</p>
       <p id="card-privacy">(ε ${eps(privacy.epsilon)}, δ ${esc(privacy.delta)}) with the ${esc(privacy.accountant)} accountant: noise multiplier ${Number(privacy.noise_multiplier).toFixed(3)},
         sample rate ${Number(privacy.sample_rate).toPrecision(3)}, ${esc(privacy.steps)} steps over ${esc(privacy.epochs)} epoch(s), clipping norm ${esc(privacy.max_grad_norm)}.</p>
       <p class="muted">Receipt: enclave ${short(receipt.enclave)}, transaction <span class="mono">${esc(receipt.transaction)}</span> (block ${esc(receipt.block)}).</p>
