@@ -72,6 +72,15 @@ CONV_CHUNK_ELEMENTS = 128 * 32 * 16 * 9
 samples of the digits CNN's 16→32 layer, the whole batch of its 1→16 layer. It trades time for
 memory; measured on that layer at batch 256 (DP/non-private epoch time, working set): 64 samples
 → 1.54, 1.5–1.7; 128 → 1.46, 1.7; 256 → 1.40, 2.0–2.1."""
+PER_SAMPLE_HOLD_BYTES = 16 << 20
+"""A conv layer whose per-sample gradients of a whole batch take more than this is not held until
+the clip factors are known: its norms are taken chunk by chunk and its clipped sum formed by one
+weight-gradient convolution of the scaled output gradients. Held, ResNet-32's last stage (256 ×
+36,864 values, 38 MiB per layer, 340 MiB for its nine 64→64 layers) made each step's per-sample
+gradients 5.6 ms at the stage's first layer and up to 137 ms at its last (fresh memory each step);
+not held, 5.6 ms + 2.9 ms for the weight gradient. Its middle stage (9 MiB per layer) is better
+held: ResNet-32's DP/non-private step ratio was 1.63 with a limit of 8 MiB, 1.36–1.57 with 16 or
+32 MiB (the same layers held), 1.76 with 4 MiB and 1.64–1.77 holding every layer."""
 IM2COL_MAX_WIDTH = 32
 """Convolutions with at most this many inputs per output (``C_in · kh · kw``) use im2col + bmm
 (a first layer on colour images, 3·3·3 = 27: 3.5 ms against 9.6 ms grouped, ResNet stem at batch 256)."""
@@ -362,6 +371,36 @@ class _DenseChain:
         return cls(tuple(modules[:first]), chain)
 
 
+def _conv_per_sample_chunks(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Per-sample weight gradients, ``[b, C_out · C_in · kh · kw]`` per chunk of at most
+    ``CONV_CHUNK_ELEMENTS`` elements, one chunk at a time.
+
+    Narrow inputs (``C_in · kh · kw ≤ IM2COL_MAX_WIDTH``, e.g. a first layer on grey images) go
+    through an explicit im2col view and one batched matrix product; wider ones through one
+    grouped convolution backward per chunk (oneDNN), which is faster there (measured on this
+    machine at batch 256: 0.19 vs 0.51 ms for 1→16 channels, 1.18 vs 1.89 ms for 16→32).
+    """
+    c_in, c_out = a.shape[1], g.shape[1]
+    kh, kw = module.kernel_size
+    chunk = max(1, CONV_CHUNK_ELEMENTS // (c_out * c_in * kh * kw))
+    for a_part, g_part in zip(torch.split(a, chunk), torch.split(g, chunk), strict=True):
+        batch = a_part.shape[0]
+        if c_in * kh * kw <= IM2COL_MAX_WIDTH:
+            columns = _im2col(module, a_part, g_part.shape[2:])
+            yield torch.bmm(g_part.flatten(2), columns.transpose(1, 2)).flatten(1)
+        else:
+            # aten directly, with a real (uninitialised) weight: torch.nn.grad.conv2d_weight
+            # passes an expanded stride-0 one, and oneDNN is 10-15 % slower with it here.
+            _, grouped, _ = torch.ops.aten.convolution_backward(
+                g_part.reshape(1, batch * c_out, *g.shape[2:]),
+                a_part.reshape(1, batch * c_in, *a.shape[2:]),
+                a_part.new_empty(batch * c_out, c_in, kh, kw),
+                None, list(module.stride), list(module.padding), list(module.dilation),
+                False, [0, 0], batch, [False, True, False],
+            )
+            yield grouped.view(batch, -1)
+
+
 class BookKeepingDPSGD:
     """Clipping, noise and the optimizer step of DP-SGD for one model.
 
@@ -476,6 +515,11 @@ class BookKeepingDPSGD:
                 if _ghost_cheaper(layer.module, g):
                     columns.append(_conv_ghost_norms(layer.module, a, g))
                     prepared.append((layer, g, bias))
+                elif 4 * g.shape[0] * layer.module.weight.numel() > PER_SAMPLE_HOLD_BYTES:
+                    # Norms chunk by chunk, nothing held: the clipped sum is a weight-gradient convolution, as for ghost norms.
+                    norms_of = [torch.linalg.vector_norm(part, dim=1) for part in _conv_per_sample_chunks(layer.module, a, g)]
+                    columns.append(torch.cat(norms_of))
+                    prepared.append((layer, g, bias))
                 else:
                     per_sample = self._conv_per_sample(layer.module, a, g)
                     part_norms = [torch.linalg.vector_norm(part, dim=1) for part in per_sample]
@@ -564,34 +608,10 @@ class BookKeepingDPSGD:
     @staticmethod
     def _conv_per_sample(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> list[torch.Tensor]:
         """Per-sample weight gradients, ``[b, C_out · C_in · kh · kw]`` per chunk of at most
-        ``CONV_CHUNK_ELEMENTS`` elements (chunks bound the workspace memory and are never concatenated).
+        ``CONV_CHUNK_ELEMENTS`` elements (chunks bound the workspace memory and are never concatenated)
+        (:func:`_conv_per_sample_chunks`, all held)."""
+        return list(_conv_per_sample_chunks(module, a, g))
 
-        Narrow inputs (``C_in · kh · kw ≤ IM2COL_MAX_WIDTH``, e.g. a first layer on grey images) go
-        through an explicit im2col view and one batched matrix product; wider ones through one
-        grouped convolution backward per chunk (oneDNN), which is faster there (measured on this
-        machine at batch 256: 0.19 vs 0.51 ms for 1→16 channels, 1.18 vs 1.89 ms for 16→32).
-        """
-        c_in, c_out = a.shape[1], g.shape[1]
-        kh, kw = module.kernel_size
-        chunk = max(1, CONV_CHUNK_ELEMENTS // (c_out * c_in * kh * kw))
-        parts = []
-        for a_part, g_part in zip(torch.split(a, chunk), torch.split(g, chunk), strict=True):
-            batch = a_part.shape[0]
-            if c_in * kh * kw <= IM2COL_MAX_WIDTH:
-                columns = _im2col(module, a_part, g_part.shape[2:])
-                parts.append(torch.bmm(g_part.flatten(2), columns.transpose(1, 2)).flatten(1))
-            else:
-                # aten directly, with a real (uninitialised) weight: torch.nn.grad.conv2d_weight
-                # passes an expanded stride-0 one, and oneDNN is 10-15 % slower with it here.
-                _, grouped, _ = torch.ops.aten.convolution_backward(
-                    g_part.reshape(1, batch * c_out, *g.shape[2:]),
-                    a_part.reshape(1, batch * c_in, *a.shape[2:]),
-                    a_part.new_empty(batch * c_out, c_in, kh, kw),
-                    None, list(module.stride), list(module.padding), list(module.dilation),
-                    False, [0, 0], batch, [False, True, False],
-                )
-                parts.append(grouped.view(batch, -1))
-        return parts
 
     def step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """One DP-SGD step on a Poisson-sampled batch (which may be empty).

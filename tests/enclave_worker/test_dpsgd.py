@@ -116,6 +116,22 @@ def test_image_networks_match_opacus(name: str, clip: float) -> None:
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["resnet8", "groupnorm"])
+def test_per_sample_gradients_not_held_give_the_same_clipped_sums(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    # Every convolution's per-sample gradients too large to hold: norms chunk by chunk, clipped sums by weight-gradient convolutions.
+    monkeypatch.setattr(dpsgd, "PER_SAMPLE_HOLD_BYTES", 0)
+    monkeypatch.setattr(dpsgd, "CONV_CHUNK_ELEMENTS", 5 * 432)  # several chunks per layer
+    torch.manual_seed(8)
+    model = IMAGE_MODELS[name]()
+    x, y = torch.randn(17, 3, 8, 8), torch.randint(0, 3, (17,))
+    expected, expected_norms = _reference(model, x, y, 0.2)
+    got, norms = dpsgd.BookKeepingDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1),
+        max_grad_norm=0.2, noise_multiplier=0.0, expected_batch_size=17).clipped_sum(x, y)
+    torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-5)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
 def test_each_convolution_takes_the_cheaper_norm() -> None:
     g = torch.zeros(2, 16, 32, 32)
     assert not dpsgd._ghost_cheaper(nn.Conv2d(16, 16, 3), g)  # 1024 positions: per-sample gradients
