@@ -81,6 +81,11 @@ gradients 5.6 ms at the stage's first layer and up to 137 ms at its last (fresh 
 not held, 5.6 ms + 2.9 ms for the weight gradient. Its middle stage (9 MiB per layer) is better
 held: ResNet-32's DP/non-private step ratio was 1.63 with a limit of 8 MiB, 1.36–1.57 with 16 or
 32 MiB (the same layers held), 1.76 with 4 MiB and 1.64–1.77 holding every layer."""
+HOLD_POSITIONS = 256
+"""Per-sample gradients of a layer with at least this many output positions (16x16) are held
+whatever their size: a weight-gradient convolution costs ``positions`` multiply-adds per held value
+(VGG-9's 64→64 layer on 32x32 maps: 38 MiB held against about 10 G multiply-adds). VGG-9's
+DP/non-private step ratio measured 1.29–1.43 holding those layers, 1.63–2.03 not."""
 IM2COL_MAX_WIDTH = 32
 """Convolutions with at most this many inputs per output (``C_in · kh · kw``) use im2col + bmm
 (a first layer on colour images, 3·3·3 = 27: 3.5 ms against 9.6 ms grouped, ResNet stem at batch 256)."""
@@ -309,6 +314,15 @@ def _ghost_cheaper(module: nn.Conv2d, g: torch.Tensor) -> bool:
     return positions * (k + module.out_channels) < k * module.out_channels
 
 
+def _hold_per_sample(module: nn.Conv2d, g: torch.Tensor) -> bool:
+    """Whether a conv layer's per-sample gradients are held until the clip factors are known (their
+    clipped sum then one GEMV) rather than reduced to norms chunk by chunk (the clipped sum then a
+    weight-gradient convolution): held when they are small (:data:`PER_SAMPLE_HOLD_BYTES`) or the
+    map is large (:data:`HOLD_POSITIONS`), where the convolution would cost ``T`` times the GEMV."""
+    positions = g.shape[2] * g.shape[3]
+    return 4 * g.shape[0] * module.weight.numel() <= PER_SAMPLE_HOLD_BYTES or positions >= HOLD_POSITIONS
+
+
 def _conv_ghost_norms(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Per-sample squared-then-rooted norms of a conv layer's weight gradient without forming it
     ("ghost clipping", Li et al. 2022; Bu et al. 2023): ``‖Σ_t g_t a_tᵀ‖² = Σ_{s,t} (a_s·a_t)(g_s·g_t)``
@@ -515,7 +529,7 @@ class BookKeepingDPSGD:
                 if _ghost_cheaper(layer.module, g):
                     columns.append(_conv_ghost_norms(layer.module, a, g))
                     prepared.append((layer, g, bias))
-                elif 4 * g.shape[0] * layer.module.weight.numel() > PER_SAMPLE_HOLD_BYTES:
+                elif not _hold_per_sample(layer.module, g):
                     # Norms chunk by chunk, nothing held: the clipped sum is a weight-gradient convolution, as for ghost norms.
                     norms_of = [torch.linalg.vector_norm(part, dim=1) for part in _conv_per_sample_chunks(layer.module, a, g)]
                     columns.append(torch.cat(norms_of))

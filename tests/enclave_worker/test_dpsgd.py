@@ -120,6 +120,7 @@ def test_image_networks_match_opacus(name: str, clip: float) -> None:
 def test_per_sample_gradients_not_held_give_the_same_clipped_sums(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     # Every convolution's per-sample gradients too large to hold: norms chunk by chunk, clipped sums by weight-gradient convolutions.
     monkeypatch.setattr(dpsgd, "PER_SAMPLE_HOLD_BYTES", 0)
+    monkeypatch.setattr(dpsgd, "HOLD_POSITIONS", 10**9)
     monkeypatch.setattr(dpsgd, "CONV_CHUNK_ELEMENTS", 5 * 432)  # several chunks per layer
     torch.manual_seed(8)
     model = IMAGE_MODELS[name]()
@@ -130,6 +131,16 @@ def test_per_sample_gradients_not_held_give_the_same_clipped_sums(monkeypatch: p
     torch.testing.assert_close(norms, expected_norms, rtol=1e-4, atol=1e-5)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_large_per_sample_gradients_are_held_only_on_large_maps() -> None:
+    def g(channels: int, side: int) -> torch.Tensor:
+        return torch.zeros(256, channels, side, side)
+
+    assert dpsgd._hold_per_sample(nn.Conv2d(16, 16, 3), g(16, 32))  # 2.4 MB: small
+    assert dpsgd._hold_per_sample(nn.Conv2d(32, 32, 3), g(32, 16))  # 9.4 MB: small
+    assert not dpsgd._hold_per_sample(nn.Conv2d(64, 64, 3), g(64, 8))  # 38 MB on an 8x8 map
+    assert dpsgd._hold_per_sample(nn.Conv2d(64, 64, 3), g(64, 32))  # 38 MB on a 32x32 map
 
 
 def test_each_convolution_takes_the_cheaper_norm() -> None:
