@@ -155,14 +155,26 @@ FLCHAIN_TIME_BINS: tuple[float, ...] = tuple(round(365.25 * year, 2) for year in
 """Yearly intervals over the study's 14 years of follow-up (days)."""
 
 
-def flchain() -> DatasetPackage:
+FLCHAIN_CATEGORICAL_FEATURES: tuple[str, ...] = ("age", "sex", "kappa", "lambda", "creatinine", "creatinine_missing", "mgus", "flc_grp")
+FLCHAIN_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("sex", ("F", "M")), ("mgus", ("no", "yes")), ("flc_grp", tuple(str(g) for g in range(1, 11))),
+)  # fmt: skip
+"""flchain's categorical columns with their vocabularies, for the embedding variant (:func:`flchain`)."""
+
+
+def flchain(*, categorical: bool = False) -> DatasetPackage:
     """The flchain study (scikit-survival; 7,874 residents of Olmsted County, 28 % died during
     follow-up) as a discrete-time survival task: time to death from age, sex, the serum free light
     chains (kappa, lambda and their decile group) and creatinine, in yearly intervals.
 
     ``chapter`` (the cause of death) is left out: it is known only for those who died and would
     leak the outcome; ``sample.yr`` is administrative. Creatinine is missing for 1,350 rows: they
-    get 0 and ``creatinine_missing`` = 1 (no statistic of the rows is imputed)."""
+    get 0 and ``creatinine_missing`` = 1 (no statistic of the rows is imputed).
+
+    Args:
+        categorical: sex, mgus and the light-chain decile group as categorical features (category
+            indices, :data:`FLCHAIN_CATEGORIES` declared in the schema: the model learns an
+            embedding per category) instead of indicator columns."""
     from sksurv.datasets import load_flchain
 
     x, y = load_flchain()
@@ -175,11 +187,18 @@ def flchain() -> DatasetPackage:
         np.where(missing, 0.0, creatinine), missing.astype(np.float64), (x["mgus"] == "yes").to_numpy(dtype=np.float64),
         *((group == g).astype(np.float64) for g in range(1, 11)),
     ]  # fmt: skip
-    features = np.stack(columns, axis=1).astype(np.float32)
     labels = np.stack([y["futime"].astype(np.float64), y["death"].astype(np.float64)], axis=1).astype(np.float32)
-    bounds = tuple(FLCHAIN_BOUNDS.get(n, (0, 1)) for n in FLCHAIN_FEATURES)
-    schema = Schema(task="survival", feature_names=FLCHAIN_FEATURES, feature_shape=(len(FLCHAIN_FEATURES),),
-                    feature_bounds=bounds, time_bins=FLCHAIN_TIME_BINS)
+    if categorical:
+        columns = [*columns[:7], (group - 1).astype(np.float64)]  # sex and mgus are 0/1 already: the indices of F/M, no/yes
+        names, categories = FLCHAIN_CATEGORICAL_FEATURES, FLCHAIN_CATEGORIES
+        declared = dict(categories)
+        bounds = tuple(None if n in declared else FLCHAIN_BOUNDS.get(n, (0, 1)) for n in names)
+    else:
+        names, categories = FLCHAIN_FEATURES, ()
+        bounds = tuple(FLCHAIN_BOUNDS.get(n, (0, 1)) for n in names)
+    features = np.stack(columns, axis=1).astype(np.float32)
+    schema = Schema(task="survival", feature_names=names, feature_shape=(len(names),), feature_bounds=bounds,
+                    time_bins=FLCHAIN_TIME_BINS, categories=categories)  # fmt: skip
     return DatasetPackage(features, labels, schema)
 
 

@@ -48,6 +48,10 @@ def _inputs(spec: ModelSpec, schema: Schema) -> dict[str, Any]:
     standardisation = "none: the model takes the values as the providers' datasets hold them"
     clipping = "none: the dataset schema declares no feature bounds"
     standardised = spec.input_mean is not None and spec.input_scale is not None
+    vocabularies = dict(schema.categories)
+    for column in columns:
+        if column["name"] in vocabularies:  # the value is the category's index in this list
+            column["categories"] = list(vocabularies[column["name"]])
     if schema.feature_bounds is not None:
         for column, bounds in zip(columns, schema.feature_bounds, strict=False):
             if bounds is not None:
@@ -230,6 +234,7 @@ def schema_of_card(card: dict[str, Any]) -> Schema:
         target_names=tuple(c["name"] for c in outputs.get("targets", ())),
         target_bounds=tuple(tuple(c["bounds"]) for c in outputs["targets"]) if "targets" in outputs else None,
         time_bins=tuple(c["end"] for c in outputs.get("intervals", ())),
+        categories=tuple((c["name"], tuple(c["categories"])) for c in columns if "categories" in c),
     )  # fmt: skip
 
 

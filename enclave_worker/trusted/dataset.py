@@ -104,7 +104,7 @@ def normalise_feature_bounds(bounds: object, *, feature_names: tuple[str, ...], 
 TASKS = ("classification", "regression", "survival")
 MAX_TIME_BINS = 100
 _SCHEMA_KEYS = {"version", "task", "feature_names", "feature_shape", "class_names", "feature_bounds", "target_names",
-                "target_bounds", "time_bins"}  # fmt: skip
+                "target_bounds", "time_bins", "categories"}  # fmt: skip
 
 
 def _target_bounds(bounds: object, names: tuple[str, ...]) -> tuple[tuple[float, float], ...]:
@@ -119,6 +119,52 @@ def _target_bounds(bounds: object, names: tuple[str, ...]) -> tuple[tuple[float,
     if checked is None or any(b is None for b in checked):
         raise InvalidDataset("target_bounds needs [lo, hi] for every target, not null")
     return tuple(b for b in checked if b is not None)
+
+
+MAX_CATEGORIES = 10_000
+"""Largest vocabulary of one categorical feature."""
+
+
+def _categories_from_json(doc: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(doc, dict):
+        raise InvalidDataset(f"categories must be an object of feature name to vocabulary, got {type(doc).__name__}")
+    return tuple((str(name), tuple(vocabulary) if isinstance(vocabulary, list) else vocabulary) for name, vocabulary in doc.items())
+
+
+def _categories(
+    categories: object, feature_names: tuple[str, ...], feature_shape: tuple[int, ...], bounds: FeatureBounds | None
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Check declared categorical features and put them in feature order.
+
+    Raises:
+        InvalidDataset: image features, a name that is no feature, a vocabulary of fewer than 2 or
+            repeated or non-string categories, or declared bounds on a categorical feature.
+    """
+    if not categories:
+        return ()
+    if len(feature_shape) != 1:
+        raise InvalidDataset(f"categorical features need flat features, the schema has shape {list(feature_shape)}")
+    if not isinstance(categories, tuple | list):
+        raise InvalidDataset("categories must pair each categorical feature's name with its vocabulary")
+    position = {name: i for i, name in enumerate(feature_names)}
+    checked: dict[str, tuple[str, ...]] = {}
+    for entry in categories:
+        if not isinstance(entry, tuple | list) or len(entry) != 2:
+            raise InvalidDataset("categories must pair each categorical feature's name with its vocabulary")
+        name, vocabulary = entry
+        if name not in position:
+            raise InvalidDataset(f"categories names {name!r}, which is not a feature")
+        if name in checked:
+            raise InvalidDataset(f"categories names {name!r} twice")
+        if (isinstance(vocabulary, str | bytes) or not isinstance(vocabulary, tuple | list)
+                or not all(isinstance(v, str) for v in vocabulary)):  # fmt: skip
+            raise InvalidDataset(f"the vocabulary of {name!r} must be a list of strings")
+        if not 2 <= len(vocabulary) <= MAX_CATEGORIES or len(set(vocabulary)) != len(vocabulary):
+            raise InvalidDataset(f"the vocabulary of {name!r} needs 2 to {MAX_CATEGORIES:,} distinct categories, got {len(vocabulary)}")
+        if bounds is not None and bounds[position[name]] is not None:
+            raise InvalidDataset(f"{name!r} is categorical: it takes no feature bounds (its values are category indices)")
+        checked[name] = tuple(vocabulary)
+    return tuple(sorted(checked.items(), key=lambda item: position[item[0]]))
 
 
 @dataclass(frozen=True)
@@ -145,6 +191,10 @@ class Schema:
     time_bins: tuple[float, ...] = ()
     """Survival: the ends ``t_1 < … < t_K`` of the K follow-up intervals ``(t_{k−1}, t_k]``
     (``t_0 = 0``), declared by the provider (public, like bounds: never computed from the rows)."""
+    categories: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Categorical features (flat features only), in feature order: each feature's name and its
+    vocabulary; the feature's value is the index of its category (0, 1, …). The model learns an
+    embedding per category (:class:`~.models.CategoricalEmbedding`)."""
 
     def __post_init__(self) -> None:
         bounds = normalise_feature_bounds(self.feature_bounds, feature_names=self.feature_names, feature_shape=self.feature_shape)
@@ -152,6 +202,7 @@ class Schema:
         object.__setattr__(self, "class_names", tuple(self.class_names))
         object.__setattr__(self, "target_names", tuple(self.target_names))
         object.__setattr__(self, "time_bins", tuple(_bound_value(t, f"time bin {i}") for i, t in enumerate(self.time_bins)))
+        object.__setattr__(self, "categories", _categories(self.categories, self.feature_names, self.feature_shape, self.feature_bounds))
         if self.target_bounds is not None and self.target_names and self.task == "regression":
             object.__setattr__(self, "target_bounds", _target_bounds(self.target_bounds, self.target_names))
         self._check_task()
@@ -201,6 +252,8 @@ class Schema:
             doc["target_bounds"] = [[lo, hi] for lo, hi in self.target_bounds]
         if self.time_bins:
             doc["time_bins"] = list(self.time_bins)
+        if self.categories:
+            doc["categories"] = {name: list(vocabulary) for name, vocabulary in self.categories}
         return doc
 
     @classmethod
@@ -220,6 +273,7 @@ class Schema:
                 target_names=tuple(str(n) for n in doc.get("target_names", ())),
                 target_bounds=doc.get("target_bounds"),
                 time_bins=tuple(doc.get("time_bins", ())),
+                categories=_categories_from_json(doc.get("categories", {})),
             )
         except InvalidDataset:
             raise
@@ -388,7 +442,8 @@ def _label_kind(schema: Schema) -> str:
 def check_rows(features: np.ndarray, labels: np.ndarray, schema: Schema) -> None:
     """The value checks every row of a package passes: finite features, and labels in range —
     a class in ``[0, classes)``; finite targets (regression: outside the declared bounds is allowed,
-    training clips them); a finite time ≥ 0 and an event of 0 or 1 (survival).
+    training clips them); a finite time ≥ 0 and an event of 0 or 1 (survival); and a category index
+    in ``[0, vocabulary size)`` in each categorical feature.
 
     A package checks all its rows at once; a dataset read chunk by chunk checks them block by block.
 
@@ -407,6 +462,12 @@ def check_rows(features: np.ndarray, labels: np.ndarray, schema: Schema) -> None
             raise InvalidDataset("survival events must be 0 (censored) or 1 (event observed)")
     if not np.isfinite(features).all():
         raise InvalidDataset("features contain NaN or infinity")
+    if schema.categories and len(features):
+        position = {name: i for i, name in enumerate(schema.feature_names)}
+        for name, vocabulary in schema.categories:
+            codes = features[:, position[name]]
+            if codes.min() < 0 or codes.max() >= len(vocabulary) or not np.array_equal(codes, np.round(codes)):
+                raise InvalidDataset(f"categorical feature {name!r} must hold category indices 0 to {len(vocabulary) - 1}")
 
 
 _DTYPE_BYTES = {"F32": 4, "I64": 8}

@@ -59,7 +59,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .csprng import ChaCha20Generator
-from .models import BasicBlock, ClipScale, Square, Standardize
+from .models import BasicBlock, CategoricalEmbedding, ClipScale, Square, Standardize
 from .tasks import LossFn, ProportionalHazard, TargetScale
 
 Randomness = ChaCha20Generator | torch.Generator
@@ -94,7 +94,7 @@ IM2COL_MAX_WIDTH = 32
 ROW_WISE: tuple[type[nn.Module], ...] = (
     nn.Sequential, nn.Linear, nn.Conv2d, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.MaxPool2d, nn.AvgPool2d,
     nn.Flatten, nn.Dropout, nn.Identity, nn.GroupNorm, nn.AdaptiveAvgPool2d, Standardize, ClipScale, BasicBlock, Square,
-    TargetScale, ProportionalHazard,
+    TargetScale, ProportionalHazard, CategoricalEmbedding,
 )
 """Modules whose output row ``i`` depends on input row ``i`` only: zero rows padded onto a batch
 change nothing for the others."""
@@ -117,7 +117,7 @@ class UnsupportedLayer(ValueError):
     """The model has a trainable layer the book-keeping engine cannot clip per sample."""
 
 
-Trainable = nn.Linear | nn.Conv2d | nn.GroupNorm
+Trainable = nn.Linear | nn.Conv2d | nn.GroupNorm | nn.Embedding
 """The layers whose parameters the engine clips per sample."""
 
 
@@ -241,9 +241,13 @@ def _trainable_layers(model: nn.Module) -> list[Trainable]:
         own = [p for p in module.parameters(recurse=False) if p.requires_grad]
         if not own:
             continue
-        if isinstance(module, Trainable) and type(module).forward not in (nn.Linear.forward, nn.Conv2d.forward, nn.GroupNorm.forward):
+        if isinstance(module, Trainable) and type(module).forward not in (
+            nn.Linear.forward, nn.Conv2d.forward, nn.GroupNorm.forward, nn.Embedding.forward,
+        ):
             raise UnsupportedLayer(f"{type(module).__name__} overrides forward: its gradients are not those of its weights' layer")
-        if isinstance(module, nn.Linear | nn.GroupNorm) or (
+        if isinstance(module, nn.Embedding) and (module.max_norm is not None or module.sparse or module.padding_idx is not None):
+            raise UnsupportedLayer("nn.Embedding with max_norm, sparse gradients or a padding index is not supported")
+        if isinstance(module, nn.Linear | nn.GroupNorm | nn.Embedding) or (
             isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str)
         ):
             layers.append(module)
@@ -519,6 +523,12 @@ class BookKeepingDPSGD:
                 if layer.module.bias is not None:
                     columns.append(g_norm)
                 prepared.append((layer, g, None))
+            elif isinstance(layer.module, nn.Embedding):
+                # One row of the table per example: its per-sample gradient is g_i in that row.
+                if a.dim() != 1:
+                    raise UnsupportedLayer("the book-keeping engine handles nn.Embedding of one index per example only")
+                columns.append(torch.linalg.vector_norm(g, dim=1))
+                prepared.append((layer, g, None))
             elif isinstance(layer.module, nn.GroupNorm):
                 assert layer.stats is not None
                 weight_ps, bias_ps = _group_norm_per_sample(layer.module, a, g, *layer.stats)
@@ -563,6 +573,9 @@ class BookKeepingDPSGD:
                         weight.addmm_((g_or_ps * row_scale).t(), a, alpha=factor)
                     if module.bias is not None:
                         next(targets).addmv_(g_or_ps.t(), scale, alpha=factor)
+                elif isinstance(module, nn.Embedding):
+                    assert isinstance(g_or_ps, torch.Tensor) and layer.input is not None
+                    weight.index_add_(0, layer.input, g_or_ps * row_scale, alpha=factor)
                 elif isinstance(module, nn.GroupNorm):
                     assert isinstance(g_or_ps, list) and bias is not None
                     weight.addmv_(g_or_ps[0].t(), scale, alpha=factor)
@@ -655,6 +668,7 @@ class BookKeepingDPSGD:
         params: list[torch.Tensor] = []
         for layer in self._layers:
             params.append(layer.module.weight)
-            if layer.module.bias is not None:
-                params.append(layer.module.bias)
+            bias = getattr(layer.module, "bias", None)  # an embedding has none
+            if bias is not None:
+                params.append(bias)
         return params

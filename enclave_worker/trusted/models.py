@@ -64,6 +64,12 @@ class ModelSpec(BaseModel):
             "square (x*x) keeps the network a polynomial, as homomorphic encryption needs"
         ),
     )
+    embedding_dim: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="width of each categorical feature's embedding (default: min(8, vocabulary size)); schemas with categories only",
+    )
     regression_loss: Literal["mse", "huber"] = Field(
         default="mse", description="regression only: squared error or Huber (delta 1), on targets scaled to [-1, 1] by their bounds"
     )
@@ -208,7 +214,7 @@ class ModelSpec(BaseModel):
 
 
 _LATER_FIELDS: dict[str, object] = {"depth": None, "width": None, "norm_groups": 8, "regression_loss": "mse", "survival_prior": 0.5,
-                                        "survival_head": "proportional"}
+                                        "survival_head": "proportional", "embedding_dim": None}
 """Spec fields :meth:`ModelSpec.to_bytes` omits at these defaults (see there)."""
 
 
@@ -273,6 +279,38 @@ class ClipScale(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # maximum/minimum rather than clamp: ONNX's Clip takes only scalar bounds.
         return (torch.maximum(torch.minimum(x, self.high), self.low) - self.center) / self.half_range
+
+
+class CategoricalEmbedding(nn.Module):
+    """Flat features with categorical columns in, numeric columns and an embedding per categorical
+    column out: ``[numeric columns in order, embedding of the first categorical column, …]``.
+
+    A categorical column holds its category's index (the schema's vocabulary order); each has an
+    ``nn.Embedding`` of ``vocabulary size × dim`` trained like any layer (DP-SGD clips its
+    per-sample gradient, a single row of the table per example). Indices are rounded and clamped
+    to the vocabulary, so a stray value cannot index outside the table."""
+
+    numeric: torch.Tensor
+    categorical: torch.Tensor
+
+    def __init__(self, width: int, positions: list[int], sizes: list[int], dim: int | None) -> None:
+        super().__init__()
+        self.register_buffer("numeric", torch.tensor([i for i in range(width) if i not in positions], dtype=torch.long))
+        self.register_buffer("categorical", torch.tensor(positions, dtype=torch.long))
+        self.dims = [dim or min(8, size) for size in sizes]
+        self.embeddings = nn.ModuleList(nn.Embedding(size, width) for size, width in zip(sizes, self.dims, strict=True))
+        self.sizes = sizes
+
+    @property
+    def out_features(self) -> int:
+        return len(self.numeric) + sum(self.dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        codes = x.index_select(1, self.categorical).round().long()
+        parts = [x.index_select(1, self.numeric)]
+        for j, (embedding, size) in enumerate(zip(self.embeddings, self.sizes, strict=True)):
+            parts.append(embedding(codes[:, j].clamp(0, size - 1)))
+        return torch.cat(parts, dim=1)
 
 
 class _ChannelsLastMaxPool(torch.autograd.Function):
@@ -441,6 +479,14 @@ def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
         raise InvalidModelSpec(f"regression_loss is for regression; this is a {schema.task} dataset")
     if schema.task != "survival" and (spec.survival_prior != 0.5 or spec.survival_head != "proportional"):
         raise InvalidModelSpec(f"survival_prior and survival_head are for survival; this is a {schema.task} dataset")
+    if spec.embedding_dim is not None and not schema.categories:
+        raise InvalidModelSpec("embedding_dim is for datasets with categorical features; this schema declares none")
+    if schema.categories and spec.input_mean is not None and spec.input_scale is not None:
+        position = {name: i for i, name in enumerate(schema.feature_names)}
+        for name, _ in schema.categories:
+            i = position[name]
+            if i < len(spec.input_mean) and (spec.input_mean[i] != 0 or spec.input_scale[i] != 1):
+                raise InvalidModelSpec(f"{name!r} is categorical: its input_mean must be 0 and input_scale 1 (indices pass unchanged)")
     layers: list[nn.Module] = []
     standardised = spec.input_mean is not None and spec.input_scale is not None
     if schema.feature_bounds is not None:
@@ -483,6 +529,12 @@ def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
         if len(schema.feature_shape) != 1:
             raise InvalidModelSpec(f"{spec.architecture} needs flat features, the schema has shape {schema.feature_shape}")
         previous = schema.feature_shape[0]
+        if schema.categories:
+            position = {name: i for i, name in enumerate(schema.feature_names)}
+            embed = CategoricalEmbedding(previous, [position[n] for n, _ in schema.categories],
+                                         [len(v) for _, v in schema.categories], spec.embedding_dim)  # fmt: skip
+            layers.append(embed)
+            previous = embed.out_features
     for hidden in spec.hidden_sizes:
         layers += [nn.Linear(previous, hidden), _activation(spec)]
         previous = hidden
