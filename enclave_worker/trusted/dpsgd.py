@@ -42,9 +42,10 @@ does; other models are not padded.
 
 It computes exactly what Opacus's DP-SGD computes (tests compare both on the same batches) at
 close to the cost of a non-private step. Supported trainable layers: ``nn.Linear`` (2-D inputs),
-``nn.Conv2d`` (groups = 1, any stride, padding and dilation) and ``nn.GroupNorm``; anything else
-with trainable parameters is refused. On ResNet-20/32 and VGG-9 for 32x32 images at batch 256 a
-DP step costs 1.0–1.25 times a non-private one on this machine (``make bench-models``).
+``nn.Conv2d`` (groups = 1, any stride, padding and dilation), ``nn.GroupNorm`` and ``nn.Embedding``
+(one index per example); anything else with trainable parameters is refused. At batch 256 on
+32x32 images a DP step of VGG-9 costs about 1.4 times a non-private one on this machine, of
+ResNet-32 about 1.6 (``make bench-models``, docs/models.md).
 """
 
 from __future__ import annotations
