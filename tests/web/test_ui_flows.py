@@ -23,8 +23,10 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from playwright.sync_api import Browser, Page, expect
 from safetensors.numpy import load as load_safetensors
+from safetensors.torch import load as load_torch_tensors
 from sklearn.datasets import load_breast_cancer
 
+from enclave_worker.trusted.models import ModelSpec, build_model
 from marketplace.contracts import EPSILON_SCALE
 from marketplace.gateway_client import (
     encode_market_call,
@@ -33,6 +35,9 @@ from marketplace.gateway_client import (
     rpc,
     send_transaction,
 )
+from marketplace.model_card import schema_of_card
+from marketplace.model_metrics import evaluate
+from marketplace.tables import read_table
 from tests.conftest import toy_package, toy_terms
 from tests.gateway.test_up import sterling_up, wait_until
 from tests.web.conftest import SCREENSHOTS
@@ -169,6 +174,17 @@ def test_list_train_settle_decrypt_withdraw_in_the_browser(up: httpx.Client, bro
     expect(page.locator("#card-classes")).to_contain_text(card["outputs"]["classes"][-1]["name"])
     expect(page.locator("#card-privacy")).to_contain_text(f"noise multiplier {card['privacy']['noise_multiplier']:.3f}")
     assert card["receipt"]["model_hash"] == job["model_hash"][2:]
+    # The consumer measures the model on labelled rows of its own, in the page (the hospital's file
+    # stands in for them here); the page's figures are the Python SDK's on the same rows.
+    page.set_input_files("#evaluate-file", hospital_csv)
+    expect(page.locator("#evaluation-report")).to_be_visible()
+    model = build_model(ModelSpec.model_validate(card["model"]["spec"]), schema_of_card(card))
+    model.load_state_dict(load_torch_tensors(weights))
+    report = evaluate(model, read_table(hospital_csv))
+    expect(page.locator("#evaluation-table")).to_contain_text(f"{report['accuracy']:.4f}")
+    expect(page.locator("#evaluation-table")).to_contain_text(f"{report['baseline']['accuracy']:.4f}")
+    assert report["accuracy"] > report["baseline"]["accuracy"]
+    shoot(page, "job-evaluated")
 
     page.goto(f"{base}/#/jobs")
     expect(page.locator(f"a[href='#/jobs/{job_id}']")).to_be_visible()

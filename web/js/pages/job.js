@@ -9,6 +9,7 @@
 import { getBytes, getJSON, subscribe, waitForIndex } from "../api.js";
 import { epsilonProgress } from "../charts.js";
 import { consumerKeyFor, importKeyFile, openModel } from "../consumer-keys.js";
+import { evaluateCsv } from "../evaluate.js";
 import { download, esc, eps, jobStatusChip, money, short, when } from "../format.js";
 import { sealedToKeyManager } from "../key-manager.js";
 import * as wallet from "../wallet.js";
@@ -293,13 +294,63 @@ function wireDownload(root, job) {
       const cfg = await wallet.loadConfig();
       const weights = await openModel(sealed, key, { chainId: cfg.chain_id, market: cfg.contracts.job_market, jobId: job.id, modelHash });
       download(weights, `sterling-job-${job.id}-model.safetensors`);
-      status.innerHTML = `<div class="ok-box" role="status" id="model-ok">Decrypted ${weights.length.toLocaleString()} bytes; their SHA-256 matches the receipt's model hash.</div>`;
+      status.innerHTML = `<div class="ok-box" role="status" id="model-ok">Decrypted ${weights.length.toLocaleString()} bytes; their SHA-256 matches the receipt's model hash.</div>
+        ${evaluationPanel(job)}`;
+      wireEvaluation(status, job, weights);
     } catch (error) {
       status.innerHTML = `<div class="error-box" role="alert">${esc(error.message || error)}</div>`;
     } finally {
       button.disabled = false;
     }
   });
+}
+
+/** Where the consumer measures the decrypted model on labelled rows of its own (never uploaded). */
+function evaluationPanel(job) {
+  return `<div class="panel" id="evaluate-panel"><h3>How good is it on your data?</h3>
+    <p class="muted">Choose a CSV of labelled rows you hold (not the providers'): the model's input columns by name, and the labels —
+      the class column (classification), each target by name (regression), or <span class="mono">time</span> and <span class="mono">event</span> (survival).
+      The model runs here, in your browser; the rows are not uploaded, and no ε is spent.</p>
+    <div class="field"><label for="evaluate-file">Your labelled rows (CSV)</label><input id="evaluate-file" type="file" accept=".csv,text/csv"></div>
+    <div id="evaluation" aria-live="polite"></div></div>`;
+}
+
+function wireEvaluation(root, job, weights) {
+  const input = root.querySelector("#evaluate-file");
+  const out = root.querySelector("#evaluation");
+  input.addEventListener("change", async () => {
+    const file = input.files?.[0];
+    if (!file) return;
+    out.innerHTML = `<p class="muted">Running the model on ${esc(file.name)}…</p>`;
+    try {
+      const card = await getJSON(`/api/jobs/${job.id}/card`);
+      const report = evaluateCsv({ weights, card, csvText: await file.text() });
+      out.innerHTML = evaluationReport(report);
+    } catch (error) {
+      out.innerHTML = `<div class="error-box" role="alert" id="evaluation-error">${esc(error.message || error)}</div>`;
+    }
+  });
+}
+
+/** The report: each metric next to the baseline's, and a bar pair for the headline metric. */
+export function evaluationReport(report) {
+  const fmt = (v) => (v === null || v === undefined ? "—" : Number(v).toFixed(4));
+  const rows = {
+    classification: [["Accuracy", report.accuracy, report.baseline.accuracy, true], ["ROC AUC", report.roc_auc, 0.5, true]],
+    regression: [["RMSE", report.rmse, report.baseline.rmse, false], ["MAE", report.mae, report.baseline.mae, false], ["R²", report.r2, 0, true]],
+    survival: [["Concordance index", report.concordance_index, report.baseline.concordance_index, true],
+      ["Integrated Brier score", report.integrated_brier_score, report.baseline.integrated_brier_score, false]],
+  }[report.task].filter(([, value]) => value !== undefined);
+  const [name, model, baseline, higherBetter] = rows[0];
+  const top = Math.max(model, baseline, 1e-12);
+  const bar = (label, value, cls) => `<div class="eval-bar"><span>${esc(label)}</span><svg class="eval-svg" width="240" height="14" role="img" aria-label="${esc(label)} ${fmt(value)}">
+      <rect width="${Math.max(0, (240 * value) / top).toFixed(1)}" height="14" class="${cls}"></rect></svg><span class="mono">${fmt(value)}</span></div>`;
+  return `<div id="evaluation-report">
+    <p>${report.rows.toLocaleString()} rows. ${esc(name)} (${higherBetter ? "higher" : "lower"} is better):</p>
+    ${bar("this model", model, "bar-model")}${bar(report.baseline.name, baseline, "bar-baseline")}
+    <div class="table-wrap"><table id="evaluation-table"><thead><tr><th>Metric</th><th>This model</th><th>${esc(report.baseline.name)}</th></tr></thead><tbody>
+      ${rows.map(([n, m, b]) => `<tr><td>${esc(n)}</td><td class="mono">${fmt(m)}</td><td class="mono">${fmt(b)}</td></tr>`).join("")}
+    </tbody></table></div></div>`;
 }
 
 /**
