@@ -33,6 +33,7 @@ from enclave_worker.trusted.models import ModelSpec, build_model
 from enclave_worker.trusted.onchain import Architecture, CompetitionStatus, Metric, Role, Split
 from enclave_worker.trusted.receipt import Deposit, DepositSignatureInvalid
 from marketplace.competing import seal_submission, seal_test_set
+from marketplace.serving import model_weights
 
 CHAIN_ID = 1337
 COMPETITIONS = bytes.fromhex("c0" * 20)
@@ -362,6 +363,18 @@ def test_only_an_evaluator_scores_and_only_a_key_manager_admits() -> None:
             competition_status=2, index=0, participant=bytes(20), submission_hash=bytes(32), buyer=bytes(20),
             buyer_key=bytes(32), submission_sealed_key=b"",
         )  # fmt: skip
+
+
+def test_open_submission_refuses_other_tasks_and_architectures_without_a_bit() -> None:
+    module, _ = _weights(MLP, steps=0)
+    r = Rules.from_fields(rules(architectures=int(Architecture.MLP)))
+    regression = Schema(task="regression", feature_names=SCHEMA.feature_names, feature_shape=SCHEMA.feature_shape,
+                        target_names=("y",), target_bounds=((0, 1),))  # fmt: skip
+    with pytest.raises(SubmissionRefused, match="competitions score classifiers' probabilities; the model is a regression model"):
+        open_submission(model_weights(module, MLP, regression), rules=r)
+    resnet = ModelSpec(architecture="resnet", depth=8, epochs=1, batch_size=8, learning_rate=0.1, max_grad_norm=1.0)
+    with pytest.raises(SubmissionRefused, match="competitions take logistic_regression, mlp, cnn models; resnet has no bit"):
+        open_submission(model_weights(module, resnet, SCHEMA), rules=r)
 
 
 def test_open_submission_counts_parameters_as_the_rules_say() -> None:

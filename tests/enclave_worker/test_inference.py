@@ -563,11 +563,25 @@ def test_serving_through_the_trusted_processes(processes: Any) -> None:
         server.request("release_model", **release)
 
 
-def test_weights_without_their_schema_in_the_metadata_are_refused_at_load() -> None:
+REGRESSION_SCHEMA = Schema(task="regression", feature_names=SCHEMA.feature_names, feature_shape=SCHEMA.feature_shape,
+                           target_names=("y",), target_bounds=((0, 1),))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("metadata", "match"),
+    [
+        (None, "no valid input schema"),  # the schema comes from the weights, never from the host
+        # The output policies release labels or class probabilities: a regression model is not served.
+        ({inference.WEIGHTS_SCHEMA_KEY: canonical_json(REGRESSION_SCHEMA.to_json()).decode()},
+         "served models are classifiers; this one is a regression model"),
+    ],
+    ids=["no-schema", "regression"],
+)
+def test_weights_without_a_classifiers_schema_in_the_metadata_are_refused_at_load(metadata: dict[str, str] | None, match: str) -> None:
     """The input schema comes from the weights (bound by the listing's weights hash), never from the host."""
     km, server, owner = Enclave(Role.KEY_MANAGER, seal_key=os.urandom(32)), Enclave(Role.INFERENCE), Account.create()
     module, _ = _model()
-    bare = save_tensors({k: v.contiguous() for k, v in module.state_dict().items()})  # no Sterling metadata
+    bare = save_tensors({k: v.contiguous() for k, v in module.state_dict().items()}, metadata=metadata)
     sealed = seal_model(bare, km.encryption_key)
     signature = sign_model_deposit(
         owner, sealed.content_hash, sealed.wrapped_key, key_manager=km.signer, chain_id=CHAIN_ID, model_market=MARKET
@@ -582,7 +596,7 @@ def test_weights_without_their_schema_in_the_metadata_are_refused_at_load() -> N
         sealed_key=sealed_key, inference_signer=server.signer, inference_active=True, inference_key=server.encryption_key,
     )["released_key"]  # fmt: skip
     spec = SPEC.to_bytes()
-    with pytest.raises(Exception, match="no valid input schema") as e:
+    with pytest.raises(Exception, match=match) as e:
         call(
             server, "load_model", chain_id=CHAIN_ID, model_market=MARKET, model_id=1, weights_hash=sealed.weights_hash,
             spec_hash=hashlib.sha256(spec).digest(), content_hash=sealed.content_hash, price_per_query=1, output_policy=1,

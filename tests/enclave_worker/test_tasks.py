@@ -287,3 +287,31 @@ def test_dp_survival_on_flchain_beats_kaplan_meier_at_epsilon_one() -> None:
     # Measured at this seed: C-index 0.80, IBS 0.105 against Kaplan–Meier's 0.140 (docs/models.md).
     assert concordance >= 0.7 and ibs <= km - 0.02, (concordance, ibs, km)
     assert math.isfinite(ibs)
+
+
+# --- the model card says what each output is ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("schema", "kind", "rows"), [
+    (REGRESSION, "targets", ["| output | target (declared bounds) |", "| 0 | y (0 to 10) |", "| 1 | z (-5 to 5) |"]),
+    (SURVIVAL, "hazard_logits", ["| output | hazard of the interval |", "| 0 | (0, 1] |", "| 2 | (2, 4] |"]),
+])  # fmt: skip
+def test_the_model_card_describes_each_tasks_outputs_and_rebuilds_the_schema(schema: Schema, kind: str, rows: list[str]) -> None:
+    from marketplace.model_card import _inputs, _outputs, card_markdown, schema_of_card
+
+    spec = _spec()
+    outputs = _outputs(schema)
+    assert outputs["kind"] == kind
+    card = {
+        "job": {"id": 7, "chain_id": 1, "market": "0xm"},
+        "model": {"architecture": {"name": "mlp"}, "task": schema.task},
+        "inputs": _inputs(spec, schema), "outputs": outputs, "data": {"datasets": []},
+        "privacy": {"epsilon": 1.0, "delta": 1e-5, "accountant": "rdp", "noise_multiplier": 1.0, "sample_rate": 0.1, "steps": 10,
+                    "epochs": 1, "max_grad_norm": 1.0},
+        "receipt": {"enclave": "0xe", "transaction": "0xt", "block": 1, "model_hash": "00", "result_hash": "00", "metrics_hash": "00"},
+    }  # fmt: skip
+    markdown = card_markdown(card)
+    assert f"- Output: {schema.num_outputs} {kind.replace('_', ' ')};" in markdown
+    for row in rows:
+        assert row in markdown
+    assert schema_of_card(card) == schema
