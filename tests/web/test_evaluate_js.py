@@ -5,12 +5,11 @@ metrics and baselines for every task, and bad files get a clear error."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 
 from enclave_worker.trusted.dataset import DatasetPackage
 from enclave_worker.trusted.models import ModelSpec
@@ -19,21 +18,9 @@ from marketplace import datasets
 from marketplace.model_card import _inputs, _outputs
 from marketplace.model_metrics import evaluate
 from marketplace.serving import model_weights
+from tests.web.test_browser_crypto import crypto_page as page  # noqa: F401  (the harness page, one per module)
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def page(browser: Browser, static_server: str) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{static_server}/test/crypto.html")
-    page.wait_for_function("document.body.dataset.ready === 'true'", timeout=10_000)
-    yield page
-    context.close()
-    assert not errors, errors
 
 
 def _split(package: DatasetPackage, rows: int = 400) -> tuple[DatasetPackage, DatasetPackage]:
