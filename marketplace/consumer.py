@@ -21,12 +21,12 @@ from torch import nn
 from enclave_worker.trusted import dataformat, keywrap, sealing
 from enclave_worker.trusted.dataset import Schema
 from enclave_worker.trusted.enclave import model_context
-from enclave_worker.trusted.models import ModelSpec, build_model
+from enclave_worker.trusted.models import ModelSpec, build_model, check_fits
 
 from .blobstore import BlobAccess
 from .chain import TxResult, Wei
 from .contracts import JobId, JobStatus, MarketClient, delta_units, epsilon_units
-from .errors import CiphertextTampered, JobNotReady
+from .errors import BlobNotFound, CiphertextTampered, JobNotReady, SchemaMismatch
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +77,27 @@ class Consumer:
                 weights; it can be listed with :func:`marketplace.serving.list_job_model`.
 
         Raises:
-            InvalidModelSpec: the spec's ``metrics_epsilon`` leaves no ε for training (nothing is sent).
+            InvalidModelSpec: the spec's ``metrics_epsilon`` leaves no ε for training, or the spec
+                cannot train on the datasets' schema (an image network on a table, a survival head
+                on a regression target, …: :func:`~enclave_worker.trusted.models.check_fits`);
+                nothing is sent.
+            SchemaMismatch: the datasets do not share one schema (nothing is sent).
             ContractReverted: a dataset's terms refuse the job (its custom error says which), or
                 ``JobMarketPriceAboveLimit`` when the price exceeds ``max_total_price``.
         """
         spec.training_epsilon(epsilon_units(epsilon))
+        schemas = {i: self.market.dataset(i).schema_hash for i in dataset_ids}
+        if len(set(schemas.values())) > 1:
+            first = dataset_ids[0]
+            other = next(i for i in dataset_ids if schemas[i] != schemas[first])
+            raise SchemaMismatch(f"datasets {first} and {other} have different schemas: one job trains on datasets of one schema")
+        for schema_hash in set(schemas.values()):
+            try:
+                schema = Schema.from_json(json.loads(self.blobs.get(schema_hash.hex())))
+            except BlobNotFound:
+                logger.warning("schema %s is not in the blob store: the spec is not checked against it", schema_hash.hex())
+                continue
+            check_fits(spec, schema)
         spec_hash = bytes.fromhex(self.blobs.put(spec.to_bytes()))
         now = self.market.chain.now()
         job_id, tx = self.market.create_job(

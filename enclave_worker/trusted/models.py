@@ -542,6 +542,18 @@ def build_model(spec: ModelSpec, schema: Schema) -> nn.Sequential:
     return _initialise_output(nn.Sequential(*layers, *_output_head(schema)), spec, schema)
 
 
+def check_fits(spec: ModelSpec, schema: Schema) -> None:
+    """Refuse a spec that cannot train on datasets of ``schema`` (an image network on flat features,
+    a regression loss on a survival table, standardisation of the wrong width, …), as the trainer
+    would once paid: :func:`build_model` on PyTorch's meta device, which allocates no weights.
+
+    Raises:
+        InvalidModelSpec: the spec does not fit the schema, with the reason.
+    """
+    with torch.device("meta"):
+        build_model(spec, schema)
+
+
 def _with_output_layer(layers: list[nn.Module], spec: ModelSpec, schema: Schema) -> list[nn.Module]:
     """``layers`` ending in the output linear layer, replaced by a :class:`~.tasks.ProportionalHazard`
     head for survival models that ask for it."""

@@ -6,10 +6,13 @@ import hashlib
 from pathlib import Path
 from typing import get_args
 
+import httpx
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 
 from enclave_worker.trusted import dataformat, keywrap
+from enclave_worker.trusted.dataset import Schema
+from enclave_worker.trusted.models import ModelSpec
 from enclave_worker.trusted.onchain import DatasetStatus, JobStatus, Role
 from marketplace import chain as chain_mod
 from marketplace.abi import ERC20_ABI, load_artifact
@@ -288,6 +291,37 @@ def test_specs_and_schemas_are_validated_and_stored_canonically(gateway: Gateway
     assert stored.status_code == 201 and stored.json()["sha256"] == schema.hash().hex()
     bad = client.post("/api/schemas", json={**schema.to_json(), "class_names": ["only"]})
     assert bad.status_code == 422 and "two classes" in bad.json()["detail"]
+
+
+def test_a_spec_is_checked_against_a_schema_before_anything_is_paid(gateway: Gateway) -> None:
+    client = gateway.client
+    flat = unique_schema("fitted")
+    flat_hash = client.post("/api/schemas", json=flat.to_json()).json()["sha256"]
+    images = Schema(task="classification", feature_names=tuple(f"p{i}" for i in range(3 * 8 * 8)), feature_shape=(3, 8, 8),
+                    class_names=("a", "b"))  # fmt: skip
+    images_hash = client.post("/api/schemas", json=images.to_json()).json()["sha256"]
+    survival = Schema(task="survival", feature_names=("age", "dose"), feature_shape=(2,), time_bins=(1.0, 2.0, 3.0))
+    survival_hash = client.post("/api/schemas", json=survival.to_json()).json()["sha256"]
+
+    def post(spec: ModelSpec, schema_hash: str) -> httpx.Response:
+        return client.post(f"/api/specs?schema={schema_hash}", content=spec.to_bytes(), headers={"content-type": "application/json"})
+
+    resnet = ModelSpec(architecture="resnet", depth=20, width=8, epochs=1, batch_size=8, learning_rate=0.01, max_grad_norm=1.0)
+    fits = post(resnet, images_hash)
+    assert fits.status_code == 201 and fits.json()["sha256"] == resnet.hash().hex()
+    refused = post(resnet, flat_hash)
+    assert refused.status_code == 422 and "needs image features" in refused.json()["detail"]
+    huber = toy_spec().model_copy(update={"regression_loss": "huber"})
+    assert post(huber, survival_hash).status_code == 422
+    assert "regression_loss is for regression" in post(huber, survival_hash).json()["detail"]
+    assert post(toy_spec(), survival_hash).status_code == 201
+    standardised = toy_spec().model_copy(update={"input_mean": (0.0,) * 3, "input_scale": (1.0,) * 3})
+    assert "the schema has 4 features" in post(standardised, flat_hash).json()["detail"]
+    # An unknown schema, or a hash that is not one, is a clear error; nothing is stored for the refused specs.
+    missing = post(toy_spec(), "ab" * 32)
+    assert missing.status_code == 404
+    assert post(toy_spec(), "xyz").status_code == 422
+    assert client.get(f"/api/blobs/{huber.hash().hex()}").status_code == 404
 
 
 def test_dataset_status_and_access_lists_are_shown_and_delisted_datasets_hidden_by_default(gateway: Gateway) -> None:

@@ -10,7 +10,6 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from enclave_worker.trusted.receipt import Receipt, datasets_hash, sign_receipt
-from marketplace.local_training import predict
 from marketplace.chain import Wei
 from marketplace.consumer import Consumer
 from marketplace.contracts import EPSILON_SCALE, JobStatus
@@ -20,8 +19,9 @@ from marketplace.errors import (
     JobNotReady,
     KeyReleaseRefused,
 )
-from sterling.localnet import LocalNet
+from marketplace.local_training import predict
 from marketplace.provider import ListedDataset, list_dataset
+from sterling.localnet import LocalNet
 from tests.conftest import toy_package, toy_spec, toy_terms
 
 
@@ -187,13 +187,19 @@ def test_jobs_that_cannot_run_are_refused_before_any_claim_or_key_release(localn
     provider = net.chain.new_account()
     other = list_dataset(package, provider, terms=toy_terms(), market=net.market, registry=net.registry, key_manager=net.key_manager, blobs=net.blobs)
     consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
-    mixed = consumer.create_job([listed.dataset_id, other.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
+    # The SDK refuses to create such a job (tested below); a consumer who calls the contract directly can.
+    now = net.chain.now()
+    spec_hash = bytes.fromhex(net.blobs.put(toy_spec().to_bytes()))
+    mixed, _ = net.market.create_job(
+        consumer.account, dataset_ids=[listed.dataset_id, other.dataset_id], model_spec_hash=spec_hash, epsilon=EPSILON_SCALE,
+        delta=10**13, consumer_key=consumer.public_key, worker_fee=Wei(0), claim_deadline=now + 3600,
+        completion_deadline=now + 7200,
+    )
     audit_before = len(net.key_manager.audit_log())
     with pytest.raises(SchemaMismatch, match="different schemas"):
-        net.worker.run_job(mixed.job_id)
+        net.worker.run_job(mixed)
     # A job whose published spec is not a valid spec (an architecture outside the registry).
     bogus_hash = bytes.fromhex(net.blobs.put(b'{"architecture": "transformer", "code": "import os"}'))
-    now = net.chain.now()
     bogus, _ = net.market.create_job(
         consumer.account, dataset_ids=[listed.dataset_id], model_spec_hash=bogus_hash, epsilon=EPSILON_SCALE,
         delta=10**13, consumer_key=consumer.public_key, worker_fee=Wei(0), claim_deadline=now + 3600,
@@ -212,9 +218,34 @@ def test_jobs_that_cannot_run_are_refused_before_any_claim_or_key_release(localn
     finally:
         spec_blob.write_bytes(original)
     assert net.market.job(bogus).status is JobStatus.OPEN
-    assert net.market.job(mixed.job_id).status is JobStatus.OPEN
+    assert net.market.job(mixed).status is JobStatus.OPEN
     assert net.market.job(good.job_id).status is JobStatus.OPEN
     assert len(net.key_manager.audit_log()) == audit_before  # no key was asked for
+
+
+def test_the_sdk_refuses_a_job_its_trainer_would_refuse_before_anything_is_paid(localnet: LocalNet) -> None:
+    from enclave_worker.trusted.dataset import DatasetPackage, Schema
+    from enclave_worker.trusted.models import ModelSpec
+    from marketplace.errors import InvalidModelSpec, SchemaMismatch
+
+    net = localnet
+    listed, _ = _list(net, 21)
+    other_schema = Schema("classification", ("e", "f", "g", "h"), (4,), ("neg", "pos"))
+    package = DatasetPackage(np.zeros((10, 4), np.float32), np.zeros(10, np.int64), other_schema)
+    other = list_dataset(package, net.chain.new_account(), terms=toy_terms(), market=net.market, registry=net.registry,
+                         key_manager=net.key_manager, blobs=net.blobs)  # fmt: skip
+    consumer = Consumer(net.chain.new_account(), market=net.market, blobs=net.blobs)
+    balance = net.chain.balance(consumer.account.address)
+    resnet = ModelSpec(architecture="resnet", depth=20, epochs=1, batch_size=8, learning_rate=0.01, max_grad_norm=1.0)
+    with pytest.raises(InvalidModelSpec, match="needs image features"):
+        consumer.create_job([listed.dataset_id], resnet, epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidModelSpec, match="survival_prior and survival_head are for survival"):
+        consumer.create_job([listed.dataset_id], toy_spec(survival_prior=0.8), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
+    with pytest.raises(SchemaMismatch, match=f"datasets {listed.dataset_id} and {other.dataset_id} have different schemas"):
+        consumer.create_job([listed.dataset_id, other.dataset_id], toy_spec(), epsilon=1.0, delta=1e-5, worker_fee=0)  # type: ignore[arg-type]
+    assert net.chain.balance(consumer.account.address) == balance  # no transaction was sent
+    assert not net.blobs.has(resnet.hash().hex())  # nor the spec published
+    assert net.market.remaining_epsilon(listed.dataset_id) == 10 * EPSILON_SCALE
 
 
 def test_unclaimed_and_unfinished_jobs_expire_with_refunds(fresh_localnet: LocalNet) -> None:

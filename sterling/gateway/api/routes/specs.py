@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from enclave_worker.trusted.dataset import Schema, canonical_json
-from enclave_worker.trusted.models import MAX_SPEC_BYTES, ModelSpec
+from enclave_worker.trusted.models import MAX_SPEC_BYTES, ModelSpec, check_fits
 from marketplace.errors import InvalidDataset, InvalidModelSpec
 from sterling.gateway.api.deps import BlobsDep
 from sterling.gateway.errors import NonStandardJson, PayloadTooLarge
@@ -36,10 +36,23 @@ async def read_limited(request: Request, *, limit: int) -> bytes:
     status_code=201,
     response_model=DocumentPublic,
     openapi_extra=_json_body(ModelSpec.model_json_schema()),
-    responses={422: {"description": "not a valid model spec"}},
+    responses={
+        404: {"description": "no stored schema of that hash"},
+        422: {"description": "not a valid model spec, or not one for that schema"},
+    },
 )
-async def publish_spec(request: Request, blobs: BlobsDep) -> DocumentPublic:
+async def publish_spec(
+    request: Request,
+    blobs: BlobsDep,
+    schema: str | None = Query(
+        default=None,
+        pattern="^[0-9a-f]{64}$",
+        description="a stored dataset schema's hash: the spec is then also refused (422, with the reason) unless it "
+        "trains on datasets of that schema, as the trainer would refuse it once the job is paid",
+    ),
+) -> DocumentPublic:
     """Validate a model spec exactly as the worker will, store its canonical JSON; the hash is the job's ``modelSpecHash``."""
+    fitted = None if schema is None else Schema.from_json(strict_loads(blobs.get(schema)))
     raw = await read_limited(request, limit=MAX_SPEC_BYTES)
     try:
         strict_loads(raw)  # NaN passes "input_scale must be positive"; a 5,000-digit integer is a ValueError, not a spec error
@@ -48,6 +61,8 @@ async def publish_spec(request: Request, blobs: BlobsDep) -> DocumentPublic:
         raise InvalidModelSpec(f"model spec is not standard JSON: {e}") from e
     except RecursionError as e:
         raise InvalidModelSpec("model spec is nested too deeply") from e
+    if fitted is not None:
+        check_fits(spec, fitted)
     return DocumentPublic(sha256=blobs.put(spec.to_bytes()))
 
 
@@ -61,10 +76,22 @@ async def publish_spec(request: Request, blobs: BlobsDep) -> DocumentPublic:
             "required": ["version", "task", "feature_names", "feature_shape", "class_names"],
             "properties": {
                 "version": {"type": "integer", "const": 1},
-                "task": {"type": "string", "enum": ["classification"]},
+                "task": {"type": "string", "enum": ["classification", "regression", "survival"]},
                 "feature_names": {"type": "array", "items": {"type": "string"}},
                 "feature_shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
-                "class_names": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+                "class_names": {"type": "array", "items": {"type": "string"}, "description": "classification: two or more, else empty"},
+                "target_names": {"type": "array", "items": {"type": "string"}, "description": "regression: one per target"},
+                "target_bounds": {
+                    "type": "array",
+                    "description": "regression: declared [low, high] per target (docs/formats.md)",
+                    "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+                },
+                "time_bins": {"type": "array", "items": {"type": "number"}, "description": "survival: the intervals' increasing end times"},
+                "categories": {
+                    "type": "object",
+                    "description": "categorical features: name → vocabulary (the value is the index into it)",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                },
                 "feature_bounds": {
                     "type": "array",
                     "description": "declared [low, high] per flattened feature, or null (docs/datasheets.md)",
