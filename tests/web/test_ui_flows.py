@@ -26,7 +26,9 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.torch import load as load_torch_tensors
 from sklearn.datasets import load_breast_cancer
 
+from enclave_worker.trusted.dataset import DatasetPackage
 from enclave_worker.trusted.models import ModelSpec, build_model
+from marketplace import datasets
 from marketplace.contracts import EPSILON_SCALE
 from marketplace.gateway_client import (
     encode_market_call,
@@ -257,9 +259,9 @@ def new_page(browser: Browser, errors: list[str], account: int, base: str) -> Pa
     return page
 
 
-def list_quickly(up: httpx.Client, provider: LocalAccount, seed: int, **terms: Any) -> int:
-    """A dataset listed the browser's way, from Python (the listing page itself is tested above); its indexed id."""
-    listing = list_dataset_over_http(up, provider, toy_package(150, seed), toy_terms(**terms))
+def list_quickly(up: httpx.Client, provider: LocalAccount, seed: int, package: DatasetPackage | None = None, **terms: Any) -> int:
+    """A dataset (default: a toy table) listed the browser's way, from Python (the listing page itself is tested above); its indexed id."""
+    listing = list_dataset_over_http(up, provider, package or toy_package(150, seed), toy_terms(**terms))
     dataset_id = indexed_id(listing.receipt, "DatasetListed")
     wait_until(lambda: up.get(f"/api/datasets/{dataset_id}").status_code == 200, timeout=30)
     return dataset_id
@@ -338,6 +340,75 @@ def test_provider_pauses_tops_up_and_reprices_and_the_job_form_follows(up: httpx
     assert job["prices_wei"] == [str(2 * 10**17)] and job["escrow_wei"] == str(21 * 10**16)
     provider.context.close()
     consumer.context.close()
+    assert not errors, errors
+
+
+def test_the_job_form_offers_image_networks_and_each_tasks_own_fields(up: httpx.Client, browser: Browser) -> None:
+    base = str(up.base_url)
+    accounts = [Account.from_key(a["private_key"]) for a in up.get("/api/config").json()["dev_accounts"]]
+    images = list_quickly(up, accounts[2], 0, datasets.synthetic_images(40, seed=1))
+    diabetes = datasets.diabetes()
+    regression = list_quickly(up, accounts[2], 0, DatasetPackage(diabetes.features[:150], diabetes.labels[:150], diabetes.schema))
+    errors: list[str] = []
+    page = new_page(browser, errors, 1, base)
+
+    def created_spec() -> dict[str, Any]:
+        back_up_key(page)
+        page.click("#create-submit")
+        page.wait_for_selector("#job-link", timeout=60_000)
+        job_id = int(str(page.get_attribute("#job-link", "href")).rsplit("/", 1)[1])
+        wait_until(lambda: up.get(f"/api/jobs/{job_id}").status_code == 200, timeout=30)
+        spec: dict[str, Any] = up.get(f"/api/jobs/{job_id}").json()["model_spec"]
+        return spec
+
+    # Colour images: the MLP is refused with the reason; a ResNet shows its depth and width, not hidden sizes.
+    page.goto(f"{base}/#/jobs/new?datasets={images}")
+    expect(page.locator(f"[data-check='{images}']")).to_contain_text("eligible")
+    expect(page.locator("#datasets-heading")).to_contain_text("of shape 3×32×32")
+    expect(page.locator("#summary")).to_contain_text("MLP needs flat features; this schema's are 3×32×32 images")
+    expect(page.locator("#create-submit")).to_be_disabled()
+    page.select_option("#architecture", "resnet")
+    expect(page.locator("#depth")).to_have_value("32")
+    expect(page.locator("#width")).to_have_value("16")
+    expect(page.locator("#hidden")).to_be_hidden()
+    expect(page.locator("#regression-loss")).to_be_hidden()
+    expect(page.locator("#released-statistics")).to_be_visible()
+    page.fill("#depth", "21")
+    expect(page.locator("#summary")).to_contain_text("A ResNet's depth is 6n+2")
+    page.fill("#depth", "20")
+    page.fill("#width", "8")
+    page.fill("#epochs", "1")
+    page.fill("#input-mean", "0.5, 0.5")
+    page.fill("#input-scale", "0.25, 0.25")
+    expect(page.locator("#summary")).to_contain_text("(or 3, one per image channel) (2 given)")
+    page.fill("#input-mean", "0.5, 0.5, 0.5")
+    page.fill("#input-scale", "0.25, 0.25, 0.25")
+    expect(page.locator("#summary")).not_to_contain_text("needs")
+    shoot(page, "create-a-job-resnet")
+    spec = created_spec()
+    assert (spec["architecture"], spec["depth"], spec["width"], spec["hidden_sizes"]) == ("resnet", 20, 8, [])
+    assert spec["input_mean"] == [0.5] * 3 and spec["input_scale"] == [0.25] * 3
+
+    # A regression table: its target and loss are shown, the classification-only statistics are not, and
+    # the image networks are refused; the chosen loss reaches the published spec.
+    page.goto(f"{base}/#/jobs/new?datasets={regression}")
+    expect(page.locator("#datasets-heading")).to_contain_text("regression on 1 target (progression, declared 0 to 400)")
+    expect(page.locator("#regression-loss")).to_be_visible()
+    expect(page.locator("#survival-head")).to_be_hidden()
+    expect(page.locator("#released-statistics")).to_be_hidden()
+    page.select_option("#architecture", "vgg")
+    expect(page.locator("#depth")).to_have_value("9")
+    expect(page.locator("#summary")).to_contain_text("VGG (colour images) needs image features")
+    page.select_option("#architecture", "mlp")
+    page.select_option("#regression-loss", "huber")
+    page.fill("#hidden", "8")
+    page.fill("#epochs", "1")
+    shoot(page, "create-a-job-regression")
+    spec = created_spec()
+    assert (spec["architecture"], spec["regression_loss"], spec["hidden_sizes"]) == ("mlp", "huber", [8])
+    page.goto(f"{base}/#/datasets/{regression}")
+    expect(page.locator("#schema-label")).to_have_text("regression on 1 target (progression, declared 0 to 400)")
+    page.context.close()
     assert not errors, errors
 
 

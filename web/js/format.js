@@ -96,3 +96,29 @@ export function download(bytes, filename, type = "application/octet-stream") {
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
+
+/** ``list``'s first ``k`` items joined with commas, "…" when there are more. */
+export function few(list, k) {
+  return list.slice(0, k).join(", ") + (list.length > k ? ", …" : "");
+}
+
+/**
+ * What a schema's label is, in words (plain text, not escaped): its classes, its regression
+ * targets with their declared bounds, or its survival intervals — "2 classes (benign, malignant)",
+ * "regression on 1 target (progression, declared 25 to 346)", "survival: time to event in 14
+ * intervals ending at 365.25, 730.5, …".
+ */
+export function labelSummary(schema) {
+  if (schema.task === "regression") {
+    const targets = schema.target_names || [];
+    const bounds = schema.target_bounds || [];
+    const named = targets.map((t, i) => (Array.isArray(bounds[i]) ? `${t}, declared ${bounds[i][0]} to ${bounds[i][1]}` : t));
+    return `regression on ${targets.length} target${targets.length === 1 ? "" : "s"} (${few(named, 4)})`;
+  }
+  if (schema.task === "survival") {
+    const bins = (schema.time_bins || []).map(String);
+    return `survival: time to event in ${bins.length} interval${bins.length === 1 ? "" : "s"} ending at ${few(bins, 4)}`;
+  }
+  const classes = schema.class_names || [];
+  return `${classes.length} classes (${few(classes, 6)})`;
+}

@@ -9,13 +9,22 @@
 // standardisation); and a model sealed to the consumer's key cannot be paid for before that key
 // is backed up (downloaded or copied, then confirmed).
 import { ApiError, getJSON, postJSON, waitForIndex } from "../api.js";
-import { bytesToHex, chip, datasetUnavailable, download, esc, money, eps, parseMoney, paymentUnit, short } from "../format.js";
+import { bytesToHex, chip, datasetUnavailable, download, esc, few, labelSummary, money, eps, parseMoney, paymentUnit, short } from "../format.js";
 import { newConsumerKey, rememberJobKey, rememberKey } from "../consumer-keys.js";
 import { attestedKeyManagerKey } from "../key-manager.js";
 import { deltaUnits, epsilonUnits } from "../onchain.js";
 import * as wallet from "../wallet.js";
 
 const DATASETS_PATH = "/api/datasets?limit=200&sort=-listed";
+
+/** The architectures a job can train (enclave_worker/trusted/models.py): whether each needs image features, and its depth and width when it has them. */
+const ARCHITECTURES = {
+  mlp: { label: "MLP", images: false },
+  logistic_regression: { label: "Logistic regression", images: false },
+  cnn: { label: "CNN (images)", images: true },
+  resnet: { label: "ResNet (colour images)", images: true, depth: 32, width: 16, depthHint: "6n+2: 20, 32, 44, 56 or 110 layers" },
+  vgg: { label: "VGG (colour images)", images: true, depth: 9, width: 64, depthHint: "6 to 15 layers (VGG-9: six convolutions, three dense)" },
+};
 
 export async function render(root) {
   const query = new URLSearchParams(location.hash.split("?")[1] || "");
@@ -43,12 +52,27 @@ export async function render(root) {
       <div class="panel" id="scaling" aria-live="polite"></div>`
           : `<fieldset class="field" id="dataset-choice"><legend><strong>Datasets</strong></legend><p class="muted">No datasets are listed yet. <a href="#/list">List one</a>.</p></fieldset>`
       }
-      <div class="row">
-        <div class="field"><label for="architecture">Model</label><select id="architecture" name="architecture">
-          <option value="mlp">MLP</option><option value="logistic_regression">Logistic regression</option><option value="cnn">CNN (images)</option></select></div>
-        <div class="field"><label for="hidden">Hidden sizes</label><input id="hidden" name="hidden_sizes" type="text" value="32" aria-describedby="hidden-hint"><span class="hint" id="hidden-hint">comma-separated, e.g. 64,32</span></div>
-        <div class="field"><label for="channels">Conv channels (CNN)</label><input id="channels" name="channels" type="text" value="16,32"></div>
-        <div class="field"><label for="activation">Activation</label><select id="activation" name="activation"><option>relu</option><option>tanh</option></select></div>
+      <div class="row" id="model-fields">
+        <div class="field"><label for="architecture">Model</label><select id="architecture" name="architecture" aria-describedby="architecture-hint">
+          ${Object.entries(ARCHITECTURES).map(([value, a]) => `<option value="${value}">${esc(a.label)}</option>`).join("")}</select>
+          <span class="hint" id="architecture-hint"></span></div>
+        <div class="field" data-arch="mlp cnn"><label for="hidden">Hidden sizes</label><input id="hidden" name="hidden_sizes" type="text" value="32" aria-describedby="hidden-hint"><span class="hint" id="hidden-hint">comma-separated, e.g. 64,32</span></div>
+        <div class="field" data-arch="cnn"><label for="channels">Conv channels (CNN)</label><input id="channels" name="channels" type="text" value="16,32"></div>
+        <div class="field" data-arch="resnet vgg"><label for="depth">Depth</label><input id="depth" name="depth" type="number" min="6" max="110" value="32" aria-describedby="depth-hint"><span class="hint" id="depth-hint"></span></div>
+        <div class="field" data-arch="resnet vgg"><label for="width">Width</label><input id="width" name="width" type="number" min="4" max="256" value="16" aria-describedby="width-hint"><span class="hint" id="width-hint">channels of the first stage, doubled twice</span></div>
+        <div class="field" data-arch="mlp cnn resnet vgg"><label for="activation">Activation</label><select id="activation" name="activation"><option>relu</option><option>tanh</option></select></div>
+      </div>
+      <div class="row" id="task-fields">
+        <div class="field" data-task="regression"><label for="regression-loss">Loss</label><select id="regression-loss" name="regression_loss" aria-describedby="regression-loss-hint">
+          <option value="mse">squared error</option><option value="huber">Huber (δ = 1)</option></select>
+          <span class="hint" id="regression-loss-hint">on the targets scaled to [-1, 1] by their declared bounds</span></div>
+        <div class="field" data-task="survival"><label for="survival-head">Hazard model</label><select id="survival-head" name="survival_head" aria-describedby="survival-head-hint">
+          <option value="proportional">proportional</option><option value="per_interval">one output per interval</option></select>
+          <span class="hint" id="survival-head-hint">proportional: one score per patient and a baseline per interval (fewer parameters, better under DP)</span></div>
+        <div class="field" data-task="survival"><label for="survival-prior">Share expected to survive the last interval</label><input id="survival-prior" name="survival_prior" type="number" min="0" max="1" step="any" value="0.5" aria-describedby="survival-prior-hint">
+          <span class="hint" id="survival-prior-hint">your own estimate (your data, the literature), never the providers': the model starts from it</span></div>
+        <div class="field" data-task="categories"><label for="embedding-dim">Embedding width</label><input id="embedding-dim" name="embedding_dim" type="number" min="1" max="256" placeholder="min(8, vocabulary)" aria-describedby="embedding-hint">
+          <span class="hint" id="embedding-hint"></span></div>
       </div>
       <div class="row">
         <div class="field"><label for="epochs">Epochs</label><input id="epochs" name="epochs" type="number" min="1" max="1000" value="20"></div>
@@ -62,7 +86,7 @@ export async function render(root) {
         <div class="field"><label for="delta">δ</label><input id="delta" name="delta" type="number" min="0" step="any" value="0.00001"></div>
         <div class="field"><label for="fee">Worker fee (${esc(unit.symbol)})</label><input id="fee" name="worker_fee" type="number" min="0" step="any" value="0.01"></div>
       </div>
-      <fieldset class="field"><legend><strong>Released statistics</strong> (optional, DP — their ε comes out of the job's ε)</legend>
+      <fieldset class="field" id="released-statistics" data-task="classification"><legend><strong>Released statistics</strong> (optional, DP — their ε comes out of the job's ε)</legend>
         <label><input type="checkbox" name="private_metrics" value="class_counts"> class counts</label>
         <label><input type="checkbox" name="private_metrics" value="train_accuracy"> training accuracy</label>
         <label><input type="checkbox" name="private_metrics" value="train_loss"> training loss</label>
@@ -123,7 +147,18 @@ export async function render(root) {
     }),
   );
   wireKeyBackup(root, context, () => check(form, root, context));
+  const architecture = root.querySelector("#architecture");
+  architecture.addEventListener("change", () => {
+    const a = ARCHITECTURES[architecture.value];
+    if (a.depth) {
+      root.querySelector("#depth").value = a.depth;
+      root.querySelector("#width").value = a.width;
+    }
+    showModelFields(root, context.schema());
+  });
+  root.querySelectorAll("input[name=schema]").forEach((radio) => radio.addEventListener("change", () => showModelFields(root, context.schema())));
   showSchema();
+  showModelFields(root, context.schema());
   form.addEventListener("input", () => check(form, root, context));
   form.addEventListener("change", () => check(form, root, context));
   check(form, root, context);
@@ -177,12 +212,62 @@ function describeSchema(group) {
   const s = group.schema;
   if (!s) return `schema ${String(group.hash).slice(0, 10)}… (its document is not on this gateway)`;
   const n = featureCount(s);
-  const names = (s.feature_names || []).slice(0, 4).join(", ") + ((s.feature_names || []).length > 4 ? ", …" : "");
+  const names = few(s.feature_names || [], 4);
   const shape = (s.feature_shape || []).length > 1 ? ` of shape ${s.feature_shape.join("×")}` : "";
   const labels = labelNames(group);
-  const classes = s.class_names || [];
-  const label = `${labels.length ? `label "${labels.join('" / "')}"` : "label"}: ${classes.length} classes (${classes.slice(0, 6).join(", ")}${classes.length > 6 ? ", …" : ""})`;
-  return `${n} feature${n === 1 ? "" : "s"}${shape}${names ? ` (${names})` : ""}, ${label}`;
+  const named = labels.length ? `label "${labels.join('" / "')}"` : "label";
+  const categorical = Object.keys(s.categories || {});
+  const kinds = categorical.length ? `; ${categorical.length} categorical (${few(categorical, 3)})` : "";
+  return `${n} feature${n === 1 ? "" : "s"}${shape}${names ? ` (${names})` : ""}${kinds}, ${named}: ${labelSummary(s)}`;
+}
+
+/** A schema's task ("classification" when it has no document here). */
+function taskOf(schema) {
+  return schema?.task || "classification";
+}
+
+/** Show the fields the chosen architecture takes and those of the schema's task (the rest are hidden and not sent). */
+function showModelFields(root, group) {
+  const name = root.querySelector("#architecture").value;
+  const a = ARCHITECTURES[name];
+  const schema = group?.schema;
+  const task = taskOf(schema);
+  const categorical = Object.keys(schema?.categories || {});
+  root.querySelectorAll("[data-arch]").forEach((field) => (field.hidden = !field.dataset.arch.split(" ").includes(name)));
+  root.querySelectorAll("[data-task]").forEach((field) => {
+    const wanted = field.dataset.task;
+    field.hidden = wanted === "categories" ? !categorical.length || a.images : wanted !== task;
+  });
+  if (a.depthHint) root.querySelector("#depth-hint").textContent = a.depthHint;
+  root.querySelector("#embedding-hint").textContent = categorical.length
+    ? `each of ${categorical.length} categorical feature${categorical.length === 1 ? "" : "s"} (${categorical.slice(0, 3).join(", ")}${categorical.length > 3 ? ", …" : ""}) becomes a learned vector this wide`
+    : "";
+  const output = task === "regression" ? "one output per target" : task === "survival" ? "a hazard per time interval" : "a score per class";
+  root.querySelector("#architecture-hint").textContent = `${a.images ? "for image features (channels × height × width)" : "for flat features"}; ${output}`;
+}
+
+/** Why the chosen model cannot train on the chosen schema, as far as the page can tell (the gateway checks the rest). */
+function modelProblems(form, group) {
+  const data = new FormData(form);
+  const name = data.get("architecture");
+  const a = ARCHITECTURES[name];
+  const problems = [];
+  const shape = group?.schema?.feature_shape;
+  if (Array.isArray(shape)) {
+    if (a.images && shape.length !== 3) problems.push(`${a.label} needs image features (channels × height × width); this schema's features are flat: choose the MLP or logistic regression.`);
+    if (!a.images && shape.length !== 1) problems.push(`${a.label} needs flat features; this schema's are ${shape.join("×")} images: choose the CNN, ResNet or VGG.`);
+  }
+  if (a.depth) {
+    const depth = Number(data.get("depth")), width = Number(data.get("width"));
+    if (name === "resnet" && !(Number.isInteger(depth) && depth >= 8 && depth <= 110 && (depth - 2) % 6 === 0)) problems.push("A ResNet's depth is 6n+2: 20, 32, 44, 56 or 110.");
+    if (name === "vgg" && !(Number.isInteger(depth) && depth >= 6 && depth <= 15)) problems.push("A VGG's depth is 6 to 15.");
+    if (!(Number.isInteger(width) && width >= 8 && width <= 256 && width % 8 === 0)) problems.push("The width must be a multiple of 8 (its GroupNorm has 8 groups) between 8 and 256.");
+  }
+  if (taskOf(group?.schema) === "survival") {
+    const prior = Number(data.get("survival_prior"));
+    if (!(prior > 0 && prior < 1)) problems.push("The share expected to survive must be between 0 and 1 (exclusive).");
+  }
+  return problems;
 }
 
 function hasBounds(schema) {
@@ -217,6 +302,7 @@ function datasetTable(datasets, preselected) {
 function scalingSection(group) {
   const s = group.schema;
   const n = featureCount(s);
+  const imageChannels = (s?.feature_shape || []).length === 3 ? s.feature_shape[0] : null;
   const names = (s && s.feature_names) || [];
   let head;
   if (hasBounds(s)) {
@@ -232,7 +318,7 @@ function scalingSection(group) {
       Give standardisation statistics of your own data of this schema below (the mean and the standard deviation of each feature): the model then applies them to every input, in training and when you use it.</div>`;
   }
   return `<h2>How the model's inputs are scaled</h2>${head}
-    <div class="row"><div class="field"><label for="input-mean">Mean of each feature (optional)</label><input id="input-mean" name="input_mean" type="text" placeholder="${n ? `${n} numbers, comma-separated` : "comma-separated"}"></div>
+    <div class="row"><div class="field"><label for="input-mean">Mean of each feature (optional)</label><input id="input-mean" name="input_mean" type="text" placeholder="${n ? `${n} numbers${imageChannels ? ` (or ${imageChannels}, one per channel)` : ""}, comma-separated` : "comma-separated"}"></div>
       <div class="field"><label for="input-scale">Standard deviation of each feature</label><input id="input-scale" name="input_scale" type="text" placeholder="${n ? `${n} positive numbers` : "positive numbers"}"></div></div>
     <div class="field"><label for="stats-file">Or compute them from a CSV of your own data</label><input id="stats-file" type="file" accept=".csv,text/csv" aria-describedby="stats-hint">
       <span class="hint" id="stats-hint">Its header must name the ${n ?? ""} features${names.length ? ` (${esc(names.slice(0, 4).join(", "))}${names.length > 4 ? ", …" : ""})` : ""}; the file is read in this browser and never sent.</span></div>`;
@@ -340,9 +426,11 @@ function numbers(text) {
   return String(text || "").split(",").map((s) => s.trim()).filter(Boolean).map(Number);
 }
 
-function spec(form) {
+/** The model spec the form describes for datasets of ``group``'s schema: only the fields of its architecture and task. */
+function spec(form, group) {
   const data = new FormData(form);
   const architecture = data.get("architecture");
+  const task = taskOf(group?.schema);
   const s = {
     architecture,
     activation: data.get("activation"),
@@ -352,15 +440,26 @@ function spec(form) {
     max_grad_norm: Number(data.get("max_grad_norm")),
     accountant: data.get("accountant"),
   };
-  if (architecture !== "logistic_regression") s.hidden_sizes = numbers(data.get("hidden_sizes"));
+  if (architecture === "mlp" || architecture === "cnn") s.hidden_sizes = numbers(data.get("hidden_sizes"));
   if (architecture === "cnn") s.channels = numbers(data.get("channels"));
-  const metrics = data.getAll("private_metrics");
+  if (ARCHITECTURES[architecture].depth) {
+    s.depth = Number(data.get("depth"));
+    s.width = Number(data.get("width"));
+  }
+  if (task === "regression") s.regression_loss = data.get("regression_loss");
+  if (task === "survival") {
+    s.survival_head = data.get("survival_head");
+    s.survival_prior = Number(data.get("survival_prior"));
+  }
+  const embedding = String(data.get("embedding_dim") || "").trim();
+  if (embedding && Object.keys(group?.schema?.categories || {}).length && !ARCHITECTURES[architecture].images) s.embedding_dim = Number(embedding);
+  const metrics = task === "classification" ? data.getAll("private_metrics") : [];
   if (metrics.length) {
     s.private_metrics = metrics;
     s.metrics_epsilon = Number(data.get("metrics_epsilon"));
   }
   const canaries = Number(data.get("audit_canaries"));
-  if (canaries > 0) s.audit_canaries = canaries;
+  if (canaries > 0 && task === "classification") s.audit_canaries = canaries;
   const mean = numbers(data.get("input_mean")), scale = numbers(data.get("input_scale"));
   if (mean.length || scale.length) {
     s.input_mean = mean;
@@ -386,14 +485,21 @@ function check(form, root, { byId, me, marketPaused, maxDatasets, schema: chosen
   }
   if (!(epsilon > 0)) problems.push("ε must be positive.");
   if (!(delta > 0 && delta < 1)) problems.push("δ must be between 0 and 1.");
-  const metricsEps = Number(data.get("metrics_epsilon") || 0);
-  if (data.getAll("private_metrics").length && !(metricsEps > 0)) problems.push("Give the statistics a positive ε.");
+  const classifying = taskOf(group?.schema) === "classification";
+  const metricsEps = classifying ? Number(data.get("metrics_epsilon") || 0) : 0;
+  if (classifying && data.getAll("private_metrics").length && !(metricsEps > 0)) problems.push("Give the statistics a positive ε.");
   if (metricsEps > 0 && metricsEps >= epsilon) problems.push("The statistics' ε must leave some of the job's ε for training.");
+  problems.push(...modelProblems(form, group));
   const mean = numbers(data.get("input_mean")), scale = numbers(data.get("input_scale"));
   const width = featureCount(group?.schema);
+  const shape = group?.schema?.feature_shape || [];
+  const channels = shape.length === 3 ? Number(shape[0]) : null;
   if (mean.length || scale.length) {
     if (mean.length !== scale.length) problems.push("Give as many standard deviations as means.");
-    else if (width && mean.length !== width) problems.push(`The standardisation needs ${width} means and ${width} standard deviations, one per feature (${mean.length} given).`);
+    else if (width && mean.length !== width && !(channels && mean.length === channels)) {
+      const perChannel = channels ? ` (or ${channels}, one per image channel)` : "";
+      problems.push(`The standardisation needs ${width} means and ${width} standard deviations, one per feature${perChannel} (${mean.length} given).`);
+    }
     if ([...mean, ...scale].some((v) => !Number.isFinite(v))) problems.push("The standardisation statistics must be numbers.");
     else if (scale.some((v) => !(v > 0))) problems.push("Every standard deviation must be positive.");
   }
@@ -449,7 +555,9 @@ async function submit(form, root, state, context) {
   try {
     let stored;
     try {
-      stored = await postJSON("/api/specs", spec(form));
+      // With the schema's hash the gateway also refuses a spec that cannot train on these datasets, before anything is paid.
+      const group = context.schema();
+      stored = await postJSON(`/api/specs${group ? `?schema=${encodeURIComponent(String(group.hash).replace(/^0x/, ""))}` : ""}`, spec(form, group));
     } catch (error) {
       if (error instanceof ApiError) {
         specError.textContent = `The model spec is not valid: ${error.message}`;

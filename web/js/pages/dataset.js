@@ -5,7 +5,7 @@
 import { formatUnits } from "ethers";
 import { getJSON, subscribe, waitForIndex } from "../api.js";
 import { budgetBar, budgetChart } from "../charts.js";
-import { datasetUnavailable, esc, eps, money, parseMoney, paymentUnit, short, statusBadges, when } from "../format.js";
+import { datasetUnavailable, esc, eps, few, labelSummary, money, parseMoney, paymentUnit, short, statusBadges, when } from "../format.js";
 import { epsilonUnits } from "../onchain.js";
 import { datasheetDocument, datasheetHash, datasheetProblems, DatasheetRejected, parseTags, publishDatasheet } from "../listing-flow.js";
 import * as wallet from "../wallet.js";
@@ -415,7 +415,11 @@ function body(d) {
       schema
         ? `<dl class="kv"><dt>Task</dt><dd>${esc(schema.task)}</dd>
            <dt>Features</dt><dd>${esc((schema.feature_shape || []).join(" × "))}: ${esc((schema.feature_names || []).slice(0, 12).join(", "))}${(schema.feature_names || []).length > 12 ? ", …" : ""}</dd>
-           <dt>Classes</dt><dd>${esc((schema.class_names || []).join(", "))}</dd>
+           <dt>Label</dt><dd id="schema-label">${esc(labelSummary(schema))}</dd>${
+             Object.keys(schema.categories || {}).length
+               ? `<dt>Categorical</dt><dd>${Object.entries(schema.categories).map(([name, values]) => `${esc(name)}: ${esc(few(values, 6))}`).join("; ")}</dd>`
+               : ""
+           }
            <dt>Schema hash</dt><dd>${short(d.schema_hash, 10)}</dd></dl>`
         : `<p class="muted">Schema ${short(d.schema_hash, 10)} is not in this gateway's store.</p>`
     }</div>
@@ -471,7 +475,7 @@ function columnsPanel(d) {
   const labelName = sheet?.label?.name || "label";
   const labelRow = `<tr class="label-row" data-label="${esc(labelName)}"><th scope="row">${esc(labelName)} <span class="chip">label</span></th>
     <td>${esc(sheet?.label?.description || "")}</td><td></td>
-    <td>classes: ${(schema.class_names || []).map((c) => `<span class="mono">${esc(c)}</span>`).join(", ")}</td></tr>`;
+    <td>${(schema.task || "classification") === "classification" ? `classes: ${(schema.class_names || []).map((c) => `<span class="mono">${esc(c)}</span>`).join(", ")}` : esc(labelSummary(schema))}</td></tr>`;
   return `<div class="panel" id="columns-panel"><h2>Columns</h2>
     <p class="muted">Declared bounds are the provider's, not statistics of the rows: the enclave clips each value to them and scales it to [-1, 1].</p>
     <div class="table-wrap"><table id="column-table">
