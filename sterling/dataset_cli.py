@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,14 @@ dataset_app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 IdArgument = Annotated[int, typer.Argument(min=1, help="the dataset's id")]
+
+
+class TableTaskName(StrEnum):
+    """What a published table's label is (``--task``)."""
+
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+    SURVIVAL = "survival"
 
 
 def _expiry(value: str | None) -> int:
@@ -71,6 +80,20 @@ def publish(
         list[str] | None,
         typer.Option("--bound", help="declared bounds of a feature, NAME=LOW:HIGH (repeat); the enclave clips and scales to them"),
     ] = None,
+    task_name: Annotated[TableTaskName, typer.Option("--task", help="what the label is")] = TableTaskName.CLASSIFICATION,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="regression: a target column and its declared bounds, NAME=LOW:HIGH (repeat for several outputs)"),
+    ] = None,
+    time_column: Annotated[str | None, typer.Option("--time", help="survival: the follow-up time column")] = None,
+    event_column: Annotated[str | None, typer.Option("--event", help="survival: the event column, 1 observed or 0 censored")] = None,
+    time_bins: Annotated[
+        str | None, typer.Option("--time-bins", help="survival: the declared ends of the follow-up intervals (e.g. 365,730,1095)")
+    ] = None,
+    category: Annotated[
+        list[str] | None,
+        typer.Option("--category", help="a categorical feature column and its declared categories, NAME=A,B,C (repeat)"),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="sign without asking (the terms are still shown)")] = False,
     gateway: GatewayOption = DEFAULT_GATEWAY,
     who: Signer = FROM_OPTIONS,
@@ -87,7 +110,7 @@ def publish(
     from marketplace.gateway_client import GatewayDatasetKeys
     from marketplace.provider import list_dataset
     from marketplace.remote_blobs import DownloadProgress, GatewayBlobStore
-    from marketplace.tables import InvalidTable, read_table
+    from marketplace.tables import InvalidTable, label_summary, read_table
 
     allowed = tuple(a.strip() for a in allow.split(",") if a.strip()) if allow else ()
     bad = [a for a in allowed if not is_address(a)]
@@ -100,13 +123,15 @@ def publish(
     if not 0 < epsilon_per_job <= total_epsilon:
         raise typer.BadParameter("the ε per job must be positive and at most the total budget", param_hint="--epsilon-per-job")
     bounds = _bounds(bound or [])
+    table_task = _table_task(task_name.value, target or [], time_column, event_column, time_bins, label)
+    categories = _categories(category or [])
     try:
         with err.status(f"reading {table_file}"):
-            package = read_table(table_file, label_column=label, bounds=bounds or None)
+            package = read_table(table_file, label_column=label, bounds=bounds or None, task=table_task, categories=categories or None)
     except InvalidTable as e:
         raise typer.BadParameter(str(e), param_hint="TABLE_FILE") from e
     except InvalidDataset as e:
-        raise typer.BadParameter(str(e), param_hint="--bound") from e
+        raise typer.BadParameter(str(e), param_hint="--bound, --target, --time-bins or --category") from e
     datasheet = _datasheet(datasheet_file, package.schema, rows=package.rows, check_rows=True) if datasheet_file is not None else None
     http, config, chain = connect(gateway, timeout=300)
     try:
@@ -126,7 +151,10 @@ def publish(
         table.add_row(
             "features", f"{len(schema.feature_names)}: {', '.join(schema.feature_names[:8])}{' …' if len(schema.feature_names) > 8 else ''}"
         )
-        table.add_row("label classes", ", ".join(schema.class_names[:12]) + (" …" if len(schema.class_names) > 12 else ""))
+        table.add_row("label", label_summary(schema))
+        if schema.categories:
+            table.add_row("categorical", "; ".join(f"{name}: {', '.join(values[:6])}{' …' if len(values) > 6 else ''}"
+                                                   for name, values in schema.categories))  # fmt: skip
         table.add_row("price per job", f"{price:,} {unit}")
         table.add_row("ε per job / total", f"{epsilon_per_job:g} / {total_epsilon:g}")
         table.add_row("max δ", f"{max_delta:g}")
@@ -175,7 +203,7 @@ def publish(
         )
 
 
-def _bounds(values: list[str]) -> dict[str, tuple[float, float]]:
+def _bounds(values: list[str], option: str = "--bound") -> dict[str, tuple[float, float]]:
     """``NAME=LOW:HIGH`` options as declared bounds by column name."""
     bounds: dict[str, tuple[float, float]] = {}
     for value in values:
@@ -184,10 +212,53 @@ def _bounds(values: list[str]) -> dict[str, tuple[float, float]]:
         try:
             bounds[name.strip()] = (float(low), float(high))
         except ValueError:
-            raise typer.BadParameter(f"{value!r} is not NAME=LOW:HIGH (e.g. income=0:500000)", param_hint="--bound") from None
+            raise typer.BadParameter(f"{value!r} is not NAME=LOW:HIGH (e.g. income=0:500000)", param_hint=option) from None
         if not name.strip():
-            raise typer.BadParameter(f"{value!r} names no column", param_hint="--bound")
+            raise typer.BadParameter(f"{value!r} names no column", param_hint=option)
     return bounds
+
+
+def _categories(values: list[str]) -> dict[str, list[str]]:
+    """``NAME=A,B,C`` options as declared vocabularies by column name."""
+    categories: dict[str, list[str]] = {}
+    for value in values:
+        name, _, listed = value.partition("=")
+        vocabulary = [v.strip() for v in listed.split(",")]
+        if not name.strip() or not listed or any(not v for v in vocabulary):
+            raise typer.BadParameter(f"{value!r} is not NAME=A,B,C (e.g. sex=F,M)", param_hint="--category")
+        categories[name.strip()] = vocabulary
+    return categories
+
+
+def _table_task(
+    task: str, targets: list[str], time_column: str | None, event_column: str | None, time_bins: str | None, label: str | None
+) -> Any:
+    """The table's :class:`~marketplace.tables.Regression` or :class:`~marketplace.tables.Survival` from the
+    options (``None`` for classification), each option refused where its task does not take it."""
+    from marketplace.tables import Regression, Survival
+
+    survival_given = [o for o, v in (("--time", time_column), ("--event", event_column), ("--time-bins", time_bins)) if v is not None]
+    if task != "regression" and targets:
+        raise typer.BadParameter("--target names a regression's target column; add --task regression", param_hint="--target")
+    if task != "survival" and survival_given:
+        given = ", ".join(survival_given)
+        raise typer.BadParameter(f"{given} describe a survival table; add --task survival", param_hint=survival_given[0])
+    if task != "classification" and label is not None:
+        columns = "--target" if task == "regression" else "--time and --event"
+        raise typer.BadParameter(f"a {task} table names its label columns with {columns}", param_hint="--label")
+    if task == "regression":
+        if not targets:
+            raise typer.BadParameter("a regression table needs --target NAME=LOW:HIGH (repeat for several)", param_hint="--target")
+        return Regression(_bounds(targets, "--target"))
+    if task == "survival":
+        if time_column is None or event_column is None or time_bins is None:
+            raise typer.BadParameter("a survival table needs --time, --event and --time-bins", param_hint="--task")
+        try:
+            bins = [float(b) for b in time_bins.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"{time_bins!r} is not a list of numbers (e.g. 365,730,1095)", param_hint="--time-bins") from None
+        return Survival(time_column, event_column, bins)
+    return None
 
 
 def _datasheet(path: Path, schema: Any, *, rows: int | None, check_rows: bool) -> Any:
@@ -250,6 +321,9 @@ def ls(
 @dataset_app.command("show")
 def show(dataset_id: IdArgument, gateway: GatewayOption = DEFAULT_GATEWAY, json_out: JsonOption = False) -> None:
     """One dataset: terms, schema, ε budget and the jobs that used it."""
+    from enclave_worker.trusted.dataset import Schema
+    from marketplace.tables import label_summary
+
     http, _, _ = connect(gateway, timeout=60)
     try:
         d = get_json(http, f"/api/datasets/{dataset_id}")
@@ -272,7 +346,7 @@ def show(dataset_id: IdArgument, gateway: GatewayOption = DEFAULT_GATEWAY, json_
     if d.get("schema"):
         schema = d["schema"]
         label_name = sheet["label"]["name"] if sheet else "label"
-        console.print(f"{label_name} (the label): classes {', '.join(schema['class_names'])}")
+        console.print(f"{label_name} (the label): {label_summary(Schema.from_json(schema))}")
         columns = Table("column", "description", "unit", "declared bounds", title=f"{len(schema['feature_names'])} feature(s)")
         for c in d.get("columns") or [{"name": n, "description": "", "unit": "", "bounds": None} for n in schema["feature_names"]]:
             columns.add_row(c["name"], c["description"], c["unit"], f"{c['bounds'][0]:g} … {c['bounds'][1]:g}" if c["bounds"] else "")

@@ -66,38 +66,43 @@ def _bound_value(value: object, where: str) -> int | float:
     return number
 
 
-def normalise_feature_bounds(bounds: object, *, feature_names: tuple[str, ...], feature_shape: tuple[int, ...]) -> FeatureBounds | None:
+def normalise_feature_bounds(
+    bounds: object, *, feature_names: tuple[str, ...], feature_shape: tuple[int, ...], kind: str = "feature"
+) -> FeatureBounds | None:
     """Check a schema's declared feature bounds and put them in canonical form.
 
     The one place bounds are checked, for schemas built in code and parsed from JSON alike:
     ``None`` stays ``None``; otherwise one entry per flattened feature, each ``None`` or
     ``(lo, hi)`` with ``lo < hi`` (:func:`_bound_value` for each number), at least one not ``None``.
 
+    ``kind`` names what is bounded in the messages (``"target"``: a regression schema's targets).
+
     Raises:
         InvalidDataset: the message names the feature and the problem.
     """
     if bounds is None:
         return None
+    field = f"{kind}_bounds"
     if isinstance(bounds, str | bytes) or not isinstance(bounds, list | tuple):
-        raise InvalidDataset(f"feature_bounds must be a list with one [lo, hi] or null per feature, got {type(bounds).__name__}")
+        raise InvalidDataset(f"{field} must be a list with one [lo, hi] or null per {kind}, got {type(bounds).__name__}")
     width = math.prod(feature_shape)
     if len(bounds) != width:
-        raise InvalidDataset(f"feature_bounds has {len(bounds)} entries, the schema has {width} features")
+        raise InvalidDataset(f"{field} has {len(bounds)} entries, the schema has {width} {kind}s")
     normalised: list[tuple[float, float] | None] = []
     for i, entry in enumerate(bounds):
-        name = f"feature {i} ({feature_names[i]!r})" if i < len(feature_names) else f"feature {i}"
+        name = f"{kind} {i} ({feature_names[i]!r})" if i < len(feature_names) else f"{kind} {i}"
         if entry is None:
             normalised.append(None)
             continue
         if isinstance(entry, str | bytes) or not isinstance(entry, list | tuple) or len(entry) != 2:
-            raise InvalidDataset(f"feature_bounds of {name} must be [lo, hi] or null, got {entry!r}")
+            raise InvalidDataset(f"{field} of {name} must be [lo, hi] or null, got {entry!r}")
         lo = _bound_value(entry[0], f"the lower bound of {name}")
         hi = _bound_value(entry[1], f"the upper bound of {name}")
         if not lo < hi:
-            raise InvalidDataset(f"feature_bounds of {name}: the lower bound {lo} is not below the upper bound {hi}")
+            raise InvalidDataset(f"{field} of {name}: the lower bound {lo} is not below the upper bound {hi}")
         normalised.append((lo, hi))
     if all(entry is None for entry in normalised):
-        raise InvalidDataset("feature_bounds declares no bound: leave it out (None) instead of listing only nulls")
+        raise InvalidDataset(f"{field} declares no bound: leave it out (None) instead of listing only nulls")
     return tuple(normalised)
 
 
@@ -115,7 +120,7 @@ def _target_bounds(bounds: object, names: tuple[str, ...]) -> tuple[tuple[float,
     """
     if isinstance(bounds, str | bytes) or not isinstance(bounds, list | tuple) or len(bounds) != len(names):
         raise InvalidDataset(f"target_bounds must be a list with one [lo, hi] per target ({len(names)}), got {bounds!r}")
-    checked = normalise_feature_bounds(list(bounds), feature_names=names, feature_shape=(len(names),))
+    checked = normalise_feature_bounds(list(bounds), feature_names=names, feature_shape=(len(names),), kind="target")
     if checked is None or any(b is None for b in checked):
         raise InvalidDataset("target_bounds needs [lo, hi] for every target, not null")
     return tuple(b for b in checked if b is not None)

@@ -166,3 +166,49 @@ def test_a_provider_publishes_with_a_datasheet_and_declared_bounds_and_consumers
         refused = runner.invoke(cli, ["dataset", "describe", dataset_id, "--datasheet", str(fixed), "--gateway", url], env=stranger)
         assert refused.exit_code == 1 and f"Only the provider of dataset #{dataset_id} can change it." in words(refused.output)
         assert net.market.datasheet_of(int(dataset_id)) == digest
+
+
+def test_a_provider_publishes_regression_and_survival_tables_with_categorical_columns(gateway: Gateway, tmp_path: Path) -> None:
+    net = gateway.net
+    env = {"STERLING_PRIVATE_KEY": net.chain.new_account().key.hex()}
+    rng = np.random.default_rng(8)
+    regression = tmp_path / "outcomes.csv"
+    regression.write_text("age,sex,progression\n" + "".join(f"{a:.1f},{'FM'[s]},{p:.1f}\n" for a, s, p in zip(
+        rng.uniform(20, 80, 60), rng.integers(0, 2, 60), rng.uniform(25, 340, 60), strict=True)))  # fmt: skip
+    survival = tmp_path / "followup.csv"
+    survival.write_text("age,futime,death\n" + "".join(f"{a:.1f},{t:.0f},{e}\n" for a, t, e in zip(
+        rng.uniform(20, 80, 60), rng.uniform(1, 1400, 60), rng.integers(0, 2, 60), strict=True)))  # fmt: skip
+    terms = ["--price", str(10**16), "--epsilon-per-job", "1", "--total-epsilon", "3", "--yes"]
+    runner = CliRunner()
+    with serve(gateway.app_with(port=free_port())) as (host, port):
+        url = f"http://{host}:{port}"
+        count = net.market.dataset_count()
+        for args, message in [
+            (["--target", "progression=0:400"], "add --task regression"),
+            (["--task", "regression"], "a regression table needs --target"),
+            (["--task", "regression", "--target", "progression=0:400", "--label", "age"], "names its label columns with --target"),
+            (["--task", "regression", "--target", "progression=0:400", "--category", "sex"], "is not NAME=A,B,C"),
+            (["--task", "regression", "--target", "progression=0:400", "--category", "sex=F"], "needs 2 to"),
+            (["--task", "regression", "--target", "progression=0:400", "--category", "sex=F,X"], '"M" is not one of its declared categories'),
+            (["--task", "survival", "--time", "futime"], "needs --time, --event and --time-bins"),
+        ]:
+            refused = runner.invoke(cli, ["dataset", "publish", str(regression), *terms, *args, "--gateway", url], env=env)
+            assert refused.exit_code == 2 and message in words(refused.output), (args, refused.output)
+        assert net.market.dataset_count() == count  # nothing listed
+
+        published = runner.invoke(cli, ["dataset", "publish", str(regression), *terms, "--task", "regression",
+                                        "--target", "progression=0:400", "--category", "sex=F,M", "--json", "--gateway", url], env=env)  # fmt: skip
+        assert published.exit_code == 0, published.output
+        assert "regression on 1 target (progression, declared 0 to 400)" in words(published.output)
+        assert "sex: F, M" in words(published.output)
+        dataset_id = json.loads(published.output[published.output.index("{") :])["dataset_id"]
+        published = runner.invoke(cli, ["dataset", "publish", str(survival), *terms, "--task", "survival", "--time", "futime",
+                                        "--event", "death", "--time-bins", "365,730,1095,1461", "--gateway", url], env=env)  # fmt: skip
+        assert published.exit_code == 0, published.output
+        assert "survival: time to event in 4 intervals ending at 365, 730, 1095, 1461" in words(published.output)
+        gateway.sync()
+        schema = gateway.client.get(f"/api/datasets/{dataset_id}").json()["schema"]
+        assert (schema["task"], schema["feature_names"], schema["target_names"]) == ("regression", ["age", "sex"], ["progression"])
+        assert schema["target_bounds"] == [[0, 400]] and schema["categories"] == {"sex": ["F", "M"]}
+        shown = runner.invoke(cli, ["dataset", "show", str(dataset_id), "--gateway", url], env={"COLUMNS": "200"})
+        assert "label (the label): regression on 1 target (progression, declared 0 to 400)" in words(shown.output), shown.output
