@@ -44,8 +44,10 @@ It computes exactly what Opacus's DP-SGD computes (tests compare both on the sam
 close to the cost of a non-private step. Supported trainable layers: ``nn.Linear`` (2-D inputs),
 ``nn.Conv2d`` (groups = 1, any stride, padding and dilation), ``nn.GroupNorm`` and ``nn.Embedding``
 (one index per example); anything else with trainable parameters is refused. At batch 256 on
-32x32 images a DP step of VGG-9 costs about 1.4 times a non-private one on this machine, of
-ResNet-32 about 1.6 (``make bench-models``, docs/models.md).
+32x32 images a DP step of VGG-9 or ResNet-32 costs about 1.3 times a non-private one on this
+machine, with the trainer's allocator keeping freed memory (:func:`.runtime.keep_freed_memory`;
+``make bench-models``, docs/models.md). The ratios quoted below for single choices were measured
+before that, when both steps also page-faulted their temporaries.
 """
 
 from __future__ import annotations
