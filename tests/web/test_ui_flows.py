@@ -408,6 +408,48 @@ def test_the_job_form_offers_image_networks_and_each_tasks_own_fields(up: httpx.
     assert (spec["architecture"], spec["regression_loss"], spec["hidden_sizes"]) == ("mlp", "huber", [8])
     page.goto(f"{base}/#/datasets/{regression}")
     expect(page.locator("#schema-label")).to_have_text("regression on 1 target (progression, declared 0 to 400)")
+
+    # A survival table with categorical columns: the survival settings and the embedding width are
+    # offered; standardisation computed from the consumer's own CSV (category names in it) leaves the
+    # categorical columns at mean 0, scale 1, and changing them there is refused.
+    flchain = datasets.flchain(categorical=True)
+    survival = list_quickly(up, accounts[2], 0, DatasetPackage(flchain.features[:150], flchain.labels[:150], flchain.schema))
+    page.goto(f"{base}/#/jobs/new?datasets={survival}")
+    heading = page.locator("#datasets-heading")
+    expect(heading).to_contain_text("3 categorical (sex, mgus, flc_grp)")
+    expect(heading).to_contain_text("survival: time to event in 14 intervals ending at 365.25, 730.5, 1095.75, 1461, …")
+    for shown in ("#survival-head", "#survival-prior", "#embedding-dim"):
+        expect(page.locator(shown)).to_be_visible()
+    expect(page.locator("#regression-loss")).to_be_hidden()
+    expect(page.locator("#released-statistics")).to_be_hidden()
+    expect(page.locator("#bounds-table tr", has_text="sex")).to_contain_text("categorical (F, M): its category's embedding")
+    vocabularies = dict(flchain.schema.categories)
+    names = flchain.schema.feature_names
+    mine = "\n".join([",".join(names)] + [
+        ",".join(vocabularies[n][int(v)] if n in vocabularies else f"{v:g}" for n, v in zip(names, row, strict=True))
+        for row in flchain.features[200:220]
+    ])  # fmt: skip
+    page.set_input_files("#stats-file", files=[{"name": "mine.csv", "mimeType": "text/csv", "buffer": mine.encode()}])
+    expect(page.locator("#stats-hint")).to_contain_text("Computed from 20 rows of mine.csv")
+    categorical = [names.index(n) for n in vocabularies]
+    means = [float(v) for v in page.input_value("#input-mean").split(",")]
+    scales = [float(v) for v in page.input_value("#input-scale").split(",")]
+    assert [means[i] for i in categorical] == [0, 0, 0] and [scales[i] for i in categorical] == [1, 1, 1]
+    assert abs(means[0] - float(flchain.features[200:220, 0].mean())) < 1e-3  # age, a numeric column
+    page.fill("#input-mean", ",".join(["0.5"] * len(names)))
+    expect(page.locator("#summary")).to_contain_text("sex, mgus, flc_grp are categorical: mean 0 and standard deviation 1 there")
+    page.fill("#input-mean", ",".join(map(str, means)))
+    page.select_option("#survival-head", "per_interval")
+    page.fill("#survival-prior", "1.5")
+    expect(page.locator("#summary")).to_contain_text("The share expected to survive must be between 0 and 1")
+    page.fill("#survival-prior", "0.7")
+    page.fill("#embedding-dim", "4")
+    page.fill("#hidden", "8")
+    page.fill("#epochs", "1")
+    shoot(page, "create-a-job-survival")
+    spec = created_spec()
+    assert (spec["survival_head"], spec["survival_prior"], spec["embedding_dim"]) == ("per_interval", 0.7, 4)
+    assert [spec["input_mean"][i] for i in categorical] == [0, 0, 0] and [spec["input_scale"][i] for i in categorical] == [1, 1, 1]
     page.context.close()
     assert not errors, errors
 

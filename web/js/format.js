@@ -122,3 +122,9 @@ export function labelSummary(schema) {
   const classes = schema.class_names || [];
   return `${classes.length} classes (${few(classes, 6)})`;
 }
+
+/** A schema's categorical features, in feature order (its ``categories`` object is key-sorted in canonical JSON). */
+export function categoricalFeatures(schema) {
+  const declared = schema?.categories || {};
+  return (schema?.feature_names || []).filter((name) => Object.hasOwn(declared, name));
+}

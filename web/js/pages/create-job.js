@@ -9,7 +9,7 @@
 // standardisation); and a model sealed to the consumer's key cannot be paid for before that key
 // is backed up (downloaded or copied, then confirmed).
 import { ApiError, getJSON, postJSON, waitForIndex } from "../api.js";
-import { bytesToHex, chip, datasetUnavailable, download, esc, few, labelSummary, money, eps, parseMoney, paymentUnit, short } from "../format.js";
+import { bytesToHex, categoricalFeatures, chip, datasetUnavailable, download, esc, few, labelSummary, money, eps, parseMoney, paymentUnit, short } from "../format.js";
 import { newConsumerKey, rememberJobKey, rememberKey } from "../consumer-keys.js";
 import { attestedKeyManagerKey } from "../key-manager.js";
 import { deltaUnits, epsilonUnits } from "../onchain.js";
@@ -216,7 +216,7 @@ function describeSchema(group) {
   const shape = (s.feature_shape || []).length > 1 ? ` of shape ${s.feature_shape.join("×")}` : "";
   const labels = labelNames(group);
   const named = labels.length ? `label "${labels.join('" / "')}"` : "label";
-  const categorical = Object.keys(s.categories || {});
+  const categorical = categoricalFeatures(s);
   const kinds = categorical.length ? `; ${categorical.length} categorical (${few(categorical, 3)})` : "";
   return `${n} feature${n === 1 ? "" : "s"}${shape}${names ? ` (${names})` : ""}${kinds}, ${named}: ${labelSummary(s)}`;
 }
@@ -232,7 +232,7 @@ function showModelFields(root, group) {
   const a = ARCHITECTURES[name];
   const schema = group?.schema;
   const task = taskOf(schema);
-  const categorical = Object.keys(schema?.categories || {});
+  const categorical = categoricalFeatures(schema);
   root.querySelectorAll("[data-arch]").forEach((field) => (field.hidden = !field.dataset.arch.split(" ").includes(name)));
   root.querySelectorAll("[data-task]").forEach((field) => {
     const wanted = field.dataset.task;
@@ -307,7 +307,7 @@ function scalingSection(group) {
   let head;
   if (hasBounds(s)) {
     const rows = s.feature_bounds
-      .map((b, i) => `<tr><td data-label="#">${i}</td><td data-label="Feature">${esc(names[i] ?? `feature ${i}`)}</td><td data-label="Bounds">${Array.isArray(b) ? `[${esc(b[0])}, ${esc(b[1])}]` : `<span class="muted">none declared: passed as it is</span>`}</td></tr>`)
+      .map((b, i) => `<tr><td data-label="#">${i}</td><td data-label="Feature">${esc(names[i] ?? `feature ${i}`)}</td><td data-label="Bounds">${Array.isArray(b) ? `[${esc(b[0])}, ${esc(b[1])}]` : s.categories?.[names[i]] ? `<span class="muted">categorical (${esc(few(s.categories[names[i]], 4))}): its category's embedding</span>` : `<span class="muted">none declared: passed as it is</span>`}</td></tr>`)
       .slice(0, 64)
       .join("");
     head = `<div class="ok-box" id="scaling-bounds">Features are clipped to the provider's declared bounds and scaled to [-1, 1] inside the enclave (unless you give standardisation statistics below, which then apply instead).</div>
@@ -332,21 +332,24 @@ async function statisticsFromFile(root, group, file) {
     const lines = (await file.text()).split(/\r?\n/).filter((l) => l.trim());
     const header = lines[0].split(",").map((h) => h.trim().replace(/^"|"$/g, ""));
     const names = group.schema.feature_names || [];
+    // Categorical columns pass to their embeddings unchanged: mean 0 and scale 1, whatever the CSV holds there.
+    const declared = new Set(categoricalFeatures(group.schema));
+    const categorical = names.map((name) => declared.has(name));
     const columns = names.map((name) => header.indexOf(name));
-    const missing = names.filter((_, i) => columns[i] < 0);
+    const missing = names.filter((_, i) => columns[i] < 0 && !categorical[i]);
     if (missing.length) throw new Error(`the CSV has no column ${missing.slice(0, 3).map((m) => `"${m}"`).join(", ")}`);
     const sums = names.map(() => 0), squares = names.map(() => 0);
     let rows = 0;
     for (const line of lines.slice(1)) {
       const cells = line.split(",");
-      const values = columns.map((c) => Number(cells[c]));
+      const values = columns.map((c, i) => (categorical[i] ? 0 : Number(cells[c])));
       if (values.some((v) => !Number.isFinite(v))) throw new Error(`row ${rows + 2} holds a value that is not a number`);
       values.forEach((v, i) => ((sums[i] += v), (squares[i] += v * v)));
       rows += 1;
     }
     if (rows < 2) throw new Error("it needs at least two rows");
     const means = sums.map((s) => s / rows);
-    const scales = squares.map((q, i) => Math.sqrt(Math.max(q / rows - means[i] ** 2, 0)) || 1);
+    const scales = squares.map((q, i) => (categorical[i] ? 1 : Math.sqrt(Math.max(q / rows - means[i] ** 2, 0)) || 1));
     const fmt = (v) => Number(v.toPrecision(6));
     root.querySelector("#input-mean").value = means.map(fmt).join(", ");
     root.querySelector("#input-scale").value = scales.map(fmt).join(", ");
@@ -452,7 +455,7 @@ function spec(form, group) {
     s.survival_prior = Number(data.get("survival_prior"));
   }
   const embedding = String(data.get("embedding_dim") || "").trim();
-  if (embedding && Object.keys(group?.schema?.categories || {}).length && !ARCHITECTURES[architecture].images) s.embedding_dim = Number(embedding);
+  if (embedding && categoricalFeatures(group?.schema).length && !ARCHITECTURES[architecture].images) s.embedding_dim = Number(embedding);
   const metrics = task === "classification" ? data.getAll("private_metrics") : [];
   if (metrics.length) {
     s.private_metrics = metrics;
@@ -502,6 +505,10 @@ function check(form, root, { byId, me, marketPaused, maxDatasets, schema: chosen
     }
     if ([...mean, ...scale].some((v) => !Number.isFinite(v))) problems.push("The standardisation statistics must be numbers.");
     else if (scale.some((v) => !(v > 0))) problems.push("Every standard deviation must be positive.");
+    const names = group?.schema?.feature_names || [];
+    const declared = new Set(categoricalFeatures(group?.schema));
+    const fixed = names.filter((name, i) => declared.has(name) && i < mean.length && (mean[i] !== 0 || scale[i] !== 1));
+    if (fixed.length) problems.push(`${few(fixed, 3)} ${fixed.length === 1 ? "is" : "are"} categorical: mean 0 and standard deviation 1 there (the category's index passes to its embedding unchanged).`);
   }
   let total = fee;
   root.querySelectorAll("[data-check]").forEach((cell) => (cell.innerHTML = ""));
@@ -555,9 +562,11 @@ async function submit(form, root, state, context) {
   try {
     let stored;
     try {
-      // With the schema's hash the gateway also refuses a spec that cannot train on these datasets, before anything is paid.
+      // With the schema's hash the gateway also refuses a spec that cannot train on these datasets, before anything is paid
+      // (when it holds the schema's document; the trainer checks again in any case).
       const group = context.schema();
-      stored = await postJSON(`/api/specs${group ? `?schema=${encodeURIComponent(String(group.hash).replace(/^0x/, ""))}` : ""}`, spec(form, group));
+      const fitted = group?.schema ? `?schema=${encodeURIComponent(String(group.hash).replace(/^0x/, ""))}` : "";
+      stored = await postJSON(`/api/specs${fitted}`, spec(form, group));
     } catch (error) {
       if (error instanceof ApiError) {
         specError.textContent = `The model spec is not valid: ${error.message}`;

@@ -5,7 +5,7 @@
 import { formatUnits } from "ethers";
 import { getJSON, subscribe, waitForIndex } from "../api.js";
 import { budgetBar, budgetChart } from "../charts.js";
-import { datasetUnavailable, esc, eps, few, labelSummary, money, parseMoney, paymentUnit, short, statusBadges, when } from "../format.js";
+import { categoricalFeatures, datasetUnavailable, esc, eps, few, labelSummary, money, parseMoney, paymentUnit, short, statusBadges, when } from "../format.js";
 import { epsilonUnits } from "../onchain.js";
 import { datasheetDocument, datasheetHash, datasheetProblems, DatasheetRejected, parseTags, publishDatasheet } from "../listing-flow.js";
 import * as wallet from "../wallet.js";
@@ -416,8 +416,8 @@ function body(d) {
         ? `<dl class="kv"><dt>Task</dt><dd>${esc(schema.task)}</dd>
            <dt>Features</dt><dd>${esc((schema.feature_shape || []).join(" × "))}: ${esc((schema.feature_names || []).slice(0, 12).join(", "))}${(schema.feature_names || []).length > 12 ? ", …" : ""}</dd>
            <dt>Label</dt><dd id="schema-label">${esc(labelSummary(schema))}</dd>${
-             Object.keys(schema.categories || {}).length
-               ? `<dt>Categorical</dt><dd>${Object.entries(schema.categories).map(([name, values]) => `${esc(name)}: ${esc(few(values, 6))}`).join("; ")}</dd>`
+             categoricalFeatures(schema).length
+               ? `<dt>Categorical</dt><dd>${categoricalFeatures(schema).map((name) => `${esc(name)}: ${esc(few(schema.categories[name], 6))}`).join("; ")}</dd>`
                : ""
            }
            <dt>Schema hash</dt><dd>${short(d.schema_hash, 10)}</dd></dl>`
