@@ -321,6 +321,14 @@ def test_a_spec_is_checked_against_a_schema_before_anything_is_paid(gateway: Gat
     missing = post(toy_spec(), "ab" * 32)
     assert missing.status_code == 404
     assert post(toy_spec(), "xyz").status_code == 422
+    not_a_schema = post(toy_spec(), toy_spec().hash().hex())  # a stored document, but a spec
+    assert not_a_schema.status_code == 422 and "is not a dataset schema" in not_a_schema.json()["detail"]
+    ciphertext = dataformat.encrypt_bytes(b"\0" * (2 << 20), dataformat.new_data_key(), kind=dataformat.Kind.DATASET, context=b"u" * 32)
+    stored = client.post("/api/blobs", content=ciphertext, headers={"content-type": "application/octet-stream",
+                                                                     "x-content-sha256": hashlib.sha256(ciphertext).hexdigest()})  # fmt: skip
+    assert stored.status_code == 201, stored.text
+    too_large = post(toy_spec(), stored.json()["sha256"])
+    assert too_large.status_code == 422 and "larger than" in too_large.json()["detail"]
     assert client.get(f"/api/blobs/{huber.hash().hex()}").status_code == 404
 
 

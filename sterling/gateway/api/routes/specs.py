@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from enclave_worker.trusted.dataset import Schema, canonical_json
 from enclave_worker.trusted.models import MAX_SPEC_BYTES, ModelSpec, check_fits
 from marketplace.errors import InvalidDataset, InvalidModelSpec
+from marketplace.blobstore import BlobStore
 from sterling.gateway.api.deps import BlobsDep
 from sterling.gateway.errors import NonStandardJson, PayloadTooLarge
 from sterling.gateway.schemas import DocumentPublic
@@ -29,6 +30,26 @@ async def read_limited(request: Request, *, limit: int) -> bytes:
         if len(body) > limit:
             raise PayloadTooLarge(f"document exceeds {limit} bytes")
     return bytes(body)
+
+
+def _stored_schema(blobs: BlobStore, digest: str) -> Schema:
+    """The dataset schema stored under ``digest``.
+
+    Raises:
+        BlobNotFound: nothing is stored under it (404).
+        InvalidDataset: what is stored there is not a schema (a schema is at most ``MAX_SPEC_BYTES``
+            of JSON: a ciphertext is refused by its size, never read into memory).
+    """
+    path = blobs.path(digest)
+    if path.exists() and path.stat().st_size > MAX_SPEC_BYTES:
+        raise InvalidDataset(f"blob {digest} is not a dataset schema (larger than {MAX_SPEC_BYTES} bytes)")
+    try:
+        document = strict_loads(blobs.get(digest))
+        if not isinstance(document, dict):
+            raise InvalidDataset("not a JSON object")
+        return Schema.from_json(document)
+    except (NonStandardJson, InvalidDataset, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise InvalidDataset(f"blob {digest} is not a dataset schema: {e}") from e
 
 
 @router.post(
@@ -52,7 +73,7 @@ async def publish_spec(
     ),
 ) -> DocumentPublic:
     """Validate a model spec exactly as the worker will, store its canonical JSON; the hash is the job's ``modelSpecHash``."""
-    fitted = None if schema is None else Schema.from_json(strict_loads(blobs.get(schema)))
+    fitted = None if schema is None else _stored_schema(blobs, schema)
     raw = await read_limited(request, limit=MAX_SPEC_BYTES)
     try:
         strict_loads(raw)  # NaN passes "input_scale must be positive"; a 5,000-digit integer is a ValueError, not a spec error
