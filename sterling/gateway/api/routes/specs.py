@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Request
 
 from enclave_worker.trusted.dataset import Schema, canonical_json
 from enclave_worker.trusted.models import MAX_SPEC_BYTES, ModelSpec, check_fits
-from marketplace.errors import InvalidDataset, InvalidModelSpec
 from marketplace.blobstore import BlobStore
+from marketplace.errors import InvalidDataset, InvalidModelSpec
 from sterling.gateway.api.deps import BlobsDep
 from sterling.gateway.errors import NonStandardJson, PayloadTooLarge
 from sterling.gateway.schemas import DocumentPublic
