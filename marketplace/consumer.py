@@ -87,17 +87,14 @@ class Consumer:
         """
         spec.training_epsilon(epsilon_units(epsilon))
         schemas = {i: self.market.dataset(i).schema_hash for i in dataset_ids}
-        if len(set(schemas.values())) > 1:
-            first = dataset_ids[0]
-            other = next(i for i in dataset_ids if schemas[i] != schemas[first])
-            raise SchemaMismatch(f"datasets {first} and {other} have different schemas: one job trains on datasets of one schema")
-        for schema_hash in set(schemas.values()):
+        other = next((i for i in dataset_ids if schemas[i] != schemas[dataset_ids[0]]), None)
+        if other is not None:
+            raise SchemaMismatch(f"datasets {dataset_ids[0]} and {other} have different schemas: one job trains on datasets of one schema")
+        if dataset_ids:
             try:
-                schema = Schema.from_json(json.loads(self.blobs.get(schema_hash.hex())))
+                check_fits(spec, self._schema(dataset_ids[0]))
             except BlobNotFound:
-                logger.warning("schema %s is not in the blob store: the spec is not checked against it", schema_hash.hex())
-                continue
-            check_fits(spec, schema)
+                logger.warning("the datasets' schema is not in the blob store: the spec is not checked against it")
         spec_hash = bytes.fromhex(self.blobs.put(spec.to_bytes()))
         now = self.market.chain.now()
         job_id, tx = self.market.create_job(
@@ -160,10 +157,14 @@ class Consumer:
         weights = self.fetch_weights(job_id)
         job = self.market.job(job_id)
         spec = ModelSpec.from_bytes(self.blobs.get(job.model_spec_hash.hex()))
-        schema = Schema.from_json(json.loads(self.blobs.get(self.market.dataset(job.dataset_ids[0]).schema_hash.hex())))
-        model = build_model(spec, schema)
+        model = build_model(spec, self._schema(job.dataset_ids[0]))
         model.load_state_dict(load_tensors(weights))
         return model.eval()
+
+
+    def _schema(self, dataset_id: int) -> Schema:
+        """The schema dataset ``dataset_id`` was listed with, from the blob store (``BlobNotFound`` if it is not there)."""
+        return Schema.from_json(json.loads(self.blobs.get(self.market.dataset(dataset_id).schema_hash.hex())))
 
 
 class BlobReader(Protocol):

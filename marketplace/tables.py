@@ -29,13 +29,14 @@ import io
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from enclave_worker.trusted.dataset import MAX_CATEGORIES, DatasetPackage, FeatureBounds, Schema
+from enclave_worker.trusted.dataset import DatasetPackage, FeatureBounds, Schema, check_vocabulary
 
 from .errors import InvalidDataset, SterlingError
 
@@ -190,27 +191,63 @@ def _category_columns(names: list[str], label_at: list[int], categories: Categor
         if name not in names or names.index(name) in label_at:
             what = "is a label column" if name in names else "is not a column of the table"
             raise InvalidTable(f"categorical column {json.dumps(name)}: it {what}")
-        if len(set(vocabulary)) < 2 or len(set(vocabulary)) != len(vocabulary):
-            # Said before any row is read (the schema checks the vocabulary again, with the rest).
-            raise InvalidDataset(f"the vocabulary of {name!r} needs 2 to {MAX_CATEGORIES:,} distinct categories, got {list(vocabulary)}")
+        check_vocabulary(name, vocabulary)  # before any row is read: a bad vocabulary, not a row, is the mistake
         found[names.index(name)] = {str(v): i for i, v in enumerate(vocabulary)}
     return found
 
 
-def _label_value(task: Task, position: int, cell: str, where: str) -> float:
-    """One label cell of a regression or survival table as float32, checked.
+def _cell_number(cell: str, where: str) -> float:
+    """A numeric cell (a feature, a target, a time or an event) as float32.
 
     Raises:
-        InvalidTable: not a number, a negative time, an event other than 0 or 1.
+        InvalidTable: empty, not a decimal number, or too large for float32 (``where`` says where).
     """
     value = _float32(cell)
     if not math.isfinite(value):
-        raise InvalidTable(f"{where}: {'is empty' if cell == '' else f'{json.dumps(cell)} is not a number'}")
-    if isinstance(task, Survival) and position == 0 and value < 0:
-        raise InvalidTable(f"{where}: a follow-up time of {cell} is negative")
-    if isinstance(task, Survival) and position == 1 and value not in (0.0, 1.0):
-        raise InvalidTable(f"{where}: an event is 1 (observed) or 0 (censored), not {cell}")
+        if cell == "":
+            what = "is empty"
+        else:
+            what = f"{cell} is too large for float32" if DECIMAL.fullmatch(cell) else f"{json.dumps(cell)} is not a number"
+        raise InvalidTable(f"{where}: {what}")
     return value
+
+
+def _numeric_column(column: Any, name: str) -> np.ndarray:
+    """A Parquet column of numbers without nulls as float32.
+
+    Raises:
+        InvalidTable: not a numeric column, an empty value, or a value too large for float32.
+    """
+    import pyarrow as pa
+
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type)):
+        raise InvalidTable(f"column {json.dumps(name)} is {column.type}, not numbers")
+    if column.null_count:
+        raise InvalidTable(f"column {json.dumps(name)} has {column.null_count} empty value(s)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        values: np.ndarray = column.to_numpy().astype(np.float64).astype(np.float32)
+    if not np.isfinite(values).all():
+        row = int(np.argmax(~np.isfinite(values)))
+        raise InvalidTable(f"row {row + 1}, column {json.dumps(name)}: {column[row].as_py()} is not a float32 number")
+    return values
+
+
+def _check_task_labels(task: Task, labels: np.ndarray, row: Callable[[int], str]) -> None:
+    """A survival table's times are ≥ 0 and its events 0 or 1 (``row(r)`` names row ``r`` in a message).
+
+    Raises:
+        InvalidTable: the first row that breaks either, with its column.
+    """
+    if not isinstance(task, Survival):
+        return
+    negative = np.flatnonzero(labels[:, 0] < 0)
+    if negative.size:
+        r = int(negative[0])
+        raise InvalidTable(f"{row(r)}, column {json.dumps(task.time)}: a follow-up time of {labels[r, 0]:g} is negative")
+    neither = np.flatnonzero(~np.isin(labels[:, 1], (0.0, 1.0)))
+    if neither.size:
+        r = int(neither[0])
+        raise InvalidTable(f"{row(r)}, column {json.dumps(task.event)}: an event is 1 (observed) or 0 (censored), not {labels[r, 1]:g}")
 
 
 def _package(
@@ -314,26 +351,17 @@ def parse_csv(
                     raise InvalidTable(f"line {line}, {_category_miss(names[col], cell, codes[col])}")
                 features[r, j] = codes[col][cell]
                 continue
-            value = _float32(cell)
-            if not math.isfinite(value):
-                what = (
-                    "is empty"
-                    if cell == ""
-                    else f"{cell} is too large for float32"
-                    if DECIMAL.fullmatch(cell)
-                    else f"{json.dumps(cell)} is not a number"
-                )
-                raise InvalidTable(f"line {line}, column {json.dumps(names[col])}: {what}")
-            features[r, j] = value
+            features[r, j] = _cell_number(cell, f"line {line}, column {json.dumps(names[col])}")
         if task is not None:
             for k, col in enumerate(label_at):
-                label_values[r, k] = _label_value(task, k, cells[col].strip(), f"line {line}, column {json.dumps(names[col])}")
+                label_values[r, k] = _cell_number(cells[col].strip(), f"line {line}, column {json.dumps(names[col])}")
             continue
         label = cells[label_at[0]].strip()
         if not label:
             raise InvalidTable(f"line {line}, label column {json.dumps(names[label_at[0]])} is empty")
         label_text.append(label)
     if task is not None:
+        _check_task_labels(task, label_values, lambda r: f"line {data[r][0]}")
         return _task_package(names, label_at, features, label_values, bounds, task, categories)
     return _package(names, label_at[0], features, label_text, bounds, categories)
 
@@ -376,23 +404,11 @@ def read_parquet(
                 features[row, j] = codes[i][cell]
             j += 1
             continue
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type)):
-            raise InvalidTable(f"column {json.dumps(name)} is {column.type}, not numbers")
-        if column.null_count:
-            raise InvalidTable(f"column {json.dumps(name)} has {column.null_count} empty value(s)")
-        with np.errstate(over="ignore", invalid="ignore"):
-            values = column.to_numpy().astype(np.float64).astype(np.float32)
-        if not np.isfinite(values).all():
-            row = int(np.argmax(~np.isfinite(values)))
-            raise InvalidTable(f"row {row + 1}, column {json.dumps(name)}: {column[row].as_py()} is not a float32 number")
-        features[:, j] = values
+        features[:, j] = _numeric_column(column, name)
         j += 1
     if task is not None:
-        labels = np.empty((table.num_rows, len(label_at)), dtype=np.float32)
-        for k, i in enumerate(label_at):
-            for row, value in enumerate(table.column(i).to_pylist()):
-                cell = "" if value is None else str(value).strip()
-                labels[row, k] = _label_value(task, k, cell, f"row {row + 1}, column {json.dumps(names[i])}")
+        labels = np.stack([_numeric_column(table.column(i), names[i]) for i in label_at], axis=1)
+        _check_task_labels(task, labels, lambda r: f"row {r + 1}")
         return _task_package(names, label_at, features, labels, bounds, task, categories)
     label = table.column(label_at[0])
     if label.null_count:

@@ -130,6 +130,18 @@ MAX_CATEGORIES = 10_000
 """Largest vocabulary of one categorical feature."""
 
 
+def check_vocabulary(name: str, vocabulary: object) -> None:
+    """A categorical feature's declared vocabulary: a list of 2 to :data:`MAX_CATEGORIES` distinct strings.
+
+    Raises:
+        InvalidDataset: names the feature and what is wrong.
+    """
+    if isinstance(vocabulary, str | bytes) or not isinstance(vocabulary, tuple | list) or not all(isinstance(v, str) for v in vocabulary):
+        raise InvalidDataset(f"the vocabulary of {name!r} must be a list of strings")
+    if not 2 <= len(vocabulary) <= MAX_CATEGORIES or len(set(vocabulary)) != len(vocabulary):
+        raise InvalidDataset(f"the vocabulary of {name!r} needs 2 to {MAX_CATEGORIES:,} distinct categories, got {len(vocabulary)}")
+
+
 def _categories_from_json(doc: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if not isinstance(doc, dict):
         raise InvalidDataset(f"categories must be an object of feature name to vocabulary, got {type(doc).__name__}")
@@ -161,11 +173,7 @@ def _categories(
             raise InvalidDataset(f"categories names {name!r}, which is not a feature")
         if name in checked:
             raise InvalidDataset(f"categories names {name!r} twice")
-        if (isinstance(vocabulary, str | bytes) or not isinstance(vocabulary, tuple | list)
-                or not all(isinstance(v, str) for v in vocabulary)):  # fmt: skip
-            raise InvalidDataset(f"the vocabulary of {name!r} must be a list of strings")
-        if not 2 <= len(vocabulary) <= MAX_CATEGORIES or len(set(vocabulary)) != len(vocabulary):
-            raise InvalidDataset(f"the vocabulary of {name!r} needs 2 to {MAX_CATEGORIES:,} distinct categories, got {len(vocabulary)}")
+        check_vocabulary(name, vocabulary)
         if bounds is not None and bounds[position[name]] is not None:
             raise InvalidDataset(f"{name!r} is categorical: it takes no feature bounds (its values are category indices)")
         checked[name] = tuple(vocabulary)

@@ -247,8 +247,7 @@ function showModelFields(root, group) {
 }
 
 /** Why the chosen model cannot train on the chosen schema, as far as the page can tell (the gateway checks the rest). */
-function modelProblems(form, group) {
-  const data = new FormData(form);
+function modelProblems(data, group) {
   const name = data.get("architecture");
   const a = ARCHITECTURES[name];
   const problems = [];
@@ -492,7 +491,7 @@ function check(form, root, { byId, me, marketPaused, maxDatasets, schema: chosen
   const metricsEps = classifying ? Number(data.get("metrics_epsilon") || 0) : 0;
   if (classifying && data.getAll("private_metrics").length && !(metricsEps > 0)) problems.push("Give the statistics a positive ε.");
   if (metricsEps > 0 && metricsEps >= epsilon) problems.push("The statistics' ε must leave some of the job's ε for training.");
-  problems.push(...modelProblems(form, group));
+  problems.push(...modelProblems(data, group));
   const mean = numbers(data.get("input_mean")), scale = numbers(data.get("input_scale"));
   const width = featureCount(group?.schema);
   const shape = group?.schema?.feature_shape || [];
